@@ -1,0 +1,515 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin/proto/stagepb"
+)
+
+// ErrChecksum is wrapped by Launch's error when a binary's sha256 differs
+// from the one recorded for it; the binary is not started.
+var ErrChecksum = errors.New("plugin binary checksum mismatch")
+
+// LaunchOptions tunes Launch.
+type LaunchOptions struct {
+	// Log receives the plugin's log lines, each tagged with the stage name.
+	// The zero value discards them.
+	Log zerolog.Logger
+	// StartTimeout bounds the plugin's start (default 30 s).
+	StartTimeout time.Duration
+}
+
+// Client runs a stage in a plugin process. It implements Stage, so a host
+// uses it as it uses a local stage. Kill must be called when done (or the
+// context given to Launch cancelled); CleanupClients ends every client.
+type Client struct {
+	name   string
+	gp     *goplugin.Client
+	stub   stagepb.StageClient
+	spec   Spec
+	tap    *stderrTap
+	pid    int
+	stopAF func() bool
+}
+
+var _ Stage = (*Client)(nil)
+
+// CleanupClients kills every plugin process this host started. Call it on
+// every exit path of a host (go-plugin's Managed clients).
+func CleanupClients() { goplugin.CleanupClients() }
+
+// Launch starts the plugin binary of e after checking its sha256 (e.SHA256,
+// from the lock file) and returns a connected client. The process is killed
+// when ctx is cancelled. The binary must describe itself with e's name and
+// version.
+func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
+	if e.SHA256 == "" {
+		return nil, fmt.Errorf("plugin: stage %q: no sha256 recorded for %s (build the plugins: make plugins)", e.Name, e.Binary)
+	}
+	sum, err := hex.DecodeString(e.SHA256)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("plugin: stage %q: malformed sha256 %q in the lock file", e.Name, e.SHA256)
+	}
+	if opt.StartTimeout == 0 {
+		opt.StartTimeout = 30 * time.Second
+	}
+	tap := &stderrTap{log: opt.Log.With().Str("stage", e.Name).Logger()}
+	cmd := exec.Command(e.Path)
+	setDeathSignal(cmd)
+	gp := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		Plugins:          goplugin.PluginSet{pluginName: &grpcPlugin{}},
+		Cmd:              cmd,
+		SecureConfig:     &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Managed:          true,
+		StartTimeout:     opt.StartTimeout,
+		Logger:           hclog.NewNullLogger(),
+		Stderr:           tap,
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
+	})
+	rpc, err := gp.Client()
+	if err != nil {
+		gp.Kill()
+		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {
+			return nil, fmt.Errorf("plugin: stage %q: %s: %w (refused to start it)", e.Name, e.Path, ErrChecksum)
+		}
+		return nil, fmt.Errorf("plugin: stage %q: starting %s: %w%s", e.Name, e.Path, err, tap.tail())
+	}
+	raw, err := rpc.Dispense(pluginName)
+	if err != nil {
+		gp.Kill()
+		return nil, fmt.Errorf("plugin: stage %q: %w", e.Name, err)
+	}
+	c := &Client{name: e.Name, gp: gp, stub: raw.(stagepb.StageClient), tap: tap}
+	if rc := gp.ReattachConfig(); rc != nil {
+		c.pid = rc.Pid
+	}
+	c.stopAF = context.AfterFunc(ctx, gp.Kill)
+	ps, err := c.stub.Describe(ctx, &stagepb.DescribeRequest{})
+	if err != nil {
+		c.Kill()
+		return nil, fmt.Errorf("plugin: stage %q: Describe: %w", e.Name, err)
+	}
+	c.spec = specFromProto(ps)
+	if c.spec.Name != e.Name || c.spec.Version != e.Version {
+		c.Kill()
+		return nil, fmt.Errorf("plugin: %s describes itself as %s %s, the manifest says %s %s",
+			e.Path, c.spec.Name, c.spec.Version, e.Name, e.Version)
+	}
+	return c, nil
+}
+
+// Spec returns the spec the plugin described.
+func (c *Client) Spec() Spec { return c.spec }
+
+// Pid returns the plugin process id.
+func (c *Client) Pid() int { return c.pid }
+
+// Exited reports whether the plugin process has exited.
+func (c *Client) Exited() bool { return c.gp.Exited() }
+
+// Kill ends the plugin process (gracefully, then by force).
+func (c *Client) Kill() {
+	if c.stopAF != nil {
+		c.stopAF()
+	}
+	c.gp.Kill()
+}
+
+// Run runs the stage in the plugin: it sends params and every connected
+// input port, writes what the plugin sends back to out (validating the table
+// kinds and rows), passes progress on and returns the plugin's metrics. On
+// error nothing more is written to out and the error is an *Error naming
+// the stage and, where one is involved, the port.
+func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out Outputs, progress Progress) (Metrics, error) {
+	spec := c.spec
+	fail := func(port string, code Code, format string, args ...any) error {
+		return &Error{Stage: spec.Name, Port: port, Code: code, Msg: fmt.Sprintf(format, args...)}
+	}
+	if err := CheckParams(spec, params); err != nil {
+		return nil, classify(spec.Name, err, ctx)
+	}
+	if progress == nil {
+		progress = ProgressFunc(func(Event) {})
+	}
+	// Open every connected input and check its table kind before anything
+	// is sent.
+	type inPort struct {
+		name string
+		r    array.RecordReader
+	}
+	var inputs []inPort
+	defer func() {
+		for _, p := range inputs {
+			p.r.Release()
+		}
+	}()
+	for _, ps := range spec.Inputs {
+		r, err := in.Open(ps.Name)
+		if errors.Is(err, ErrNotConnected) {
+			if ps.Optional {
+				continue
+			}
+			return nil, fail(ps.Name, CodeBadInput, "required input port is not connected")
+		}
+		if err != nil {
+			return nil, classify(spec.Name, PortError(ps.Name, err), ctx)
+		}
+		inputs = append(inputs, inPort{ps.Name, r})
+		if err := arrowio.ValidateSchema(r.Schema(), ps.Kind); err != nil {
+			return nil, classify(spec.Name, PortError(ps.Name, err), ctx)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.stub.Run(ctx)
+	if err != nil {
+		return nil, c.crashed(ctx, "", err)
+	}
+	names := make([]string, len(inputs))
+	for i, p := range inputs {
+		names[i] = p.name
+	}
+	if err := stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Start{Start: &stagepb.Start{
+		ParamsJson: string(params), Ports: names}}}); err != nil {
+		return nil, c.crashed(ctx, "", err)
+	}
+
+	// Send the inputs, one port after the other, while receiving.
+	var sendMu sync.Mutex
+	sending := ""
+	sendErr := make(chan error, 1)
+	go func() {
+		frame := func(port string, data []byte, eof bool) error {
+			return stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: port, Data: data, Eof: eof}}})
+		}
+		for _, p := range inputs {
+			sendMu.Lock()
+			sending = p.name
+			sendMu.Unlock()
+			fw := newFrameWriter(p.name, frame)
+			w := ipc.NewWriter(fw, ipc.WithSchema(p.r.Schema()))
+			var err error
+			for err == nil && p.r.Next() {
+				err = w.Write(p.r.Record())
+			}
+			if err == nil {
+				err = p.r.Err()
+			}
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = fw.Close()
+			}
+			if err != nil {
+				sendErr <- PortError(p.name, err)
+				return
+			}
+		}
+		sendMu.Lock()
+		sending = ""
+		sendMu.Unlock()
+		sendErr <- stream.CloseSend()
+	}()
+
+	rx := newOutputSink(ctx, spec, out)
+	defer rx.abort(errors.New("run ended"))
+	var active string // the port the plugin said it works on
+	lastPort := func() string {
+		if active != "" {
+			return active
+		}
+		if p := rx.lastPort(); p != "" {
+			return p
+		}
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return sending
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			// The stream broke: the input side may know why.
+			select {
+			case se := <-sendErr:
+				if se != nil && !errors.Is(se, io.EOF) {
+					var pe *portErr
+					if errors.As(se, &pe) && !strings.Contains(se.Error(), "transport") && !strings.Contains(se.Error(), "EOF") {
+						return nil, classify(spec.Name, se, ctx)
+					}
+				}
+			default:
+			}
+			return nil, c.crashed(ctx, lastPort(), err)
+		}
+		switch msg := m.Msg.(type) {
+		case *stagepb.PluginMessage_Progress:
+			p := msg.Progress
+			if p.Port != "" {
+				active = p.Port
+				if p.Done == 0 && p.Total == 0 && p.Message == "" {
+					continue
+				}
+			}
+			progress.Report(Event{Done: p.Done, Total: p.Total, Unit: p.Unit, Message: p.Message})
+		case *stagepb.PluginMessage_Frame:
+			if err := rx.push(msg.Frame.Port, msg.Frame.Data, msg.Frame.Eof); err != nil {
+				return nil, classify(spec.Name, err, ctx)
+			}
+		case *stagepb.PluginMessage_Error:
+			e := msg.Error
+			return nil, &Error{Stage: spec.Name, Port: e.Port, Code: codeFromProto(e.Code), Msg: e.Message}
+		case *stagepb.PluginMessage_Done:
+			if err := rx.wait(); err != nil {
+				return nil, classify(spec.Name, err, ctx)
+			}
+			var metrics Metrics
+			if err := json.Unmarshal([]byte(msg.Done.MetricsJson), &metrics); err != nil {
+				return nil, fail("", CodeInternal, "malformed metrics from plugin: %v", err)
+			}
+			return metrics, nil
+		default:
+			return nil, fail(lastPort(), CodeInternal, "malformed message from plugin")
+		}
+	}
+}
+
+// crashed explains a broken stream: cancelled, or the plugin died.
+func (c *Client) crashed(ctx context.Context, port string, err error) error {
+	if ctx.Err() != nil {
+		return &Error{Stage: c.name, Port: port, Code: CodeCancelled, Msg: "run cancelled", Err: ctx.Err()}
+	}
+	// Give the process a moment to be reaped so that Exited is accurate.
+	for i := 0; i < 20 && !c.gp.Exited(); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	what := "plugin connection broke"
+	if c.gp.Exited() {
+		what = "plugin process exited"
+	}
+	msg := fmt.Sprintf("%s while streaming: %v%s", what, err, c.tap.tail())
+	if port == "" {
+		msg = fmt.Sprintf("%s: %v%s", what, err, c.tap.tail())
+	}
+	return &Error{Stage: c.name, Port: port, Code: CodeInternal, Msg: msg}
+}
+
+// outputSink turns the frames of each output port into records written to
+// out, one goroutine per port, validating kinds and rows.
+type outputSink struct {
+	ctx   context.Context
+	spec  Spec
+	out   Outputs
+	mu    sync.Mutex
+	pipes map[string]*io.PipeWriter
+	wg    sync.WaitGroup
+	errs  []error
+	last  string
+}
+
+func newOutputSink(ctx context.Context, spec Spec, out Outputs) *outputSink {
+	return &outputSink{ctx: ctx, spec: spec, out: out, pipes: map[string]*io.PipeWriter{}}
+}
+
+func (s *outputSink) lastPort() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+func (s *outputSink) push(port string, data []byte, eof bool) error {
+	s.mu.Lock()
+	s.last = port
+	pw, ok := s.pipes[port]
+	if !ok {
+		ps, known := s.spec.Port(port, true)
+		if !known {
+			s.mu.Unlock()
+			return PortError(port, fmt.Errorf("plugin sent frames for an undeclared output port"))
+		}
+		pr, w := io.Pipe()
+		pw = w
+		s.pipes[port] = pw
+		s.wg.Add(1)
+		go s.consume(ps, pr)
+	}
+	s.mu.Unlock()
+	if len(data) > 0 {
+		if _, err := pw.Write(data); err != nil {
+			return s.firstErr(err)
+		}
+	}
+	if eof {
+		pw.Close()
+	}
+	return nil
+}
+
+func (s *outputSink) firstErr(fallback error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.errs) > 0 {
+		return s.errs[0]
+	}
+	return fallback
+}
+
+func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader) {
+	defer s.wg.Done()
+	err := func() error {
+		r, err := ipc.NewReader(pr)
+		if err != nil {
+			return fmt.Errorf("malformed Arrow IPC stream from plugin: %w", err)
+		}
+		defer r.Release()
+		if err := arrowio.ValidateSchema(r.Schema(), ps.Kind); err != nil {
+			return fmt.Errorf("plugin sent the wrong table: %w", err)
+		}
+		w, err := s.out.Create(ps.Name, r.Schema())
+		if err != nil {
+			return err
+		}
+		v := arrowio.NewValidator(ps.Kind, "output port "+ps.Name)
+		for r.Next() {
+			if err := v.Check(r.Record()); err != nil {
+				return err
+			}
+			if err := w.Write(r.Record()); err != nil {
+				return err
+			}
+		}
+		if err := r.Err(); err != nil {
+			return fmt.Errorf("malformed Arrow IPC stream from plugin: %w", err)
+		}
+		return w.Close()
+	}()
+	if err != nil {
+		pr.CloseWithError(err)
+		s.mu.Lock()
+		s.errs = append(s.errs, PortError(ps.Name, err))
+		s.mu.Unlock()
+	}
+}
+
+// wait waits for every port's consumer and returns the first error. A
+// required port that never came is an error.
+func (s *outputSink) wait() error {
+	s.mu.Lock()
+	for p, pw := range s.pipes {
+		_ = p
+		pw.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if err := s.firstErr(nil); err != nil {
+		return err
+	}
+	for _, p := range s.spec.Outputs {
+		if _, ok := s.pipes[p.Name]; !ok && !p.Optional {
+			return PortError(p.Name, fmt.Errorf("plugin did not send required output port"))
+		}
+	}
+	return nil
+}
+
+// abort ends every consumer with err (no-op once they finished).
+func (s *outputSink) abort(err error) {
+	s.mu.Lock()
+	for _, pw := range s.pipes {
+		pw.CloseWithError(err)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// stderrTap receives the plugin's stderr lines: zerolog JSON lines are
+// logged with the stage's name, other lines are logged raw; the last raw
+// lines are kept to explain a crash.
+type stderrTap struct {
+	log   zerolog.Logger
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	lines []string
+	panic []string
+}
+
+func (t *stderrTap) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	for {
+		line, err := t.buf.ReadString('\n')
+		if err != nil {
+			t.buf.Reset()
+			t.buf.WriteString(line)
+			break
+		}
+		t.line(strings.TrimRight(line, "\r\n"))
+	}
+	return len(p), nil
+}
+
+func (t *stderrTap) line(line string) {
+	if line == "" {
+		return
+	}
+	var m map[string]any
+	if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &m) == nil {
+		lvl, _ := zerolog.ParseLevel(fmt.Sprint(m["level"]))
+		msg, _ := m["message"].(string)
+		ev := t.log.WithLevel(lvl)
+		for k, v := range m {
+			if k != "level" && k != "message" && k != "time" && k != "stage" {
+				ev = ev.Interface(k, v)
+			}
+		}
+		ev.Msg(msg)
+		return
+	}
+	if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+		t.panic = append(t.panic, line)
+	}
+	t.lines = append(t.lines, line)
+	if len(t.lines) > 20 {
+		t.lines = t.lines[len(t.lines)-20:]
+	}
+	t.log.Warn().Msg(line)
+}
+
+// tail returns a suffix for error messages: the panic line, else the last
+// raw stderr line.
+func (t *stderrTap) tail() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.panic) > 0 {
+		return " (" + t.panic[0] + ")"
+	}
+	if len(t.lines) > 0 {
+		return " (stderr: " + t.lines[len(t.lines)-1] + ")"
+	}
+	return ""
+}

@@ -1,0 +1,16 @@
+// Command tcore-echo is the test plugin of package plugin's tests.
+package main
+
+import (
+	"os"
+
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/plugin/internal/testplugin"
+)
+
+func main() {
+	if m := os.Getenv(testplugin.MarkerEnv); m != "" {
+		_ = os.WriteFile(m, []byte("started\n"), 0o644)
+	}
+	plugin.Serve(testplugin.Echo{})
+}

@@ -1,0 +1,76 @@
+package plugin_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/plugin/internal/testplugin"
+)
+
+// catalogPath is a manifest, written by TestMain, that names the echo test
+// plugin built into a temporary folder.
+var catalogPath string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tcore-plugin-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	defer plugin.CleanupClients()
+	bin := filepath.Join(dir, "bin", "tcore-echo")
+	cmd := exec.Command("go", "build", "-o", bin, "./internal/testplugin/cmd/tcore-echo")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the test plugin:", err)
+		return 1
+	}
+	catalogPath, err = writeManifest(dir, plugin.EntryFor(testplugin.Echo{}.Spec(), "bin/tcore-echo", "./plugin/internal/testplugin/cmd/tcore-echo"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// writeManifest writes a manifest of the given entries into dir and locks
+// it.
+func writeManifest(dir string, entries ...plugin.Entry) (string, error) {
+	path := filepath.Join(dir, "manifest.json")
+	if err := plugin.WriteManifest(path, plugin.Manifest{Protocol: plugin.ProtocolVersion, Stages: entries}); err != nil {
+		return "", err
+	}
+	c, err := plugin.LoadCatalog(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.WriteLock(); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// launchEcho starts the echo plugin; it is killed when the test ends.
+func launchEcho(t testing.TB) *plugin.Client {
+	t.Helper()
+	c, err := plugin.LoadCatalog(catalogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := c.Launch(context.Background(), "echo", plugin.LaunchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Kill)
+	return cl
+}

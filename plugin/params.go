@@ -1,0 +1,99 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// CheckParams checks that raw is a JSON object (or empty) whose keys are all
+// parameters of spec. The error names the unknown parameter and lists the
+// known ones; it matches ErrBadInput.
+func CheckParams(spec Spec, raw json.RawMessage) error {
+	m, err := paramMap(raw)
+	if err != nil {
+		return err
+	}
+	known := make(map[string]bool, len(spec.Params))
+	for _, p := range spec.Params {
+		known[p.Name] = true
+	}
+	var unknown []string
+	for k := range m {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		names := make([]string, 0, len(spec.Params))
+		for _, p := range spec.Params {
+			names = append(names, p.Name)
+		}
+		return BadInputf("unknown parameter %q (known: %s)", unknown[0], strings.Join(names, ", "))
+	}
+	return nil
+}
+
+func paramMap(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	m := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return m, nil
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, BadInputf("parameters are not a JSON object: %v", err)
+	}
+	return m, nil
+}
+
+// DecodeParams fills dst (a pointer to a struct with json tags) from spec's
+// defaults, then from raw. Unknown parameters and values of the wrong type
+// are errors naming the parameter; they match ErrBadInput.
+func DecodeParams(spec Spec, raw json.RawMessage, dst any) error {
+	if err := CheckParams(spec, raw); err != nil {
+		return err
+	}
+	given, _ := paramMap(raw)
+	for _, p := range spec.Params {
+		for _, src := range []json.RawMessage{p.Default, given[p.Name]} {
+			if len(src) == 0 {
+				continue
+			}
+			one, _ := json.Marshal(map[string]json.RawMessage{p.Name: src})
+			dec := json.NewDecoder(bytes.NewReader(one))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(dst); err != nil {
+				return BadInputf("parameter %q: %v", p.Name, cleanJSONErr(err))
+			}
+		}
+	}
+	return nil
+}
+
+func cleanJSONErr(err error) string {
+	var te *json.UnmarshalTypeError
+	if ok := asType(err, &te); ok {
+		return fmt.Sprintf("got a JSON %s, want %s", te.Value, te.Type)
+	}
+	return err.Error()
+}
+
+func asType(err error, te **json.UnmarshalTypeError) bool {
+	t, ok := err.(*json.UnmarshalTypeError)
+	if ok {
+		*te = t
+	}
+	return ok
+}
+
+// Defaults returns spec's parameter defaults as one JSON object.
+func Defaults(spec Spec) json.RawMessage {
+	m := make(map[string]json.RawMessage, len(spec.Params))
+	for _, p := range spec.Params {
+		m[p.Name] = p.Default
+	}
+	b, _ := json.Marshal(m)
+	return b
+}

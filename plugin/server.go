@@ -1,0 +1,277 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/tcore-dev/tcore/plugin/proto/stagepb"
+)
+
+// Handshake is the go-plugin handshake every tcore plugin and host share.
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "TCORE_STAGE_PLUGIN",
+	MagicCookieValue: "a1c0f7e2-trusted-core-stage",
+}
+
+// ProtocolVersion is the version of the plugin protocol.
+const ProtocolVersion = 1
+
+// pluginName is the name under which the stage is dispensed.
+const pluginName = "stage"
+
+// Serve serves s as a plugin process over gRPC; it does not return while the
+// host is connected. Call it from the plugin binary's main and print nothing
+// on stdout before it. Logs are zerolog JSON lines on stderr, available to
+// the stage through zerolog.Ctx(ctx).
+func Serve(s Stage) {
+	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
+	go watchParent(log)
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: Handshake,
+		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{stage: s, log: log}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+			return grpc.NewServer(opts...)
+		},
+		Logger: nil,
+	})
+}
+
+// watchParent ends the plugin when its host is gone (re-parented), so that a
+// host killed without cleanup leaves no orphan behind.
+func watchParent(log zerolog.Logger) {
+	ppid := os.Getppid()
+	for range time.Tick(500 * time.Millisecond) {
+		if os.Getppid() != ppid {
+			log.Warn().Msg("host process is gone; exiting")
+			os.Exit(3)
+		}
+	}
+}
+
+// grpcPlugin is the go-plugin adapter for a Stage.
+type grpcPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+	stage Stage
+	log   zerolog.Logger
+}
+
+func (p *grpcPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
+	stagepb.RegisterStageServer(s, &server{stage: Local(p.stage), log: p.log})
+	return nil
+}
+
+func (p *grpcPlugin) GRPCClient(ctx context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return stagepb.NewStageClient(c), nil
+}
+
+// server implements the Stage gRPC service over a (Local-wrapped) Stage.
+type server struct {
+	stagepb.UnimplementedStageServer
+	stage Stage
+	log   zerolog.Logger
+}
+
+var _ stagepb.StageServer = (*server)(nil)
+
+func (s *server) Describe(context.Context, *stagepb.DescribeRequest) (*stagepb.StageSpec, error) {
+	return specToProto(s.stage.Spec()), nil
+}
+
+// syncSender serialises sends on a stream shared by several goroutines.
+type syncSender struct {
+	mu     sync.Mutex
+	stream stagepb.Stage_RunServer
+}
+
+func (s *syncSender) send(m *stagepb.PluginMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+func (s *syncSender) frame(port string, data []byte, eof bool) error {
+	return s.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Frame{Frame: &stagepb.Frame{Port: port, Data: data, Eof: eof}}})
+}
+
+func (s *server) Run(stream stagepb.Stage_RunServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	spec := s.stage.Spec()
+	log := s.log.With().Str("stage", spec.Name).Logger()
+	ctx = log.WithContext(ctx)
+
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return errors.New("plugin: first message of Run must be Start")
+	}
+	out := &syncSender{stream: stream}
+	for _, p := range start.Ports {
+		if _, ok := spec.Port(p, false); !ok {
+			return out.send(errMsg(&Error{Stage: spec.Name, Port: p, Code: CodeBadInput, Msg: "no such input port"}))
+		}
+	}
+	d := newDemux(start.Ports)
+	defer d.close()
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				d.fail(err)
+				return
+			}
+			f := m.GetFrame()
+			if f == nil {
+				d.fail(errors.New("plugin: unexpected message after Start"))
+				return
+			}
+			if err := d.push(f.Port, f.Data, f.Eof); err != nil {
+				d.fail(err)
+				return
+			}
+		}
+	}()
+
+	in := &streamInputs{d: d, ports: start.Ports}
+	outs := &streamOutputs{send: out}
+	prog := newThrottle(func(e Event) {
+		_ = out.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Progress{Progress: &stagepb.Progress{
+			Done: e.Done, Total: e.Total, Unit: e.Unit, Message: e.Message}}})
+	})
+	prog.port = func(port string) {
+		_ = out.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Progress{Progress: &stagepb.Progress{Port: port}}})
+	}
+	metrics, runErr := s.stage.Run(ctx, json.RawMessage(start.ParamsJson), in, outs, prog)
+	prog.flush()
+	if runErr != nil {
+		var se *Error
+		if !errors.As(runErr, &se) {
+			se = classify(spec.Name, runErr, ctx)
+		}
+		log.Error().Str("port", se.Port).Str("code", se.Code.String()).Msg(se.Msg)
+		return out.send(errMsg(se))
+	}
+	if err := outs.err(); err != nil {
+		return out.send(errMsg(classify(spec.Name, err, ctx)))
+	}
+	b, err := json.Marshal(metrics)
+	if err != nil {
+		return out.send(errMsg(&Error{Stage: spec.Name, Code: CodeInternal, Msg: fmt.Sprintf("metrics are not JSON: %v", err)}))
+	}
+	return out.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Done{Done: &stagepb.Done{MetricsJson: string(b)}}})
+}
+
+func errMsg(e *Error) *stagepb.PluginMessage {
+	return &stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Error{Error: &stagepb.Error{
+		Code: codeToProto(e.Code), Message: e.Msg, Port: e.Port}}}
+}
+
+// streamInputs reads input ports from the demultiplexed Run stream.
+type streamInputs struct {
+	d     *demux
+	ports []string
+}
+
+func (in *streamInputs) Open(port string) (array.RecordReader, error) {
+	found := false
+	for _, p := range in.ports {
+		found = found || p == port
+	}
+	if !found {
+		return nil, fmt.Errorf("%w", ErrNotConnected)
+	}
+	r, err := ipc.NewReader(in.d.reader(port))
+	if err != nil {
+		return nil, fmt.Errorf("reading Arrow IPC stream: %w", err)
+	}
+	return r, nil
+}
+
+// streamOutputs writes output ports as frames on the Run stream.
+type streamOutputs struct {
+	send *syncSender
+	mu   sync.Mutex
+	e    error
+}
+
+func (o *streamOutputs) err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.e
+}
+
+func (o *streamOutputs) Create(port string, schema *arrow.Schema) (RecordWriter, error) {
+	fw := newFrameWriter(port, o.send.frame)
+	return &ipcPortWriter{fw: fw, w: ipc.NewWriter(fw, ipc.WithSchema(schema))}, nil
+}
+
+// ipcPortWriter writes one port as an IPC stream into frames.
+type ipcPortWriter struct {
+	fw *frameWriter
+	w  *ipc.Writer
+}
+
+func (w *ipcPortWriter) Write(rec arrow.Record) error { return w.w.Write(rec) }
+func (w *ipcPortWriter) Close() error {
+	if err := w.w.Close(); err != nil {
+		return err
+	}
+	return w.fw.Close()
+}
+
+// throttle passes progress events on at most every 100 ms (and the last one
+// on flush).
+type throttle struct {
+	mu      sync.Mutex
+	f       func(Event)
+	port    func(string)
+	last    time.Time
+	pending *Event
+}
+
+func newThrottle(f func(Event)) *throttle { return &throttle{f: f} }
+
+func (t *throttle) Report(e Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if time.Since(t.last) < 100*time.Millisecond {
+		t.pending = &e
+		return
+	}
+	t.last = time.Now()
+	t.pending = nil
+	t.f(e)
+}
+
+// PortActive implements PortActivity.
+func (t *throttle) PortActive(port string) {
+	if t.port != nil {
+		t.port(port)
+	}
+}
+
+func (t *throttle) flush() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending != nil {
+		t.f(*t.pending)
+		t.pending = nil
+	}
+}
