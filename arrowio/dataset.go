@@ -162,7 +162,15 @@ func openParquet(ctx context.Context, path string, opt ReadOptions) (array.Recor
 		pf.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
-	return &errWrap{RecordReader: rr, file: path, what: "Parquet"}, pf, nil
+	// The record reader's schema drops the file's key-value metadata
+	// (class names, tcore.schema); the file reader's schema has it.
+	full, err := fr.Schema()
+	if err != nil {
+		rr.Release()
+		pf.Close()
+		return nil, nil, dataErr(path, "", -1, "malformed Parquet schema: %v", err)
+	}
+	return &errWrap{RecordReader: rr, file: path, what: "Parquet", schema: full}, pf, nil
 }
 
 func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, io.Closer, error) {
@@ -190,10 +198,18 @@ func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, i
 type errWrap struct {
 	array.RecordReader
 	file, what string
+	schema     *arrow.Schema // overrides RecordReader.Schema when set
+}
+
+func (e *errWrap) Schema() *arrow.Schema {
+	if e.schema != nil {
+		return e.schema
+	}
+	return e.RecordReader.Schema()
 }
 
 func (e *errWrap) Err() error {
-	if err := e.RecordReader.Err(); err != nil {
+	if err := e.RecordReader.Err(); err != nil && err != io.EOF {
 		return dataErr(e.file, "", -1, "malformed %s data: %v", e.what, err)
 	}
 	return nil
@@ -290,6 +306,9 @@ func (c *checked) Next() bool {
 			return false
 		}
 		rec = out
+	} else if want := c.src.Schema(); !rec.Schema().Metadata().Equal(want.Metadata()) && rec.Schema().Equal(want) {
+		// Parquet batches come without the file's metadata: put it back.
+		rec = array.NewRecord(want, rec.Columns(), rec.NumRows())
 	} else {
 		rec.Retain()
 	}
@@ -422,15 +441,24 @@ func newImageConverter(s *arrow.Schema, file string, opt ReadOptions) (*imageCon
 	return c, nil
 }
 
-// classNames returns the class names a source schema carries (as JSON), or
-// "".
+// classNames returns the class names a source schema carries, as a JSON
+// array, or "". Sources write them as a JSON array or comma-separated.
 func classNames(s *arrow.Schema) string {
 	for _, key := range []string{ClassesKey, "class_names"} {
-		if v, ok := s.Metadata().GetValue(key); ok {
-			var names []string
-			if json.Unmarshal([]byte(v), &names) == nil && len(names) > 0 {
-				return v
+		v, ok := s.Metadata().GetValue(key)
+		if !ok || v == "" {
+			continue
+		}
+		var names []string
+		if json.Unmarshal([]byte(v), &names) != nil {
+			names = strings.Split(v, ",")
+			for i := range names {
+				names[i] = strings.TrimSpace(names[i])
 			}
+		}
+		if len(names) > 0 {
+			b, _ := json.Marshal(names)
+			return string(b)
 		}
 	}
 	return ""

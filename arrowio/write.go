@@ -73,6 +73,9 @@ func (a *AtomicFile) Commit() error {
 		err = cerr
 	}
 	if err == nil {
+		err = os.Chmod(a.f.Name(), 0o644)
+	}
+	if err == nil {
 		err = os.Rename(a.f.Name(), a.path)
 	}
 	if err != nil {

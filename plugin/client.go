@@ -479,15 +479,29 @@ func (t *stderrTap) line(line string) {
 	}
 	var m map[string]any
 	if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &m) == nil {
-		lvl, _ := zerolog.ParseLevel(fmt.Sprint(m["level"]))
-		msg, _ := m["message"].(string)
+		// zerolog lines (level, message) from stages; hclog lines (@level,
+		// @message) from go-plugin's own plumbing.
+		str := func(keys ...string) string {
+			for _, k := range keys {
+				if v, ok := m[k].(string); ok {
+					return v
+				}
+			}
+			return ""
+		}
+		lvl, err := zerolog.ParseLevel(str("level", "@level"))
+		if err != nil || lvl == zerolog.NoLevel {
+			lvl = zerolog.InfoLevel
+		}
 		ev := t.log.WithLevel(lvl)
 		for k, v := range m {
-			if k != "level" && k != "message" && k != "time" && k != "stage" {
+			switch k {
+			case "level", "message", "time", "stage", "@level", "@message", "@timestamp", "@module":
+			default:
 				ev = ev.Interface(k, v)
 			}
 		}
-		ev.Msg(msg)
+		ev.Msg(str("message", "@message"))
 		return
 	}
 	if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {

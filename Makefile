@@ -1,0 +1,71 @@
+# tcore: `make` sets up, builds and runs the demo; `make test` runs the tests.
+GO          ?= go
+ORT_VERSION := 1.24.1
+ORT_SHA256  := 53ef1ac028dd1b05554b8da28d9159eb3876f99868193d2aaa6e67f0243c23d4
+ORT_LIB     := third_party/onnxruntime/libonnxruntime.so.1
+STAGE_CMDS  := $(wildcard stages/*/cmd/tcore-*)
+PLUGIN_BINS := $(patsubst stages/%,bin/%,$(notdir $(STAGE_CMDS)))
+export TCORE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
+
+.PHONY: all setup modules ort build tcore plugins demo test race bench proto fmt vet clean
+
+all: build demo
+
+## setup: Go modules and the ONNX Runtime shared library (idempotent)
+setup: modules ort
+
+modules:
+	$(GO) mod download
+
+# ONNX Runtime's CPU library comes from the onnxruntime-node package: pack it
+# (no install scripts run), unpack the one library file, check its sha256.
+ort:
+	@if [ -f $(ORT_LIB) ] && echo "$(ORT_SHA256)  $(ORT_LIB)" | sha256sum -c --status; then \
+		echo "onnxruntime $(ORT_VERSION): $(ORT_LIB) present"; \
+	else \
+		set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+		echo "fetching onnxruntime $(ORT_VERSION) (npm pack onnxruntime-node)"; \
+		(cd "$$tmp" && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null); \
+		tar -xzf "$$tmp/onnxruntime-node-$(ORT_VERSION).tgz" -C "$$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1; \
+		echo "$(ORT_SHA256)  $$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" | sha256sum -c --quiet; \
+		mkdir -p $(dir $(ORT_LIB)); \
+		mv "$$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" $(ORT_LIB).tmp && mv $(ORT_LIB).tmp $(ORT_LIB); \
+		echo "onnxruntime $(ORT_VERSION): $(ORT_LIB)"; \
+	fi
+
+## build: the tcore CLI and every stage plugin, with their sha256s locked
+build: setup tcore plugins
+
+tcore:
+	$(GO) build -trimpath -o bin/tcore ./host-example/cmd/tcore
+
+plugins: tcore
+	@for d in $(STAGE_CMDS); do \
+		echo "$(GO) build -o bin/$$(basename $$d) ./$$d"; \
+		$(GO) build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; \
+	done
+	bin/tcore plugins lock
+	bin/tcore plugins verify
+
+demo: build
+	bin/tcore demo
+
+## test: every package's tests, then the race detector over the plugin
+## boundary and the host
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./plugin/... ./host-example/...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./plugin/
+
+proto:
+	protoc -I plugin/proto --go_out=plugin/proto/stagepb --go_opt=paths=source_relative \
+		--go-grpc_out=plugin/proto/stagepb --go-grpc_opt=paths=source_relative plugin/proto/stage.proto
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin runs manifest.lock.json

@@ -1,0 +1,144 @@
+// Command tcore is the example host of tcore: it runs pipelines of stage
+// plugins over datasets and manages the plugins.
+//
+//	tcore run --train DATA --out DIR [--pipeline NAME|FILE.json] [--test DATA] ...
+//	tcore demo
+//	tcore plugins list|verify|lock
+//	tcore version
+//
+// Exit status: 0 done, 2 bad input, 1 anything else.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+func main() {
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	plugin.CleanupClients()
+	os.Exit(code)
+}
+
+// usageError is a command-line mistake (exit status 2).
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usage = `usage: tcore <command> [flags]
+
+commands:
+  run       run a pipeline over datasets and write a run folder
+  demo      run the demo pipeline on the data kept in the repository
+  plugins   list | verify | lock the stage plugins of the manifest
+  version   print versions
+
+Run 'tcore <command> -h' for a command's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "plugins":
+		err = cmdPlugins(ctx, args[1:], stdout, stderr)
+	case "version":
+		err = cmdVersion(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = usagef("unknown command %q\n\n%s", args[0], usage)
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "tcore: %v\n", err)
+	switch {
+	case ctx.Err() != nil:
+		return 1
+	case isUsage(err) || dag.IsBadInput(err):
+		return 2
+	}
+	return 1
+}
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// common holds the flags every command takes.
+type common struct {
+	ortLib   string
+	device   string
+	manifest string
+	logLevel string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $TCORE_ORT_LIB, then the one `make` fetched)")
+	fs.StringVar(&c.device, "device", "cpu", "execution device: cpu or cuda[:N]")
+	fs.StringVar(&c.manifest, "manifest", "", "plugin manifest (default: $TCORE_MANIFEST, then manifest.json beside the tcore binary's folder or in the working directory)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil {
+		return zerolog.Nop(), usagef("--log-level: %v", err)
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: "15:04:05"}).
+		Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func (c *common) check() error {
+	switch {
+	case c.device == "cpu":
+	case c.device == "cuda" || (len(c.device) > 5 && c.device[:5] == "cuda:"):
+	default:
+		return usagef("--device %q: want cpu or cuda[:N]", c.device)
+	}
+	return nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return err
+		}
+		return usagef("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}

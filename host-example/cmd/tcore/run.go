@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/host-example/pipelines"
+	"github.com/tcore-dev/tcore/host-example/progress"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/stats"
+)
+
+// inProcess lists the stages the CLI can run inside its own process
+// (--in-process), for debugging without plugin binaries.
+func inProcess() dag.InProcess {
+	return dag.InProcess{"stats": stats.New()}
+}
+
+// runConfig is one `tcore run`.
+type runConfig struct {
+	common
+	train, test, encoder, out string
+	pipeline, evalSpec        string
+	seed                      int64
+	inProcess                 bool
+	imageCol, labelCol        string
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c runConfig
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	c.common.register(fs)
+	fs.StringVar(&c.train, "train", "", "training dataset: Parquet, Arrow IPC or image folder (required)")
+	fs.StringVar(&c.test, "test", "", "clean test dataset")
+	fs.StringVar(&c.encoder, "encoder", "", "pre-trained encoder (ONNX)")
+	fs.StringVar(&c.out, "out", "", "run folder (required); finished nodes in it are reused")
+	fs.StringVar(&c.pipeline, "pipeline", "stats", "built-in pipeline ("+strings.Join(pipelines.Names(), ", ")+") or a pipeline JSON file")
+	fs.StringVar(&c.evalSpec, "eval", "", "evaluation spec (JSON) for the attack success rate")
+	fs.Int64Var(&c.seed, "seed", 1, "random seed")
+	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
+	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
+	fs.StringVar(&c.labelCol, "label-col", "", "label column of the datasets (default: label or labels)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if c.train == "" || c.out == "" {
+		return usagef("run: --train and --out are required")
+	}
+	return c.execute(ctx, stdout, stderr)
+}
+
+func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	p, err := pipelines.Resolve(c.pipeline)
+	if err != nil {
+		return err
+	}
+	inputs := map[string]string{}
+	given := map[string]string{"train": c.train, "test": c.test}
+	for _, name := range p.Inputs() {
+		v, known := given[name]
+		if !known {
+			return usagef("run: pipeline %q needs input %q, which tcore run does not provide (inputs: train, test)", p.Name, name)
+		}
+		if v == "" {
+			return usagef("run: pipeline %q needs --%s", p.Name, name)
+		}
+		if _, err := os.Stat(v); err != nil {
+			return usagef("run: --%s: %v", name, err)
+		}
+		inputs[name] = v
+	}
+	if c.encoder != "" {
+		if _, err := os.Stat(c.encoder); err != nil {
+			return usagef("run: --encoder: %v", err)
+		}
+	}
+	var stages dag.Provider = inProcess()
+	if !c.inProcess {
+		cat, err := loadCatalog(c.manifest)
+		if err != nil {
+			return err
+		}
+		stages = dag.Plugins{Catalog: cat, Log: log}
+	}
+	board := progress.New(stderr)
+	r := &dag.Runner{Stages: stages, Observer: board,
+		Read: arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol}}
+	res, err := r.Run(ctx, p, inputs, c.out)
+	board.Close()
+	if err != nil {
+		return err
+	}
+	rep, err := writeReport(c, p, res)
+	if err != nil {
+		return err
+	}
+	printSummary(stdout, rep, res, log)
+	return nil
+}
+
+// report is report.json.
+type report struct {
+	Pipeline string             `json:"pipeline"`
+	Seed     int64              `json:"seed"`
+	ACC      *float64           `json:"acc"`
+	ASR      *float64           `json:"asr"`
+	Inputs   map[string]string  `json:"inputs"`
+	Encoder  string             `json:"encoder,omitempty"`
+	TimingsS map[string]float64 `json:"timings_s"`
+	Reused   []string           `json:"reused_nodes"`
+	Nodes    map[string]any     `json:"nodes"`
+}
+
+func writeReport(c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error) {
+	rep := &report{Pipeline: p.Name, Seed: c.seed, Inputs: map[string]string{"train": c.train, "test": c.test},
+		Encoder: c.encoder, TimingsS: map[string]float64{}, Reused: []string{}, Nodes: map[string]any{}}
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		rep.TimingsS[id] = n.Seconds
+		if n.Cached {
+			rep.Reused = append(rep.Reused, id)
+		}
+		rep.Nodes[id] = map[string]any{"stage": n.Stage, "metrics": n.Metrics, "outputs": n.Outputs}
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	af, err := arrowio.CreateAtomic(filepath.Join(res.Dir, "report.json"))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := af.Write(append(b, '\n')); err != nil {
+		af.Abort()
+		return nil, err
+	}
+	if err := af.Commit(); err != nil {
+		return nil, err
+	}
+	return rep, writeSamples(res)
+}
+
+// writeSamples writes samples.parquet: the per-sample scores of the run.
+// With several scores outputs the last one in topological order is taken.
+func writeSamples(res *dag.Result) error {
+	var path string
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		ports := make([]string, 0, len(n.Outputs))
+		for p := range n.Outputs {
+			ports = append(ports, p)
+		}
+		sort.Strings(ports)
+		for _, port := range ports {
+			full, _ := res.OutputPath(id, port)
+			if kindOfFile(full) == arrowio.KindScores {
+				path = full
+			}
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, "samples.parquet"), r)
+	return err
+}
+
+func kindOfFile(path string) arrowio.Kind {
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return ""
+	}
+	defer r.Release()
+	k, _ := arrowio.KindOf(r.Schema())
+	return k
+}
+
+func printSummary(w io.Writer, rep *report, res *dag.Result, log zerolog.Logger) {
+	fmt.Fprintf(w, "pipeline %s: %d nodes, run folder %s\n", rep.Pipeline, len(res.Order), res.Dir)
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		what := n.Stage
+		if what == "" {
+			what = "input " + n.Input
+		}
+		state := fmt.Sprintf("%.2fs", n.Seconds)
+		if n.Cached {
+			state = "reused"
+		}
+		m, _ := json.Marshal(n.Metrics)
+		fmt.Fprintf(w, "  %-10s %-14s %-8s %s\n", id, what, state, m)
+	}
+	_ = log
+}
+
+// cmdDemo runs the demo on the data kept in the repository.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c runConfig
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	c.common.register(fs)
+	fs.StringVar(&c.out, "out", "runs/demo", "run folder")
+	fs.StringVar(&c.train, "data", "", "demo data (default: testdata/demo/train.parquet beside the manifest)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if c.train == "" {
+		path, err := manifestPath(c.manifest)
+		if err != nil {
+			return err
+		}
+		c.train = filepath.Join(filepath.Dir(path), "testdata", "demo", "train.parquet")
+	}
+	c.pipeline, c.seed = "stats", 1
+	return c.execute(ctx, stdout, stderr)
+}
+
+// manifestPath finds the manifest: flag, $TCORE_MANIFEST, the folder above
+// the executable (bin/..), the working directory.
+func manifestPath(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if v := os.Getenv("TCORE_MANIFEST"); v != "" {
+		return v, nil
+	}
+	var cands []string
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(filepath.Dir(exe)), "manifest.json"))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		cands = append(cands, filepath.Join(wd, "manifest.json"))
+	}
+	for _, c := range cands {
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", usagef("no manifest.json found (looked at %v); pass --manifest or set TCORE_MANIFEST", cands)
+}
+
+func loadCatalog(flagValue string) (*plugin.Catalog, error) {
+	path, err := manifestPath(flagValue)
+	if err != nil {
+		return nil, err
+	}
+	return plugin.LoadCatalog(path)
+}

@@ -1,0 +1,240 @@
+// Package dag runs tcore pipelines: a DAG of stage nodes wired output port
+// to input port, executed in topological order with independent nodes in
+// parallel. Every node's outputs are kept in the run folder as Arrow IPC
+// files; they are the cache (a node whose stage, parameters and inputs are
+// unchanged is not run again) and what a user inspects after a failure. A
+// node that fails or is interrupted leaves none of its files behind.
+package dag
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+// Pipeline is a DAG of nodes, as JSON:
+//
+//	{"name": "stats",
+//	 "nodes": [{"id": "train", "input": "train"},
+//	           {"id": "stats", "stage": "stats", "params": {"min_per_class": 1}}],
+//	 "edges": [{"from": "train.table", "to": "stats.images"}]}
+//
+// A node runs a stage (Stage, with Params) or reads one of the run's input
+// datasets (Input, the name the run binds to a file). An input node has one
+// output port, "table".
+type Pipeline struct {
+	Name  string `json:"name"`
+	Doc   string `json:"doc,omitempty"`
+	Nodes []Node `json:"nodes"`
+	Edges []Edge `json:"edges"`
+}
+
+// Node is one node of a pipeline.
+type Node struct {
+	ID     string          `json:"id"`
+	Stage  string          `json:"stage,omitempty"`
+	Input  string          `json:"input,omitempty"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// Edge connects an output port to an input port, each written "node.port".
+type Edge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// InputPort is the output port of an input node.
+const InputPort = "table"
+
+// ParsePipeline reads a pipeline from JSON; unknown fields are errors.
+func ParsePipeline(r io.Reader, source string) (*Pipeline, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var p Pipeline
+	if err := dec.Decode(&p); err != nil {
+		return nil, plugin.BadInputf("pipeline %s: %v", source, err)
+	}
+	return &p, nil
+}
+
+// LoadPipeline reads a pipeline file.
+func LoadPipeline(path string) (*Pipeline, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, plugin.BadInputf("pipeline: %v", err)
+	}
+	return ParsePipeline(bytes.NewReader(b), path)
+}
+
+func splitRef(ref string) (node, port string, ok bool) {
+	i := strings.LastIndexByte(ref, '.')
+	if i <= 0 || i == len(ref)-1 {
+		return "", "", false
+	}
+	return ref[:i], ref[i+1:], true
+}
+
+// Inputs returns the names of the run inputs the pipeline needs.
+func (p *Pipeline) Inputs() []string {
+	var out []string
+	for _, n := range p.Nodes {
+		if n.Input != "" {
+			out = append(out, n.Input)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// plan is a validated pipeline.
+type plan struct {
+	nodes map[string]*Node
+	specs map[string]plugin.Spec // by node id (stage nodes)
+	// in[node][port] = "from-node.port"
+	in    map[string]map[string]string
+	order []string // topological order
+}
+
+// Validate checks the pipeline against the stages the provider offers: ids
+// unique, each node either a stage or an input, stages known, edges between
+// existing ports of matching table kinds, each input port fed at most once,
+// every required input connected, parameters known, no cycles.
+func (p *Pipeline) validate(stages Provider) (*plan, error) {
+	bad := func(format string, args ...any) error {
+		return plugin.BadInputf("pipeline %q: "+format, append([]any{p.Name}, args...)...)
+	}
+	pl := &plan{nodes: map[string]*Node{}, specs: map[string]plugin.Spec{}, in: map[string]map[string]string{}}
+	if len(p.Nodes) == 0 {
+		return nil, bad("no nodes")
+	}
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if n.ID == "" || strings.ContainsAny(n.ID, "./\\ ") {
+			return nil, bad("node %d: id %q must be non-empty without '.', '/', '\\' or spaces", i, n.ID)
+		}
+		if _, dup := pl.nodes[n.ID]; dup {
+			return nil, bad("node id %q used twice", n.ID)
+		}
+		if (n.Stage == "") == (n.Input == "") {
+			return nil, bad("node %q: set exactly one of \"stage\" and \"input\"", n.ID)
+		}
+		pl.nodes[n.ID] = n
+		pl.in[n.ID] = map[string]string{}
+		if n.Stage != "" {
+			spec, ok := stages.Spec(n.Stage)
+			if !ok {
+				return nil, bad("node %q: unknown stage %q (known: %s)", n.ID, n.Stage, strings.Join(stages.Names(), ", "))
+			}
+			if err := plugin.CheckParams(spec, n.Params); err != nil {
+				return nil, bad("node %q (stage %s): %v", n.ID, n.Stage, err)
+			}
+			pl.specs[n.ID] = spec
+		} else if len(n.Params) > 0 {
+			return nil, bad("node %q: an input node takes no params", n.ID)
+		}
+	}
+	for _, e := range p.Edges {
+		fn, fp, ok1 := splitRef(e.From)
+		tn, tp, ok2 := splitRef(e.To)
+		if !ok1 || !ok2 {
+			return nil, bad("edge %q -> %q: write ports as node.port", e.From, e.To)
+		}
+		from, ok := pl.nodes[fn]
+		if !ok {
+			return nil, bad("edge from %q: no node %q", e.From, fn)
+		}
+		to, ok := pl.nodes[tn]
+		if !ok {
+			return nil, bad("edge to %q: no node %q", e.To, tn)
+		}
+		if to.Input != "" {
+			return nil, bad("edge to %q: input node %q has no input ports", e.To, tn)
+		}
+		tps, ok := pl.specs[tn].Port(tp, false)
+		if !ok {
+			return nil, bad("edge to %q: stage %s has no input port %q", e.To, to.Stage, tp)
+		}
+		if from.Input != "" {
+			if fp != InputPort {
+				return nil, bad("edge from %q: an input node's port is %q", e.From, InputPort)
+			}
+		} else {
+			fps, ok := pl.specs[fn].Port(fp, true)
+			if !ok {
+				return nil, bad("edge from %q: stage %s has no output port %q", e.From, from.Stage, fp)
+			}
+			if fps.Kind != tps.Kind {
+				return nil, bad("edge %q -> %q: %s output into a %s input", e.From, e.To, fps.Kind, tps.Kind)
+			}
+		}
+		if prev, dup := pl.in[tn][tp]; dup {
+			return nil, bad("input %q is fed twice (%s and %s)", e.To, prev, e.From)
+		}
+		pl.in[tn][tp] = e.From
+	}
+	for id, spec := range pl.specs {
+		for _, ps := range spec.Inputs {
+			if _, ok := pl.in[id][ps.Name]; !ok && !ps.Optional {
+				return nil, bad("node %q: required input port %q is not connected", id, ps.Name)
+			}
+		}
+	}
+	// Kahn's algorithm, in node order for determinism.
+	indeg := map[string]int{}
+	for id := range pl.nodes {
+		indeg[id] = len(pl.in[id])
+	}
+	done := map[string]bool{}
+	for len(pl.order) < len(p.Nodes) {
+		progressed := false
+		for _, n := range p.Nodes {
+			if done[n.ID] || indeg[n.ID] > 0 {
+				continue
+			}
+			done[n.ID] = true
+			pl.order = append(pl.order, n.ID)
+			progressed = true
+			for _, m := range p.Nodes {
+				for _, src := range pl.in[m.ID] {
+					if sn, _, _ := splitRef(src); sn == n.ID {
+						indeg[m.ID]--
+					}
+				}
+			}
+		}
+		if !progressed {
+			var left []string
+			for _, n := range p.Nodes {
+				if !done[n.ID] {
+					left = append(left, n.ID)
+				}
+			}
+			return nil, bad("cycle among nodes %v", left)
+		}
+	}
+	return pl, nil
+}
+
+// deps returns the ids of the nodes n reads from.
+func (pl *plan) deps(id string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, src := range pl.in[id] {
+		n, _, _ := splitRef(src)
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// String describes an edge.
+func (e Edge) String() string { return fmt.Sprintf("%s -> %s", e.From, e.To) }

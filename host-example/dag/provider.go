@@ -1,0 +1,102 @@
+package dag
+
+import (
+	"context"
+	"sort"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+// Provider gives the runner its stages.
+type Provider interface {
+	// Names lists the stages offered.
+	Names() []string
+	// Spec returns the spec of a stage, without starting it.
+	Spec(name string) (plugin.Spec, bool)
+	// Fingerprint identifies the stage's code for the cache (a binary's
+	// sha256, or the version of an in-process stage).
+	Fingerprint(name string) string
+	// Start readies the stage for one run; stop releases it (ends its
+	// process). Cancelling ctx also ends it.
+	Start(ctx context.Context, name string) (st plugin.Stage, stop func(), err error)
+}
+
+// Plugins offers the stages of a manifest, each run as a plugin process.
+type Plugins struct {
+	Catalog *plugin.Catalog
+	Log     zerolog.Logger
+}
+
+var _ Provider = Plugins{}
+
+// Names implements Provider.
+func (p Plugins) Names() []string {
+	var out []string
+	for _, e := range p.Catalog.Entries() {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+// Spec implements Provider: the manifest's description of the stage.
+func (p Plugins) Spec(name string) (plugin.Spec, bool) {
+	e, ok := p.Catalog.Entry(name)
+	if !ok {
+		return plugin.Spec{}, false
+	}
+	s := plugin.Spec{Name: e.Name, Version: e.Version, Inputs: e.Inputs, Outputs: e.Outputs, NeedsAllRows: e.NeedsAllRows}
+	for k, v := range e.Params {
+		s.Params = append(s.Params, plugin.ParamSpec{Name: k, Default: v})
+	}
+	sort.Slice(s.Params, func(i, j int) bool { return s.Params[i].Name < s.Params[j].Name })
+	return s, true
+}
+
+// Fingerprint implements Provider: the binary's sha256 from the lock file.
+func (p Plugins) Fingerprint(name string) string {
+	e, _ := p.Catalog.Entry(name)
+	return e.Version + "+" + e.SHA256
+}
+
+// Start implements Provider: it launches the plugin process.
+func (p Plugins) Start(ctx context.Context, name string) (plugin.Stage, func(), error) {
+	cl, err := p.Catalog.Launch(ctx, name, plugin.LaunchOptions{Log: p.Log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, cl.Kill, nil
+}
+
+// InProcess offers stages that run inside the host (through plugin.Local).
+type InProcess map[string]plugin.Stage
+
+var _ Provider = InProcess{}
+
+// Names implements Provider.
+func (m InProcess) Names() []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Spec implements Provider.
+func (m InProcess) Spec(name string) (plugin.Spec, bool) {
+	s, ok := m[name]
+	if !ok {
+		return plugin.Spec{}, false
+	}
+	return s.Spec(), true
+}
+
+// Fingerprint implements Provider: the stage's version.
+func (m InProcess) Fingerprint(name string) string { return "local+" + m[name].Spec().Version }
+
+// Start implements Provider.
+func (m InProcess) Start(_ context.Context, name string) (plugin.Stage, func(), error) {
+	return plugin.Local(m[name]), func() {}, nil
+}
