@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/plugin/internal/testplugin"
+	"github.com/tcore-dev/tcore/internal/testplugin"
 )
 
 // catalogPath is a manifest, written by TestMain, that names the echo test
@@ -28,14 +27,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	defer plugin.CleanupClients()
-	bin := filepath.Join(dir, "bin", "tcore-echo")
-	cmd := exec.Command("go", "build", "-o", bin, "./internal/testplugin/cmd/tcore-echo")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the test plugin:", err)
-		return 1
-	}
-	catalogPath, err = writeManifest(dir, plugin.EntryFor(testplugin.Echo{}.Spec(), "bin/tcore-echo", "./plugin/internal/testplugin/cmd/tcore-echo"))
+	catalogPath, err = testplugin.Setup(dir, testplugin.EchoBinary)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -54,10 +46,8 @@ func writeManifest(dir string, entries ...plugin.Entry) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := c.WriteLock(); err != nil {
-		return "", err
-	}
-	return path, nil
+	_, err = c.WriteLock()
+	return path, err
 }
 
 // launchEcho starts the echo plugin; it is killed when the test ends.

@@ -18,7 +18,7 @@ import (
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/internal/tabletest"
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/plugin/internal/testplugin"
+	"github.com/tcore-dev/tcore/internal/testplugin"
 )
 
 // runners returns the echo stage in process and as a plugin process.

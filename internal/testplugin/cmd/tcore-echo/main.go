@@ -5,7 +5,7 @@ import (
 	"os"
 
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/plugin/internal/testplugin"
+	"github.com/tcore-dev/tcore/internal/testplugin"
 )
 
 func main() {
