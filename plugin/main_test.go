@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/internal/testplugin"
+	"github.com/tcore-dev/tcore/plugin"
 )
 
 // catalogPath is a manifest, written by TestMain, that names the echo test

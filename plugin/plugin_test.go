@@ -17,8 +17,8 @@ import (
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/internal/tabletest"
-	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/internal/testplugin"
+	"github.com/tcore-dev/tcore/plugin"
 )
 
 // runners returns the echo stage in process and as a plugin process.

@@ -4,8 +4,8 @@ package main
 import (
 	"os"
 
-	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/internal/testplugin"
+	"github.com/tcore-dev/tcore/plugin"
 )
 
 func main() {
