@@ -170,7 +170,15 @@ func openParquet(ctx context.Context, path string, opt ReadOptions) (array.Recor
 		pf.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet schema: %v", err)
 	}
-	return &errWrap{RecordReader: rr, file: path, what: "Parquet", schema: full}, pf, nil
+	ew := &errWrap{RecordReader: rr, file: path, what: "Parquet", schema: cleanSchema(full)}
+	if fs, idx, err := restoredSchema(ew.schema); err != nil {
+		rr.Release()
+		pf.Close()
+		return nil, nil, dataErr(path, "", -1, "%v", err)
+	} else if fs != nil {
+		ew.schema, ew.fsl = fs, idx
+	}
+	return ew, pf, nil
 }
 
 func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, io.Closer, error) {
@@ -199,6 +207,64 @@ type errWrap struct {
 	array.RecordReader
 	file, what string
 	schema     *arrow.Schema // overrides RecordReader.Schema when set
+	rec        arrow.Record  // the current batch, re-labelled with schema
+	fsl        map[int]int32 // list columns to turn back into fixed-size lists
+	rows       int64
+	err        error
+}
+
+// cleanSchema drops per-field metadata (Parquet's field ids) and keeps the
+// schema's own.
+func cleanSchema(s *arrow.Schema) *arrow.Schema {
+	fields := make([]arrow.Field, s.NumFields())
+	for i, f := range s.Fields() {
+		f.Metadata = arrow.Metadata{}
+		fields[i] = f
+	}
+	md := s.Metadata()
+	return arrow.NewSchema(fields, &md)
+}
+
+func (e *errWrap) Next() bool {
+	if e.err != nil {
+		return false
+	}
+	if e.rec != nil {
+		e.rec.Release()
+		e.rec = nil
+	}
+	if !e.RecordReader.Next() {
+		return false
+	}
+	r := e.RecordReader.Record()
+	switch {
+	case e.fsl != nil:
+		rec, err := fromLists(r, e.schema, e.fsl, e.file, e.rows)
+		if err != nil {
+			e.err = err
+			return false
+		}
+		e.rec = rec
+	case e.schema != nil:
+		e.rec = array.NewRecord(e.schema, r.Columns(), r.NumRows())
+	}
+	e.rows += r.NumRows()
+	return true
+}
+
+func (e *errWrap) Record() arrow.Record {
+	if e.rec != nil {
+		return e.rec
+	}
+	return e.RecordReader.Record()
+}
+
+func (e *errWrap) Release() {
+	if e.rec != nil {
+		e.rec.Release()
+		e.rec = nil
+	}
+	e.RecordReader.Release()
 }
 
 func (e *errWrap) Schema() *arrow.Schema {
@@ -209,6 +275,9 @@ func (e *errWrap) Schema() *arrow.Schema {
 }
 
 func (e *errWrap) Err() error {
+	if e.err != nil {
+		return e.err
+	}
 	if err := e.RecordReader.Err(); err != nil && err != io.EOF {
 		return dataErr(e.file, "", -1, "malformed %s data: %v", e.what, err)
 	}

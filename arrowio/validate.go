@@ -92,6 +92,13 @@ func (v *Validator) finite(name string, l *array.FixedSizeList) error {
 	dim := int(l.DataType().(*arrow.FixedSizeListType).Len())
 	off := l.Offset() * dim
 	raw := vals.Float32Values()[off : off+l.Len()*dim]
+	if vals.NullN() > 0 {
+		for j := range raw {
+			if vals.IsNull(off + j) {
+				return dataErr(v.source, name, v.rows+int64(j/dim), "value %d is null", j%dim)
+			}
+		}
+	}
 	for j, x := range raw {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return dataErr(v.source, name, v.rows+int64(j/dim), "value %d is %v", j%dim, x)

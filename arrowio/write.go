@@ -137,11 +137,22 @@ func WriteIPCFile(path string, r array.RecordReader) (WriteResult, error) {
 func WriteParquet(path string, r array.RecordReader) (WriteResult, error) {
 	return writeAtomic(path, func(w io.WriteSeeker) (int64, error) {
 		props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
-		pw, err := pqarrow.NewFileWriter(r.Schema(), w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+		schema, convert := listSchema(r.Schema())
+		pw, err := pqarrow.NewFileWriter(schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 		if err != nil {
 			return 0, err
 		}
-		rows, err := drain(r, pw.WriteBuffered)
+		rows, err := drain(r, func(rec arrow.Record) error {
+			if !convert {
+				return pw.WriteBuffered(rec)
+			}
+			lr, err := toLists(rec, schema)
+			if err != nil {
+				return err
+			}
+			defer lr.Release()
+			return pw.WriteBuffered(lr)
+		})
 		if cerr := pw.Close(); err == nil {
 			err = cerr
 		}
