@@ -2,6 +2,7 @@ package arrowio
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -15,13 +16,13 @@ type Validator struct {
 	kind   Kind
 	source string
 	rows   int64
-	seen   map[uint64]int64
+	ids    idSet
 }
 
 // NewValidator returns a Validator for a stream of kind k; source (a file
 // or port name) goes into error messages.
 func NewValidator(k Kind, source string) *Validator {
-	return &Validator{kind: k, source: source, seen: make(map[uint64]int64)}
+	return &Validator{kind: k, source: source}
 }
 
 // Rows returns the number of rows checked so far.
@@ -52,10 +53,9 @@ func (v *Validator) Check(rec arrow.Record) error {
 			}
 			ids := col.(*array.Uint64).Uint64Values()
 			for i, id := range ids {
-				if prev, dup := v.seen[id]; dup {
+				if prev, dup := v.ids.add(id, v.rows+int64(i)); dup {
 					return dataErr(v.source, f.Name, v.rows+int64(i), "sample_id %d repeats row %d", id, prev)
 				}
-				v.seen[id] = v.rows + int64(i)
 			}
 		case ColLabel, "orig_label", "channel":
 			for i, l := range col.(*array.Int32).Int32Values() {
@@ -99,12 +99,47 @@ func (v *Validator) finite(name string, l *array.FixedSizeList) error {
 			}
 		}
 	}
-	for j, x := range raw {
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			return dataErr(v.source, name, v.rows+int64(j/dim), "value %d is %v", j%dim, x)
-		}
+	if j := firstNonFinite(raw); j >= 0 {
+		return dataErr(v.source, name, v.rows+int64(j/dim), "value %d is %v", j%dim, raw[j])
 	}
 	return nil
+}
+
+// firstNonFinite returns the index of the first NaN or infinity in xs, or
+// -1. It tests the exponent bits of two values at a time: for the bits b of
+// a float32 without its sign, b + 0x00800000 reaches bit 31 exactly when the
+// exponent is all ones (NaN or infinity).
+func firstNonFinite(xs []float32) int {
+	const (
+		mask = 0x7fffffff7fffffff
+		add  = 0x0080000000800000
+		top  = 0x8000000080000000
+	)
+	pairs := len(xs) / 2
+	if pairs > 0 {
+		u := unsafe.Slice((*uint64)(unsafe.Pointer(&xs[0])), pairs)
+		const block = 256
+		for start := 0; start < pairs; start += block {
+			end := min(start+block, pairs)
+			var acc uint64
+			for _, w := range u[start:end] {
+				acc |= (w & mask) + add
+			}
+			if acc&top != 0 {
+				for j := 2 * start; j < 2*end; j++ {
+					if f := float64(xs[j]); math.IsNaN(f) || math.IsInf(f, 0) {
+						return j
+					}
+				}
+			}
+		}
+	}
+	for j := 2 * pairs; j < len(xs); j++ {
+		if f := float64(xs[j]); math.IsNaN(f) || math.IsInf(f, 0) {
+			return j
+		}
+	}
+	return -1
 }
 
 func (v *Validator) locate(err error) error {
@@ -114,4 +149,37 @@ func (v *Validator) locate(err error) error {
 		return &c
 	}
 	return err
+}
+
+// idSet remembers the row of each sample_id seen. Ids below denseLimit (the
+// usual 0..N-1) live in a slice indexed by id, the rest in a map.
+type idSet struct {
+	dense  []int64 // row+1, 0 = unseen
+	sparse map[uint64]int64
+}
+
+const denseLimit = 1 << 24
+
+func (s *idSet) add(id uint64, row int64) (prev int64, dup bool) {
+	if id < denseLimit {
+		if id >= uint64(len(s.dense)) {
+			n := max(2*len(s.dense), int(id)+1, 1024)
+			grown := make([]int64, min(n, denseLimit))
+			copy(grown, s.dense)
+			s.dense = grown
+		}
+		if p := s.dense[id]; p != 0 {
+			return p - 1, true
+		}
+		s.dense[id] = row + 1
+		return 0, false
+	}
+	if s.sparse == nil {
+		s.sparse = map[uint64]int64{}
+	}
+	if p, ok := s.sparse[id]; ok {
+		return p, true
+	}
+	s.sparse[id] = row
+	return 0, false
 }

@@ -87,7 +87,8 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 		Logger:           hclog.NewNullLogger(),
 		Stderr:           tap,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
+			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize),
+			grpc.ForceCodecV2(newFrameCodec()))},
 	})
 	rpc, err := gp.Client()
 	if err != nil {
@@ -381,7 +382,7 @@ func (s *outputSink) firstErr(fallback error) error {
 func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader) {
 	defer s.wg.Done()
 	err := func() error {
-		r, err := ipc.NewReader(pr)
+		r, err := ipc.NewReader(pr, ipc.WithAllocator(readAlloc))
 		if err != nil {
 			return fmt.Errorf("malformed Arrow IPC stream from plugin: %w", err)
 		}

@@ -9,7 +9,7 @@ import (
 
 // FrameSize is the largest payload of one frame on the wire. gRPC messages
 // stay well under MaxMessageSize on both sides.
-const FrameSize = 1 << 20
+const FrameSize = 4 << 20
 
 // MaxMessageSize is the gRPC message limit both sides set (send and
 // receive): a frame plus its envelope fits with room to spare.
@@ -34,6 +34,22 @@ func newFrameWriter(port string, send func(string, []byte, bool) error) *frameWr
 
 func (w *frameWriter) Write(p []byte) (int, error) {
 	n := 0
+	// Large writes (record bodies) go out as frames cut from p itself,
+	// without a copy into buf: send marshals synchronously.
+	if len(p) >= FrameSize/4 {
+		if err := w.flush(false); err != nil {
+			return 0, err
+		}
+		for len(p) > 0 {
+			k := min(FrameSize, len(p))
+			if err := w.send(w.port, p[:k], false); err != nil {
+				return n, err
+			}
+			p = p[k:]
+			n += k
+		}
+		return n, nil
+	}
 	for len(p) > 0 {
 		k := min(FrameSize-len(w.buf), len(p))
 		w.buf = append(w.buf, p[:k]...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -39,15 +40,39 @@ const pluginName = "stage"
 func Serve(s Stage) {
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
 	go watchParent(log)
+	if path := os.Getenv(ProfileEnv); path != "" {
+		go profile(path, log)
+	}
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{stage: s, log: log}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize),
+				grpc.ForceServerCodecV2(newFrameCodec()))
 			return grpc.NewServer(opts...)
 		},
 		Logger: nil,
 	})
+}
+
+// ProfileEnv names an environment variable: when it is set to a path, a
+// plugin writes a CPU profile of its first 4 seconds there (suffixed with
+// its pid), for finding where a stage spends its time.
+const ProfileEnv = "TCORE_PLUGIN_CPUPROFILE"
+
+func profile(path string, log zerolog.Logger) {
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err != nil {
+		log.Error().Err(err).Msg("cpu profile")
+		return
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Error().Err(err).Msg("cpu profile")
+		return
+	}
+	time.Sleep(4 * time.Second)
+	pprof.StopCPUProfile()
 }
 
 // watchParent ends the plugin when its host is gone (re-parented), so that a
@@ -197,7 +222,7 @@ func (in *streamInputs) Open(port string) (array.RecordReader, error) {
 	if !found {
 		return nil, fmt.Errorf("%w", ErrNotConnected)
 	}
-	r, err := ipc.NewReader(in.d.reader(port))
+	r, err := ipc.NewReader(in.d.reader(port), ipc.WithAllocator(readAlloc))
 	if err != nil {
 		return nil, fmt.Errorf("reading Arrow IPC stream: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -47,6 +48,7 @@ func (Echo) Spec() plugin.Spec {
 		{Name: "fail", Default: json.RawMessage(`""`), Doc: `"", "panic", "exit", "hang" or "error"`},
 		{Name: "after_batches", Default: json.RawMessage(`1`), Doc: "batches echoed before failing"},
 		{Name: "reverse", Default: json.RawMessage(`false`), Doc: "read the ports in reverse order"},
+		{Name: "sink", Default: json.RawMessage(`false`), Doc: "read the inputs, write nothing"},
 	}
 	return s
 }
@@ -55,6 +57,7 @@ type params struct {
 	Fail         string `json:"fail"`
 	AfterBatches int    `json:"after_batches"`
 	Reverse      bool   `json:"reverse"`
+	Sink         bool   `json:"sink"`
 }
 
 // Run implements plugin.Stage.
@@ -88,9 +91,12 @@ func (e Echo) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, ou
 }
 
 func copyPort(ctx context.Context, r array.RecordReader, out plugin.Outputs, port string, p *params, batches *int, rows map[string]int64) error {
-	w, err := out.Create(port, r.Schema())
-	if err != nil {
-		return err
+	var w plugin.RecordWriter = discard{}
+	if !p.Sink {
+		var err error
+		if w, err = out.Create(port, r.Schema()); err != nil {
+			return err
+		}
 	}
 	for r.Next() {
 		if err := w.Write(r.Record()); err != nil {
@@ -118,3 +124,8 @@ func copyPort(ctx context.Context, r array.RecordReader, out plugin.Outputs, por
 	}
 	return w.Close()
 }
+
+type discard struct{}
+
+func (discard) Write(arrow.Record) error { return nil }
+func (discard) Close() error             { return nil }
