@@ -300,6 +300,18 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 			return "", err
 		}
 		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), params})
+		// Files named by parameters (an encoder, a model) count by content.
+		var pm map[string]any
+		json.Unmarshal([]byte(params), &pm)
+		for _, name := range FileParams {
+			if path, ok := pm[name].(string); ok && path != "" {
+				sum, err := hashPath(path)
+				if err != nil {
+					return "", plugin.BadInputf("node %q: parameter %q: %v", n.ID, name, err)
+				}
+				enc.Encode([]any{name, sum})
+			}
+		}
 		ports := make([]string, 0, len(pl.in[n.ID]))
 		for p := range pl.in[n.ID] {
 			ports = append(ports, p)
@@ -318,6 +330,10 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// FileParams are the parameter names whose value is a file path: the cache
+// key of a node includes the file's content, not only its name.
+var FileParams = []string{"encoder", "model"}
 
 // effectiveParams returns the parameters with defaults filled in, as
 // canonical JSON.

@@ -42,6 +42,7 @@ const usage = `usage: tcore <command> [flags]
 
 commands:
   run       run a pipeline over datasets and write a run folder
+  eval      accuracy of an ONNX classifier on a labelled dataset
   demo      run the demo pipeline on the data kept in the repository
   plugins   list | verify | lock the stage plugins of the manifest
   version   print versions
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "eval":
+		err = cmdEval(ctx, args[1:], stdout, stderr)
 	case "plugins":
 		err = cmdPlugins(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -18,13 +18,15 @@ import (
 	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/embed"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/stats"
 )
 
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New()}
 }
 
 // runConfig is one `tcore run`.
@@ -100,6 +102,9 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 		}
 		stages = dag.Plugins{Catalog: cat, Log: log}
 	}
+	if err := c.bindFlags(p, stages); err != nil {
+		return err
+	}
 	board := progress.New(stderr)
 	r := &dag.Runner{Stages: stages, Observer: board,
 		Read: arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol}}
@@ -113,6 +118,60 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 		return err
 	}
 	printSummary(stdout, rep, res, log)
+	return nil
+}
+
+// bindFlags gives the pipeline's nodes what the command line says: the
+// encoder (--encoder) and device (--device) of every stage that takes them,
+// unless the pipeline sets them; and the ONNX Runtime library (--ort-lib)
+// to every process through TCORE_ORT_LIB.
+func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
+	if lib, err := ort.LibraryPath(c.ortLib); err == nil {
+		abs, _ := filepath.Abs(lib)
+		os.Setenv(ort.EnvVar, abs)
+	} else if c.ortLib != "" {
+		return usagef("--ort-lib: %v", err)
+	}
+	encAbs := ""
+	if c.encoder != "" {
+		encAbs, _ = filepath.Abs(c.encoder)
+	}
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if n.Stage == "" {
+			continue
+		}
+		spec, ok := stages.Spec(n.Stage)
+		if !ok {
+			continue
+		}
+		params := map[string]json.RawMessage{}
+		if len(n.Params) > 0 {
+			if err := json.Unmarshal(n.Params, &params); err != nil {
+				return usagef("pipeline %s: node %q: params: %v", p.Name, n.ID, err)
+			}
+		}
+		changed := false
+		for _, ps := range spec.Params {
+			if _, set := params[ps.Name]; set {
+				continue
+			}
+			switch ps.Name {
+			case "encoder":
+				if encAbs == "" {
+					return usagef("run: pipeline %q runs stage %s, which needs --encoder", p.Name, n.Stage)
+				}
+				params["encoder"], _ = json.Marshal(encAbs)
+				changed = true
+			case "device":
+				params["device"], _ = json.Marshal(c.device)
+				changed = true
+			}
+		}
+		if changed {
+			n.Params, _ = json.Marshal(params)
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,132 @@
+package encoder
+
+import (
+	"fmt"
+
+	"github.com/tcore-dev/tcore/arrowio"
+)
+
+// Preprocess turns image bytes into an encoder's input: decode, convert to
+// float32 in [0, 1], resize (bilinear, half-pixel centres) to H x W,
+// optionally normalise per channel ((x - mean) / std), and lay out as CHW
+// or HWC in RGB or BGR order.
+type Preprocess struct {
+	C, H, W   int
+	NHWC      bool
+	Mean, Std []float32 // nil: no normalisation (the graph normalises)
+	BGR       bool
+	// RejectGray refuses grey images for a 3-channel model instead of
+	// repeating the grey plane.
+	RejectGray bool
+}
+
+// ForEncoder returns the preprocessing an encoder's input shape implies.
+func ForEncoder(e *Encoder) Preprocess {
+	return Preprocess{C: e.C, H: e.H, W: e.W, NHWC: e.NHWC}
+}
+
+// Check validates the parameters.
+func (p Preprocess) Check() error {
+	if p.C != 1 && p.C != 3 {
+		return fmt.Errorf("encoder: %d input channels, want 1 or 3", p.C)
+	}
+	for _, v := range [][]float32{p.Mean, p.Std} {
+		if v != nil && len(v) != p.C {
+			return fmt.Errorf("encoder: mean/std need %d values, got %d", p.C, len(v))
+		}
+	}
+	for _, s := range p.Std {
+		if s == 0 {
+			return fmt.Errorf("encoder: std of 0")
+		}
+	}
+	return nil
+}
+
+// Image preprocesses one image into dst (C*H*W values). The scratch slice
+// is reused between calls (pass the same pointer per goroutine).
+func (p Preprocess) Image(data []byte, dst []float32, scratch *[]float32) error {
+	img, err := arrowio.DecodeImage(data)
+	if err != nil {
+		return err
+	}
+	gray := arrowio.IsGray(img)
+	if gray && p.C == 3 && p.RejectGray {
+		return fmt.Errorf("grey image for a 3-channel model (gray: reject)")
+	}
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	need := 3 * w * h
+	if cap(*scratch) < need {
+		*scratch = make([]float32, need)
+	}
+	src := (*scratch)[:need]
+	arrowio.ToCHW(src, img)
+	plane := p.H * p.W
+	for c := 0; c < p.C; c++ {
+		var in []float32
+		if p.C == 1 {
+			// Luminance (ITU-R 601).
+			in = make([]float32, w*h)
+			for i := range in {
+				in[i] = 0.299*src[i] + 0.587*src[w*h+i] + 0.114*src[2*w*h+i]
+			}
+		} else {
+			sc := c
+			if p.BGR {
+				sc = 2 - c
+			}
+			in = src[sc*w*h : (sc+1)*w*h]
+		}
+		out := dst[c*plane : (c+1)*plane]
+		if w == p.W && h == p.H {
+			copy(out, in)
+		} else {
+			resize(out, p.W, p.H, in, w, h)
+		}
+		if p.Mean != nil {
+			m, s := p.Mean[c], p.Std[c]
+			for i := range out {
+				out[i] = (out[i] - m) / s
+			}
+		}
+	}
+	if p.NHWC {
+		tmp := append([]float32(nil), dst[:p.C*plane]...)
+		for c := 0; c < p.C; c++ {
+			for i := 0; i < plane; i++ {
+				dst[i*p.C+c] = tmp[c*plane+i]
+			}
+		}
+	}
+	return nil
+}
+
+// resize scales a w x h plane to dw x dh by bilinear interpolation with
+// half-pixel centres (as PyTorch's align_corners=False).
+func resize(dst []float32, dw, dh int, src []float32, w, h int) {
+	sx := float32(w) / float32(dw)
+	sy := float32(h) / float32(dh)
+	for y := 0; y < dh; y++ {
+		fy := (float32(y)+0.5)*sy - 0.5
+		if fy < 0 {
+			fy = 0
+		}
+		y0 := int(fy)
+		y1 := min(y0+1, h-1)
+		ty := fy - float32(y0)
+		for x := 0; x < dw; x++ {
+			fx := (float32(x)+0.5)*sx - 0.5
+			if fx < 0 {
+				fx = 0
+			}
+			x0 := int(fx)
+			x1 := min(x0+1, w-1)
+			tx := fx - float32(x0)
+			a := src[y0*w+x0]*(1-tx) + src[y0*w+x1]*tx
+			b := src[y1*w+x0]*(1-tx) + src[y1*w+x1]*tx
+			dst[y*dw+x] = a*(1-ty) + b*ty
+		}
+	}
+}
+

@@ -1,0 +1,505 @@
+// Package onnxgraph reads, edits and writes ONNX models (the ModelProto of
+// onnx.proto): expose intermediate tensors, pool them per channel inside the
+// graph, insert per-channel masks, and compose an encoder with an MLP head
+// into one classifier. It edits protobuf messages; it never hand-encodes
+// protobuf.
+package onnxgraph
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrModel is wrapped by errors about a model file or its graph.
+var ErrModel = errors.New("bad ONNX model")
+
+// Model is an ONNX model being edited.
+type Model struct {
+	P      *onnx.ModelProto
+	source string
+	uniq   int
+}
+
+// Load reads an ONNX model file.
+func Load(path string) (*Model, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("onnxgraph: %w", err)
+	}
+	return Parse(b, path)
+}
+
+// Parse decodes an ONNX model; source names it in errors.
+func Parse(b []byte, source string) (*Model, error) {
+	var p onnx.ModelProto
+	if err := proto.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("onnxgraph: %s: %w: not an ONNX model (%v)", source, ErrModel, err)
+	}
+	if p.Graph == nil || len(p.Graph.Node) == 0 {
+		return nil, fmt.Errorf("onnxgraph: %s: %w: no graph", source, ErrModel)
+	}
+	return &Model{P: &p, source: source}, nil
+}
+
+// Source returns the file the model came from.
+func (m *Model) Source() string { return m.source }
+
+// Clone returns a deep copy.
+func (m *Model) Clone() *Model {
+	return &Model{P: proto.Clone(m.P).(*onnx.ModelProto), source: m.source, uniq: m.uniq}
+}
+
+// Bytes encodes the model.
+func (m *Model) Bytes() ([]byte, error) { return proto.Marshal(m.P) }
+
+// Save writes the model to path.
+func (m *Model) Save(path string) error {
+	b, err := m.Bytes()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// Opset returns the version of the default ("" or "ai.onnx") domain.
+func (m *Model) Opset() int64 {
+	for _, o := range m.P.OpsetImport {
+		if o.Domain == "" || o.Domain == "ai.onnx" {
+			return o.Version
+		}
+	}
+	return 0
+}
+
+func (m *Model) fresh(prefix string) string {
+	for {
+		m.uniq++
+		name := fmt.Sprintf("tcore/%s_%d", prefix, m.uniq)
+		if !m.HasTensor(name) {
+			return name
+		}
+	}
+}
+
+// HasTensor reports whether name is a graph input, an initializer or the
+// output of a node.
+func (m *Model) HasTensor(name string) bool {
+	g := m.P.Graph
+	for _, i := range g.Input {
+		if i.Name == name {
+			return true
+		}
+	}
+	for _, t := range g.Initializer {
+		if t.Name == name {
+			return true
+		}
+	}
+	for _, n := range g.Node {
+		for _, o := range n.Output {
+			if o == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Dim is one dimension of a declared shape: a size, or -1 when symbolic.
+type Dim = int64
+
+// Input is a graph input that is not an initializer.
+type Input struct {
+	Name  string
+	Elem  int32 // onnx.TensorProto_DataType
+	Shape []Dim
+}
+
+func shapeOf(t *onnx.TypeProto) (int32, []Dim) {
+	tt := t.GetTensorType()
+	if tt == nil {
+		return 0, nil
+	}
+	var dims []Dim
+	for _, d := range tt.GetShape().GetDim() {
+		if v, ok := d.Value.(*onnx.TensorShapeProto_Dimension_DimValue); ok {
+			dims = append(dims, v.DimValue)
+		} else {
+			dims = append(dims, -1)
+		}
+	}
+	return tt.ElemType, dims
+}
+
+// Inputs returns the graph inputs that are not initializers.
+func (m *Model) Inputs() []Input {
+	inits := map[string]bool{}
+	for _, t := range m.P.Graph.Initializer {
+		inits[t.Name] = true
+	}
+	var out []Input
+	for _, i := range m.P.Graph.Input {
+		if inits[i.Name] {
+			continue
+		}
+		e, s := shapeOf(i.Type)
+		out = append(out, Input{Name: i.Name, Elem: e, Shape: s})
+	}
+	return out
+}
+
+// ImageInput returns the model's one image input: float32, rank 4 (NCHW or
+// NHWC). A model with no such input or with several is an error.
+func (m *Model) ImageInput() (Input, error) {
+	var imgs []Input
+	for _, in := range m.Inputs() {
+		if in.Elem == int32(onnx.TensorProto_FLOAT) && len(in.Shape) == 4 {
+			imgs = append(imgs, in)
+		}
+	}
+	switch len(imgs) {
+	case 1:
+		if len(m.Inputs()) != 1 {
+			return Input{}, fmt.Errorf("onnxgraph: %s: %w: %d inputs; an encoder takes one image input", m.source, ErrModel, len(m.Inputs()))
+		}
+		return imgs[0], nil
+	case 0:
+		return Input{}, fmt.Errorf("onnxgraph: %s: %w: no float32 rank-4 image input", m.source, ErrModel)
+	}
+	names := make([]string, len(imgs))
+	for i, in := range imgs {
+		names[i] = in.Name
+	}
+	return Input{}, fmt.Errorf("onnxgraph: %s: %w: %d image inputs (%s); an encoder takes one", m.source, ErrModel, len(imgs), strings.Join(names, ", "))
+}
+
+// OutputNames returns the graph's output names.
+func (m *Model) OutputNames() []string {
+	var out []string
+	for _, o := range m.P.Graph.Output {
+		out = append(out, o.Name)
+	}
+	return out
+}
+
+// OutputShape returns the declared element type and shape of a graph
+// output.
+func (m *Model) OutputShape(name string) (int32, []Dim, bool) {
+	for _, o := range m.P.Graph.Output {
+		if o.Name == name {
+			e, s := shapeOf(o.Type)
+			return e, s, true
+		}
+	}
+	return 0, nil, false
+}
+
+func floatValueInfo(name string, rank int) *onnx.ValueInfoProto {
+	shape := &onnx.TensorShapeProto{}
+	for i := 0; i < rank; i++ {
+		shape.Dim = append(shape.Dim, &onnx.TensorShapeProto_Dimension{})
+	}
+	tt := &onnx.TypeProto_Tensor{ElemType: int32(onnx.TensorProto_FLOAT)}
+	if rank > 0 {
+		tt.Shape = shape
+	}
+	return &onnx.ValueInfoProto{Name: name, Type: &onnx.TypeProto{Value: &onnx.TypeProto_TensorType{TensorType: tt}}}
+}
+
+// SetOutputs makes names the graph's outputs, in order; each must be a
+// tensor of the graph. Declared types of kept outputs are kept.
+func (m *Model) SetOutputs(names ...string) error {
+	old := map[string]*onnx.ValueInfoProto{}
+	for _, o := range m.P.Graph.Output {
+		old[o.Name] = o
+	}
+	var outs []*onnx.ValueInfoProto
+	for _, n := range names {
+		if !m.HasTensor(n) {
+			return fmt.Errorf("onnxgraph: %s: %w: no tensor %q", m.source, ErrModel, n)
+		}
+		if o, ok := old[n]; ok {
+			outs = append(outs, o)
+		} else {
+			outs = append(outs, floatValueInfo(n, 0))
+		}
+	}
+	m.P.Graph.Output = outs
+	return nil
+}
+
+// NodeOutputs lists the outputs of the graph's nodes with their op types,
+// in graph order.
+func (m *Model) NodeOutputs() []TensorOp {
+	var out []TensorOp
+	for _, n := range m.P.Graph.Node {
+		for _, o := range n.Output {
+			out = append(out, TensorOp{Tensor: o, Op: n.OpType})
+		}
+	}
+	return out
+}
+
+// TensorOp is a tensor and the type of the node that writes it.
+type TensorOp struct {
+	Tensor, Op string
+}
+
+func (m *Model) addNode(op string, inputs []string, outputs []string, attrs ...*onnx.AttributeProto) {
+	m.P.Graph.Node = append(m.P.Graph.Node, &onnx.NodeProto{
+		OpType: op, Name: m.fresh(strings.ToLower(op)), Input: inputs, Output: outputs, Attribute: attrs})
+}
+
+func (m *Model) addInit(name string, dims []int64, data []float32) {
+	m.P.Graph.Initializer = append(m.P.Graph.Initializer, &onnx.TensorProto{
+		Name: name, Dims: dims, DataType: int32(onnx.TensorProto_FLOAT), FloatData: data})
+}
+
+func (m *Model) addInt64Init(name string, data []int64) {
+	m.P.Graph.Initializer = append(m.P.Graph.Initializer, &onnx.TensorProto{
+		Name: name, Dims: []int64{int64(len(data))}, DataType: int32(onnx.TensorProto_INT64), Int64Data: data})
+}
+
+func intAttr(name string, v int64) *onnx.AttributeProto {
+	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INT, I: v}
+}
+
+func intsAttr(name string, v ...int64) *onnx.AttributeProto {
+	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INTS, Ints: v}
+}
+
+// AddChannelMean adds, inside the graph, the per-channel mean of tensor
+// (rank 4 NCHW: over height and width; rank 3 [N, tokens, C]: over tokens)
+// and returns the name of the new [N, C] tensor. It does not make it an
+// output.
+func (m *Model) AddChannelMean(tensor string, rank int) (string, error) {
+	if !m.HasTensor(tensor) {
+		return "", fmt.Errorf("onnxgraph: %s: %w: no tensor %q", m.source, ErrModel, tensor)
+	}
+	out := m.fresh("mean")
+	switch rank {
+	case 4:
+		gap := m.fresh("gap")
+		m.addNode("GlobalAveragePool", []string{tensor}, []string{gap})
+		m.addNode("Flatten", []string{gap}, []string{out}, intAttr("axis", 1))
+	case 3:
+		if m.Opset() >= 18 {
+			axes := m.fresh("axes")
+			m.addInt64Init(axes, []int64{1})
+			m.addNode("ReduceMean", []string{tensor, axes}, []string{out}, intAttr("keepdims", 0))
+		} else {
+			m.addNode("ReduceMean", []string{tensor}, []string{out}, intsAttr("axes", 1), intAttr("keepdims", 0))
+		}
+	case 2:
+		return tensor, nil
+	default:
+		return "", fmt.Errorf("onnxgraph: %s: tensor %q has rank %d; per-channel means need rank 3 or 4", m.source, tensor, rank)
+	}
+	return out, nil
+}
+
+// rewire makes every consumer of from (and a graph output named from) use
+// to instead, except the nodes listed in skip.
+func (m *Model) rewire(from, to string, skip map[*onnx.NodeProto]bool) {
+	for _, n := range m.P.Graph.Node {
+		if skip[n] {
+			continue
+		}
+		for i, in := range n.Input {
+			if in == from {
+				n.Input[i] = to
+			}
+		}
+	}
+}
+
+// InsertMask switches channels of tensor off inside the graph: channel c
+// becomes x*keep[c] + (1-keep[c])*fill[c] (fill nil: zero). The mask is
+// baked in as constants; rank is the tensor's rank (4: NCHW, 3: [N, T, C],
+// 2: [N, C]). Consumers of tensor read the masked tensor; a graph output
+// named tensor keeps its name and is masked too.
+func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32) error {
+	if !m.HasTensor(tensor) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to mask", m.source, ErrModel, tensor)
+	}
+	c := len(keep)
+	if fill != nil && len(fill) != c {
+		panic(fmt.Sprintf("onnxgraph: InsertMask: len(fill)=%d, want %d", len(fill), c))
+	}
+	var dims []int64
+	switch rank {
+	case 4:
+		dims = []int64{1, int64(c), 1, 1}
+	case 3:
+		dims = []int64{1, 1, int64(c)}
+	case 2:
+		dims = []int64{1, int64(c)}
+	default:
+		return fmt.Errorf("onnxgraph: %s: cannot mask tensor %q of rank %d", m.source, tensor, rank)
+	}
+	mul := make([]float32, c)
+	add := make([]float32, c)
+	for i, k := range keep {
+		if k {
+			mul[i] = 1
+		} else if fill != nil {
+			add[i] = fill[i]
+		}
+	}
+	mName, aName := m.fresh("mask"), m.fresh("fill")
+	m.addInit(mName, dims, mul)
+	m.addInit(aName, dims, add)
+	// The producer writes a renamed tensor; the mask writes the original
+	// name, so consumers and outputs need no change.
+	raw := m.fresh("unmasked")
+	renamed := false
+	for _, n := range m.P.Graph.Node {
+		for i, o := range n.Output {
+			if o == tensor {
+				n.Output[i] = raw
+				renamed = true
+			}
+		}
+	}
+	if !renamed {
+		// A graph input: consumers read the masked copy.
+		masked := m.fresh("masked")
+		m.rewire(tensor, masked, nil)
+		raw, tensor = tensor, masked
+	}
+	prod := m.fresh("prod")
+	m.addNode("Mul", []string{raw, mName}, []string{prod})
+	m.addNode("Add", []string{prod, aName}, []string{tensor})
+	return m.sort()
+}
+
+// sort puts the nodes in topological order (new nodes are appended at the
+// end, possibly before their consumers).
+func (m *Model) sort() error {
+	g := m.P.Graph
+	avail := map[string]bool{"": true}
+	for _, i := range g.Input {
+		avail[i.Name] = true
+	}
+	for _, t := range g.Initializer {
+		avail[t.Name] = true
+	}
+	var out []*onnx.NodeProto
+	left := g.Node
+	for len(left) > 0 {
+		var next []*onnx.NodeProto
+		for _, n := range left {
+			ready := true
+			for _, in := range n.Input {
+				if !avail[in] {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				out = append(out, n)
+				for _, o := range n.Output {
+					avail[o] = true
+				}
+			} else {
+				next = append(next, n)
+			}
+		}
+		if len(next) == len(left) {
+			return fmt.Errorf("onnxgraph: %s: %w: graph has a cycle or a missing input (node %s)", m.source, ErrModel, next[0].Name)
+		}
+		left = next
+	}
+	g.Node = out
+	return nil
+}
+
+// Dense is one fully connected layer of a head: y = W x + B, then ReLU when
+// Relu is set. W is row-major [Out][In].
+type Dense struct {
+	In, Out int
+	W, B    []float32
+	Relu    bool
+}
+
+// AppendHead appends an MLP head to the tensor feature ([N, In] of the first
+// layer) and makes its result the only graph output, named output. The
+// result is a classifier with the encoder's input and an output of logits.
+func (m *Model) AppendHead(feature string, layers []Dense, output string) error {
+	if !m.HasTensor(feature) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q for the head", m.source, ErrModel, feature)
+	}
+	x := feature
+	for i, l := range layers {
+		if len(l.W) != l.In*l.Out || len(l.B) != l.Out {
+			panic(fmt.Sprintf("onnxgraph: AppendHead: layer %d: len(W)=%d len(B)=%d for %dx%d", i, len(l.W), len(l.B), l.Out, l.In))
+		}
+		if i > 0 && layers[i-1].Out != l.In {
+			panic(fmt.Sprintf("onnxgraph: AppendHead: layer %d takes %d inputs, layer %d gives %d", i, l.In, i-1, layers[i-1].Out))
+		}
+		w, b := m.fresh("head_w"), m.fresh("head_b")
+		m.addInit(w, []int64{int64(l.Out), int64(l.In)}, l.W)
+		m.addInit(b, []int64{int64(l.Out)}, l.B)
+		y := m.fresh("head")
+		if i == len(layers)-1 && !l.Relu {
+			y = output
+		}
+		m.addNode("Gemm", []string{x, w, b}, []string{y}, intAttr("transB", 1))
+		if l.Relu {
+			r := m.fresh("relu")
+			if i == len(layers)-1 {
+				r = output
+			}
+			m.addNode("Relu", []string{y}, []string{r})
+			y = r
+		}
+		x = y
+	}
+	vi := floatValueInfo(output, 2)
+	vi.Type.GetTensorType().Shape.Dim[1].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: int64(layers[len(layers)-1].Out)}
+	m.P.Graph.Output = []*onnx.ValueInfoProto{vi}
+	return m.Prune()
+}
+
+// Prune removes nodes and initializers that no graph output depends on.
+func (m *Model) Prune() error {
+	g := m.P.Graph
+	need := map[string]bool{}
+	for _, o := range g.Output {
+		need[o.Name] = true
+	}
+	keep := make([]bool, len(g.Node))
+	for i := len(g.Node) - 1; i >= 0; i-- {
+		n := g.Node[i]
+		for _, o := range n.Output {
+			if need[o] {
+				keep[i] = true
+			}
+		}
+		if keep[i] {
+			for _, in := range n.Input {
+				need[in] = true
+			}
+		}
+	}
+	var nodes []*onnx.NodeProto
+	for i, n := range g.Node {
+		if keep[i] {
+			nodes = append(nodes, n)
+		}
+	}
+	g.Node = nodes
+	var inits []*onnx.TensorProto
+	for _, t := range g.Initializer {
+		if need[t.Name] {
+			inits = append(inits, t)
+		}
+	}
+	g.Initializer = inits
+	return nil
+}

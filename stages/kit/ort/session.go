@@ -1,0 +1,252 @@
+package ort
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	onnx "github.com/yalue/onnxruntime_go"
+)
+
+// Options configures a session.
+type Options struct {
+	// Device is "cpu" (default), "cuda" or "cuda:N".
+	Device string
+	// Threads is the number of intra-op threads (0: one per CPU).
+	Threads int
+	// OptLevel is the graph optimisation level: "all" (default),
+	// "extended", "basic" or "none".
+	OptLevel string
+}
+
+// ParseDevice splits "cpu", "cuda" or "cuda:N" into kind and device id.
+func ParseDevice(d string) (kind string, id int, err error) {
+	switch {
+	case d == "" || d == "cpu":
+		return "cpu", 0, nil
+	case d == "cuda":
+		return "cuda", 0, nil
+	case strings.HasPrefix(d, "cuda:"):
+		n, err := strconv.Atoi(d[5:])
+		if err != nil || n < 0 {
+			return "", 0, fmt.Errorf("ort: device %q: want cuda:N with N >= 0", d)
+		}
+		return "cuda", n, nil
+	}
+	return "", 0, fmt.Errorf("ort: device %q: want cpu, cuda or cuda:N", d)
+}
+
+func (o Options) sessionOptions() (*onnx.SessionOptions, error) {
+	so, err := onnx.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	threads := o.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	if err := so.SetIntraOpNumThreads(threads); err != nil {
+		so.Destroy()
+		return nil, err
+	}
+	so.SetInterOpNumThreads(1)
+	lvl := map[string]onnx.GraphOptimizationLevel{
+		"": onnx.GraphOptimizationLevelEnableAll, "all": onnx.GraphOptimizationLevelEnableAll,
+		"extended": onnx.GraphOptimizationLevelEnableExtended, "basic": onnx.GraphOptimizationLevelEnableBasic,
+		"none": onnx.GraphOptimizationLevelDisableAll,
+	}
+	l, ok := lvl[o.OptLevel]
+	if !ok {
+		so.Destroy()
+		return nil, fmt.Errorf("ort: optimisation level %q: want all, extended, basic or none", o.OptLevel)
+	}
+	if err := so.SetGraphOptimizationLevel(l); err != nil {
+		so.Destroy()
+		return nil, err
+	}
+	kind, id, err := ParseDevice(o.Device)
+	if err != nil {
+		so.Destroy()
+		return nil, err
+	}
+	if kind == "cuda" {
+		co, err := onnx.NewCUDAProviderOptions()
+		if err == nil {
+			err = co.Update(map[string]string{"device_id": strconv.Itoa(id)})
+			if err == nil {
+				err = so.AppendExecutionProviderCUDA(co)
+			}
+			co.Destroy()
+		}
+		if err != nil {
+			so.Destroy()
+			return nil, fmt.Errorf("ort: device %s: the CUDA execution provider is not available in %s (%v); use --device cpu, or point --ort-lib at an ONNX Runtime build with CUDA on a machine with an NVIDIA GPU", o.Device, initPath, err)
+		}
+	}
+	return so, nil
+}
+
+// Session runs one model with float32 inputs and outputs. It reuses its
+// input and output tensors across calls of the same batch size. A Session
+// is not safe for concurrent use.
+type Session struct {
+	s       *onnx.DynamicAdvancedSession
+	inputs  []string
+	outputs []string
+	outDims [][]int64 // per-sample output dims (without the batch)
+	cache   map[int64]*batchTensors
+	mu      sync.Mutex
+}
+
+type batchTensors struct {
+	in  []*onnx.Tensor[float32]
+	out []*onnx.Tensor[float32]
+}
+
+// NewSession loads model (ONNX bytes) for the named inputs and outputs.
+// outDims gives each output's shape without the leading batch dimension;
+// nil outDims lets ONNX Runtime allocate outputs (RunAlloc only).
+func NewSession(model []byte, inputs, outputs []string, outDims [][]int64, opt Options) (*Session, error) {
+	if initPath == "" {
+		return nil, fmt.Errorf("ort: NewSession before Init")
+	}
+	so, err := opt.sessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	s, err := onnx.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: creating session: %w", err)
+	}
+	return &Session{s: s, inputs: inputs, outputs: outputs, outDims: outDims, cache: map[int64]*batchTensors{}}, nil
+}
+
+func prod(d []int64) int64 {
+	p := int64(1)
+	for _, x := range d {
+		p *= x
+	}
+	return p
+}
+
+// Buffers returns the input buffers for a batch of n (one per input,
+// shaped [n, inDims[i]...]) to fill before Run(n).
+func (s *Session) Buffers(n int64, inDims [][]int64) ([][]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bt, err := s.tensors(n, inDims)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(bt.in))
+	for i, t := range bt.in {
+		out[i] = t.GetData()
+	}
+	return out, nil
+}
+
+func (s *Session) tensors(n int64, inDims [][]int64) (*batchTensors, error) {
+	if bt, ok := s.cache[n]; ok {
+		return bt, nil
+	}
+	bt := &batchTensors{}
+	for _, d := range inDims {
+		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
+		if err != nil {
+			return nil, err
+		}
+		bt.in = append(bt.in, t)
+	}
+	for _, d := range s.outDims {
+		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
+		if err != nil {
+			return nil, err
+		}
+		bt.out = append(bt.out, t)
+	}
+	// Keep at most a few batch sizes (the full one and a tail).
+	if len(s.cache) >= 4 {
+		for k, v := range s.cache {
+			v.destroy()
+			delete(s.cache, k)
+		}
+	}
+	s.cache[n] = bt
+	return bt, nil
+}
+
+func (bt *batchTensors) destroy() {
+	for _, t := range bt.in {
+		t.Destroy()
+	}
+	for _, t := range bt.out {
+		t.Destroy()
+	}
+}
+
+// Run runs a batch of n whose inputs were filled through Buffers, and
+// returns the outputs' data (valid until the next Run of the same n).
+func (s *Session) Run(n int64) ([][]float32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bt, ok := s.cache[n]
+	if !ok {
+		return nil, fmt.Errorf("ort: Run(%d) without Buffers(%d)", n, n)
+	}
+	ins := make([]onnx.Value, len(bt.in))
+	for i, t := range bt.in {
+		ins[i] = t
+	}
+	outs := make([]onnx.Value, len(bt.out))
+	for i, t := range bt.out {
+		outs[i] = t
+	}
+	if err := s.s.Run(ins, outs); err != nil {
+		return nil, fmt.Errorf("ort: run: %w", err)
+	}
+	res := make([][]float32, len(bt.out))
+	for i, t := range bt.out {
+		res[i] = t.GetData()
+	}
+	return res, nil
+}
+
+// RunAlloc runs one input tensor of the given shape and lets ONNX Runtime
+// allocate the outputs; it returns their data and shapes.
+func (s *Session) RunAlloc(input []float32, shape []int64) ([][]float32, [][]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, err := onnx.NewTensor(onnx.NewShape(shape...), input)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer in.Destroy()
+	outs := make([]onnx.Value, len(s.outputs))
+	if err := s.s.Run([]onnx.Value{in}, outs); err != nil {
+		return nil, nil, fmt.Errorf("ort: run: %w", err)
+	}
+	data := make([][]float32, len(outs))
+	shapes := make([][]int64, len(outs))
+	for i, o := range outs {
+		shapes[i] = o.GetShape()
+		if t, ok := o.(*onnx.Tensor[float32]); ok {
+			data[i] = append([]float32(nil), t.GetData()...)
+		}
+		o.Destroy()
+	}
+	return data, shapes, nil
+}
+
+// Close releases the session and its tensors.
+func (s *Session) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, bt := range s.cache {
+		bt.destroy()
+	}
+	s.cache = nil
+	s.s.Destroy()
+}
