@@ -428,4 +428,3 @@ func (e *Encoder) Close() {
 
 // ErrNoEncoder is returned when a stage needs an encoder and none is given.
 var ErrNoEncoder = errors.New("no encoder given")
-

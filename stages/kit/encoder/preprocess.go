@@ -129,4 +129,3 @@ func resize(dst []float32, dw, dh int, src []float32, w, h int) {
 		}
 	}
 }
-
