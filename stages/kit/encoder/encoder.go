@@ -25,7 +25,8 @@ type Layer struct {
 }
 
 // Mask switches channels off: for the layer (readable name or tensor name),
-// channel c becomes keep[c] ? x : fill[c] (fill nil: 0).
+// channel c becomes keep[c] ? x : fill[c] (fill nil: 0). Channels past the
+// end of Keep are kept.
 type Mask struct {
 	Layer string
 	Keep  []bool
@@ -104,10 +105,19 @@ func FromModel(src *onnxgraph.Model, cfg Config) (*Encoder, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(mk.Keep) != l.Channels {
+		if len(mk.Keep) > l.Channels || (mk.Fill != nil && len(mk.Fill) != len(mk.Keep)) {
 			return nil, plugin.BadInputf("mask for layer %q has %d channels, the layer has %d", mk.Layer, len(mk.Keep), l.Channels)
 		}
-		if err := m.InsertMask(l.Tensor, l.Rank, mk.Keep, mk.Fill); err != nil {
+		keep := make([]bool, l.Channels)
+		var fill []float32
+		if mk.Fill != nil {
+			fill = make([]float32, l.Channels)
+			copy(fill, mk.Fill)
+		}
+		for c := range keep {
+			keep[c] = c >= len(mk.Keep) || mk.Keep[c]
+		}
+		if err := m.InsertMask(l.Tensor, l.Rank, keep, fill); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,281 @@
+package encoder_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+// images returns n seeded images in [0, 0.9] (the trojan stays silent).
+func images(n int, seed uint64) [][]float32 {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = make([]float32, 3*testenc.Size*testenc.Size)
+		for j := range out[i] {
+			out[i][j] = rng.Float32() * 0.9
+		}
+	}
+	return out
+}
+
+func embed(t *testing.T, e *encoder.Encoder, imgs [][]float32) ([]float32, [][]float32) {
+	t.Helper()
+	x, err := e.Batch(len(imgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, im := range imgs {
+		copy(x[i*len(im):], im)
+	}
+	emb, layers, err := e.Embed(len(imgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := make([][]float32, len(layers))
+	for i := range layers {
+		cl[i] = append([]float32(nil), layers[i]...)
+	}
+	return append([]float32(nil), emb...), cl
+}
+
+func near(a, b float32, tol float64) bool { return math.Abs(float64(a-b)) <= tol }
+
+func channelMean(m []float32, c, size int) float32 {
+	var s float64
+	for i := 0; i < size*size; i++ {
+		s += float64(m[c*size*size+i])
+	}
+	return float32(s / float64(size*size))
+}
+
+func TestEmbeddingsAndProbesMatchGoReference(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Clean(1)
+	e, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"auto"}, ORT: ort.Options{Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Dim != 32 || len(e.Layers) != 3 || e.Layers[0].Name != "stage1" || e.Layers[2].Channels != 32 {
+		t.Fatalf("dim %d, layers %+v", e.Dim, e.Layers)
+	}
+	imgs := images(5, 1)
+	emb, layers := embed(t, e, imgs)
+	sizes := []int{16, 8, 4}
+	for i, im := range imgs {
+		want, stages := net.Forward(im)
+		for d := range want {
+			if !near(emb[i*32+d], want[d], 1e-5) {
+				t.Fatalf("image %d, dim %d: got %v, want %v", i, d, emb[i*32+d], want[d])
+			}
+		}
+		for s, l := range e.Layers {
+			for c := 0; c < l.Channels; c++ {
+				if got, want := layers[s][i*l.Channels+c], channelMean(stages[s], c, sizes[s]); !near(got, want, 1e-5) {
+					t.Fatalf("image %d, layer %s, channel %d: got %v, want %v", i, l.Name, c, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestAutoLayersOfAnUnlabelledCNN(t *testing.T) {
+	ortlib.Init(t)
+	m := testenc.Clean(2).Model()
+	if err := m.SetOutputs("embedding"); err != nil { // no stage outputs to go by
+		t.Fatal(err)
+	}
+	e, err := encoder.FromModel(m, encoder.Config{Layers: []string{"auto"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var chans []int
+	for _, l := range e.Layers {
+		chans = append(chans, l.Channels)
+	}
+	if len(chans) != 3 || chans[0] != 8 || chans[1] != 16 || chans[2] != 32 {
+		t.Fatalf("auto layers %+v, want the three block outputs", e.Layers)
+	}
+}
+
+func TestMaskedChannelIsZeroDownstream(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Clean(3)
+	keep := make([]bool, 8)
+	for i := range keep {
+		keep[i] = i != 5
+	}
+	e, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1", "stage2"},
+		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	imgs := images(4, 2)
+	emb, layers := embed(t, e, imgs)
+	// The reference: stage 1 channel 5 set to zero before stage 2 reads it.
+	masked := *net
+	masked.W[1] = append([]float32(nil), net.W[1]...)
+	for co := 0; co < 16; co++ {
+		for k := 0; k < 9; k++ {
+			masked.W[1][(co*8+5)*9+k] = 0
+		}
+	}
+	for i, im := range imgs {
+		if layers[0][i*8+5] != 0 {
+			t.Fatalf("image %d: masked channel mean %v, want exactly 0", i, layers[0][i*8+5])
+		}
+		want, _ := masked.Forward(im)
+		for d := range want {
+			if !near(emb[i*32+d], want[d], 1e-5) {
+				t.Fatalf("image %d, dim %d: got %v, want %v (the mask does not reach downstream)", i, d, emb[i*32+d], want[d])
+			}
+		}
+	}
+}
+
+func TestComposedClassifierEqualsEncoderThenHead(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Clean(4)
+	rng := rand.New(rand.NewPCG(9, 9))
+	dense := func(in, out int, relu bool) onnxgraph.Dense {
+		d := onnxgraph.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Relu: relu}
+		for i := range d.W {
+			d.W[i] = float32(rng.NormFloat64()) * 0.3
+		}
+		for i := range d.B {
+			d.B[i] = float32(rng.NormFloat64()) * 0.1
+		}
+		return d
+	}
+	head := []onnxgraph.Dense{dense(32, 16, true), dense(16, 8, true), dense(8, 4, false)}
+	m := net.Model()
+	if err := m.AppendHead("embedding", head, "logits"); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "clf.onnx")
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	clf, err := encoder.Open(path, encoder.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clf.Close()
+	if clf.Embedding != "logits" || clf.Dim != 4 {
+		t.Fatalf("output %s of %d", clf.Embedding, clf.Dim)
+	}
+	imgs := images(3, 5)
+	logits, _ := embed(t, clf, imgs)
+	for i, im := range imgs {
+		x, _ := net.Forward(im)
+		for _, l := range head {
+			y := make([]float32, l.Out)
+			for o := 0; o < l.Out; o++ {
+				s := l.B[o]
+				for j := 0; j < l.In; j++ {
+					s += l.W[o*l.In+j] * x[j]
+				}
+				if l.Relu && s < 0 {
+					s = 0
+				}
+				y[o] = s
+			}
+			x = y
+		}
+		for o := range x {
+			if !near(logits[i*4+o], x[o], 1e-4) {
+				t.Fatalf("image %d logit %d: composed %v, apart %v", i, o, logits[i*4+o], x[o])
+			}
+		}
+	}
+}
+
+func TestTrojanFiresOnlyOnItsTrigger(t *testing.T) {
+	ortlib.Init(t)
+	e, err := encoder.FromModel(testenc.Trojan(5).Model(), encoder.Config{Layers: []string{"stage1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	clean := images(6, 7)
+	triggered := images(6, 7)
+	for _, im := range triggered {
+		testenc.AddTrigger(im)
+	}
+	ce, cl := embed(t, e, clean)
+	te, tl := embed(t, e, triggered)
+	for i := 0; i < 6; i++ {
+		if ce[i*32] != 0 || cl[0][i*8] != 0 {
+			t.Fatalf("clean image %d: trojan axis %v, channel %v; want 0", i, ce[i*32], cl[0][i*8])
+		}
+		if te[i*32] < 1 || tl[0][i*8] <= 0 {
+			t.Fatalf("triggered image %d: trojan axis %v, channel %v; want it to fire", i, te[i*32], tl[0][i*8])
+		}
+	}
+}
+
+func TestBadModels(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.onnx")
+	os.WriteFile(corrupt, []byte("this is not protobuf \xff\xff\xff"), 0o644)
+	two := testenc.Clean(1).Model()
+	second := proto.Clone(two.P.Graph.Input[0]).(*onnx.ValueInfoProto)
+	second.Name = "image2"
+	two.P.Graph.Input = append(two.P.Graph.Input, second)
+	twoPath := filepath.Join(dir, "two.onnx")
+	two.Save(twoPath)
+	good := filepath.Join(dir, "good.onnx")
+	testenc.Clean(1).Model().Save(good)
+	cases := []struct {
+		name string
+		path string
+		cfg  encoder.Config
+		want string
+	}{
+		{"corrupt file", corrupt, encoder.Config{}, "corrupt.onnx"},
+		{"two image inputs", twoPath, encoder.Config{}, "2 image inputs (image, image2)"},
+		{"unknown layer", good, encoder.Config{Layers: []string{"stage9"}}, `no layer "stage9"`},
+		{"mask for missing channels", good, encoder.Config{Masks: []encoder.Mask{{Layer: "stage1", Keep: make([]bool, 99)}}}, "has 99 channels, the layer has 8"},
+		{"mask on an unknown layer", good, encoder.Config{Masks: []encoder.Mask{{Layer: "nope", Keep: []bool{true}}}}, `no layer "nope"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := encoder.Open(tc.path, tc.cfg)
+			if err == nil {
+				e.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCUDAIsAClearErrorWithoutIt(t *testing.T) {
+	ortlib.Init(t)
+	e, err := encoder.FromModel(testenc.Clean(1).Model(), encoder.Config{ORT: ort.Options{Device: "cuda:0"}})
+	if err == nil {
+		e.Close()
+		t.Skip("this ONNX Runtime has CUDA")
+	}
+	if !strings.Contains(err.Error(), "CUDA execution provider is not available") {
+		t.Fatalf("got %v", err)
+	}
+}
