@@ -57,8 +57,12 @@ test: build
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race ./plugin/... ./host-example/...
 
+## bench: the plugin boundary (features/v1 in process vs across), and the
+## embed stage vs raw ONNX Runtime vs PyTorch on ../shared's CIFAR-10 test set
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./plugin/
+	$(GO) test -run '^$$' -bench Boundary -benchtime 8x ./plugin/
+	$(GO) build -trimpath -o bin/embed-bench ./host-example/cmd/embed-bench
+	bin/embed-bench --encoder ../shared/models/enc_clean.onnx --data ../shared/datasets/cifar10/test.parquet
 
 proto:
 	protoc -I plugin/proto --go_out=plugin/proto/stagepb --go_opt=paths=source_relative \

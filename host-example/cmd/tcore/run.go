@@ -282,14 +282,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if c.train == "" {
-		path, err := manifestPath(c.manifest)
-		if err != nil {
-			return err
-		}
-		c.train = filepath.Join(filepath.Dir(path), "testdata", "demo", "train.parquet")
+	path, err := manifestPath(c.manifest)
+	if err != nil {
+		return err
 	}
-	c.pipeline, c.seed = "stats", 1
+	demo := filepath.Join(filepath.Dir(path), "testdata", "demo")
+	if c.train == "" {
+		c.train = filepath.Join(demo, "train.parquet")
+	}
+	c.encoder = filepath.Join(demo, "enc_clean.onnx")
+	c.pipeline, c.seed = "demo", 1
 	return c.execute(ctx, stdout, stderr)
 }
 
