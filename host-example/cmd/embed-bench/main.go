@@ -257,6 +257,5 @@ func (o one) Open(port string) (array.RecordReader, error) {
 type drop struct{}
 
 func (drop) Create(string, *arrow.Schema) (plugin.RecordWriter, error) { return drop{}, nil }
-func (drop) Write(arrow.Record) error                                   { return nil }
-func (drop) Close() error                                               { return nil }
-
+func (drop) Write(arrow.Record) error                                  { return nil }
+func (drop) Close() error                                              { return nil }
