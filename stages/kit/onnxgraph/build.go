@@ -73,3 +73,37 @@ func (b *Builder) Model() *Model { return b.m }
 
 // IntAttr returns an integer attribute.
 func IntAttr(name string, v int64) *onnx.AttributeProto { return intAttr(name, v) }
+
+// Int64Const adds an int64 initializer and returns its name.
+func (b *Builder) Int64Const(data ...int64) string {
+	name := b.m.fresh("const")
+	b.m.addInt64Init(name, data)
+	return name
+}
+
+// Outputs adds a node with several outputs (named outs).
+func (b *Builder) Outputs(op string, outs []string, inputs []string, attrs ...*onnx.AttributeProto) {
+	b.m.addNode(op, inputs, outs, attrs...)
+}
+
+// AddInput declares another float32 input of the given shape (-1:
+// symbolic).
+func (b *Builder) AddInput(name string, shape []int64) {
+	in := floatValueInfo(name, len(shape))
+	for i, d := range shape {
+		if d >= 0 {
+			in.Type.GetTensorType().Shape.Dim[i].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: d}
+		} else {
+			in.Type.GetTensorType().Shape.Dim[i].Value = &onnx.TensorShapeProto_Dimension_DimParam{DimParam: fmt.Sprintf("d%d", i)}
+		}
+	}
+	b.m.P.Graph.Input = append(b.m.P.Graph.Input, in)
+}
+
+// OutputOf declares tensor a graph output of the given element type (an
+// onnx.TensorProto_DataType) and rank.
+func (b *Builder) OutputOf(tensor string, elem onnx.TensorProto_DataType, rank int) {
+	vi := floatValueInfo(tensor, rank)
+	vi.Type.GetTensorType().ElemType = int32(elem)
+	b.m.P.Graph.Output = append(b.m.P.Graph.Output, vi)
+}

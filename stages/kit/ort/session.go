@@ -250,3 +250,22 @@ func (s *Session) Close() {
 	s.cache = nil
 	s.s.Destroy()
 }
+
+// NewRawSession returns an onnxruntime_go session for models with inputs or
+// outputs other than float32 (kNN's TopK indices, say); outputs passed as
+// nil to Run are allocated by ONNX Runtime.
+func NewRawSession(model []byte, inputs, outputs []string, opt Options) (*onnx.DynamicAdvancedSession, error) {
+	if initPath == "" {
+		return nil, fmt.Errorf("ort: NewRawSession before Init")
+	}
+	so, err := opt.sessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	s, err := onnx.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: creating session: %w", err)
+	}
+	return s, nil
+}
