@@ -297,4 +297,3 @@ func neighborsORT(x []float32, n, d, k int, opt Options) ([]int32, error) {
 	}
 	return out, nil
 }
-
