@@ -1,0 +1,203 @@
+package mlp
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	ortgo "github.com/yalue/onnxruntime_go"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+)
+
+// The graph's gradients agree with finite differences of its own loss.
+func TestGradientsMatchFiniteDifferences(t *testing.T) {
+	ortlib.Init(t)
+	sizes := []int{3, 4, 2}
+	tr, err := NewTrainer(sizes, DefaultConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	h := NewHead(sizes, 3)
+	rng := rand.New(rand.NewPCG(2, 2))
+	const B = 5
+	x := make([]float32, B*3)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	y := make([]float32, B*2)
+	for i := 0; i < B; i++ {
+		y[i*2+i%2] = 1
+	}
+	lossAndGrads := func() (float64, [][]float32) {
+		wts, free, err := tr.weightTensors(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer free()
+		xt, _ := ortgo.NewTensor(ortgo.NewShape(B, 3), x)
+		yt, _ := ortgo.NewTensor(ortgo.NewShape(B, 2), y)
+		defer xt.Destroy()
+		defer yt.Destroy()
+		outs := make([]ortgo.Value, 5)
+		if err := tr.step.Run(append([]ortgo.Value{xt, yt}, wts...), outs); err != nil {
+			t.Fatal(err)
+		}
+		var loss float64
+		for _, l := range outs[0].(*ortgo.Tensor[float32]).GetData() {
+			loss += float64(l)
+		}
+		var g [][]float32
+		for _, o := range outs[1:] {
+			g = append(g, append([]float32(nil), o.(*ortgo.Tensor[float32]).GetData()...))
+		}
+		for _, o := range outs {
+			o.Destroy()
+		}
+		return loss / B, g
+	}
+	_, grads := lossAndGrads()
+	params := [][]float32{h.W[0], h.B[0], h.W[1], h.B[1]}
+	for pi, p := range params {
+		for j := range p {
+			const eps = 1e-2
+			old := p[j]
+			p[j] = old + eps
+			lp, _ := lossAndGrads()
+			p[j] = old - eps
+			lm, _ := lossAndGrads()
+			p[j] = old
+			num := (lp - lm) / (2 * eps)
+			if math.Abs(num-float64(grads[pi][j])) > 2e-3+0.02*math.Abs(num) {
+				t.Fatalf("param %d[%d]: graph gradient %v, finite difference %v", pi, j, grads[pi][j], num)
+			}
+		}
+	}
+}
+
+func blobs(n, d, c int, seed uint64) ([]float32, []int32) {
+	rng := rand.New(rand.NewPCG(seed, 5))
+	x := make([]float32, n*d)
+	y := make([]int32, n)
+	for i := 0; i < n; i++ {
+		y[i] = int32(i % c)
+		for j := 0; j < d; j++ {
+			x[i*d+j] = float32(rng.NormFloat64())
+			if j%c == int(y[i]) {
+				x[i*d+j] += 2
+			}
+		}
+	}
+	return x, y
+}
+
+func TestFitLearnsAndIsDeterministic(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 1200, 16, 4
+	x, y := blobs(n, d, c, 1)
+	rows := make([]int, 1000)
+	for i := range rows {
+		rows[i] = i
+	}
+	cfg := DefaultConfig(7)
+	cfg.Epochs = 10
+	tr, err := NewTrainer([]int{d, 64, 32, c}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	fit := func() *Head {
+		h := NewHead([]int{d, 64, 32, c}, 7)
+		if _, err := tr.Fit(h, x, y, rows, nil); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h1, h2 := fit(), fit()
+	for l := range h1.W {
+		for j := range h1.W[l] {
+			if h1.W[l][j] != h2.W[l][j] {
+				t.Fatalf("same seed, different weights at layer %d", l)
+			}
+		}
+	}
+	s, err := tr.Score(h1, x[1000*d:], y[1000:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for i, p := range s.Pred {
+		if p == y[1000+i] {
+			ok++
+		}
+		if want := -math.Log(float64(s.PY[i])); math.Abs(want-float64(s.Loss[i])) > 1e-3*(1+want) {
+			t.Fatalf("row %d: loss %v, -log p(y) %v", i, s.Loss[i], want)
+		}
+	}
+	if acc := float64(ok) / 200; acc < 0.95 {
+		t.Fatalf("held-out accuracy %.3f, want >= 0.95", acc)
+	}
+}
+
+// Confusion batches with random labels on the training rows wipe out what
+// the head learnt from them: confidence in the true label drops.
+func TestConfusionBatchesLowerConfidence(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 800, 16, 4
+	x, y := blobs(n, d, c, 3)
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	cfg := DefaultConfig(3)
+	cfg.Epochs = 8
+	tr, err := NewTrainer([]int{d, 64, 32, c}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	mean := func(conf *Confusion) float64 {
+		h := NewHead([]int{d, 64, 32, c}, 3)
+		if _, err := tr.Fit(h, x, y, rows, conf); err != nil {
+			t.Fatal(err)
+		}
+		s, _ := tr.Score(h, x, y)
+		var m float64
+		for _, p := range s.PY {
+			m += float64(p)
+		}
+		return m / n
+	}
+	plain, confused := mean(nil), mean(&Confusion{Rows: rows, Every: 1, Weight: 1})
+	if !(confused < plain-0.1) {
+		t.Fatalf("mean p(y): plain %.3f, with confusion %.3f; want a clear drop", plain, confused)
+	}
+}
+
+// BenchmarkFitEpoch trains the default head (256 -> 512 -> 256 -> 10) for
+// one epoch over 20,000 rows.
+func BenchmarkFitEpoch(b *testing.B) {
+	ortlib.Init(b)
+	const n, d, c = 20000, 256, 10
+	x, y := blobs(n, d, c, 1)
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	cfg := DefaultConfig(1)
+	cfg.Epochs = 1
+	tr, err := NewTrainer([]int{d, 512, 256, c}, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	h := NewHead([]int{d, 512, 256, c}, 1)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := tr.Fit(h, x, y, rows, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
