@@ -1,0 +1,170 @@
+// Package feat holds a whole features/v1 table in memory as plain slices,
+// for the stages that need every row (kNN, head training), and builds the
+// scores/v1 records they write.
+package feat
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+// Matrix is n rows of D values, row-major.
+type Matrix struct {
+	Name string
+	D    int
+	X    []float32
+}
+
+// Row returns row i.
+func (m *Matrix) Row(i int) []float32 { return m.X[i*m.D : (i+1)*m.D] }
+
+// Table is a features/v1 table in memory.
+type Table struct {
+	IDs       []uint64
+	Labels    []int32
+	Embedding Matrix
+	Layers    []Matrix // the layer.<name> columns, in order
+}
+
+// N returns the number of rows.
+func (t *Table) N() int { return len(t.IDs) }
+
+// ReadAll reads every batch of r (features/v1). It does not release r.
+func ReadAll(r array.RecordReader) (*Table, error) {
+	t := &Table{}
+	s := r.Schema()
+	t.Embedding.Name = arrowio.ColEmbedding
+	t.Embedding.D = int(s.Field(2).Type.(*arrow.FixedSizeListType).Len())
+	for _, l := range arrowio.FeatureLayers(s) {
+		t.Layers = append(t.Layers, Matrix{Name: l.Name, D: l.Channels})
+	}
+	for r.Next() {
+		rec := r.Record()
+		t.IDs = append(t.IDs, rec.Column(0).(*array.Uint64).Uint64Values()...)
+		t.Labels = append(t.Labels, rec.Column(1).(*array.Int32).Int32Values()...)
+		for c := 2; c < int(rec.NumCols()); c++ {
+			l := rec.Column(c).(*array.FixedSizeList)
+			k := int(l.DataType().(*arrow.FixedSizeListType).Len())
+			vals := l.ListValues().(*array.Float32).Float32Values()[l.Offset()*k : (l.Offset()+l.Len())*k]
+			if c == 2 {
+				t.Embedding.X = append(t.Embedding.X, vals...)
+			} else {
+				t.Layers[c-3].X = append(t.Layers[c-3].X, vals...)
+			}
+		}
+	}
+	return t, r.Err()
+}
+
+// Classes returns the number of classes (max label + 1) and the row count
+// of each.
+func (t *Table) Classes() (int, []int) {
+	c := 0
+	for _, l := range t.Labels {
+		c = max(c, int(l)+1)
+	}
+	counts := make([]int, c)
+	for _, l := range t.Labels {
+		counts[l]++
+	}
+	return c, counts
+}
+
+// CheckClasses validates labels against a declared class count (0: take
+// max label + 1) and requires at least two populated classes. It returns
+// the class count.
+func (t *Table) CheckClasses(declared int) (int, error) {
+	c, counts := t.Classes()
+	if declared > 0 {
+		for i, l := range t.Labels {
+			if int(l) >= declared {
+				return 0, plugin.BadInput(&arrowio.DataError{File: "input port features", Column: "label", Row: int64(i),
+					Msg: fmt.Sprintf("label %d outside the declared classes 0..%d (sample_id %d)", l, declared-1, t.IDs[i])})
+			}
+		}
+		c = declared
+		counts = append(counts, make([]int, declared-len(counts))...)
+	}
+	populated := 0
+	for _, n := range counts {
+		if n > 0 {
+			populated++
+		}
+	}
+	if populated < 2 {
+		return 0, plugin.BadInputf("port \"features\": %d rows of %d class(es); T-Core needs at least two classes", t.N(), populated)
+	}
+	return c, nil
+}
+
+// SameAsLastLayer reports whether the embedding is (numerically) the
+// global average pool of the last probed layer, as for most CNNs.
+func (t *Table) SameAsLastLayer() bool {
+	if len(t.Layers) == 0 {
+		return false
+	}
+	last := t.Layers[len(t.Layers)-1]
+	if last.D != t.Embedding.D {
+		return false
+	}
+	var scale, diff float64
+	for i, v := range t.Embedding.X {
+		scale = max(scale, math.Abs(float64(v)))
+		diff = max(diff, math.Abs(float64(v-last.X[i])))
+	}
+	return diff <= 1e-4*max(scale, 1e-6)
+}
+
+// Column is one scores/v1 column: exactly one of F, I, B set.
+type Column struct {
+	Name string // "<stage>.<column>"
+	F    []float32
+	I    []int32
+	B    []bool
+}
+
+// ScoresRecord builds a scores/v1 record from ids and columns.
+func ScoresRecord(ids []uint64, cols []Column) (arrow.Record, error) {
+	var fields []arrow.Field
+	for _, c := range cols {
+		switch {
+		case c.F != nil:
+			fields = append(fields, arrow.Field{Name: c.Name, Type: arrow.PrimitiveTypes.Float32})
+		case c.I != nil:
+			fields = append(fields, arrow.Field{Name: c.Name, Type: arrow.PrimitiveTypes.Int32})
+		case c.B != nil:
+			fields = append(fields, arrow.Field{Name: c.Name, Type: arrow.FixedWidthTypes.Boolean})
+		default:
+			return nil, fmt.Errorf("feat: column %s has no values", c.Name)
+		}
+	}
+	s, err := arrowio.ScoresSchema(fields...)
+	if err != nil {
+		return nil, err
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, s)
+	defer b.Release()
+	b.Field(0).(*array.Uint64Builder).AppendValues(ids, nil)
+	for i, c := range cols {
+		switch fb := b.Field(i + 1).(type) {
+		case *array.Float32Builder:
+			fb.AppendValues(c.F, nil)
+		case *array.Int32Builder:
+			fb.AppendValues(c.I, nil)
+		case *array.BooleanBuilder:
+			fb.AppendValues(c.B, nil)
+		}
+	}
+	return b.NewRecord(), nil
+}
+
+// Sanitize turns a layer name into a column-name part.
+func Sanitize(name string) string { return strings.ReplaceAll(name, " ", "_") }

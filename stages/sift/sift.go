@@ -1,0 +1,243 @@
+// Package sift is T-Core's first stage: seed sifting by topological
+// invariance (ALGORITHM.md, stage 1). For every sample and probed layer it
+// measures label agreement among the sample's k nearest neighbours (cosine,
+// per-layer standardised features); a clean sample's agreement rises with
+// depth, poison's does not. The samples with the largest depth gain in each
+// class become the seeds.
+package sift
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/knn"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the sift stage.
+type Stage struct{}
+
+// New returns the sift stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "sift",
+		Version: "0.1.0",
+		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
+		Params: []plugin.ParamSpec{
+			{Name: "k", Default: json.RawMessage(`10`), Doc: "neighbours per sample"},
+			{Name: "rule", Default: json.RawMessage(`"gain"`), Doc: "gain: a^L - max_{l<L} a^l; min: min_l a^l"},
+			{Name: "seed_fraction", Default: json.RawMessage(`0.01`), Doc: "seeds per class as a fraction of the class"},
+			{Name: "seed_min", Default: json.RawMessage(`10`), Doc: "at least this many seeds per class (at most half the class)"},
+			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
+			{Name: "engine", Default: json.RawMessage(`"ort"`), Doc: "kNN engine: ort or go"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N for the ort engine"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are sift's parameters.
+type Params struct {
+	K            int     `json:"k"`
+	Rule         string  `json:"rule"`
+	SeedFraction float64 `json:"seed_fraction"`
+	SeedMin      int     `json:"seed_min"`
+	Classes      int     `json:"classes"`
+	Engine       string  `json:"engine"`
+	Device       string  `json:"device"`
+}
+
+func (p Params) check() error {
+	switch {
+	case p.K <= 0:
+		return plugin.BadInputf("parameter \"k\": %d, want > 0", p.K)
+	case p.Rule != "gain" && p.Rule != "min":
+		return plugin.BadInputf("parameter \"rule\": %q, want gain or min", p.Rule)
+	case p.SeedFraction <= 0 || p.SeedFraction > 0.5:
+		return plugin.BadInputf("parameter \"seed_fraction\": %v, want (0, 0.5]", p.SeedFraction)
+	case p.SeedMin < 1:
+		return plugin.BadInputf("parameter \"seed_min\": %d, want >= 1", p.SeedMin)
+	case p.Classes < 0:
+		return plugin.BadInputf("parameter \"classes\": %d, want >= 0", p.Classes)
+	case p.Engine != "ort" && p.Engine != "go":
+		return plugin.BadInputf("parameter \"engine\": %q, want ort or go", p.Engine)
+	}
+	if _, _, err := ort.ParseDevice(p.Device); err != nil {
+		return plugin.BadInputf("parameter \"device\": %v", err)
+	}
+	return nil
+}
+
+// Result is sift's verdict, in row order of the table.
+type Result struct {
+	Seed      []bool
+	Gain, Min []float32
+	Agree     [][]float32 // per layer
+	Layers    []string
+	Metrics   plugin.Metrics
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	r, err := in.Open("features")
+	if err != nil {
+		return nil, err
+	}
+	t, err := feat.ReadAll(r)
+	r.Release()
+	if err != nil {
+		return nil, err
+	}
+	res, err := Sift(ctx, t, p, progress)
+	if err != nil {
+		return nil, err
+	}
+	cols := []feat.Column{{Name: "sift.seed", B: res.Seed}, {Name: "sift.invariance", F: res.Gain}, {Name: "sift.min", F: res.Min}}
+	for i, l := range res.Layers {
+		cols = append(cols, feat.Column{Name: "sift.agree." + feat.Sanitize(l), F: res.Agree[i]})
+	}
+	rec, err := feat.ScoresRecord(t.IDs, cols)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	w, err := out.Create("scores", rec.Schema())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	zerolog.Ctx(ctx).Info().Interface("seeds", res.Metrics["seeds_per_class"]).Msg("seeds chosen")
+	return res.Metrics, nil
+}
+
+// Sift computes agreement, scores and seeds for the table.
+func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress) (*Result, error) {
+	nc, err := t.CheckClasses(p.Classes)
+	if err != nil {
+		return nil, err
+	}
+	if p.Engine == "ort" {
+		if err := ort.Init(""); err != nil {
+			return nil, err
+		}
+	}
+	n := t.N()
+	if p.K >= n {
+		return nil, plugin.BadInputf("parameter \"k\": %d, but only %d rows", p.K, n)
+	}
+	layers := append([]feat.Matrix(nil), t.Layers...)
+	withEmb := !t.SameAsLastLayer()
+	if withEmb {
+		layers = append(layers, t.Embedding)
+	}
+	if len(layers) < 2 {
+		return nil, plugin.BadInputf("port \"features\": sift needs at least two layers (probed layers plus the embedding); got %d — embed with layers [\"auto\"]", len(layers))
+	}
+	res := &Result{Seed: make([]bool, n), Gain: make([]float32, n), Min: make([]float32, n)}
+	start := time.Now()
+	for li, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x := knn.Standardize(l.X, n, l.D)
+		nb, err := knn.Neighbors(x, n, l.D, p.K, knn.Options{Engine: knn.Engine(p.Engine), ORT: ort.Options{Device: p.Device}})
+		if err != nil {
+			return nil, err
+		}
+		res.Agree = append(res.Agree, knn.Agreement(nb, t.Labels, p.K))
+		res.Layers = append(res.Layers, l.Name)
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(li + 1), Total: int64(len(layers)), Unit: "layers", Message: l.Name})
+		}
+	}
+	knnSecs := time.Since(start).Seconds()
+	L := len(layers) - 1
+	for i := 0; i < n; i++ {
+		shallow := res.Agree[0][i]
+		mn := res.Agree[0][i]
+		for l := 1; l < L; l++ {
+			shallow = max(shallow, res.Agree[l][i])
+		}
+		for l := 1; l <= L; l++ {
+			mn = min(mn, res.Agree[l][i])
+		}
+		res.Gain[i] = res.Agree[L][i] - shallow
+		res.Min[i] = mn
+	}
+	score := res.Gain
+	if p.Rule == "min" {
+		score = res.Min
+	}
+	deep := res.Agree[L]
+	byClass := make([][]int, nc)
+	for i, l := range t.Labels {
+		byClass[l] = append(byClass[l], i)
+	}
+	seedsPer := map[string]int{}
+	meanDeep := map[string]float64{}
+	var warnings []string
+	for c, rows := range byClass {
+		if len(rows) == 0 {
+			continue
+		}
+		m := max(p.SeedMin, int(p.SeedFraction*float64(len(rows))))
+		if half := len(rows) / 2; m > half {
+			warnings = append(warnings, fmt.Sprintf("class %d: %d rows, fewer than twice the seed quota %d; took %d seeds (half the class)", c, len(rows), m, half))
+			m = half
+		}
+		sort.Slice(rows, func(a, b int) bool {
+			ra, rb := rows[a], rows[b]
+			if score[ra] != score[rb] {
+				return score[ra] > score[rb]
+			}
+			if deep[ra] != deep[rb] {
+				return deep[ra] > deep[rb]
+			}
+			return t.IDs[ra] < t.IDs[rb]
+		})
+		var sum float64
+		for _, r := range rows[:m] {
+			res.Seed[r] = true
+			sum += float64(deep[r])
+		}
+		key := strconv.Itoa(c)
+		seedsPer[key] = m
+		if m > 0 {
+			meanDeep[key] = sum / float64(m)
+			if meanDeep[key] < 0.5 {
+				warnings = append(warnings, fmt.Sprintf("class %d: the seeds' mean deepest-layer agreement is %.2f < 0.5", c, meanDeep[key]))
+			}
+		}
+	}
+	res.Metrics = plugin.Metrics{
+		"rows": n, "classes": nc, "k": p.K, "rule": p.Rule, "layers": res.Layers,
+		"embedding_as_layer": withEmb, "seeds_per_class": seedsPer, "seed_mean_deep_agreement": meanDeep,
+		"warnings": warnings, "knn_seconds": knnSecs, "engine": p.Engine,
+	}
+	return res, nil
+}

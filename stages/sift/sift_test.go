@@ -1,0 +1,130 @@
+package sift_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/internal/synth"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/sift"
+)
+
+func run(t *testing.T, set *synth.Set, params string) (*plugin.Table, plugin.Metrics, error) {
+	t.Helper()
+	rec := set.Record()
+	defer rec.Release()
+	in := plugin.NewTables()
+	defer in.Release()
+	in.Put("features", rec.Schema(), rec)
+	out := plugin.NewTables()
+	t.Cleanup(out.Release)
+	m, err := plugin.Local(sift.New()).Run(context.Background(), json.RawMessage(params), in, out, nil)
+	return out.Get("scores"), m, err
+}
+
+func seeds(t *testing.T, tb *plugin.Table) []bool {
+	var out []bool
+	for _, r := range tb.Records {
+		c := r.Column(r.Schema().FieldIndices("sift.seed")[0]).(*array.Boolean)
+		for i := 0; i < c.Len(); i++ {
+			out = append(out, c.Value(i))
+		}
+	}
+	return out
+}
+
+func TestNoPoisonAmongSeeds(t *testing.T) {
+	ortlib.Init(t)
+	cases := []struct {
+		name   string
+		spec   synth.Spec
+		params string
+	}{
+		{"T2 10% poison, gain", synth.Spec{Kind: synth.T2, PerClass: 200, Classes: 10, Poison: 222, Seed: 1}, `{}`},
+		{"T2 10% poison, go engine", synth.Spec{Kind: synth.T2, PerClass: 200, Classes: 10, Poison: 222, Seed: 2}, `{"engine": "go"}`},
+		{"T3 10% poison, gain", synth.Spec{Kind: synth.T3, PerClass: 200, Classes: 10, Poison: 222, Seed: 3}, `{}`},
+		{"T2 10% poison, min", synth.Spec{Kind: synth.T2, PerClass: 200, Classes: 10, Poison: 222, Seed: 4}, `{"rule": "min"}`},
+		{"T2 at 5% of each class seeded", synth.Spec{Kind: synth.T2, PerClass: 300, Classes: 5, Poison: 160, Seed: 5}, `{"seed_fraction": 0.05}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set := synth.Make(tc.spec)
+			tb, m, err := run(t, set, tc.params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := seeds(t, tb)
+			nSeeds, bad := 0, 0
+			for i, v := range s {
+				if v {
+					nSeeds++
+					if set.IsPoison[i] {
+						bad++
+					}
+				}
+			}
+			if bad > 0 {
+				t.Fatalf("%d poisoned samples among %d seeds (metrics %v)", bad, nSeeds, m)
+			}
+			if nSeeds < 10*tc.spec.Classes {
+				t.Fatalf("%d seeds, want at least 10 per class", nSeeds)
+			}
+		})
+	}
+}
+
+// Same data, same seeds.
+func TestSeedsAreDeterministic(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 100, Classes: 4, Poison: 40, Seed: 9})
+	a, _, err := run(t, set, `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, _ := run(t, set, `{}`)
+	sa, sb := seeds(t, a), seeds(t, b)
+	for i := range sa {
+		if sa[i] != sb[i] {
+			t.Fatal("two runs chose different seeds")
+		}
+	}
+}
+
+func TestSiftBadInput(t *testing.T) {
+	ortlib.Init(t)
+	one := synth.Make(synth.Spec{PerClass: 30, Classes: 1, Seed: 1})
+	small := synth.Make(synth.Spec{PerClass: 12, Classes: 3, Seed: 2})
+	cases := []struct {
+		name   string
+		set    *synth.Set
+		params string
+		want   string
+	}{
+		{"one class only", one, `{}`, "at least two classes"},
+		{"labels outside the declared classes", small, `{"classes": 2}`, "label 2 outside the declared classes 0..1"},
+		{"unknown rule", small, `{"rule": "median"}`, `"rule"`},
+		{"k too large", small, `{"k": 100}`, "only 36 rows"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := run(t, tc.set, tc.params)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A class smaller than twice the quota: the documented fallback (half
+	// the class), reported as a warning.
+	_, m, err := run(t, small, `{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := m["warnings"].([]any); len(w) == 0 || !strings.Contains(w[0].(string), "took 6 seeds") {
+		t.Fatalf("warnings %v, want the fallback reported", m["warnings"])
+	}
+}
