@@ -2,7 +2,9 @@ package dag
 
 import (
 	"context"
+	"os"
 	"sort"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -93,8 +95,24 @@ func (m InProcess) Spec(name string) (plugin.Spec, bool) {
 	return s.Spec(), true
 }
 
-// Fingerprint implements Provider: the stage's version.
-func (m InProcess) Fingerprint(name string) string { return "local+" + m[name].Spec().Version }
+// Fingerprint implements Provider: the stage's version and the sha256 of
+// the running executable, so that rebuilt code is not served from the
+// cache.
+func (m InProcess) Fingerprint(name string) string {
+	return "local+" + m[name].Spec().Version + "+" + selfHash()
+}
+
+var selfHash = sync.OnceValue(func() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "unknown"
+	}
+	sum, err := plugin.FileSHA256(exe)
+	if err != nil {
+		return "unknown"
+	}
+	return sum
+})
 
 // Start implements Provider.
 func (m InProcess) Start(_ context.Context, name string) (plugin.Stage, func(), error) {

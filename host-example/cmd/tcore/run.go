@@ -19,6 +19,7 @@ import (
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/embed"
+	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/sift"
 	"github.com/tcore-dev/tcore/stages/stats"
@@ -27,7 +28,7 @@ import (
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New()}
 }
 
 // runConfig is one `tcore run`.

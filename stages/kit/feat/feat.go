@@ -168,3 +168,77 @@ func ScoresRecord(ids []uint64, cols []Column) (arrow.Record, error) {
 
 // Sanitize turns a layer name into a column-name part.
 func Sanitize(name string) string { return strings.ReplaceAll(name, " ", "_") }
+
+// Scores reads a scores/v1 stream and returns the named columns in the row
+// order of t, joined by sample_id. Every id of t must be there and no
+// other (else a bad-input error naming the port and the id).
+func Scores(r array.RecordReader, port string, t *Table, names ...string) (map[string]Column, error) {
+	pos := make(map[uint64]int, t.N())
+	for i, id := range t.IDs {
+		pos[id] = i
+	}
+	out := map[string]Column{}
+	seen := make([]bool, t.N())
+	idx := map[string]int{}
+	s := r.Schema()
+	for _, n := range names {
+		f := s.FieldIndices(n)
+		if len(f) == 0 {
+			return nil, plugin.PortError(port, plugin.BadInputf("no column %q (columns: %v)", n, fieldNames(s)))
+		}
+		idx[n] = f[0]
+		c := Column{Name: n}
+		switch s.Field(f[0]).Type.ID() {
+		case arrow.FLOAT32:
+			c.F = make([]float32, t.N())
+		case arrow.INT32:
+			c.I = make([]int32, t.N())
+		case arrow.BOOL:
+			c.B = make([]bool, t.N())
+		}
+		out[n] = c
+	}
+	var row int64
+	for r.Next() {
+		rec := r.Record()
+		ids := rec.Column(0).(*array.Uint64).Uint64Values()
+		for i, id := range ids {
+			p, ok := pos[id]
+			if !ok {
+				return nil, plugin.PortError(port, plugin.BadInput(&arrowio.DataError{File: "input port " + port, Column: arrowio.ColSampleID, Row: row + int64(i),
+					Msg: fmt.Sprintf("sample_id %d is not in the features", id)}))
+			}
+			seen[p] = true
+			for n, ci := range idx {
+				col := rec.Column(ci)
+				c := out[n]
+				switch a := col.(type) {
+				case *array.Float32:
+					c.F[p] = a.Value(i)
+				case *array.Int32:
+					c.I[p] = a.Value(i)
+				case *array.Boolean:
+					c.B[p] = a.IsValid(i) && a.Value(i)
+				}
+			}
+		}
+		row += rec.NumRows()
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	for i, ok := range seen {
+		if !ok {
+			return nil, plugin.PortError(port, plugin.BadInputf("sample_id %d of the features has no row here (mismatched sample_ids between ports)", t.IDs[i]))
+		}
+	}
+	return out, nil
+}
+
+func fieldNames(s *arrow.Schema) []string {
+	var out []string
+	for _, f := range s.Fields() {
+		out = append(out, f.Name)
+	}
+	return out
+}

@@ -83,13 +83,17 @@ type Config struct {
 	// Balanced draws each batch row from a uniformly chosen class (default
 	// true through DefaultConfig).
 	Balanced bool
+	// MinSteps is the least number of batches a Fit runs, however few the
+	// rows: 20 epochs of 100 rows would otherwise be 20 steps (default
+	// 0; DefaultConfig sets 300).
+	MinSteps int
 	Seed     uint64
 	ORT      ort.Options
 }
 
 // DefaultConfig returns ALGORITHM.md's training defaults.
 func DefaultConfig(seed uint64) Config {
-	return Config{Epochs: 20, Batch: 256, LR: 1e-3, Balanced: true, Seed: seed}
+	return Config{Epochs: 20, Batch: 256, LR: 1e-3, Balanced: true, MinSteps: 300, Seed: seed}
 }
 
 // Confusion interleaves confusion batches: after every Every ordinary
@@ -357,17 +361,25 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 	}
 	var last float64
 	steps := (len(rows) + bs - 1) / bs
-	for ep := 0; ep < t.cfg.Epochs; ep++ {
+	epochs := t.cfg.Epochs
+	if t.cfg.MinSteps > steps*epochs {
+		// Few rows: more, full-size batches instead of 20 tiny epochs.
+		steps = (t.cfg.MinSteps + epochs - 1) / epochs
+	}
+	for ep := 0; ep < epochs; ep++ {
 		var sum float64
 		for s := 0; s < steps; s++ {
-			k := min(bs, len(rows)-s*bs)
+			k := bs
+			if s*bs < len(rows) {
+				k = min(bs, len(rows)-s*bs)
+			}
 			l, err := run(k, 1, func() (int, int32) { r := draw(); return r, y[r] })
 			if err != nil {
 				return 0, err
 			}
 			sum += l
 			if conf != nil && len(conf.Rows) > 0 && (s+1)%max(conf.Every, 1) == 0 {
-				if _, err := run(min(bs, len(conf.Rows)*4), conf.Weight, func() (int, int32) {
+				if _, err := run(bs, conf.Weight, func() (int, int32) {
 					return conf.Rows[rng.IntN(len(conf.Rows))], int32(rng.IntN(c))
 				}); err != nil {
 					return 0, err

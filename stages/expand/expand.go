@@ -1,0 +1,293 @@
+// Package expand is T-Core's second stage: seed expansion with confusion
+// training (ALGORITHM.md, stage 2). Starting from the seeds, it grows a
+// trusted set round by round: a benign head fitted on the trusted set
+// admits the samples it fits best, unless a confusion head (fitted on all
+// data while trusted samples get random labels) still predicts them as their
+// own label: those carry a shortcut that confusion does not erase.
+package expand
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"sort"
+	"strconv"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the expand stage.
+type Stage struct{}
+
+// New returns the expand stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "expand",
+		Version: "0.1.0",
+		Inputs: []plugin.PortSpec{
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training set"},
+			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the seed column (sift.seed)"},
+		},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "expand.trusted, expand.round, expand.loss_benign, expand.loss_confusion, expand.flagged"}},
+		Params: []plugin.ParamSpec{
+			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
+			{Name: "target_fraction", Default: json.RawMessage(`0.3`), Doc: "trusted set size per class, as a fraction of the class"},
+			{Name: "rounds", Default: json.RawMessage(`3`), Doc: "rounds; the per-class quota grows geometrically to the target"},
+			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a sample the confusion head still predicts as its label with at least this probability"},
+			{Name: "confusion_every", Default: json.RawMessage(`1`), Doc: "one confusion batch after every this many ordinary batches"},
+			{Name: "confusion_weight", Default: json.RawMessage(`10.0`), Doc: "loss weight of confusion batches (ALGORITHM.md says 1; 10 measured better, docs/DECISIONS.md)"},
+			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of each head"},
+			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes of the heads"},
+			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
+			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are expand's parameters.
+type Params struct {
+	SeedColumn      string  `json:"seed_column"`
+	TargetFraction  float64 `json:"target_fraction"`
+	Rounds          int     `json:"rounds"`
+	PCT             float32 `json:"p_ct"`
+	ConfusionEvery  int     `json:"confusion_every"`
+	ConfusionWeight float32 `json:"confusion_weight"`
+	Epochs          int     `json:"epochs"`
+	Hidden          []int   `json:"hidden"`
+	Classes         int     `json:"classes"`
+	Seed            uint64  `json:"seed"`
+	Device          string  `json:"device"`
+}
+
+func (p Params) check() error {
+	switch {
+	case p.TargetFraction <= 0 || p.TargetFraction > 1:
+		return plugin.BadInputf("parameter \"target_fraction\": %v, want (0, 1]", p.TargetFraction)
+	case p.Rounds < 1:
+		return plugin.BadInputf("parameter \"rounds\": %d, want >= 1", p.Rounds)
+	case p.PCT <= 0 || p.PCT > 1:
+		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1]", p.PCT)
+	case p.ConfusionEvery < 1:
+		return plugin.BadInputf("parameter \"confusion_every\": %d, want >= 1", p.ConfusionEvery)
+	case p.Epochs < 1:
+		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", p.Epochs)
+	}
+	for _, h := range p.Hidden {
+		if h < 1 {
+			return plugin.BadInputf("parameter \"hidden\": %v, want positive sizes", p.Hidden)
+		}
+	}
+	if _, _, err := ort.ParseDevice(p.Device); err != nil {
+		return plugin.BadInputf("parameter \"device\": %v", err)
+	}
+	return nil
+}
+
+// Result is expand's verdict, in table row order.
+type Result struct {
+	Trusted              []bool
+	Round                []int32
+	LossBenign, LossConf []float32
+	Flagged              []bool
+	Metrics              plugin.Metrics
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	r, err := in.Open("features")
+	if err != nil {
+		return nil, err
+	}
+	t, err := feat.ReadAll(r)
+	r.Release()
+	if err != nil {
+		return nil, err
+	}
+	sr, err := in.Open("seeds")
+	if err != nil {
+		return nil, err
+	}
+	cols, err := feat.Scores(sr, "seeds", t, p.SeedColumn)
+	sr.Release()
+	if err != nil {
+		return nil, err
+	}
+	if cols[p.SeedColumn].B == nil {
+		return nil, plugin.PortError("seeds", plugin.BadInputf("column %q is not boolean", p.SeedColumn))
+	}
+	res, err := Expand(ctx, t, cols[p.SeedColumn].B, p, progress)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := feat.ScoresRecord(t.IDs, []feat.Column{
+		{Name: "expand.trusted", B: res.Trusted}, {Name: "expand.round", I: res.Round},
+		{Name: "expand.loss_benign", F: res.LossBenign}, {Name: "expand.loss_confusion", F: res.LossConf},
+		{Name: "expand.flagged", B: res.Flagged},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	w, err := out.Create("scores", rec.Schema())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	return res.Metrics, w.Close()
+}
+
+// Expand grows the seeds into the trusted set.
+func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress plugin.Progress) (*Result, error) {
+	nc, err := t.CheckClasses(p.Classes)
+	if err != nil {
+		return nil, err
+	}
+	if err := ort.Init(""); err != nil {
+		return nil, err
+	}
+	n, d := t.N(), t.Embedding.D
+	x := t.Embedding.X
+	y := t.Labels
+	res := &Result{Trusted: make([]bool, n), Round: make([]int32, n), LossBenign: make([]float32, n),
+		LossConf: make([]float32, n), Flagged: make([]bool, n)}
+	size := make([]int, nc)
+	start := make([]int, nc)
+	for i := range res.Round {
+		res.Round[i] = -1
+		size[y[i]]++
+		if seeds[i] {
+			res.Trusted[i] = true
+			res.Round[i] = 0
+			start[y[i]]++
+		}
+	}
+	var warnings []string
+	for c := 0; c < nc; c++ {
+		if size[c] > 0 && start[c] == 0 {
+			warnings = append(warnings, "class "+strconv.Itoa(c)+" has no seeds: nothing of it can be trusted")
+		}
+	}
+	sizes := append(append([]int{d}, p.Hidden...), nc)
+	cfg := mlp.DefaultConfig(p.Seed)
+	cfg.Epochs = p.Epochs
+	cfg.ORT = ort.Options{Device: p.Device}
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	admitted := []int{}
+	flaggedPerRound := []int{}
+	for r := 1; r <= p.Rounds; r++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var trusted []int
+		for i, ok := range res.Trusted {
+			if ok {
+				trusted = append(trusted, i)
+			}
+		}
+		fs := mlp.NewHead(sizes, p.Seed+uint64(2*r))
+		if _, err := tr.Fit(fs, x, y, trusted, nil); err != nil {
+			return nil, err
+		}
+		sb, err := tr.Score(fs, x, y)
+		if err != nil {
+			return nil, err
+		}
+		fct := mlp.NewHead(sizes, p.Seed+uint64(2*r+1))
+		if _, err := tr.Fit(fct, x, y, all, &mlp.Confusion{Rows: trusted, Every: p.ConfusionEvery, Weight: p.ConfusionWeight}); err != nil {
+			return nil, err
+		}
+		sc, err := tr.Score(fct, x, y)
+		if err != nil {
+			return nil, err
+		}
+		flagged := 0
+		cands := make([][]int, nc)
+		for i := 0; i < n; i++ {
+			res.LossBenign[i], res.LossConf[i] = sb.Loss[i], sc.Loss[i]
+			res.Flagged[i] = sc.PY[i] >= p.PCT
+			if res.Flagged[i] {
+				flagged++
+			}
+			if !res.Trusted[i] && !res.Flagged[i] && sb.Pred[i] == y[i] {
+				cands[y[i]] = append(cands[y[i]], i)
+			}
+		}
+		flaggedPerRound = append(flaggedPerRound, flagged)
+		added := 0
+		for c := 0; c < nc; c++ {
+			if start[c] == 0 {
+				continue
+			}
+			target := p.TargetFraction * float64(size[c])
+			quota := int(math.Round(float64(start[c]) * math.Pow(target/float64(start[c]), float64(r)/float64(p.Rounds))))
+			have := 0
+			for i, ok := range res.Trusted {
+				if ok && y[i] == int32(c) {
+					have++
+				}
+			}
+			cs := cands[c]
+			sort.Slice(cs, func(a, b int) bool {
+				if res.LossBenign[cs[a]] != res.LossBenign[cs[b]] {
+					return res.LossBenign[cs[a]] < res.LossBenign[cs[b]]
+				}
+				return t.IDs[cs[a]] < t.IDs[cs[b]]
+			})
+			for _, i := range cs[:max(0, min(len(cs), quota-have))] {
+				res.Trusted[i] = true
+				res.Round[i] = int32(r)
+				added++
+			}
+		}
+		admitted = append(admitted, added)
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(r), Total: int64(p.Rounds), Unit: "rounds"})
+		}
+	}
+	perClass := map[string]int{}
+	for i, ok := range res.Trusted {
+		if ok {
+			perClass[strconv.Itoa(int(y[i]))]++
+		}
+	}
+	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "seeds": countTrue(seeds), "trusted": countTrue(res.Trusted),
+		"trusted_per_class": perClass, "admitted_per_round": admitted, "flagged_per_round": flaggedPerRound,
+		"p_ct": p.PCT, "target_fraction": p.TargetFraction, "warnings": warnings}
+	return res, nil
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}
