@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +22,7 @@ import (
 	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
@@ -28,7 +33,7 @@ import (
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New()}
 }
 
 // runConfig is one `tcore run`.
@@ -115,7 +120,7 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	rep, err := writeReport(c, p, res)
+	rep, err := writeReport(ctx, c, p, res)
 	if err != nil {
 		return err
 	}
@@ -168,6 +173,13 @@ func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
 			case "device":
 				params["device"], _ = json.Marshal(c.device)
 				changed = true
+			case "export":
+				abs, _ := filepath.Abs(filepath.Join(c.out, "clean_model.onnx"))
+				params["export"], _ = json.Marshal(abs)
+				changed = true
+			case "seed":
+				params["seed"], _ = json.Marshal(c.seed)
+				changed = true
 			}
 		}
 		if changed {
@@ -179,20 +191,25 @@ func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
 
 // report is report.json.
 type report struct {
-	Pipeline string             `json:"pipeline"`
-	Seed     int64              `json:"seed"`
-	ACC      *float64           `json:"acc"`
-	ASR      *float64           `json:"asr"`
-	Inputs   map[string]string  `json:"inputs"`
-	Encoder  string             `json:"encoder,omitempty"`
-	TimingsS map[string]float64 `json:"timings_s"`
-	Reused   []string           `json:"reused_nodes"`
-	Nodes    map[string]any     `json:"nodes"`
+	Pipeline    string             `json:"pipeline"`
+	Seed        int64              `json:"seed"`
+	ACC         *float64           `json:"acc"`
+	ASR         *float64           `json:"asr"`
+	Samples     map[string]int     `json:"samples"`
+	Channels    map[string]int     `json:"channels"`
+	EncoderScan any                `json:"encoder_scan"`
+	Inputs      map[string]string  `json:"inputs"`
+	Encoder     string             `json:"encoder,omitempty"`
+	Model       string             `json:"model,omitempty"`
+	TimingsS    map[string]float64 `json:"timings_s"`
+	Reused      []string           `json:"reused_nodes"`
+	Nodes       map[string]any     `json:"nodes"`
 }
 
-func writeReport(c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error) {
+func writeReport(ctx context.Context, c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error) {
 	rep := &report{Pipeline: p.Name, Seed: c.seed, Inputs: map[string]string{"train": c.train, "test": c.test},
-		Encoder: c.encoder, TimingsS: map[string]float64{}, Reused: []string{}, Nodes: map[string]any{}}
+		Encoder: c.encoder, TimingsS: map[string]float64{}, Reused: []string{}, Nodes: map[string]any{},
+		Samples: map[string]int{}, Channels: map[string]int{"total": 0, "filtered": 0}}
 	for _, id := range res.Order {
 		n := res.Nodes[id]
 		rep.TimingsS[id] = n.Seconds
@@ -200,6 +217,28 @@ func writeReport(c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error
 			rep.Reused = append(rep.Reused, id)
 		}
 		rep.Nodes[id] = map[string]any{"stage": n.Stage, "metrics": n.Metrics, "outputs": n.Outputs}
+		if scan, ok := n.Metrics["encoder_scan"]; ok {
+			rep.EncoderScan = scan
+		}
+	}
+	counts, err := writeSamples(res)
+	if err != nil {
+		return nil, err
+	}
+	rep.Samples = counts
+	if rep.Channels, err = writeChannels(res); err != nil {
+		return nil, err
+	}
+	model := filepath.Join(res.Dir, "clean_model.onnx")
+	if _, err := os.Stat(model); err == nil {
+		rep.Model = model
+		if c.test != "" {
+			ev, err := evaluate(ctx, model, c.test, "", c.device, 256, 0, arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol})
+			if err != nil {
+				return nil, fmt.Errorf("evaluating %s on %s: %w", model, c.test, err)
+			}
+			rep.ACC = &ev.Accuracy
+		}
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	af, err := arrowio.CreateAtomic(filepath.Join(res.Dir, "report.json"))
@@ -210,16 +249,12 @@ func writeReport(c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error
 		af.Abort()
 		return nil, err
 	}
-	if err := af.Commit(); err != nil {
-		return nil, err
-	}
-	return rep, writeSamples(res)
+	return rep, af.Commit()
 }
 
-// writeSamples writes samples.parquet: the per-sample scores of the run.
-// With several scores outputs the last one in topological order is taken.
-func writeSamples(res *dag.Result) error {
-	var path string
+// outputsOfKind lists the run's output files of a kind, in node order.
+func outputsOfKind(res *dag.Result, kind arrowio.Kind) []string {
+	var out []string
 	for _, id := range res.Order {
 		n := res.Nodes[id]
 		ports := make([]string, 0, len(n.Outputs))
@@ -229,21 +264,150 @@ func writeSamples(res *dag.Result) error {
 		sort.Strings(ports)
 		for _, port := range ports {
 			full, _ := res.OutputPath(id, port)
-			if kindOfFile(full) == arrowio.KindScores {
-				path = full
+			if kindOfFile(full) == kind {
+				out = append(out, full)
 			}
 		}
 	}
-	if path == "" {
-		return nil
+	return out
+}
+
+// writeSamples writes samples.parquet: every scores/v1 output of the run
+// joined by sample_id (rows in the order of the first), and returns the
+// counts of seeds, trusted and kept samples.
+func writeSamples(res *dag.Result) (map[string]int, error) {
+	paths := outputsOfKind(res, arrowio.KindScores)
+	counts := map[string]int{}
+	if len(paths) == 0 {
+		return counts, nil
 	}
-	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	type col struct {
+		field arrow.Field
+		vals  map[uint64]any
+	}
+	var ids []uint64
+	var cols []col
+	for k, path := range paths {
+		r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+		if err != nil {
+			return nil, err
+		}
+		s := r.Schema()
+		base := len(cols)
+		for _, f := range s.Fields()[1:] {
+			cols = append(cols, col{field: f, vals: map[uint64]any{}})
+		}
+		for r.Next() {
+			rec := r.Record()
+			rid := rec.Column(0).(*array.Uint64).Uint64Values()
+			if k == 0 {
+				ids = append(ids, rid...)
+			}
+			for c := 1; c < int(rec.NumCols()); c++ {
+				cc := cols[base+c-1]
+				a := rec.Column(c)
+				for i, id := range rid {
+					if a.IsNull(i) {
+						continue
+					}
+					switch a := a.(type) {
+					case *array.Float32:
+						cc.vals[id] = a.Value(i)
+					case *array.Int32:
+						cc.vals[id] = a.Value(i)
+					case *array.Boolean:
+						cc.vals[id] = a.Value(i)
+					}
+				}
+			}
+		}
+		err = r.Err()
+		r.Release()
+		if err != nil {
+			return nil, err
+		}
+	}
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = c.field
+		fields[i].Nullable = true
+	}
+	schema, err := arrowio.ScoresSchema(fields...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer r.Release()
-	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, "samples.parquet"), r)
-	return err
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Field(0).(*array.Uint64Builder).AppendValues(ids, nil)
+	for i, c := range cols {
+		fb := b.Field(i + 1)
+		for _, id := range ids {
+			v, ok := c.vals[id]
+			switch {
+			case !ok:
+				fb.AppendNull()
+			case c.field.Type.ID() == arrow.FLOAT32:
+				fb.(*array.Float32Builder).Append(v.(float32))
+			case c.field.Type.ID() == arrow.INT32:
+				fb.(*array.Int32Builder).Append(v.(int32))
+			default:
+				fb.(*array.BooleanBuilder).Append(v.(bool))
+				if v.(bool) {
+					switch c.field.Name {
+					case "sift.seed":
+						counts["seed"]++
+					case "expand.trusted":
+						counts["trusted"]++
+					case "bootstrap.kept":
+						counts["kept"]++
+					}
+				}
+			}
+		}
+	}
+	counts["total"] = len(ids)
+	rec := b.NewRecord()
+	defer rec.Release()
+	rr, _ := array.NewRecordReader(schema, []arrow.Record{rec})
+	defer rr.Release()
+	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, "samples.parquet"), rr)
+	return counts, err
+}
+
+// writeChannels writes channels.parquet (the run's channels/v1 output, or
+// an empty table) and returns its counts.
+func writeChannels(res *dag.Result) (map[string]int, error) {
+	counts := map[string]int{"total": 0, "filtered": 0}
+	var rr array.RecordReader
+	if paths := outputsOfKind(res, arrowio.KindChannels); len(paths) > 0 {
+		r, err := arrowio.OpenDataset(context.Background(), paths[len(paths)-1], arrowio.ReadOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var recs []arrow.Record
+		for r.Next() {
+			rec := r.Record()
+			rec.Retain()
+			recs = append(recs, rec)
+			keep := rec.Column(2).(*array.Boolean)
+			for i := 0; i < keep.Len(); i++ {
+				counts["total"]++
+				if !keep.Value(i) {
+					counts["filtered"]++
+				}
+			}
+		}
+		r.Release()
+		rr, _ = array.NewRecordReader(arrowio.ChannelsSchema(), recs)
+		for _, rec := range recs {
+			rec.Release()
+		}
+	} else {
+		rr, _ = array.NewRecordReader(arrowio.ChannelsSchema(), nil)
+	}
+	defer rr.Release()
+	_, err := arrowio.WriteParquet(filepath.Join(res.Dir, "channels.parquet"), rr)
+	return counts, err
 }
 
 func kindOfFile(path string) arrowio.Kind {
@@ -258,6 +422,12 @@ func kindOfFile(path string) arrowio.Kind {
 
 func printSummary(w io.Writer, rep *report, res *dag.Result, log zerolog.Logger) {
 	fmt.Fprintf(w, "pipeline %s: %d nodes, run folder %s\n", rep.Pipeline, len(res.Order), res.Dir)
+	if rep.ACC != nil {
+		fmt.Fprintf(w, "  accuracy on %s: %.4f (clean_model.onnx)\n", rep.Inputs["test"], *rep.ACC)
+	}
+	if len(rep.Samples) > 0 {
+		fmt.Fprintf(w, "  samples: %v\n", rep.Samples)
+	}
 	for _, id := range res.Order {
 		n := res.Nodes[id]
 		what := n.Stage

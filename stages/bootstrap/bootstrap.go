@@ -1,0 +1,385 @@
+// Package bootstrap is T-Core's last stage: progressive bootstrapping
+// learning (ALGORITHM.md, stage 4). From the trusted core it trains a head,
+// admits the samples the head predicts as their label with high confidence
+// and a loss within what the trusted samples of their class show, and
+// repeats; the final head, on the last set, is composed with the (filtered)
+// encoder into clean_model.onnx. Without a trusted input every row is kept
+// and one head is trained: the `none` baseline.
+package bootstrap
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the bootstrap stage.
+type Stage struct{}
+
+// New returns the bootstrap stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "bootstrap",
+		Version: "0.1.0",
+		Inputs: []plugin.PortSpec{
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
+			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
+			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels to switch off in the exported encoder"},
+		},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
+		Params: []plugin.ParamSpec{
+			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
+			{Name: "rounds", Default: json.RawMessage(`5`), Doc: "bootstrapping rounds at most"},
+			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
+			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
+			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
+			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of each round's head"},
+			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head"},
+			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes"},
+			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
+			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
+			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
+			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
+			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are bootstrap's parameters.
+type Params struct {
+	TrustedColumn string  `json:"trusted_column"`
+	Rounds        int     `json:"rounds"`
+	Tau           float32 `json:"tau"`
+	LossQuantile  float64 `json:"loss_quantile"`
+	GrowthCap     float64 `json:"growth_cap"`
+	Epochs        int     `json:"epochs"`
+	FinalEpochs   int     `json:"final_epochs"`
+	Hidden        []int   `json:"hidden"`
+	Classes       int     `json:"classes"`
+	Seed          uint64  `json:"seed"`
+	Device        string  `json:"device"`
+	Encoder       string  `json:"encoder"`
+	Embedding     string  `json:"embedding"`
+	Export        string  `json:"export"`
+}
+
+func (p Params) check() error {
+	switch {
+	case p.Rounds < 0:
+		return plugin.BadInputf("parameter \"rounds\": %d, want >= 0", p.Rounds)
+	case p.Tau <= 0 || p.Tau > 1:
+		return plugin.BadInputf("parameter \"tau\": %v, want (0, 1]", p.Tau)
+	case p.LossQuantile <= 0 || p.LossQuantile > 1:
+		return plugin.BadInputf("parameter \"loss_quantile\": %v, want (0, 1]", p.LossQuantile)
+	case p.GrowthCap <= 0 || p.GrowthCap > 1:
+		return plugin.BadInputf("parameter \"growth_cap\": %v, want (0, 1]", p.GrowthCap)
+	case p.Epochs < 1 || p.FinalEpochs < 1:
+		return plugin.BadInputf("parameters \"epochs\" and \"final_epochs\" must be >= 1")
+	case p.Export != "" && p.Encoder == "":
+		return plugin.BadInputf("parameter \"export\" needs \"encoder\"")
+	}
+	if _, _, err := ort.ParseDevice(p.Device); err != nil {
+		return plugin.BadInputf("parameter \"device\": %v", err)
+	}
+	return nil
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	if err := ort.Init(""); err != nil {
+		return nil, err
+	}
+	r, err := in.Open("features")
+	if err != nil {
+		return nil, err
+	}
+	t, err := feat.ReadAll(r)
+	r.Release()
+	if err != nil {
+		return nil, err
+	}
+	var start []bool
+	tr, err := in.Open("trusted")
+	switch {
+	case errors.Is(err, plugin.ErrNotConnected):
+		start = make([]bool, t.N())
+		for i := range start {
+			start[i] = true
+		}
+		p.Rounds = 0
+	case err != nil:
+		return nil, err
+	default:
+		cols, err := feat.Scores(tr, "trusted", t, p.TrustedColumn)
+		tr.Release()
+		if err != nil {
+			return nil, err
+		}
+		if start = cols[p.TrustedColumn].B; start == nil {
+			return nil, plugin.PortError("trusted", plugin.BadInputf("column %q is not boolean", p.TrustedColumn))
+		}
+	}
+	masks, err := readMasks(in)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Bootstrap(ctx, t, start, p, progress)
+	if err != nil {
+		return nil, err
+	}
+	if p.Export != "" {
+		if err := export(p, masks, res.Head); err != nil {
+			return nil, err
+		}
+		res.Metrics["exported"] = p.Export
+	}
+	rec, err := feat.ScoresRecord(t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept}, {Name: "bootstrap.round", I: res.Round},
+		{Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	w, err := out.Create("scores", rec.Schema())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	return res.Metrics, w.Close()
+}
+
+// Result is bootstrap's verdict and head.
+type Result struct {
+	Kept    []bool
+	Round   []int32
+	Loss    []float32
+	Pred    []int32
+	Head    *mlp.Head
+	Metrics plugin.Metrics
+}
+
+// Bootstrap grows the kept set from start and trains the final head.
+func Bootstrap(ctx context.Context, t *feat.Table, start []bool, p Params, progress plugin.Progress) (*Result, error) {
+	nc, err := t.CheckClasses(p.Classes)
+	if err != nil {
+		return nil, err
+	}
+	n, d := t.N(), t.Embedding.D
+	x, y := t.Embedding.X, t.Labels
+	sizes := append(append([]int{d}, p.Hidden...), nc)
+	cfg := mlp.DefaultConfig(p.Seed)
+	cfg.Epochs = p.Epochs
+	cfg.ORT = ort.Options{Device: p.Device}
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	res := &Result{Kept: append([]bool(nil), start...), Round: make([]int32, n)}
+	for i := range res.Round {
+		res.Round[i] = -1
+		if start[i] {
+			res.Round[i] = 0
+		}
+	}
+	rows := func() []int {
+		var out []int
+		for i, k := range res.Kept {
+			if k {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	if len(rows()) == 0 {
+		return nil, plugin.PortError("trusted", plugin.BadInputf("the trusted set is empty"))
+	}
+	var admitted []int
+	for r := 1; r <= p.Rounds; r++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		h := mlp.NewHead(sizes, p.Seed+uint64(r))
+		if _, err := tr.Fit(h, x, y, rows(), nil); err != nil {
+			return nil, err
+		}
+		sc, err := tr.Score(h, x, y)
+		if err != nil {
+			return nil, err
+		}
+		// The loss threshold of each class: a quantile of its kept rows.
+		losses := make([][]float32, nc)
+		for i, k := range res.Kept {
+			if k {
+				losses[y[i]] = append(losses[y[i]], sc.Loss[i])
+			}
+		}
+		thr := make([]float32, nc)
+		for c := range losses {
+			if len(losses[c]) == 0 {
+				thr[c] = -1 // nothing of an unseen class is admitted
+				continue
+			}
+			sort.Slice(losses[c], func(a, b int) bool { return losses[c][a] < losses[c][b] })
+			thr[c] = losses[c][min(len(losses[c])-1, int(p.LossQuantile*float64(len(losses[c]))))]
+		}
+		var cands []int
+		for i := 0; i < n; i++ {
+			if !res.Kept[i] && sc.PY[i] >= p.Tau && sc.Loss[i] < thr[y[i]] {
+				cands = append(cands, i)
+			}
+		}
+		sort.Slice(cands, func(a, b int) bool {
+			if sc.Loss[cands[a]] != sc.Loss[cands[b]] {
+				return sc.Loss[cands[a]] < sc.Loss[cands[b]]
+			}
+			return t.IDs[cands[a]] < t.IDs[cands[b]]
+		})
+		cands = cands[:min(len(cands), int(p.GrowthCap*float64(n)))]
+		for _, i := range cands {
+			res.Kept[i] = true
+			res.Round[i] = int32(r)
+		}
+		admitted = append(admitted, len(cands))
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(r), Total: int64(p.Rounds), Unit: "rounds"})
+		}
+		if len(cands) == 0 {
+			break
+		}
+	}
+	final := rows()
+	fcfg := cfg
+	fcfg.Epochs = p.FinalEpochs
+	ftr, err := mlp.NewTrainer(sizes, fcfg)
+	if err != nil {
+		return nil, err
+	}
+	defer ftr.Close()
+	res.Head = mlp.NewHead(sizes, p.Seed+1000)
+	trainLoss, err := ftr.Fit(res.Head, x, y, final, nil)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := ftr.Score(res.Head, x, y)
+	if err != nil {
+		return nil, err
+	}
+	res.Loss, res.Pred = sc.Loss, sc.Pred
+	perClass := map[string]int{}
+	for _, i := range final {
+		perClass[strconv.Itoa(int(y[i]))]++
+	}
+	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "kept": len(final),
+		"not_kept": n - len(final), "kept_per_class": perClass, "admitted_per_round": admitted,
+		"final_train_loss": trainLoss, "tau": p.Tau}
+	return res, nil
+}
+
+func sum(xs []int) int {
+	s := 0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// readMasks reads the optional channels port (keep=false rows).
+func readMasks(in plugin.Inputs) ([]encoder.Mask, error) {
+	r, err := in.Open("channels")
+	if errors.Is(err, plugin.ErrNotConnected) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	off := map[string][]int{}
+	var order []string
+	for r.Next() {
+		rec := r.Record()
+		ls := rec.Column(0).(*array.String)
+		cs := rec.Column(1).(*array.Int32)
+		ks := rec.Column(2).(*array.Boolean)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			if ks.Value(i) {
+				continue
+			}
+			l := ls.Value(i)
+			if _, ok := off[l]; !ok {
+				order = append(order, l)
+			}
+			off[l] = append(off[l], int(cs.Value(i)))
+		}
+	}
+	var out []encoder.Mask
+	for _, l := range order {
+		mx := 0
+		for _, c := range off[l] {
+			mx = max(mx, c+1)
+		}
+		keep := make([]bool, mx)
+		for i := range keep {
+			keep[i] = true
+		}
+		for _, c := range off[l] {
+			keep[c] = false
+		}
+		out = append(out, encoder.Mask{Layer: l, Keep: keep})
+	}
+	return out, r.Err()
+}
+
+// export composes the encoder (with masks) and the head into one ONNX
+// classifier (input: the encoder's image input; output "logits") and writes
+// it atomically.
+func export(p Params, masks []encoder.Mask, h *mlp.Head) error {
+	enc, err := encoder.Open(p.Encoder, encoder.Config{Embedding: p.Embedding, Masks: masks})
+	if err != nil {
+		return err
+	}
+	m := enc.Model().Clone()
+	emb := enc.Embedding
+	enc.Close()
+	if err := m.AppendHead(emb, h.Layers(), "logits"); err != nil {
+		return err
+	}
+	b, err := m.Bytes()
+	if err != nil {
+		return err
+	}
+	af, err := arrowio.CreateAtomic(p.Export)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(b); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}
+
