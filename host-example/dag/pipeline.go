@@ -41,6 +41,10 @@ type Node struct {
 	Stage  string          `json:"stage,omitempty"`
 	Input  string          `json:"input,omitempty"`
 	Params json.RawMessage `json:"params,omitempty"`
+	// After lists nodes that must finish first although no edge says so
+	// (a stage that reads a file another writes, such as a filtered
+	// encoder named in its params).
+	After []string `json:"after,omitempty"`
 }
 
 // Edge connects an output port to an input port, each written "node.port".
@@ -178,6 +182,13 @@ func (p *Pipeline) validate(stages Provider) (*plan, error) {
 		}
 		pl.in[tn][tp] = e.From
 	}
+	for _, n := range p.Nodes {
+		for _, a := range n.After {
+			if _, ok := pl.nodes[a]; !ok || a == n.ID {
+				return nil, bad("node %q: \"after\" names %q, not another node", n.ID, a)
+			}
+		}
+	}
 	for id, spec := range pl.specs {
 		for _, ps := range spec.Inputs {
 			if _, ok := pl.in[id][ps.Name]; !ok && !ps.Optional {
@@ -188,7 +199,7 @@ func (p *Pipeline) validate(stages Provider) (*plan, error) {
 	// Kahn's algorithm, in node order for determinism.
 	indeg := map[string]int{}
 	for id := range pl.nodes {
-		indeg[id] = len(pl.in[id])
+		indeg[id] = len(pl.deps(id))
 	}
 	done := map[string]bool{}
 	for len(pl.order) < len(p.Nodes) {
@@ -201,8 +212,8 @@ func (p *Pipeline) validate(stages Provider) (*plan, error) {
 			pl.order = append(pl.order, n.ID)
 			progressed = true
 			for _, m := range p.Nodes {
-				for _, src := range pl.in[m.ID] {
-					if sn, _, _ := splitRef(src); sn == n.ID {
+				for _, dep := range pl.deps(m.ID) {
+					if dep == n.ID {
 						indeg[m.ID]--
 					}
 				}
@@ -221,16 +232,22 @@ func (p *Pipeline) validate(stages Provider) (*plan, error) {
 	return pl, nil
 }
 
-// deps returns the ids of the nodes n reads from.
+// deps returns the ids of the nodes n reads from or waits for.
 func (pl *plan) deps(id string) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, src := range pl.in[id] {
-		n, _, _ := splitRef(src)
+	add := func(n string) {
 		if !seen[n] {
 			seen[n] = true
 			out = append(out, n)
 		}
+	}
+	for _, src := range pl.in[id] {
+		n, _, _ := splitRef(src)
+		add(n)
+	}
+	for _, a := range pl.nodes[id].After {
+		add(a)
 	}
 	sort.Strings(out)
 	return out

@@ -25,6 +25,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/expand"
+	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/sift"
 	"github.com/tcore-dev/tcore/stages/stats"
@@ -33,7 +34,7 @@ import (
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New()}
 }
 
 // runConfig is one `tcore run`.
@@ -159,6 +160,15 @@ func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
 			}
 		}
 		changed := false
+		// "$run" in a string parameter is the run folder.
+		runDir, _ := filepath.Abs(c.out)
+		for k, v := range params {
+			var str string
+			if json.Unmarshal(v, &str) == nil && strings.Contains(str, "$run") {
+				params[k], _ = json.Marshal(strings.ReplaceAll(str, "$run", runDir))
+				changed = true
+			}
+		}
 		for _, ps := range spec.Params {
 			if _, set := params[ps.Name]; set {
 				continue

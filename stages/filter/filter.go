@@ -1,0 +1,618 @@
+// Package filter is T-Core's third stage: selective encoder channel
+// filtering (ALGORITHM.md, stage 3). It scans the encoder for a backdoor by
+// a black-box trigger search (a small pattern that makes the embeddings of
+// diverse trusted images collapse, judged against random patterns of the
+// same size), and when it finds one, switches off the channels the found
+// trigger drives (largest trusted-activation change first) until the
+// pattern no longer collapses the embeddings more than a random one. Masked
+// channels are replaced by their mean on trusted images, inside the graph;
+// the filtered encoder is written as ONNX for the next stages.
+package filter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the filter stage.
+type Stage struct{}
+
+// New returns the filter stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "filter",
+		Version: "0.1.0",
+		Inputs: []plugin.PortSpec{
+			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
+			{Name: "trusted", Kind: arrowio.KindScores, Doc: "the trusted core (expand.trusted)"},
+		},
+		Outputs: []plugin.PortSpec{{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"}},
+		Params: []plugin.ParamSpec{
+			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
+			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the filtered encoder (ONNX)"},
+			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
+			{Name: "scan_images", Default: json.RawMessage(`64`), Doc: "trusted images of different classes the scan collapses"},
+			{Name: "candidates", Default: json.RawMessage(`2000`), Doc: "random candidate patterns"},
+			{Name: "refine", Default: json.RawMessage(`200`), Doc: "local refinement steps around the best 10"},
+			{Name: "sizes", Default: json.RawMessage(`[3, 10]`), Doc: "patch sizes searched (min, max)"},
+			{Name: "gap_min", Default: json.RawMessage(`6.0`), Doc: "the encoder looks backdoored when the best same-size z reaches this"},
+			{Name: "u", Default: json.RawMessage(`3.0`), Doc: "channels with a suspicion z above this are candidates for masking"},
+			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
+			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
+			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are filter's parameters.
+type Params struct {
+	Encoder       string  `json:"encoder"`
+	Export        string  `json:"export"`
+	TrustedColumn string  `json:"trusted_column"`
+	ScanImages    int     `json:"scan_images"`
+	Candidates    int     `json:"candidates"`
+	Refine        int     `json:"refine"`
+	Sizes         [2]int  `json:"sizes"`
+	GapMin        float64 `json:"gap_min"`
+	U             float64 `json:"u"`
+	MaxMasked     float64 `json:"max_masked"`
+	StopZ         float64 `json:"stop_z"`
+	Seed          uint64  `json:"seed"`
+	Device        string  `json:"device"`
+}
+
+func (p Params) check() error {
+	switch {
+	case p.Encoder == "":
+		return plugin.BadInputf("parameter \"encoder\": no encoder given")
+	case p.ScanImages < 8:
+		return plugin.BadInputf("parameter \"scan_images\": %d, want >= 8", p.ScanImages)
+	case p.Candidates < 20:
+		return plugin.BadInputf("parameter \"candidates\": %d, want >= 20", p.Candidates)
+	case p.Refine < 0:
+		return plugin.BadInputf("parameter \"refine\": %d, want >= 0", p.Refine)
+	case p.Sizes[0] < 1 || p.Sizes[1] < p.Sizes[0]:
+		return plugin.BadInputf("parameter \"sizes\": %v, want [min, max] with 1 <= min <= max", p.Sizes)
+	case p.MaxMasked <= 0 || p.MaxMasked > 1:
+		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
+	}
+	if _, _, err := ort.ParseDevice(p.Device); err != nil {
+		return plugin.BadInputf("parameter \"device\": %v", err)
+	}
+	return nil
+}
+
+// Scan is the encoder scan's result.
+type Scan struct {
+	Backdoored   bool               `json:"backdoored"`
+	BestZ        float64            `json:"best_z"`
+	BestCollapse float64            `json:"best_collapse"`
+	Pattern      Pattern            `json:"pattern"`
+	RandomMedian map[string]float64 `json:"random_median_collapse"`
+	Candidates   int                `json:"candidates"`
+	GapMin       float64            `json:"gap_min"`
+	Seconds      float64            `json:"seconds"`
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	if err := ort.Init(""); err != nil {
+		return nil, err
+	}
+	fr, err := in.Open("features")
+	if err != nil {
+		return nil, err
+	}
+	t, err := feat.ReadAll(fr)
+	fr.Release()
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Layers) == 0 {
+		return nil, plugin.PortError("features", plugin.BadInputf("no probed layers: embed with layers [\"auto\"]"))
+	}
+	tr, err := in.Open("trusted")
+	if err != nil {
+		return nil, err
+	}
+	cols, err := feat.Scores(tr, "trusted", t, p.TrustedColumn)
+	tr.Release()
+	if err != nil {
+		return nil, err
+	}
+	trusted := cols[p.TrustedColumn].B
+	if trusted == nil {
+		return nil, plugin.PortError("trusted", plugin.BadInputf("column %q is not boolean", p.TrustedColumn))
+	}
+	var names []string
+	for _, l := range t.Layers {
+		names = append(names, l.Name)
+	}
+	enc, err := encoder.Open(p.Encoder, encoder.Config{Layers: names, ORT: ort.Options{Device: p.Device}})
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	f := &filterRun{p: p, t: t, enc: enc, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	if err := f.loadScanImages(in, trusted); err != nil {
+		return nil, err
+	}
+	scan, stats, err := f.scan(ctx, progress)
+	if err != nil {
+		return nil, err
+	}
+	metrics := plugin.Metrics{"encoder_scan": scan}
+	keep := map[string][]bool{}
+	score := map[string][]float32{}
+	for _, l := range t.Layers {
+		keep[l.Name] = ones(l.D)
+		score[l.Name] = make([]float32, l.D)
+	}
+	signal := ""
+	var masked []string
+	if scan.Backdoored {
+		signal = "tac"
+		z, err := f.tac(scan.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		score = z
+		masked, keep, err = f.selectChannels(ctx, scan, stats, z, trusted)
+		if err != nil {
+			return nil, err
+		}
+		metrics["masked"] = masked
+		metrics["collapse_after_mask"] = f.lastCollapse
+		metrics["z_after_mask"] = f.lastZ
+	} else {
+		metrics["why_no_mask"] = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", scan.BestZ, p.GapMin)
+	}
+	metrics["channels_masked"] = len(masked)
+	if p.Export != "" {
+		if err := f.export(keep, trusted); err != nil {
+			return nil, err
+		}
+		metrics["exported"] = p.Export
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ChannelsSchema())
+	defer b.Release()
+	for _, l := range t.Layers {
+		for c := 0; c < l.D; c++ {
+			b.Field(0).(*array.StringBuilder).Append(l.Name)
+			b.Field(1).(*array.Int32Builder).Append(int32(c))
+			b.Field(2).(*array.BooleanBuilder).Append(keep[l.Name][c])
+			b.Field(3).(*array.Float32Builder).Append(score[l.Name][c])
+			b.Field(4).(*array.StringBuilder).Append(signal)
+		}
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	w, err := out.Create("channels", rec.Schema())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	return metrics, w.Close()
+}
+
+func ones(n int) []bool {
+	b := make([]bool, n)
+	for i := range b {
+		b[i] = true
+	}
+	return b
+}
+
+// filterRun holds one run's state.
+type filterRun struct {
+	p            Params
+	t            *feat.Table
+	enc          *encoder.Encoder
+	rng          *rand.Rand
+	x            []float32 // scan images, preprocessed
+	n            int
+	base         float64 // trace of the covariance of the clean embeddings
+	lastCollapse float64
+	lastZ        float64
+}
+
+// loadScanImages decodes scan_images trusted images, round robin over the
+// classes.
+func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
+	byClass := map[int32][]uint64{}
+	for i, ok := range trusted {
+		if ok {
+			byClass[f.t.Labels[i]] = append(byClass[f.t.Labels[i]], f.t.IDs[i])
+		}
+	}
+	var classes []int32
+	for c := range byClass {
+		classes = append(classes, c)
+	}
+	sort.Slice(classes, func(a, b int) bool { return classes[a] < classes[b] })
+	want := map[uint64]bool{}
+	for k := 0; len(want) < f.p.ScanImages; k++ {
+		added := false
+		for _, c := range classes {
+			if k < len(byClass[c]) && len(want) < f.p.ScanImages {
+				want[byClass[c][k]] = true
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	if len(want) < 8 {
+		return plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
+	}
+	r, err := in.Open("images")
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	pre := encoder.ForEncoder(f.enc)
+	size := f.enc.ImageSize()
+	var scratch []float32
+	for r.Next() {
+		rec := r.Record()
+		ids := rec.Column(0).(*array.Uint64)
+		imgs := rec.Column(2).(*array.Binary)
+		for i := 0; i < ids.Len(); i++ {
+			if !want[ids.Value(i)] {
+				continue
+			}
+			buf := make([]float32, size)
+			if err := pre.Image(imgs.Value(i), buf, &scratch); err != nil {
+				return plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
+			}
+			f.x = append(f.x, buf...)
+			f.n++
+		}
+	}
+	return r.Err()
+}
+
+// embed runs the scan images with patterns applied (nil: clean) and
+// returns the embeddings of each pattern's batch and the layer means.
+func (f *filterRun) embed(enc *encoder.Encoder, pats []*Pattern) ([][]float32, [][][]float32, error) {
+	size := enc.ImageSize()
+	total := f.n * len(pats)
+	buf, err := enc.Batch(total)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, pt := range pats {
+		dst := buf[k*f.n*size : (k+1)*f.n*size]
+		copy(dst, f.x)
+		if pt != nil {
+			for i := 0; i < f.n; i++ {
+				pt.Apply(dst[i*size:(i+1)*size], enc.H, enc.W)
+			}
+		}
+	}
+	emb, layers, err := enc.Embed(total)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := enc.Dim
+	outE := make([][]float32, len(pats))
+	outL := make([][][]float32, len(pats))
+	for k := range pats {
+		outE[k] = append([]float32(nil), emb[k*f.n*d:(k+1)*f.n*d]...)
+		for _, l := range layers {
+			c := len(l) / total
+			outL[k] = append(outL[k], append([]float32(nil), l[k*f.n*c:(k+1)*f.n*c]...))
+		}
+	}
+	return outE, outL, nil
+}
+
+func (f *filterRun) collapse(e []float32) float64 {
+	return 1 - traceCov(e, f.n, f.enc.Dim)/f.base
+}
+
+// groupStats are the median and scaled MAD of random candidates' collapse
+// per group (patch size; 0 for blends).
+type groupStats map[int][2]float64
+
+func (g groupStats) z(p Pattern, collapse float64) float64 {
+	s := g[p.group()]
+	if s[1] <= 1e-9 {
+		return 0
+	}
+	return (collapse - s[0]) / s[1]
+}
+
+// scan runs the random search and the local refinement.
+func (f *filterRun) scan(ctx context.Context, progress plugin.Progress) (*Scan, groupStats, error) {
+	start := time.Now()
+	clean, _, err := f.embed(f.enc, []*Pattern{nil})
+	if err != nil {
+		return nil, nil, err
+	}
+	f.base = traceCov(clean[0], f.n, f.enc.Dim)
+	const perRun = 4
+	type cand struct {
+		p Pattern
+		c float64
+	}
+	var cands []cand
+	eval := func(ps []Pattern) ([]float64, error) {
+		ptrs := make([]*Pattern, len(ps))
+		for i := range ps {
+			ptrs[i] = &ps[i]
+		}
+		e, _, err := f.embed(f.enc, ptrs)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float64, len(ps))
+		for i := range ps {
+			out[i] = f.collapse(e[i])
+		}
+		return out, nil
+	}
+	for done := 0; done < f.p.Candidates; done += perRun {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		ps := make([]Pattern, min(perRun, f.p.Candidates-done))
+		for i := range ps {
+			ps[i] = randomPattern(f.rng, f.enc.H, f.enc.W, f.p.Sizes)
+		}
+		cs, err := eval(ps)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range ps {
+			cands = append(cands, cand{ps[i], cs[i]})
+		}
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(done + len(ps)), Total: int64(f.p.Candidates + f.p.Refine), Unit: "patterns"})
+		}
+	}
+	byGroup := map[int][]float64{}
+	for _, c := range cands {
+		byGroup[c.p.group()] = append(byGroup[c.p.group()], c.c)
+	}
+	stats := groupStats{}
+	med := map[string]float64{}
+	for g, cs := range byGroup {
+		m, s := robust(cs)
+		stats[g] = [2]float64{m, s}
+		key := fmt.Sprintf("size_%d", g)
+		if g == 0 {
+			key = "blend"
+		}
+		med[key] = m
+	}
+	sort.Slice(cands, func(a, b int) bool {
+		return stats.z(cands[a].p, cands[a].c) > stats.z(cands[b].p, cands[b].c)
+	})
+	top := cands[:min(10, len(cands))]
+	for step := 0; step < f.p.Refine; step += perRun {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		var ps []Pattern
+		var parents []int
+		for i := 0; i < perRun && step+i < f.p.Refine; i++ {
+			k := (step + i) % len(top)
+			ps = append(ps, jitter(f.rng, top[k].p, f.enc.H, f.enc.W, f.p.Sizes))
+			parents = append(parents, k)
+		}
+		cs, err := eval(ps)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, k := range parents {
+			if stats.z(ps[i], cs[i]) > stats.z(top[k].p, top[k].c) {
+				top[k] = cand{ps[i], cs[i]}
+			}
+		}
+	}
+	best := top[0]
+	for _, c := range top {
+		if stats.z(c.p, c.c) > stats.z(best.p, best.c) {
+			best = c
+		}
+	}
+	z := stats.z(best.p, best.c)
+	return &Scan{Backdoored: z >= f.p.GapMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
+		Candidates: len(cands), GapMin: f.p.GapMin, Seconds: time.Since(start).Seconds()}, stats, nil
+}
+
+// tac scores each probed channel by how much the found pattern changes its
+// mean activation on the scan images, relative to the channel's spread on
+// the data, as a robust z within its layer.
+func (f *filterRun) tac(p Pattern) (map[string][]float32, error) {
+	_, layers, err := f.embed(f.enc, []*Pattern{nil, &p})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]float32{}
+	for li, l := range f.t.Layers {
+		c := l.D
+		raw := make([]float64, c)
+		for ch := 0; ch < c; ch++ {
+			var m0, m1 float64
+			for i := 0; i < f.n; i++ {
+				m0 += float64(layers[0][li][i*c+ch])
+				m1 += float64(layers[1][li][i*c+ch])
+			}
+			raw[ch] = math.Abs(m1-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
+		}
+		med, mad := robust(raw)
+		z := make([]float32, c)
+		for ch := range z {
+			z[ch] = float32((raw[ch] - med) / (mad + 1e-9))
+		}
+		out[l.Name] = z
+	}
+	return out, nil
+}
+
+// spread is the standard deviation of a channel over the data.
+func (f *filterRun) spread(layer, ch int) float64 {
+	l := f.t.Layers[layer]
+	var s, sq float64
+	n := f.t.N()
+	for i := 0; i < n; i++ {
+		v := float64(l.X[i*l.D+ch])
+		s += v
+		sq += v * v
+	}
+	m := s / float64(n)
+	return math.Sqrt(math.Max(sq/float64(n)-m*m, 0))
+}
+
+// fill returns each channel's mean over the trusted rows.
+func (f *filterRun) fill(trusted []bool) map[string][]float32 {
+	out := map[string][]float32{}
+	for _, l := range f.t.Layers {
+		m := make([]float64, l.D)
+		n := 0
+		for i, ok := range trusted {
+			if !ok {
+				continue
+			}
+			n++
+			for c := 0; c < l.D; c++ {
+				m[c] += float64(l.X[i*l.D+c])
+			}
+		}
+		v := make([]float32, l.D)
+		for c := range v {
+			v[c] = float32(m[c] / float64(max(n, 1)))
+		}
+		out[l.Name] = v
+	}
+	return out
+}
+
+func masksOf(keep map[string][]bool, fill map[string][]float32) []encoder.Mask {
+	var out []encoder.Mask
+	for name, k := range keep {
+		all := true
+		for _, v := range k {
+			all = all && v
+		}
+		if !all {
+			out = append(out, encoder.Mask{Layer: name, Keep: k, Fill: fill[name]})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
+	return out
+}
+
+// selectChannels masks candidates in decreasing suspicion until the found
+// pattern collapses the embeddings no more than a random pattern of its
+// size (z <= stop_z), at most max_masked of the channels.
+func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupStats, z map[string][]float32, trusted []bool) ([]string, map[string][]bool, error) {
+	type ch struct {
+		layer string
+		c     int
+		z     float32
+	}
+	var cands []ch
+	total := 0
+	for _, l := range f.t.Layers {
+		total += l.D
+		for c, v := range z[l.Name] {
+			if float64(v) > f.p.U {
+				cands = append(cands, ch{l.Name, c, v})
+			}
+		}
+	}
+	sort.Slice(cands, func(a, b int) bool {
+		if cands[a].z != cands[b].z {
+			return cands[a].z > cands[b].z
+		}
+		return cands[a].layer+fmt.Sprint(cands[a].c) < cands[b].layer+fmt.Sprint(cands[b].c)
+	})
+	limit := max(1, int(f.p.MaxMasked*float64(total)))
+	keep := map[string][]bool{}
+	for _, l := range f.t.Layers {
+		keep[l.Name] = ones(l.D)
+	}
+	fill := f.fill(trusted)
+	var masked []string
+	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
+	pat := scan.Pattern
+	for _, c := range cands {
+		if len(masked) >= limit || f.lastZ <= f.p.StopZ {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		keep[c.layer][c.c] = false
+		masked = append(masked, fmt.Sprintf("%s:%d", c.layer, c.c))
+		enc, err := encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
+		if err != nil {
+			return nil, nil, err
+		}
+		e, _, err := f.embed(enc, []*Pattern{nil, &pat})
+		enc.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		base := traceCov(e[0], f.n, enc.Dim)
+		f.lastCollapse = 1 - traceCov(e[1], f.n, enc.Dim)/base
+		f.lastZ = stats.z(pat, f.lastCollapse)
+	}
+	return masked, keep, nil
+}
+
+// export writes the encoder with the mask baked in (mean fill).
+func (f *filterRun) export(keep map[string][]bool, trusted []bool) error {
+	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted))})
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	m := enc.Model().Clone()
+	b, err := m.Bytes()
+	if err != nil {
+		return err
+	}
+	af, err := arrowio.CreateAtomic(f.p.Export)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(b); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}
