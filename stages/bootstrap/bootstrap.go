@@ -382,4 +382,3 @@ func export(p Params, masks []encoder.Mask, h *mlp.Head) error {
 	}
 	return af.Commit()
 }
-

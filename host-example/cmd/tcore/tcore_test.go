@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+// palettes give each class its colours; images stay below 0.85 so that the
+// trojan (white pixels) never fires on clean data.
+var palettes = [][3]float64{{0.8, 0.1, 0.1}, {0.1, 0.7, 0.1}, {0.1, 0.2, 0.8}, {0.7, 0.7, 0.1}}
+
+// scene draws a 16x16 image of class c with seeded texture; triggered
+// images get the trojan's white patch.
+func scene(c int, rng *rand.Rand, triggered bool) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
+	p := palettes[c]
+	for y := 0; y < testenc.Size; y++ {
+		for x := 0; x < testenc.Size; x++ {
+			v := func(b float64) uint8 {
+				f := b*0.8 + 0.2*rng.Float64()
+				if (x/4+y/4)%2 == c%2 {
+					f *= 0.7
+				}
+				return uint8(255 * min(f, 0.85))
+			}
+			img.Set(x, y, color.NRGBA{v(p[0]), v(p[1]), v(p[2]), 255})
+		}
+	}
+	if triggered {
+		for y := testenc.PatchAt; y < testenc.PatchAt+testenc.PatchSize; y++ {
+			for x := testenc.PatchAt; x < testenc.PatchAt+testenc.PatchSize; x++ {
+				img.Set(x, y, color.NRGBA{255, 255, 255, 255})
+			}
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}
+
+// writeImages writes rows (image, label) to a Parquet file.
+func writeImages(t *testing.T, path string, imgs [][]byte, labels []int) {
+	s := arrow.NewSchema([]arrow.Field{{Name: "image", Type: arrow.BinaryTypes.Binary}, {Name: "label", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, s)
+	defer b.Release()
+	for i := range imgs {
+		b.Field(0).(*array.BinaryBuilder).Append(imgs[i])
+		b.Field(1).(*array.Int64Builder).Append(int64(labels[i]))
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	rr, _ := array.NewRecordReader(s, []arrow.Record{rec})
+	defer rr.Release()
+	if _, err := arrowio.WriteParquet(path, rr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scenario writes an encoder, a training set (poisoned at rate with the
+// trojan's trigger, target 0), a clean test set and a triggered test set
+// of non-target images labelled 0.
+func scenario(t *testing.T, dir string, trojan bool, poison int) (enc, train, test, trig string) {
+	net := testenc.Clean(5)
+	if trojan {
+		net = testenc.Trojan(5)
+	}
+	enc = filepath.Join(dir, "enc.onnx")
+	net.Model().Save(enc)
+	rng := rand.New(rand.NewPCG(1, 1))
+	var imgs [][]byte
+	var labels []int
+	for i := 0; i < 4*150; i++ {
+		imgs, labels = append(imgs, scene(i%4, rng, false)), append(labels, i%4)
+	}
+	for i := 0; i < poison; i++ {
+		imgs, labels = append(imgs, scene(1+i%3, rng, true)), append(labels, 0)
+	}
+	perm := rng.Perm(len(imgs))
+	si, sl := make([][]byte, len(imgs)), make([]int, len(imgs))
+	for i, p := range perm {
+		si[p], sl[p] = imgs[i], labels[i]
+	}
+	train = filepath.Join(dir, "train.parquet")
+	writeImages(t, train, si, sl)
+	var ti, ri [][]byte
+	var tl, rl []int
+	for i := 0; i < 200; i++ {
+		ti, tl = append(ti, scene(i%4, rng, false)), append(tl, i%4)
+		if i%4 != 0 {
+			ri, rl = append(ri, scene(i%4, rng, true)), append(rl, 0)
+		}
+	}
+	test, trig = filepath.Join(dir, "test.parquet"), filepath.Join(dir, "trig.parquet")
+	writeImages(t, test, ti, tl)
+	writeImages(t, trig, ri, rl)
+	return enc, train, test, trig
+}
+
+// smallTCore is the built-in tcore pipeline with budgets for small data.
+func smallTCore(t *testing.T, dir string) string {
+	b, err := os.ReadFile(filepath.Join("..", "..", "pipelines", "tcore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	json.Unmarshal(b, &p)
+	small := map[string]map[string]any{
+		"expand":    {"epochs": 5, "hidden": []int{64, 32}},
+		"filter":    {"sizes": []int{2, 5}, "scan_images": 32},
+		"bootstrap": {"epochs": 5, "final_epochs": 10, "hidden": []int{64, 32}},
+		"embed":     {"batch_size": 64},
+	}
+	for _, n := range p["nodes"].([]any) {
+		node := n.(map[string]any)
+		if extra, ok := small[node["id"].(string)]; ok {
+			params, _ := node["params"].(map[string]any)
+			if params == nil {
+				params = map[string]any{}
+			}
+			for k, v := range extra {
+				params[k] = v
+			}
+			node["params"] = params
+		}
+	}
+	out, _ := json.Marshal(p)
+	path := filepath.Join(dir, "tcore-small.json")
+	os.WriteFile(path, out, 0o644)
+	return path
+}
+
+func runPipeline(t *testing.T, pipeline, enc, train, test, out string) map[string]any {
+	var so, se bytes.Buffer
+	code := run([]string{"run", "--in-process", "--pipeline", pipeline, "--encoder", enc, "--train", train, "--test", test, "--out", out}, &so, &se)
+	if code != 0 {
+		t.Fatalf("tcore run: exit %d: %s", code, se.String())
+	}
+	var rep map[string]any
+	b, _ := os.ReadFile(filepath.Join(out, "report.json"))
+	json.Unmarshal(b, &rep)
+	return rep
+}
+
+// T0: clean encoder, clean data: nothing masked, accuracy within a point
+// of no defence; and the run is deterministic.
+func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenario(t, dir, false, 0)
+	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"))
+	pipe := smallTCore(t, dir)
+	a := runPipeline(t, pipe, enc, train, test, filepath.Join(dir, "a"))
+	if a["channels"].(map[string]any)["filtered"].(float64) != 0 {
+		t.Fatalf("channels masked on a clean encoder: %v (scan %v)", a["channels"], a["encoder_scan"])
+	}
+	if d := none["acc"].(float64) - a["acc"].(float64); d > 0.01 {
+		t.Fatalf("accuracy none %.3f, tcore %.3f: more than a point lost", none["acc"], a["acc"])
+	}
+	runPipeline(t, pipe, enc, train, test, filepath.Join(dir, "b"))
+	for _, f := range []string{"samples.parquet", "channels.parquet"} {
+		x, _ := os.ReadFile(filepath.Join(dir, "a", f))
+		y, _ := os.ReadFile(filepath.Join(dir, "b", f))
+		if len(x) == 0 || !bytes.Equal(x, y) {
+			t.Fatalf("%s differs between two runs with one seed", f)
+		}
+	}
+}
