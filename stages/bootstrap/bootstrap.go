@@ -14,13 +14,12 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/apache/arrow/go/v17/arrow/array"
-
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
@@ -112,37 +111,21 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
-	r, err := in.Open("features")
+	t, err := feat.Open(in, "features")
 	if err != nil {
 		return nil, err
 	}
-	t, err := feat.ReadAll(r)
-	r.Release()
-	if err != nil {
-		return nil, err
-	}
-	var start []bool
-	tr, err := in.Open("trusted")
-	switch {
-	case errors.Is(err, plugin.ErrNotConnected):
+	start, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
+	if errors.Is(err, plugin.ErrNotConnected) {
 		start = make([]bool, t.N())
 		for i := range start {
 			start[i] = true
 		}
 		p.Rounds = 0
-	case err != nil:
+	} else if err != nil {
 		return nil, err
-	default:
-		cols, err := feat.Scores(tr, "trusted", t, p.TrustedColumn)
-		tr.Release()
-		if err != nil {
-			return nil, err
-		}
-		if start = cols[p.TrustedColumn].B; start == nil {
-			return nil, plugin.PortError("trusted", plugin.BadInputf("column %q is not boolean", p.TrustedColumn))
-		}
 	}
-	masks, err := readMasks(in)
+	masks, err := encoder.MasksFromChannels(in, "channels")
 	if err != nil {
 		return nil, err
 	}
@@ -156,20 +139,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		res.Metrics["exported"] = p.Export
 	}
-	rec, err := feat.ScoresRecord(t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept}, {Name: "bootstrap.round", I: res.Round},
-		{Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
-	if err != nil {
-		return nil, err
-	}
-	defer rec.Release()
-	w, err := out.Create("scores", rec.Schema())
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	return res.Metrics, w.Close()
+	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
+		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
 }
 
 // Result is bootstrap's verdict and head.
@@ -308,77 +279,10 @@ func sum(xs []int) int {
 	return s
 }
 
-// readMasks reads the optional channels port (keep=false rows).
-func readMasks(in plugin.Inputs) ([]encoder.Mask, error) {
-	r, err := in.Open("channels")
-	if errors.Is(err, plugin.ErrNotConnected) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	off := map[string][]int{}
-	var order []string
-	for r.Next() {
-		rec := r.Record()
-		ls := rec.Column(0).(*array.String)
-		cs := rec.Column(1).(*array.Int32)
-		ks := rec.Column(2).(*array.Boolean)
-		for i := 0; i < int(rec.NumRows()); i++ {
-			if ks.Value(i) {
-				continue
-			}
-			l := ls.Value(i)
-			if _, ok := off[l]; !ok {
-				order = append(order, l)
-			}
-			off[l] = append(off[l], int(cs.Value(i)))
-		}
-	}
-	var out []encoder.Mask
-	for _, l := range order {
-		mx := 0
-		for _, c := range off[l] {
-			mx = max(mx, c+1)
-		}
-		keep := make([]bool, mx)
-		for i := range keep {
-			keep[i] = true
-		}
-		for _, c := range off[l] {
-			keep[c] = false
-		}
-		out = append(out, encoder.Mask{Layer: l, Keep: keep})
-	}
-	return out, r.Err()
-}
-
 // export composes the encoder (with masks) and the head into one ONNX
 // classifier (input: the encoder's image input; output "logits") and writes
 // it atomically.
 func export(p Params, masks []encoder.Mask, h *mlp.Head) error {
-	enc, err := encoder.Open(p.Encoder, encoder.Config{Embedding: p.Embedding, Masks: masks})
-	if err != nil {
-		return err
-	}
-	m := enc.Model().Clone()
-	emb := enc.Embedding
-	enc.Close()
-	if err := m.AppendHead(emb, h.Layers(), "logits"); err != nil {
-		return err
-	}
-	b, err := m.Bytes()
-	if err != nil {
-		return err
-	}
-	af, err := arrowio.CreateAtomic(p.Export)
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write(b); err != nil {
-		af.Abort()
-		return err
-	}
-	return af.Commit()
+	return encoder.Export(p.Encoder, encoder.Config{Embedding: p.Embedding, Masks: masks}, p.Export,
+		func(m *onnxgraph.Model, emb string) error { return m.AppendHead(emb, h.Layers(), "logits") })
 }

@@ -8,7 +8,6 @@ package embed
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -104,7 +103,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
-	masks, err := readMasks(in)
+	masks, err := encoder.MasksFromChannels(in, "channels")
 	if err != nil {
 		return nil, err
 	}
@@ -167,52 +166,6 @@ func maskedCount(ms []encoder.Mask) int {
 		}
 	}
 	return n
-}
-
-// readMasks reads the optional channels port into masks per layer.
-func readMasks(in plugin.Inputs) ([]encoder.Mask, error) {
-	r, err := in.Open("channels")
-	if errors.Is(err, plugin.ErrNotConnected) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	keep := map[string]map[int]bool{}
-	var order []string
-	for r.Next() {
-		rec := r.Record()
-		ls := rec.Column(0).(*array.String)
-		cs := rec.Column(1).(*array.Int32)
-		ks := rec.Column(2).(*array.Boolean)
-		for i := 0; i < int(rec.NumRows()); i++ {
-			l := ls.Value(i)
-			if keep[l] == nil {
-				keep[l] = map[int]bool{}
-				order = append(order, l)
-			}
-			keep[l][int(cs.Value(i))] = ks.Value(i)
-		}
-	}
-	if err := r.Err(); err != nil {
-		return nil, err
-	}
-	var out []encoder.Mask
-	for _, l := range order {
-		m := encoder.Mask{Layer: l}
-		maxC := -1
-		for c := range keep[l] {
-			maxC = max(maxC, c)
-		}
-		m.Keep = make([]bool, maxC+1)
-		for c := range m.Keep {
-			k, ok := keep[l][c]
-			m.Keep[c] = !ok || k
-		}
-		out = append(out, m)
-	}
-	return out, nil
 }
 
 // runState holds one run's pipeline: a producer decodes batches on every

@@ -110,48 +110,23 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := p.check(); err != nil {
 		return nil, err
 	}
-	r, err := in.Open("features")
+	t, err := feat.Open(in, "features")
 	if err != nil {
 		return nil, err
 	}
-	t, err := feat.ReadAll(r)
-	r.Release()
+	seeds, err := feat.Bools(in, "seeds", t, p.SeedColumn)
 	if err != nil {
 		return nil, err
 	}
-	sr, err := in.Open("seeds")
+	res, err := Expand(ctx, t, seeds, p, progress)
 	if err != nil {
 		return nil, err
 	}
-	cols, err := feat.Scores(sr, "seeds", t, p.SeedColumn)
-	sr.Release()
-	if err != nil {
-		return nil, err
-	}
-	if cols[p.SeedColumn].B == nil {
-		return nil, plugin.PortError("seeds", plugin.BadInputf("column %q is not boolean", p.SeedColumn))
-	}
-	res, err := Expand(ctx, t, cols[p.SeedColumn].B, p, progress)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := feat.ScoresRecord(t.IDs, []feat.Column{
+	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{
 		{Name: "expand.trusted", B: res.Trusted}, {Name: "expand.round", I: res.Round},
 		{Name: "expand.loss_benign", F: res.LossBenign}, {Name: "expand.loss_confusion", F: res.LossConf},
 		{Name: "expand.flagged", B: res.Flagged},
 	})
-	if err != nil {
-		return nil, err
-	}
-	defer rec.Release()
-	w, err := out.Create("scores", rec.Schema())
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	return res.Metrics, w.Close()
 }
 
 // Expand grows the seeds into the trusted set.

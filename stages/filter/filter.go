@@ -126,30 +126,16 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
-	fr, err := in.Open("features")
-	if err != nil {
-		return nil, err
-	}
-	t, err := feat.ReadAll(fr)
-	fr.Release()
+	t, err := feat.Open(in, "features")
 	if err != nil {
 		return nil, err
 	}
 	if len(t.Layers) == 0 {
 		return nil, plugin.PortError("features", plugin.BadInputf("no probed layers: embed with layers [\"auto\"]"))
 	}
-	tr, err := in.Open("trusted")
+	trusted, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
 	if err != nil {
 		return nil, err
-	}
-	cols, err := feat.Scores(tr, "trusted", t, p.TrustedColumn)
-	tr.Release()
-	if err != nil {
-		return nil, err
-	}
-	trusted := cols[p.TrustedColumn].B
-	if trusted == nil {
-		return nil, plugin.PortError("trusted", plugin.BadInputf("column %q is not boolean", p.TrustedColumn))
 	}
 	var names []string
 	for _, l := range t.Layers {
@@ -596,23 +582,5 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 
 // export writes the encoder with the mask baked in (mean fill).
 func (f *filterRun) export(keep map[string][]bool, trusted []bool) error {
-	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted))})
-	if err != nil {
-		return err
-	}
-	defer enc.Close()
-	m := enc.Model().Clone()
-	b, err := m.Bytes()
-	if err != nil {
-		return err
-	}
-	af, err := arrowio.CreateAtomic(f.p.Export)
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write(b); err != nil {
-		af.Abort()
-		return err
-	}
-	return af.Commit()
+	return encoder.Export(f.p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted))}, f.p.Export, nil)
 }

@@ -99,12 +99,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := p.check(); err != nil {
 		return nil, err
 	}
-	r, err := in.Open("features")
-	if err != nil {
-		return nil, err
-	}
-	t, err := feat.ReadAll(r)
-	r.Release()
+	t, err := feat.Open(in, "features")
 	if err != nil {
 		return nil, err
 	}
@@ -116,19 +111,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	for i, l := range res.Layers {
 		cols = append(cols, feat.Column{Name: "sift.agree." + feat.Sanitize(l), F: res.Agree[i]})
 	}
-	rec, err := feat.ScoresRecord(t.IDs, cols)
-	if err != nil {
-		return nil, err
-	}
-	defer rec.Release()
-	w, err := out.Create("scores", rec.Schema())
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
+	if err := feat.WriteScores(out, "scores", t.IDs, cols); err != nil {
 		return nil, err
 	}
 	zerolog.Ctx(ctx).Info().Interface("seeds", res.Metrics["seeds_per_class"]).Msg("seeds chosen")

@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
@@ -438,3 +441,89 @@ func (e *Encoder) Close() {
 
 // ErrNoEncoder is returned when a stage needs an encoder and none is given.
 var ErrNoEncoder = errors.New("no encoder given")
+
+// MasksFromChannels reads a channels/v1 port into masks: channels with
+// keep=false are switched off (zero fill: the kind carries no fill value),
+// channels not listed are kept. An unconnected port gives no masks.
+func MasksFromChannels(in plugin.Inputs, port string) ([]Mask, error) {
+	r, err := in.Open(port)
+	if errors.Is(err, plugin.ErrNotConnected) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	off := map[string][]int{}
+	var order []string
+	for r.Next() {
+		rec := r.Record()
+		ls := rec.Column(0).(*array.String)
+		cs := rec.Column(1).(*array.Int32)
+		ks := rec.Column(2).(*array.Boolean)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			l := ls.Value(i)
+			if _, ok := off[l]; !ok {
+				order = append(order, l)
+				off[l] = nil
+			}
+			if !ks.Value(i) {
+				off[l] = append(off[l], int(cs.Value(i)))
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	var out []Mask
+	for _, l := range order {
+		if len(off[l]) == 0 {
+			continue
+		}
+		n := 0
+		for _, c := range off[l] {
+			n = max(n, c+1)
+		}
+		keep := make([]bool, n)
+		for i := range keep {
+			keep[i] = true
+		}
+		for _, c := range off[l] {
+			keep[c] = false
+		}
+		out = append(out, Mask{Layer: l, Keep: keep})
+	}
+	return out, nil
+}
+
+// Export opens the encoder at path with masks (and no probes), optionally
+// lets edit change the graph (append a head, say), and writes the result to
+// dst atomically.
+func Export(path string, cfg Config, dst string, edit func(m *onnxgraph.Model, embedding string) error) error {
+	cfg.Layers = nil
+	enc, err := Open(path, cfg)
+	if err != nil {
+		return err
+	}
+	m := enc.Model().Clone()
+	emb := enc.Embedding
+	enc.Close()
+	if edit != nil {
+		if err := edit(m, emb); err != nil {
+			return err
+		}
+	}
+	b, err := m.Bytes()
+	if err != nil {
+		return err
+	}
+	af, err := arrowio.CreateAtomic(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(b); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}

@@ -242,3 +242,52 @@ func fieldNames(s *arrow.Schema) []string {
 	}
 	return out
 }
+
+// Open reads a whole features/v1 port.
+func Open(in plugin.Inputs, port string) (*Table, error) {
+	r, err := in.Open(port)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	return ReadAll(r)
+}
+
+// OpenScores reads the named columns of a scores/v1 port, joined to t.
+func OpenScores(in plugin.Inputs, port string, t *Table, names ...string) (map[string]Column, error) {
+	r, err := in.Open(port)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	return Scores(r, port, t, names...)
+}
+
+// Bools returns the boolean column name of a port read by OpenScores.
+func Bools(in plugin.Inputs, port string, t *Table, name string) ([]bool, error) {
+	cols, err := OpenScores(in, port, t, name)
+	if err != nil {
+		return nil, err
+	}
+	if cols[name].B == nil {
+		return nil, plugin.PortError(port, plugin.BadInputf("column %q is not boolean", name))
+	}
+	return cols[name].B, nil
+}
+
+// WriteScores writes ids and cols as one scores/v1 record to port.
+func WriteScores(out plugin.Outputs, port string, ids []uint64, cols []Column) error {
+	rec, err := ScoresRecord(ids, cols)
+	if err != nil {
+		return err
+	}
+	defer rec.Release()
+	w, err := out.Create(port, rec.Schema())
+	if err != nil {
+		return err
+	}
+	if err := w.Write(rec); err != nil {
+		return err
+	}
+	return w.Close()
+}
