@@ -1,0 +1,30 @@
+package onnxgraph_test
+
+import (
+	"fmt"
+
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+// An encoder becomes a classifier: a head appended to its embedding, the
+// logits its only output; a channel mask is baked into the graph.
+func ExampleModel_AppendHead() {
+	m := testenc.Clean(1).Model()
+	in, _ := m.ImageInput()
+	keep := make([]bool, 8)
+	for i := range keep {
+		keep[i] = i != 3
+	}
+	if err := m.InsertMask("stage1", 4, keep, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	head := []onnxgraph.Dense{{In: 32, Out: 10, W: make([]float32, 320), B: make([]float32, 10)}}
+	if err := m.AppendHead("embedding", head, "logits"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(in.Name, in.Shape, m.OutputNames())
+	// Output: image [-1 3 16 16] [logits]
+}
