@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tcore-dev/tcore/internal/testplugin"
@@ -33,21 +32,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// writeManifest writes a manifest of the given entries into dir and locks
-// it.
-func writeManifest(dir string, entries ...plugin.Entry) (string, error) {
-	path := filepath.Join(dir, "manifest.json")
-	if err := plugin.WriteManifest(path, plugin.Manifest{Protocol: plugin.ProtocolVersion, Stages: entries}); err != nil {
-		return "", err
-	}
-	c, err := plugin.LoadCatalog(path)
-	if err != nil {
-		return "", err
-	}
-	_, err = c.WriteLock()
-	return path, err
 }
 
 // launchEcho starts the echo plugin; it is killed when the test ends.

@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -48,9 +49,16 @@ func paramMap(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
+// Checker is an optional ability of a parameter struct: DecodeParams calls
+// Check after decoding, and an error it returns is bad input.
+type Checker interface {
+	Check() error
+}
+
 // DecodeParams fills dst (a pointer to a struct with json tags) from spec's
-// defaults, then from raw. Unknown parameters and values of the wrong type
-// are errors naming the parameter; they match ErrBadInput.
+// defaults, then from raw, then calls dst.Check when dst is a Checker.
+// Unknown parameters, values of the wrong type and Check's errors match
+// ErrBadInput and name the parameter.
 func DecodeParams(spec Spec, raw json.RawMessage, dst any) error {
 	if err := CheckParams(spec, raw); err != nil {
 		return err
@@ -67,6 +75,14 @@ func DecodeParams(spec Spec, raw json.RawMessage, dst any) error {
 			if err := dec.Decode(dst); err != nil {
 				return BadInputf("parameter %q: %v", p.Name, cleanJSONErr(err))
 			}
+		}
+	}
+	if c, ok := dst.(Checker); ok {
+		if err := c.Check(); err != nil {
+			if errors.Is(err, ErrBadInput) {
+				return err
+			}
+			return BadInput(err)
 		}
 	}
 	return nil

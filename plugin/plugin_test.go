@@ -338,7 +338,7 @@ func TestVerifyComparesDescribeWithManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Binary = "tcore-echo"
-	path, err := writeManifest(dir, e)
+	path, err := testplugin.WriteManifest(dir, e)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,12 @@ func Setup(dir string, bins ...Binary) (string, error) {
 		}
 		entries = append(entries, plugin.EntryFor(b.Spec, "bin/"+name, b.Package))
 	}
+	return WriteManifest(dir, entries...)
+}
+
+// WriteManifest writes dir/manifest.json naming entries and locks the
+// sha256s of their binaries. It returns the manifest's path.
+func WriteManifest(dir string, entries ...plugin.Entry) (string, error) {
 	path := filepath.Join(dir, "manifest.json")
 	if err := plugin.WriteManifest(path, plugin.Manifest{Protocol: plugin.ProtocolVersion, Stages: entries}); err != nil {
 		return "", err

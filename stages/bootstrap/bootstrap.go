@@ -78,7 +78,8 @@ type Params struct {
 	Export        string  `json:"export"`
 }
 
-func (p Params) check() error {
+// Check implements plugin.Checker: it validates the parameters.
+func (p Params) Check() error {
 	switch {
 	case p.Rounds < 0:
 		return plugin.BadInputf("parameter \"rounds\": %d, want >= 0", p.Rounds)
@@ -93,19 +94,13 @@ func (p Params) check() error {
 	case p.Export != "" && p.Encoder == "":
 		return plugin.BadInputf("parameter \"export\" needs \"encoder\"")
 	}
-	if _, _, err := ort.ParseDevice(p.Device); err != nil {
-		return plugin.BadInputf("parameter \"device\": %v", err)
-	}
-	return nil
+	return ort.CheckDevice(p.Device)
 }
 
 // Run implements plugin.Stage.
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := p.check(); err != nil {
 		return nil, err
 	}
 	if err := ort.Init(""); err != nil {

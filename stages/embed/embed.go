@@ -70,7 +70,8 @@ type Params struct {
 	Gray         string    `json:"gray"`
 }
 
-func (p *Params) check() error {
+// Check implements plugin.Checker: it validates the parameters.
+func (p *Params) Check() error {
 	switch {
 	case p.Encoder == "":
 		return plugin.BadInputf("parameter \"encoder\": no encoder given (tcore run --encoder E.onnx)")
@@ -85,19 +86,13 @@ func (p *Params) check() error {
 	case p.Gray != "convert" && p.Gray != "reject":
 		return plugin.BadInputf("parameter \"gray\": %q, want convert or reject", p.Gray)
 	}
-	if _, _, err := ort.ParseDevice(p.Device); err != nil {
-		return plugin.BadInputf("parameter \"device\": %v", err)
-	}
-	return nil
+	return ort.CheckDevice(p.Device)
 }
 
 // Run implements plugin.Stage.
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := p.check(); err != nil {
 		return nil, err
 	}
 	if err := ort.Init(""); err != nil {

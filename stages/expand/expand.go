@@ -68,7 +68,8 @@ type Params struct {
 	Device          string  `json:"device"`
 }
 
-func (p Params) check() error {
+// Check implements plugin.Checker: it validates the parameters.
+func (p Params) Check() error {
 	switch {
 	case p.TargetFraction <= 0 || p.TargetFraction > 1:
 		return plugin.BadInputf("parameter \"target_fraction\": %v, want (0, 1]", p.TargetFraction)
@@ -86,10 +87,7 @@ func (p Params) check() error {
 			return plugin.BadInputf("parameter \"hidden\": %v, want positive sizes", p.Hidden)
 		}
 	}
-	if _, _, err := ort.ParseDevice(p.Device); err != nil {
-		return plugin.BadInputf("parameter \"device\": %v", err)
-	}
-	return nil
+	return ort.CheckDevice(p.Device)
 }
 
 // Result is expand's verdict, in table row order.
@@ -105,9 +103,6 @@ type Result struct {
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := p.check(); err != nil {
 		return nil, err
 	}
 	t, err := feat.Open(in, "features")

@@ -81,7 +81,8 @@ type Params struct {
 	Device        string  `json:"device"`
 }
 
-func (p Params) check() error {
+// Check implements plugin.Checker: it validates the parameters.
+func (p Params) Check() error {
 	switch {
 	case p.Encoder == "":
 		return plugin.BadInputf("parameter \"encoder\": no encoder given")
@@ -96,10 +97,7 @@ func (p Params) check() error {
 	case p.MaxMasked <= 0 || p.MaxMasked > 1:
 		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
 	}
-	if _, _, err := ort.ParseDevice(p.Device); err != nil {
-		return plugin.BadInputf("parameter \"device\": %v", err)
-	}
-	return nil
+	return ort.CheckDevice(p.Device)
 }
 
 // Scan is the encoder scan's result.
@@ -118,9 +116,6 @@ type Scan struct {
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := p.check(); err != nil {
 		return nil, err
 	}
 	if err := ort.Init(""); err != nil {

@@ -60,7 +60,8 @@ type Params struct {
 	Device       string  `json:"device"`
 }
 
-func (p Params) check() error {
+// Check implements plugin.Checker: it validates the parameters.
+func (p Params) Check() error {
 	switch {
 	case p.K <= 0:
 		return plugin.BadInputf("parameter \"k\": %d, want > 0", p.K)
@@ -75,10 +76,7 @@ func (p Params) check() error {
 	case p.Engine != "ort" && p.Engine != "go":
 		return plugin.BadInputf("parameter \"engine\": %q, want ort or go", p.Engine)
 	}
-	if _, _, err := ort.ParseDevice(p.Device); err != nil {
-		return plugin.BadInputf("parameter \"device\": %v", err)
-	}
-	return nil
+	return ort.CheckDevice(p.Device)
 }
 
 // Result is sift's verdict, in row order of the table.
@@ -94,9 +92,6 @@ type Result struct {
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := p.check(); err != nil {
 		return nil, err
 	}
 	t, err := feat.Open(in, "features")

@@ -76,8 +76,9 @@ func TestExitStatus(t *testing.T) {
 		{"unknown flag", []string{"run", "--colour", "red"}, 2, "colour"},
 		{"bad device", []string{"run", "--train", good, "--out", "x", "--device", "tpu"}, 2, `--device "tpu"`},
 		{"missing data file", []string{"run", "--train", "/nonexistent.parquet", "--out", "x", "--manifest", manifest}, 2, "--train"},
+		{"tcore needs an encoder", []string{"run", "--train", good, "--out", "x", "--in-process"}, 2, "needs --encoder"},
 		{"unknown pipeline file", []string{"run", "--train", good, "--out", "x", "--pipeline", "nosuch.json", "--manifest", manifest}, 2, "nosuch.json"},
-		{"image that does not decode", []string{"run", "--train", bad, "--out", "OUT", "--manifest", manifest}, 2, "row 7"},
+		{"image that does not decode", []string{"run", "--pipeline", "stats", "--train", bad, "--out", "OUT", "--manifest", manifest}, 2, "row 7"},
 		{"plugins verify", []string{"plugins", "verify", "--manifest", manifest}, 0, ""},
 	}
 	for _, tc := range cases {
@@ -100,7 +101,7 @@ func TestRunWritesReportAndSamples(t *testing.T) {
 	for _, mode := range []string{"plugin", "in-process"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			args := []string{"run", "--train", dataset(t, -1), "--out", dir, "--manifest", manifest, "--seed", "7"}
+			args := []string{"run", "--pipeline", "stats", "--train", dataset(t, -1), "--out", dir, "--manifest", manifest, "--seed", "7"}
 			if mode == "in-process" {
 				args = append(args, "--in-process")
 			}

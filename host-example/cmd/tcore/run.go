@@ -15,8 +15,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/host-example/pipelines"
@@ -55,7 +53,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.test, "test", "", "clean test dataset")
 	fs.StringVar(&c.encoder, "encoder", "", "pre-trained encoder (ONNX)")
 	fs.StringVar(&c.out, "out", "", "run folder (required); finished nodes in it are reused")
-	fs.StringVar(&c.pipeline, "pipeline", "stats", "built-in pipeline ("+strings.Join(pipelines.Names(), ", ")+") or a pipeline JSON file")
+	fs.StringVar(&c.pipeline, "pipeline", "tcore", "built-in pipeline ("+strings.Join(pipelines.Names(), ", ")+") or a pipeline JSON file")
 	fs.StringVar(&c.evalSpec, "eval", "", "evaluation spec (JSON) for the attack success rate")
 	fs.Int64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
@@ -125,7 +123,7 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	printSummary(stdout, rep, res, log)
+	printSummary(stdout, rep, res)
 	return nil
 }
 
@@ -430,7 +428,7 @@ func kindOfFile(path string) arrowio.Kind {
 	return k
 }
 
-func printSummary(w io.Writer, rep *report, res *dag.Result, log zerolog.Logger) {
+func printSummary(w io.Writer, rep *report, res *dag.Result) {
 	fmt.Fprintf(w, "pipeline %s: %d nodes, run folder %s\n", rep.Pipeline, len(res.Order), res.Dir)
 	if rep.ACC != nil {
 		fmt.Fprintf(w, "  accuracy on %s: %.4f (clean_model.onnx)\n", rep.Inputs["test"], *rep.ACC)
@@ -451,7 +449,6 @@ func printSummary(w io.Writer, rep *report, res *dag.Result, log zerolog.Logger)
 		m, _ := json.Marshal(n.Metrics)
 		fmt.Fprintf(w, "  %-10s %-14s %-8s %s\n", id, what, state, m)
 	}
-	_ = log
 }
 
 // cmdDemo runs the demo on the data kept in the repository.

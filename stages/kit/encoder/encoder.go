@@ -197,27 +197,9 @@ func (e *Encoder) probeShapes(src *onnxgraph.Model, opt ort.Options) (map[string
 	if err := m.SetOutputs(names...); err != nil {
 		return nil, err
 	}
-	b, err := m.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	opt.Device = "cpu"
-	s, err := ort.NewSession(b, []string{e.Input.Name}, names, nil, opt)
+	out, err := e.probe(m, names, opt)
 	if err != nil {
 		return nil, plugin.BadInputf("encoder %s: %v", src.Source(), err)
-	}
-	defer s.Close()
-	shape := []int64{1, int64(e.C), int64(e.H), int64(e.W)}
-	if e.NHWC {
-		shape = []int64{1, int64(e.H), int64(e.W), int64(e.C)}
-	}
-	_, shapes, err := s.RunAlloc(make([]float32, e.C*e.H*e.W), shape)
-	if err != nil {
-		return nil, plugin.BadInputf("encoder %s: %v", src.Source(), err)
-	}
-	out := map[string][]int64{}
-	for i, n := range names {
-		out[n] = shapes[i]
 	}
 	es := out[e.Embedding]
 	if len(es) != 2 {
@@ -376,8 +358,18 @@ func (e *Encoder) probeNamed(m *onnxgraph.Model, names []string) (map[string][]i
 	if err := c.SetOutputs(missing...); err != nil {
 		return nil, err
 	}
-	b, _ := c.Bytes()
-	s, err := ort.NewSession(b, []string{e.Input.Name}, missing, nil, ort.Options{Threads: 1})
+	return e.probe(c, missing, ort.Options{Threads: 1})
+}
+
+// probe runs m (whose outputs are names) once on a zero image on the CPU
+// and returns each output's shape.
+func (e *Encoder) probe(m *onnxgraph.Model, names []string, opt ort.Options) (map[string][]int64, error) {
+	b, err := m.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	opt.Device = "cpu"
+	s, err := ort.NewSession(b, []string{e.Input.Name}, names, nil, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +383,7 @@ func (e *Encoder) probeNamed(m *onnxgraph.Model, names []string) (map[string][]i
 		return nil, err
 	}
 	out := map[string][]int64{}
-	for i, n := range missing {
+	for i, n := range names {
 		out[n] = shapes[i]
 	}
 	return out, nil

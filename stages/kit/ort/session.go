@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tcore-dev/tcore/plugin"
+
 	onnx "github.com/yalue/onnxruntime_go"
 )
 
@@ -109,17 +111,9 @@ type batchTensors struct {
 // outDims gives each output's shape without the leading batch dimension;
 // nil outDims lets ONNX Runtime allocate outputs (RunAlloc only).
 func NewSession(model []byte, inputs, outputs []string, outDims [][]int64, opt Options) (*Session, error) {
-	if initPath == "" {
-		return nil, fmt.Errorf("ort: NewSession before Init")
-	}
-	so, err := opt.sessionOptions()
+	s, err := NewRawSession(model, inputs, outputs, opt)
 	if err != nil {
 		return nil, err
-	}
-	defer so.Destroy()
-	s, err := onnx.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, so)
-	if err != nil {
-		return nil, fmt.Errorf("ort: creating session: %w", err)
 	}
 	return &Session{s: s, inputs: inputs, outputs: outputs, outDims: outDims, cache: map[int64]*batchTensors{}}, nil
 }
@@ -256,7 +250,7 @@ func (s *Session) Close() {
 // nil to Run are allocated by ONNX Runtime.
 func NewRawSession(model []byte, inputs, outputs []string, opt Options) (*onnx.DynamicAdvancedSession, error) {
 	if initPath == "" {
-		return nil, fmt.Errorf("ort: NewRawSession before Init")
+		return nil, fmt.Errorf("ort: session before Init")
 	}
 	so, err := opt.sessionOptions()
 	if err != nil {
@@ -268,4 +262,13 @@ func NewRawSession(model []byte, inputs, outputs []string, opt Options) (*onnx.D
 		return nil, fmt.Errorf("ort: creating session: %w", err)
 	}
 	return s, nil
+}
+
+// CheckDevice validates a stage's "device" parameter (cpu, cuda, cuda:N)
+// as a bad-input error naming the parameter.
+func CheckDevice(device string) error {
+	if _, _, err := ParseDevice(device); err != nil {
+		return plugin.BadInputf("parameter \"device\": %v", err)
+	}
+	return nil
 }
