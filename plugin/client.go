@@ -203,7 +203,15 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 	var sendMu sync.Mutex
 	sending := ""
 	sendErr := make(chan error, 1)
+	sendDone := make(chan struct{})
+	// The inputs are released by an earlier defer: stop the sender (the
+	// cancelled stream fails its next Send) and wait for it first.
+	defer func() {
+		cancel()
+		<-sendDone
+	}()
 	go func() {
+		defer close(sendDone)
 		frame := func(port string, data []byte, eof bool) error {
 			return stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: port, Data: data, Eof: eof}}})
 		}
