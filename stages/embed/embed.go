@@ -8,13 +8,8 @@ package embed
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"runtime"
-	"sync"
 	"time"
 
-	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/rs/zerolog"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -118,13 +113,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := pre.Check(); err != nil {
 		return nil, plugin.BadInput(err)
 	}
-	layers := make([]arrowio.Layer, len(enc.Layers))
+	schema := enc.FeaturesSchema()
 	names := make([]string, len(enc.Layers))
 	for i, l := range enc.Layers {
-		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.Channels}
 		names[i] = l.Name
 	}
-	schema := arrowio.FeaturesSchema(enc.Dim, layers)
 	zerolog.Ctx(ctx).Info().Str("encoder", p.Encoder).Int("dim", enc.Dim).Strs("layers", names).
 		Int("height", enc.H).Int("width", enc.W).Msg("encoder opened")
 
@@ -137,18 +130,18 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	st := &runState{p: p, pre: pre, enc: enc, schema: schema}
 	start := time.Now()
-	if err := st.run(ctx, r, w, progress); err != nil {
+	st, err := enc.Stream(ctx, r, w, pre, p.BatchSize, progress)
+	if err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
 	secs := time.Since(start).Seconds()
-	return plugin.Metrics{"rows": st.rows, "dim": enc.Dim, "layers": names, "height": enc.H, "width": enc.W,
-		"masked_channels": maskedCount(masks), "seconds": secs, "images_per_s": float64(st.rows) / secs,
-		"device": p.Device, "infer_seconds": st.infer.Seconds()}, nil
+	return plugin.Metrics{"rows": st.Rows, "dim": enc.Dim, "layers": names, "height": enc.H, "width": enc.W,
+		"masked_channels": maskedCount(masks), "seconds": secs, "images_per_s": float64(st.Rows) / secs,
+		"device": p.Device, "infer_seconds": st.Infer.Seconds()}, nil
 }
 
 func maskedCount(ms []encoder.Mask) int {
@@ -161,167 +154,4 @@ func maskedCount(ms []encoder.Mask) int {
 		}
 	}
 	return n
-}
-
-// runState holds one run's pipeline: a producer decodes batches on every
-// core into one of two buffers while the consumer runs inference on the
-// other.
-type runState struct {
-	p      Params
-	pre    encoder.Preprocess
-	enc    *encoder.Encoder
-	schema *arrow.Schema
-	rows   int64
-	infer  time.Duration
-}
-
-type batch struct {
-	ids    []uint64
-	labels []int32
-	x      []float32
-	n      int
-	err    error
-}
-
-func (st *runState) run(ctx context.Context, r array.RecordReader, w plugin.RecordWriter, progress plugin.Progress) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	bs := st.p.BatchSize
-	size := st.enc.ImageSize()
-	free := make(chan *batch, 2)
-	for i := 0; i < 2; i++ {
-		free <- &batch{ids: make([]uint64, bs), labels: make([]int32, bs), x: make([]float32, bs*size)}
-	}
-	full := make(chan *batch, 1)
-	go st.produce(ctx, r, free, full)
-	for b := range full {
-		if b.err != nil {
-			return b.err
-		}
-		if err := st.consume(b, w); err != nil {
-			return err
-		}
-		st.rows += int64(b.n)
-		progress.Report(plugin.Event{Done: st.rows, Unit: "images"})
-		free <- b
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return nil
-}
-
-// produce fills batches from the reader's records.
-func (st *runState) produce(ctx context.Context, r array.RecordReader, free, full chan *batch) {
-	defer close(full)
-	bs := st.p.BatchSize
-	var cur *batch
-	var row int64
-	send := func() bool {
-		if cur == nil || cur.n == 0 {
-			return true
-		}
-		select {
-		case full <- cur:
-			cur = nil
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	for r.Next() {
-		rec := r.Record()
-		ids := rec.Column(0).(*array.Uint64)
-		labels := rec.Column(1).(*array.Int32)
-		imgs := rec.Column(2).(*array.Binary)
-		for i := 0; i < int(rec.NumRows()); {
-			if cur == nil {
-				select {
-				case cur = <-free:
-					cur.n = 0
-				case <-ctx.Done():
-					return
-				}
-			}
-			k := min(bs-cur.n, int(rec.NumRows())-i)
-			if err := st.decode(cur, cur.n, ids, imgs, i, k, row); err != nil {
-				cur.err = plugin.PortError("images", err)
-				full <- cur
-				return
-			}
-			for j := 0; j < k; j++ {
-				cur.ids[cur.n+j] = ids.Value(i + j)
-				cur.labels[cur.n+j] = labels.Value(i + j)
-			}
-			cur.n += k
-			i += k
-			row += int64(k)
-			if cur.n == bs && !send() {
-				return
-			}
-		}
-	}
-	if err := r.Err(); err != nil {
-		if cur == nil {
-			cur = <-free
-		}
-		cur.err = err
-		full <- cur
-		return
-	}
-	send()
-}
-
-// decode preprocesses k images of imgs from index i into b at slot off,
-// on every core.
-func (st *runState) decode(b *batch, off int, ids *array.Uint64, imgs *array.Binary, i, k int, row int64) error {
-	size := st.enc.ImageSize()
-	workers := min(runtime.NumCPU(), k)
-	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for wk := 0; wk < workers; wk++ {
-		wg.Add(1)
-		go func(wk int) {
-			defer wg.Done()
-			var scratch []float32
-			for j := wk; j < k; j += workers {
-				dst := b.x[(off+j)*size : (off+j+1)*size]
-				if err := st.pre.Image(imgs.Value(i+j), dst, &scratch); err != nil {
-					errs[wk] = &arrowio.DataError{File: "input port images", Column: "image", Row: row + int64(j),
-						Msg: fmt.Sprintf("sample_id %d: %v", ids.Value(i+j), err)}
-					return
-				}
-			}
-		}(wk)
-	}
-	wg.Wait()
-	var first *arrowio.DataError
-	for _, e := range errs {
-		if de, ok := e.(*arrowio.DataError); ok && (first == nil || de.Row < first.Row) {
-			first = de
-		}
-	}
-	if first != nil {
-		return plugin.BadInput(first)
-	}
-	return nil
-}
-
-func (st *runState) consume(b *batch, w plugin.RecordWriter) error {
-	size := st.enc.ImageSize()
-	x, err := st.enc.Batch(b.n)
-	if err != nil {
-		return err
-	}
-	copy(x, b.x[:b.n*size])
-	t := time.Now()
-	emb, layers, err := st.enc.Embed(b.n)
-	st.infer += time.Since(t)
-	if err != nil {
-		return err
-	}
-	cols := append([][]float32{emb}, layers...)
-	rec := arrowio.NewFeaturesRecord(st.schema, b.ids[:b.n], b.labels[:b.n], cols)
-	defer rec.Release()
-	return w.Write(rec)
 }

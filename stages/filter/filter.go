@@ -4,7 +4,9 @@
 // diverse trusted images collapse, judged against random patterns of the
 // same size), and when it finds one, switches off the channels the found
 // trigger drives (largest trusted-activation change first) until the
-// pattern no longer collapses the embeddings more than a random one. Masked
+// pattern no longer collapses the embeddings more than a random one, then
+// searches the masked encoder again and masks on while it still finds a
+// collapsing pattern. Masked
 // channels are replaced by their mean on trusted images, inside the graph;
 // the filtered encoder is written as ONNX for the next stages.
 package filter
@@ -44,7 +46,10 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Doc: "the trusted core (expand.trusted)"},
 		},
-		Outputs: []plugin.PortSpec{{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"}},
+		Outputs: []plugin.PortSpec{
+			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"},
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the filtered encoder (the input features, passed on, when nothing is masked)"},
+		},
 		Params: []plugin.ParamSpec{
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
 			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the filtered encoder (ONNX)"},
@@ -57,6 +62,8 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "u", Default: json.RawMessage(`3.0`), Doc: "channels with a suspicion z above this are candidates for masking"},
 			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
+			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
+			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
 		},
@@ -77,6 +84,8 @@ type Params struct {
 	U             float64 `json:"u"`
 	MaxMasked     float64 `json:"max_masked"`
 	StopZ         float64 `json:"stop_z"`
+	Rescans       int     `json:"rescans"`
+	RescanCands   int     `json:"rescan_candidates"`
 	Seed          uint64  `json:"seed"`
 	Device        string  `json:"device"`
 }
@@ -90,6 +99,10 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"scan_images\": %d, want >= 8", p.ScanImages)
 	case p.Candidates < 20:
 		return plugin.BadInputf("parameter \"candidates\": %d, want >= 20", p.Candidates)
+	case p.Rescans < 0:
+		return plugin.BadInputf("parameter \"rescans\": %d, want >= 0", p.Rescans)
+	case p.RescanCands < 20:
+		return plugin.BadInputf("parameter \"rescan_candidates\": %d, want >= 20", p.RescanCands)
 	case p.Refine < 0:
 		return plugin.BadInputf("parameter \"refine\": %d, want >= 0", p.Refine)
 	case p.Sizes[0] < 1 || p.Sizes[1] < p.Sizes[0]:
@@ -145,7 +158,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := f.loadScanImages(in, trusted); err != nil {
 		return nil, err
 	}
-	scan, stats, err := f.scan(ctx, progress)
+	sr, err := f.searcher(enc)
+	if err != nil {
+		return nil, err
+	}
+	scan, stats, found, err := sr.search(ctx, p.Candidates, p.Refine, nil, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -160,16 +177,18 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	var masked []string
 	if scan.Backdoored {
 		signal = "tac"
-		z, err := f.tac(scan.Pattern)
+		z, err := f.tac(enc, scan.Pattern)
 		if err != nil {
 			return nil, err
 		}
 		score = z
-		masked, keep, err = f.selectChannels(ctx, scan, stats, z, trusted)
+		var rounds []Round
+		masked, keep, rounds, err = f.selectChannels(ctx, scan, stats, found, z, trusted)
 		if err != nil {
 			return nil, err
 		}
 		metrics["masked"] = masked
+		metrics["rounds"] = rounds
 		metrics["collapse_after_mask"] = f.lastCollapse
 		metrics["z_after_mask"] = f.lastZ
 	} else {
@@ -202,7 +221,54 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := w.Write(rec); err != nil {
 		return nil, err
 	}
-	return metrics, w.Close()
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	if len(masked) == 0 {
+		return metrics, passOn(in, out)
+	}
+	enc2, err := encoder.Open(p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted)), ORT: ort.Options{Device: p.Device}})
+	if err != nil {
+		return nil, err
+	}
+	defer enc2.Close()
+	r, err := in.Open("images")
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	fw, err := out.Create("features", enc2.FeaturesSchema())
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if _, err := enc2.Stream(ctx, r, fw, encoder.ForEncoder(enc2), 256, progress); err != nil {
+		return nil, err
+	}
+	metrics["embed_seconds"] = time.Since(start).Seconds()
+	return metrics, fw.Close()
+}
+
+// passOn copies the features input to the features output.
+func passOn(in plugin.Inputs, out plugin.Outputs) error {
+	r, err := in.Open("features")
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	w, err := out.Create("features", r.Schema())
+	if err != nil {
+		return err
+	}
+	for r.Next() {
+		if err := w.Write(r.Record()); err != nil {
+			return err
+		}
+	}
+	if err := r.Err(); err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 func ones(n int) []bool {
@@ -221,7 +287,6 @@ type filterRun struct {
 	rng          *rand.Rand
 	x            []float32 // scan images, preprocessed
 	n            int
-	base         float64 // trace of the covariance of the clean embeddings
 	lastCollapse float64
 	lastZ        float64
 }
@@ -318,10 +383,6 @@ func (f *filterRun) embed(enc *encoder.Encoder, pats []*Pattern) ([][]float32, [
 	return outE, outL, nil
 }
 
-func (f *filterRun) collapse(e []float32) float64 {
-	return 1 - traceCov(e, f.n, f.enc.Dim)/f.base
-}
-
 // groupStats are the median and scaled MAD of random candidates' collapse
 // per group (patch size; 0 for blends).
 type groupStats map[int][2]float64
@@ -334,52 +395,70 @@ func (g groupStats) z(p Pattern, collapse float64) float64 {
 	return (collapse - s[0]) / s[1]
 }
 
-// scan runs the random search and the local refinement.
-func (f *filterRun) scan(ctx context.Context, progress plugin.Progress) (*Scan, groupStats, error) {
-	start := time.Now()
-	clean, _, err := f.embed(f.enc, []*Pattern{nil})
+// searcher scores patterns by how much they collapse the scan images'
+// embeddings under one encoder.
+type searcher struct {
+	f    *filterRun
+	enc  *encoder.Encoder
+	base float64 // trace of the covariance of the clean embeddings
+}
+
+func (f *filterRun) searcher(enc *encoder.Encoder) (*searcher, error) {
+	clean, _, err := f.embed(enc, []*Pattern{nil})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	f.base = traceCov(clean[0], f.n, f.enc.Dim)
+	return &searcher{f: f, enc: enc, base: traceCov(clean[0], f.n, enc.Dim)}, nil
+}
+
+// collapse returns each pattern's collapse.
+func (s *searcher) collapse(ps []Pattern) ([]float64, error) {
+	ptrs := make([]*Pattern, len(ps))
+	for i := range ps {
+		ptrs[i] = &ps[i]
+	}
+	e, _, err := s.f.embed(s.enc, ptrs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(ps))
+	for i := range ps {
+		out[i] = 1 - traceCov(e[i], s.f.n, s.enc.Dim)/s.base
+	}
+	return out, nil
+}
+
+type cand struct {
+	p Pattern
+	c float64
+}
+
+// search runs the random search over candidates patterns (which also give
+// the same-size statistics) and refine steps of local refinement around
+// the best 10 and the seeds (patterns found before), on s's encoder. It
+// returns the scan, the statistics and the refined patterns, best first.
+func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []Pattern, progress plugin.Progress) (*Scan, groupStats, []Pattern, error) {
+	f := s.f
+	start := time.Now()
 	const perRun = 4
-	type cand struct {
-		p Pattern
-		c float64
-	}
 	var cands []cand
-	eval := func(ps []Pattern) ([]float64, error) {
-		ptrs := make([]*Pattern, len(ps))
-		for i := range ps {
-			ptrs[i] = &ps[i]
-		}
-		e, _, err := f.embed(f.enc, ptrs)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]float64, len(ps))
-		for i := range ps {
-			out[i] = f.collapse(e[i])
-		}
-		return out, nil
-	}
-	for done := 0; done < f.p.Candidates; done += perRun {
+	for done := 0; done < candidates; done += perRun {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		ps := make([]Pattern, min(perRun, f.p.Candidates-done))
+		ps := make([]Pattern, min(perRun, candidates-done))
 		for i := range ps {
-			ps[i] = randomPattern(f.rng, f.enc.H, f.enc.W, f.p.Sizes)
+			ps[i] = randomPattern(f.rng, s.enc.H, s.enc.W, f.p.Sizes)
 		}
-		cs, err := eval(ps)
+		cs, err := s.collapse(ps)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for i := range ps {
 			cands = append(cands, cand{ps[i], cs[i]})
 		}
 		if progress != nil {
-			progress.Report(plugin.Event{Done: int64(done + len(ps)), Total: int64(f.p.Candidates + f.p.Refine), Unit: "patterns"})
+			progress.Report(plugin.Event{Done: int64(done + len(ps)), Total: int64(candidates + refine), Unit: "patterns"})
 		}
 	}
 	byGroup := map[int][]float64{}
@@ -389,55 +468,69 @@ func (f *filterRun) scan(ctx context.Context, progress plugin.Progress) (*Scan, 
 	stats := groupStats{}
 	med := map[string]float64{}
 	for g, cs := range byGroup {
-		m, s := robust(cs)
-		stats[g] = [2]float64{m, s}
+		m, sd := robust(cs)
+		stats[g] = [2]float64{m, sd}
 		key := fmt.Sprintf("size_%d", g)
 		if g == 0 {
 			key = "blend"
 		}
 		med[key] = m
 	}
-	sort.Slice(cands, func(a, b int) bool {
+	if len(seeds) > 0 {
+		cs, err := s.collapse(seeds)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for i := range seeds {
+			cands = append(cands, cand{seeds[i], cs[i]})
+		}
+	}
+	sort.SliceStable(cands, func(a, b int) bool {
 		return stats.z(cands[a].p, cands[a].c) > stats.z(cands[b].p, cands[b].c)
 	})
-	top := cands[:min(10, len(cands))]
-	for step := 0; step < f.p.Refine; step += perRun {
+	top := append([]cand(nil), cands[:min(10, len(cands))]...)
+	for step := 0; step < refine; step += perRun {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		var ps []Pattern
 		var parents []int
-		for i := 0; i < perRun && step+i < f.p.Refine; i++ {
+		for i := 0; i < perRun && step+i < refine; i++ {
 			k := (step + i) % len(top)
-			ps = append(ps, jitter(f.rng, top[k].p, f.enc.H, f.enc.W, f.p.Sizes))
+			ps = append(ps, jitter(f.rng, top[k].p, s.enc.H, s.enc.W, f.p.Sizes))
 			parents = append(parents, k)
 		}
-		cs, err := eval(ps)
+		cs, err := s.collapse(ps)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for i, k := range parents {
 			if stats.z(ps[i], cs[i]) > stats.z(top[k].p, top[k].c) {
 				top[k] = cand{ps[i], cs[i]}
 			}
 		}
-	}
-	best := top[0]
-	for _, c := range top {
-		if stats.z(c.p, c.c) > stats.z(best.p, best.c) {
-			best = c
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(candidates + step + len(ps)), Total: int64(candidates + refine), Unit: "patterns"})
 		}
 	}
+	sort.SliceStable(top, func(a, b int) bool {
+		return stats.z(top[a].p, top[a].c) > stats.z(top[b].p, top[b].c)
+	})
+	best := top[0]
 	z := stats.z(best.p, best.c)
+	var found []Pattern
+	for _, c := range top {
+		found = append(found, c.p)
+	}
 	return &Scan{Backdoored: z >= f.p.GapMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
-		Candidates: len(cands), GapMin: f.p.GapMin, Seconds: time.Since(start).Seconds()}, stats, nil
+		Candidates: len(cands), GapMin: f.p.GapMin, Seconds: time.Since(start).Seconds()}, stats, found, nil
 }
 
 // tac scores each probed channel by how much the found pattern changes its
 // mean activation on the scan images, relative to the channel's spread on
 // the data, as a robust z within its layer.
-func (f *filterRun) tac(p Pattern) (map[string][]float32, error) {
-	_, layers, err := f.embed(f.enc, []*Pattern{nil, &p})
+func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, error) {
+	_, layers, err := f.embed(enc, []*Pattern{nil, &p})
 	if err != nil {
 		return nil, err
 	}
@@ -516,63 +609,121 @@ func masksOf(keep map[string][]bool, fill map[string][]float32) []encoder.Mask {
 	return out
 }
 
-// selectChannels masks candidates in decreasing suspicion until the found
-// pattern collapses the embeddings no more than a random pattern of its
-// size (z <= stop_z), at most max_masked of the channels.
-func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupStats, z map[string][]float32, trusted []bool) ([]string, map[string][]bool, error) {
-	type ch struct {
-		layer string
-		c     int
-		z     float32
-	}
-	var cands []ch
+// Round is one round of masking: the pattern the search found on the
+// encoder masked so far, and what masking its channels did to it.
+type Round struct {
+	Pattern  Pattern  `json:"pattern"`
+	ZBefore  float64  `json:"z_before"`
+	ZAfter   float64  `json:"z_after"`
+	Masked   []string `json:"masked"`
+	Searched int      `json:"candidates_searched,omitempty"`
+}
+
+// selectChannels masks channels with a suspicion above u in decreasing
+// order until the found pattern collapses the embeddings no more than a
+// random pattern of its size (z <= stop_z). Then it searches again on the
+// masked encoder, from the patterns found before: while that search still
+// calls the encoder backdoored, it scores the channels under the new
+// pattern and masks on; at most max_masked of the channels, rescans times.
+func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupStats, found []Pattern, z map[string][]float32, trusted []bool) ([]string, map[string][]bool, []Round, error) {
 	total := 0
+	keep := map[string][]bool{}
 	for _, l := range f.t.Layers {
 		total += l.D
+		keep[l.Name] = ones(l.D)
+	}
+	limit := max(1, int(f.p.MaxMasked*float64(total)))
+	fill := f.fill(trusted)
+	var masked []string
+	var rounds []Round
+	open := func() (*encoder.Encoder, error) {
+		return encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
+	}
+	pat, curZ := scan.Pattern, scan.BestZ
+	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
+	for round := 0; ; round++ {
+		r := Round{Pattern: pat, ZBefore: curZ}
+		for _, c := range f.candidates(z, keep) {
+			if len(masked) >= limit || curZ <= f.p.StopZ {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, nil, nil, err
+			}
+			keep[c.layer][c.c] = false
+			name := fmt.Sprintf("%s:%d", c.layer, c.c)
+			masked = append(masked, name)
+			r.Masked = append(r.Masked, name)
+			enc, err := open()
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			e, _, err := f.embed(enc, []*Pattern{nil, &pat})
+			enc.Close()
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			f.lastCollapse = 1 - traceCov(e[1], f.n, enc.Dim)/traceCov(e[0], f.n, enc.Dim)
+			curZ = stats.z(pat, f.lastCollapse)
+		}
+		r.ZAfter = curZ
+		f.lastZ = curZ
+		rounds = append(rounds, r)
+		if len(masked) >= limit || round >= f.p.Rescans || len(r.Masked) == 0 {
+			break
+		}
+		enc, err := open()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sr, err := f.searcher(enc)
+		if err == nil {
+			var sc *Scan
+			sc, stats, found, err = sr.search(ctx, min(f.p.Candidates, f.p.RescanCands), f.p.Refine, found, nil)
+			if err == nil && sc.Backdoored {
+				pat, curZ = sc.Pattern, sc.BestZ
+				z, err = f.tac(enc, pat)
+			} else if err == nil {
+				rounds = append(rounds, Round{Pattern: sc.Pattern, ZBefore: sc.BestZ, ZAfter: sc.BestZ, Searched: sc.Candidates})
+				enc.Close()
+				break
+			}
+		}
+		enc.Close()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return masked, keep, rounds, nil
+}
+
+type channel struct {
+	layer string
+	c     int
+	z     float32
+}
+
+// candidates returns the channels still kept whose suspicion is above u,
+// most suspicious first.
+func (f *filterRun) candidates(z map[string][]float32, keep map[string][]bool) []channel {
+	var out []channel
+	for _, l := range f.t.Layers {
 		for c, v := range z[l.Name] {
-			if float64(v) > f.p.U {
-				cands = append(cands, ch{l.Name, c, v})
+			if float64(v) > f.p.U && keep[l.Name][c] {
+				out = append(out, channel{l.Name, c, v})
 			}
 		}
 	}
-	sort.Slice(cands, func(a, b int) bool {
-		if cands[a].z != cands[b].z {
-			return cands[a].z > cands[b].z
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].z != out[b].z {
+			return out[a].z > out[b].z
 		}
-		return cands[a].layer+fmt.Sprint(cands[a].c) < cands[b].layer+fmt.Sprint(cands[b].c)
+		if out[a].layer != out[b].layer {
+			return out[a].layer < out[b].layer
+		}
+		return out[a].c < out[b].c
 	})
-	limit := max(1, int(f.p.MaxMasked*float64(total)))
-	keep := map[string][]bool{}
-	for _, l := range f.t.Layers {
-		keep[l.Name] = ones(l.D)
-	}
-	fill := f.fill(trusted)
-	var masked []string
-	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
-	pat := scan.Pattern
-	for _, c := range cands {
-		if len(masked) >= limit || f.lastZ <= f.p.StopZ {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
-		}
-		keep[c.layer][c.c] = false
-		masked = append(masked, fmt.Sprintf("%s:%d", c.layer, c.c))
-		enc, err := encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
-		if err != nil {
-			return nil, nil, err
-		}
-		e, _, err := f.embed(enc, []*Pattern{nil, &pat})
-		enc.Close()
-		if err != nil {
-			return nil, nil, err
-		}
-		base := traceCov(e[0], f.n, enc.Dim)
-		f.lastCollapse = 1 - traceCov(e[1], f.n, enc.Dim)/base
-		f.lastZ = stats.z(pat, f.lastCollapse)
-	}
-	return masked, keep, nil
+	return out
 }
 
 // export writes the encoder with the mask baked in (mean fill).

@@ -25,6 +25,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/poison"
 	"github.com/tcore-dev/tcore/stages/sift"
 	"github.com/tcore-dev/tcore/stages/stats"
 )
@@ -32,7 +33,7 @@ import (
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New()}
 }
 
 // runConfig is one `tcore run`.
