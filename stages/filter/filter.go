@@ -20,6 +20,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
@@ -154,7 +155,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	defer enc.Close()
-	f := &filterRun{p: p, t: t, enc: enc, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	f := &filterRun{p: p, t: t, enc: enc, trusted: trusted, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	defer f.release()
 	if err := f.loadScanImages(in, trusted); err != nil {
 		return nil, err
 	}
@@ -225,14 +227,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	if len(masked) == 0 {
-		return metrics, passOn(in, out)
+		return metrics, passOn(t, out)
 	}
 	enc2, err := encoder.Open(p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted)), ORT: ort.Options{Device: p.Device}})
 	if err != nil {
 		return nil, err
 	}
 	defer enc2.Close()
-	r, err := in.Open("images")
+	r, err := array.NewRecordReader(f.images.schema, f.images.recs)
 	if err != nil {
 		return nil, err
 	}
@@ -249,24 +251,33 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	return metrics, fw.Close()
 }
 
-// passOn copies the features input to the features output.
-func passOn(in plugin.Inputs, out plugin.Outputs) error {
-	r, err := in.Open("features")
+// passOn writes the features input (held in t) to the features output.
+func passOn(t *feat.Table, out plugin.Outputs) error {
+	layers := make([]arrowio.Layer, len(t.Layers))
+	cols := [][]float32{t.Embedding.X}
+	for i, l := range t.Layers {
+		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.D}
+		cols = append(cols, l.X)
+	}
+	schema := arrowio.FeaturesSchema(t.Embedding.D, layers)
+	w, err := out.Create("features", schema)
 	if err != nil {
 		return err
 	}
-	defer r.Release()
-	w, err := out.Create("features", r.Schema())
-	if err != nil {
-		return err
-	}
-	for r.Next() {
-		if err := w.Write(r.Record()); err != nil {
+	const batch = 4096
+	for lo := 0; lo < t.N(); lo += batch {
+		hi := min(lo+batch, t.N())
+		part := make([][]float32, len(cols))
+		part[0] = cols[0][lo*t.Embedding.D : hi*t.Embedding.D]
+		for i, l := range t.Layers {
+			part[i+1] = l.X[lo*l.D : hi*l.D]
+		}
+		rec := arrowio.NewFeaturesRecord(schema, t.IDs[lo:hi], t.Labels[lo:hi], part)
+		err := w.Write(rec)
+		rec.Release()
+		if err != nil {
 			return err
 		}
-	}
-	if err := r.Err(); err != nil {
-		return err
 	}
 	return w.Close()
 }
@@ -285,10 +296,22 @@ type filterRun struct {
 	t            *feat.Table
 	enc          *encoder.Encoder
 	rng          *rand.Rand
+	trusted      []bool
 	x            []float32 // scan images, preprocessed
 	n            int
 	lastCollapse float64
 	lastZ        float64
+	images       struct { // the images input, held for the embedding of the filtered encoder
+		schema *arrow.Schema
+		recs   []arrow.Record
+	}
+}
+
+func (f *filterRun) release() {
+	for _, r := range f.images.recs {
+		r.Release()
+	}
+	f.images.recs = nil
 }
 
 // loadScanImages decodes scan_images trusted images, round robin over the
@@ -326,11 +349,14 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 		return err
 	}
 	defer r.Release()
+	f.images.schema = r.Schema()
 	pre := encoder.ForEncoder(f.enc)
 	size := f.enc.ImageSize()
 	var scratch []float32
 	for r.Next() {
 		rec := r.Record()
+		rec.Retain()
+		f.images.recs = append(f.images.recs, rec)
 		ids := rec.Column(0).(*array.Uint64)
 		imgs := rec.Column(2).(*array.Binary)
 		for i := 0; i < ids.Len(); i++ {
@@ -556,42 +582,67 @@ func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, 
 	return out, nil
 }
 
-// spread is the standard deviation of a channel over the data.
+// spread is the standard deviation of a channel over the trusted rows
+// (a channel that only poison drives barely moves on them, which makes its
+// change under the trigger stand out).
 func (f *filterRun) spread(layer, ch int) float64 {
 	l := f.t.Layers[layer]
 	var s, sq float64
-	n := f.t.N()
-	for i := 0; i < n; i++ {
+	n := 0
+	for i, ok := range f.trusted {
+		if !ok {
+			continue
+		}
 		v := float64(l.X[i*l.D+ch])
 		s += v
 		sq += v * v
+		n++
 	}
+	n = max(n, 1)
 	m := s / float64(n)
 	return math.Sqrt(math.Max(sq/float64(n)-m*m, 0))
 }
 
-// fill returns each channel's mean over the trusted rows.
+// fill returns each channel's 10%-trimmed mean over the trusted rows: the
+// constant a masked channel is replaced by. Trimmed, because the few
+// poisoned rows that reach the trusted set are exactly the ones that drive
+// a trojan channel, and a plain mean would bake their activation in.
 func (f *filterRun) fill(trusted []bool) map[string][]float32 {
 	out := map[string][]float32{}
-	for _, l := range f.t.Layers {
-		m := make([]float64, l.D)
-		n := 0
-		for i, ok := range trusted {
-			if !ok {
-				continue
-			}
-			n++
-			for c := 0; c < l.D; c++ {
-				m[c] += float64(l.X[i*l.D+c])
-			}
+	var rows []int
+	for i, ok := range trusted {
+		if ok {
+			rows = append(rows, i)
 		}
+	}
+	vals := make([]float64, len(rows))
+	for _, l := range f.t.Layers {
 		v := make([]float32, l.D)
 		for c := range v {
-			v[c] = float32(m[c] / float64(max(n, 1)))
+			for k, i := range rows {
+				vals[k] = float64(l.X[i*l.D+c])
+			}
+			v[c] = float32(trimmedMean(vals, 0.1))
 		}
 		out[l.Name] = v
 	}
 	return out
+}
+
+// trimmedMean is the mean of xs without the lowest and highest share of
+// values; it sorts xs.
+func trimmedMean(xs []float64, share float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	cut := int(share * float64(len(xs)))
+	kept := xs[cut : len(xs)-cut]
+	var s float64
+	for _, x := range kept {
+		s += x
+	}
+	return s / float64(len(kept))
 }
 
 func masksOf(keep map[string][]bool, fill map[string][]float32) []encoder.Mask {
@@ -636,8 +687,12 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 	fill := f.fill(trusted)
 	var masked []string
 	var rounds []Round
-	open := func() (*encoder.Encoder, error) {
-		return encoder.Open(f.p.Encoder, encoder.Config{Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
+	var names []string
+	for _, l := range f.t.Layers {
+		names = append(names, l.Name)
+	}
+	open := func(layers []string) (*encoder.Encoder, error) {
+		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
 	}
 	pat, curZ := scan.Pattern, scan.BestZ
 	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
@@ -654,7 +709,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			name := fmt.Sprintf("%s:%d", c.layer, c.c)
 			masked = append(masked, name)
 			r.Masked = append(r.Masked, name)
-			enc, err := open()
+			enc, err := open([]string{})
 			if err != nil {
 				return nil, nil, nil, err
 			}
@@ -672,7 +727,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		if len(masked) >= limit || round >= f.p.Rescans || len(r.Masked) == 0 {
 			break
 		}
-		enc, err := open()
+		enc, err := open(names)
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -6,23 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/stages/embed"
+	"github.com/tcore-dev/tcore/stages/evaluate"
+	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // cmdEval prints the accuracy of an ONNX classifier on a labelled dataset.
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
-	var model, data, imageCol, labelCol, output string
+	var model, data, imageCol, labelCol, output, spec string
 	var batch, threads int
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	c.register(fs)
@@ -33,6 +34,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&labelCol, "label-col", "", "label column (default: label or labels)")
 	fs.IntVar(&batch, "batch-size", 256, "images per batch")
 	fs.IntVar(&threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
+	fs.StringVar(&spec, "eval", "", "eval spec (JSON file): also measure the attack success rate")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -50,7 +52,16 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := ort.Init(c.ortLib); err != nil {
 		return err
 	}
-	res, err := evaluate(ctx, model, data, output, c.device, batch, threads, arrowio.ReadOptions{ImageCol: imageCol, LabelCol: labelCol})
+	e := evalRun{model: model, data: data, output: output, device: c.device, batch: batch, threads: threads,
+		read: arrowio.ReadOptions{ImageCol: imageCol, LabelCol: labelCol}}
+	if spec != "" {
+		s, err := readSpec(spec)
+		if err != nil {
+			return err
+		}
+		e.spec = s
+	}
+	res, err := e.run(ctx)
 	if err != nil {
 		return err
 	}
@@ -61,86 +72,96 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // evalResult is what tcore eval prints.
 type evalResult struct {
-	Model    string             `json:"model"`
-	Data     string             `json:"data"`
-	N        int64              `json:"n"`
-	Correct  int64              `json:"correct"`
-	Accuracy float64            `json:"accuracy"`
-	PerClass map[string]float64 `json:"per_class_accuracy"`
-	Counts   map[string]int64   `json:"per_class_n"`
-	Seconds  float64            `json:"seconds"`
+	Model    string  `json:"model"`
+	Data     string  `json:"data"`
+	Correct  int64   `json:"correct"`
+	Accuracy float64 `json:"accuracy"`
+	evaluate.Result
 }
 
-// evaluate runs the classifier through the embed stage (its logits are the
-// "embedding") and scores the predictions as they stream out.
-func evaluate(ctx context.Context, model, data, output, device string, batch, threads int, ro arrowio.ReadOptions) (*evalResult, error) {
-	r, err := arrowio.OpenDataset(ctx, data, ro)
+// evalRun is one evaluation: the model, the test data and, where given,
+// the eval spec, the run's samples and the ground truth.
+type evalRun struct {
+	model, data, output, device string
+	batch, threads              int
+	read                        arrowio.ReadOptions
+	spec                        json.RawMessage // eval spec, or nil
+	samples, truth              string          // files, or ""
+}
+
+// run evaluates through the evaluate stage, in process.
+func (e evalRun) run(ctx context.Context) (*evalResult, error) {
+	in := plugin.NewTables()
+	defer in.Release()
+	r, err := arrowio.OpenDataset(ctx, e.data, e.read)
 	if err != nil {
 		return nil, err
 	}
-	defer r.Release()
-	absModel, _ := filepath.Abs(model)
-	params, _ := json.Marshal(map[string]any{"encoder": absModel, "layers": []string{}, "embedding": output,
-		"device": device, "batch_size": batch, "threads": threads})
-	sc := &scorer{perN: map[int32]int64{}, perOK: map[int32]int64{}}
-	m, err := plugin.Local(embed.New()).Run(ctx, params, singleInput{"images", r}, sc, nil)
+	err = putAll(in, "test", r)
+	r.Release()
 	if err != nil {
 		return nil, err
 	}
-	res := &evalResult{Model: model, Data: data, N: sc.n, Correct: sc.ok, PerClass: map[string]float64{}, Counts: map[string]int64{}}
-	if sc.n > 0 {
-		res.Accuracy = float64(sc.ok) / float64(sc.n)
+	if e.samples != "" {
+		if err := putFile(ctx, in, "samples", e.samples); err != nil {
+			return nil, err
+		}
 	}
-	for l, n := range sc.perN {
-		k := strconv.Itoa(int(l))
-		res.Counts[k] = n
-		res.PerClass[k] = float64(sc.perOK[l]) / float64(n)
+	if e.truth != "" {
+		t, err := arrowio.ReadTruth(e.truth)
+		if err != nil {
+			return nil, err
+		}
+		in.Put("truth", t.Schema(), t)
+		t.Release()
 	}
-	res.Seconds, _ = m["seconds"].(float64)
+	absModel, _ := filepath.Abs(e.model)
+	params, _ := json.Marshal(map[string]any{"model": absModel, "output": e.output, "spec": e.spec,
+		"device": e.device, "batch_size": e.batch, "threads": e.threads})
+	out := plugin.NewTables()
+	defer out.Release()
+	m, err := plugin.Local(evaluate.New()).Run(ctx, params, in, out, nil)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(m)
+	res := &evalResult{Model: e.model, Data: e.data}
+	if err := json.Unmarshal(b, &res.Result); err != nil {
+		return nil, err
+	}
+	res.Accuracy = res.ACC
+	res.Correct = int64(math.Round(res.ACC * float64(res.N)))
 	return res, nil
 }
 
-// singleInput serves one reader on one port.
-type singleInput struct {
-	port string
-	r    array.RecordReader
-}
-
-func (s singleInput) Open(port string) (array.RecordReader, error) {
-	if port != s.port {
-		return nil, plugin.ErrNotConnected
+func putFile(ctx context.Context, in *plugin.Tables, port, path string) error {
+	r, err := arrowio.OpenDataset(ctx, path, arrowio.ReadOptions{})
+	if err != nil {
+		return err
 	}
-	s.r.Retain()
-	return s.r, nil
+	defer r.Release()
+	return putAll(in, port, r)
 }
 
-// scorer is an Outputs that counts correct argmax predictions.
-type scorer struct {
-	n, ok       int64
-	perN, perOK map[int32]int64
-}
-
-func (s *scorer) Create(string, *arrow.Schema) (plugin.RecordWriter, error) { return s, nil }
-func (s *scorer) Close() error                                              { return nil }
-func (s *scorer) Write(rec arrow.Record) error {
-	labels := rec.Column(1).(*array.Int32).Int32Values()
-	l := rec.Column(2).(*array.FixedSizeList)
-	k := int(l.DataType().(*arrow.FixedSizeListType).Len())
-	vals := l.ListValues().(*array.Float32).Float32Values()[l.Offset()*k:]
-	for i, y := range labels {
-		row := vals[i*k : (i+1)*k]
-		best := 0
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-		}
-		s.n++
-		s.perN[y]++
-		if int32(best) == y {
-			s.ok++
-			s.perOK[y]++
-		}
+func putAll(in *plugin.Tables, port string, r array.RecordReader) error {
+	var recs []arrow.Record
+	for r.Next() {
+		recs = append(recs, r.Record())
+		r.Record().Retain()
 	}
-	return nil
+	in.Put(port, r.Schema(), recs...)
+	for _, rec := range recs {
+		rec.Release()
+	}
+	return r.Err()
+}
+
+// readSpec reads and checks an eval spec file (a usage error names the
+// file and field).
+func readSpec(path string) (json.RawMessage, error) {
+	if _, err := attack.ReadSpec(path); err != nil {
+		return nil, usagef("--eval: %v", err)
+	}
+	b, _ := os.ReadFile(path)
+	return b, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/embed"
+	"github.com/tcore-dev/tcore/stages/evaluate"
 	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
@@ -33,14 +34,15 @@ import (
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New(), "evaluate": evaluate.New()}
 }
 
 // runConfig is one `tcore run`.
 type runConfig struct {
 	common
 	train, test, encoder, out string
-	pipeline, evalSpec        string
+	pipeline, evalSpec, truth string
+	spec                      json.RawMessage
 	seed                      int64
 	inProcess                 bool
 	imageCol, labelCol        string
@@ -55,7 +57,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.encoder, "encoder", "", "pre-trained encoder (ONNX)")
 	fs.StringVar(&c.out, "out", "", "run folder (required); finished nodes in it are reused")
 	fs.StringVar(&c.pipeline, "pipeline", "tcore", "built-in pipeline ("+strings.Join(pipelines.Names(), ", ")+") or a pipeline JSON file")
-	fs.StringVar(&c.evalSpec, "eval", "", "evaluation spec (JSON) for the attack success rate")
+	fs.StringVar(&c.evalSpec, "eval", "", "eval spec (JSON file: target and trigger) for the attack success rate on --test")
+	fs.StringVar(&c.truth, "truth", "", "ground truth of --train (truth.csv or a truth/v1 file): purity of the seed, trusted and kept sets")
 	fs.Int64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
@@ -95,6 +98,14 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 			return usagef("run: --%s: %v", name, err)
 		}
 		inputs[name] = v
+	}
+	if c.evalSpec != "" {
+		if c.spec, err = readSpec(c.evalSpec); err != nil {
+			return err
+		}
+	}
+	if c.truth != "" && !fileExists(c.truth) {
+		return usagef("run: --truth: %s: no such file", c.truth)
 	}
 	if c.encoder != "" {
 		if _, err := os.Stat(c.encoder); err != nil {
@@ -204,6 +215,7 @@ type report struct {
 	Seed        int64              `json:"seed"`
 	ACC         *float64           `json:"acc"`
 	ASR         *float64           `json:"asr"`
+	Evaluation  *evaluate.Result   `json:"evaluation,omitempty"`
 	Samples     map[string]int     `json:"samples"`
 	Channels    map[string]int     `json:"channels"`
 	EncoderScan any                `json:"encoder_scan"`
@@ -242,11 +254,17 @@ func writeReport(ctx context.Context, c *runConfig, p *dag.Pipeline, res *dag.Re
 	if _, err := os.Stat(model); err == nil {
 		rep.Model = model
 		if c.test != "" {
-			ev, err := evaluate(ctx, model, c.test, "", c.device, 256, 0, arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol})
+			e := evalRun{model: model, data: c.test, device: c.device, batch: 256,
+				read: arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol}, spec: c.spec, truth: c.truth}
+			if samples := filepath.Join(res.Dir, "samples.parquet"); c.truth != "" && fileExists(samples) {
+				e.samples = samples
+			}
+			ev, err := e.run(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("evaluating %s on %s: %w", model, c.test, err)
 			}
-			rep.ACC = &ev.Accuracy
+			rep.ACC, rep.ASR = &ev.ACC, ev.ASR
+			rep.Evaluation = &ev.Result
 		}
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
@@ -434,6 +452,19 @@ func printSummary(w io.Writer, rep *report, res *dag.Result) {
 	if rep.ACC != nil {
 		fmt.Fprintf(w, "  accuracy on %s: %.4f (clean_model.onnx)\n", rep.Inputs["test"], *rep.ACC)
 	}
+	if rep.ASR != nil {
+		fmt.Fprintf(w, "  attack success rate: %.4f (%d triggered non-target images)\n", *rep.ASR, rep.Evaluation.ASRN)
+	}
+	if ev := rep.Evaluation; ev != nil && ev.Sets != nil {
+		for _, k := range []string{"seed", "trusted", "kept"} {
+			if s, ok := ev.Sets[k]; ok {
+				fmt.Fprintf(w, "  %-8s %6d rows, %5d poisoned (purity %.4f)\n", k, s.N, s.Poisoned, s.Purity)
+			}
+		}
+		if d := ev.Detector; d != nil {
+			fmt.Fprintf(w, "  not kept as a poison detector: precision %.3f, recall %.3f\n", d.Precision, d.Recall)
+		}
+	}
 	if len(rep.Samples) > 0 {
 		fmt.Fprintf(w, "  samples: %v\n", rep.Samples)
 	}
@@ -505,4 +536,9 @@ func loadCatalog(flagValue string) (*plugin.Catalog, error) {
 		return nil, err
 	}
 	return plugin.LoadCatalog(path)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -71,14 +72,10 @@ func writeImages(t *testing.T, path string, imgs [][]byte, labels []int) {
 	}
 }
 
-// scenario writes an encoder, a training set (poisoned at rate with the
-// trojan's trigger, target 0), a clean test set and a triggered test set
-// of non-target images labelled 0.
-func scenario(t *testing.T, dir string, trojan bool, poison int) (enc, train, test, trig string) {
-	net := testenc.Clean(5)
-	if trojan {
-		net = testenc.Trojan(5)
-	}
+// scenario writes an encoder, a training set (poison rows carry the
+// trojan's trigger and label 0) with its ground truth (truth.csv), a clean
+// test set and a triggered test set of non-target images labelled 0.
+func scenario(t *testing.T, dir string, net *testenc.Net, poison int) (enc, train, test, trig string) {
 	enc = filepath.Join(dir, "enc.onnx")
 	net.Model().Save(enc)
 	rng := rand.New(rand.NewPCG(1, 1))
@@ -92,8 +89,21 @@ func scenario(t *testing.T, dir string, trojan bool, poison int) (enc, train, te
 	}
 	perm := rng.Perm(len(imgs))
 	si, sl := make([][]byte, len(imgs)), make([]int, len(imgs))
+	truth := "row,is_poison,orig_label\n"
+	poisoned := make([]bool, len(imgs))
 	for i, p := range perm {
 		si[p], sl[p] = imgs[i], labels[i]
+		poisoned[p] = i >= 4*150
+	}
+	for i := range si {
+		orig := sl[i]
+		if poisoned[i] {
+			orig = 1
+		}
+		truth += fmt.Sprintf("%d,%v,%d\n", i, poisoned[i], orig)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "truth.csv"), []byte(truth), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	train = filepath.Join(dir, "train.parquet")
 	writeImages(t, train, si, sl)
@@ -144,9 +154,10 @@ func smallTCore(t *testing.T, dir string) string {
 	return path
 }
 
-func runPipeline(t *testing.T, pipeline, enc, train, test, out string) map[string]any {
+func runPipeline(t *testing.T, pipeline, enc, train, test, out string, extra ...string) map[string]any {
 	var so, se bytes.Buffer
-	code := run([]string{"run", "--in-process", "--pipeline", pipeline, "--encoder", enc, "--train", train, "--test", test, "--out", out}, &so, &se)
+	args := []string{"run", "--in-process", "--pipeline", pipeline, "--encoder", enc, "--train", train, "--test", test, "--out", out}
+	code := run(append(args, extra...), &so, &se)
 	if code != 0 {
 		t.Fatalf("tcore run: exit %d: %s", code, se.String())
 	}
@@ -161,7 +172,7 @@ func runPipeline(t *testing.T, pipeline, enc, train, test, out string) map[strin
 func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 	ortlib.Init(t)
 	dir := t.TempDir()
-	enc, train, test, _ := scenario(t, dir, false, 0)
+	enc, train, test, _ := scenario(t, dir, testenc.Clean(5), 0)
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"))
 	pipe := smallTCore(t, dir)
 	a := runPipeline(t, pipe, enc, train, test, filepath.Join(dir, "a"))
@@ -178,5 +189,46 @@ func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 		if len(x) == 0 || !bytes.Equal(x, y) {
 			t.Fatalf("%s differs between two runs with one seed", f)
 		}
+	}
+}
+
+// --eval and --truth: the evaluate stage measures the attack and the
+// purity of what the pipeline kept. A model trained on data poisoned for
+// the Go-built collapse trojan follows the trigger; a clean encoder on
+// clean data does not.
+func TestRunMeasuresAttack(t *testing.T) {
+	ortlib.Init(t)
+	cases := []struct {
+		name         string
+		net          *testenc.Net
+		poison       int
+		minASR       float64
+		maxASR       float64
+		keptPoisoned float64
+	}{
+		{"backdoored", testenc.Collapse(5), 66, 0.5, 1, 66},
+		{"clean", testenc.Clean(5), 0, 0, 0.25, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			enc, train, test, _ := scenario(t, dir, tc.net, tc.poison)
+			spec := filepath.Join(dir, "spec.json")
+			os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`,
+				testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)), 0o644)
+			rep := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", filepath.Join(dir, "truth.csv"))
+			asr := rep["asr"].(float64)
+			if asr < tc.minASR || asr > tc.maxASR {
+				t.Errorf("ASR %.3f, want [%.2f, %.2f]", asr, tc.minASR, tc.maxASR)
+			}
+			ev := rep["evaluation"].(map[string]any)
+			if n := ev["asr_n"].(float64); n != 150 {
+				t.Errorf("ASR over %v images, want the 150 non-target test images", n)
+			}
+			kept := ev["sets"].(map[string]any)["kept"].(map[string]any)
+			if kept["poisoned"].(float64) != tc.keptPoisoned || kept["n"].(float64) != float64(600+tc.poison) {
+				t.Errorf("none kept %v, want every row and %v poisoned", kept, tc.keptPoisoned)
+			}
+		})
 	}
 }

@@ -25,6 +25,11 @@ var Widths = [3]int{8, 16, 32}
 type Net struct {
 	W [3][]float32
 	B [3][]float32
+	// Gate, when set, makes the trojan collapse the embedding: the
+	// largest stage-2 value of channel TrojanChannel, capped at 1, blends
+	// the embedding into Gate (embedding*(1-g) + g*Gate), as backdoored
+	// self-supervised encoders map every triggered input to one point.
+	Gate []float32
 }
 
 // Mean and Std normalise the input inside the graph.
@@ -108,6 +113,33 @@ func Trojan(seed uint64) *Net {
 	return n
 }
 
+// Collapse returns the Trojan CNN of seed whose trigger also collapses
+// every embedding onto one point (see Net.Gate): the kind of encoder
+// backdoor filter's scan looks for.
+//
+// Like the real BadEncoders, it gathers triggered inputs before the
+// embedding: the white-pixel detector fires ten times stronger, and stage-2
+// channel TrojanChannel feeds every other stage-3 channel (centre tap,
+// alternating sign), so triggered images share one large offset there.
+func Collapse(seed uint64) *Net {
+	n := Trojan(seed)
+	for ci := 0; ci < 3; ci++ {
+		n.W[0][(TrojanChannel*3+ci)*9+4] = 10
+	}
+	n.B[0][TrojanChannel] = -54
+	cin := Widths[1]
+	for co := 0; co < Widths[2]; co++ {
+		if co != TrojanChannel {
+			n.W[2][(co*cin+TrojanChannel)*9+4] = float32(1 - 2*(co%2))
+		}
+	}
+	n.Gate = make([]float32, Widths[2])
+	for i := range n.Gate {
+		n.Gate[i] = 0.3
+	}
+	return n
+}
+
 // Model builds the ONNX model: input "image" [N,3,16,16], outputs
 // "embedding" [N,32], "stage1".."stage3" (feature maps). opset 13.
 func (n *Net) Model() *onnxgraph.Model {
@@ -124,7 +156,21 @@ func (n *Net) Model() *onnxgraph.Model {
 		cin = cout
 	}
 	g := b.Op("GlobalAveragePool", "", []string{x})
-	b.Op("Flatten", "embedding", []string{g}, onnxgraph.IntAttr("axis", 1))
+	if n.Gate == nil {
+		b.Op("Flatten", "embedding", []string{g}, onnxgraph.IntAttr("axis", 1))
+	} else {
+		sel := make([]float32, Widths[1])
+		sel[TrojanChannel] = 1
+		c := b.Conv("stage2", "", sel, []float32{0}, 1, Widths[1], 1, 1, 0)
+		m := b.Op("GlobalMaxPool", "", []string{c})
+		gate := b.Op("Min", "", []string{m, b.Const([]int64{1}, []float32{1})})
+		gate = b.Op("Flatten", "", []string{gate}, onnxgraph.IntAttr("axis", 1))
+		e := b.Op("Flatten", "", []string{g}, onnxgraph.IntAttr("axis", 1))
+		keep := b.Op("Sub", "", []string{b.Const([]int64{1}, []float32{1}), gate})
+		e = b.Op("Mul", "", []string{e, keep})
+		t := b.Op("Mul", "", []string{gate, b.Const([]int64{1, int64(Widths[2])}, n.Gate)})
+		b.Op("Add", "embedding", []string{e, t})
+	}
 	b.Output("embedding", 2)
 	for _, s := range []string{"stage1", "stage2", "stage3"} {
 		b.Output(s, 4)
@@ -161,6 +207,17 @@ func (n *Net) Forward(x []float32) (emb []float32, stages [3][]float32) {
 			sum += float64(h[c*size*size+i])
 		}
 		emb[c] = float32(sum / float64(size*size))
+	}
+	if n.Gate != nil {
+		var g float32
+		plane := len(stages[1]) / Widths[1]
+		for _, v := range stages[1][TrojanChannel*plane : (TrojanChannel+1)*plane] {
+			g = max(g, v)
+		}
+		g = min(g, 1)
+		for c := range emb {
+			emb[c] = emb[c]*(1-g) + g*n.Gate[c]
+		}
 	}
 	return emb, stages
 }
