@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
+	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/embed"
@@ -46,6 +48,7 @@ type runConfig struct {
 	seed                      int64
 	inProcess                 bool
 	imageCol, labelCol        string
+	last                      *report.Run // what the last execute wrote
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -73,6 +76,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error {
+	start := time.Now()
 	if err := c.check(); err != nil {
 		return err
 	}
@@ -135,6 +139,15 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	run, err := report.Load(res.Dir, c.truth)
+	if err != nil {
+		return fmt.Errorf("report.html: %w", err)
+	}
+	run.Seconds = time.Since(start).Seconds()
+	if err := report.Write(filepath.Join(res.Dir, "report.html"), []*report.Run{run}); err != nil {
+		return fmt.Errorf("report.html: %w", err)
+	}
+	c.last = run
 	printSummary(stdout, rep, res)
 	return nil
 }
@@ -210,7 +223,7 @@ func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
 }
 
 // report is report.json.
-type report struct {
+type runReport struct {
 	Pipeline    string             `json:"pipeline"`
 	Seed        int64              `json:"seed"`
 	ACC         *float64           `json:"acc"`
@@ -227,8 +240,8 @@ type report struct {
 	Nodes       map[string]any     `json:"nodes"`
 }
 
-func writeReport(ctx context.Context, c *runConfig, p *dag.Pipeline, res *dag.Result) (*report, error) {
-	rep := &report{Pipeline: p.Name, Seed: c.seed, Inputs: map[string]string{"train": c.train, "test": c.test},
+func writeReport(ctx context.Context, c *runConfig, p *dag.Pipeline, res *dag.Result) (*runReport, error) {
+	rep := &runReport{Pipeline: p.Name, Seed: c.seed, Inputs: map[string]string{"train": c.train, "test": c.test},
 		Encoder: c.encoder, TimingsS: map[string]float64{}, Reused: []string{}, Nodes: map[string]any{},
 		Samples: map[string]int{}, Channels: map[string]int{"total": 0, "filtered": 0}}
 	for _, id := range res.Order {
@@ -447,7 +460,7 @@ func kindOfFile(path string) arrowio.Kind {
 	return k
 }
 
-func printSummary(w io.Writer, rep *report, res *dag.Result) {
+func printSummary(w io.Writer, rep *runReport, res *dag.Result) {
 	fmt.Fprintf(w, "pipeline %s: %d nodes, run folder %s\n", rep.Pipeline, len(res.Order), res.Dir)
 	if rep.ACC != nil {
 		fmt.Fprintf(w, "  accuracy on %s: %.4f (clean_model.onnx)\n", rep.Inputs["test"], *rep.ACC)

@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"testing"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -17,6 +19,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/internal/browser"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
@@ -182,6 +185,7 @@ func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 	if d := none["acc"].(float64) - a["acc"].(float64); d > 0.01 {
 		t.Fatalf("accuracy none %.3f, tcore %.3f: more than a point lost", none["acc"], a["acc"])
 	}
+	checkReport(t, filepath.Join(dir, "a", "report.html"), 8)
 	runPipeline(t, pipe, enc, train, test, filepath.Join(dir, "b"))
 	for _, f := range []string{"samples.parquet", "channels.parquet"} {
 		x, _ := os.ReadFile(filepath.Join(dir, "a", f))
@@ -225,10 +229,32 @@ func TestRunMeasuresAttack(t *testing.T) {
 			if n := ev["asr_n"].(float64); n != 150 {
 				t.Errorf("ASR over %v images, want the 150 non-target test images", n)
 			}
+			checkReport(t, filepath.Join(dir, "none", "report.html"), 4)
 			kept := ev["sets"].(map[string]any)["kept"].(map[string]any)
 			if kept["poisoned"].(float64) != tc.keptPoisoned || kept["n"].(float64) != float64(600+tc.poison) {
 				t.Errorf("none kept %v, want every row and %v poisoned", kept, tc.keptPoisoned)
 			}
 		})
+	}
+}
+
+var plotsAttr = regexp.MustCompile(`data-plots="(\d+)" data-plots-ok="(\d+)"`)
+
+// checkReport opens report.html in headless Chromium: no console message,
+// at least min plots, each with content.
+func checkReport(t *testing.T, path string, min int) {
+	t.Helper()
+	dom, console := browser.Open(t, path)
+	if len(console) > 0 {
+		t.Errorf("%s: console messages: %v", path, console)
+	}
+	m := plotsAttr.FindStringSubmatch(dom)
+	if m == nil {
+		t.Fatalf("%s: the page script did not run (no data-plots)", path)
+	}
+	n, _ := strconv.Atoi(m[1])
+	ok, _ := strconv.Atoi(m[2])
+	if n < min || ok != n {
+		t.Errorf("%s: %d plots, %d with content; want at least %d, all with content", path, n, ok, min)
 	}
 }

@@ -1,0 +1,533 @@
+// Package report writes report.html: one self-contained page (inline SVG
+// and CSS, a few lines of script, no network) that shows what a run found:
+// ACC and ASR per pipeline, per-class seed/trusted/kept counts, the score
+// histograms behind each decision (split by ground truth when known), a
+// 2-D projection of the embeddings coloured by decision, the channel
+// suspicion scores with the masked ones marked, and the encoder scan.
+package report
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/arrowio"
+)
+
+// Run is what a report shows of one run folder.
+type Run struct {
+	Name    string         // pipeline name, as shown
+	Dir     string         // run folder
+	Report  map[string]any // report.json
+	Seconds float64        // wall time of the run, 0 if unknown
+
+	ids     []uint64
+	labels  []int32
+	cols    map[string][]float64 // samples.parquet, by column (bools as 0/1; null NaN)
+	poison  map[uint64]bool      // ground truth, if known
+	proj    [][2]float64         // 2-D projection of the embeddings, by row of ids
+	layers  []string
+	scores  [][]float64
+	masked  [][]bool
+	hasChan bool
+}
+
+// Load reads a run folder: report.json, samples.parquet, channels.parquet
+// and the first embedding the run computed. truth (a truth.csv or truth/v1
+// file, or "") adds the ground truth.
+func Load(dir, truth string) (*Run, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return nil, err
+	}
+	r := &Run{Dir: dir, cols: map[string][]float64{}}
+	if err := json.Unmarshal(b, &r.Report); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
+	}
+	r.Name, _ = r.Report["pipeline"].(string)
+	if err := r.loadFeatures(); err != nil {
+		return nil, err
+	}
+	if err := r.loadSamples(filepath.Join(dir, "samples.parquet")); err != nil {
+		return nil, err
+	}
+	if err := r.loadChannels(filepath.Join(dir, "channels.parquet")); err != nil {
+		return nil, err
+	}
+	if truth != "" {
+		rec, err := arrowio.ReadTruth(truth)
+		if err != nil {
+			return nil, err
+		}
+		defer rec.Release()
+		r.poison = map[uint64]bool{}
+		ids, ps := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Boolean)
+		for i := 0; i < ids.Len(); i++ {
+			r.poison[ids.Value(i)] = ps.Value(i)
+		}
+	}
+	return r, nil
+}
+
+// loadFeatures reads the embedding of the first node that wrote features
+// (labels and the 2-D projection come from it).
+func (r *Run) loadFeatures() error {
+	nodes, _ := r.Report["nodes"].(map[string]any)
+	var path string
+	names := make([]string, 0, len(nodes))
+	for id := range nodes {
+		names = append(names, id)
+	}
+	sort.Strings(names)
+	for _, id := range names {
+		n, _ := nodes[id].(map[string]any)
+		outs, _ := n["outputs"].(map[string]any)
+		if f, ok := outs["features"].(map[string]any); ok && path == "" && n["stage"] == "embed" {
+			path, _ = f["path"].(string)
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	rd, err := arrowio.OpenDataset(context.Background(), filepath.Join(r.Dir, path), arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer rd.Release()
+	var x []float32
+	d := 0
+	for rd.Next() {
+		rec := rd.Record()
+		ids, ls := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32)
+		l := rec.Column(2).(*array.FixedSizeList)
+		d = int(l.DataType().(*arrow.FixedSizeListType).Len())
+		vals := l.ListValues().(*array.Float32).Float32Values()[l.Offset()*d:]
+		for i := 0; i < ids.Len(); i++ {
+			r.ids = append(r.ids, ids.Value(i))
+			r.labels = append(r.labels, ls.Value(i))
+			x = append(x, vals[i*d:(i+1)*d]...)
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return err
+	}
+	r.proj = project(x, len(r.ids), d)
+	return nil
+}
+
+func (r *Run) loadSamples(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	rd, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer rd.Release()
+	pos := make(map[uint64]int, len(r.ids))
+	for i, id := range r.ids {
+		pos[id] = i
+	}
+	for rd.Next() {
+		rec := rd.Record()
+		ids := rec.Column(0).(*array.Uint64)
+		for c := 1; c < int(rec.NumCols()); c++ {
+			name := rec.Schema().Field(c).Name
+			col := r.cols[name]
+			if col == nil {
+				col = make([]float64, len(r.ids))
+				for i := range col {
+					col[i] = math.NaN()
+				}
+				r.cols[name] = col
+			}
+			for i := 0; i < ids.Len(); i++ {
+				k, ok := pos[ids.Value(i)]
+				if !ok || rec.Column(c).IsNull(i) {
+					continue
+				}
+				switch a := rec.Column(c).(type) {
+				case *array.Boolean:
+					if a.Value(i) {
+						col[k] = 1
+					} else {
+						col[k] = 0
+					}
+				case *array.Float32:
+					col[k] = float64(a.Value(i))
+				case *array.Int32:
+					col[k] = float64(a.Value(i))
+				}
+			}
+		}
+	}
+	return rd.Err()
+}
+
+func (r *Run) loadChannels(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	rd, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer rd.Release()
+	index := map[string]int{}
+	for rd.Next() {
+		rec := rd.Record()
+		layer, keep, score := rec.Column(0).(*array.String), rec.Column(2).(*array.Boolean), rec.Column(3).(*array.Float32)
+		for i := 0; i < layer.Len(); i++ {
+			l, ok := index[layer.Value(i)]
+			if !ok {
+				l = len(r.layers)
+				index[layer.Value(i)] = l
+				r.layers = append(r.layers, layer.Value(i))
+				r.scores = append(r.scores, nil)
+				r.masked = append(r.masked, nil)
+			}
+			r.scores[l] = append(r.scores[l], float64(score.Value(i)))
+			r.masked[l] = append(r.masked[l], !keep.Value(i))
+			r.hasChan = true
+		}
+	}
+	return rd.Err()
+}
+
+// project returns the first two principal components of n rows of d
+// values (power iteration with deflation, on at most 20,000 rows).
+func project(x []float32, n, d int) [][2]float64 {
+	if n == 0 || d == 0 {
+		return nil
+	}
+	mean := make([]float64, d)
+	for i := 0; i < n; i++ {
+		for j := 0; j < d; j++ {
+			mean[j] += float64(x[i*d+j])
+		}
+	}
+	for j := range mean {
+		mean[j] /= float64(n)
+	}
+	step := max(1, n/20000)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var comps [][]float64
+	for k := 0; k < 2; k++ {
+		v := make([]float64, d)
+		for j := range v {
+			v[j] = rng.NormFloat64()
+		}
+		for it := 0; it < 50; it++ {
+			w := make([]float64, d)
+			for i := 0; i < n; i += step {
+				var dot float64
+				for j := 0; j < d; j++ {
+					dot += (float64(x[i*d+j]) - mean[j]) * v[j]
+				}
+				for j := 0; j < d; j++ {
+					w[j] += dot * (float64(x[i*d+j]) - mean[j])
+				}
+			}
+			for _, c := range comps {
+				var dot float64
+				for j := range w {
+					dot += w[j] * c[j]
+				}
+				for j := range w {
+					w[j] -= dot * c[j]
+				}
+			}
+			var norm float64
+			for _, vv := range w {
+				norm += vv * vv
+			}
+			norm = math.Sqrt(norm)
+			if norm == 0 {
+				break
+			}
+			for j := range w {
+				v[j] = w[j] / norm
+			}
+		}
+		comps = append(comps, v)
+	}
+	out := make([][2]float64, n)
+	for i := 0; i < n; i++ {
+		for k := 0; k < 2; k++ {
+			var dot float64
+			for j := 0; j < d; j++ {
+				dot += (float64(x[i*d+j]) - mean[j]) * comps[k][j]
+			}
+			out[i][k] = dot
+		}
+	}
+	return out
+}
+
+// num reads a number at a path of keys in a decoded JSON value.
+func num(v any, keys ...string) (float64, bool) {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return 0, false
+		}
+		v = m[k]
+	}
+	f, ok := v.(float64)
+	return f, ok
+}
+
+// Write writes the report of runs (the first one is shown in detail;
+// every run gets a row and a bar) to path, atomically.
+func Write(path string, runs []*Run) error {
+	if len(runs) == 0 {
+		return fmt.Errorf("report: no runs")
+	}
+	var body strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&body, format, args...) }
+	w("<h1>tcore report</h1>\n")
+	w(`<p class="sub">%s</p>`, html.EscapeString(describe(runs[0])))
+	// summary table and ACC/ASR
+	w("<h2>Results</h2>\n<table><tr><th>pipeline</th><th>ACC</th><th>ASR</th><th>kept</th><th>kept poisoned</th><th>channels masked</th><th>seconds</th></tr>\n")
+	var names []string
+	accs, asrs := make([]float64, len(runs)), make([]float64, len(runs))
+	for i, r := range runs {
+		acc, _ := num(r.Report, "acc")
+		asr, hasASR := num(r.Report, "asr")
+		accs[i], asrs[i] = 100*acc, 100*asr
+		names = append(names, r.Name)
+		kept, _ := num(r.Report, "samples", "kept")
+		masked, _ := num(r.Report, "channels", "filtered")
+		kp := "—"
+		if p, ok := num(r.Report, "evaluation", "sets", "kept", "poisoned"); ok {
+			kp = strconv.Itoa(int(p))
+		}
+		asrS := "—"
+		if hasASR {
+			asrS = fmt.Sprintf("%.1f%%", 100*asr)
+		}
+		secs := "—"
+		if r.Seconds > 0 {
+			secs = fmt.Sprintf("%.0f", r.Seconds)
+		}
+		w("<tr><td>%s</td><td>%.1f%%</td><td>%s</td><td>%d</td><td>%s</td><td>%d</td><td>%s</td></tr>\n",
+			html.EscapeString(r.Name), 100*acc, asrS, int(kept), kp, int(masked), secs)
+	}
+	w("</table>\n")
+	w(`<div class="fig">%s</div>`, Bars("acc-asr", "ACC and ASR per pipeline", "%", names, []string{"ACC", "ASR"}, [][]float64{accs, asrs}, 100))
+
+	for _, r := range runs {
+		if r.Name == "none" && len(runs) > 1 {
+			continue
+		}
+		r.detail(w)
+	}
+	page := strings.Replace(pageTemplate, "{{BODY}}", body.String(), 1)
+	af, err := arrowio.CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write([]byte(page)); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}
+
+func describe(r *Run) string {
+	in, _ := r.Report["inputs"].(map[string]any)
+	enc, _ := r.Report["encoder"].(string)
+	return fmt.Sprintf("training data %v, test data %v, encoder %s", in["train"], in["test"], filepath.Base(enc))
+}
+
+// detail writes one run's figures.
+func (r *Run) detail(w func(string, ...any)) {
+	id := strings.ReplaceAll(r.Name, " ", "-")
+	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
+	// encoder scan
+	if scan, ok := r.Report["encoder_scan"].(map[string]any); ok && scan != nil {
+		z, _ := num(scan, "best_z")
+		gap, _ := num(scan, "gap_min")
+		verdict := "does not look backdoored: nothing masked"
+		if b, _ := scan["backdoored"].(bool); b {
+			verdict = "looks backdoored: channels masked"
+		}
+		w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.</p>`, z, gap, verdict)
+		med, _ := scan["random_median_collapse"].(map[string]any)
+		var groups []string
+		for k := range med {
+			groups = append(groups, k)
+		}
+		sort.Slice(groups, func(a, b int) bool { return sizeKey(groups[a]) < sizeKey(groups[b]) })
+		vals := make([]float64, len(groups))
+		for i, g := range groups {
+			vals[i], _ = med[g].(float64)
+		}
+		best, _ := num(scan, "best_collapse")
+		groups = append(groups, "found")
+		vals = append(vals, best)
+		w(`<div class="fig">%s</div>`, Bars(id+"-scan", "Encoder scan: median collapse of random patterns per size, and the found pattern", "collapse", groups, []string{"collapse"}, [][]float64{vals}, 0))
+	}
+	// per-class counts
+	if len(r.labels) > 0 {
+		sets := []string{}
+		for _, c := range []string{"sift.seed", "expand.trusted", "bootstrap.kept"} {
+			if _, ok := r.cols[c]; ok {
+				sets = append(sets, c)
+			}
+		}
+		if len(sets) > 0 {
+			nc := 0
+			for _, l := range r.labels {
+				nc = max(nc, int(l)+1)
+			}
+			classes := make([]string, nc)
+			for c := range classes {
+				classes[c] = strconv.Itoa(c)
+			}
+			vals := make([][]float64, len(sets))
+			for s, name := range sets {
+				vals[s] = make([]float64, nc)
+				for i, v := range r.cols[name] {
+					if v == 1 {
+						vals[s][r.labels[i]]++
+					}
+				}
+			}
+			w(`<div class="fig">%s</div>`, Bars(id+"-classes", "Rows per class in each set", "rows", classes, sets, vals, 0))
+		}
+	}
+	// histograms
+	for _, h := range []struct{ col, by, title string }{
+		{"sift.invariance", "sift.seed", "Invariance (depth gain): seeds vs the rest"},
+		{"expand.loss_benign", "expand.trusted", "Benign loss: trusted vs the rest"},
+		{"expand.loss_confusion", "expand.flagged", "Confusion loss: flagged vs not"},
+		{"bootstrap.loss", "bootstrap.kept", "Final loss: kept vs not kept"},
+	} {
+		vals, ok := r.cols[h.col]
+		by, ok2 := r.cols[h.by]
+		if !ok || !ok2 {
+			continue
+		}
+		names, series := r.split(vals, by, h.by)
+		w(`<div class="fig">%s</div>`, Hist(id+"-"+strings.ReplaceAll(h.col, ".", "-"), h.title, h.col, names, series, 40, true))
+	}
+	// projection
+	if len(r.proj) > 0 {
+		decision := "bootstrap.kept"
+		if _, ok := r.cols[decision]; !ok {
+			decision = ""
+		}
+		groups := []string{"kept", "not kept"}
+		if decision == "" {
+			groups = []string{"all rows"}
+		}
+		var pts []Point
+		step := max(1, len(r.proj)/4000)
+		for i := 0; i < len(r.proj); i += step {
+			g := 0
+			if decision != "" && r.cols[decision][i] != 1 {
+				g = 1
+			}
+			pts = append(pts, Point{X: r.proj[i][0], Y: r.proj[i][1], Group: g, Ring: r.poison != nil && r.poison[r.ids[i]]})
+		}
+		title := "Embeddings (first two principal components), coloured by decision"
+		if r.poison != nil {
+			title += "; known poison ringed"
+		}
+		w(`<div class="fig">%s</div>`, Scatter(id+"-proj", title, groups, pts))
+	}
+	if r.hasChan {
+		w(`<div class="fig">%s</div>`, Strip(id+"-channels", "Channel suspicion per probed layer (masked in red; dashed: u)", r.layers, r.scores, r.masked, 3))
+	}
+	if ev, ok := r.Report["evaluation"].(map[string]any); ok {
+		if sets, ok := ev["sets"].(map[string]any); ok {
+			w("<table><tr><th>set</th><th>rows</th><th>poisoned</th><th>purity</th></tr>\n")
+			for _, k := range []string{"seed", "trusted", "kept"} {
+				if s, ok := sets[k].(map[string]any); ok {
+					n, _ := num(s, "n")
+					p, _ := num(s, "poisoned")
+					pu, _ := num(s, "purity")
+					w("<tr><td>%s</td><td>%d</td><td>%d</td><td>%.4f</td></tr>\n", k, int(n), int(p), pu)
+				}
+			}
+			w("</table>\n")
+			if d, ok := ev["detector"].(map[string]any); ok {
+				pr, _ := num(d, "precision")
+				re, _ := num(d, "recall")
+				w("<p>Not kept, read as a poison detector: precision %.3f, recall %.3f.</p>\n", pr, re)
+			}
+		}
+	}
+}
+
+func sizeKey(s string) int {
+	if n, err := strconv.Atoi(strings.TrimPrefix(s, "size_")); err == nil {
+		return n
+	}
+	return 1 << 20
+}
+
+// split divides vals by a 0/1 decision column and, with ground truth, by
+// poison.
+func (r *Run) split(vals, by []float64, byName string) ([]string, [][]float64) {
+	short := byName[strings.LastIndex(byName, ".")+1:]
+	var names []string
+	var series [][]float64
+	add := func(name string, keep func(i int) bool) {
+		var s []float64
+		for i, v := range vals {
+			if !math.IsNaN(v) && keep(i) {
+				s = append(s, v)
+			}
+		}
+		if len(s) > 0 {
+			names, series = append(names, name), append(series, s)
+		}
+	}
+	if r.poison == nil {
+		add(short, func(i int) bool { return by[i] == 1 })
+		add("not "+short, func(i int) bool { return by[i] != 1 })
+		return names, series
+	}
+	p := func(i int) bool { return r.poison[r.ids[i]] }
+	add(short+", clean", func(i int) bool { return by[i] == 1 && !p(i) })
+	add(short+", poison", func(i int) bool { return by[i] == 1 && p(i) })
+	add("not "+short+", clean", func(i int) bool { return by[i] != 1 && !p(i) })
+	add("not "+short+", poison", func(i int) bool { return by[i] != 1 && p(i) })
+	return names, series
+}
+
+const pageTemplate = `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tcore report</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#1a202c}
+h1{margin-bottom:2px} .sub{color:#4a5568;margin-top:0}
+table{border-collapse:collapse;margin:12px 0} td,th{border:1px solid #cbd5e0;padding:4px 10px;text-align:right} th{background:#edf2f7}
+td:first-child,th:first-child{text-align:left}
+.fig{display:inline-block;margin:6px 8px 6px 0;vertical-align:top;border:1px solid #e2e8f0;padding:4px}
+</style></head>
+<body>
+{{BODY}}
+<script>
+// Marks the page once every figure has content, for people and for tests.
+(function(){
+  var plots=document.querySelectorAll("svg.plot"), ok=0;
+  plots.forEach(function(p){ if(p.querySelectorAll("rect.bar,polyline.series,circle").length>0){ok++}else{p.setAttribute("data-empty","1")} });
+  document.body.setAttribute("data-plots", String(plots.length));
+  document.body.setAttribute("data-plots-ok", String(ok));
+})();
+</script>
+</body></html>
+`
