@@ -275,8 +275,8 @@ func project(x []float32, n, d int) [][2]float64 {
 	return out
 }
 
-// num reads a number at a path of keys in a decoded JSON value.
-func num(v any, keys ...string) (float64, bool) {
+// Num reads a number at a path of keys in decoded JSON (report.json).
+func Num(v any, keys ...string) (float64, bool) {
 	for _, k := range keys {
 		m, ok := v.(map[string]any)
 		if !ok {
@@ -303,14 +303,14 @@ func Write(path string, runs []*Run) error {
 	var names []string
 	accs, asrs := make([]float64, len(runs)), make([]float64, len(runs))
 	for i, r := range runs {
-		acc, _ := num(r.Report, "acc")
-		asr, hasASR := num(r.Report, "asr")
+		acc, _ := Num(r.Report, "acc")
+		asr, hasASR := Num(r.Report, "asr")
 		accs[i], asrs[i] = 100*acc, 100*asr
 		names = append(names, r.Name)
-		kept, _ := num(r.Report, "samples", "kept")
-		masked, _ := num(r.Report, "channels", "filtered")
+		kept, _ := Num(r.Report, "samples", "kept")
+		masked, _ := Num(r.Report, "channels", "filtered")
 		kp := "—"
-		if p, ok := num(r.Report, "evaluation", "sets", "kept", "poisoned"); ok {
+		if p, ok := Num(r.Report, "evaluation", "sets", "kept", "poisoned"); ok {
 			kp = strconv.Itoa(int(p))
 		}
 		asrS := "—"
@@ -357,8 +357,8 @@ func (r *Run) detail(w func(string, ...any)) {
 	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
 	// encoder scan
 	if scan, ok := r.Report["encoder_scan"].(map[string]any); ok && scan != nil {
-		z, _ := num(scan, "best_z")
-		gap, _ := num(scan, "gap_min")
+		z, _ := Num(scan, "best_z")
+		gap, _ := Num(scan, "gap_min")
 		verdict := "does not look backdoored: nothing masked"
 		if b, _ := scan["backdoored"].(bool); b {
 			verdict = "looks backdoored: channels masked"
@@ -374,7 +374,7 @@ func (r *Run) detail(w func(string, ...any)) {
 		for i, g := range groups {
 			vals[i], _ = med[g].(float64)
 		}
-		best, _ := num(scan, "best_collapse")
+		best, _ := Num(scan, "best_collapse")
 		groups = append(groups, "found")
 		vals = append(vals, best)
 		w(`<div class="fig">%s</div>`, Bars(id+"-scan", "Encoder scan: median collapse of random patterns per size, and the found pattern", "collapse", groups, []string{"collapse"}, [][]float64{vals}, 0))
@@ -456,16 +456,16 @@ func (r *Run) detail(w func(string, ...any)) {
 			w("<table><tr><th>set</th><th>rows</th><th>poisoned</th><th>purity</th></tr>\n")
 			for _, k := range []string{"seed", "trusted", "kept"} {
 				if s, ok := sets[k].(map[string]any); ok {
-					n, _ := num(s, "n")
-					p, _ := num(s, "poisoned")
-					pu, _ := num(s, "purity")
+					n, _ := Num(s, "n")
+					p, _ := Num(s, "poisoned")
+					pu, _ := Num(s, "purity")
 					w("<tr><td>%s</td><td>%d</td><td>%d</td><td>%.4f</td></tr>\n", k, int(n), int(p), pu)
 				}
 			}
 			w("</table>\n")
 			if d, ok := ev["detector"].(map[string]any); ok {
-				pr, _ := num(d, "precision")
-				re, _ := num(d, "recall")
+				pr, _ := Num(d, "precision")
+				re, _ := Num(d, "recall")
 				w("<p>Not kept, read as a poison detector: precision %.3f, recall %.3f.</p>\n", pr, re)
 			}
 		}

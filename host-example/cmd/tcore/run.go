@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/rs/zerolog"
 	"io"
 	"os"
 	"path/filepath"
@@ -116,13 +117,9 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 			return usagef("run: --encoder: %v", err)
 		}
 	}
-	var stages dag.Provider = inProcess()
-	if !c.inProcess {
-		cat, err := loadCatalog(c.manifest)
-		if err != nil {
-			return err
-		}
-		stages = dag.Plugins{Catalog: cat, Log: log}
+	stages, err := c.provider(log)
+	if err != nil {
+		return err
 	}
 	if err := c.bindFlags(p, stages); err != nil {
 		return err
@@ -150,6 +147,19 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 	c.last = run
 	printSummary(stdout, rep, res)
 	return nil
+}
+
+// provider runs stages in process (--in-process) or as the manifest's
+// plugins.
+func (c *runConfig) provider(log zerolog.Logger) (dag.Provider, error) {
+	if c.inProcess {
+		return inProcess(), nil
+	}
+	cat, err := loadCatalog(c.manifest)
+	if err != nil {
+		return nil, err
+	}
+	return dag.Plugins{Catalog: cat, Log: log}, nil
 }
 
 // bindFlags gives the pipeline's nodes what the command line says: the
@@ -494,29 +504,6 @@ func printSummary(w io.Writer, rep *runReport, res *dag.Result) {
 		m, _ := json.Marshal(n.Metrics)
 		fmt.Fprintf(w, "  %-10s %-14s %-8s %s\n", id, what, state, m)
 	}
-}
-
-// cmdDemo runs the demo on the data kept in the repository.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c runConfig
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	c.common.register(fs)
-	fs.StringVar(&c.out, "out", "runs/demo", "run folder")
-	fs.StringVar(&c.train, "data", "", "demo data (default: testdata/demo/train.parquet beside the manifest)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	path, err := manifestPath(c.manifest)
-	if err != nil {
-		return err
-	}
-	demo := filepath.Join(filepath.Dir(path), "testdata", "demo")
-	if c.train == "" {
-		c.train = filepath.Join(demo, "train.parquet")
-	}
-	c.encoder = filepath.Join(demo, "enc_clean.onnx")
-	c.pipeline, c.seed = "demo", 1
-	return c.execute(ctx, stdout, stderr)
 }
 
 // manifestPath finds the manifest: flag, $TCORE_MANIFEST, the folder above

@@ -258,3 +258,28 @@ func checkReport(t *testing.T, path string, min int) {
 		t.Errorf("%s: %d plots, %d with content; want at least %d, all with content", path, n, ok, min)
 	}
 }
+
+// tcore demo on the repository's demo data: BadNets planted on the fly,
+// the none row printed, the poisoned rows known to the report. (The full
+// demo with tcore takes minutes; `make demo` runs it.)
+func TestDemoPoisonsAndReports(t *testing.T) {
+	ortlib.Init(t)
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	code := run([]string{"demo", "--in-process", "--pipelines", "none", "--rate", "0.05", "--out", out,
+		"--manifest", filepath.Join("..", "..", "..", "manifest.json")}, &so, &se)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, se.String())
+	}
+	row := regexp.MustCompile(`(?m)^none\s+([\d.]+)%\s+([\d.]+)%\s+2000 \(\s*(\d+)\)`).FindStringSubmatch(so.String())
+	if row == nil {
+		t.Fatalf("no none row in:\n%s", so.String())
+	}
+	if row[3] != "100" {
+		t.Errorf("none kept %s poisoned rows, want all 100 (5%% of 2000)", row[3])
+	}
+	if acc, _ := strconv.ParseFloat(row[1], 64); acc < 50 {
+		t.Errorf("ACC %v%%: the demo encoder and data do not fit", acc)
+	}
+	checkReport(t, filepath.Join(out, "report.html"), 4)
+}

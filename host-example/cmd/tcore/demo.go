@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/host-example/pipelines"
+	"github.com/tcore-dev/tcore/host-example/progress"
+	"github.com/tcore-dev/tcore/host-example/report"
+	"github.com/tcore-dev/tcore/stages/kit/attack"
+)
+
+// demoSpec is the demo's attack: BadNets, a 6x6 white patch in the
+// bottom-right corner, target class 0.
+const demoSpec = `{"target": 0, "trigger": {"kind": "patch", "size": 6, "row": 26, "col": 26}}`
+
+// cmdDemo tells the whole story on the data kept in the repository: it
+// poisons the training set with BadNets on the fly, trains without a
+// defence and with T-Core, and prints and reports the two side by side.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c runConfig
+	var rate float64
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	c.common.register(fs)
+	fs.StringVar(&c.out, "out", "runs/demo", "run folder")
+	fs.StringVar(&c.train, "data", "", "training data (default: testdata/demo/train.parquet beside the manifest)")
+	fs.StringVar(&c.test, "test", "", "clean test data (default: testdata/demo/test.parquet)")
+	fs.Float64Var(&rate, "rate", 0.1, "share of the training rows poisoned")
+	specJSON := fs.String("attack", demoSpec, "the attack, as an eval spec (JSON: target and trigger)")
+	list := fs.String("pipelines", "none,tcore", "pipelines to compare, comma-separated")
+	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
+	}
+	spec, err := attack.ParseSpec([]byte(*specJSON))
+	if err != nil {
+		return usagef("demo: --attack: %v", err)
+	}
+	path, err := manifestPath(c.manifest)
+	if err != nil {
+		return err
+	}
+	demo := filepath.Join(filepath.Dir(path), "testdata", "demo")
+	if c.train == "" {
+		c.train = filepath.Join(demo, "train.parquet")
+	}
+	if c.test == "" {
+		c.test = filepath.Join(demo, "test.parquet")
+	}
+	c.encoder = filepath.Join(demo, "enc_clean.onnx")
+	c.seed = 1
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		return err
+	}
+
+	// 1. Plant the backdoor.
+	fmt.Fprintf(stdout, "poisoning %.0f%% of %s: %s trigger, target %d\n", 100*rate, c.train, spec.Trigger.Kind, spec.Target)
+	p, _ := pipelines.Get("poison")
+	for i := range p.Nodes {
+		if p.Nodes[i].Stage == "poison" {
+			var raw map[string]json.RawMessage
+			json.Unmarshal([]byte(*specJSON), &raw)
+			params, _ := json.Marshal(map[string]any{"trigger": raw["trigger"], "target": raw["target"], "rate": rate, "seed": c.seed})
+			p.Nodes[i].Params = params
+		}
+	}
+	stages, err := c.provider(log)
+	if err != nil {
+		return err
+	}
+	if err := c.bindFlags(p, stages); err != nil {
+		return err
+	}
+	board := progress.New(stderr)
+	res, err := (&dag.Runner{Stages: stages, Observer: board}).Run(ctx, p, map[string]string{"train": c.train}, filepath.Join(c.out, "poisoned"))
+	board.Close()
+	if err != nil {
+		return err
+	}
+	images, _ := res.OutputPath("poison", "images")
+	truth, _ := res.OutputPath("poison", "truth")
+	specPath := filepath.Join(c.out, "eval.json")
+	if err := os.WriteFile(specPath, []byte(*specJSON+"\n"), 0o644); err != nil {
+		return err
+	}
+
+	// 2. No defence, then T-Core, on the same poisoned data.
+	var runs []*report.Run
+	for _, pl := range strings.Split(*list, ",") {
+		fmt.Fprintf(stdout, "training with pipeline %s\n", pl)
+		rc := c
+		rc.train, rc.pipeline, rc.evalSpec, rc.truth = images, pl, specPath, truth
+		rc.out = filepath.Join(c.out, pl)
+		start := time.Now()
+		if err := rc.execute(ctx, io.Discard, stderr); err != nil {
+			return fmt.Errorf("pipeline %s: %w", pl, err)
+		}
+		rc.last.Seconds = time.Since(start).Seconds()
+		runs = append(runs, rc.last)
+	}
+
+	// 3. Side by side.
+	html := filepath.Join(c.out, "report.html")
+	if err := report.Write(html, runs); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%-9s %7s %7s %18s %9s\n", "pipeline", "ACC", "ASR", "kept (poisoned)", "seconds")
+	for _, r := range runs {
+		acc, _ := report.Num(r.Report, "acc")
+		asr, _ := report.Num(r.Report, "asr")
+		kept, _ := report.Num(r.Report, "samples", "kept")
+		kp, _ := report.Num(r.Report, "evaluation", "sets", "kept", "poisoned")
+		fmt.Fprintf(stdout, "%-9s %6.1f%% %6.1f%% %10d (%5d) %9.0f\n", r.Name, 100*acc, 100*asr, int(kept), int(kp), r.Seconds)
+	}
+	fmt.Fprintf(stdout, "\nreport: %s\n", html)
+	return nil
+}
