@@ -449,9 +449,19 @@ func (s *searcher) collapse(ps []Pattern) ([]float64, error) {
 	}
 	out := make([]float64, len(ps))
 	for i := range ps {
-		out[i] = 1 - traceCov(e[i], s.f.n, s.enc.Dim)/s.base
+		out[i] = collapseOf(traceCov(e[i], s.f.n, s.enc.Dim), s.base)
 	}
 	return out, nil
+}
+
+// collapseOf is 1 - tr/base: how much a pattern shrinks the spread of
+// the embeddings. Embeddings without spread (an encoder masked into a
+// constant) have nothing left to collapse: 0.
+func collapseOf(tr, base float64) float64 {
+	if base <= 1e-12 {
+		return 0
+	}
+	return 1 - tr/base
 }
 
 type cand struct {
@@ -582,31 +592,24 @@ func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, 
 	return out, nil
 }
 
-// spread is the standard deviation of a channel over the trusted rows
-// (a channel that only poison drives barely moves on them, which makes its
-// change under the trigger stand out).
+// spread is the standard deviation of a channel over all rows. (Over the
+// trusted rows only, measured worse on T1: docs/DECISIONS.md.)
 func (f *filterRun) spread(layer, ch int) float64 {
 	l := f.t.Layers[layer]
 	var s, sq float64
-	n := 0
-	for i, ok := range f.trusted {
-		if !ok {
-			continue
-		}
+	n := f.t.N()
+	for i := 0; i < n; i++ {
 		v := float64(l.X[i*l.D+ch])
 		s += v
 		sq += v * v
-		n++
 	}
-	n = max(n, 1)
 	m := s / float64(n)
 	return math.Sqrt(math.Max(sq/float64(n)-m*m, 0))
 }
 
-// fill returns each channel's 10%-trimmed mean over the trusted rows: the
-// constant a masked channel is replaced by. Trimmed, because the few
-// poisoned rows that reach the trusted set are exactly the ones that drive
-// a trojan channel, and a plain mean would bake their activation in.
+// fill returns each channel's mean over the trusted rows: the constant a
+// masked channel is replaced by. (A 10%-trimmed mean resists poison in the
+// trusted set but measured worse on T1: docs/DECISIONS.md.)
 func (f *filterRun) fill(trusted []bool) map[string][]float32 {
 	out := map[string][]float32{}
 	var rows []int
@@ -622,7 +625,7 @@ func (f *filterRun) fill(trusted []bool) map[string][]float32 {
 			for k, i := range rows {
 				vals[k] = float64(l.X[i*l.D+c])
 			}
-			v[c] = float32(trimmedMean(vals, 0.1))
+			v[c] = float32(trimmedMean(vals, 0))
 		}
 		out[l.Name] = v
 	}
@@ -718,7 +721,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			f.lastCollapse = 1 - traceCov(e[1], f.n, enc.Dim)/traceCov(e[0], f.n, enc.Dim)
+			f.lastCollapse = collapseOf(traceCov(e[1], f.n, enc.Dim), traceCov(e[0], f.n, enc.Dim))
 			curZ = stats.z(pat, f.lastCollapse)
 		}
 		r.ZAfter = curZ

@@ -42,8 +42,9 @@ const usage = `usage: tcore <command> [flags]
 
 commands:
   run       run a pipeline over datasets and write a run folder
-  eval      accuracy of an ONNX classifier on a labelled dataset
-  demo      run the demo pipeline on the data kept in the repository
+  eval      accuracy (and, with --eval, attack success rate) of an ONNX classifier
+  demo      BadNets planted in the demo data, none and tcore side by side
+  bench     the benchmark matrix of a config: scenarios x pipelines x rates
   plugins   list | verify | lock the stage plugins of the manifest
   version   print versions
 
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], stdout, stderr)
 	case "plugins":

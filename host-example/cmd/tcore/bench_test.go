@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+// tcore bench on Go-built data: a scenario poisoned beforehand and one by a
+// recipe at two rates, none and tcore; a second run reuses finished cells
+// and reruns the one whose completion marker is missing (an interrupted
+// cell).
+func TestBenchRunsAndResumes(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
+	spec := fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`, testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)
+	cfg := fmt.Sprintf(`{
+  "test": %q,
+  "encoders": {"trojan": %q},
+  "pipelines": [%q, "none"],
+  "scenarios": [
+    {"id": "pre", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s},
+    {"id": "recipe", "encoder": "trojan", "train": %q, "poison": {"trigger": {"kind": "patch", "size": 3, "row": 12, "col": 12}, "target": 0}, "rates": [0.05, 0.1], "eval": %s}
+  ]
+}`, test, enc, smallTCore(t, dir), train, filepath.Join(dir, "truth.csv"), spec, train, spec)
+	path := filepath.Join(dir, "bench.json")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	out := filepath.Join(dir, "results")
+	bench := func() string {
+		var so, se bytes.Buffer
+		if code := run([]string{"bench", "--in-process", "--config", path, "--out", out}, &so, &se); code != 0 {
+			t.Fatalf("bench: exit %d: %s", code, se.String())
+		}
+		return so.String()
+	}
+	first := bench()
+	var rows []benchRow
+	b, _ := os.ReadFile(filepath.Join(out, "results.json"))
+	if err := json.Unmarshal(b, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("%d rows, want 3 cells x 2 pipelines:\n%s", len(rows), first)
+	}
+	for i := 0; i < len(rows); i += 2 {
+		if rows[i].Pipeline != "none" || rows[i+1].Pipeline == "none" || rows[i].Scenario != rows[i+1].Scenario {
+			t.Errorf("rows %d, %d: %s/%s, %s/%s: want none first in each cell", i, i+1, rows[i].Scenario, rows[i].Pipeline, rows[i+1].Scenario, rows[i+1].Pipeline)
+		}
+		if rows[i].ASR == nil || rows[i].Kept == "" {
+			t.Errorf("row %d: no ASR or kept purity: %+v", i, rows[i])
+		}
+	}
+	// the recipe poisons 5% and 10% of the 666 rows (its truth knows only
+	// its own poison); none keeps them all
+	if rows[2].Kept != "33/666" || rows[4].Kept != "67/666" {
+		t.Errorf("none kept %s and %s, want 33/666 and 67/666", rows[2].Kept, rows[4].Kept)
+	}
+	for _, f := range []string{"results.md", "results.csv"} {
+		if b, _ := os.ReadFile(filepath.Join(out, f)); !strings.Contains(string(b), "recipe") {
+			t.Errorf("%s lacks the recipe rows", f)
+		}
+	}
+	// An interrupted cell has no completion marker: only it runs again.
+	os.Remove(filepath.Join(out, "recipe-0.1", "none", "cell.json"))
+	second := bench()
+	if n := strings.Count(second, "reused"); n != 5 {
+		t.Errorf("second run reused %d cells, want 5:\n%s", n, second)
+	}
+	b2, _ := os.ReadFile(filepath.Join(out, "results.json"))
+	var rows2 []benchRow
+	json.Unmarshal(b2, &rows2)
+	for i := range rows {
+		if *rows[i].ACC != *rows2[i].ACC || rows[i].Kept != rows2[i].Kept {
+			t.Errorf("row %d changed on resume: %+v vs %+v", i, rows[i], rows2[i])
+		}
+	}
+}
+
+func TestBenchConfigErrorsNameTheField(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.parquet")
+	os.WriteFile(data, []byte("x"), 0o644)
+	tests := []struct{ cfg, want string }{
+		{`{"test": "d.parquet", "scenarios": [], "bogus": 1}`, "bogus"},
+		{`{"encoders": {}, "scenarios": [{"id": "a"}]}`, "test"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "x", "train": "d.parquet"}]}`, "scenarios[0].encoder"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "nope.parquet"}]}`, "scenarios[0].train"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet", "eval": {"target": 0, "trigger": {"kind": "patch", "size": 3}}}]}`, "trigger.row"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet", "poison": {"trigger": {"kind": "sig"}, "rate": 0.1}}]}`, "scenarios[0].poison"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet", "pipelines": ["nosuch"]}]}`, "scenarios[0].pipelines"},
+	}
+	for _, tc := range tests {
+		path := filepath.Join(dir, "c.json")
+		os.WriteFile(path, []byte(tc.cfg), 0o644)
+		var so, se bytes.Buffer
+		if code := run([]string{"bench", "--config", path, "--out", filepath.Join(dir, "o")}, &so, &se); code != 2 || !strings.Contains(se.String(), tc.want) {
+			t.Errorf("%s: exit %d, %q; want 2 and a message naming %s", tc.cfg, code, se.String(), tc.want)
+		}
+	}
+}
