@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"html"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +22,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Run is what a report shows of one run folder.
@@ -206,71 +206,19 @@ func (r *Run) loadChannels(path string) error {
 }
 
 // project returns the first two principal components of n rows of d
-// values (power iteration with deflation, on at most 20,000 rows).
+// values (on at most 20,000 rows).
 func project(x []float32, n, d int) [][2]float64 {
 	if n == 0 || d == 0 {
 		return nil
 	}
-	mean := make([]float64, d)
-	for i := 0; i < n; i++ {
-		for j := 0; j < d; j++ {
-			mean[j] += float64(x[i*d+j])
-		}
+	var rows []int
+	for i := 0; i < n; i += max(1, n/20000) {
+		rows = append(rows, i)
 	}
-	for j := range mean {
-		mean[j] /= float64(n)
-	}
-	step := max(1, n/20000)
-	rng := rand.New(rand.NewPCG(1, 2))
-	var comps [][]float64
-	for k := 0; k < 2; k++ {
-		v := make([]float64, d)
-		for j := range v {
-			v[j] = rng.NormFloat64()
-		}
-		for it := 0; it < 50; it++ {
-			w := make([]float64, d)
-			for i := 0; i < n; i += step {
-				var dot float64
-				for j := 0; j < d; j++ {
-					dot += (float64(x[i*d+j]) - mean[j]) * v[j]
-				}
-				for j := 0; j < d; j++ {
-					w[j] += dot * (float64(x[i*d+j]) - mean[j])
-				}
-			}
-			for _, c := range comps {
-				var dot float64
-				for j := range w {
-					dot += w[j] * c[j]
-				}
-				for j := range w {
-					w[j] -= dot * c[j]
-				}
-			}
-			var norm float64
-			for _, vv := range w {
-				norm += vv * vv
-			}
-			norm = math.Sqrt(norm)
-			if norm == 0 {
-				break
-			}
-			for j := range w {
-				v[j] = w[j] / norm
-			}
-		}
-		comps = append(comps, v)
-	}
+	comps := stat.Components(x, d, rows, 2, 1)
 	out := make([][2]float64, n)
-	for i := 0; i < n; i++ {
-		for k := 0; k < 2; k++ {
-			var dot float64
-			for j := 0; j < d; j++ {
-				dot += (float64(x[i*d+j]) - mean[j]) * comps[k][j]
-			}
-			out[i][k] = dot
-		}
+	for i, p := range stat.Project(x, d, nil, stat.Mean(x, d, rows), comps) {
+		out[i] = [2]float64{p[0], p[1]}
 	}
 	return out
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the filter stage.
@@ -504,7 +505,7 @@ func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []P
 	stats := groupStats{}
 	med := map[string]float64{}
 	for g, cs := range byGroup {
-		m, sd := robust(cs)
+		m, sd := stat.Robust(cs)
 		stats[g] = [2]float64{m, sd}
 		key := fmt.Sprintf("size_%d", g)
 		if g == 0 {
@@ -582,7 +583,7 @@ func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, 
 			}
 			raw[ch] = math.Abs(m1-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
 		}
-		med, mad := robust(raw)
+		med, mad := stat.Robust(raw)
 		z := make([]float32, c)
 		for ch := range z {
 			z[ch] = float32((raw[ch] - med) / (mad + 1e-9))

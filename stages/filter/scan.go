@@ -3,7 +3,6 @@ package filter
 import (
 	"math"
 	"math/rand/v2"
-	"sort"
 )
 
 // Pattern is a candidate trigger: a patch (solid colour, two-colour
@@ -140,20 +139,4 @@ func traceCov(e []float32, n, d int) float64 {
 		tr += sq/float64(n) - m*m
 	}
 	return tr
-}
-
-// robust returns the median and the scaled MAD (1.4826 MAD) of xs.
-func robust(xs []float64) (med, mad float64) {
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	med = s[len(s)/2]
-	dev := make([]float64, len(s))
-	for i, v := range s {
-		dev[i] = math.Abs(v - med)
-	}
-	sort.Float64s(dev)
-	return med, 1.4826 * dev[len(dev)/2]
 }

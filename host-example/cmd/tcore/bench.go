@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/rs/zerolog"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -41,6 +44,7 @@ type benchScenario struct {
 	ID        string          `json:"id"`
 	Encoder   string          `json:"encoder"`   // a key of encoders
 	Train     string          `json:"train"`     // training data
+	PerClass  int             `json:"per_class"` // use only the first this many rows of each class (0: all)
 	Truth     string          `json:"truth"`     // its ground truth, if poisoned beforehand
 	Poison    json.RawMessage `json:"poison"`    // poison stage params (trigger, target, clean_label), applied at each rate
 	Rates     []float64       `json:"rates"`     // overrides the config's rates
@@ -211,6 +215,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				r := r
 				rates = append(rates, &r)
 			}
+		}
+		if s.PerClass > 0 {
+			sub := filepath.Join(c.out, s.ID+"-subset.arrow")
+			if err := subset(ctx, s.Train, s.PerClass, sub); err != nil {
+				return fmt.Errorf("bench: %s: %w", s.ID, err)
+			}
+			s.Train = sub
 		}
 		for _, rate := range rates {
 			cell := s.ID
@@ -425,4 +436,48 @@ func writeBench(dir string, rows []benchRow) error {
 		}
 	}
 	return nil
+}
+
+// subset writes the first perClass rows of each class of a dataset to dst
+// (Arrow IPC, images/v1), unless dst exists.
+func subset(ctx context.Context, src string, perClass int, dst string) error {
+	if fileExists(dst) {
+		return nil
+	}
+	r, err := arrowio.OpenDataset(ctx, src, arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, r.Schema())
+	defer b.Release()
+	count := map[int32]int{}
+	for r.Next() {
+		rec := r.Record()
+		ids, ls, im := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Binary)
+		for i := 0; i < ids.Len(); i++ {
+			if count[ls.Value(i)] >= perClass {
+				continue
+			}
+			count[ls.Value(i)]++
+			b.Field(0).(*array.Uint64Builder).Append(ids.Value(i))
+			b.Field(1).(*array.Int32Builder).Append(ls.Value(i))
+			b.Field(2).(*array.BinaryBuilder).Append(im.Value(i))
+		}
+	}
+	if err := r.Err(); err != nil {
+		return err
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	rr, err := array.NewRecordReader(rec.Schema(), []arrow.Record{rec})
+	if err != nil {
+		return err
+	}
+	defer rr.Release()
+	_, err = arrowio.WriteIPCFile(dst, rr)
+	return err
 }

@@ -23,7 +23,10 @@ import (
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/abl"
+	"github.com/tcore-dev/tcore/stages/actclust"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
+	"github.com/tcore-dev/tcore/stages/ct"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/evaluate"
 	"github.com/tcore-dev/tcore/stages/expand"
@@ -31,13 +34,15 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/poison"
 	"github.com/tcore-dev/tcore/stages/sift"
+	"github.com/tcore-dev/tcore/stages/spectral"
 	"github.com/tcore-dev/tcore/stages/stats"
 )
 
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New(), "evaluate": evaluate.New()}
+	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New(), "evaluate": evaluate.New(),
+		"spectral": spectral.New(), "actclust": actclust.New(), "ct": ct.New(), "abl": abl.New()}
 }
 
 // runConfig is one `tcore run`.

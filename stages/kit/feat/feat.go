@@ -291,3 +291,37 @@ func WriteScores(out plugin.Outputs, port string, ids []uint64, cols []Column) e
 	}
 	return w.Close()
 }
+
+// ByClass returns the row indices of each class, by label.
+func (t *Table) ByClass() map[int32][]int {
+	out := map[int32][]int{}
+	for i, l := range t.Labels {
+		out[l] = append(out[l], i)
+	}
+	return out
+}
+
+// Verdict is a baseline's per-row decision: a suspicion score (higher is
+// more suspect) and whether the row is trusted.
+type Verdict struct {
+	Score   []float32
+	Trusted []bool
+}
+
+// WriteVerdict writes v as <stage>.score and <stage>.trusted on the scores
+// port, and returns metrics: rows, trusted, and the removed rows per class.
+func WriteVerdict(out plugin.Outputs, stage string, t *Table, v Verdict) (plugin.Metrics, error) {
+	if err := WriteScores(out, "scores", t.IDs, []Column{{Name: stage + ".score", F: v.Score}, {Name: stage + ".trusted", B: v.Trusted}}); err != nil {
+		return nil, err
+	}
+	removed := map[string]int{}
+	kept := 0
+	for i, ok := range v.Trusted {
+		if ok {
+			kept++
+		} else {
+			removed[fmt.Sprint(t.Labels[i])]++
+		}
+	}
+	return plugin.Metrics{"rows": t.N(), "trusted": kept, "removed_per_class": removed}, nil
+}

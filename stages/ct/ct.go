@@ -1,0 +1,125 @@
+// Package ct is the plain Confusion Training baseline (Qi et al., 2023), in
+// place of expand: one head is trained on every row while confusion
+// batches of the seeds carry random labels; a row the head still predicts
+// as its own label is flagged as a shortcut carrier and removed. Unlike
+// expand there is no benign head and no growing trusted core: every row
+// not flagged is trusted.
+package ct
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the confusion-training baseline.
+type Stage struct{}
+
+// New returns the ct stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "ct",
+		Version: "0.1.0",
+		Inputs: []plugin.PortSpec{
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"},
+			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the rows whose confusion batches carry random labels (sift.seed)"},
+		},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "ct.score (probability of the own label under confusion), ct.trusted"}},
+		Params: []plugin.ParamSpec{
+			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
+			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a row predicted as its label with at least this probability"},
+			{Name: "confusion_weight", Default: json.RawMessage(`1.0`), Doc: "loss weight of confusion batches"},
+			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of the head"},
+			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes"},
+			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are ct's parameters.
+type Params struct {
+	SeedColumn      string  `json:"seed_column"`
+	PCT             float32 `json:"p_ct"`
+	ConfusionWeight float32 `json:"confusion_weight"`
+	Epochs          int     `json:"epochs"`
+	Hidden          []int   `json:"hidden"`
+	Seed            uint64  `json:"seed"`
+	Device          string  `json:"device"`
+}
+
+// Check implements plugin.Checker.
+func (p Params) Check() error {
+	if p.PCT <= 0 || p.PCT >= 1 {
+		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1)", p.PCT)
+	}
+	if p.Epochs < 1 {
+		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", p.Epochs)
+	}
+	return ort.CheckDevice(p.Device)
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := ort.Init(""); err != nil {
+		return nil, err
+	}
+	t, err := feat.Open(in, "features")
+	if err != nil {
+		return nil, err
+	}
+	seeds, err := feat.Bools(in, "seeds", t, p.SeedColumn)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := t.CheckClasses(0)
+	if err != nil {
+		return nil, err
+	}
+	var seedRows, all []int
+	for i, ok := range seeds {
+		all = append(all, i)
+		if ok {
+			seedRows = append(seedRows, i)
+		}
+	}
+	if len(seedRows) == 0 {
+		return nil, plugin.PortError("seeds", plugin.BadInputf("no seeds in column %q", p.SeedColumn))
+	}
+	sizes := append(append([]int{t.Embedding.D}, p.Hidden...), nc)
+	cfg := mlp.DefaultConfig(p.Seed)
+	cfg.Epochs, cfg.ORT = p.Epochs, ort.Options{Device: p.Device}
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	h := mlp.NewHead(sizes, p.Seed)
+	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, all, &mlp.Confusion{Rows: seedRows, Every: 1, Weight: p.ConfusionWeight}); err != nil {
+		return nil, err
+	}
+	sc, err := tr.Score(h, t.Embedding.X, t.Labels)
+	if err != nil {
+		return nil, err
+	}
+	v := feat.Verdict{Score: make([]float32, t.N()), Trusted: make([]bool, t.N())}
+	for i := range v.Score {
+		py := sc.Prob[i*nc+int(t.Labels[i])]
+		v.Score[i] = py
+		v.Trusted[i] = py < p.PCT
+	}
+	return feat.WriteVerdict(out, "ct", t, v)
+}

@@ -1,0 +1,205 @@
+// Package stat holds the small statistics the stages and baselines share:
+// principal components by power iteration, two-means clustering and robust
+// location/scale. Rows are float32 vectors of d values, addressed by index
+// into one flat slice.
+package stat
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+)
+
+// Robust returns the median and the scaled MAD (1.4826 * median absolute
+// deviation, the standard deviation for normal data) of xs.
+func Robust(xs []float64) (med, mad float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	med = s[len(s)/2]
+	dev := make([]float64, len(s))
+	for i, v := range s {
+		dev[i] = math.Abs(v - med)
+	}
+	sort.Float64s(dev)
+	return med, 1.4826 * dev[len(dev)/2]
+}
+
+// Mean returns the mean of the rows (all n rows when rows is nil).
+func Mean(x []float32, d int, rows []int) []float64 {
+	m := make([]float64, d)
+	n := 0
+	each(x, d, rows, func(v []float32) {
+		for j, f := range v {
+			m[j] += float64(f)
+		}
+		n++
+	})
+	for j := range m {
+		m[j] /= float64(max(n, 1))
+	}
+	return m
+}
+
+func each(x []float32, d int, rows []int, f func(v []float32)) {
+	if rows == nil {
+		for i := 0; i+d <= len(x); i += d {
+			f(x[i : i+d])
+		}
+		return
+	}
+	for _, i := range rows {
+		f(x[i*d : (i+1)*d])
+	}
+}
+
+// Components returns the top k principal directions (unit vectors of d
+// values) of the rows, centred on their mean, by power iteration with
+// deflation; seeded, so deterministic.
+func Components(x []float32, d int, rows []int, k int, seed uint64) [][]float64 {
+	mean := Mean(x, d, rows)
+	rng := rand.New(rand.NewPCG(seed, 0x706361))
+	var comps [][]float64
+	for c := 0; c < k; c++ {
+		v := make([]float64, d)
+		for j := range v {
+			v[j] = rng.NormFloat64()
+		}
+		for it := 0; it < 60; it++ {
+			w := make([]float64, d)
+			each(x, d, rows, func(r []float32) {
+				var dot float64
+				for j, f := range r {
+					dot += (float64(f) - mean[j]) * v[j]
+				}
+				for j, f := range r {
+					w[j] += dot * (float64(f) - mean[j])
+				}
+			})
+			for _, u := range comps {
+				dot := Dot(w, u)
+				for j := range w {
+					w[j] -= dot * u[j]
+				}
+			}
+			norm := math.Sqrt(Dot(w, w))
+			if norm == 0 {
+				break
+			}
+			for j := range w {
+				v[j] = w[j] / norm
+			}
+		}
+		comps = append(comps, v)
+	}
+	return comps
+}
+
+// Project returns each row's coordinates along the components, centred on
+// mean.
+func Project(x []float32, d int, rows []int, mean []float64, comps [][]float64) [][]float64 {
+	var out [][]float64
+	each(x, d, rows, func(r []float32) {
+		p := make([]float64, len(comps))
+		for c, u := range comps {
+			for j, f := range r {
+				p[c] += (float64(f) - mean[j]) * u[j]
+			}
+		}
+		out = append(out, p)
+	})
+	return out
+}
+
+// Dot is the dot product of two equal-length vectors.
+func Dot(a, b []float64) float64 {
+	var s float64
+	for i := range a {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+// TwoMeans splits points into two clusters by Lloyd's algorithm, started
+// from the two extreme points along each coordinate in turn, and keeps the
+// split with the least within-cluster sum of squares. It returns each
+// point's cluster, 0 or 1.
+func TwoMeans(pts [][]float64) []int {
+	n := len(pts)
+	best := make([]int, n)
+	if n < 2 {
+		return best
+	}
+	bestSSE := math.Inf(1)
+	for dim := 0; dim < len(pts[0]); dim++ {
+		lo, hi := 0, 0
+		for i, p := range pts {
+			if p[dim] < pts[lo][dim] {
+				lo = i
+			}
+			if p[dim] > pts[hi][dim] {
+				hi = i
+			}
+		}
+		if lo == hi {
+			continue
+		}
+		assign, sse := lloyd(pts, [2][]float64{append([]float64(nil), pts[lo]...), append([]float64(nil), pts[hi]...)})
+		if sse < bestSSE {
+			best, bestSSE = assign, sse
+		}
+	}
+	return best
+}
+
+func lloyd(pts [][]float64, centre [2][]float64) ([]int, float64) {
+	assign := make([]int, len(pts))
+	for it := 0; it < 100; it++ {
+		changed := false
+		for i, p := range pts {
+			c := 0
+			if dist2(p, centre[1]) < dist2(p, centre[0]) {
+				c = 1
+			}
+			if c != assign[i] {
+				assign[i], changed = c, true
+			}
+		}
+		for c := 0; c < 2; c++ {
+			sum := make([]float64, len(pts[0]))
+			m := 0
+			for i, p := range pts {
+				if assign[i] == c {
+					for j, v := range p {
+						sum[j] += v
+					}
+					m++
+				}
+			}
+			if m > 0 {
+				for j := range sum {
+					sum[j] /= float64(m)
+				}
+				centre[c] = sum
+			}
+		}
+		if !changed && it > 0 {
+			break
+		}
+	}
+	var sse float64
+	for i, p := range pts {
+		sse += dist2(p, centre[assign[i]])
+	}
+	return assign, sse
+}
+
+func dist2(a, b []float64) float64 {
+	var s float64
+	for i := range a {
+		s += (a[i] - b[i]) * (a[i] - b[i])
+	}
+	return s
+}
