@@ -20,9 +20,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
-	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
@@ -156,8 +154,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	defer enc.Close()
-	f := &filterRun{p: p, t: t, enc: enc, trusted: trusted, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
-	defer f.release()
+	f := &filterRun{p: p, t: t, enc: enc, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	defer func() {
+		if f.images != nil {
+			f.images.Release()
+		}
+	}()
 	if err := f.loadScanImages(in, trusted); err != nil {
 		return nil, err
 	}
@@ -198,89 +200,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		metrics["why_no_mask"] = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", scan.BestZ, p.GapMin)
 	}
 	metrics["channels_masked"] = len(masked)
+	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: t.LayerMeans(trusted), Signal: signal}
+	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, f.images, v, out, progress); err != nil {
+		return nil, err
+	}
 	if p.Export != "" {
-		if err := f.export(keep, trusted); err != nil {
-			return nil, err
-		}
 		metrics["exported"] = p.Export
 	}
-	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ChannelsSchema())
-	defer b.Release()
-	for _, l := range t.Layers {
-		for c := 0; c < l.D; c++ {
-			b.Field(0).(*array.StringBuilder).Append(l.Name)
-			b.Field(1).(*array.Int32Builder).Append(int32(c))
-			b.Field(2).(*array.BooleanBuilder).Append(keep[l.Name][c])
-			b.Field(3).(*array.Float32Builder).Append(score[l.Name][c])
-			b.Field(4).(*array.StringBuilder).Append(signal)
-		}
-	}
-	rec := b.NewRecord()
-	defer rec.Release()
-	w, err := out.Create("channels", rec.Schema())
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	if len(masked) == 0 {
-		return metrics, passOn(t, out)
-	}
-	enc2, err := encoder.Open(p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted)), ORT: ort.Options{Device: p.Device}})
-	if err != nil {
-		return nil, err
-	}
-	defer enc2.Close()
-	r, err := array.NewRecordReader(f.images.schema, f.images.recs)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	fw, err := out.Create("features", enc2.FeaturesSchema())
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	if _, err := enc2.Stream(ctx, r, fw, encoder.ForEncoder(enc2), 256, progress); err != nil {
-		return nil, err
-	}
-	metrics["embed_seconds"] = time.Since(start).Seconds()
-	return metrics, fw.Close()
-}
-
-// passOn writes the features input (held in t) to the features output.
-func passOn(t *feat.Table, out plugin.Outputs) error {
-	layers := make([]arrowio.Layer, len(t.Layers))
-	cols := [][]float32{t.Embedding.X}
-	for i, l := range t.Layers {
-		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.D}
-		cols = append(cols, l.X)
-	}
-	schema := arrowio.FeaturesSchema(t.Embedding.D, layers)
-	w, err := out.Create("features", schema)
-	if err != nil {
-		return err
-	}
-	const batch = 4096
-	for lo := 0; lo < t.N(); lo += batch {
-		hi := min(lo+batch, t.N())
-		part := make([][]float32, len(cols))
-		part[0] = cols[0][lo*t.Embedding.D : hi*t.Embedding.D]
-		for i, l := range t.Layers {
-			part[i+1] = l.X[lo*l.D : hi*l.D]
-		}
-		rec := arrowio.NewFeaturesRecord(schema, t.IDs[lo:hi], t.Labels[lo:hi], part)
-		err := w.Write(rec)
-		rec.Release()
-		if err != nil {
-			return err
-		}
-	}
-	return w.Close()
+	return metrics, nil
 }
 
 func ones(n int) []bool {
@@ -297,23 +224,13 @@ type filterRun struct {
 	t            *feat.Table
 	enc          *encoder.Encoder
 	rng          *rand.Rand
-	trusted      []bool
 	x            []float32 // scan images, preprocessed
 	n            int
 	lastCollapse float64
 	lastZ        float64
-	images       struct { // the images input, held for the embedding of the filtered encoder
-		schema *arrow.Schema
-		recs   []arrow.Record
-	}
+	images       *encoder.Images // the images input, held for the embedding of the filtered encoder
 }
 
-func (f *filterRun) release() {
-	for _, r := range f.images.recs {
-		r.Release()
-	}
-	f.images.recs = nil
-}
 
 // loadScanImages decodes scan_images trusted images, round robin over the
 // classes.
@@ -345,19 +262,20 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 	if len(want) < 8 {
 		return plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
 	}
-	r, err := in.Open("images")
+	var err error
+	if f.images, err = encoder.HoldImages(in, "images"); err != nil {
+		return err
+	}
+	r, err := f.images.Reader()
 	if err != nil {
 		return err
 	}
 	defer r.Release()
-	f.images.schema = r.Schema()
 	pre := encoder.ForEncoder(f.enc)
 	size := f.enc.ImageSize()
 	var scratch []float32
 	for r.Next() {
 		rec := r.Record()
-		rec.Retain()
-		f.images.recs = append(f.images.recs, rec)
 		ids := rec.Column(0).(*array.Uint64)
 		imgs := rec.Column(2).(*array.Binary)
 		for i := 0; i < ids.Len(); i++ {
@@ -608,61 +526,6 @@ func (f *filterRun) spread(layer, ch int) float64 {
 	return math.Sqrt(math.Max(sq/float64(n)-m*m, 0))
 }
 
-// fill returns each channel's mean over the trusted rows: the constant a
-// masked channel is replaced by. (A 10%-trimmed mean resists poison in the
-// trusted set but measured worse on T1: docs/DECISIONS.md.)
-func (f *filterRun) fill(trusted []bool) map[string][]float32 {
-	out := map[string][]float32{}
-	var rows []int
-	for i, ok := range trusted {
-		if ok {
-			rows = append(rows, i)
-		}
-	}
-	vals := make([]float64, len(rows))
-	for _, l := range f.t.Layers {
-		v := make([]float32, l.D)
-		for c := range v {
-			for k, i := range rows {
-				vals[k] = float64(l.X[i*l.D+c])
-			}
-			v[c] = float32(trimmedMean(vals, 0))
-		}
-		out[l.Name] = v
-	}
-	return out
-}
-
-// trimmedMean is the mean of xs without the lowest and highest share of
-// values; it sorts xs.
-func trimmedMean(xs []float64, share float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	sort.Float64s(xs)
-	cut := int(share * float64(len(xs)))
-	kept := xs[cut : len(xs)-cut]
-	var s float64
-	for _, x := range kept {
-		s += x
-	}
-	return s / float64(len(kept))
-}
-
-func masksOf(keep map[string][]bool, fill map[string][]float32) []encoder.Mask {
-	var out []encoder.Mask
-	for name, k := range keep {
-		all := true
-		for _, v := range k {
-			all = all && v
-		}
-		if !all {
-			out = append(out, encoder.Mask{Layer: name, Keep: k, Fill: fill[name]})
-		}
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
-	return out
-}
 
 // Round is one round of masking: the pattern the search found on the
 // encoder masked so far, and what masking its channels did to it.
@@ -688,7 +551,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		keep[l.Name] = ones(l.D)
 	}
 	limit := max(1, int(f.p.MaxMasked*float64(total)))
-	fill := f.fill(trusted)
+	fill := f.t.LayerMeans(trusted)
 	var masked []string
 	var rounds []Round
 	var names []string
@@ -696,7 +559,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		names = append(names, l.Name)
 	}
 	open := func(layers []string) (*encoder.Encoder, error) {
-		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: masksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
+		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: encoder.MasksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
 	}
 	pat, curZ := scan.Pattern, scan.BestZ
 	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
@@ -785,7 +648,3 @@ func (f *filterRun) candidates(z map[string][]float32, keep map[string][]bool) [
 	return out
 }
 
-// export writes the encoder with the mask baked in (mean fill).
-func (f *filterRun) export(keep map[string][]bool, trusted []bool) error {
-	return encoder.Export(f.p.Encoder, encoder.Config{Masks: masksOf(keep, f.fill(trusted))}, f.p.Export, nil)
-}

@@ -49,6 +49,7 @@ type benchScenario struct {
 	Poison    json.RawMessage `json:"poison"`    // poison stage params (trigger, target, clean_label), applied at each rate
 	Rates     []float64       `json:"rates"`     // overrides the config's rates
 	Eval      json.RawMessage `json:"eval"`      // eval spec for the ASR
+	Triggered string          `json:"triggered"` // or a triggered test set (non-target images with the trigger, labelled with the target): ASR = accuracy on it
 	Pipelines []string        `json:"pipelines"` // overrides the config's pipelines
 }
 
@@ -126,6 +127,9 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		}
 		if s.Truth != "" && !fileExists(s.Truth) {
 			return nil, bad(at+".truth", "%s: no such file", s.Truth)
+		}
+		if s.Triggered = rel(s.Triggered); s.Triggered != "" && !fileExists(s.Triggered) {
+			return nil, bad(at+".triggered", "%s: no such file", s.Triggered)
 		}
 		if len(s.Eval) > 0 {
 			if _, err := attack.ParseSpec(s.Eval); err != nil {
@@ -252,6 +256,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 				row.fill(rep)
 				row.Seconds, row.Reused = secs, reused
+				if s.Triggered != "" {
+					ev, err := evalRun{model: filepath.Join(dir, "clean_model.onnx"), data: s.Triggered, device: c.device, batch: 256}.run(ctx)
+					if err != nil {
+						return fmt.Errorf("bench: %s / %s: ASR on %s: %w", cell, name, s.Triggered, err)
+					}
+					row.ASR = &ev.ACC
+				}
 				state := fmt.Sprintf("%.0fs", secs)
 				if reused {
 					state = "reused"

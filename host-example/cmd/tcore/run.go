@@ -26,11 +26,13 @@ import (
 	"github.com/tcore-dev/tcore/stages/abl"
 	"github.com/tcore-dev/tcore/stages/actclust"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
+	"github.com/tcore-dev/tcore/stages/clp"
 	"github.com/tcore-dev/tcore/stages/ct"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/evaluate"
 	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/filter"
+	"github.com/tcore-dev/tcore/stages/fineprune"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/poison"
 	"github.com/tcore-dev/tcore/stages/sift"
@@ -42,7 +44,8 @@ import (
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess {
 	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New(), "evaluate": evaluate.New(),
-		"spectral": spectral.New(), "actclust": actclust.New(), "ct": ct.New(), "abl": abl.New()}
+		"spectral": spectral.New(), "actclust": actclust.New(), "ct": ct.New(), "abl": abl.New(),
+		"clp": clp.New(), "fineprune": fineprune.New()}
 }
 
 // runConfig is one `tcore run`.

@@ -325,3 +325,28 @@ func WriteVerdict(out plugin.Outputs, stage string, t *Table, v Verdict) (plugin
 	}
 	return plugin.Metrics{"rows": t.N(), "trusted": kept, "removed_per_class": removed}, nil
 }
+
+// LayerMeans returns each probed channel's mean over the selected rows
+// (all rows when sel is nil), by layer name.
+func (t *Table) LayerMeans(sel []bool) map[string][]float32 {
+	out := map[string][]float32{}
+	for _, l := range t.Layers {
+		m := make([]float64, l.D)
+		n := 0
+		for i := 0; i < t.N(); i++ {
+			if sel != nil && !sel[i] {
+				continue
+			}
+			n++
+			for c := 0; c < l.D; c++ {
+				m[c] += float64(l.X[i*l.D+c])
+			}
+		}
+		v := make([]float32, l.D)
+		for c := range v {
+			v[c] = float32(m[c] / float64(max(n, 1)))
+		}
+		out[l.Name] = v
+	}
+	return out
+}

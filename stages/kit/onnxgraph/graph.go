@@ -6,8 +6,10 @@
 package onnxgraph
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 
@@ -502,4 +504,87 @@ func (m *Model) Prune() error {
 	}
 	g.Initializer = inits
 	return nil
+}
+
+// WritingConv finds the last convolution that writes tensor: it walks back
+// through Relu, Identity, Clip, BatchNormalization and Add (the first
+// input: a residual block's main branch) to a Conv, and returns that
+// Conv's weights, their dims [cout, cin, kh, kw], and per output channel
+// the scale of any batch normalisation passed on the way (1 when folded).
+func (m *Model) WritingConv(tensor string) (w []float32, dims []int64, scale []float32, err error) {
+	prod := map[string]*onnx.NodeProto{}
+	for _, n := range m.P.Graph.Node {
+		for _, o := range n.Output {
+			prod[o] = n
+		}
+	}
+	var bn [][]float32
+	t := tensor
+	for steps := 0; steps < 64; steps++ {
+		n, ok := prod[t]
+		if !ok {
+			break
+		}
+		switch n.OpType {
+		case "Conv":
+			w, dims, err = m.initializer(n.Input[1])
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			scale = make([]float32, dims[0])
+			for i := range scale {
+				scale[i] = 1
+				for _, s := range bn {
+					if i < len(s) {
+						scale[i] *= s[i]
+					}
+				}
+			}
+			return w, dims, scale, nil
+		case "BatchNormalization":
+			gamma, _, err1 := m.initializer(n.Input[1])
+			variance, _, err2 := m.initializer(n.Input[4])
+			if err1 != nil || err2 != nil {
+				return nil, nil, nil, fmt.Errorf("onnxgraph: batch normalisation %s: parameters not constant", n.Name)
+			}
+			eps := float32(1e-5)
+			for _, a := range n.Attribute {
+				if a.Name == "epsilon" {
+					eps = a.F
+				}
+			}
+			s := make([]float32, len(gamma))
+			for i := range s {
+				s[i] = float32(math.Abs(float64(gamma[i]) / math.Sqrt(float64(variance[i]+eps))))
+			}
+			bn = append(bn, s)
+		case "Relu", "Identity", "Clip", "Add", "LeakyRelu":
+		default:
+			return nil, nil, nil, fmt.Errorf("onnxgraph: no convolution writes %q (reached a %s)", tensor, n.OpType)
+		}
+		t = n.Input[0]
+	}
+	return nil, nil, nil, fmt.Errorf("onnxgraph: no convolution writes %q", tensor)
+}
+
+// initializer returns a float32 initializer's values and dims.
+func (m *Model) initializer(name string) ([]float32, []int64, error) {
+	for _, in := range m.P.Graph.Initializer {
+		if in.Name != name {
+			continue
+		}
+		if in.DataType != int32(onnx.TensorProto_FLOAT) {
+			return nil, nil, fmt.Errorf("onnxgraph: initializer %s is not float32", name)
+		}
+		if len(in.FloatData) > 0 {
+			return in.FloatData, in.Dims, nil
+		}
+		raw := in.RawData
+		out := make([]float32, len(raw)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		return out, in.Dims, nil
+	}
+	return nil, nil, fmt.Errorf("onnxgraph: %s is not an initializer", name)
 }

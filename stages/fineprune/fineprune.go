@@ -1,0 +1,124 @@
+// Package fineprune is the pruning half of Fine-Pruning (Liu, Dolan-Gavitt
+// and Garg, 2018), in place of filter: backdoor neurons tend to stay
+// dormant on clean inputs, so the channels of the deepest probed layer with
+// the lowest mean activation on trusted rows are switched off (replaced by
+// 0). The fine-tuning half is the head trained afterwards.
+package fineprune
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Stage is the fine-pruning baseline.
+type Stage struct{}
+
+// New returns the fineprune stage.
+func New() plugin.Stage { return Stage{} }
+
+// Spec implements plugin.Stage.
+func (Stage) Spec() plugin.Spec {
+	return plugin.Spec{
+		Name:    "fineprune",
+		Version: "0.1.0",
+		Inputs: []plugin.PortSpec{
+			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images (embedded again when channels are pruned)"},
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
+			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "rows taken for clean (expand.trusted); without it, every row"},
+		},
+		Outputs: []plugin.PortSpec{
+			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, score = minus the mean activation"},
+			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the pruned encoder"},
+		},
+		Params: []plugin.ParamSpec{
+			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
+			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the pruned encoder (ONNX)"},
+			{Name: "layer", Default: json.RawMessage(`""`), Doc: "the probed layer to prune (default: the deepest)"},
+			{Name: "prune", Default: json.RawMessage(`0.2`), Doc: "share of the layer's channels pruned, least active first"},
+			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
+			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
+		},
+		NeedsAllRows: true,
+	}
+}
+
+// Params are fineprune's parameters.
+type Params struct {
+	Encoder       string  `json:"encoder"`
+	Export        string  `json:"export"`
+	Layer         string  `json:"layer"`
+	Prune         float64 `json:"prune"`
+	TrustedColumn string  `json:"trusted_column"`
+	Device        string  `json:"device"`
+}
+
+// Check implements plugin.Checker.
+func (p Params) Check() error {
+	if p.Encoder == "" {
+		return plugin.BadInputf("parameter \"encoder\": no encoder given")
+	}
+	if p.Prune <= 0 || p.Prune >= 1 {
+		return plugin.BadInputf("parameter \"prune\": %v, want (0, 1)", p.Prune)
+	}
+	return ort.CheckDevice(p.Device)
+}
+
+// Run implements plugin.Stage.
+func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
+	var p Params
+	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
+		return nil, err
+	}
+	if err := ort.Init(""); err != nil {
+		return nil, err
+	}
+	t, err := feat.Open(in, "features")
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Layers) == 0 {
+		return nil, plugin.PortError("features", plugin.BadInputf("no probed layers: embed with layers [\"auto\"]"))
+	}
+	trusted, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
+	if errors.Is(err, plugin.ErrNotConnected) {
+		trusted = nil // every row
+	} else if err != nil {
+		return nil, err
+	}
+	images, err := encoder.HoldImages(in, "images")
+	if err != nil {
+		return nil, err
+	}
+	defer images.Release()
+	layer := t.Layers[len(t.Layers)-1].Name
+	if p.Layer != "" {
+		layer = p.Layer
+	}
+	means, ok := t.LayerMeans(trusted)[layer]
+	if !ok {
+		return nil, plugin.BadInputf("parameter \"layer\": %q is not a probed layer", p.Layer)
+	}
+	v := encoder.NewChannelVerdict(t, "dormant")
+	order := make([]int, len(means))
+	for c := range order {
+		order[c] = c
+		v.Score[layer][c] = -means[c]
+	}
+	sort.SliceStable(order, func(a, b int) bool { return means[order[a]] < means[order[b]] })
+	for _, c := range order[:int(p.Prune*float64(len(means)))] {
+		v.Keep[layer][c] = false
+	}
+	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, images, v, out, progress); err != nil {
+		return nil, err
+	}
+	masked := v.Masked(t)
+	return plugin.Metrics{"channels_masked": len(masked), "masked": masked, "layer": layer, "exported": p.Export}, nil
+}
