@@ -231,7 +231,6 @@ type filterRun struct {
 	images       *encoder.Images // the images input, held for the embedding of the filtered encoder
 }
 
-
 // loadScanImages decodes scan_images trusted images, round robin over the
 // classes.
 func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
@@ -526,7 +525,6 @@ func (f *filterRun) spread(layer, ch int) float64 {
 	return math.Sqrt(math.Max(sq/float64(n)-m*m, 0))
 }
 
-
 // Round is one round of masking: the pattern the search found on the
 // encoder masked so far, and what masking its channels did to it.
 type Round struct {
@@ -647,4 +645,3 @@ func (f *filterRun) candidates(z map[string][]float32, keep map[string][]bool) [
 	})
 	return out
 }
-
