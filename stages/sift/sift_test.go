@@ -3,14 +3,19 @@ package sift_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 
+	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/internal/synth"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/sift"
 )
 
@@ -126,5 +131,53 @@ func TestSiftBadInput(t *testing.T) {
 	}
 	if w, _ := m["warnings"].([]any); len(w) == 0 || !strings.Contains(w[0].(string), "took 6 seeds") {
 		t.Fatalf("warnings %v, want the fallback reported", m["warnings"])
+	}
+}
+
+// BenchmarkSift50k: sift on 50,000 rows with the shared encoder's probe
+// widths (32+64+128+256 channels) and a 256-d embedding, the default
+// (ONNX Runtime) kNN engine, through the stage in process. Issue target:
+// at most 60 s on a 2-core machine (go test -bench Sift50k -benchtime 1x).
+func BenchmarkSift50k(b *testing.B) {
+	ortlib.Init(b)
+	const n, classes = 50000, 10
+	rng := rand.New(rand.NewPCG(1, 2))
+	t := &feat.Table{Embedding: feat.Matrix{Name: "embedding", D: 256}}
+	for i := 0; i < n; i++ {
+		t.IDs = append(t.IDs, uint64(i))
+		t.Labels = append(t.Labels, int32(i%classes))
+	}
+	fill := func(d int) []float32 {
+		protos := make([]float32, classes*d)
+		for i := range protos {
+			protos[i] = float32(rng.NormFloat64())
+		}
+		x := make([]float32, n*d)
+		for i := 0; i < n; i++ {
+			for j := 0; j < d; j++ {
+				x[i*d+j] = protos[(i%classes)*d+j] + 2*float32(rng.NormFloat64())
+			}
+		}
+		return x
+	}
+	for k, d := range []int{32, 64, 128, 256} {
+		t.Layers = append(t.Layers, feat.Matrix{Name: fmt.Sprintf("stage%d", k+1), D: d, X: fill(d)})
+	}
+	t.Embedding.X = fill(256)
+	rec := arrowio.NewFeaturesRecord(arrowio.FeaturesSchema(256, []arrowio.Layer{{Name: "stage1", Channels: 32}, {Name: "stage2", Channels: 64}, {Name: "stage3", Channels: 128}, {Name: "stage4", Channels: 256}}),
+		t.IDs, t.Labels, [][]float32{t.Embedding.X, t.Layers[0].X, t.Layers[1].X, t.Layers[2].X, t.Layers[3].X})
+	defer rec.Release()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		in := plugin.NewTables()
+		in.Put("features", rec.Schema(), rec)
+		out := plugin.NewTables()
+		start := time.Now()
+		if _, err := plugin.Local(sift.New()).Run(context.Background(), json.RawMessage(`{}`), in, out, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/run")
+		in.Release()
+		out.Release()
 	}
 }
