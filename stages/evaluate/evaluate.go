@@ -127,11 +127,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	defer enc.Close()
 	pre := encoder.ForEncoder(enc)
-	test, err := readAll(in, "test")
+	test, err := encoder.HoldImages(in, "test") // read twice: clean, then triggered
 	if err != nil {
 		return nil, err
 	}
-	defer test.release()
+	defer test.Release()
 
 	clean := newScorer(-1)
 	if err := stream(ctx, test, enc, pre, p.BatchSize, clean, nil, progress); err != nil {
@@ -173,8 +173,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 
 // stream runs the test set through the classifier into sc; with a spec,
 // only the non-target images, triggered and labelled as the target.
-func stream(ctx context.Context, test *table, enc *encoder.Encoder, pre encoder.Preprocess, batch int, sc *scorer, spec *attack.Spec, progress plugin.Progress) error {
-	r, err := array.NewRecordReader(test.schema, test.recs)
+func stream(ctx context.Context, test *encoder.Images, enc *encoder.Encoder, pre encoder.Preprocess, batch int, sc *scorer, spec *attack.Spec, progress plugin.Progress) error {
+	r, err := test.Reader()
 	if err != nil {
 		return err
 	}
@@ -188,37 +188,6 @@ func stream(ctx context.Context, test *table, enc *encoder.Encoder, pre encoder.
 		return plugin.PortError("test", err)
 	}
 	return nil
-}
-
-// table is a whole input held in memory (the test set is read twice).
-type table struct {
-	schema *arrow.Schema
-	recs   []arrow.Record
-}
-
-func (t *table) release() {
-	for _, r := range t.recs {
-		r.Release()
-	}
-}
-
-func readAll(in plugin.Inputs, port string) (*table, error) {
-	r, err := in.Open(port)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	t := &table{schema: r.Schema()}
-	for r.Next() {
-		rec := r.Record()
-		rec.Retain()
-		t.recs = append(t.recs, rec)
-	}
-	if err := r.Err(); err != nil {
-		t.release()
-		return nil, err
-	}
-	return t, nil
 }
 
 // triggered is a RecordReader over the non-target rows of src with the

@@ -20,7 +20,7 @@ import (
 // encoder as ONNX, and the training rows' embeddings under it.
 
 // Images holds an images/v1 input in memory (a port can be opened once;
-// these stages read it twice).
+// the channel-filtering stages and evaluate read theirs twice).
 type Images struct {
 	Schema  *arrow.Schema
 	Records []arrow.Record
