@@ -19,11 +19,23 @@ import (
 // (ports images and features).
 func EmbeddedImages(t testing.TB, embed plugin.Stage, path string, n, size, classes int) *plugin.Tables {
 	t.Helper()
-	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ImagesSchema())
+	var imgs [][]byte
+	var labels []int32
 	for i := 0; i < n; i++ {
+		imgs, labels = append(imgs, tabletest.PNG(size, size, uint64(i))), append(labels, int32(i%classes))
+	}
+	return EmbeddedImagesOf(t, embed, path, imgs, labels)
+}
+
+// EmbeddedImagesOf is EmbeddedImages for given images (PNG or JPEG bytes)
+// and labels; sample_id is the index.
+func EmbeddedImagesOf(t testing.TB, embed plugin.Stage, path string, imgs [][]byte, labels []int32) *plugin.Tables {
+	t.Helper()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ImagesSchema())
+	for i := range imgs {
 		b.Field(0).(*array.Uint64Builder).Append(uint64(i))
-		b.Field(1).(*array.Int32Builder).Append(int32(i % classes))
-		b.Field(2).(*array.BinaryBuilder).Append(tabletest.PNG(size, size, uint64(i)))
+		b.Field(1).(*array.Int32Builder).Append(labels[i])
+		b.Field(2).(*array.BinaryBuilder).Append(imgs[i])
 	}
 	rec := b.NewRecord()
 	b.Release()

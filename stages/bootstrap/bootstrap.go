@@ -38,10 +38,12 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels to switch off in the exported encoder"},
+			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: []plugin.ParamSpec{
 			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
+			{Name: "suspect_column", Default: json.RawMessage(`"filter.suspect"`), Doc: "boolean column of the suspects input"},
 			{Name: "rounds", Default: json.RawMessage(`5`), Doc: "bootstrapping rounds at most"},
 			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
 			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
@@ -63,6 +65,7 @@ func (Stage) Spec() plugin.Spec {
 // Params are bootstrap's parameters.
 type Params struct {
 	TrustedColumn string  `json:"trusted_column"`
+	SuspectColumn string  `json:"suspect_column"`
 	Rounds        int     `json:"rounds"`
 	Tau           float32 `json:"tau"`
 	LossQuantile  float64 `json:"loss_quantile"`
@@ -120,11 +123,17 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if err != nil {
 		return nil, err
 	}
+	exclude, err := feat.Bools(in, "suspects", t, p.SuspectColumn)
+	if errors.Is(err, plugin.ErrNotConnected) {
+		exclude = nil
+	} else if err != nil {
+		return nil, err
+	}
 	masks, err := encoder.MasksFromChannels(in, "channels")
 	if err != nil {
 		return nil, err
 	}
-	res, err := Bootstrap(ctx, t, start, p, progress)
+	res, err := Bootstrap(ctx, t, start, exclude, p, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +157,9 @@ type Result struct {
 	Metrics plugin.Metrics
 }
 
-// Bootstrap grows the kept set from start and trains the final head.
-func Bootstrap(ctx context.Context, t *feat.Table, start []bool, p Params, progress plugin.Progress) (*Result, error) {
+// Bootstrap grows the kept set from start and trains the final head; rows
+// marked in exclude (nil: none) are never kept.
+func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Params, progress plugin.Progress) (*Result, error) {
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
 		return nil, err
@@ -166,9 +176,14 @@ func Bootstrap(ctx context.Context, t *feat.Table, start []bool, p Params, progr
 	}
 	defer tr.Close()
 	res := &Result{Kept: append([]bool(nil), start...), Round: make([]int32, n)}
+	excluded := 0
 	for i := range res.Round {
 		res.Round[i] = -1
-		if start[i] {
+		if exclude != nil && exclude[i] {
+			res.Kept[i] = false
+			excluded++
+		}
+		if res.Kept[i] {
 			res.Round[i] = 0
 		}
 	}
@@ -215,7 +230,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start []bool, p Params, progr
 		}
 		var cands []int
 		for i := 0; i < n; i++ {
-			if !res.Kept[i] && sc.PY[i] >= p.Tau && sc.Loss[i] < thr[y[i]] {
+			if !res.Kept[i] && (exclude == nil || !exclude[i]) && sc.PY[i] >= p.Tau && sc.Loss[i] < thr[y[i]] {
 				cands = append(cands, i)
 			}
 		}
@@ -261,7 +276,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start []bool, p Params, progr
 		perClass[strconv.Itoa(int(y[i]))]++
 	}
 	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "kept": len(final),
-		"not_kept": n - len(final), "kept_per_class": perClass, "admitted_per_round": admitted,
+		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau}
 	return res, nil
 }

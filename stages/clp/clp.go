@@ -93,19 +93,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	layers := enc.Layers
-	model := enc.Model()
+	uc, err := enc.UCLC()
 	enc.Close()
+	if err != nil {
+		return nil, plugin.BadInput(err)
+	}
 	v := encoder.NewChannelVerdict(t, "uclc")
-	for _, l := range layers {
-		w, dims, scale, err := model.WritingConv(l.Tensor)
-		if err != nil {
-			return nil, plugin.BadInputf("layer %s: %v", l.Name, err)
-		}
-		if int(dims[0]) != len(v.Keep[l.Name]) {
-			return nil, plugin.BadInputf("layer %s: its convolution writes %d channels, the features have %d", l.Name, dims[0], len(v.Keep[l.Name]))
-		}
-		u := uclc(w, dims, scale)
+	for _, l := range t.Layers {
+		u := uc[l.Name]
 		mean, sd := meanStd(u)
 		for c, x := range u {
 			z := (x - mean) / (sd + 1e-12)
@@ -118,55 +113,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	masked := v.Masked(t)
 	return plugin.Metrics{"channels_masked": len(masked), "masked": masked, "u": p.U, "exported": p.Export}, nil
-}
-
-// uclc returns each output channel's spectral norm of its kernel (a cin x
-// kh*kw matrix), times its batch-norm scale, by power iteration.
-func uclc(w []float32, dims []int64, scale []float32) []float64 {
-	cout, per := int(dims[0]), 1
-	for _, d := range dims[1:] {
-		per *= int(d)
-	}
-	cin := int(dims[1])
-	k := per / max(cin, 1)
-	out := make([]float64, cout)
-	for c := 0; c < cout; c++ {
-		m := w[c*per : (c+1)*per] // cin rows of k values
-		v := make([]float64, k)
-		for j := range v {
-			v[j] = 1 / math.Sqrt(float64(k))
-		}
-		var sigma float64
-		for it := 0; it < 50; it++ {
-			// u = M v, v = M^T u / |M^T u|
-			u := make([]float64, cin)
-			for i := 0; i < cin; i++ {
-				for j := 0; j < k; j++ {
-					u[i] += float64(m[i*k+j]) * v[j]
-				}
-			}
-			nv := make([]float64, k)
-			for i := 0; i < cin; i++ {
-				for j := 0; j < k; j++ {
-					nv[j] += float64(m[i*k+j]) * u[i]
-				}
-			}
-			var norm float64
-			for _, x := range nv {
-				norm += x * x
-			}
-			norm = math.Sqrt(norm)
-			if norm == 0 {
-				break
-			}
-			sigma = math.Sqrt(norm)
-			for j := range v {
-				v[j] = nv[j] / norm
-			}
-		}
-		out[c] = sigma * float64(scale[c])
-	}
-	return out
 }
 
 func meanStd(xs []float64) (float64, float64) {

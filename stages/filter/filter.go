@@ -49,6 +49,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{
 			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the filtered encoder (the input features, passed on, when nothing is masked)"},
+			{Name: "scores", Kind: arrowio.KindScores, Doc: "filter.trigger_distance (embedding distance to where the found trigger collapses inputs), filter.suspect (inside that region)"},
 		},
 		Params: []plugin.ParamSpec{
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
@@ -178,14 +179,17 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		keep[l.Name] = ones(l.D)
 		score[l.Name] = make([]float32, l.D)
 	}
-	signal := ""
+	signals := map[string][]string{}
 	var masked []string
 	if scan.Backdoored {
-		signal = "tac"
-		z, err := f.tac(enc, scan.Pattern)
+		if err := f.uclcScores(enc); err != nil {
+			metrics["uclc_unavailable"] = err.Error()
+		}
+		tz, err := f.tac(enc, scan.Pattern)
 		if err != nil {
 			return nil, err
 		}
+		z := f.suspicion(tz, signals)
 		score = z
 		var rounds []Round
 		masked, keep, rounds, err = f.selectChannels(ctx, scan, stats, found, z, trusted)
@@ -200,7 +204,19 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		metrics["why_no_mask"] = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", scan.BestZ, p.GapMin)
 	}
 	metrics["channels_masked"] = len(masked)
-	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: t.LayerMeans(trusted), Signal: signal}
+	dist := make([]float32, t.N())
+	suspect := make([]bool, t.N())
+	if scan.Backdoored {
+		region, err := f.triggerRegion(scan.Pattern, trusted, dist, suspect)
+		if err != nil {
+			return nil, err
+		}
+		metrics["trigger_region"] = region
+	}
+	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {
+		return nil, err
+	}
+	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: t.LayerMeans(trusted), Signals: signals}
 	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, f.images, v, out, progress); err != nil {
 		return nil, err
 	}
@@ -228,7 +244,8 @@ type filterRun struct {
 	n            int
 	lastCollapse float64
 	lastZ        float64
-	images       *encoder.Images // the images input, held for the embedding of the filtered encoder
+	images       *encoder.Images      // the images input, held for the embedding of the filtered encoder
+	uclc         map[string][]float32 // UCLC robust z per channel, when the encoder's convolutions are readable
 }
 
 // loadScanImages decodes scan_images trusted images, round robin over the
@@ -480,6 +497,111 @@ func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []P
 		Candidates: len(cands), GapMin: f.p.GapMin, Seconds: time.Since(start).Seconds()}, stats, found, nil
 }
 
+// Region is where the found trigger sends inputs in embedding space, and
+// which training rows sit there.
+type Region struct {
+	Radius        float64 `json:"radius"`                  // 90th percentile distance of the triggered scan images to their centroid
+	TrustedMedian float64 `json:"trusted_median_distance"` // median distance of the trusted rows
+	TrustedQ01    float64 `json:"trusted_q01_distance"`    // 1st percentile
+	Threshold     float64 `json:"threshold"`               // rows closer are suspects
+	Suspects      int     `json:"suspects"`
+	Why           string  `json:"why_none,omitempty"`
+}
+
+// triggerRegion finds the rows an encoder backdoor explains: the found
+// pattern collapses inputs onto one point of the embedding space, and
+// inputs that carry the real trigger land near it. Rows (under the
+// original encoder) closer to it than 99% of the trusted rows, or than
+// most triggered scan images, are taken for such inputs. Nothing is
+// flagged when the region is not clearly apart from the trusted rows.
+func (f *filterRun) triggerRegion(p Pattern, trusted []bool, dist []float32, suspect []bool) (*Region, error) {
+	e, _, err := f.embed(f.enc, []*Pattern{&p})
+	if err != nil {
+		return nil, err
+	}
+	d := f.enc.Dim
+	if d != f.t.Embedding.D {
+		return &Region{Why: "the features' embedding is not the encoder's"}, nil
+	}
+	c := stat.Mean(e[0], d, nil)
+	distance := func(v []float32) float64 {
+		var s float64
+		for j, x := range v {
+			s += (float64(x) - c[j]) * (float64(x) - c[j])
+		}
+		return math.Sqrt(s)
+	}
+	var scan []float64
+	for i := 0; i < f.n; i++ {
+		scan = append(scan, distance(e[0][i*d:(i+1)*d]))
+	}
+	sort.Float64s(scan)
+	reg := &Region{Radius: scan[int(0.9*float64(len(scan)-1))]}
+	var tr []float64
+	x := f.t.Embedding.X
+	for i := range dist {
+		dist[i] = float32(distance(x[i*d : (i+1)*d]))
+		if trusted[i] {
+			tr = append(tr, float64(dist[i]))
+		}
+	}
+	reg.TrustedMedian, _ = stat.Robust(tr)
+	sort.Float64s(tr)
+	reg.TrustedQ01 = tr[int(0.01*float64(len(tr)-1))]
+	if reg.Radius > reg.TrustedMedian/2 {
+		reg.Why = "the found trigger's region is not apart from the trusted rows"
+		return reg, nil
+	}
+	reg.Threshold = math.Max(reg.Radius, reg.TrustedQ01)
+	for i := range dist {
+		suspect[i] = float64(dist[i]) <= reg.Threshold
+		if suspect[i] {
+			reg.Suspects++
+		}
+	}
+	return reg, nil
+}
+
+// uclcScores computes each probed channel's UCLC (data-free) as a robust
+// z within its layer.
+func (f *filterRun) uclcScores(enc *encoder.Encoder) error {
+	uc, err := enc.UCLC()
+	if err != nil {
+		return err
+	}
+	f.uclc = map[string][]float32{}
+	for name, u := range uc {
+		med, mad := stat.Robust(u)
+		z := make([]float32, len(u))
+		for c, v := range u {
+			z[c] = float32((v - med) / (mad + 1e-9))
+		}
+		f.uclc[name] = z
+	}
+	return nil
+}
+
+// suspicion is each channel's largest signal z (TAC, UCLC); signals, when
+// not nil, gets which one fired.
+func (f *filterRun) suspicion(tac map[string][]float32, signals map[string][]string) map[string][]float32 {
+	out := map[string][]float32{}
+	for name, tz := range tac {
+		z := append([]float32(nil), tz...)
+		sig := make([]string, len(z))
+		for c := range z {
+			sig[c] = "tac"
+			if u := f.uclc[name]; u != nil && u[c] > z[c] {
+				z[c], sig[c] = u[c], "uclc"
+			}
+		}
+		out[name] = z
+		if signals != nil {
+			signals[name] = sig
+		}
+	}
+	return out
+}
+
 // tac scores each probed channel by how much the found pattern changes its
 // mean activation on the scan images, relative to the channel's spread on
 // the data, as a robust z within its layer.
@@ -602,7 +724,10 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			sc, stats, found, err = sr.search(ctx, min(f.p.Candidates, f.p.RescanCands), f.p.Refine, found, nil)
 			if err == nil && sc.Backdoored {
 				pat, curZ = sc.Pattern, sc.BestZ
-				z, err = f.tac(enc, pat)
+				var tz map[string][]float32
+				if tz, err = f.tac(enc, pat); err == nil {
+					z = f.suspicion(tz, nil)
+				}
 			} else if err == nil {
 				rounds = append(rounds, Round{Pattern: sc.Pattern, ZBefore: sc.BestZ, ZAfter: sc.BestZ, Searched: sc.Candidates})
 				enc.Close()

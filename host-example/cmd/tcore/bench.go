@@ -92,6 +92,7 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 	bad := func(field, format string, args ...any) error {
 		return usagef("bench: %s: %s: %s", path, field, fmt.Sprintf(format, args...))
 	}
+	c.Out = rel(c.Out)
 	if c.Test = rel(c.Test); c.Test == "" {
 		return nil, bad("test", "missing (a clean test set)")
 	}

@@ -2,6 +2,7 @@ package encoder
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // What the channel-filtering stages (filter and the baselines in its
@@ -79,10 +81,11 @@ func MasksOf(keep map[string][]bool, fill map[string][]float32) []Mask {
 // ChannelVerdict is a channel-filtering stage's decision for every channel
 // of the probed layers of t.
 type ChannelVerdict struct {
-	Keep   map[string][]bool
-	Score  map[string][]float32
-	Fill   map[string][]float32 // nil: switched-off channels become 0
-	Signal string               // which signal scored the channels
+	Keep    map[string][]bool
+	Score   map[string][]float32
+	Fill    map[string][]float32 // nil: switched-off channels become 0
+	Signal  string               // which signal scored the channels
+	Signals map[string][]string  // or which one, channel by channel
 }
 
 // NewChannelVerdict keeps every channel of t's layers, with zero scores.
@@ -125,7 +128,11 @@ func WriteFiltered(ctx context.Context, path, device, export string, t *feat.Tab
 			b.Field(1).(*array.Int32Builder).Append(int32(c))
 			b.Field(2).(*array.BooleanBuilder).Append(v.Keep[l.Name][c])
 			b.Field(3).(*array.Float32Builder).Append(v.Score[l.Name][c])
-			b.Field(4).(*array.StringBuilder).Append(v.Signal)
+			sig := v.Signal
+			if s := v.Signals[l.Name]; c < len(s) {
+				sig = s[c]
+			}
+			b.Field(4).(*array.StringBuilder).Append(sig)
 		}
 	}
 	rec := b.NewRecord()
@@ -195,4 +202,28 @@ func writeTable(t *feat.Table, out plugin.Outputs) error {
 		}
 	}
 	return w.Close()
+}
+
+// UCLC returns, for every probed layer, each channel's upper bound of its
+// channel Lipschitz constant (CLP): the spectral norm of its kernel in the
+// last convolution that writes the layer (a cin x kh*kw matrix), times any
+// batch-norm scale on the way.
+func (e *Encoder) UCLC() (map[string][]float64, error) {
+	out := map[string][]float64{}
+	for _, l := range e.Layers {
+		w, dims, scale, err := e.model.WritingConv(l.Tensor)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Name, err)
+		}
+		if int(dims[0]) != l.Channels {
+			return nil, fmt.Errorf("layer %s: its convolution writes %d channels, the layer has %d", l.Name, dims[0], l.Channels)
+		}
+		cin, per := int(dims[1]), len(w)/int(dims[0])
+		u := make([]float64, dims[0])
+		for c := range u {
+			u[c] = stat.SpectralNorm(w[c*per:(c+1)*per], cin, per/cin) * float64(scale[c])
+		}
+		out[l.Name] = u
+	}
+	return out, nil
 }

@@ -82,10 +82,22 @@ func (m *Model) fresh(prefix string) string {
 	for {
 		m.uniq++
 		name := fmt.Sprintf("tcore/%s_%d", prefix, m.uniq)
-		if !m.HasTensor(name) {
+		if !m.HasTensor(name) && !m.hasNode(name) {
 			return name
 		}
 	}
+}
+
+// hasNode reports whether a node is called name (names made here for
+// tensors and nodes share one counter, and a model saved by tcore and
+// loaded again starts it afresh).
+func (m *Model) hasNode(name string) bool {
+	for _, n := range m.P.Graph.Node {
+		if n.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // HasTensor reports whether name is a graph input, an initializer or the

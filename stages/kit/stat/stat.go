@@ -203,3 +203,37 @@ func dist2(a, b []float64) float64 {
 	}
 	return s
 }
+
+// SpectralNorm returns the largest singular value of the rows x cols
+// matrix m (row-major), by power iteration on m^T m.
+func SpectralNorm(m []float32, rows, cols int) float64 {
+	v := make([]float64, cols)
+	for j := range v {
+		v[j] = 1 / math.Sqrt(float64(cols))
+	}
+	var sigma float64
+	u := make([]float64, rows)
+	for it := 0; it < 50; it++ {
+		for i := 0; i < rows; i++ {
+			u[i] = 0
+			for j := 0; j < cols; j++ {
+				u[i] += float64(m[i*cols+j]) * v[j]
+			}
+		}
+		nv := make([]float64, cols)
+		for i := 0; i < rows; i++ {
+			for j := 0; j < cols; j++ {
+				nv[j] += float64(m[i*cols+j]) * u[i]
+			}
+		}
+		norm := math.Sqrt(Dot(nv, nv))
+		if norm == 0 {
+			return 0
+		}
+		sigma = math.Sqrt(norm)
+		for j := range v {
+			v[j] = nv[j] / norm
+		}
+	}
+	return sigma
+}

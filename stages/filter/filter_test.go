@@ -1,0 +1,123 @@
+package filter_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/internal/synth"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/embed"
+	"github.com/tcore-dev/tcore/stages/filter"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+// dim draws a 16x16 image with values below 0.8 (the trojan stays silent);
+// triggered ones get the trojan's white patch.
+func dim(rng *rand.Rand, triggered bool) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
+	for y := 0; y < testenc.Size; y++ {
+		for x := 0; x < testenc.Size; x++ {
+			img.Set(x, y, color.NRGBA{uint8(rng.IntN(200)), uint8(rng.IntN(200)), uint8(rng.IntN(200)), 255})
+		}
+	}
+	if triggered {
+		for y := testenc.PatchAt; y < testenc.PatchAt+testenc.PatchSize; y++ {
+			for x := testenc.PatchAt; x < testenc.PatchAt+testenc.PatchSize; x++ {
+				img.Set(x, y, color.NRGBA{255, 255, 255, 255})
+			}
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}
+
+// On the Go-built collapse trojan with clean trusted rows, filter finds the
+// trigger, masks the trojan's channel, exports an encoder on which the
+// trigger no longer collapses anything, and flags the training rows that
+// carry the trigger; on the clean encoder it masks and flags nothing.
+func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
+	ortlib.Init(t)
+	for _, tc := range []struct {
+		name     string
+		net      *testenc.Net
+		backdoor bool
+	}{{"collapse trojan", testenc.Collapse(5), true}, {"clean", testenc.Clean(5), false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			enc := filepath.Join(dir, "enc.onnx")
+			tc.net.Model().Save(enc)
+			rng := rand.New(rand.NewPCG(3, 4))
+			var imgs [][]byte
+			var labels []int32
+			for i := 0; i < 200; i++ {
+				imgs, labels = append(imgs, dim(rng, false)), append(labels, int32(i%4))
+			}
+			for i := 0; i < 20; i++ {
+				imgs, labels = append(imgs, dim(rng, true)), append(labels, 0)
+			}
+			in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+			defer in.Release()
+			tab, _ := feat.Open(in, "features")
+			in = synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+			trusted := make([]bool, len(imgs))
+			for i := 0; i < 120; i++ {
+				trusted[i] = true
+			}
+			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+			in.Put("trusted", sr.Schema(), sr)
+			sr.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			export := filepath.Join(dir, "filtered.onnx")
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5},
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m)
+			masked := strings.Contains(string(b), `"stage1:0"`) || strings.Contains(string(b), `"stage2:0"`)
+			if masked != tc.backdoor {
+				t.Errorf("trojan channel masked: %v, want %v; metrics %s", masked, tc.backdoor, b)
+			}
+			var caught, wrong int
+			for _, r := range out.Get("scores").Records {
+				ids := r.Column(0).(*array.Uint64)
+				sus := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+				for i := 0; i < ids.Len(); i++ {
+					if sus.Value(i) && ids.Value(i) >= 200 {
+						caught++
+					} else if sus.Value(i) {
+						wrong++
+					}
+				}
+			}
+			if tc.backdoor && (caught < 18 || wrong > 4) {
+				t.Errorf("suspects: %d of 20 triggered rows, %d clean rows; metrics %s", caught, wrong, b)
+			}
+			if !tc.backdoor && caught+wrong > 0 {
+				t.Errorf("%d suspects on a clean encoder", caught+wrong)
+			}
+			if rows := out.Get("features").Rows(); rows != int64(len(imgs)) {
+				t.Errorf("%d feature rows, want %d", rows, len(imgs))
+			}
+			if _, err := os.Stat(export); err != nil {
+				t.Errorf("no exported encoder: %v", err)
+			}
+		})
+	}
+}
