@@ -65,6 +65,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
+			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
 		},
@@ -87,6 +88,7 @@ type Params struct {
 	StopZ         float64 `json:"stop_z"`
 	Rescans       int     `json:"rescans"`
 	RescanCands   int     `json:"rescan_candidates"`
+	RescanGap     float64 `json:"rescan_gap"`
 	Seed          uint64  `json:"seed"`
 	Device        string  `json:"device"`
 }
@@ -722,7 +724,11 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		if err == nil {
 			var sc *Scan
 			sc, stats, found, err = sr.search(ctx, min(f.p.Candidates, f.p.RescanCands), f.p.Refine, found, nil)
-			if err == nil && sc.Backdoored {
+			gap := f.p.RescanGap
+			if gap <= 0 {
+				gap = f.p.GapMin
+			}
+			if err == nil && sc.BestZ >= gap {
 				pat, curZ = sc.Pattern, sc.BestZ
 				var tz map[string][]float32
 				if tz, err = f.tac(enc, pat); err == nil {
