@@ -31,13 +31,9 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "abl.score (minus the early loss), abl.trusted"}},
-		Params: []plugin.ParamSpec{
+		Params: append([]plugin.ParamSpec{
 			{Name: "isolate", Default: json.RawMessage(`0.1`), Doc: "share of all rows isolated (lowest early loss)"},
-			{Name: "epochs", Default: json.RawMessage(`5`), Doc: "epochs before the losses are read"},
-			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		}, mlp.HeadParamSpecs(5, "epochs before the losses are read")...),
 		NeedsAllRows: true,
 	}
 }
@@ -45,10 +41,7 @@ func (Stage) Spec() plugin.Spec {
 // Params are abl's parameters.
 type Params struct {
 	Isolate float64 `json:"isolate"`
-	Epochs  int     `json:"epochs"`
-	Hidden  []int   `json:"hidden"`
-	Seed    uint64  `json:"seed"`
-	Device  string  `json:"device"`
+	mlp.HeadParams
 }
 
 // Check implements plugin.Checker.
@@ -56,10 +49,7 @@ func (p Params) Check() error {
 	if p.Isolate <= 0 || p.Isolate >= 1 {
 		return plugin.BadInputf("parameter \"isolate\": %v, want (0, 1)", p.Isolate)
 	}
-	if p.Epochs < 1 {
-		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", p.Epochs)
-	}
-	return ort.CheckDevice(p.Device)
+	return p.HeadParams.Check()
 }
 
 // Run implements plugin.Stage.
@@ -83,10 +73,10 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	for i := range all {
 		all[i] = i
 	}
-	sizes := append(append([]int{t.Embedding.D}, p.Hidden...), nc)
-	cfg := mlp.DefaultConfig(p.Seed)
+	sizes := p.Sizes(t.Embedding.D, nc)
+	cfg := p.Config()
 	// Not class-balanced: ABL reads the losses of plain training.
-	cfg.Epochs, cfg.Balanced, cfg.MinSteps, cfg.ORT = p.Epochs, false, 0, ort.Options{Device: p.Device}
+	cfg.Balanced, cfg.MinSteps = false, 0
 	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
 		return nil, err

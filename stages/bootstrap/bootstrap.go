@@ -41,23 +41,19 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
-		Params: []plugin.ParamSpec{
+		Params: append([]plugin.ParamSpec{
 			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
 			{Name: "suspect_column", Default: json.RawMessage(`"filter.suspect"`), Doc: "boolean column of the suspects input"},
 			{Name: "rounds", Default: json.RawMessage(`5`), Doc: "bootstrapping rounds at most"},
 			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
 			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
 			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
-			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of each round's head"},
 			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head"},
-			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
 			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
 			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"},
-		},
+		}, mlp.HeadParamSpecs(20, "epochs of each round's head")...),
 		NeedsAllRows: true,
 	}
 }
@@ -70,15 +66,12 @@ type Params struct {
 	Tau           float32 `json:"tau"`
 	LossQuantile  float64 `json:"loss_quantile"`
 	GrowthCap     float64 `json:"growth_cap"`
-	Epochs        int     `json:"epochs"`
 	FinalEpochs   int     `json:"final_epochs"`
-	Hidden        []int   `json:"hidden"`
 	Classes       int     `json:"classes"`
-	Seed          uint64  `json:"seed"`
-	Device        string  `json:"device"`
 	Encoder       string  `json:"encoder"`
 	Embedding     string  `json:"embedding"`
 	Export        string  `json:"export"`
+	mlp.HeadParams
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -92,12 +85,12 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"loss_quantile\": %v, want (0, 1]", p.LossQuantile)
 	case p.GrowthCap <= 0 || p.GrowthCap > 1:
 		return plugin.BadInputf("parameter \"growth_cap\": %v, want (0, 1]", p.GrowthCap)
-	case p.Epochs < 1 || p.FinalEpochs < 1:
-		return plugin.BadInputf("parameters \"epochs\" and \"final_epochs\" must be >= 1")
+	case p.FinalEpochs < 1:
+		return plugin.BadInputf("parameter \"final_epochs\": %d, want >= 1", p.FinalEpochs)
 	case p.Export != "" && p.Encoder == "":
 		return plugin.BadInputf("parameter \"export\" needs \"encoder\"")
 	}
-	return ort.CheckDevice(p.Device)
+	return p.HeadParams.Check()
 }
 
 // Run implements plugin.Stage.
@@ -166,10 +159,8 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Para
 	}
 	n, d := t.N(), t.Embedding.D
 	x, y := t.Embedding.X, t.Labels
-	sizes := append(append([]int{d}, p.Hidden...), nc)
-	cfg := mlp.DefaultConfig(p.Seed)
-	cfg.Epochs = p.Epochs
-	cfg.ORT = ort.Options{Device: p.Device}
+	sizes := p.Sizes(d, nc)
+	cfg := p.Config()
 	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
 		return nil, err

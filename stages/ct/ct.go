@@ -33,15 +33,11 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the rows whose confusion batches carry random labels (sift.seed)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "ct.score (probability of the own label under confusion), ct.trusted"}},
-		Params: []plugin.ParamSpec{
+		Params: append([]plugin.ParamSpec{
 			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
 			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a row predicted as its label with at least this probability"},
 			{Name: "confusion_weight", Default: json.RawMessage(`1.0`), Doc: "loss weight of confusion batches"},
-			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of the head"},
-			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		}, mlp.HeadParamSpecs(20, "epochs of the head")...),
 		NeedsAllRows: true,
 	}
 }
@@ -51,10 +47,7 @@ type Params struct {
 	SeedColumn      string  `json:"seed_column"`
 	PCT             float32 `json:"p_ct"`
 	ConfusionWeight float32 `json:"confusion_weight"`
-	Epochs          int     `json:"epochs"`
-	Hidden          []int   `json:"hidden"`
-	Seed            uint64  `json:"seed"`
-	Device          string  `json:"device"`
+	mlp.HeadParams
 }
 
 // Check implements plugin.Checker.
@@ -62,10 +55,7 @@ func (p Params) Check() error {
 	if p.PCT <= 0 || p.PCT >= 1 {
 		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1)", p.PCT)
 	}
-	if p.Epochs < 1 {
-		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", p.Epochs)
-	}
-	return ort.CheckDevice(p.Device)
+	return p.HeadParams.Check()
 }
 
 // Run implements plugin.Stage.
@@ -99,10 +89,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if len(seedRows) == 0 {
 		return nil, plugin.PortError("seeds", plugin.BadInputf("no seeds in column %q", p.SeedColumn))
 	}
-	sizes := append(append([]int{t.Embedding.D}, p.Hidden...), nc)
-	cfg := mlp.DefaultConfig(p.Seed)
-	cfg.Epochs, cfg.ORT = p.Epochs, ort.Options{Device: p.Device}
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	sizes := p.Sizes(t.Embedding.D, nc)
+	tr, err := mlp.NewTrainer(sizes, p.Config())
 	if err != nil {
 		return nil, err
 	}

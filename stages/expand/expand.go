@@ -36,19 +36,15 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the seed column (sift.seed)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "expand.trusted, expand.round, expand.loss_benign, expand.loss_confusion, expand.flagged"}},
-		Params: []plugin.ParamSpec{
+		Params: append([]plugin.ParamSpec{
 			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
 			{Name: "target_fraction", Default: json.RawMessage(`0.3`), Doc: "trusted set size per class, as a fraction of the class"},
 			{Name: "rounds", Default: json.RawMessage(`3`), Doc: "rounds; the per-class quota grows geometrically to the target"},
 			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a sample the confusion head still predicts as its label with at least this probability"},
 			{Name: "confusion_every", Default: json.RawMessage(`1`), Doc: "one confusion batch after every this many ordinary batches"},
 			{Name: "confusion_weight", Default: json.RawMessage(`10.0`), Doc: "loss weight of confusion batches (ALGORITHM.md says 1; 10 measured better, docs/DECISIONS.md)"},
-			{Name: "epochs", Default: json.RawMessage(`20`), Doc: "epochs of each head"},
-			{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes of the heads"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		}, mlp.HeadParamSpecs(20, "epochs of each head")...),
 		NeedsAllRows: true,
 	}
 }
@@ -61,11 +57,8 @@ type Params struct {
 	PCT             float32 `json:"p_ct"`
 	ConfusionEvery  int     `json:"confusion_every"`
 	ConfusionWeight float32 `json:"confusion_weight"`
-	Epochs          int     `json:"epochs"`
-	Hidden          []int   `json:"hidden"`
 	Classes         int     `json:"classes"`
-	Seed            uint64  `json:"seed"`
-	Device          string  `json:"device"`
+	mlp.HeadParams
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -79,15 +72,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1]", p.PCT)
 	case p.ConfusionEvery < 1:
 		return plugin.BadInputf("parameter \"confusion_every\": %d, want >= 1", p.ConfusionEvery)
-	case p.Epochs < 1:
-		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", p.Epochs)
 	}
-	for _, h := range p.Hidden {
-		if h < 1 {
-			return plugin.BadInputf("parameter \"hidden\": %v, want positive sizes", p.Hidden)
-		}
-	}
-	return ort.CheckDevice(p.Device)
+	return p.HeadParams.Check()
 }
 
 // Result is expand's verdict, in table row order.
@@ -155,11 +141,8 @@ func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress
 			warnings = append(warnings, "class "+strconv.Itoa(c)+" has no seeds: nothing of it can be trusted")
 		}
 	}
-	sizes := append(append([]int{d}, p.Hidden...), nc)
-	cfg := mlp.DefaultConfig(p.Seed)
-	cfg.Epochs = p.Epochs
-	cfg.ORT = ort.Options{Device: p.Device}
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	sizes := p.Sizes(d, nc)
+	tr, err := mlp.NewTrainer(sizes, p.Config())
 	if err != nil {
 		return nil, err
 	}

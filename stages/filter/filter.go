@@ -137,12 +137,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
-	t, err := feat.Open(in, "features")
+	t, err := feat.OpenProbed(in, "features")
 	if err != nil {
 		return nil, err
-	}
-	if len(t.Layers) == 0 {
-		return nil, plugin.PortError("features", plugin.BadInputf("no probed layers: embed with layers [\"auto\"]"))
 	}
 	trusted, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
 	if err != nil {

@@ -350,3 +350,16 @@ func (t *Table) LayerMeans(sel []bool) map[string][]float32 {
 	}
 	return out
 }
+
+// OpenProbed is Open for stages that need the probed layers, not only the
+// embedding.
+func OpenProbed(in plugin.Inputs, port string) (*Table, error) {
+	t, err := Open(in, port)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Layers) == 0 {
+		return nil, plugin.PortError(port, plugin.BadInputf("no probed layers: embed with layers [\"auto\"]"))
+	}
+	return t, nil
+}
