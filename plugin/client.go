@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -49,6 +50,10 @@ type Client struct {
 	tap    *stderrTap
 	pid    int
 	stopAF func() bool
+	// cancelled is set before the launch context's cancellation kills the
+	// process, so that a stream broken by that kill reads as cancellation
+	// even when the run's own context has not seen it yet.
+	cancelled atomic.Pointer[error]
 }
 
 var _ Stage = (*Client)(nil)
@@ -107,7 +112,11 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 	if rc := gp.ReattachConfig(); rc != nil {
 		c.pid = rc.Pid
 	}
-	c.stopAF = context.AfterFunc(ctx, gp.Kill)
+	c.stopAF = context.AfterFunc(ctx, func() {
+		err := context.Cause(ctx)
+		c.cancelled.Store(&err)
+		gp.Kill()
+	})
 	ps, err := c.stub.Describe(ctx, &stagepb.DescribeRequest{})
 	if err != nil {
 		c.Kill()
@@ -311,6 +320,9 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 func (c *Client) crashed(ctx context.Context, port string, err error) error {
 	if ctx.Err() != nil {
 		return &Error{Stage: c.name, Port: port, Code: CodeCancelled, Msg: "run cancelled", Err: ctx.Err()}
+	}
+	if cause := c.cancelled.Load(); cause != nil {
+		return &Error{Stage: c.name, Port: port, Code: CodeCancelled, Msg: "run cancelled", Err: *cause}
 	}
 	// Give the process a moment to be reaped so that Exited is accurate.
 	for i := 0; i < 20 && !c.gp.Exited(); i++ {

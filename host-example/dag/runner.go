@@ -105,6 +105,7 @@ func (r *Runner) Run(ctx context.Context, p *Pipeline, inputs map[string]string,
 		return nil, err
 	}
 	res := &Result{Dir: dir, Nodes: map[string]*NodeResult{}, Order: pl.order}
+	caller := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -160,6 +161,10 @@ func (r *Runner) Run(ctx context.Context, p *Pipeline, inputs map[string]string,
 	}
 	wg.Wait()
 	if firstErr != nil {
+		if err := caller.Err(); err != nil && !errors.Is(firstErr, err) {
+			// The caller cancelled; what broke afterwards is a consequence.
+			return res, fmt.Errorf("%w (%v)", err, firstErr)
+		}
 		return res, firstErr
 	}
 	if err := ctx.Err(); err != nil {
