@@ -66,6 +66,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
+			{Name: "neighbour_z", Default: json.RawMessage(`3.0`), Doc: "after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
 		},
@@ -89,6 +90,7 @@ type Params struct {
 	Rescans       int     `json:"rescans"`
 	RescanCands   int     `json:"rescan_candidates"`
 	RescanGap     float64 `json:"rescan_gap"`
+	NeighbourZ    float64 `json:"neighbour_z"`
 	Seed          uint64  `json:"seed"`
 	Device        string  `json:"device"`
 }
@@ -112,6 +114,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"sizes\": %v, want [min, max] with 1 <= min <= max", p.Sizes)
 	case p.MaxMasked <= 0 || p.MaxMasked > 1:
 		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
+	case p.NeighbourZ < 0:
+		return plugin.BadInputf("parameter \"neighbour_z\": %v, want >= 0 (0: off)", p.NeighbourZ)
 	}
 	return ort.CheckDevice(p.Device)
 }
@@ -654,6 +658,12 @@ type Round struct {
 	ZAfter   float64  `json:"z_after"`
 	Masked   []string `json:"masked"`
 	Searched int      `json:"candidates_searched,omitempty"`
+	// Neighbour is set when the pattern is a neighbour of one masked
+	// against before, not the search's best.
+	Neighbour bool `json:"neighbour,omitempty"`
+	// WorstNeighbourZ is, in the last round, the largest same-size z of
+	// the neighbours of the patterns masked against.
+	WorstNeighbourZ float64 `json:"worst_neighbour_z,omitempty"`
 }
 
 // selectChannels masks channels with a suspicion above u in decreasing
@@ -682,8 +692,10 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 	}
 	pat, curZ := scan.Pattern, scan.BestZ
 	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
+	neighbour := false
 	for round := 0; ; round++ {
-		r := Round{Pattern: pat, ZBefore: curZ}
+		r := Round{Pattern: pat, ZBefore: curZ, Neighbour: neighbour}
+		neighbour = false
 		for _, c := range f.candidates(z, keep) {
 			if len(masked) >= limit || curZ <= f.p.StopZ {
 				break
@@ -725,14 +737,23 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			if gap <= 0 {
 				gap = f.p.GapMin
 			}
-			if err == nil && sc.BestZ >= gap {
+			var nb Pattern
+			var nz float64
+			if err == nil && sc.BestZ < gap && f.p.NeighbourZ > 0 {
+				nb, nz, err = f.worstNeighbour(sr, stats, rounds)
+			}
+			if err == nil && (sc.BestZ >= gap || (f.p.NeighbourZ > 0 && nz >= f.p.NeighbourZ)) {
 				pat, curZ = sc.Pattern, sc.BestZ
+				if sc.BestZ < gap {
+					pat, curZ = nb, nz
+					neighbour = true
+				}
 				var tz map[string][]float32
 				if tz, err = f.tac(enc, pat); err == nil {
 					z = f.suspicion(tz, nil)
 				}
 			} else if err == nil {
-				rounds = append(rounds, Round{Pattern: sc.Pattern, ZBefore: sc.BestZ, ZAfter: sc.BestZ, Searched: sc.Candidates})
+				rounds = append(rounds, Round{Pattern: sc.Pattern, ZBefore: sc.BestZ, ZAfter: sc.BestZ, Searched: sc.Candidates, WorstNeighbourZ: nz})
 				enc.Close()
 				break
 			}
@@ -743,6 +764,78 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		}
 	}
 	return masked, keep, rounds, nil
+}
+
+// neighbours returns the patterns next to p: the same patch grown or
+// shrunk by up to two pixels (still covering, or covered by, p's area from
+// each corner) and moved by one pixel; for a blend, alpha +-0.05. A found
+// pattern is near the trigger, not the trigger itself: masking until p
+// alone no longer collapses can leave the trigger's larger or shifted
+// version working.
+func neighbours(p Pattern, h, w int, sizes [2]int) []Pattern {
+	if p.Kind == "blend" {
+		var out []Pattern
+		for _, d := range []float32{-0.05, 0.05} {
+			q := p
+			q.Alpha = max(0.01, p.Alpha+d)
+			out = append(out, q)
+		}
+		return out
+	}
+	seen := map[[3]int]bool{{p.Size, p.Row, p.Col}: true}
+	var out []Pattern
+	add := func(s, r, c int) {
+		if s < sizes[0] || s > sizes[1] {
+			return
+		}
+		r, c = clamp(r, 0, h-s), clamp(c, 0, w-s)
+		if seen[[3]int{s, r, c}] {
+			return
+		}
+		seen[[3]int{s, r, c}] = true
+		q := p
+		q.Size, q.Row, q.Col = s, r, c
+		out = append(out, q)
+	}
+	for _, ds := range []int{1, 2, -1} {
+		s := p.Size + ds
+		for _, r := range []int{p.Row, p.Row + p.Size - s} {
+			for _, c := range []int{p.Col, p.Col + p.Size - s} {
+				add(s, r, c)
+			}
+		}
+	}
+	for _, d := range [][2]int{{-1, 0}, {1, 0}, {0, -1}, {0, 1}} {
+		add(p.Size, p.Row+d[0], p.Col+d[1])
+	}
+	return out
+}
+
+// worstNeighbour returns, on the searcher's (masked) encoder, the
+// neighbour of the patterns masked against so far that collapses the
+// most, judged by stats (the same-size statistics on that encoder).
+func (f *filterRun) worstNeighbour(sr *searcher, stats groupStats, rounds []Round) (Pattern, float64, error) {
+	var ps []Pattern
+	for _, r := range rounds {
+		if len(r.Masked) > 0 {
+			ps = append(ps, r.Pattern)
+			ps = append(ps, neighbours(r.Pattern, sr.enc.H, sr.enc.W, f.p.Sizes)...)
+		}
+	}
+	if len(ps) == 0 {
+		return Pattern{}, math.Inf(-1), nil
+	}
+	cs, err := sr.collapse(ps)
+	if err != nil {
+		return Pattern{}, 0, err
+	}
+	best, bz := 0, math.Inf(-1)
+	for i := range ps {
+		if z := stats.z(ps[i], cs[i]); z > bz {
+			best, bz = i, z
+		}
+	}
+	return ps[best], bz, nil
 }
 
 type channel struct {
