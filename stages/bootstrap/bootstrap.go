@@ -39,6 +39,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels to switch off in the exported encoder"},
 			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region)"},
+			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: append([]plugin.ParamSpec{
@@ -48,7 +49,8 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
 			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
 			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
-			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head"},
+			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (with warm starts, counting the epochs of the first round's head it starts from)"},
+			{Name: "warm_epochs", Default: json.RawMessage(`5`), Doc: "rounds after the first start from the previous round's head and train this many epochs; the final head starts from the last round's (0: every head starts afresh)"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
 			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
@@ -67,6 +69,7 @@ type Params struct {
 	LossQuantile  float64 `json:"loss_quantile"`
 	GrowthCap     float64 `json:"growth_cap"`
 	FinalEpochs   int     `json:"final_epochs"`
+	WarmEpochs    int     `json:"warm_epochs"`
 	Classes       int     `json:"classes"`
 	Encoder       string  `json:"encoder"`
 	Embedding     string  `json:"embedding"`
@@ -87,6 +90,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"growth_cap\": %v, want (0, 1]", p.GrowthCap)
 	case p.FinalEpochs < 1:
 		return plugin.BadInputf("parameter \"final_epochs\": %d, want >= 1", p.FinalEpochs)
+	case p.WarmEpochs < 0:
+		return plugin.BadInputf("parameter \"warm_epochs\": %d, want >= 0 (0: no warm starts)", p.WarmEpochs)
 	case p.Export != "" && p.Encoder == "":
 		return plugin.BadInputf("parameter \"export\" needs \"encoder\"")
 	}
@@ -126,7 +131,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	res, err := Bootstrap(ctx, t, start, exclude, p, progress)
+	aug, err := feat.Open(in, "augment")
+	if errors.Is(err, plugin.ErrNotConnected) {
+		aug = nil
+	} else if err != nil {
+		return nil, err
+	} else if aug.N() > 0 && aug.Embedding.D != t.Embedding.D {
+		return nil, plugin.PortError("augment", plugin.BadInputf("embedding of %d values, the features have %d", aug.Embedding.D, t.Embedding.D))
+	}
+	res, err := Bootstrap(ctx, t, start, exclude, aug, p, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -151,8 +164,9 @@ type Result struct {
 }
 
 // Bootstrap grows the kept set from start and trains the final head; rows
-// marked in exclude (nil: none) are never kept.
-func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Params, progress plugin.Progress) (*Result, error) {
+// marked in exclude (nil: none) are never kept. The final head also trains
+// on aug's rows (nil: none).
+func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *feat.Table, p Params, progress plugin.Progress) (*Result, error) {
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
 		return nil, err
@@ -190,15 +204,29 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Para
 	if len(rows()) == 0 {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("the trusted set is empty"))
 	}
+	var warm *mlp.Trainer
+	if p.WarmEpochs > 0 {
+		wcfg := cfg
+		wcfg.Epochs = p.WarmEpochs
+		if warm, err = mlp.NewTrainer(sizes, wcfg); err != nil {
+			return nil, err
+		}
+		defer warm.Close()
+	}
 	var admitted []int
+	var prev *mlp.Head // the last round's head
 	for r := 1; r <= p.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h := mlp.NewHead(sizes, p.Seed+uint64(r))
-		if _, err := tr.Fit(h, x, y, rows(), nil); err != nil {
+		h, fit := mlp.NewHead(sizes, p.Seed+uint64(r)), tr
+		if warm != nil && prev != nil {
+			h, fit = prev.Clone(), warm
+		}
+		if _, err := fit.Fit(h, x, y, rows(), nil); err != nil {
 			return nil, err
 		}
+		prev = h
 		sc, err := tr.Score(h, x, y)
 		if err != nil {
 			return nil, err
@@ -247,13 +275,34 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Para
 	final := rows()
 	fcfg := cfg
 	fcfg.Epochs = p.FinalEpochs
+	res.Head = mlp.NewHead(sizes, p.Seed+1000)
+	if warm != nil && prev != nil {
+		// The last round's head has seen at least epochs epochs.
+		fcfg.Epochs = max(p.FinalEpochs-p.Epochs, p.WarmEpochs)
+		res.Head = prev.Clone()
+	}
 	ftr, err := mlp.NewTrainer(sizes, fcfg)
 	if err != nil {
 		return nil, err
 	}
 	defer ftr.Close()
-	res.Head = mlp.NewHead(sizes, p.Seed+1000)
-	trainLoss, err := ftr.Fit(res.Head, x, y, final, nil)
+	fx, fy, frows := x, y, final
+	naug := 0
+	if aug != nil && aug.N() > 0 {
+		for _, l := range aug.Labels {
+			if int(l) < 0 || int(l) >= nc {
+				return nil, plugin.PortError("augment", plugin.BadInputf("label %d outside the %d classes", l, nc))
+			}
+		}
+		naug = aug.N()
+		fx = append(append(make([]float32, 0, len(x)+len(aug.Embedding.X)), x...), aug.Embedding.X...)
+		fy = append(append(make([]int32, 0, n+naug), y...), aug.Labels...)
+		frows = append([]int(nil), final...)
+		for i := 0; i < naug; i++ {
+			frows = append(frows, n+i)
+		}
+	}
+	trainLoss, err := ftr.Fit(res.Head, fx, fy, frows, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +317,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, p Para
 	}
 	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "kept": len(final),
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
-		"final_train_loss": trainLoss, "tau": p.Tau}
+		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": naug}
 	return res, nil
 }
 

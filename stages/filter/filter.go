@@ -50,6 +50,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the filtered encoder (the input features, passed on, when nothing is masked)"},
 			{Name: "scores", Kind: arrowio.KindScores, Doc: "filter.trigger_distance (embedding distance to where the found trigger collapses inputs), filter.suspect (inside that region)"},
+			{Name: "augment", Kind: arrowio.KindFeatures, Doc: "trusted images carrying the patterns masked against, embedded by the filtered encoder, with their own labels (rows for the head to learn that the pattern means nothing); empty when nothing is masked"},
 		},
 		Params: []plugin.ParamSpec{
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
@@ -66,6 +67,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
+			{Name: "augment_rows", Default: json.RawMessage(`2000`), Doc: "trusted images (round robin over the classes) written to augment with a pattern masked against pasted in (0: none)"},
 			{Name: "neighbour_z", Default: json.RawMessage(`3.0`), Doc: "after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
@@ -91,6 +93,7 @@ type Params struct {
 	RescanCands   int     `json:"rescan_candidates"`
 	RescanGap     float64 `json:"rescan_gap"`
 	NeighbourZ    float64 `json:"neighbour_z"`
+	AugmentRows   int     `json:"augment_rows"`
 	Seed          uint64  `json:"seed"`
 	Device        string  `json:"device"`
 }
@@ -114,6 +117,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"sizes\": %v, want [min, max] with 1 <= min <= max", p.Sizes)
 	case p.MaxMasked <= 0 || p.MaxMasked > 1:
 		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
+	case p.AugmentRows < 0:
+		return plugin.BadInputf("parameter \"augment_rows\": %d, want >= 0", p.AugmentRows)
 	case p.NeighbourZ < 0:
 		return plugin.BadInputf("parameter \"neighbour_z\": %v, want >= 0 (0: off)", p.NeighbourZ)
 	}
@@ -219,7 +224,21 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {
 		return nil, err
 	}
-	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: t.LayerMeans(trusted), Signals: signals}
+	var pats []Pattern
+	if rs, ok := metrics["rounds"].([]Round); ok {
+		for _, r := range rs {
+			if len(r.Masked) > 0 {
+				pats = append(pats, r.Pattern)
+			}
+		}
+	}
+	fill := t.LayerMeans(trusted)
+	na, err := f.augment(ctx, encoder.MasksOf(keep, fill), pats, trusted, out)
+	if err != nil {
+		return nil, err
+	}
+	metrics["augment_rows"] = na
+	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: fill, Signals: signals}
 	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, f.images, v, out, progress); err != nil {
 		return nil, err
 	}
@@ -251,13 +270,13 @@ type filterRun struct {
 	uclc         map[string][]float32 // UCLC robust z per channel, when the encoder's convolutions are readable
 }
 
-// loadScanImages decodes scan_images trusted images, round robin over the
-// classes.
-func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
-	byClass := map[int32][]uint64{}
+// pickTrusted returns the row index by sample_id of up to n trusted rows,
+// taken round robin over the classes in row order.
+func (f *filterRun) pickTrusted(trusted []bool, n int) map[uint64]int {
+	byClass := map[int32][]int{}
 	for i, ok := range trusted {
 		if ok {
-			byClass[f.t.Labels[i]] = append(byClass[f.t.Labels[i]], f.t.IDs[i])
+			byClass[f.t.Labels[i]] = append(byClass[f.t.Labels[i]], i)
 		}
 	}
 	var classes []int32
@@ -265,12 +284,13 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 		classes = append(classes, c)
 	}
 	sort.Slice(classes, func(a, b int) bool { return classes[a] < classes[b] })
-	want := map[uint64]bool{}
-	for k := 0; len(want) < f.p.ScanImages; k++ {
+	want := map[uint64]int{}
+	for k := 0; len(want) < n; k++ {
 		added := false
 		for _, c := range classes {
-			if k < len(byClass[c]) && len(want) < f.p.ScanImages {
-				want[byClass[c][k]] = true
+			if k < len(byClass[c]) && len(want) < n {
+				i := byClass[c][k]
+				want[f.t.IDs[i]] = i
 				added = true
 			}
 		}
@@ -278,6 +298,104 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 			break
 		}
 	}
+	return want
+}
+
+// augment writes the augment output: up to augment_rows trusted images,
+// each with one of pats pasted in (in turn), embedded by the encoder with
+// masks, with their own labels. Nothing is written but the schema when
+// nothing is masked. It returns the rows written.
+func (f *filterRun) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, trusted []bool, out plugin.Outputs) (int, error) {
+	schema := f.enc.FeaturesSchema() // masks do not change it
+	w, err := out.Create("augment", schema)
+	if err != nil {
+		return 0, err
+	}
+	if len(masks) == 0 || len(pats) == 0 || f.p.AugmentRows == 0 {
+		return 0, w.Close()
+	}
+	var names []string
+	for _, l := range f.t.Layers {
+		names = append(names, l.Name)
+	}
+	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Layers: names, Masks: masks, ORT: ort.Options{Device: f.p.Device}})
+	if err != nil {
+		return 0, err
+	}
+	defer enc.Close()
+	want := f.pickTrusted(trusted, f.p.AugmentRows)
+	r, err := f.images.Reader()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Release()
+	const bs = 256
+	size := enc.ImageSize()
+	pre := encoder.ForEncoder(enc)
+	var scratch []float32
+	var ids []uint64
+	var labels []int32
+	written := 0
+	stage := make([]float32, bs*size)
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		b, err := enc.Batch(len(ids))
+		if err != nil {
+			return err
+		}
+		copy(b, stage[:len(ids)*size])
+		emb, layers, err := enc.Embed(len(ids))
+		if err != nil {
+			return err
+		}
+		rec := arrowio.NewFeaturesRecord(schema, ids, labels, append([][]float32{emb}, layers...))
+		err = w.Write(rec)
+		rec.Release()
+		written += len(ids)
+		ids, labels = ids[:0], labels[:0]
+		return err
+	}
+	for r.Next() {
+		rec := r.Record()
+		col := rec.Column(0).(*array.Uint64)
+		imgs := rec.Column(2).(*array.Binary)
+		for i := 0; i < col.Len(); i++ {
+			row, ok := want[col.Value(i)]
+			if !ok {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			dst := stage[len(ids)*size : (len(ids)+1)*size]
+			if err := pre.Image(imgs.Value(i), dst, &scratch); err != nil {
+				return 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
+			}
+			pats[(written+len(ids))%len(pats)].Apply(dst, enc.H, enc.W)
+			ids = append(ids, col.Value(i))
+			labels = append(labels, f.t.Labels[row])
+			if len(ids) == bs {
+				if err := flush(); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return 0, err
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	return written, w.Close()
+}
+
+// loadScanImages decodes scan_images trusted images, round robin over the
+// classes.
+func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
+	want := f.pickTrusted(trusted, f.p.ScanImages)
 	if len(want) < 8 {
 		return plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
 	}
@@ -298,7 +416,7 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 		ids := rec.Column(0).(*array.Uint64)
 		imgs := rec.Column(2).(*array.Binary)
 		for i := 0; i < ids.Len(); i++ {
-			if !want[ids.Value(i)] {
+			if _, ok := want[ids.Value(i)]; !ok {
 				continue
 			}
 			buf := make([]float32, size)

@@ -115,6 +115,27 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if rows := out.Get("features").Rows(); rows != int64(len(imgs)) {
 				t.Errorf("%d feature rows, want %d", rows, len(imgs))
 			}
+			// augment: the trusted rows, with their own labels, only when
+			// something was masked.
+			augRows := 0
+			for _, r := range out.Get("augment").Records {
+				ids, labs := r.Column(0).(*array.Uint64), r.Column(1).(*array.Int32)
+				for i := 0; i < ids.Len(); i++ {
+					k := -1
+					for j, id := range tab.IDs {
+						if id == ids.Value(i) {
+							k = j
+						}
+					}
+					if k < 0 || !trusted[k] || labs.Value(i) != tab.Labels[k] {
+						t.Fatalf("augment row sample_id %d label %d is not a trusted row with that label", ids.Value(i), labs.Value(i))
+					}
+					augRows++
+				}
+			}
+			if want := map[bool]int{true: 120, false: 0}[masked]; augRows != want {
+				t.Errorf("%d augment rows, want %d", augRows, want)
+			}
 			if _, err := os.Stat(export); err != nil {
 				t.Errorf("no exported encoder: %v", err)
 			}

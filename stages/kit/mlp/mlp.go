@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -56,6 +57,16 @@ func NewHead(sizes []int, seed uint64) *Head {
 		h.B = append(h.B, make([]float32, out))
 	}
 	return h
+}
+
+// Clone returns a deep copy of h.
+func (h *Head) Clone() *Head {
+	c := &Head{Sizes: append([]int(nil), h.Sizes...)}
+	for l := range h.W {
+		c.W = append(c.W, append([]float32(nil), h.W[l]...))
+		c.B = append(c.B, append([]float32(nil), h.B[l]...))
+	}
+	return c
 }
 
 // Layers returns the head as onnxgraph layers (W transposed to [out][in]),
@@ -270,14 +281,34 @@ func (a *adam) update(params [][]float32, grads [][]float32, lr float32) {
 	a.t++
 	c1 := float32(1 - math.Pow(b1, float64(a.t)))
 	c2 := float32(1 - math.Pow(b2, float64(a.t)))
-	for i, p := range params {
-		g, m, v := grads[i], a.m[i], a.v[i]
+	step := func(p, g, m, v []float32) {
+		g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
 		for j := range p {
-			m[j] = b1*m[j] + (1-b1)*g[j]
-			v[j] = b2*v[j] + (1-b2)*g[j]*g[j]
-			p[j] -= lr * (m[j] / c1) / (float32(math.Sqrt(float64(v[j]/c2))) + eps)
+			mj := b1*m[j] + (1-b1)*g[j]
+			vj := b2*v[j] + (1-b2)*g[j]*g[j]
+			m[j], v[j] = mj, vj
+			p[j] -= lr * (mj / c1) / (float32(math.Sqrt(float64(vj/c2))) + eps)
 		}
 	}
+	// Every element is independent: large tensors are updated in halves on
+	// two goroutines (the same arithmetic, so the same result), while the
+	// runtime's threads are idle anyway.
+	var wg sync.WaitGroup
+	for i, p := range params {
+		g, m, v := grads[i], a.m[i], a.v[i]
+		if len(p) < 1<<15 {
+			step(p, g, m, v)
+			continue
+		}
+		h := len(p) / 2
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			step(p[h:], g[h:], m[h:], v[h:])
+		}()
+		step(p[:h], g[:h], m[:h], v[:h])
+	}
+	wg.Wait()
 }
 
 // Fit trains h on the rows rows of x (n rows of D values) with labels y,

@@ -1,0 +1,148 @@
+package bootstrap_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/internal/synth"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/bootstrap"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/mlp"
+)
+
+// params returns bootstrap's defaults with overrides.
+func params(t *testing.T, over map[string]any) bootstrap.Params {
+	t.Helper()
+	raw, _ := json.Marshal(over)
+	var p bootstrap.Params
+	if err := plugin.DecodeParams(bootstrap.New().Spec(), raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// shifted returns copies of the rows of t's embedding with shift added
+// (a trigger that moves every input the same way), with their labels.
+func shifted(t *feat.Table, rows []int, shift []float32) *feat.Table {
+	a := &feat.Table{Embedding: feat.Matrix{Name: t.Embedding.Name, D: t.Embedding.D}}
+	for _, i := range rows {
+		a.IDs = append(a.IDs, t.IDs[i])
+		a.Labels = append(a.Labels, t.Labels[i])
+		for j, v := range t.Embedding.Row(i) {
+			a.Embedding.X = append(a.Embedding.X, v+shift[j])
+		}
+	}
+	return a
+}
+
+// accuracy is the share of a's rows the head predicts as their label.
+func accuracy(t *testing.T, h *mlp.Head, a *feat.Table) float64 {
+	t.Helper()
+	tr, err := mlp.NewTrainer(h.Sizes, mlp.DefaultConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	sc, err := tr.Score(h, a.Embedding.X, a.Labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for i, p := range sc.Pred {
+		if p == a.Labels[i] {
+			ok++
+		}
+	}
+	return float64(ok) / float64(a.N())
+}
+
+// Rows carrying a shift that the head never saw are misread; the same
+// shift on trusted rows with their own labels (the augment input) teaches
+// the final head to ignore it.
+func TestAugmentTeachesTheHeadToIgnoreAPattern(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.Clean, PerClass: 150, Classes: 4, Seed: 5})
+	tab := set.Table
+	n, d := tab.N(), tab.Embedding.D
+	rng := rand.New(rand.NewPCG(7, 8))
+	shift := make([]float32, d)
+	for j := range shift {
+		shift[j] = float32(rng.NormFloat64() * 4)
+	}
+	start := make([]bool, n)
+	var trusted, rest []int
+	for i := range start {
+		if i%3 == 0 {
+			start[i] = true
+			trusted = append(trusted, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	test := shifted(tab, rest, shift)
+	p := params(t, map[string]any{"epochs": 10, "final_epochs": 20, "rounds": 1})
+	plain, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aug, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, shifted(tab, trusted, shift), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a0, a1 := accuracy(t, plain.Head, test), accuracy(t, aug.Head, test)
+	if a1 < 0.9 || a1 < a0+0.2 {
+		t.Fatalf("accuracy on shifted rows: %.3f without augment rows, %.3f with; want >= 0.9 and 0.2 better", a0, a1)
+	}
+	if got := aug.Metrics["augment_rows"]; got != len(trusted) {
+		t.Fatalf("metrics augment_rows %v, want %d", got, len(trusted))
+	}
+}
+
+// Warm starts and fresh heads are both deterministic; bad augment rows
+// are refused naming the port.
+func TestBootstrapDeterministicAndChecksAugment(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 100, Classes: 4, Poison: 40, Seed: 2})
+	tab := set.Table
+	start := make([]bool, tab.N())
+	for i := range start {
+		start[i] = i%4 == 0 && !set.IsPoison[i]
+	}
+	for _, warm := range []int{0, 5} {
+		p := params(t, map[string]any{"epochs": 5, "final_epochs": 10, "warm_epochs": warm, "rounds": 2})
+		a, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a.Kept, b.Kept) || !reflect.DeepEqual(a.Head, b.Head) {
+			t.Fatalf("warm_epochs %d: two runs differ", warm)
+		}
+	}
+	rec := set.Record()
+	defer rec.Release()
+	in := plugin.NewTables()
+	defer in.Release()
+	in.Put("features", rec.Schema(), rec)
+	schema := arrowio.FeaturesSchema(tab.Embedding.D, nil)
+	bad := arrowio.NewFeaturesRecord(schema, tab.IDs[:2], []int32{0, 9}, [][]float32{tab.Embedding.X[:2*tab.Embedding.D]})
+	in.Put("augment", schema, bad)
+	bad.Release()
+	out := plugin.NewTables()
+	defer out.Release()
+	_, err := plugin.Local(bootstrap.New()).Run(context.Background(), nil, in, out, nil)
+	var pe *plugin.Error
+	if !errors.As(err, &pe) || pe.Port != "augment" || pe.Code != plugin.CodeBadInput {
+		t.Fatalf("label outside the classes in augment: got %v, want an error naming port augment", err)
+	}
+}
