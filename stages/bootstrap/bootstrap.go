@@ -49,8 +49,8 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
 			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
 			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
-			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (with warm starts, counting the epochs of the first round's head it starts from)"},
-			{Name: "warm_epochs", Default: json.RawMessage(`5`), Doc: "rounds after the first start from the previous round's head and train this many epochs; the final head starts from the last round's (0: every head starts afresh)"},
+			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (it always starts afresh)"},
+			{Name: "warm_epochs", Default: json.RawMessage(`5`), Doc: "rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
 			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
@@ -276,11 +276,6 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	fcfg := cfg
 	fcfg.Epochs = p.FinalEpochs
 	res.Head = mlp.NewHead(sizes, p.Seed+1000)
-	if warm != nil && prev != nil {
-		// The last round's head has seen at least epochs epochs.
-		fcfg.Epochs = max(p.FinalEpochs-p.Epochs, p.WarmEpochs)
-		res.Head = prev.Clone()
-	}
 	ftr, err := mlp.NewTrainer(sizes, fcfg)
 	if err != nil {
 		return nil, err

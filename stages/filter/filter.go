@@ -67,7 +67,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
-			{Name: "augment_rows", Default: json.RawMessage(`2000`), Doc: "trusted images (round robin over the classes) written to augment with a pattern masked against pasted in (0: none)"},
+			{Name: "augment_rows", Default: json.RawMessage(`2000`), Doc: "trusted images (round robin over the classes) written to augment, each with one of the patterns masked against or their neighbours pasted in (0: none)"},
 			{Name: "neighbour_z", Default: json.RawMessage(`3.0`), Doc: "after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
@@ -228,7 +228,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if rs, ok := metrics["rounds"].([]Round); ok {
 		for _, r := range rs {
 			if len(r.Masked) > 0 {
+				// The pattern and its neighbours: the trigger is near it.
 				pats = append(pats, r.Pattern)
+				pats = append(pats, neighbours(r.Pattern, enc.H, enc.W, p.Sizes)...)
 			}
 		}
 	}

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -281,34 +280,14 @@ func (a *adam) update(params [][]float32, grads [][]float32, lr float32) {
 	a.t++
 	c1 := float32(1 - math.Pow(b1, float64(a.t)))
 	c2 := float32(1 - math.Pow(b2, float64(a.t)))
-	step := func(p, g, m, v []float32) {
-		g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
-		for j := range p {
-			mj := b1*m[j] + (1-b1)*g[j]
-			vj := b2*v[j] + (1-b2)*g[j]*g[j]
-			m[j], v[j] = mj, vj
-			p[j] -= lr * (mj / c1) / (float32(math.Sqrt(float64(vj/c2))) + eps)
-		}
-	}
-	// Every element is independent: large tensors are updated in halves on
-	// two goroutines (the same arithmetic, so the same result), while the
-	// runtime's threads are idle anyway.
-	var wg sync.WaitGroup
 	for i, p := range params {
 		g, m, v := grads[i], a.m[i], a.v[i]
-		if len(p) < 1<<15 {
-			step(p, g, m, v)
-			continue
+		for j := range p {
+			m[j] = b1*m[j] + (1-b1)*g[j]
+			v[j] = b2*v[j] + (1-b2)*g[j]*g[j]
+			p[j] -= lr * (m[j] / c1) / (float32(math.Sqrt(float64(v[j]/c2))) + eps)
 		}
-		h := len(p) / 2
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			step(p[h:], g[h:], m[h:], v[h:])
-		}()
-		step(p[:h], g[:h], m[:h], v[:h])
 	}
-	wg.Wait()
 }
 
 // Fit trains h on the rows rows of x (n rows of D values) with labels y,
