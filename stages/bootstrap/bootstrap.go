@@ -50,7 +50,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
 			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
 			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (it always starts afresh)"},
-			{Name: "warm_epochs", Default: json.RawMessage(`5`), Doc: "rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"},
+			{Name: "warm_epochs", Default: json.RawMessage(`10`), Doc: "rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
 			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},

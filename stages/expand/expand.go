@@ -44,6 +44,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "confusion_every", Default: json.RawMessage(`1`), Doc: "one confusion batch after every this many ordinary batches"},
 			{Name: "confusion_weight", Default: json.RawMessage(`10.0`), Doc: "loss weight of confusion batches (ALGORITHM.md says 1; 10 measured better, docs/DECISIONS.md)"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
+			{Name: "max_steps", Default: json.RawMessage(`2000`), Doc: "at most this many ordinary batches per head, whatever the rows (0: epochs alone decide)"},
 		}, mlp.HeadParamSpecs(20, "epochs of each head")...),
 		NeedsAllRows: true,
 	}
@@ -58,6 +59,7 @@ type Params struct {
 	ConfusionEvery  int     `json:"confusion_every"`
 	ConfusionWeight float32 `json:"confusion_weight"`
 	Classes         int     `json:"classes"`
+	MaxSteps        int     `json:"max_steps"`
 	mlp.HeadParams
 }
 
@@ -72,6 +74,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1]", p.PCT)
 	case p.ConfusionEvery < 1:
 		return plugin.BadInputf("parameter \"confusion_every\": %d, want >= 1", p.ConfusionEvery)
+	case p.MaxSteps < 0:
+		return plugin.BadInputf("parameter \"max_steps\": %d, want >= 0 (0: no cap)", p.MaxSteps)
 	}
 	return p.HeadParams.Check()
 }
@@ -142,7 +146,9 @@ func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress
 		}
 	}
 	sizes := p.Sizes(d, nc)
-	tr, err := mlp.NewTrainer(sizes, p.Config())
+	cfg := p.Config()
+	cfg.MaxSteps = p.MaxSteps
+	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -97,6 +97,10 @@ type Config struct {
 	// rows: 20 epochs of 100 rows would otherwise be 20 steps (default
 	// 0; DefaultConfig sets 300).
 	MinSteps int
+	// MaxSteps caps the ordinary batches of a Fit over all its epochs
+	// (each epoch then draws fewer rows; confusion batches come on top);
+	// 0: no cap.
+	MaxSteps int
 	Seed     uint64
 	ORT      ort.Options
 }
@@ -375,6 +379,10 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 	if t.cfg.MinSteps > steps*epochs {
 		// Few rows: more, full-size batches instead of 20 tiny epochs.
 		steps = (t.cfg.MinSteps + epochs - 1) / epochs
+	}
+	if t.cfg.MaxSteps > 0 && steps*epochs > t.cfg.MaxSteps {
+		// Many rows: a head on embeddings needs no more batches.
+		steps = max(1, t.cfg.MaxSteps/epochs)
 	}
 	for ep := 0; ep < epochs; ep++ {
 		var sum float64

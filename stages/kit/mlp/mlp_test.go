@@ -201,3 +201,31 @@ func BenchmarkFitEpoch(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// MaxSteps caps the batches of a fit (it wins over MinSteps): a head
+// capped at a handful of steps is left far less trained.
+func TestMaxStepsCapsTraining(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 1000, 16, 4
+	x, y := blobs(n, d, c, 2)
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	loss := map[int]float64{}
+	for _, limit := range []int{0, 10} {
+		cfg := DefaultConfig(3)
+		cfg.Epochs, cfg.MaxSteps = 10, limit
+		tr, err := NewTrainer([]int{d, 32, c}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loss[limit], err = tr.Fit(NewHead([]int{d, 32, c}, 3), x, y, rows, nil); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	if !(loss[10] > 2*loss[0]) {
+		t.Fatalf("last-epoch loss %.4f uncapped, %.4f capped at 10 steps; want the capped one far higher", loss[0], loss[10])
+	}
+}
