@@ -67,6 +67,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
+			{Name: "signals", Default: json.RawMessage(`["tac", "uclc", "probe"]`), Doc: "per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"},
 			{Name: "augment_rows", Default: json.RawMessage(`2000`), Doc: "trusted images (round robin over the classes) written to augment, each with one of the patterns masked against or their neighbours pasted in (0: none)"},
 			{Name: "neighbour_z", Default: json.RawMessage(`3.0`), Doc: "after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
@@ -78,24 +79,25 @@ func (Stage) Spec() plugin.Spec {
 
 // Params are filter's parameters.
 type Params struct {
-	Encoder       string  `json:"encoder"`
-	Export        string  `json:"export"`
-	TrustedColumn string  `json:"trusted_column"`
-	ScanImages    int     `json:"scan_images"`
-	Candidates    int     `json:"candidates"`
-	Refine        int     `json:"refine"`
-	Sizes         [2]int  `json:"sizes"`
-	GapMin        float64 `json:"gap_min"`
-	U             float64 `json:"u"`
-	MaxMasked     float64 `json:"max_masked"`
-	StopZ         float64 `json:"stop_z"`
-	Rescans       int     `json:"rescans"`
-	RescanCands   int     `json:"rescan_candidates"`
-	RescanGap     float64 `json:"rescan_gap"`
-	NeighbourZ    float64 `json:"neighbour_z"`
-	AugmentRows   int     `json:"augment_rows"`
-	Seed          uint64  `json:"seed"`
-	Device        string  `json:"device"`
+	Encoder       string   `json:"encoder"`
+	Export        string   `json:"export"`
+	TrustedColumn string   `json:"trusted_column"`
+	ScanImages    int      `json:"scan_images"`
+	Candidates    int      `json:"candidates"`
+	Refine        int      `json:"refine"`
+	Sizes         [2]int   `json:"sizes"`
+	GapMin        float64  `json:"gap_min"`
+	U             float64  `json:"u"`
+	MaxMasked     float64  `json:"max_masked"`
+	StopZ         float64  `json:"stop_z"`
+	Rescans       int      `json:"rescans"`
+	RescanCands   int      `json:"rescan_candidates"`
+	RescanGap     float64  `json:"rescan_gap"`
+	NeighbourZ    float64  `json:"neighbour_z"`
+	AugmentRows   int      `json:"augment_rows"`
+	Signals       []string `json:"signals"`
+	Seed          uint64   `json:"seed"`
+	Device        string   `json:"device"`
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -117,12 +119,34 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"sizes\": %v, want [min, max] with 1 <= min <= max", p.Sizes)
 	case p.MaxMasked <= 0 || p.MaxMasked > 1:
 		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
+	case !validSignals(p.Signals):
+		return plugin.BadInputf("parameter \"signals\": %q, want a non-empty list of tac, uclc, probe", p.Signals)
 	case p.AugmentRows < 0:
 		return plugin.BadInputf("parameter \"augment_rows\": %d, want >= 0", p.AugmentRows)
 	case p.NeighbourZ < 0:
 		return plugin.BadInputf("parameter \"neighbour_z\": %v, want >= 0 (0: off)", p.NeighbourZ)
 	}
 	return ort.CheckDevice(p.Device)
+}
+
+func validSignals(ss []string) bool {
+	seen := map[string]bool{}
+	for _, s := range ss {
+		if (s != "tac" && s != "uclc" && s != "probe") || seen[s] {
+			return false
+		}
+		seen[s] = true
+	}
+	return len(ss) > 0
+}
+
+func (p Params) uses(signal string) bool {
+	for _, s := range p.Signals {
+		if s == signal {
+			return true
+		}
+	}
+	return false
 }
 
 // Scan is the encoder scan's result.
@@ -176,10 +200,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
+	sr.probe = make([][]float64, len(t.Layers))
+	for li, l := range t.Layers {
+		sr.probe[li] = make([]float64, l.D)
+	}
 	scan, stats, found, err := sr.search(ctx, p.Candidates, p.Refine, nil, progress)
 	if err != nil {
 		return nil, err
 	}
+	f.probe = f.robustZ(sr.probe)
 	metrics := plugin.Metrics{"encoder_scan": scan}
 	keep := map[string][]bool{}
 	score := map[string][]float32{}
@@ -270,6 +299,8 @@ type filterRun struct {
 	lastZ        float64
 	images       *encoder.Images      // the images input, held for the embedding of the filtered encoder
 	uclc         map[string][]float32 // UCLC robust z per channel, when the encoder's convolutions are readable
+	probe        map[string][]float32 // probe sensitivity robust z per channel
+	spreads      [][]float64          // per layer and channel, see spread
 }
 
 // pickTrusted returns the row index by sample_id of up to n trusted rows,
@@ -482,32 +513,78 @@ func (g groupStats) z(p Pattern, collapse float64) float64 {
 // searcher scores patterns by how much they collapse the scan images'
 // embeddings under one encoder.
 type searcher struct {
-	f    *filterRun
-	enc  *encoder.Encoder
-	base float64 // trace of the covariance of the clean embeddings
+	f     *filterRun
+	enc   *encoder.Encoder
+	base  float64     // trace of the covariance of the clean embeddings
+	clean [][]float32 // the clean scan images' probed layers
+	// probe, when not nil, collects each channel's largest change
+	// (layerChange) under the random candidates.
+	probe [][]float64
 }
 
 func (f *filterRun) searcher(enc *encoder.Encoder) (*searcher, error) {
-	clean, _, err := f.embed(enc, []*Pattern{nil})
+	clean, layers, err := f.embed(enc, []*Pattern{nil})
 	if err != nil {
 		return nil, err
 	}
-	return &searcher{f: f, enc: enc, base: traceCov(clean[0], f.n, enc.Dim)}, nil
+	return &searcher{f: f, enc: enc, base: traceCov(clean[0], f.n, enc.Dim), clean: layers[0]}, nil
 }
 
-// collapse returns each pattern's collapse.
-func (s *searcher) collapse(ps []Pattern) ([]float64, error) {
+// layerChange is, per probed layer and channel, how much a pattern moved
+// the channel's mean activation over the scan images, relative to its
+// spread on the data (TAC's raw score).
+func (f *filterRun) layerChange(clean, with [][]float32) [][]float64 {
+	out := make([][]float64, len(f.t.Layers))
+	for li, l := range f.t.Layers {
+		c := l.D
+		out[li] = make([]float64, c)
+		for ch := 0; ch < c; ch++ {
+			var m0, m1 float64
+			for i := 0; i < f.n; i++ {
+				m0 += float64(clean[li][i*c+ch])
+				m1 += float64(with[li][i*c+ch])
+			}
+			out[li][ch] = math.Abs(m1-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
+		}
+	}
+	return out
+}
+
+// robustZ standardises raw scores within each layer (median, MAD).
+func (f *filterRun) robustZ(raw [][]float64) map[string][]float32 {
+	out := map[string][]float32{}
+	for li, l := range f.t.Layers {
+		med, mad := stat.Robust(raw[li])
+		z := make([]float32, len(raw[li]))
+		for ch, v := range raw[li] {
+			z[ch] = float32((v - med) / (mad + 1e-9))
+		}
+		out[l.Name] = z
+	}
+	return out
+}
+
+// collapse returns each pattern's collapse; with probe set, it also keeps
+// each channel's largest change.
+func (s *searcher) collapse(ps []Pattern, probe bool) ([]float64, error) {
 	ptrs := make([]*Pattern, len(ps))
 	for i := range ps {
 		ptrs[i] = &ps[i]
 	}
-	e, _, err := s.f.embed(s.enc, ptrs)
+	e, layers, err := s.f.embed(s.enc, ptrs)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]float64, len(ps))
 	for i := range ps {
 		out[i] = collapseOf(traceCov(e[i], s.f.n, s.enc.Dim), s.base)
+		if probe && s.probe != nil && len(s.clean) > 0 {
+			for li, ch := range s.f.layerChange(s.clean, layers[i]) {
+				for c, v := range ch {
+					s.probe[li][c] = math.Max(s.probe[li][c], v)
+				}
+			}
+		}
 	}
 	return out, nil
 }
@@ -544,7 +621,7 @@ func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []P
 		for i := range ps {
 			ps[i] = randomPattern(f.rng, s.enc.H, s.enc.W, f.p.Sizes)
 		}
-		cs, err := s.collapse(ps)
+		cs, err := s.collapse(ps, true)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -571,7 +648,7 @@ func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []P
 		med[key] = m
 	}
 	if len(seeds) > 0 {
-		cs, err := s.collapse(seeds)
+		cs, err := s.collapse(seeds, false)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -594,7 +671,7 @@ func (s *searcher) search(ctx context.Context, candidates, refine int, seeds []P
 			ps = append(ps, jitter(f.rng, top[k].p, s.enc.H, s.enc.W, f.p.Sizes))
 			parents = append(parents, k)
 		}
-		cs, err := s.collapse(ps)
+		cs, err := s.collapse(ps, false)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -704,8 +781,9 @@ func (f *filterRun) uclcScores(enc *encoder.Encoder) error {
 	return nil
 }
 
-// suspicion is each channel's largest signal z (TAC, UCLC); signals, when
-// not nil, gets which one fired.
+// suspicion is each channel's largest signal z among the signals used
+// (TAC, UCLC, probe sensitivity); signals, when not nil, gets which one
+// fired.
 func (f *filterRun) suspicion(tac map[string][]float32, signals map[string][]string) map[string][]float32 {
 	out := map[string][]float32{}
 	for name, tz := range tac {
@@ -713,8 +791,14 @@ func (f *filterRun) suspicion(tac map[string][]float32, signals map[string][]str
 		sig := make([]string, len(z))
 		for c := range z {
 			sig[c] = "tac"
-			if u := f.uclc[name]; u != nil && u[c] > z[c] {
+			if !f.p.uses("tac") {
+				z[c], sig[c] = float32(math.Inf(-1)), ""
+			}
+			if u := f.uclc[name]; u != nil && f.p.uses("uclc") && u[c] > z[c] {
 				z[c], sig[c] = u[c], "uclc"
+			}
+			if pr := f.probe[name]; pr != nil && f.p.uses("probe") && pr[c] > z[c] {
+				z[c], sig[c] = pr[c], "probe"
 			}
 		}
 		out[name] = z
@@ -733,31 +817,26 @@ func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, 
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]float32{}
-	for li, l := range f.t.Layers {
-		c := l.D
-		raw := make([]float64, c)
-		for ch := 0; ch < c; ch++ {
-			var m0, m1 float64
-			for i := 0; i < f.n; i++ {
-				m0 += float64(layers[0][li][i*c+ch])
-				m1 += float64(layers[1][li][i*c+ch])
-			}
-			raw[ch] = math.Abs(m1-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
-		}
-		med, mad := stat.Robust(raw)
-		z := make([]float32, c)
-		for ch := range z {
-			z[ch] = float32((raw[ch] - med) / (mad + 1e-9))
-		}
-		out[l.Name] = z
-	}
-	return out, nil
+	return f.robustZ(f.layerChange(layers[0], layers[1])), nil
 }
 
 // spread is the standard deviation of a channel over all rows. (Over the
 // trusted rows only, measured worse on T1: docs/DECISIONS.md.)
 func (f *filterRun) spread(layer, ch int) float64 {
+	if f.spreads == nil {
+		f.spreads = make([][]float64, len(f.t.Layers))
+	}
+	if f.spreads[layer] == nil {
+		d := f.t.Layers[layer].D
+		f.spreads[layer] = make([]float64, d)
+		for c := 0; c < d; c++ {
+			f.spreads[layer][c] = f.spreadOf(layer, c)
+		}
+	}
+	return f.spreads[layer][ch]
+}
+
+func (f *filterRun) spreadOf(layer, ch int) float64 {
 	l := f.t.Layers[layer]
 	var s, sq float64
 	n := f.t.N()
@@ -945,7 +1024,7 @@ func (f *filterRun) worstNeighbour(sr *searcher, stats groupStats, rounds []Roun
 	if len(ps) == 0 {
 		return Pattern{}, math.Inf(-1), nil
 	}
-	cs, err := sr.collapse(ps)
+	cs, err := sr.collapse(ps, false)
 	if err != nil {
 		return Pattern{}, 0, err
 	}

@@ -142,3 +142,22 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		})
 	}
 }
+
+func TestFilterRejectsBadParams(t *testing.T) {
+	for _, tc := range []struct {
+		params, field string
+	}{
+		{`{"encoder": "e.onnx", "signals": ["tac", "lipschitz"]}`, "signals"},
+		{`{"encoder": "e.onnx", "signals": []}`, "signals"},
+		{`{"encoder": "e.onnx", "signals": ["tac", "tac"]}`, "signals"},
+		{`{"encoder": "e.onnx", "augment_rows": -1}`, "augment_rows"},
+		{`{"encoder": "e.onnx", "neighbour_z": -1}`, "neighbour_z"},
+		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
+	} {
+		var p filter.Params
+		err := plugin.DecodeParams(filter.New().Spec(), json.RawMessage(tc.params), &p)
+		if err == nil || !strings.Contains(err.Error(), `"`+tc.field+`"`) {
+			t.Errorf("%s: got %v, want an error naming %q", tc.params, err, tc.field)
+		}
+	}
+}
