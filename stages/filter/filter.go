@@ -554,12 +554,7 @@ func (f *filterRun) layerChange(clean, with [][]float32) [][]float64 {
 func (f *filterRun) robustZ(raw [][]float64) map[string][]float32 {
 	out := map[string][]float32{}
 	for li, l := range f.t.Layers {
-		med, mad := stat.Robust(raw[li])
-		z := make([]float32, len(raw[li]))
-		for ch, v := range raw[li] {
-			z[ch] = float32((v - med) / (mad + 1e-9))
-		}
-		out[l.Name] = z
+		out[l.Name] = stat.RobustZ(raw[li])
 	}
 	return out
 }
@@ -771,12 +766,7 @@ func (f *filterRun) uclcScores(enc *encoder.Encoder) error {
 	}
 	f.uclc = map[string][]float32{}
 	for name, u := range uc {
-		med, mad := stat.Robust(u)
-		z := make([]float32, len(u))
-		for c, v := range u {
-			z[c] = float32((v - med) / (mad + 1e-9))
-		}
-		f.uclc[name] = z
+		f.uclc[name] = stat.RobustZ(u)
 	}
 	return nil
 }

@@ -27,6 +27,16 @@ func Robust(xs []float64) (med, mad float64) {
 	return med, 1.4826 * dev[len(dev)/2]
 }
 
+// RobustZ standardises xs by their median and scaled MAD.
+func RobustZ(xs []float64) []float32 {
+	med, mad := Robust(xs)
+	z := make([]float32, len(xs))
+	for i, v := range xs {
+		z[i] = float32((v - med) / (mad + 1e-9))
+	}
+	return z
+}
+
 // Mean returns the mean of the rows (all n rows when rows is nil).
 func Mean(x []float32, d int, rows []int) []float64 {
 	m := make([]float64, d)
