@@ -516,7 +516,7 @@ type searcher struct {
 	f     *filterRun
 	enc   *encoder.Encoder
 	base  float64     // trace of the covariance of the clean embeddings
-	clean [][]float32 // the clean scan images' probed layers
+	clean [][]float64 // the clean scan images' probed layers, summed (layerSums)
 	// probe, when not nil, collects each channel's largest change
 	// (layerChange) under the random candidates.
 	probe [][]float64
@@ -527,24 +527,34 @@ func (f *filterRun) searcher(enc *encoder.Encoder) (*searcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &searcher{f: f, enc: enc, base: traceCov(clean[0], f.n, enc.Dim), clean: layers[0]}, nil
+	return &searcher{f: f, enc: enc, base: traceCov(clean[0], f.n, enc.Dim), clean: f.layerSums(layers[0])}, nil
 }
 
-// layerChange is, per probed layer and channel, how much a pattern moved
-// the channel's mean activation over the scan images, relative to its
-// spread on the data (TAC's raw score).
-func (f *filterRun) layerChange(clean, with [][]float32) [][]float64 {
+// layerSums sums each probed channel's activation over the scan images.
+func (f *filterRun) layerSums(layers [][]float32) [][]float64 {
 	out := make([][]float64, len(f.t.Layers))
 	for li, l := range f.t.Layers {
 		c := l.D
 		out[li] = make([]float64, c)
 		for ch := 0; ch < c; ch++ {
-			var m0, m1 float64
 			for i := 0; i < f.n; i++ {
-				m0 += float64(clean[li][i*c+ch])
-				m1 += float64(with[li][i*c+ch])
+				out[li][ch] += float64(layers[li][i*c+ch])
 			}
-			out[li][ch] = math.Abs(m1-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
+		}
+	}
+	return out
+}
+
+// layerChange is, per probed layer and channel, how much a pattern moved
+// the channel's mean activation over the scan images (sums from
+// layerSums, clean and with the pattern), relative to its spread on the
+// data (TAC's raw score).
+func (f *filterRun) layerChange(clean, with [][]float64) [][]float64 {
+	out := make([][]float64, len(f.t.Layers))
+	for li := range f.t.Layers {
+		out[li] = make([]float64, len(clean[li]))
+		for ch, m0 := range clean[li] {
+			out[li][ch] = math.Abs(with[li][ch]-m0) / float64(f.n) / (f.spread(li, ch) + 1e-6)
 		}
 	}
 	return out
@@ -574,7 +584,7 @@ func (s *searcher) collapse(ps []Pattern, probe bool) ([]float64, error) {
 	for i := range ps {
 		out[i] = collapseOf(traceCov(e[i], s.f.n, s.enc.Dim), s.base)
 		if probe && s.probe != nil && len(s.clean) > 0 {
-			for li, ch := range s.f.layerChange(s.clean, layers[i]) {
+			for li, ch := range s.f.layerChange(s.clean, s.f.layerSums(layers[i])) {
 				for c, v := range ch {
 					s.probe[li][c] = math.Max(s.probe[li][c], v)
 				}
@@ -807,7 +817,7 @@ func (f *filterRun) tac(enc *encoder.Encoder, p Pattern) (map[string][]float32, 
 	if err != nil {
 		return nil, err
 	}
-	return f.robustZ(f.layerChange(layers[0], layers[1])), nil
+	return f.robustZ(f.layerChange(f.layerSums(layers[0]), f.layerSums(layers[1]))), nil
 }
 
 // spread is the standard deviation of a channel over all rows. (Over the
