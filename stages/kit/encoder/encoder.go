@@ -7,6 +7,7 @@ package encoder
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -45,7 +46,11 @@ type Config struct {
 	Embedding string
 	// Masks to bake into the graph.
 	Masks []Mask
-	ORT   ort.Options
+	// MaskInputs are layers whose channels are switched off at run time,
+	// per sample (see Encoder.Masks): each entry's Layer and Fill are used,
+	// its Keep is not.
+	MaskInputs []Mask
+	ORT        ort.Options
 }
 
 // Encoder is an opened encoder.
@@ -58,6 +63,8 @@ type Encoder struct {
 	Layers    []Layer
 	// Candidates are every probe-able tensor found, with shapes.
 	Candidates []Layer
+	// Switchable are the layers of Config.MaskInputs, in order.
+	Switchable []Layer
 	model      *onnxgraph.Model // the edited model the session runs
 	sess       *ort.Session
 }
@@ -124,6 +131,22 @@ func FromModel(src *onnxgraph.Model, cfg Config) (*Encoder, error) {
 			return nil, err
 		}
 	}
+	inputs := []string{in.Name}
+	for i, mk := range cfg.MaskInputs {
+		l, err := e.resolve(mk.Layer, shapes)
+		if err != nil {
+			return nil, err
+		}
+		if len(mk.Fill) != l.Channels {
+			return nil, plugin.BadInputf("mask input for layer %q has %d fill values, the layer has %d channels", mk.Layer, len(mk.Fill), l.Channels)
+		}
+		name := fmt.Sprintf("tcore_keep_%d", i)
+		if err := m.InsertMaskInput(l.Tensor, l.Rank, mk.Fill, name); err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, name)
+		e.Switchable = append(e.Switchable, l)
+	}
 	outs := []string{e.Embedding}
 	dims := [][]int64{{int64(e.Dim)}}
 	for _, l := range e.Layers {
@@ -143,7 +166,7 @@ func FromModel(src *onnxgraph.Model, cfg Config) (*Encoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.sess, err = ort.NewSession(b, []string{in.Name}, outs, dims, cfg.ORT)
+	e.sess, err = ort.NewSession(b, inputs, outs, dims, cfg.ORT)
 	if err != nil {
 		return nil, err
 	}
@@ -397,10 +420,22 @@ func (e *Encoder) Model() *onnxgraph.Model { return e.model }
 func (e *Encoder) ImageSize() int { return e.C * e.H * e.W }
 
 func (e *Encoder) inDims() [][]int64 {
+	dims := [][]int64{{int64(e.C), int64(e.H), int64(e.W)}}
 	if e.NHWC {
-		return [][]int64{{int64(e.H), int64(e.W), int64(e.C)}}
+		dims = [][]int64{{int64(e.H), int64(e.W), int64(e.C)}}
 	}
-	return [][]int64{{int64(e.C), int64(e.H), int64(e.W)}}
+	for _, l := range e.Switchable {
+		c := int64(l.Channels)
+		switch l.Rank {
+		case 4:
+			dims = append(dims, []int64{c, 1, 1})
+		case 3:
+			dims = append(dims, []int64{1, c})
+		default:
+			dims = append(dims, []int64{c})
+		}
+	}
+	return dims
 }
 
 // Batch returns the input buffer of a batch of n images (n*ImageSize
@@ -411,6 +446,18 @@ func (e *Encoder) Batch(n int) ([]float32, error) {
 		return nil, err
 	}
 	return b[0], nil
+}
+
+// Masks returns, for a batch of n, the run-time mask of each Switchable
+// layer ([n*Channels]: 1 keeps sample i's channel c, 0 switches it to the
+// layer's fill). They are reused between batches of the same n: set every
+// value before each Embed(n).
+func (e *Encoder) Masks(n int) ([][]float32, error) {
+	b, err := e.sess.Buffers(int64(n), e.inDims())
+	if err != nil {
+		return nil, err
+	}
+	return b[1:], nil
 }
 
 // Embed runs the batch of n filled through Batch and returns the

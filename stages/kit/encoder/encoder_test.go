@@ -279,3 +279,102 @@ func TestCUDAIsAClearErrorWithoutIt(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Run-time masks give, sample by sample, what the same masks baked into
+// the graph give.
+func TestMaskInputsEqualBakedMasks(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Clean(3)
+	fill1 := []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
+	fill2 := make([]float32, 16)
+	for i := range fill2 {
+		fill2[i] = float32(i) / 10
+	}
+	layers := []string{"stage1", "stage2"}
+	sw, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+		MaskInputs: []encoder.Mask{{Layer: "stage1", Fill: fill1}, {Layer: "stage2", Fill: fill2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	off := func(n int, cs ...int) []bool {
+		k := make([]bool, n)
+		for i := range k {
+			k[i] = true
+		}
+		for _, c := range cs {
+			k[c] = false
+		}
+		return k
+	}
+	cases := []struct {
+		name   string
+		k1, k2 []bool
+	}{
+		{"nothing masked", off(8), off(16)},
+		{"stage1 channel 5", off(8, 5), off(16)},
+		{"stage1 0 and 7, stage2 3", off(8, 0, 7), off(16, 3)},
+		{"stage2 only", off(8), off(16, 1, 2, 15)},
+	}
+	imgs := images(3, 9)
+	// One batch: every case for every image.
+	n := len(cases) * len(imgs)
+	x, err := sw.Batch(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := sw.Masks(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || len(ms[0]) != n*8 || len(ms[1]) != n*16 {
+		t.Fatalf("mask buffers: %d of sizes %d, %d", len(ms), len(ms[0]), len(ms[1]))
+	}
+	for ci, c := range cases {
+		for ii, im := range imgs {
+			s := ci*len(imgs) + ii
+			copy(x[s*len(im):], im)
+			for ch, k := range c.k1 {
+				ms[0][s*8+ch] = b2f(k)
+			}
+			for ch, k := range c.k2 {
+				ms[1][s*16+ch] = b2f(k)
+			}
+		}
+	}
+	emb, _, err := sw.Embed(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb = append([]float32(nil), emb...)
+	for ci, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			baked, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+				Masks: []encoder.Mask{{Layer: "stage1", Keep: c.k1, Fill: fill1}, {Layer: "stage2", Keep: c.k2, Fill: fill2}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer baked.Close()
+			want, _ := embed(t, baked, imgs)
+			for ii := range imgs {
+				s := ci*len(imgs) + ii
+				for d := 0; d < baked.Dim; d++ {
+					if !near(emb[s*sw.Dim+d], want[ii*baked.Dim+d], 1e-5) {
+						t.Fatalf("image %d dim %d: run-time mask %v, baked %v", ii, d, emb[s*sw.Dim+d], want[ii*baked.Dim+d])
+					}
+				}
+			}
+		})
+	}
+	if _, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+		MaskInputs: []encoder.Mask{{Layer: "stage1", Fill: fill1[:3]}}}); err == nil || !strings.Contains(err.Error(), "stage1") {
+		t.Fatalf("a fill of the wrong length: %v, want an error naming the layer", err)
+	}
+}
+
+func b2f(b bool) float32 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -345,16 +345,9 @@ func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32)
 	if fill != nil && len(fill) != c {
 		panic(fmt.Sprintf("onnxgraph: InsertMask: len(fill)=%d, want %d", len(fill), c))
 	}
-	var dims []int64
-	switch rank {
-	case 4:
-		dims = []int64{1, int64(c), 1, 1}
-	case 3:
-		dims = []int64{1, 1, int64(c)}
-	case 2:
-		dims = []int64{1, int64(c)}
-	default:
-		return fmt.Errorf("onnxgraph: %s: cannot mask tensor %q of rank %d", m.source, tensor, rank)
+	dims, err := maskDims(rank, c)
+	if err != nil {
+		return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
 	}
 	mul := make([]float32, c)
 	add := make([]float32, c)
@@ -368,8 +361,33 @@ func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32)
 	mName, aName := m.fresh("mask"), m.fresh("fill")
 	m.addInit(mName, dims, mul)
 	m.addInit(aName, dims, add)
-	// The producer writes a renamed tensor; the mask writes the original
-	// name, so consumers and outputs need no change.
+	raw := m.detach(tensor)
+	prod := m.fresh("prod")
+	m.addNode("Mul", []string{raw.from, mName}, []string{prod})
+	m.addNode("Add", []string{prod, aName}, []string{raw.to})
+	return m.sort()
+}
+
+// maskDims is the shape of a per-channel mask of a rank-r tensor with c
+// channels: [1, c, 1, 1] (NCHW), [1, 1, c] ([N, T, C]) or [1, c].
+func maskDims(rank, c int) ([]int64, error) {
+	switch rank {
+	case 4:
+		return []int64{1, int64(c), 1, 1}, nil
+	case 3:
+		return []int64{1, 1, int64(c)}, nil
+	case 2:
+		return []int64{1, int64(c)}, nil
+	}
+	return nil, fmt.Errorf("cannot mask a tensor of rank %d", rank)
+}
+
+type detached struct{ from, to string }
+
+// detach renames tensor's producer output (or, for a graph input, rewires
+// its consumers) so that a node inserted from .from to .to sits between
+// the producer and every consumer and graph output of tensor.
+func (m *Model) detach(tensor string) detached {
 	raw := m.fresh("unmasked")
 	renamed := false
 	for _, n := range m.P.Graph.Node {
@@ -384,11 +402,43 @@ func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32)
 		// A graph input: consumers read the masked copy.
 		masked := m.fresh("masked")
 		m.rewire(tensor, masked, nil)
-		raw, tensor = tensor, masked
+		return detached{from: tensor, to: masked}
 	}
-	prod := m.fresh("prod")
-	m.addNode("Mul", []string{raw, mName}, []string{prod})
-	m.addNode("Add", []string{prod, aName}, []string{tensor})
+	return detached{from: raw, to: tensor}
+}
+
+// InsertMaskInput is InsertMask with the keep flags read at run time: it
+// adds the graph input named input, one value per sample and channel
+// (shape [N, C, 1, 1], [N, 1, C] or [N, C] for tensors of rank 4, 3 and
+// 2), and channel c of sample i becomes x*k + (1-k)*fill[c] for that
+// input's value k. One session then scores many masks, a different one
+// per sample of a batch if need be.
+func (m *Model) InsertMaskInput(tensor string, rank int, fill []float32, input string) error {
+	if !m.HasTensor(tensor) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to mask", m.source, ErrModel, tensor)
+	}
+	if m.HasTensor(input) {
+		return fmt.Errorf("onnxgraph: %s: %w: the mask input %q is already a tensor of the graph", m.source, ErrModel, input)
+	}
+	dims, err := maskDims(rank, len(fill))
+	if err != nil {
+		return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
+	}
+	vi := floatValueInfo(input, rank)
+	shape := vi.Type.GetTensorType().Shape
+	shape.Dim[0].Value = &onnx.TensorShapeProto_Dimension_DimParam{DimParam: "batch"}
+	for i := 1; i < rank; i++ {
+		shape.Dim[i].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: dims[i]}
+	}
+	m.P.Graph.Input = append(m.P.Graph.Input, vi)
+	fName := m.fresh("fill")
+	m.addInit(fName, dims, fill)
+	raw := m.detach(tensor)
+	diff, prod := m.fresh("centred"), m.fresh("prod")
+	// m*(x - fill) + fill = x*m + (1-m)*fill.
+	m.addNode("Sub", []string{raw.from, fName}, []string{diff})
+	m.addNode("Mul", []string{diff, input}, []string{prod})
+	m.addNode("Add", []string{prod, fName}, []string{raw.to})
 	return m.sort()
 }
 
