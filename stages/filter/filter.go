@@ -63,6 +63,8 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "gap_min", Default: json.RawMessage(`6.0`), Doc: "the encoder looks backdoored when the best same-size z reaches this"},
 			{Name: "u", Default: json.RawMessage(`3.0`), Doc: "channels with a suspicion z above this are candidates for masking"},
 			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
+			{Name: "choice", Default: json.RawMessage(`"suspicion"`), Doc: "how channels are chosen for masking: suspicion (decreasing suspicion z above u), collapse (greedy: the channel whose masking lowers the found pattern's collapse the most, among the pool_size most suspicious) or collapse_per_change (greedy: the most lowering per change of the clean images' embeddings)"},
+			{Name: "pool_size", Default: json.RawMessage(`0`), Doc: "channels the collapse choice considers: the most suspicious this many (0: every probed channel)"},
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
@@ -90,6 +92,8 @@ type Params struct {
 	U             float64  `json:"u"`
 	MaxMasked     float64  `json:"max_masked"`
 	StopZ         float64  `json:"stop_z"`
+	Choice        string   `json:"choice"`
+	PoolSize      int      `json:"pool_size"`
 	Rescans       int      `json:"rescans"`
 	RescanCands   int      `json:"rescan_candidates"`
 	RescanGap     float64  `json:"rescan_gap"`
@@ -121,6 +125,10 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"max_masked\": %v, want (0, 1]", p.MaxMasked)
 	case !validSignals(p.Signals):
 		return plugin.BadInputf("parameter \"signals\": %q, want a non-empty list of tac, uclc, probe", p.Signals)
+	case p.Choice != "suspicion" && p.Choice != "collapse" && p.Choice != "collapse_per_change":
+		return plugin.BadInputf("parameter \"choice\": %q, want suspicion, collapse or collapse_per_change", p.Choice)
+	case p.PoolSize < 0:
+		return plugin.BadInputf("parameter \"pool_size\": %d, want >= 0 (0: every channel)", p.PoolSize)
 	case p.AugmentRows < 0:
 		return plugin.BadInputf("parameter \"augment_rows\": %d, want >= 0", p.AugmentRows)
 	case p.NeighbourZ < 0:
@@ -889,34 +897,42 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 	open := func(layers []string) (*encoder.Encoder, error) {
 		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: encoder.MasksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
 	}
+	// One session scores every mask of the selection.
+	sw, err := f.openSwitchable(fill)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer sw.Close()
 	pat, curZ := scan.Pattern, scan.BestZ
 	f.lastCollapse, f.lastZ = scan.BestCollapse, scan.BestZ
 	neighbour := false
 	for round := 0; ; round++ {
 		r := Round{Pattern: pat, ZBefore: curZ, Neighbour: neighbour}
 		neighbour = false
-		for _, c := range f.candidates(z, keep) {
-			if len(masked) >= limit || curZ <= f.p.StopZ {
-				break
-			}
-			if err := ctx.Err(); err != nil {
+		if f.p.Choice != "suspicion" {
+			var err error
+			if curZ, err = f.greedyCollapse(ctx, sw, keep, f.pool(z, keep), pat, stats, limit, &masked, &r); err != nil {
 				return nil, nil, nil, err
 			}
-			keep[c.layer][c.c] = false
-			name := fmt.Sprintf("%s:%d", c.layer, c.c)
-			masked = append(masked, name)
-			r.Masked = append(r.Masked, name)
-			enc, err := open([]string{})
-			if err != nil {
-				return nil, nil, nil, err
+		} else {
+			for _, c := range f.candidates(z, keep) {
+				if len(masked) >= limit || curZ <= f.p.StopZ {
+					break
+				}
+				if err := ctx.Err(); err != nil {
+					return nil, nil, nil, err
+				}
+				keep[c.layer][c.c] = false
+				name := fmt.Sprintf("%s:%d", c.layer, c.c)
+				masked = append(masked, name)
+				r.Masked = append(r.Masked, name)
+				cs, err := sw.collapses(keep, []*channel{nil}, pat)
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				f.lastCollapse = cs[0]
+				curZ = stats.z(pat, f.lastCollapse)
 			}
-			e, _, err := f.embed(enc, []*Pattern{nil, &pat})
-			enc.Close()
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			f.lastCollapse = collapseOf(traceCov(e[1], f.n, enc.Dim), traceCov(e[0], f.n, enc.Dim))
-			curZ = stats.z(pat, f.lastCollapse)
 		}
 		r.ZAfter = curZ
 		f.lastZ = curZ
@@ -1054,6 +1070,13 @@ func (f *filterRun) candidates(z map[string][]float32, keep map[string][]bool) [
 			}
 		}
 	}
+	sortChannels(out)
+	return out
+}
+
+// sortChannels orders channels most suspicious first (ties: by layer
+// name, then channel).
+func sortChannels(out []channel) {
 	sort.Slice(out, func(a, b int) bool {
 		if out[a].z != out[b].z {
 			return out[a].z > out[b].z
@@ -1063,5 +1086,4 @@ func (f *filterRun) candidates(z map[string][]float32, keep map[string][]bool) [
 		}
 		return out[a].c < out[b].c
 	})
-	return out
 }

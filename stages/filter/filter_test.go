@@ -55,7 +55,13 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		name     string
 		net      *testenc.Net
 		backdoor bool
-	}{{"collapse trojan", testenc.Collapse(5), true}, {"clean", testenc.Clean(5), false}} {
+		choice   string
+	}{
+		{"collapse trojan", testenc.Collapse(5), true, "suspicion"},
+		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse"},
+		{"clean", testenc.Clean(5), false, "suspicion"},
+		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			enc := filepath.Join(dir, "enc.onnx")
@@ -84,7 +90,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5},
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice})
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -153,6 +159,8 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "augment_rows": -1}`, "augment_rows"},
 		{`{"encoder": "e.onnx", "neighbour_z": -1}`, "neighbour_z"},
 		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
+		{`{"encoder": "e.onnx", "choice": "tac"}`, "choice"},
+		{`{"encoder": "e.onnx", "pool_size": -2}`, "pool_size"},
 	} {
 		var p filter.Params
 		err := plugin.DecodeParams(filter.New().Spec(), json.RawMessage(tc.params), &p)
