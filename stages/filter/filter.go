@@ -63,14 +63,14 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "gap_min", Default: json.RawMessage(`6.0`), Doc: "the encoder looks backdoored when the best same-size z reaches this"},
 			{Name: "u", Default: json.RawMessage(`3.0`), Doc: "channels with a suspicion z above this are candidates for masking"},
 			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
-			{Name: "choice", Default: json.RawMessage(`"suspicion"`), Doc: "how channels are chosen for masking: suspicion (decreasing suspicion z above u), collapse (greedy: the channel whose masking lowers the found pattern's collapse the most, among the pool_size most suspicious) or collapse_per_change (greedy: the most lowering per change of the clean images' embeddings)"},
+			{Name: "choice", Default: json.RawMessage(`"collapse_per_change"`), Doc: "how channels are chosen for masking: suspicion (decreasing suspicion z above u), collapse (greedy: the channel whose masking lowers the found pattern's collapse the most, among the pool_size most suspicious) or collapse_per_change (greedy: the most lowering per change of the clean images' embeddings)"},
 			{Name: "pool_size", Default: json.RawMessage(`0`), Doc: "channels the collapse choice considers: the most suspicious this many (0: every probed channel)"},
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
 			{Name: "rescan_gap", Default: json.RawMessage(`0`), Doc: "mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"},
 			{Name: "signals", Default: json.RawMessage(`["tac", "uclc", "probe"]`), Doc: "per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"},
-			{Name: "augment_rows", Default: json.RawMessage(`2000`), Doc: "trusted images (round robin over the classes) written to augment, each with one of the patterns masked against or their neighbours pasted in (0: none)"},
+			{Name: "augment_share", Default: json.RawMessage(`0.2`), Doc: "trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"},
 			{Name: "neighbour_z", Default: json.RawMessage(`3.0`), Doc: "after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"},
 			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
 			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
@@ -98,7 +98,7 @@ type Params struct {
 	RescanCands   int      `json:"rescan_candidates"`
 	RescanGap     float64  `json:"rescan_gap"`
 	NeighbourZ    float64  `json:"neighbour_z"`
-	AugmentRows   int      `json:"augment_rows"`
+	AugmentShare  float64  `json:"augment_share"`
 	Signals       []string `json:"signals"`
 	Seed          uint64   `json:"seed"`
 	Device        string   `json:"device"`
@@ -129,8 +129,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"choice\": %q, want suspicion, collapse or collapse_per_change", p.Choice)
 	case p.PoolSize < 0:
 		return plugin.BadInputf("parameter \"pool_size\": %d, want >= 0 (0: every channel)", p.PoolSize)
-	case p.AugmentRows < 0:
-		return plugin.BadInputf("parameter \"augment_rows\": %d, want >= 0", p.AugmentRows)
+	case p.AugmentShare < 0 || p.AugmentShare > 1:
+		return plugin.BadInputf("parameter \"augment_share\": %v, want [0, 1]", p.AugmentShare)
 	case p.NeighbourZ < 0:
 		return plugin.BadInputf("parameter \"neighbour_z\": %v, want >= 0 (0: off)", p.NeighbourZ)
 	}
@@ -342,7 +342,7 @@ func (f *filterRun) pickTrusted(trusted []bool, n int) map[uint64]int {
 	return want
 }
 
-// augment writes the augment output: up to augment_rows trusted images,
+// augment writes the augment output: augment_share of the rows, trusted images,
 // each with one of pats pasted in (in turn), embedded by the encoder with
 // masks, with their own labels. Nothing is written but the schema when
 // nothing is masked. It returns the rows written.
@@ -352,7 +352,7 @@ func (f *filterRun) augment(ctx context.Context, masks []encoder.Mask, pats []Pa
 	if err != nil {
 		return 0, err
 	}
-	if len(masks) == 0 || len(pats) == 0 || f.p.AugmentRows == 0 {
+	if len(masks) == 0 || len(pats) == 0 || f.p.AugmentShare == 0 {
 		return 0, w.Close()
 	}
 	var names []string
@@ -364,7 +364,7 @@ func (f *filterRun) augment(ctx context.Context, masks []encoder.Mask, pats []Pa
 		return 0, err
 	}
 	defer enc.Close()
-	want := f.pickTrusted(trusted, f.p.AugmentRows)
+	want := f.pickTrusted(trusted, max(1, int(f.p.AugmentShare*float64(len(trusted)))))
 	r, err := f.images.Reader()
 	if err != nil {
 		return 0, err
@@ -871,6 +871,10 @@ type Round struct {
 	// WorstNeighbourZ is, in the last round, the largest same-size z of
 	// the neighbours of the patterns masked against.
 	WorstNeighbourZ float64 `json:"worst_neighbour_z,omitempty"`
+	// Scored counts the masks the greedy choices scored, Seconds the time
+	// the choice took.
+	Scored  int     `json:"masks_scored,omitempty"`
+	Seconds float64 `json:"seconds,omitempty"`
 }
 
 // selectChannels masks channels with a suspicion above u in decreasing
@@ -909,6 +913,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 	for round := 0; ; round++ {
 		r := Round{Pattern: pat, ZBefore: curZ, Neighbour: neighbour}
 		neighbour = false
+		chosen := time.Now()
 		if f.p.Choice != "suspicion" {
 			var err error
 			if curZ, err = f.greedyCollapse(ctx, sw, keep, f.pool(z, keep), pat, stats, limit, &masked, &r); err != nil {
@@ -935,6 +940,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			}
 		}
 		r.ZAfter = curZ
+		r.Seconds = time.Since(chosen).Seconds()
 		f.lastZ = curZ
 		rounds = append(rounds, r)
 		if len(masked) >= limit || round >= f.p.Rescans || len(r.Masked) == 0 {

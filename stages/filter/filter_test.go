@@ -59,6 +59,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 	}{
 		{"collapse trojan", testenc.Collapse(5), true, "suspicion"},
 		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse"},
+		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change"},
 		{"clean", testenc.Clean(5), false, "suspicion"},
 		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse"},
 	} {
@@ -139,7 +140,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 					augRows++
 				}
 			}
-			if want := map[bool]int{true: 120, false: 0}[masked]; augRows != want {
+			if want := map[bool]int{true: 44, false: 0}[masked]; augRows != want { // 0.2 of 220 rows
 				t.Errorf("%d augment rows, want %d", augRows, want)
 			}
 			if _, err := os.Stat(export); err != nil {
@@ -156,7 +157,9 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "signals": ["tac", "lipschitz"]}`, "signals"},
 		{`{"encoder": "e.onnx", "signals": []}`, "signals"},
 		{`{"encoder": "e.onnx", "signals": ["tac", "tac"]}`, "signals"},
-		{`{"encoder": "e.onnx", "augment_rows": -1}`, "augment_rows"},
+		{`{"encoder": "e.onnx", "augment_share": -1}`, "augment_share"},
+		{`{"encoder": "e.onnx", "augment_share": 1.5}`, "augment_share"},
+		{`{"encoder": "e.onnx", "augment_rows": 2000}`, "augment_rows"},
 		{`{"encoder": "e.onnx", "neighbour_z": -1}`, "neighbour_z"},
 		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
 		{`{"encoder": "e.onnx", "choice": "tac"}`, "choice"},

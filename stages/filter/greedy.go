@@ -44,7 +44,7 @@ type maskScore struct{ collapse, change float64 }
 // collapses returns, for each extra channel (nil: none), the collapse of
 // pat on the scan images under keep with that channel also switched off.
 func (s *switchable) collapses(keep map[string][]bool, extra []*channel, pat Pattern) ([]float64, error) {
-	sc, err := s.scores(keep, extra, pat, nil)
+	sc, err := s.scores(keep, extra, pat, nil, s.f.n)
 	if err != nil {
 		return nil, err
 	}
@@ -58,22 +58,24 @@ func (s *switchable) collapses(keep map[string][]bool, extra []*channel, pat Pat
 // clean returns the clean scan images' embeddings under keep.
 func (s *switchable) clean(keep map[string][]bool) ([]float32, error) {
 	var emb []float32
-	err := s.run(keep, []*channel{nil}, Pattern{}, func(_ int, clean, _ []float32) {
+	err := s.run(keep, []*channel{nil}, Pattern{}, s.f.n, func(_ int, clean, _ []float32) {
 		emb = append([]float32(nil), clean...)
 	})
 	return emb, err
 }
 
-// scores is collapses with the change from ref.
-func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Pattern, ref []float32) ([]maskScore, error) {
-	f, d := s.f, s.enc.Dim
+// scores is collapses, on the first imgs scan images, with the change
+// from ref (their embeddings under the current mask; nil: no change).
+func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Pattern, ref []float32, imgs int) ([]maskScore, error) {
+	d := s.enc.Dim
 	var refVar float64
 	if ref != nil {
-		refVar = traceCov(ref, f.n, d) * float64(f.n)
+		ref = ref[:imgs*d]
+		refVar = traceCov(ref, imgs, d) * float64(imgs)
 	}
 	out := make([]maskScore, len(extra))
-	err := s.run(keep, extra, pat, func(k int, clean, with []float32) {
-		out[k].collapse = collapseOf(traceCov(with, f.n, d), traceCov(clean, f.n, d))
+	err := s.run(keep, extra, pat, imgs, func(k int, clean, with []float32) {
+		out[k].collapse = collapseOf(traceCov(with, imgs, d), traceCov(clean, imgs, d))
 		if ref != nil && refVar > 0 {
 			var ss float64
 			for i, v := range clean {
@@ -86,20 +88,22 @@ func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Patter
 	return out, err
 }
 
-// run embeds the scan images, clean and with pat, under keep with each
-// extra channel also switched off, and hands each one's embeddings to use.
-func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, use func(k int, clean, with []float32)) error {
+// run embeds the first imgs scan images, clean and with pat, under keep
+// with each extra channel also switched off, and hands each one's
+// embeddings to use.
+func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, imgs int, use func(k int, clean, with []float32)) error {
 	f := s.f
 	size := s.enc.ImageSize()
-	xp := make([]float32, len(f.x))
-	copy(xp, f.x)
-	for i := 0; i < f.n; i++ {
+	xc := f.x[:imgs*size]
+	xp := make([]float32, len(xc))
+	copy(xp, xc)
+	for i := 0; i < imgs; i++ {
 		pat.Apply(xp[i*size:(i+1)*size], s.enc.H, s.enc.W)
 	}
 	d := s.enc.Dim
 	for lo := 0; lo < len(extra); lo += rescoreBatch {
 		hi := min(len(extra), lo+rescoreBatch)
-		n := 2 * f.n * (hi - lo)
+		n := 2 * imgs * (hi - lo)
 		x, err := s.enc.Batch(n)
 		if err != nil {
 			return err
@@ -109,13 +113,13 @@ func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, 
 			return err
 		}
 		for k := lo; k < hi; k++ {
-			at := 2 * f.n * (k - lo)
-			copy(x[at*size:], f.x)
-			copy(x[(at+f.n)*size:], xp)
+			at := 2 * imgs * (k - lo)
+			copy(x[at*size:], xc)
+			copy(x[(at+imgs)*size:], xp)
 			for li, l := range f.t.Layers {
 				kp := keep[l.Name]
 				m := ms[li]
-				for i := at; i < at+2*f.n; i++ {
+				for i := at; i < at+2*imgs; i++ {
 					row := m[i*l.D : (i+1)*l.D]
 					for c, v := range kp {
 						row[c] = b2f(v)
@@ -131,8 +135,8 @@ func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, 
 			return err
 		}
 		for k := lo; k < hi; k++ {
-			at := 2 * f.n * (k - lo) * d
-			use(k, emb[at:at+f.n*d], emb[at+f.n*d:at+2*f.n*d])
+			at := 2 * imgs * (k - lo) * d
+			use(k, emb[at:at+imgs*d], emb[at+imgs*d:at+2*imgs*d])
 		}
 	}
 	return nil
@@ -173,8 +177,9 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 	perChange := f.p.Choice == "collapse_per_change"
 	gain := make([]float64, len(pool))
 	after := make([]float64, len(pool))
-	// rescore scores the channels idx under the current keep.
-	rescore := func(idx []int) error {
+	// rescore scores the channels idx under the current keep, on the
+	// first imgs scan images.
+	rescore := func(idx []int, imgs int) error {
 		var ref []float32
 		if perChange {
 			var err error
@@ -186,10 +191,11 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 		for k, i := range idx {
 			ptrs[k] = &pool[i]
 		}
-		sc, err := sw.scores(keep, ptrs, pat, ref)
+		sc, err := sw.scores(keep, ptrs, pat, ref, imgs)
 		if err != nil {
 			return err
 		}
+		r.Scored += len(idx)
 		for k, i := range idx {
 			after[i] = sc[k].collapse
 			gain[i] = curC - sc[k].collapse
@@ -203,11 +209,12 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 	for i := range order {
 		order[i] = i
 	}
-	// First pass: every channel of the pool.
-	if err := rescore(order); err != nil {
+	// First pass: every channel of the pool, on half the scan images (the
+	// scan images go round robin over the classes, so half still covers
+	// them); it only ranks: each step re-scores its best on all of them.
+	if err := rescore(order, max(8, f.n/2)); err != nil {
 		return 0, err
 	}
-	fresh := true
 	taken := make([]bool, len(pool))
 	for len(*masked) < limit && curZ > f.p.StopZ {
 		if err := ctx.Err(); err != nil {
@@ -224,12 +231,9 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 		}
 		sort.SliceStable(order, func(a, b int) bool { return gain[order[a]] > gain[order[b]] })
 		top := order[:min(len(order), rescoreBatch)]
-		if !fresh {
-			if err := rescore(top); err != nil {
-				return 0, err
-			}
+		if err := rescore(top, f.n); err != nil {
+			return 0, err
 		}
-		fresh = false
 		best := top[0]
 		for _, i := range top {
 			if gain[i] > gain[best] {
