@@ -51,6 +51,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
 			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (it always starts afresh)"},
 			{Name: "warm_epochs", Default: json.RawMessage(`10`), Doc: "rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"},
+			{Name: "max_steps", Default: json.RawMessage(`4000`), Doc: "at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"},
 			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
 			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
 			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
@@ -70,6 +71,7 @@ type Params struct {
 	GrowthCap     float64 `json:"growth_cap"`
 	FinalEpochs   int     `json:"final_epochs"`
 	WarmEpochs    int     `json:"warm_epochs"`
+	MaxSteps      int     `json:"max_steps"`
 	Classes       int     `json:"classes"`
 	Encoder       string  `json:"encoder"`
 	Embedding     string  `json:"embedding"`
@@ -90,6 +92,8 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"growth_cap\": %v, want (0, 1]", p.GrowthCap)
 	case p.FinalEpochs < 1:
 		return plugin.BadInputf("parameter \"final_epochs\": %d, want >= 1", p.FinalEpochs)
+	case p.MaxSteps < 0:
+		return plugin.BadInputf("parameter \"max_steps\": %d, want >= 0 (0: epochs alone decide)", p.MaxSteps)
 	case p.WarmEpochs < 0:
 		return plugin.BadInputf("parameter \"warm_epochs\": %d, want >= 0 (0: no warm starts)", p.WarmEpochs)
 	case p.Export != "" && p.Encoder == "":
@@ -175,6 +179,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	x, y := t.Embedding.X, t.Labels
 	sizes := p.Sizes(d, nc)
 	cfg := p.Config()
+	cfg.MaxSteps = p.MaxSteps
 	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
 		return nil, err

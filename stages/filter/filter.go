@@ -65,6 +65,8 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
 			{Name: "choice", Default: json.RawMessage(`"collapse_per_change"`), Doc: "how channels are chosen for masking: suspicion (decreasing suspicion z above u), collapse (greedy: the channel whose masking lowers the found pattern's collapse the most, among the pool_size most suspicious) or collapse_per_change (greedy: the most lowering per change of the clean images' embeddings)"},
 			{Name: "pool_size", Default: json.RawMessage(`0`), Doc: "channels the collapse choice considers: the most suspicious this many (0: every probed channel)"},
+			{Name: "fill", Default: json.RawMessage(`"regression"`), Doc: "what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"},
+			{Name: "fill_slack", Default: json.RawMessage(`0.5`), Doc: "how much higher (same-size z) the regression fill may leave the worst pattern masked against than the mean fill"},
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
 			{Name: "rescan_candidates", Default: json.RawMessage(`500`), Doc: "random candidates of each search on the masked encoder"},
@@ -93,6 +95,8 @@ type Params struct {
 	MaxMasked     float64  `json:"max_masked"`
 	StopZ         float64  `json:"stop_z"`
 	Choice        string   `json:"choice"`
+	Fill          string   `json:"fill"`
+	FillSlack     float64  `json:"fill_slack"`
 	PoolSize      int      `json:"pool_size"`
 	Rescans       int      `json:"rescans"`
 	RescanCands   int      `json:"rescan_candidates"`
@@ -127,6 +131,10 @@ func (p Params) Check() error {
 		return plugin.BadInputf("parameter \"signals\": %q, want a non-empty list of tac, uclc, probe", p.Signals)
 	case p.Choice != "suspicion" && p.Choice != "collapse" && p.Choice != "collapse_per_change":
 		return plugin.BadInputf("parameter \"choice\": %q, want suspicion, collapse or collapse_per_change", p.Choice)
+	case p.Fill != "mean" && p.Fill != "regression":
+		return plugin.BadInputf("parameter \"fill\": %q, want mean or regression", p.Fill)
+	case p.FillSlack < 0:
+		return plugin.BadInputf("parameter \"fill_slack\": %v, want >= 0", p.FillSlack)
 	case p.PoolSize < 0:
 		return plugin.BadInputf("parameter \"pool_size\": %d, want >= 0 (0: every channel)", p.PoolSize)
 	case p.AugmentShare < 0 || p.AugmentShare > 1:
@@ -272,12 +280,43 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 	}
 	fill := t.LayerMeans(trusted)
-	na, err := f.augment(ctx, encoder.MasksOf(keep, fill), pats, trusted, out)
+	var weights map[string][]float32
+	if len(masked) > 0 && p.Fill == "regression" {
+		w, icpt, err := f.regressionFill(ctx, keep, trusted)
+		if err != nil {
+			return nil, err
+		}
+		meanZ, err := f.fillGuard(encoder.MasksOf(keep, fill, nil), pats, f.lastStats)
+		if err != nil {
+			return nil, err
+		}
+		regFill := map[string][]float32{}
+		for name, fl := range fill {
+			regFill[name] = fl
+			if b, ok := icpt[name]; ok {
+				regFill[name] = b
+			}
+		}
+		regZ, err := f.fillGuard(encoder.MasksOf(keep, regFill, w), pats, f.lastStats)
+		if err != nil {
+			return nil, err
+		}
+		guard := map[string]any{"worst_z_mean_fill": meanZ, "worst_z_regression_fill": regZ}
+		if regZ <= math.Max(meanZ, p.StopZ)+p.FillSlack {
+			weights, fill = w, regFill
+			guard["fill"] = "regression"
+		} else {
+			guard["fill"] = "mean"
+			guard["why"] = fmt.Sprintf("the regression fill lets a pattern masked against collapse again (same-size z %.2f > %.2f)", regZ, math.Max(meanZ, p.StopZ)+p.FillSlack)
+		}
+		metrics["fill"] = guard
+	}
+	na, err := f.augment(ctx, encoder.MasksOf(keep, fill, weights), pats, trusted, out)
 	if err != nil {
 		return nil, err
 	}
 	metrics["augment_rows"] = na
-	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: fill, Signals: signals}
+	v := &encoder.ChannelVerdict{Keep: keep, Score: score, Fill: fill, Weights: weights, Signals: signals}
 	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, f.images, v, out, progress); err != nil {
 		return nil, err
 	}
@@ -305,6 +344,7 @@ type filterRun struct {
 	n            int
 	lastCollapse float64
 	lastZ        float64
+	lastStats    groupStats           // the same-size statistics of the last search
 	images       *encoder.Images      // the images input, held for the embedding of the filtered encoder
 	uclc         map[string][]float32 // UCLC robust z per channel, when the encoder's convolutions are readable
 	probe        map[string][]float32 // probe sensitivity robust z per channel
@@ -899,7 +939,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		names = append(names, l.Name)
 	}
 	open := func(layers []string) (*encoder.Encoder, error) {
-		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: encoder.MasksOf(keep, fill), ORT: ort.Options{Device: f.p.Device}})
+		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: encoder.MasksOf(keep, fill, nil), ORT: ort.Options{Device: f.p.Device}})
 	}
 	// One session scores every mask of the selection.
 	sw, err := f.openSwitchable(fill)
@@ -984,6 +1024,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 			return nil, nil, nil, err
 		}
 	}
+	f.lastStats = stats
 	return masked, keep, rounds, nil
 }
 

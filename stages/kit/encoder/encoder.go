@@ -26,6 +26,8 @@ type Layer struct {
 	Tensor   string
 	Rank     int
 	Channels int
+	// Dims is one sample's shape ([C, H, W] or [T, C]).
+	Dims []int64
 }
 
 // Mask switches channels off: for the layer (readable name or tensor name),
@@ -35,6 +37,10 @@ type Mask struct {
 	Layer string
 	Keep  []bool
 	Fill  []float32
+	// Weights, when set (channels x channels, row c for channel c), fill
+	// a switched-off channel c with Fill[c] + sum_j Weights[c][j]*x_j over
+	// the kept channels j (a regression on them) instead of Fill[c].
+	Weights []float32
 }
 
 // Config says how to open an encoder.
@@ -46,6 +52,9 @@ type Config struct {
 	Embedding string
 	// Masks to bake into the graph.
 	Masks []Mask
+	// RawLayers makes Embed return the probed layers' activations
+	// themselves ([n, Dims...]) instead of their per-channel means.
+	RawLayers bool
 	// MaskInputs are layers whose channels are switched off at run time,
 	// per sample (see Encoder.Masks): each entry's Layer and Fill are used,
 	// its Keep is not.
@@ -127,6 +136,12 @@ func FromModel(src *onnxgraph.Model, cfg Config) (*Encoder, error) {
 		for c := range keep {
 			keep[c] = c >= len(mk.Keep) || mk.Keep[c]
 		}
+		if mk.Weights != nil {
+			if err := insertRegression(m, l, keep, fill, mk.Weights); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err := m.InsertMask(l.Tensor, l.Rank, keep, fill); err != nil {
 			return nil, err
 		}
@@ -150,6 +165,11 @@ func FromModel(src *onnxgraph.Model, cfg Config) (*Encoder, error) {
 	outs := []string{e.Embedding}
 	dims := [][]int64{{int64(e.Dim)}}
 	for _, l := range e.Layers {
+		if cfg.RawLayers {
+			outs = append(outs, l.Tensor)
+			dims = append(dims, l.Dims)
+			continue
+		}
 		name, err := m.AddChannelMean(l.Tensor, l.Rank)
 		if err != nil {
 			return nil, plugin.BadInput(err)
@@ -248,9 +268,9 @@ func readable(tensor string) string {
 func layerOf(name, tensor string, shape []int64) (Layer, bool) {
 	switch len(shape) {
 	case 4:
-		return Layer{Name: name, Tensor: tensor, Rank: 4, Channels: int(shape[1])}, true
+		return Layer{Name: name, Tensor: tensor, Rank: 4, Channels: int(shape[1]), Dims: shape[1:]}, true
 	case 3:
-		return Layer{Name: name, Tensor: tensor, Rank: 3, Channels: int(shape[2])}, true
+		return Layer{Name: name, Tensor: tensor, Rank: 3, Channels: int(shape[2]), Dims: shape[1:]}, true
 	}
 	return Layer{}, false
 }
@@ -415,6 +435,33 @@ func (e *Encoder) probe(m *onnxgraph.Model, names []string, opt ort.Options) (ma
 // Model returns the edited model the session runs (masks baked in, pooled
 // outputs added).
 func (e *Encoder) Model() *onnxgraph.Model { return e.model }
+
+// insertRegression fills l's switched-off channels by the regression
+// weights on its kept channels: one linear channel map, identity rows for
+// the kept channels.
+func insertRegression(m *onnxgraph.Model, l Layer, keep []bool, fill, weights []float32) error {
+	c := l.Channels
+	if len(weights) != c*c {
+		return plugin.BadInputf("mask for layer %q: %d regression weights, want %d x %d", l.Name, len(weights), c, c)
+	}
+	w := make([]float32, c*c)
+	b := make([]float32, c)
+	for o := 0; o < c; o++ {
+		if keep[o] {
+			w[o*c+o] = 1
+			continue
+		}
+		if fill != nil {
+			b[o] = fill[o]
+		}
+		for i := 0; i < c; i++ {
+			if keep[i] {
+				w[o*c+i] = weights[o*c+i]
+			}
+		}
+	}
+	return m.InsertChannelMap(l.Tensor, l.Rank, w, b)
+}
 
 // ImageSize is the number of float32 values of one preprocessed image.
 func (e *Encoder) ImageSize() int { return e.C * e.H * e.W }

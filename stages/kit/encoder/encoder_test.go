@@ -378,3 +378,48 @@ func b2f(b bool) float32 {
 	}
 	return 0
 }
+
+// A regression fill makes a switched-off channel the given linear
+// function of the kept ones, at every position (so its mean is that
+// function of their means), and leaves the kept channels alone.
+func TestRegressionFill(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Clean(3)
+	plain, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	keep := make([]bool, 8)
+	for i := range keep {
+		keep[i] = i != 5
+	}
+	w := make([]float32, 64)
+	w[5*8+0], w[5*8+1], w[5*8+5] = 0.5, -0.25, 7 // the weight on channel 5 itself must be ignored
+	fill := make([]float32, 8)
+	fill[5] = 0.1
+	reg, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"},
+		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep, Fill: fill, Weights: w}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	imgs := images(4, 5)
+	_, before := embed(t, plain, imgs)
+	_, after := embed(t, reg, imgs)
+	for i := range imgs {
+		for c := 0; c < 8; c++ {
+			want := before[0][i*8+c]
+			if c == 5 {
+				want = 0.5*before[0][i*8+0] - 0.25*before[0][i*8+1] + 0.1
+			}
+			if !near(after[0][i*8+c], want, 1e-5) {
+				t.Fatalf("image %d channel %d: mean %v, want %v", i, c, after[0][i*8+c], want)
+			}
+		}
+	}
+	if _, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"},
+		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep, Fill: fill, Weights: w[:10]}}}); err == nil || !strings.Contains(err.Error(), "stage1") {
+		t.Fatalf("weights of the wrong size: %v, want an error naming the layer", err)
+	}
+}

@@ -61,9 +61,10 @@ func (h *Images) Release() {
 	h.Records = nil
 }
 
-// MasksOf turns per-layer keep flags and fill values into masks (only the
-// layers with a channel switched off), in layer order.
-func MasksOf(keep map[string][]bool, fill map[string][]float32) []Mask {
+// MasksOf turns per-layer keep flags, fill values and regression weights
+// (nil: constant fills) into masks (only the layers with a channel
+// switched off), in layer order.
+func MasksOf(keep map[string][]bool, fill, weights map[string][]float32) []Mask {
 	var out []Mask
 	for name, k := range keep {
 		all := true
@@ -71,7 +72,7 @@ func MasksOf(keep map[string][]bool, fill map[string][]float32) []Mask {
 			all = all && v
 		}
 		if !all {
-			out = append(out, Mask{Layer: name, Keep: k, Fill: fill[name]})
+			out = append(out, Mask{Layer: name, Keep: k, Fill: fill[name], Weights: weights[name]})
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
@@ -81,11 +82,15 @@ func MasksOf(keep map[string][]bool, fill map[string][]float32) []Mask {
 // ChannelVerdict is a channel-filtering stage's decision for every channel
 // of the probed layers of t.
 type ChannelVerdict struct {
-	Keep    map[string][]bool
-	Score   map[string][]float32
-	Fill    map[string][]float32 // nil: switched-off channels become 0
-	Signal  string               // which signal scored the channels
-	Signals map[string][]string  // or which one, channel by channel
+	Keep  map[string][]bool
+	Score map[string][]float32
+	Fill  map[string][]float32 // nil: switched-off channels become 0
+	// Weights, per layer (channels x channels), fill switched-off channels
+	// by a regression on the kept ones, Fill being the intercept (nil: the
+	// constant Fill).
+	Weights map[string][]float32
+	Signal  string              // which signal scored the channels
+	Signals map[string][]string // or which one, channel by channel
 }
 
 // NewChannelVerdict keeps every channel of t's layers, with zero scores.
@@ -147,7 +152,7 @@ func WriteFiltered(ctx context.Context, path, device, export string, t *feat.Tab
 	if err := w.Close(); err != nil {
 		return err
 	}
-	masks := MasksOf(v.Keep, v.Fill)
+	masks := MasksOf(v.Keep, v.Fill, v.Weights)
 	if export != "" {
 		if err := Export(path, Config{Masks: masks}, export, nil); err != nil {
 			return err

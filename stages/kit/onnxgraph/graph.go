@@ -368,6 +368,44 @@ func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32)
 	return m.sort()
 }
 
+// InsertChannelMap replaces the c channels of tensor by a linear map of
+// them: channel o becomes sum_i w[o*c+i]*x_i + b[o], the same at every
+// position (a 1x1 convolution for rank 4, a MatMul over the last axis for
+// ranks 3 and 2). A masked channel filled by a regression on the kept
+// ones is one such map; the identity rows leave kept channels unchanged.
+func (m *Model) InsertChannelMap(tensor string, rank int, w, b []float32) error {
+	if !m.HasTensor(tensor) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to map", m.source, ErrModel, tensor)
+	}
+	c := len(b)
+	if len(w) != c*c {
+		panic(fmt.Sprintf("onnxgraph: InsertChannelMap: len(w)=%d, want %d", len(w), c*c))
+	}
+	if _, err := maskDims(rank, c); err != nil {
+		return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
+	}
+	raw := m.detach(tensor)
+	wName, bName := m.fresh("mapw"), m.fresh("mapb")
+	m.addInit(bName, []int64{int64(c)}, b)
+	if rank == 4 {
+		m.addInit(wName, []int64{int64(c), int64(c), 1, 1}, w)
+		m.addNode("Conv", []string{raw.from, wName, bName}, []string{raw.to}, intsAttr("kernel_shape", 1, 1))
+		return m.sort()
+	}
+	// x [.., c] times w transposed [c_in, c_out].
+	wt := make([]float32, c*c)
+	for o := 0; o < c; o++ {
+		for i := 0; i < c; i++ {
+			wt[i*c+o] = w[o*c+i]
+		}
+	}
+	m.addInit(wName, []int64{int64(c), int64(c)}, wt)
+	prod := m.fresh("mapped")
+	m.addNode("MatMul", []string{raw.from, wName}, []string{prod})
+	m.addNode("Add", []string{prod, bName}, []string{raw.to})
+	return m.sort()
+}
+
 // maskDims is the shape of a per-channel mask of a rank-r tensor with c
 // channels: [1, c, 1, 1] (NCHW), [1, 1, c] ([N, T, C]) or [1, c].
 func maskDims(rank, c int) ([]int64, error) {

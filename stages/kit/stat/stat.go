@@ -5,6 +5,7 @@
 package stat
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -246,4 +247,52 @@ func SpectralNorm(m []float32, rows, cols int) float64 {
 		}
 	}
 	return sigma
+}
+
+// SolveRidge solves (a + lambda*I) x = b for a symmetric positive
+// semi-definite n x n matrix a (row-major) and an n x m right-hand side b
+// (row-major), by Cholesky; lambda > 0 keeps it positive definite. It
+// returns x (n x m) and leaves a and b unchanged.
+func SolveRidge(a []float64, n int, b []float64, m int, lambda float64) ([]float64, error) {
+	if len(a) != n*n || len(b) != n*m {
+		panic(fmt.Sprintf("stat: SolveRidge: len(a)=%d, len(b)=%d for n=%d, m=%d", len(a), len(b), n, m))
+	}
+	l := make([]float64, n*n) // lower triangle of the factor
+	for i := 0; i < n; i++ {
+		for j := 0; j <= i; j++ {
+			s := a[i*n+j]
+			if i == j {
+				s += lambda
+			}
+			for k := 0; k < j; k++ {
+				s -= l[i*n+k] * l[j*n+k]
+			}
+			if i == j {
+				if s <= 0 {
+					return nil, fmt.Errorf("stat: SolveRidge: matrix not positive definite at row %d (raise lambda)", i)
+				}
+				l[i*n+i] = math.Sqrt(s)
+			} else {
+				l[i*n+j] = s / l[j*n+j]
+			}
+		}
+	}
+	x := append([]float64(nil), b...)
+	for c := 0; c < m; c++ {
+		for i := 0; i < n; i++ { // forward: L y = b
+			s := x[i*m+c]
+			for k := 0; k < i; k++ {
+				s -= l[i*n+k] * x[k*m+c]
+			}
+			x[i*m+c] = s / l[i*n+i]
+		}
+		for i := n - 1; i >= 0; i-- { // back: L^T x = y
+			s := x[i*m+c]
+			for k := i + 1; k < n; k++ {
+				s -= l[k*n+i] * x[k*m+c]
+			}
+			x[i*m+c] = s / l[i*n+i]
+		}
+	}
+	return x, nil
 }

@@ -33,3 +33,46 @@ func ExampleRobustZ() {
 	fmt.Printf("%.2f %.2f\n", z[2], z[4])
 	// Output: 0.00 65.43
 }
+
+// SolveRidge recovers known coefficients of a noiseless linear map, and
+// lambda shrinks them.
+func TestSolveRidge(t *testing.T) {
+	// x: 50 rows of 3 features; y = x*w for two columns of w.
+	w := []float64{1, -2, 0.5, 3, -1, 0}
+	var a [9]float64
+	var b [6]float64
+	for r := 0; r < 50; r++ {
+		x := []float64{math.Sin(float64(r)), math.Cos(float64(3 * r)), float64(r%7) - 3}
+		for i := 0; i < 3; i++ {
+			for j := 0; j < 3; j++ {
+				a[i*3+j] += x[i] * x[j]
+			}
+			for c := 0; c < 2; c++ {
+				b[i*2+c] += x[i] * (x[0]*w[0*2+c] + x[1]*w[1*2+c] + x[2]*w[2*2+c])
+			}
+		}
+	}
+	for _, tc := range []struct {
+		lambda float64
+		shrunk bool
+	}{{1e-9, false}, {1e3, true}} {
+		got, err := stat.SolveRidge(a[:], 3, b[:], 2, tc.lambda)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var norm, want float64
+		for i := range w {
+			norm += got[i] * got[i]
+			want += w[i] * w[i]
+			if !tc.shrunk && math.Abs(got[i]-w[i]) > 1e-6 {
+				t.Fatalf("lambda %g: coefficient %d = %v, want %v", tc.lambda, i, got[i], w[i])
+			}
+		}
+		if tc.shrunk && norm >= want {
+			t.Errorf("lambda %g: |w|^2 %v not below the unregularised %v", tc.lambda, norm, want)
+		}
+	}
+	if _, err := stat.SolveRidge([]float64{-1}, 1, []float64{1}, 1, 1e-9); err == nil {
+		t.Error("a negative matrix: no error")
+	}
+}
