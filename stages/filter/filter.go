@@ -65,7 +65,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "max_masked", Default: json.RawMessage(`0.1`), Doc: "mask at most this fraction of the probed channels"},
 			{Name: "choice", Default: json.RawMessage(`"collapse_per_change"`), Doc: "how channels are chosen for masking: suspicion (decreasing suspicion z above u), collapse (greedy: the channel whose masking lowers the found pattern's collapse the most, among the pool_size most suspicious) or collapse_per_change (greedy: the most lowering per change of the clean images' embeddings)"},
 			{Name: "pool_size", Default: json.RawMessage(`0`), Doc: "channels the collapse choice considers: the most suspicious this many (0: every probed channel)"},
-			{Name: "fill", Default: json.RawMessage(`"regression"`), Doc: "what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"},
+			{Name: "fill", Default: json.RawMessage(`"mean"`), Doc: "what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"},
 			{Name: "fill_slack", Default: json.RawMessage(`0.5`), Doc: "how much higher (same-size z) the regression fill may leave the worst pattern masked against than the mean fill"},
 			{Name: "stop_z", Default: json.RawMessage(`0.0`), Doc: "mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"},
 			{Name: "rescans", Default: json.RawMessage(`3`), Doc: "after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"},
@@ -282,7 +282,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	fill := t.LayerMeans(trusted)
 	var weights map[string][]float32
 	if len(masked) > 0 && p.Fill == "regression" {
-		w, icpt, err := f.regressionFill(ctx, keep, trusted)
+		w, icpt, err := f.regressionFill(ctx, keep, score, trusted)
 		if err != nil {
 			return nil, err
 		}

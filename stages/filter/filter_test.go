@@ -56,12 +56,14 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		net      *testenc.Net
 		backdoor bool
 		choice   string
+		fill     string
 	}{
-		{"collapse trojan", testenc.Collapse(5), true, "suspicion"},
-		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse"},
-		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change"},
-		{"clean", testenc.Clean(5), false, "suspicion"},
-		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse"},
+		{"collapse trojan", testenc.Collapse(5), true, "suspicion", "mean"},
+		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse", "mean"},
+		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change", "mean"},
+		{"collapse trojan, regression fill", testenc.Collapse(5), true, "collapse_per_change", "regression"},
+		{"clean", testenc.Clean(5), false, "suspicion", "mean"},
+		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse", "mean"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -91,7 +93,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5},
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice})
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill})
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -100,6 +102,19 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			masked := strings.Contains(string(b), `"stage1:0"`) || strings.Contains(string(b), `"stage2:0"`)
 			if masked != tc.backdoor {
 				t.Errorf("trojan channel masked: %v, want %v; metrics %s", masked, tc.backdoor, b)
+			}
+			// The regression fill reports its guard: whichever fill it
+			// kept, the trojan's pattern must not collapse again.
+			if fill, ok := m["fill"].(map[string]any); tc.fill == "regression" && tc.backdoor {
+				kept, _ := fill["fill"].(string)
+				if !ok || (kept != "regression" && kept != "mean") {
+					t.Errorf("no fill decision in the metrics: %s", b)
+				}
+				if z, _ := fill["worst_z_regression_fill"].(float64); kept == "regression" && z > 3 {
+					t.Errorf("regression fill kept with the trojan's pattern at z %.1f", z)
+				}
+			} else if ok && tc.fill == "mean" {
+				t.Errorf("a fill decision with fill=mean: %v", fill)
 			}
 			var caught, wrong int
 			for _, r := range out.Get("scores").Records {
@@ -164,6 +179,8 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
 		{`{"encoder": "e.onnx", "choice": "tac"}`, "choice"},
 		{`{"encoder": "e.onnx", "pool_size": -2}`, "pool_size"},
+		{`{"encoder": "e.onnx", "fill": "zero"}`, "fill"},
+		{`{"encoder": "e.onnx", "fill_slack": -1}`, "fill_slack"},
 	} {
 		var p filter.Params
 		err := plugin.DecodeParams(filter.New().Spec(), json.RawMessage(tc.params), &p)

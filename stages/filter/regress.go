@@ -18,12 +18,13 @@ const fitImages = 256
 
 // regressionFill fits, for each probed layer with channels switched off,
 // every switched-off channel as a ridge regression on the layer's kept
-// channels, over all positions of the layer's feature maps on fitImages
+// channels that no signal finds suspicious (score <= 0: a channel the
+// found pattern moves would carry the trigger into the fill), over all positions of the layer's feature maps on fitImages
 // trusted images under the unmasked encoder. A switched-off channel then
 // carries what the kept channels say of it on clean data instead of a
 // constant. It returns per layer the weights (channels x channels, rows
 // of the switched-off channels) and the intercepts.
-func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, trusted []bool) (map[string][]float32, map[string][]float32, error) {
+func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, score map[string][]float32, trusted []bool) (map[string][]float32, map[string][]float32, error) {
 	var names []string
 	for _, l := range f.t.Layers {
 		for _, k := range keep[l.Name] {
@@ -113,10 +114,11 @@ func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, 
 		}
 		var kept, off []int
 		for ch, k := range keep[l.Name] {
-			if k {
-				kept = append(kept, ch)
-			} else {
+			switch {
+			case !k:
 				off = append(off, ch)
+			case score[l.Name][ch] <= 0:
+				kept = append(kept, ch)
 			}
 		}
 		nk, no := len(kept), len(off)
