@@ -395,11 +395,7 @@ func (f *filterRun) augment(ctx context.Context, masks []encoder.Mask, pats []Pa
 	if len(masks) == 0 || len(pats) == 0 || f.p.AugmentShare == 0 {
 		return 0, w.Close()
 	}
-	var names []string
-	for _, l := range f.t.Layers {
-		names = append(names, l.Name)
-	}
-	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Layers: names, Masks: masks, ORT: ort.Options{Device: f.p.Device}})
+	enc, err := f.openMasked(masks)
 	if err != nil {
 		return 0, err
 	}
@@ -484,31 +480,18 @@ func (f *filterRun) loadScanImages(in plugin.Inputs, trusted []bool) error {
 	if f.images, err = encoder.HoldImages(in, "images"); err != nil {
 		return err
 	}
-	r, err := f.images.Reader()
-	if err != nil {
-		return err
+	f.x, f.n, err = f.decode(f.enc, want)
+	return err
+}
+
+// openMasked opens the encoder probing every layer of the features, with
+// masks baked in.
+func (f *filterRun) openMasked(masks []encoder.Mask) (*encoder.Encoder, error) {
+	var names []string
+	for _, l := range f.t.Layers {
+		names = append(names, l.Name)
 	}
-	defer r.Release()
-	pre := encoder.ForEncoder(f.enc)
-	size := f.enc.ImageSize()
-	var scratch []float32
-	for r.Next() {
-		rec := r.Record()
-		ids := rec.Column(0).(*array.Uint64)
-		imgs := rec.Column(2).(*array.Binary)
-		for i := 0; i < ids.Len(); i++ {
-			if _, ok := want[ids.Value(i)]; !ok {
-				continue
-			}
-			buf := make([]float32, size)
-			if err := pre.Image(imgs.Value(i), buf, &scratch); err != nil {
-				return plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
-			}
-			f.x = append(f.x, buf...)
-			f.n++
-		}
-	}
-	return r.Err()
+	return encoder.Open(f.p.Encoder, encoder.Config{Layers: names, Masks: masks, ORT: ort.Options{Device: f.p.Device}})
 }
 
 // embed runs the scan images with patterns applied (nil: clean) and
@@ -934,13 +917,6 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 	fill := f.t.LayerMeans(trusted)
 	var masked []string
 	var rounds []Round
-	var names []string
-	for _, l := range f.t.Layers {
-		names = append(names, l.Name)
-	}
-	open := func(layers []string) (*encoder.Encoder, error) {
-		return encoder.Open(f.p.Encoder, encoder.Config{Layers: layers, Masks: encoder.MasksOf(keep, fill, nil), ORT: ort.Options{Device: f.p.Device}})
-	}
 	// One session scores every mask of the selection.
 	sw, err := f.openSwitchable(fill)
 	if err != nil {
@@ -986,7 +962,7 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		if len(masked) >= limit || round >= f.p.Rescans || len(r.Masked) == 0 {
 			break
 		}
-		enc, err := open(names)
+		enc, err := f.openMasked(encoder.MasksOf(keep, fill, nil))
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -196,11 +196,7 @@ func (f *filterRun) decode(enc *encoder.Encoder, want map[uint64]int) ([]float32
 // the masks: the regression fill is kept only when it does not bring a
 // pattern masked against back above where the constant fill left it.
 func (f *filterRun) fillGuard(masks []encoder.Mask, pats []Pattern, stats groupStats) (float64, error) {
-	var names []string
-	for _, l := range f.t.Layers {
-		names = append(names, l.Name)
-	}
-	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Layers: names, Masks: masks, ORT: ort.Options{Device: f.p.Device}})
+	enc, err := f.openMasked(masks)
 	if err != nil {
 		return 0, err
 	}
