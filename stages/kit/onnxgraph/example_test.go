@@ -28,3 +28,19 @@ func ExampleModel_AppendHead() {
 	fmt.Println(in.Name, in.Shape, m.OutputNames())
 	// Output: image [-1 3 16 16] [logits]
 }
+
+// Channel masks read at run time: the graph gains one input per masked
+// tensor, a keep value per sample and channel.
+func ExampleModel_InsertMaskInput() {
+	m := testenc.Clean(1).Model()
+	if err := m.InsertMaskInput("stage1", 4, make([]float32, 8), "keep_stage1"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, in := range m.Inputs() {
+		fmt.Println(in.Name, in.Shape)
+	}
+	// Output:
+	// image [-1 3 16 16]
+	// keep_stage1 [-1 8 1 1]
+}

@@ -76,3 +76,12 @@ func TestSolveRidge(t *testing.T) {
 		t.Error("a negative matrix: no error")
 	}
 }
+
+// Ridge regression of y on x from their cross-products: (x'x + λI) w = x'y.
+func ExampleSolveRidge() {
+	xtx := []float64{2, 0, 0, 8} // two uncorrelated features
+	xty := []float64{2, 4}       // y = x0 + 0.5*x1
+	w, _ := stat.SolveRidge(xtx, 2, xty, 1, 1e-9)
+	fmt.Printf("%.3f %.3f\n", w[0], w[1])
+	// Output: 1.000 0.500
+}
