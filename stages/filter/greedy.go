@@ -44,7 +44,7 @@ type maskScore struct{ collapse, change float64 }
 // collapses returns, for each extra channel (nil: none), the collapse of
 // pat on the scan images under keep with that channel also switched off.
 func (s *switchable) collapses(keep map[string][]bool, extra []*channel, pat Pattern) ([]float64, error) {
-	sc, err := s.scores(keep, extra, pat, nil, s.f.n)
+	sc, err := s.scores(keep, extra, pat, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -58,23 +58,22 @@ func (s *switchable) collapses(keep map[string][]bool, extra []*channel, pat Pat
 // clean returns the clean scan images' embeddings under keep.
 func (s *switchable) clean(keep map[string][]bool) ([]float32, error) {
 	var emb []float32
-	err := s.run(keep, []*channel{nil}, Pattern{}, s.f.n, func(_ int, clean, _ []float32) {
+	err := s.run(keep, []*channel{nil}, Pattern{}, func(_ int, clean, _ []float32) {
 		emb = append([]float32(nil), clean...)
 	})
 	return emb, err
 }
 
-// scores is collapses, on the first imgs scan images, with the change
-// from ref (their embeddings under the current mask; nil: no change).
-func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Pattern, ref []float32, imgs int) ([]maskScore, error) {
-	d := s.enc.Dim
+// scores is collapses with the change from ref (the clean scan images'
+// embeddings under the current mask; nil: no change).
+func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Pattern, ref []float32) ([]maskScore, error) {
+	d, imgs := s.enc.Dim, s.f.n
 	var refVar float64
 	if ref != nil {
-		ref = ref[:imgs*d]
 		refVar = traceCov(ref, imgs, d) * float64(imgs)
 	}
 	out := make([]maskScore, len(extra))
-	err := s.run(keep, extra, pat, imgs, func(k int, clean, with []float32) {
+	err := s.run(keep, extra, pat, func(k int, clean, with []float32) {
 		out[k].collapse = collapseOf(traceCov(with, imgs, d), traceCov(clean, imgs, d))
 		if ref != nil && refVar > 0 {
 			var ss float64
@@ -88,13 +87,13 @@ func (s *switchable) scores(keep map[string][]bool, extra []*channel, pat Patter
 	return out, err
 }
 
-// run embeds the first imgs scan images, clean and with pat, under keep
-// with each extra channel also switched off, and hands each one's
-// embeddings to use.
-func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, imgs int, use func(k int, clean, with []float32)) error {
-	f := s.f
+// run embeds the scan images, clean and with pat, under keep with each
+// extra channel also switched off, and hands each one's embeddings to
+// use, in order.
+func (s *switchable) run(keep map[string][]bool, extra []*channel, pat Pattern, use func(k int, clean, with []float32)) error {
+	f, imgs := s.f, s.f.n
 	size := s.enc.ImageSize()
-	xc := f.x[:imgs*size]
+	xc := f.x
 	xp := make([]float32, len(xc))
 	copy(xp, xc)
 	for i := 0; i < imgs; i++ {
@@ -177,20 +176,24 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 	perChange := f.p.Choice == "collapse_per_change"
 	gain := make([]float64, len(pool))
 	after := make([]float64, len(pool))
-	// rescore scores the channels idx under the current keep.
+	step := 0 // channels masked by this call
+	// rescore scores the channels idx under the current keep (the clean
+	// embeddings the change is measured from: once per step).
+	var ref []float32
+	refAt := -1
 	rescore := func(idx []int) error {
-		var ref []float32
-		if perChange {
+		if perChange && refAt != step {
 			var err error
 			if ref, err = sw.clean(keep); err != nil {
 				return err
 			}
+			refAt = step
 		}
 		ptrs := make([]*channel, len(idx))
 		for k, i := range idx {
 			ptrs[k] = &pool[i]
 		}
-		sc, err := sw.scores(keep, ptrs, pat, ref, f.n)
+		sc, err := sw.scores(keep, ptrs, pat, ref)
 		if err != nil {
 			return err
 		}
@@ -218,7 +221,6 @@ func (f *filterRun) greedyCollapse(ctx context.Context, sw *switchable, keep map
 	// otherwise the rescoreBatch best stale ones are scored again.
 	stamp := make([]int, len(pool))
 	taken := make([]bool, len(pool))
-	step := 0
 	for len(*masked) < limit && curZ > f.p.StopZ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
