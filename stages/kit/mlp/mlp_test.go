@@ -146,10 +146,7 @@ func TestConfusionBatchesLowerConfidence(t *testing.T) {
 	ortlib.Init(t)
 	const n, d, c = 800, 16, 4
 	x, y := blobs(n, d, c, 3)
-	rows := make([]int, n)
-	for i := range rows {
-		rows[i] = i
-	}
+	rows := allRows(n)
 	cfg := DefaultConfig(3)
 	cfg.Epochs = 8
 	tr, err := NewTrainer([]int{d, 64, 32, c}, cfg)
@@ -181,10 +178,7 @@ func BenchmarkFitEpoch(b *testing.B) {
 	ortlib.Init(b)
 	const n, d, c = 20000, 256, 10
 	x, y := blobs(n, d, c, 1)
-	rows := make([]int, n)
-	for i := range rows {
-		rows[i] = i
-	}
+	rows := allRows(n)
 	cfg := DefaultConfig(1)
 	cfg.Epochs = 1
 	tr, err := NewTrainer([]int{d, 512, 256, c}, cfg)
@@ -208,10 +202,7 @@ func TestMaxStepsCapsTraining(t *testing.T) {
 	ortlib.Init(t)
 	const n, d, c = 1000, 16, 4
 	x, y := blobs(n, d, c, 2)
-	rows := make([]int, n)
-	for i := range rows {
-		rows[i] = i
-	}
+	rows := allRows(n)
 	loss := map[int]float64{}
 	for _, limit := range []int{0, 10} {
 		cfg := DefaultConfig(3)
@@ -228,4 +219,13 @@ func TestMaxStepsCapsTraining(t *testing.T) {
 	if !(loss[10] > 2*loss[0]) {
 		t.Fatalf("last-epoch loss %.4f uncapped, %.4f capped at 10 steps; want the capped one far higher", loss[0], loss[10])
 	}
+}
+
+// allRows returns 0..n-1: every row of a test set.
+func allRows(n int) []int {
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	return rows
 }
