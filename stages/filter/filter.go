@@ -233,6 +233,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		score[l.Name] = make([]float32, l.D)
 	}
 	signals := map[string][]string{}
+	fill := t.LayerMeans(trusted) // what a masked channel becomes (mean fill)
 	var masked []string
 	if scan.Backdoored {
 		if err := f.uclcScores(enc); err != nil {
@@ -245,7 +246,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		z := f.suspicion(tz, signals)
 		score = z
 		var rounds []Round
-		masked, keep, rounds, err = f.selectChannels(ctx, scan, stats, found, z, trusted)
+		masked, keep, rounds, err = f.selectChannels(ctx, scan, stats, found, z, fill)
 		if err != nil {
 			return nil, err
 		}
@@ -279,35 +280,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 		}
 	}
-	fill := t.LayerMeans(trusted)
 	var weights map[string][]float32
 	if len(masked) > 0 && p.Fill == "regression" {
-		w, icpt, err := f.regressionFill(ctx, keep, score, trusted)
-		if err != nil {
+		var guard map[string]any
+		if fill, weights, guard, err = f.chooseFill(ctx, keep, score, fill, trusted, pats); err != nil {
 			return nil, err
-		}
-		meanZ, err := f.fillGuard(encoder.MasksOf(keep, fill, nil), pats, f.lastStats)
-		if err != nil {
-			return nil, err
-		}
-		regFill := map[string][]float32{}
-		for name, fl := range fill {
-			regFill[name] = fl
-			if b, ok := icpt[name]; ok {
-				regFill[name] = b
-			}
-		}
-		regZ, err := f.fillGuard(encoder.MasksOf(keep, regFill, w), pats, f.lastStats)
-		if err != nil {
-			return nil, err
-		}
-		guard := map[string]any{"worst_z_mean_fill": meanZ, "worst_z_regression_fill": regZ}
-		if regZ <= math.Max(meanZ, p.StopZ)+p.FillSlack {
-			weights, fill = w, regFill
-			guard["fill"] = "regression"
-		} else {
-			guard["fill"] = "mean"
-			guard["why"] = fmt.Sprintf("the regression fill lets a pattern masked against collapse again (same-size z %.2f > %.2f)", regZ, math.Max(meanZ, p.StopZ)+p.FillSlack)
 		}
 		metrics["fill"] = guard
 	}
@@ -906,7 +883,7 @@ type Round struct {
 // masked encoder, from the patterns found before: while that search still
 // calls the encoder backdoored, it scores the channels under the new
 // pattern and masks on; at most max_masked of the channels, rescans times.
-func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupStats, found []Pattern, z map[string][]float32, trusted []bool) ([]string, map[string][]bool, []Round, error) {
+func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupStats, found []Pattern, z, fill map[string][]float32) ([]string, map[string][]bool, []Round, error) {
 	total := 0
 	keep := map[string][]bool{}
 	for _, l := range f.t.Layers {
@@ -914,7 +891,6 @@ func (f *filterRun) selectChannels(ctx context.Context, scan *Scan, stats groupS
 		keep[l.Name] = ones(l.D)
 	}
 	limit := max(1, int(f.p.MaxMasked*float64(total)))
-	fill := f.t.LayerMeans(trusted)
 	var masked []string
 	var rounds []Round
 	// One session scores every mask of the selection.

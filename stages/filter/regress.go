@@ -2,6 +2,7 @@ package filter
 
 import (
 	"context"
+	"fmt"
 	"math"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -190,6 +191,42 @@ func (f *filterRun) decode(enc *encoder.Encoder, want map[uint64]int) ([]float32
 		}
 	}
 	return x, n, r.Err()
+}
+
+// chooseFill fits the regression fill and keeps it when no pattern of
+// pats (masked against, and their neighbours) collapses more than
+// fill_slack same-size z above where the constant fill left it; it returns
+// the fills (intercepts for the regression), the weights (nil: the
+// constant fill) and what it measured.
+func (f *filterRun) chooseFill(ctx context.Context, keep map[string][]bool, score, fill map[string][]float32, trusted []bool, pats []Pattern) (map[string][]float32, map[string][]float32, map[string]any, error) {
+	w, icpt, err := f.regressionFill(ctx, keep, score, trusted)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	meanZ, err := f.fillGuard(encoder.MasksOf(keep, fill, nil), pats, f.lastStats)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	regFill := map[string][]float32{}
+	for name, fl := range fill {
+		regFill[name] = fl
+		if b, ok := icpt[name]; ok {
+			regFill[name] = b
+		}
+	}
+	regZ, err := f.fillGuard(encoder.MasksOf(keep, regFill, w), pats, f.lastStats)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	guard := map[string]any{"worst_z_mean_fill": meanZ, "worst_z_regression_fill": regZ}
+	bar := math.Max(meanZ, f.p.StopZ) + f.p.FillSlack
+	if regZ <= bar {
+		guard["fill"] = "regression"
+		return regFill, w, guard, nil
+	}
+	guard["fill"] = "mean"
+	guard["why"] = fmt.Sprintf("the regression fill lets a pattern masked against collapse again (same-size z %.2f > %.2f)", regZ, bar)
+	return fill, nil, guard, nil
 }
 
 // fillGuard is the largest same-size z, over pats, of the collapse under
