@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 )
 
 // LockName is the lock file's name, next to the manifest.
@@ -31,12 +32,12 @@ type Entry struct {
 	// Binary is the plugin binary's path, relative to the manifest.
 	Binary string `json:"binary"`
 	// Package is the Go package that builds Binary.
-	Package      string                     `json:"package"`
-	Protocol     int                        `json:"protocol"`
-	Inputs       []PortSpec                 `json:"inputs"`
-	Outputs      []PortSpec                 `json:"outputs"`
-	Params       map[string]json.RawMessage `json:"params"`
-	NeedsAllRows bool                       `json:"needs_all_rows,omitempty"`
+	Package      string      `json:"package"`
+	Protocol     int         `json:"protocol"`
+	Inputs       []PortSpec  `json:"inputs"`
+	Outputs      []PortSpec  `json:"outputs"`
+	Params       []ParamSpec `json:"params"`
+	NeedsAllRows bool        `json:"needs_all_rows,omitempty"`
 
 	// Path is Binary resolved against the manifest's folder.
 	Path string `json:"-"`
@@ -231,26 +232,39 @@ func (e Entry) Matches(s Spec) error {
 	if e.NeedsAllRows != s.NeedsAllRows {
 		return fmt.Errorf("stage %q: manifest needs_all_rows=%v, the stage says %v", e.Name, e.NeedsAllRows, s.NeedsAllRows)
 	}
-	got := map[string]string{}
-	for _, p := range s.Params {
-		got[p.Name] = canonJSON(p.Default)
-	}
-	want := map[string]string{}
-	for k, v := range e.Params {
-		want[k] = canonJSON(v)
-	}
-	if !reflect.DeepEqual(got, want) {
-		keys := func(m map[string]string) []string {
-			var ks []string
-			for k, v := range m {
-				ks = append(ks, k+"="+v)
-			}
-			sort.Strings(ks)
-			return ks
+	norm2 := func(ps []ParamSpec) map[string]string {
+		out := map[string]string{}
+		for _, p := range ps {
+			p.Default = json.RawMessage(canonJSON(p.Default))
+			b, _ := json.Marshal(p)
+			out[p.Name] = string(b)
 		}
-		return fmt.Errorf("stage %q: manifest params %v, the stage has %v", e.Name, keys(want), keys(got))
+		return out
+	}
+	got, want := norm2(s.Params), norm2(e.Params)
+	if !reflect.DeepEqual(got, want) {
+		var diff []string
+		for k, v := range want {
+			if got[k] != v {
+				diff = append(diff, fmt.Sprintf("manifest %s, the stage %s", v, orNone(got[k])))
+			}
+		}
+		for k, v := range got {
+			if _, ok := want[k]; !ok {
+				diff = append(diff, fmt.Sprintf("the stage has %s, the manifest nothing", v))
+			}
+		}
+		sort.Strings(diff)
+		return fmt.Errorf("stage %q: params differ: %s", e.Name, strings.Join(diff, "; "))
 	}
 	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
 }
 
 func canonJSON(b json.RawMessage) string {
@@ -265,12 +279,8 @@ func canonJSON(b json.RawMessage) string {
 // EntryFor builds the manifest entry of a stage from its spec (used to
 // write manifest.json and to check it).
 func EntryFor(s Spec, binary, pkg string) Entry {
-	params := map[string]json.RawMessage{}
-	for _, p := range s.Params {
-		params[p.Name] = p.Default
-	}
 	return Entry{Name: s.Name, Version: s.Version, Binary: binary, Package: pkg, Protocol: ProtocolVersion,
-		Inputs: s.Inputs, Outputs: s.Outputs, Params: params, NeedsAllRows: s.NeedsAllRows}
+		Inputs: s.Inputs, Outputs: s.Outputs, Params: s.Params, NeedsAllRows: s.NeedsAllRows}
 }
 
 // WriteManifest writes m as indented JSON to path.

@@ -10,8 +10,10 @@ import (
 )
 
 // CheckParams checks that raw is a JSON object (or empty) whose keys are all
-// parameters of spec. The error names the unknown parameter and lists the
-// known ones; it matches ErrBadInput.
+// parameters of spec, each value of the declared type, range and allowed
+// strings. The error names the parameter (and, for an unknown one, lists
+// the known ones); it matches ErrBadInput. A host calls it before any stage
+// runs; DecodeParams calls it again inside the stage.
 func CheckParams(spec Spec, raw json.RawMessage) error {
 	m, err := paramMap(raw)
 	if err != nil {
@@ -34,6 +36,13 @@ func CheckParams(spec Spec, raw json.RawMessage) error {
 			names = append(names, p.Name)
 		}
 		return BadInputf("unknown parameter %q (known: %s)", unknown[0], strings.Join(names, ", "))
+	}
+	for _, p := range spec.Params {
+		if v, ok := m[p.Name]; ok {
+			if err := p.Check(v); err != nil {
+				return BadInputf("parameter %q: %v", p.Name, err)
+			}
+		}
 	}
 	return nil
 }

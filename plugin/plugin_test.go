@@ -332,7 +332,11 @@ func TestVerifyComparesDescribeWithManifest(t *testing.T) {
 		}
 	}
 	e, _ := c.Entry("echo")
-	e.Params["after_batches"] = json.RawMessage(`5`)
+	for i := range e.Params {
+		if e.Params[i].Name == "after_batches" {
+			e.Params[i].Default = json.RawMessage(`5`)
+		}
+	}
 	dir := t.TempDir()
 	if err := os.Link(e.Path, filepath.Join(dir, "tcore-echo")); err != nil {
 		t.Fatal(err)

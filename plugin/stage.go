@@ -43,11 +43,19 @@ type PortSpec struct {
 	Doc      string       `json:"doc,omitempty"`
 }
 
-// ParamSpec describes one parameter and its default value (JSON).
+// ParamSpec describes one parameter: its default value (JSON), what it
+// does, its role for a host, and the values it takes. Stages declare them
+// with ParamsOf.
 type ParamSpec struct {
 	Name    string          `json:"name"`
 	Default json.RawMessage `json:"default"`
 	Doc     string          `json:"doc,omitempty"`
+	Role    Role            `json:"role,omitempty"`
+	// Type is int, number, string, bool, list<T> (list<T>[n]: n values)
+	// or json (any value the stage checks itself).
+	Type  string   `json:"type,omitempty"`
+	Range string   `json:"range,omitempty"` // allowed numbers, as [lo,hi] with open ends
+	Enum  []string `json:"enum,omitempty"`  // allowed strings
 }
 
 // Port returns the input or output port named name.

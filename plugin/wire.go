@@ -17,7 +17,8 @@ func specToProto(s Spec) *stagepb.StageSpec {
 	}
 	params := make([]*stagepb.ParamSpec, len(s.Params))
 	for i, p := range s.Params {
-		params[i] = &stagepb.ParamSpec{Name: p.Name, DefaultJson: string(p.Default), Doc: p.Doc}
+		params[i] = &stagepb.ParamSpec{Name: p.Name, DefaultJson: string(p.Default), Doc: p.Doc,
+			Role: string(p.Role), Type: p.Type, Range: p.Range, Enum: p.Enum}
 	}
 	return &stagepb.StageSpec{Name: s.Name, Version: s.Version, Inputs: ports(s.Inputs),
 		Outputs: ports(s.Outputs), Params: params, NeedsAllRows: s.NeedsAllRows}
@@ -33,7 +34,8 @@ func specFromProto(p *stagepb.StageSpec) Spec {
 	}
 	params := make([]ParamSpec, len(p.Params))
 	for i, q := range p.Params {
-		params[i] = ParamSpec{Name: q.Name, Default: json.RawMessage(q.DefaultJson), Doc: q.Doc}
+		params[i] = ParamSpec{Name: q.Name, Default: json.RawMessage(q.DefaultJson), Doc: q.Doc,
+			Role: Role(q.Role), Type: q.Type, Range: q.Range, Enum: q.Enum}
 	}
 	return Spec{Name: p.Name, Version: p.Version, Inputs: ports(p.Inputs), Outputs: ports(p.Outputs),
 		Params: params, NeedsAllRows: p.NeedsAllRows}

@@ -48,12 +48,8 @@ func (p Plugins) Spec(name string) (plugin.Spec, bool) {
 	if !ok {
 		return plugin.Spec{}, false
 	}
-	s := plugin.Spec{Name: e.Name, Version: e.Version, Inputs: e.Inputs, Outputs: e.Outputs, NeedsAllRows: e.NeedsAllRows}
-	for k, v := range e.Params {
-		s.Params = append(s.Params, plugin.ParamSpec{Name: k, Default: v})
-	}
-	sort.Slice(s.Params, func(i, j int) bool { return s.Params[i].Name < s.Params[j].Name })
-	return s, true
+	return plugin.Spec{Name: e.Name, Version: e.Version, Inputs: e.Inputs, Outputs: e.Outputs,
+		Params: e.Params, NeedsAllRows: e.NeedsAllRows}, true
 }
 
 // Fingerprint implements Provider: the binary's sha256 from the lock file.

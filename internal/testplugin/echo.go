@@ -44,20 +44,15 @@ func (Echo) Spec() plugin.Spec {
 		s.Inputs = append(s.Inputs, plugin.PortSpec{Name: p.name, Kind: p.kind, Optional: true})
 		s.Outputs = append(s.Outputs, plugin.PortSpec{Name: p.name, Kind: p.kind, Optional: true})
 	}
-	s.Params = []plugin.ParamSpec{
-		{Name: "fail", Default: json.RawMessage(`""`), Doc: `"", "panic", "exit", "hang" or "error"`},
-		{Name: "after_batches", Default: json.RawMessage(`1`), Doc: "batches echoed before failing"},
-		{Name: "reverse", Default: json.RawMessage(`false`), Doc: "read the ports in reverse order"},
-		{Name: "sink", Default: json.RawMessage(`false`), Doc: "read the inputs, write nothing"},
-	}
+	s.Params = plugin.ParamsOf(params{AfterBatches: 1})
 	return s
 }
 
 type params struct {
-	Fail         string `json:"fail"`
-	AfterBatches int    `json:"after_batches"`
-	Reverse      bool   `json:"reverse"`
-	Sink         bool   `json:"sink"`
+	Fail         string `json:"fail" enum:"|panic|exit|hang|error" doc:"fail this way after after_batches (empty: do not fail)"`
+	AfterBatches int    `json:"after_batches" range:"[1,)" doc:"batches echoed before failing"`
+	Reverse      bool   `json:"reverse" doc:"read the ports in reverse order"`
+	Sink         bool   `json:"sink" doc:"read the inputs, write nothing"`
 }
 
 // Run implements plugin.Stage.

@@ -31,25 +31,16 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "abl.score (minus the early loss), abl.trusted"}},
-		Params: append([]plugin.ParamSpec{
-			{Name: "isolate", Default: json.RawMessage(`0.1`), Doc: "share of all rows isolated (lowest early loss)"},
-		}, mlp.HeadParamSpecs(5, "epochs before the losses are read")...),
+		Params:       plugin.ParamsOf(Params{Isolate: 0.1, HeadParams: mlp.DefaultHeadParams(5)}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are abl's parameters.
+// (epochs: before the losses are read).
 type Params struct {
-	Isolate float64 `json:"isolate"`
+	Isolate float64 `json:"isolate" range:"(0,1)" doc:"share of all rows isolated (lowest early loss)"`
 	mlp.HeadParams
-}
-
-// Check implements plugin.Checker.
-func (p Params) Check() error {
-	if p.Isolate <= 0 || p.Isolate >= 1 {
-		return plugin.BadInputf("parameter \"isolate\": %v, want (0, 1)", p.Isolate)
-	}
-	return p.HeadParams.Check()
 }
 
 // Run implements plugin.Stage.

@@ -28,31 +28,16 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "actclust.score (1 - the share of the class in the row's cluster), actclust.trusted"}},
-		Params: []plugin.ParamSpec{
-			{Name: "components", Default: json.RawMessage(`10`), Doc: "principal components the clustering sees"},
-			{Name: "max_share", Default: json.RawMessage(`0.35`), Doc: "a cluster with less than this share of its class is removed"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed of the power iteration"},
-		},
+		Params:       plugin.ParamsOf(Params{Components: 10, MaxShare: 0.35, Seed: 1}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are actclust's parameters.
 type Params struct {
-	Components int     `json:"components"`
-	MaxShare   float64 `json:"max_share"`
-	Seed       uint64  `json:"seed"`
-}
-
-// Check implements plugin.Checker.
-func (p Params) Check() error {
-	if p.Components < 1 {
-		return plugin.BadInputf("parameter \"components\": %d, want >= 1", p.Components)
-	}
-	if p.MaxShare <= 0 || p.MaxShare > 0.5 {
-		return plugin.BadInputf("parameter \"max_share\": %v, want (0, 0.5]", p.MaxShare)
-	}
-	return nil
+	Components int     `json:"components" range:"[1,)" doc:"principal components the clustering sees"`
+	MaxShare   float64 `json:"max_share" range:"(0,0.5]" doc:"a cluster with less than this share of its class is removed"`
+	Seed       uint64  `json:"seed" role:"seed" doc:"random seed of the power iteration"`
 }
 
 // Run implements plugin.Stage.

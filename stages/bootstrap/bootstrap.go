@@ -42,61 +42,33 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
-		Params: append([]plugin.ParamSpec{
-			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
-			{Name: "suspect_column", Default: json.RawMessage(`"filter.suspect"`), Doc: "boolean column of the suspects input"},
-			{Name: "rounds", Default: json.RawMessage(`5`), Doc: "bootstrapping rounds at most"},
-			{Name: "tau", Default: json.RawMessage(`0.9`), Doc: "admit when the head predicts the label with at least this probability"},
-			{Name: "loss_quantile", Default: json.RawMessage(`0.9`), Doc: "and the loss is below this quantile of the class's kept losses"},
-			{Name: "growth_cap", Default: json.RawMessage(`0.2`), Doc: "at most this fraction of all rows admitted per round"},
-			{Name: "final_epochs", Default: json.RawMessage(`40`), Doc: "epochs of the final head (it always starts afresh)"},
-			{Name: "warm_epochs", Default: json.RawMessage(`10`), Doc: "rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"},
-			{Name: "max_steps", Default: json.RawMessage(`4000`), Doc: "at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"},
-			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
-			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "encoder (ONNX) to compose with the head; tcore run sets it"},
-			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "the encoder's embedding output (default: detected)"},
-			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"},
-		}, mlp.HeadParamSpecs(20, "epochs of each round's head")...),
+		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 5, Tau: 0.9,
+			LossQuantile: 0.9, GrowthCap: 0.2, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are bootstrap's parameters.
 type Params struct {
-	TrustedColumn string  `json:"trusted_column"`
-	SuspectColumn string  `json:"suspect_column"`
-	Rounds        int     `json:"rounds"`
-	Tau           float32 `json:"tau"`
-	LossQuantile  float64 `json:"loss_quantile"`
-	GrowthCap     float64 `json:"growth_cap"`
-	FinalEpochs   int     `json:"final_epochs"`
-	WarmEpochs    int     `json:"warm_epochs"`
-	MaxSteps      int     `json:"max_steps"`
-	Classes       int     `json:"classes"`
-	Encoder       string  `json:"encoder"`
-	Embedding     string  `json:"embedding"`
-	Export        string  `json:"export"`
+	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
+	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the suspects input"`
+	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
+	Tau           float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
+	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
+	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
+	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
+	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
+	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
+	Classes       int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
+	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
+	Export        string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
 // Check implements plugin.Checker: it validates the parameters.
 func (p Params) Check() error {
-	switch {
-	case p.Rounds < 0:
-		return plugin.BadInputf("parameter \"rounds\": %d, want >= 0", p.Rounds)
-	case p.Tau <= 0 || p.Tau > 1:
-		return plugin.BadInputf("parameter \"tau\": %v, want (0, 1]", p.Tau)
-	case p.LossQuantile <= 0 || p.LossQuantile > 1:
-		return plugin.BadInputf("parameter \"loss_quantile\": %v, want (0, 1]", p.LossQuantile)
-	case p.GrowthCap <= 0 || p.GrowthCap > 1:
-		return plugin.BadInputf("parameter \"growth_cap\": %v, want (0, 1]", p.GrowthCap)
-	case p.FinalEpochs < 1:
-		return plugin.BadInputf("parameter \"final_epochs\": %d, want >= 1", p.FinalEpochs)
-	case p.MaxSteps < 0:
-		return plugin.BadInputf("parameter \"max_steps\": %d, want >= 0 (0: epochs alone decide)", p.MaxSteps)
-	case p.WarmEpochs < 0:
-		return plugin.BadInputf("parameter \"warm_epochs\": %d, want >= 0 (0: no warm starts)", p.WarmEpochs)
-	case p.Export != "" && p.Encoder == "":
+	if p.Export != "" && p.Encoder == "" {
 		return plugin.BadInputf("parameter \"export\" needs \"encoder\"")
 	}
 	return p.HeadParams.Check()

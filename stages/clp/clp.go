@@ -38,31 +38,23 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, UCLC z within its layer"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the pruned encoder"},
 		},
-		Params: []plugin.ParamSpec{
-			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
-			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the pruned encoder (ONNX)"},
-			{Name: "u", Default: json.RawMessage(`3.0`), Doc: "prune channels whose UCLC exceeds mean + u x std of their layer"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		Params:       plugin.ParamsOf(Params{U: 3, Device: "cpu"}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are clp's parameters.
 type Params struct {
-	Encoder string  `json:"encoder"`
-	Export  string  `json:"export"`
-	U       float64 `json:"u"`
-	Device  string  `json:"device"`
+	Encoder string  `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
+	Export  string  `json:"export" doc:"where to write the pruned encoder (ONNX)"`
+	U       float64 `json:"u" range:"(0,)" doc:"prune channels whose UCLC exceeds mean + u x std of their layer"`
+	Device  string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 }
 
 // Check implements plugin.Checker.
 func (p Params) Check() error {
 	if p.Encoder == "" {
 		return plugin.BadInputf("parameter \"encoder\": no encoder given")
-	}
-	if p.U <= 0 {
-		return plugin.BadInputf("parameter \"u\": %v, want > 0", p.U)
 	}
 	return ort.CheckDevice(p.Device)
 }

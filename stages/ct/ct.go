@@ -33,30 +33,21 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the rows whose confusion batches carry random labels (sift.seed)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "ct.score (probability of the own label under confusion), ct.trusted"}},
-		Params: append([]plugin.ParamSpec{
-			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
-			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a row predicted as its label with at least this probability"},
-			{Name: "confusion_weight", Default: json.RawMessage(`1.0`), Doc: "loss weight of confusion batches"},
-		}, mlp.HeadParamSpecs(20, "epochs of the head")...),
+		Params:       plugin.ParamsOf(Params{SeedColumn: "sift.seed", PCT: 0.5, ConfusionWeight: 1, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are ct's parameters.
 type Params struct {
-	SeedColumn      string  `json:"seed_column"`
-	PCT             float32 `json:"p_ct"`
-	ConfusionWeight float32 `json:"confusion_weight"`
+	SeedColumn      string  `json:"seed_column" doc:"boolean column of the seeds input"`
+	PCT             float32 `json:"p_ct" range:"(0,1)" doc:"flag a row predicted as its label with at least this probability"`
+	ConfusionWeight float32 `json:"confusion_weight" range:"[0,)" doc:"loss weight of confusion batches"`
 	mlp.HeadParams
 }
 
 // Check implements plugin.Checker.
-func (p Params) Check() error {
-	if p.PCT <= 0 || p.PCT >= 1 {
-		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1)", p.PCT)
-	}
-	return p.HeadParams.Check()
-}
+func (p Params) Check() error { return p.HeadParams.Check() }
 
 // Run implements plugin.Stage.
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {

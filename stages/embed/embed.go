@@ -34,35 +34,23 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels with keep=false are switched off (set to 0) inside the encoder"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embedding and layer.<name> per-channel means"}},
-		Params: []plugin.ParamSpec{
-			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX file); tcore run sets it from --encoder"},
-			{Name: "layers", Default: json.RawMessage(`["auto"]`), Doc: `layers to probe: ["auto"], [] or names`},
-			{Name: "embedding", Default: json.RawMessage(`""`), Doc: "embedding output (default: 'embedding' or the only rank-2 output)"},
-			{Name: "batch_size", Default: json.RawMessage(`256`), Doc: "images per inference batch"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-			{Name: "threads", Default: json.RawMessage(`0`), Doc: "ONNX Runtime intra-op threads (0: one per core)"},
-			{Name: "size", Default: json.RawMessage(`null`), Doc: "[height, width] to resize to (default: the model's input size)"},
-			{Name: "mean", Default: json.RawMessage(`null`), Doc: "per-channel mean subtracted after scaling to [0,1] (default: none, the graph normalises)"},
-			{Name: "std", Default: json.RawMessage(`null`), Doc: "per-channel std divided by (with mean)"},
-			{Name: "channel_order", Default: json.RawMessage(`"rgb"`), Doc: "rgb or bgr"},
-			{Name: "gray", Default: json.RawMessage(`"convert"`), Doc: "convert (repeat the grey plane) or reject grey images for a colour model"},
-		},
+		Params: plugin.ParamsOf(Params{Layers: []string{"auto"}, BatchSize: 256, Device: "cpu", ChannelOrder: "rgb", Gray: "convert"}),
 	}
 }
 
 // Params are the embed stage's parameters.
 type Params struct {
-	Encoder      string    `json:"encoder"`
-	Layers       []string  `json:"layers"`
-	Embedding    string    `json:"embedding"`
-	BatchSize    int       `json:"batch_size"`
-	Device       string    `json:"device"`
-	Threads      int       `json:"threads"`
-	Size         []int     `json:"size"`
-	Mean         []float32 `json:"mean"`
-	Std          []float32 `json:"std"`
-	ChannelOrder string    `json:"channel_order"`
-	Gray         string    `json:"gray"`
+	Encoder      string    `json:"encoder" role:"encoder" doc:"the encoder (ONNX file); tcore run sets it from --encoder"`
+	Layers       []string  `json:"layers" doc:"layers to probe: [\"auto\"], [] or names"`
+	Embedding    string    `json:"embedding" doc:"embedding output (default: 'embedding' or the only rank-2 output)"`
+	BatchSize    int       `json:"batch_size" range:"[1,)" doc:"images per inference batch"`
+	Device       string    `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
+	Threads      int       `json:"threads" range:"[0,)" doc:"ONNX Runtime intra-op threads (0: one per core)"`
+	Size         []int     `json:"size" range:"[1,)" doc:"[height, width] to resize to (default: the model's input size)"`
+	Mean         []float32 `json:"mean" doc:"per-channel mean subtracted after scaling to [0,1] (default: none, the graph normalises)"`
+	Std          []float32 `json:"std" range:"(0,)" doc:"per-channel std divided by (with mean)"`
+	ChannelOrder string    `json:"channel_order" enum:"rgb|bgr" doc:"rgb or bgr"`
+	Gray         string    `json:"gray" enum:"convert|reject" doc:"convert (repeat the grey plane) or reject grey images for a colour model"`
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -70,16 +58,10 @@ func (p *Params) Check() error {
 	switch {
 	case p.Encoder == "":
 		return plugin.BadInputf("parameter \"encoder\": no encoder given (tcore run --encoder E.onnx)")
-	case p.BatchSize <= 0:
-		return plugin.BadInputf("parameter \"batch_size\": %d, want > 0", p.BatchSize)
-	case p.Size != nil && (len(p.Size) != 2 || p.Size[0] <= 0 || p.Size[1] <= 0):
+	case p.Size != nil && len(p.Size) != 2:
 		return plugin.BadInputf("parameter \"size\": %v, want [height, width]", p.Size)
 	case (p.Mean == nil) != (p.Std == nil):
 		return plugin.BadInputf("parameters \"mean\" and \"std\" go together")
-	case p.ChannelOrder != "rgb" && p.ChannelOrder != "bgr":
-		return plugin.BadInputf("parameter \"channel_order\": %q, want rgb or bgr", p.ChannelOrder)
-	case p.Gray != "convert" && p.Gray != "reject":
-		return plugin.BadInputf("parameter \"gray\": %q, want convert or reject", p.Gray)
 	}
 	return ort.CheckDevice(p.Device)
 }

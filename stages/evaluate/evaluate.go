@@ -42,27 +42,20 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "truth", Kind: arrowio.KindTruth, Optional: true, Doc: "ground truth of the training set"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "per test image: evaluate.pred, evaluate.triggered_pred (-1: target class or no spec)"}},
-		Params: []plugin.ParamSpec{
-			{Name: "model", Default: json.RawMessage(`""`), Doc: "the classifier (ONNX: image in, logits out)"},
-			{Name: "output", Default: json.RawMessage(`""`), Doc: "its logits output (default: logits or the only rank-2 output)"},
-			{Name: "spec", Default: json.RawMessage(`null`), Doc: "eval spec {target, trigger} for the ASR (null: no ASR)"},
-			{Name: "columns", Default: json.RawMessage(`{"seed": "sift.seed", "trusted": "expand.trusted", "kept": "bootstrap.kept"}`), Doc: "boolean columns of the samples input whose purity is measured; kept also makes the detector"},
-			{Name: "batch_size", Default: json.RawMessage(`256`), Doc: "images per batch"},
-			{Name: "threads", Default: json.RawMessage(`0`), Doc: "ONNX Runtime threads (0: one per core)"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		Params: plugin.ParamsOf(Params{Spec: json.RawMessage("null"), BatchSize: 256, Device: "cpu",
+			Columns: map[string]string{"seed": "sift.seed", "trusted": "expand.trusted", "kept": "bootstrap.kept"}}),
 	}
 }
 
 // Params are evaluate's parameters.
 type Params struct {
-	Model     string            `json:"model"`
-	Output    string            `json:"output"`
-	Spec      json.RawMessage   `json:"spec"`
-	Columns   map[string]string `json:"columns"`
-	BatchSize int               `json:"batch_size"`
-	Threads   int               `json:"threads"`
-	Device    string            `json:"device"`
+	Model     string            `json:"model" role:"file" doc:"the classifier (ONNX: image in, logits out)"`
+	Output    string            `json:"output" doc:"its logits output (default: logits or the only rank-2 output)"`
+	Spec      json.RawMessage   `json:"spec" doc:"eval spec {target, trigger} for the ASR (null: no ASR)"`
+	Columns   map[string]string `json:"columns" doc:"boolean columns of the samples input whose purity is measured; kept also makes the detector"`
+	BatchSize int               `json:"batch_size" range:"[1,)" doc:"images per batch"`
+	Threads   int               `json:"threads" range:"[0,)" doc:"ONNX Runtime threads (0: one per core)"`
+	Device    string            `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 
 	spec *attack.Spec
 }
@@ -71,9 +64,6 @@ type Params struct {
 func (p *Params) Check() error {
 	if p.Model == "" {
 		return plugin.BadInputf("parameter \"model\": no model given")
-	}
-	if p.BatchSize < 1 {
-		return plugin.BadInputf("parameter \"batch_size\": %d, want >= 1", p.BatchSize)
 	}
 	if len(p.Spec) > 0 && string(p.Spec) != "null" {
 		s, err := attack.ParseSpec(p.Spec)

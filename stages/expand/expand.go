@@ -36,49 +36,27 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the seed column (sift.seed)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "expand.trusted, expand.round, expand.loss_benign, expand.loss_confusion, expand.flagged"}},
-		Params: append([]plugin.ParamSpec{
-			{Name: "seed_column", Default: json.RawMessage(`"sift.seed"`), Doc: "boolean column of the seeds input"},
-			{Name: "target_fraction", Default: json.RawMessage(`0.3`), Doc: "trusted set size per class, as a fraction of the class"},
-			{Name: "rounds", Default: json.RawMessage(`3`), Doc: "rounds; the per-class quota grows geometrically to the target"},
-			{Name: "p_ct", Default: json.RawMessage(`0.5`), Doc: "flag a sample the confusion head still predicts as its label with at least this probability"},
-			{Name: "confusion_every", Default: json.RawMessage(`1`), Doc: "one confusion batch after every this many ordinary batches"},
-			{Name: "confusion_weight", Default: json.RawMessage(`10.0`), Doc: "loss weight of confusion batches (ALGORITHM.md says 1; 10 measured better, docs/DECISIONS.md)"},
-			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
-			{Name: "max_steps", Default: json.RawMessage(`2000`), Doc: "at most this many ordinary batches per head, whatever the rows (0: epochs alone decide)"},
-		}, mlp.HeadParamSpecs(20, "epochs of each head")...),
+		Params: plugin.ParamsOf(Params{SeedColumn: "sift.seed", TargetFraction: 0.3, Rounds: 3, PCT: 0.5, ConfusionEvery: 1,
+			ConfusionWeight: 10, MaxSteps: 2000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are expand's parameters.
 type Params struct {
-	SeedColumn      string  `json:"seed_column"`
-	TargetFraction  float64 `json:"target_fraction"`
-	Rounds          int     `json:"rounds"`
-	PCT             float32 `json:"p_ct"`
-	ConfusionEvery  int     `json:"confusion_every"`
-	ConfusionWeight float32 `json:"confusion_weight"`
-	Classes         int     `json:"classes"`
-	MaxSteps        int     `json:"max_steps"`
+	SeedColumn      string  `json:"seed_column" doc:"boolean column of the seeds input"`
+	TargetFraction  float64 `json:"target_fraction" range:"(0,1]" doc:"trusted set size per class, as a fraction of the class"`
+	Rounds          int     `json:"rounds" range:"[1,)" doc:"rounds; the per-class quota grows geometrically to the target"`
+	PCT             float32 `json:"p_ct" range:"(0,1]" doc:"flag a sample the confusion head still predicts as its label with at least this probability"`
+	ConfusionEvery  int     `json:"confusion_every" range:"[1,)" doc:"one confusion batch after every this many ordinary batches"`
+	ConfusionWeight float32 `json:"confusion_weight" range:"[0,)" doc:"loss weight of confusion batches (docs/DECISIONS.md: why 10)"`
+	Classes         int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	MaxSteps        int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, whatever the rows (0: epochs alone decide)"`
 	mlp.HeadParams
 }
 
 // Check implements plugin.Checker: it validates the parameters.
-func (p Params) Check() error {
-	switch {
-	case p.TargetFraction <= 0 || p.TargetFraction > 1:
-		return plugin.BadInputf("parameter \"target_fraction\": %v, want (0, 1]", p.TargetFraction)
-	case p.Rounds < 1:
-		return plugin.BadInputf("parameter \"rounds\": %d, want >= 1", p.Rounds)
-	case p.PCT <= 0 || p.PCT > 1:
-		return plugin.BadInputf("parameter \"p_ct\": %v, want (0, 1]", p.PCT)
-	case p.ConfusionEvery < 1:
-		return plugin.BadInputf("parameter \"confusion_every\": %d, want >= 1", p.ConfusionEvery)
-	case p.MaxSteps < 0:
-		return plugin.BadInputf("parameter \"max_steps\": %d, want >= 0 (0: no cap)", p.MaxSteps)
-	}
-	return p.HeadParams.Check()
-}
+func (p Params) Check() error { return p.HeadParams.Check() }
 
 // Result is expand's verdict, in table row order.
 type Result struct {

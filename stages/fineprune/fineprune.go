@@ -38,35 +38,25 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, score = minus the mean activation"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the pruned encoder"},
 		},
-		Params: []plugin.ParamSpec{
-			{Name: "encoder", Default: json.RawMessage(`""`), Doc: "the encoder (ONNX); tcore run sets it"},
-			{Name: "export", Default: json.RawMessage(`""`), Doc: "where to write the pruned encoder (ONNX)"},
-			{Name: "layer", Default: json.RawMessage(`""`), Doc: "the probed layer to prune (default: the deepest)"},
-			{Name: "prune", Default: json.RawMessage(`0.2`), Doc: "share of the layer's channels pruned, least active first"},
-			{Name: "trusted_column", Default: json.RawMessage(`"expand.trusted"`), Doc: "boolean column of the trusted input"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-		},
+		Params:       plugin.ParamsOf(Params{Prune: 0.2, TrustedColumn: "expand.trusted", Device: "cpu"}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are fineprune's parameters.
 type Params struct {
-	Encoder       string  `json:"encoder"`
-	Export        string  `json:"export"`
-	Layer         string  `json:"layer"`
-	Prune         float64 `json:"prune"`
-	TrustedColumn string  `json:"trusted_column"`
-	Device        string  `json:"device"`
+	Encoder       string  `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
+	Export        string  `json:"export" doc:"where to write the pruned encoder (ONNX)"`
+	Layer         string  `json:"layer" doc:"the probed layer to prune (default: the deepest)"`
+	Prune         float64 `json:"prune" range:"(0,1)" doc:"share of the layer's channels pruned, least active first"`
+	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
+	Device        string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 }
 
 // Check implements plugin.Checker.
 func (p Params) Check() error {
 	if p.Encoder == "" {
 		return plugin.BadInputf("parameter \"encoder\": no encoder given")
-	}
-	if p.Prune <= 0 || p.Prune >= 1 {
-		return plugin.BadInputf("parameter \"prune\": %v, want (0, 1)", p.Prune)
 	}
 	return ort.CheckDevice(p.Device)
 }

@@ -37,24 +37,18 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training set with the poisoned rows (PNG)"},
 			{Name: "truth", Kind: arrowio.KindTruth, Doc: "which rows are poisoned and their original labels (for evaluation only)"},
 		},
-		Params: []plugin.ParamSpec{
-			{Name: "trigger", Default: json.RawMessage(`null`), Doc: "trigger spec (DESIGN.md): patch, blend, sig or wanet"},
-			{Name: "target", Default: json.RawMessage(`0`), Doc: "target class"},
-			{Name: "rate", Default: json.RawMessage(`0.1`), Doc: "poisoned share of all rows"},
-			{Name: "clean_label", Default: json.RawMessage(`false`), Doc: "poison target-class rows and keep their labels (SIG-style)"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed of the row choice"},
-		},
+		Params:       plugin.ParamsOf(Params{Trigger: json.RawMessage("null"), Rate: 0.1, Seed: 1}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are poison's parameters.
 type Params struct {
-	Trigger    json.RawMessage `json:"trigger"`
-	Target     int32           `json:"target"`
-	Rate       float64         `json:"rate"`
-	CleanLabel bool            `json:"clean_label"`
-	Seed       uint64          `json:"seed"`
+	Trigger    json.RawMessage `json:"trigger" doc:"trigger spec (docs/ALGORITHM.md): patch, blend, sig or wanet"`
+	Target     int32           `json:"target" range:"[0,)" doc:"target class"`
+	Rate       float64         `json:"rate" range:"[0,1]" doc:"poisoned share of all rows"`
+	CleanLabel bool            `json:"clean_label" doc:"poison target-class rows and keep their labels (SIG-style)"`
+	Seed       uint64          `json:"seed" role:"seed" doc:"random seed of the row choice"`
 
 	trigger attack.Trigger
 }
@@ -69,12 +63,6 @@ func (p *Params) Check() error {
 		return plugin.BadInputf("parameter %v", err)
 	}
 	p.trigger = t
-	switch {
-	case p.Target < 0:
-		return plugin.BadInputf("parameter \"target\": %d, want a class >= 0", p.Target)
-	case p.Rate < 0 || p.Rate > 1:
-		return plugin.BadInputf("parameter \"rate\": %v, want [0, 1]", p.Rate)
-	}
 	return nil
 }
 

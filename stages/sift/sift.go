@@ -36,48 +36,24 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
-		Params: []plugin.ParamSpec{
-			{Name: "k", Default: json.RawMessage(`10`), Doc: "neighbours per sample"},
-			{Name: "rule", Default: json.RawMessage(`"gain"`), Doc: "gain: a^L - max_{l<L} a^l; min: min_l a^l"},
-			{Name: "seed_fraction", Default: json.RawMessage(`0.01`), Doc: "seeds per class as a fraction of the class"},
-			{Name: "seed_min", Default: json.RawMessage(`10`), Doc: "at least this many seeds per class (at most half the class)"},
-			{Name: "classes", Default: json.RawMessage(`0`), Doc: "declared number of classes (0: max label + 1)"},
-			{Name: "engine", Default: json.RawMessage(`"ort"`), Doc: "kNN engine: ort or go"},
-			{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N for the ort engine"},
-		},
+		Params:       plugin.ParamsOf(Params{K: 10, Rule: "gain", SeedFraction: 0.01, SeedMin: 10, Engine: "ort", Device: "cpu"}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are sift's parameters.
 type Params struct {
-	K            int     `json:"k"`
-	Rule         string  `json:"rule"`
-	SeedFraction float64 `json:"seed_fraction"`
-	SeedMin      int     `json:"seed_min"`
-	Classes      int     `json:"classes"`
-	Engine       string  `json:"engine"`
-	Device       string  `json:"device"`
+	K            int     `json:"k" range:"[1,)" doc:"neighbours per sample"`
+	Rule         string  `json:"rule" enum:"gain|min" doc:"gain: a^L - max_{l<L} a^l; min: min_l a^l"`
+	SeedFraction float64 `json:"seed_fraction" range:"(0,0.5]" doc:"seeds per class as a fraction of the class"`
+	SeedMin      int     `json:"seed_min" range:"[1,)" doc:"at least this many seeds per class (at most half the class)"`
+	Classes      int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Engine       string  `json:"engine" enum:"ort|go" doc:"kNN engine: ort or go"`
+	Device       string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N for the ort engine"`
 }
 
 // Check implements plugin.Checker: it validates the parameters.
-func (p Params) Check() error {
-	switch {
-	case p.K <= 0:
-		return plugin.BadInputf("parameter \"k\": %d, want > 0", p.K)
-	case p.Rule != "gain" && p.Rule != "min":
-		return plugin.BadInputf("parameter \"rule\": %q, want gain or min", p.Rule)
-	case p.SeedFraction <= 0 || p.SeedFraction > 0.5:
-		return plugin.BadInputf("parameter \"seed_fraction\": %v, want (0, 0.5]", p.SeedFraction)
-	case p.SeedMin < 1:
-		return plugin.BadInputf("parameter \"seed_min\": %d, want >= 1", p.SeedMin)
-	case p.Classes < 0:
-		return plugin.BadInputf("parameter \"classes\": %d, want >= 0", p.Classes)
-	case p.Engine != "ort" && p.Engine != "go":
-		return plugin.BadInputf("parameter \"engine\": %q, want ort or go", p.Engine)
-	}
-	return ort.CheckDevice(p.Device)
-}
+func (p Params) Check() error { return ort.CheckDevice(p.Device) }
 
 // Result is sift's verdict, in row order of the table.
 type Result struct {

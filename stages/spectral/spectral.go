@@ -30,26 +30,15 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "spectral.score (squared projection), spectral.trusted"}},
-		Params: []plugin.ParamSpec{
-			{Name: "eps", Default: json.RawMessage(`0.1`), Doc: "expected poison rate; 1.5 x eps of each class is removed"},
-			{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed of the power iteration"},
-		},
+		Params:       plugin.ParamsOf(Params{Eps: 0.1, Seed: 1}),
 		NeedsAllRows: true,
 	}
 }
 
 // Params are spectral's parameters.
 type Params struct {
-	Eps  float64 `json:"eps"`
-	Seed uint64  `json:"seed"`
-}
-
-// Check implements plugin.Checker.
-func (p Params) Check() error {
-	if p.Eps <= 0 || p.Eps*1.5 >= 1 {
-		return plugin.BadInputf("parameter \"eps\": %v, want (0, 0.66)", p.Eps)
-	}
-	return nil
+	Eps  float64 `json:"eps" range:"(0,0.66)" doc:"expected poison rate; 1.5 x eps of each class is removed"`
+	Seed uint64  `json:"seed" role:"seed" doc:"random seed of the power iteration"`
 }
 
 // Run implements plugin.Stage.

@@ -31,14 +31,12 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "images", Kind: arrowio.KindImages, Doc: "the dataset"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "stats.width, stats.height per sample"}},
-		Params: []plugin.ParamSpec{
-			{Name: "min_per_class", Default: json.RawMessage(`0`), Doc: "fail when a class has fewer rows (0: no check)"},
-		},
+		Params: plugin.ParamsOf(params{}),
 	}
 }
 
 type params struct {
-	MinPerClass int `json:"min_per_class"`
+	MinPerClass int `json:"min_per_class" range:"[0,)" doc:"fail when a class has fewer rows (0: no check)"`
 }
 
 var scoresSchema = func() *arrow.Schema {
@@ -58,9 +56,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	var p params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
-	}
-	if p.MinPerClass < 0 {
-		return nil, plugin.BadInputf("parameter \"min_per_class\": %d, want >= 0", p.MinPerClass)
 	}
 	r, err := in.Open("images")
 	if err != nil {

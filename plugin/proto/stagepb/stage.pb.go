@@ -189,8 +189,17 @@ type ParamSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Default value as JSON.
-	DefaultJson   string `protobuf:"bytes,2,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
-	Doc           string `protobuf:"bytes,3,opt,name=doc,proto3" json:"doc,omitempty"`
+	DefaultJson string `protobuf:"bytes,2,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
+	Doc         string `protobuf:"bytes,3,opt,name=doc,proto3" json:"doc,omitempty"`
+	// What the parameter stands for (encoder, file, device, seed, export;
+	// empty: plain), so that a host binds it by role, never by name.
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// int, number, string, bool, list<T>, list<T>[n] or json.
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// Allowed numbers in interval notation, e.g. "[0,1)" or "(0,)".
+	Range string `protobuf:"bytes,6,opt,name=range,proto3" json:"range,omitempty"`
+	// Allowed strings.
+	Enum          []string `protobuf:"bytes,7,rep,name=enum,proto3" json:"enum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -244,6 +253,34 @@ func (x *ParamSpec) GetDoc() string {
 		return x.Doc
 	}
 	return ""
+}
+
+func (x *ParamSpec) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ParamSpec) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ParamSpec) GetRange() string {
+	if x != nil {
+		return x.Range
+	}
+	return ""
+}
+
+func (x *ParamSpec) GetEnum() []string {
+	if x != nil {
+		return x.Enum
+	}
+	return nil
 }
 
 type StageSpec struct {
@@ -838,11 +875,15 @@ const file_stage_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1a\n" +
 	"\boptional\x18\x03 \x01(\bR\boptional\x12\x10\n" +
-	"\x03doc\x18\x04 \x01(\tR\x03doc\"T\n" +
+	"\x03doc\x18\x04 \x01(\tR\x03doc\"\xa6\x01\n" +
 	"\tParamSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdefault_json\x18\x02 \x01(\tR\vdefaultJson\x12\x10\n" +
-	"\x03doc\x18\x03 \x01(\tR\x03doc\"\xfb\x01\n" +
+	"\x03doc\x18\x03 \x01(\tR\x03doc\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x14\n" +
+	"\x05range\x18\x06 \x01(\tR\x05range\x12\x12\n" +
+	"\x04enum\x18\a \x03(\tR\x04enum\"\xfb\x01\n" +
 	"\tStageSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x121\n" +

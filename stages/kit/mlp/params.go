@@ -1,44 +1,27 @@
 package mlp
 
 import (
-	"encoding/json"
-	"strconv"
-
-	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
-// HeadParams are the parameters every stage that trains heads takes; embed
-// it in a stage's parameters and add HeadParamSpecs to its spec.
+// HeadParams are the parameters every stage that trains heads takes: embed
+// it in a stage's parameters (plugin.ParamsOf flattens it) and set its
+// defaults with DefaultHeadParams.
 type HeadParams struct {
-	Epochs int    `json:"epochs"`
-	Hidden []int  `json:"hidden"`
-	Seed   uint64 `json:"seed"`
-	Device string `json:"device"`
+	Epochs int    `json:"epochs" range:"[1,)" doc:"epochs of each head the stage trains"`
+	Hidden []int  `json:"hidden" range:"[1,)" doc:"hidden layer sizes of the heads"`
+	Seed   uint64 `json:"seed" role:"seed" doc:"random seed"`
+	Device string `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 }
 
-// HeadParamSpecs declares HeadParams with a default number of epochs.
-func HeadParamSpecs(epochs int, epochsDoc string) []plugin.ParamSpec {
-	return []plugin.ParamSpec{
-		{Name: "epochs", Default: json.RawMessage(strconv.Itoa(epochs)), Doc: epochsDoc},
-		{Name: "hidden", Default: json.RawMessage(`[512, 256]`), Doc: "hidden layer sizes of the heads"},
-		{Name: "seed", Default: json.RawMessage(`1`), Doc: "random seed"},
-		{Name: "device", Default: json.RawMessage(`"cpu"`), Doc: "cpu, cuda or cuda:N"},
-	}
+// DefaultHeadParams returns the head defaults (two hidden layers of 512 and
+// 256, seed 1, the CPU) with the given epochs.
+func DefaultHeadParams(epochs int) HeadParams {
+	return HeadParams{Epochs: epochs, Hidden: []int{512, 256}, Seed: 1, Device: "cpu"}
 }
 
-// Check validates the parameters.
-func (h HeadParams) Check() error {
-	if h.Epochs < 1 {
-		return plugin.BadInputf("parameter \"epochs\": %d, want >= 1", h.Epochs)
-	}
-	for _, n := range h.Hidden {
-		if n < 1 {
-			return plugin.BadInputf("parameter \"hidden\": %v, want positive sizes", h.Hidden)
-		}
-	}
-	return ort.CheckDevice(h.Device)
-}
+// Check validates what the declaration cannot: the device.
+func (h HeadParams) Check() error { return ort.CheckDevice(h.Device) }
 
 // Sizes returns the layer sizes of a head from d inputs to nc classes.
 func (h HeadParams) Sizes(d, nc int) []int {
