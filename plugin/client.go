@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ type LaunchOptions struct {
 	Log zerolog.Logger
 	// StartTimeout bounds the plugin's start (default 30 s).
 	StartTimeout time.Duration
+	// Env is added to the plugin process's environment (KEY=value), e.g.
+	// where the ONNX Runtime library is.
+	Env []string
 }
 
 // Client runs a stage in a plugin process. It implements Stage, so a host
@@ -79,6 +83,9 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 	}
 	tap := &stderrTap{log: opt.Log.With().Str("stage", e.Name).Logger()}
 	cmd := exec.Command(e.Path)
+	if len(opt.Env) > 0 {
+		cmd.Env = append(os.Environ(), opt.Env...)
+	}
 	setDeathSignal(cmd)
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  Handshake,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -255,3 +256,92 @@ func (pl *plan) deps(id string) []string {
 
 // String describes an edge.
 func (e Edge) String() string { return fmt.Sprintf("%s -> %s", e.From, e.To) }
+
+// Bindings are the run settings a host gives the stage parameters of a
+// pipeline, by role (plugin.Role), never by parameter name. A parameter the
+// pipeline sets keeps its value.
+type Bindings struct {
+	// Encoder is the run's encoder (RoleEncoder); "" binds nothing, and a
+	// node that needs one and has none in the pipeline is an error.
+	Encoder string
+	// Device is the execution device (RoleDevice); "" binds nothing.
+	Device string
+	// Seed is the random seed (RoleSeed); nil binds nothing.
+	Seed *int64
+	// Export is where the run's classifier goes (RoleExport); "" binds
+	// nothing.
+	Export string
+	// RunDir replaces "$run" in the string parameters of the pipeline.
+	RunDir string
+}
+
+// Bind fills the parameters of p's stage nodes from b, by the roles the
+// stages declare. Paths are made absolute (plugin processes run in other
+// folders). It changes p.
+func (p *Pipeline) Bind(stages Provider, b Bindings) error {
+	abs := func(path string) string {
+		if path == "" {
+			return ""
+		}
+		a, err := filepath.Abs(path)
+		if err != nil {
+			return path
+		}
+		return a
+	}
+	runDir := abs(b.RunDir)
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if n.Stage == "" {
+			continue
+		}
+		spec, ok := stages.Spec(n.Stage)
+		if !ok {
+			continue // validate names it
+		}
+		params := map[string]json.RawMessage{}
+		if len(n.Params) > 0 {
+			if err := json.Unmarshal(n.Params, &params); err != nil {
+				return plugin.BadInputf("pipeline %q: node %q: params: %v", p.Name, n.ID, err)
+			}
+		}
+		for k, v := range params {
+			var str string
+			if runDir != "" && json.Unmarshal(v, &str) == nil && strings.Contains(str, "$run") {
+				params[k], _ = json.Marshal(strings.ReplaceAll(str, "$run", runDir))
+			}
+		}
+		for _, ps := range spec.Params {
+			if _, set := params[ps.Name]; set {
+				continue
+			}
+			var v any
+			switch ps.Role {
+			case plugin.RoleEncoder:
+				if b.Encoder == "" {
+					return plugin.BadInputf("pipeline %q: node %q (stage %s) needs an encoder (--encoder)", p.Name, n.ID, n.Stage)
+				}
+				v = abs(b.Encoder)
+			case plugin.RoleDevice:
+				if b.Device != "" {
+					v = b.Device
+				}
+			case plugin.RoleSeed:
+				if b.Seed != nil {
+					v = *b.Seed
+				}
+			case plugin.RoleExport:
+				if b.Export != "" {
+					v = abs(b.Export)
+				}
+			}
+			if v != nil {
+				params[ps.Name], _ = json.Marshal(v)
+			}
+		}
+		if len(params) > 0 {
+			n.Params, _ = json.Marshal(params)
+		}
+	}
+	return nil
+}

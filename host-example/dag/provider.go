@@ -29,6 +29,9 @@ type Provider interface {
 type Plugins struct {
 	Catalog *plugin.Catalog
 	Log     zerolog.Logger
+	// Env is added to every plugin process's environment (the ONNX
+	// Runtime library: ort.Env).
+	Env []string
 }
 
 var _ Provider = Plugins{}
@@ -60,7 +63,7 @@ func (p Plugins) Fingerprint(name string) string {
 
 // Start implements Provider: it launches the plugin process.
 func (p Plugins) Start(ctx context.Context, name string) (plugin.Stage, func(), error) {
-	cl, err := p.Catalog.Launch(ctx, name, plugin.LaunchOptions{Log: p.Log})
+	cl, err := p.Catalog.Launch(ctx, name, plugin.LaunchOptions{Log: p.Log, Env: p.Env})
 	if err != nil {
 		return nil, nil, err
 	}

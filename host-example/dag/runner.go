@@ -305,10 +305,15 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 			return "", err
 		}
 		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), params})
-		// Files named by parameters (an encoder, a model) count by content.
+		// Files named by parameters (an encoder, a model: their role says
+		// so) count by content.
 		var pm map[string]any
 		json.Unmarshal([]byte(params), &pm)
-		for _, name := range FileParams {
+		for _, ps := range pl.specs[n.ID].Params {
+			name := ps.Name
+			if !ps.Role.IsFile() {
+				continue
+			}
 			if path, ok := pm[name].(string); ok && path != "" {
 				sum, err := hashPath(path)
 				if err != nil {
@@ -335,10 +340,6 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-// FileParams are the parameter names whose value is a file path: the cache
-// key of a node includes the file's content, not only its name.
-var FileParams = []string{"encoder", "model"}
 
 // effectiveParams returns the parameters with defaults filled in, as
 // canonical JSON.

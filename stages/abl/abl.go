@@ -15,7 +15,6 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // Stage is the loss-isolation baseline.
@@ -47,9 +46,6 @@ type Params struct {
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
 	t, err := feat.Open(in, "features")

@@ -14,7 +14,6 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // Stage is the confusion-training baseline.
@@ -53,9 +52,6 @@ func (p Params) Check() error { return p.HeadParams.Check() }
 func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, out plugin.Outputs, progress plugin.Progress) (plugin.Metrics, error) {
 	var p Params
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
-		return nil, err
-	}
-	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
 	t, err := feat.Open(in, "features")

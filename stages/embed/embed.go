@@ -72,9 +72,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	if err := ort.Init(""); err != nil {
-		return nil, err
-	}
 	masks, err := encoder.MasksFromChannels(in, "channels")
 	if err != nil {
 		return nil, err

@@ -108,9 +108,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	if err := ort.Init(""); err != nil {
-		return nil, err
-	}
 	enc, err := encoder.Open(p.Model, encoder.Config{Embedding: p.Output, Layers: []string{}, ORT: ort.Options{Device: p.Device, Threads: p.Threads}})
 	if err != nil {
 		return nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // Stage is the expand stage.
@@ -96,9 +95,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress plugin.Progress) (*Result, error) {
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
-		return nil, err
-	}
-	if err := ort.Init(""); err != nil {
 		return nil, err
 	}
 	n, d := t.N(), t.Embedding.D

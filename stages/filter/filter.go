@@ -183,9 +183,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	if err := ort.Init(""); err != nil {
-		return nil, err
-	}
 	t, err := feat.OpenProbed(in, "features")
 	if err != nil {
 		return nil, err

@@ -95,11 +95,6 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 	if err != nil {
 		return nil, err
 	}
-	if p.Engine == "ort" {
-		if err := ort.Init(""); err != nil {
-			return nil, err
-		}
-	}
 	n := t.N()
 	if p.K >= n {
 		return nil, plugin.BadInputf("parameter \"k\": %d, but only %d rows", p.K, n)

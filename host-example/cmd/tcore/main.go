@@ -23,6 +23,7 @@ import (
 
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 func main() {
@@ -124,11 +125,8 @@ func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
 }
 
 func (c *common) check() error {
-	switch {
-	case c.device == "cpu":
-	case c.device == "cuda" || (len(c.device) > 5 && c.device[:5] == "cuda:"):
-	default:
-		return usagef("--device %q: want cpu or cuda[:N]", c.device)
+	if _, _, err := ort.ParseDevice(c.device); err != nil {
+		return usagef("--device: %v", err)
 	}
 	return nil
 }

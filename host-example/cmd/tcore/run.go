@@ -18,35 +18,19 @@ import (
 	"time"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/builtin"
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/stages/abl"
-	"github.com/tcore-dev/tcore/stages/actclust"
-	"github.com/tcore-dev/tcore/stages/bootstrap"
-	"github.com/tcore-dev/tcore/stages/clp"
-	"github.com/tcore-dev/tcore/stages/ct"
-	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/evaluate"
-	"github.com/tcore-dev/tcore/stages/expand"
-	"github.com/tcore-dev/tcore/stages/filter"
-	"github.com/tcore-dev/tcore/stages/fineprune"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
-	"github.com/tcore-dev/tcore/stages/poison"
-	"github.com/tcore-dev/tcore/stages/sift"
-	"github.com/tcore-dev/tcore/stages/spectral"
-	"github.com/tcore-dev/tcore/stages/stats"
 )
 
 // inProcess lists the stages the CLI can run inside its own process
 // (--in-process), for debugging without plugin binaries.
-func inProcess() dag.InProcess {
-	return dag.InProcess{"stats": stats.New(), "embed": embed.New(), "sift": sift.New(), "expand": expand.New(), "bootstrap": bootstrap.New(), "filter": filter.New(), "poison": poison.New(), "evaluate": evaluate.New(),
-		"spectral": spectral.New(), "actclust": actclust.New(), "ct": ct.New(), "abl": abl.New(),
-		"clp": clp.New(), "fineprune": fineprune.New()}
-}
+func inProcess() dag.InProcess { return dag.InProcess(builtin.Stages()) }
 
 // runConfig is one `tcore run`.
 type runConfig struct {
@@ -158,86 +142,37 @@ func (c *runConfig) execute(ctx context.Context, stdout, stderr io.Writer) error
 }
 
 // provider runs stages in process (--in-process) or as the manifest's
-// plugins.
+// plugins. Either way ONNX Runtime comes from the one setting --ort-lib
+// (else TCORE_ORT_LIB, else the fetched copy): initialised here for stages
+// in this process, handed to plugin processes in their environment.
 func (c *runConfig) provider(log zerolog.Logger) (dag.Provider, error) {
 	if c.inProcess {
+		if err := ort.Init(c.ortLib); err != nil && c.ortLib != "" {
+			return nil, usagef("--ort-lib: %v", err)
+		}
 		return inProcess(), nil
 	}
 	cat, err := loadCatalog(c.manifest)
 	if err != nil {
 		return nil, err
 	}
-	return dag.Plugins{Catalog: cat, Log: log}, nil
+	var env []string
+	if e, err := ort.Env(c.ortLib); err == nil {
+		env = append(env, e)
+	} else if c.ortLib != "" {
+		return nil, usagef("--ort-lib: %v", err)
+	}
+	return dag.Plugins{Catalog: cat, Log: log, Env: env}, nil
 }
 
-// bindFlags gives the pipeline's nodes what the command line says: the
-// encoder (--encoder) and device (--device) of every stage that takes them,
-// unless the pipeline sets them; and the ONNX Runtime library (--ort-lib)
-// to every process through TCORE_ORT_LIB.
+// bindFlags gives the pipeline's stage parameters what the command line
+// says, by role: the encoder (--encoder), device (--device), seed (--seed)
+// and the classifier's place in the run folder, unless the pipeline sets
+// them.
 func (c *runConfig) bindFlags(p *dag.Pipeline, stages dag.Provider) error {
-	if lib, err := ort.LibraryPath(c.ortLib); err == nil {
-		abs, _ := filepath.Abs(lib)
-		os.Setenv(ort.EnvVar, abs)
-	} else if c.ortLib != "" {
-		return usagef("--ort-lib: %v", err)
-	}
-	encAbs := ""
-	if c.encoder != "" {
-		encAbs, _ = filepath.Abs(c.encoder)
-	}
-	for i := range p.Nodes {
-		n := &p.Nodes[i]
-		if n.Stage == "" {
-			continue
-		}
-		spec, ok := stages.Spec(n.Stage)
-		if !ok {
-			continue
-		}
-		params := map[string]json.RawMessage{}
-		if len(n.Params) > 0 {
-			if err := json.Unmarshal(n.Params, &params); err != nil {
-				return usagef("pipeline %s: node %q: params: %v", p.Name, n.ID, err)
-			}
-		}
-		changed := false
-		// "$run" in a string parameter is the run folder.
-		runDir, _ := filepath.Abs(c.out)
-		for k, v := range params {
-			var str string
-			if json.Unmarshal(v, &str) == nil && strings.Contains(str, "$run") {
-				params[k], _ = json.Marshal(strings.ReplaceAll(str, "$run", runDir))
-				changed = true
-			}
-		}
-		for _, ps := range spec.Params {
-			if _, set := params[ps.Name]; set {
-				continue
-			}
-			switch ps.Name {
-			case "encoder":
-				if encAbs == "" {
-					return usagef("run: pipeline %q runs stage %s, which needs --encoder", p.Name, n.Stage)
-				}
-				params["encoder"], _ = json.Marshal(encAbs)
-				changed = true
-			case "device":
-				params["device"], _ = json.Marshal(c.device)
-				changed = true
-			case "export":
-				abs, _ := filepath.Abs(filepath.Join(c.out, "clean_model.onnx"))
-				params["export"], _ = json.Marshal(abs)
-				changed = true
-			case "seed":
-				params["seed"], _ = json.Marshal(c.seed)
-				changed = true
-			}
-		}
-		if changed {
-			n.Params, _ = json.Marshal(params)
-		}
-	}
-	return nil
+	seed := c.seed
+	return p.Bind(stages, dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed,
+		Export: filepath.Join(c.out, "clean_model.onnx"), RunDir: c.out})
 }
 
 // report is report.json.

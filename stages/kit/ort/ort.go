@@ -1,7 +1,10 @@
 // Package ort owns ONNX Runtime for every tcore stage and the host: where
 // the shared library is (one setting: a flag, else the TCORE_ORT_LIB
 // environment variable, else the copy the setup fetched), and the runtime
-// environment, initialised once per process.
+// environment, initialised once per process. A host calls Init with its
+// --ort-lib and hands the same path to the plugin processes it starts (in
+// their environment, see Env); a stage never initialises anything itself:
+// its first session does, from that setting.
 package ort
 
 import (
@@ -80,6 +83,32 @@ func Init(path string) error {
 	}
 	initPath = lib
 	return nil
+}
+
+// ensureInit initialises the environment from the process's setting
+// (TCORE_ORT_LIB, else the fetched copy) unless Init already did.
+func ensureInit() error {
+	initMu.Lock()
+	done := initPath != ""
+	initMu.Unlock()
+	if done {
+		return nil
+	}
+	return Init("")
+}
+
+// Env returns the environment entry that hands the library at path
+// (resolved by LibraryPath) to a process this one starts.
+func Env(path string) (string, error) {
+	lib, err := LibraryPath(path)
+	if err != nil {
+		return "", err
+	}
+	abs, err := filepath.Abs(lib)
+	if err != nil {
+		return "", err
+	}
+	return EnvVar + "=" + abs, nil
 }
 
 // Version returns the version of the initialised ONNX Runtime.

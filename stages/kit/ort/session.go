@@ -249,8 +249,8 @@ func (s *Session) Close() {
 // outputs other than float32 (kNN's TopK indices, say); outputs passed as
 // nil to Run are allocated by ONNX Runtime.
 func NewRawSession(model []byte, inputs, outputs []string, opt Options) (*onnx.DynamicAdvancedSession, error) {
-	if initPath == "" {
-		return nil, fmt.Errorf("ort: session before Init")
+	if err := ensureInit(); err != nil {
+		return nil, err
 	}
 	so, err := opt.sessionOptions()
 	if err != nil {
