@@ -238,3 +238,17 @@ func classify(stage string, err error, ctx context.Context) *Error {
 	}
 	return e
 }
+
+// MetricsOf turns a stage's typed result into its metrics: the JSON object
+// v marshals to.
+func MetricsOf(v any) (Metrics, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	var m Metrics
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("metrics: %T is not a JSON object: %w", v, err)
+	}
+	return m, nil
+}

@@ -319,7 +319,7 @@ func (p *Pipeline) Bind(stages Provider, b Bindings) error {
 			switch ps.Role {
 			case plugin.RoleEncoder:
 				if b.Encoder == "" {
-					return plugin.BadInputf("pipeline %q: node %q (stage %s) needs an encoder (--encoder)", p.Name, n.ID, n.Stage)
+					return plugin.BadInputf("pipeline %q: node %q (stage %s) needs --encoder (the encoder, an ONNX file)", p.Name, n.ID, n.Stage)
 				}
 				v = abs(b.Encoder)
 			case plugin.RoleDevice:

@@ -24,10 +24,10 @@ func New() plugin.Stage { return Stage{} }
 // Spec implements plugin.Stage.
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
-		Name:    "actclust",
-		Version: "0.1.0",
-		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
-		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "actclust.score (1 - the share of the class in the row's cluster), actclust.trusted"}},
+		Name:         "actclust",
+		Version:      "0.1.0",
+		Inputs:       []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
+		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "actclust.score (1 - the share of the class in the row's cluster), actclust.trusted"}},
 		Params:       plugin.ParamsOf(Params{Components: 10, MaxShare: 0.35, Seed: 1}),
 		NeedsAllRows: true,
 	}

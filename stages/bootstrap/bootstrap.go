@@ -16,6 +16,7 @@ import (
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
@@ -99,7 +100,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if err != nil {
 		return nil, err
 	}
-	masks, err := encoder.MasksFromChannels(in, "channels")
+	masks, err := chanfilter.MasksFromPort(in, "channels")
 	if err != nil {
 		return nil, err
 	}
@@ -301,6 +302,9 @@ func sum(xs []int) int {
 // classifier (input: the encoder's image input; output "logits") and writes
 // it atomically.
 func export(p Params, masks []encoder.Mask, h *mlp.Head) error {
-	return encoder.Export(p.Encoder, encoder.Config{Embedding: p.Embedding, Masks: masks}, p.Export,
-		func(m *onnxgraph.Model, emb string) error { return m.AppendHead(emb, h.Layers(), "logits") })
+	m, err := encoder.Load(p.Encoder, p.Embedding)
+	if err != nil {
+		return err
+	}
+	return m.Export(masks, p.Export, func(g *onnxgraph.Model, emb string) error { return g.AppendHead(emb, h.Layers(), "logits") })
 }

@@ -13,8 +13,7 @@ import (
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/stages/kit/encoder"
-	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
@@ -65,29 +64,21 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	t, err := feat.Open(in, "features")
+	ins, err := chanfilter.Open(in, p.Encoder, "")
 	if err != nil {
 		return nil, err
 	}
-	images, err := encoder.HoldImages(in, "images")
+	defer ins.Release()
+	t := ins.Table
+	layers, err := ins.Layers()
 	if err != nil {
 		return nil, err
 	}
-	defer images.Release()
-	var names []string
-	for _, l := range t.Layers {
-		names = append(names, l.Name)
-	}
-	enc, err := encoder.Open(p.Encoder, encoder.Config{Layers: names, ORT: ort.Options{Device: p.Device}})
-	if err != nil {
-		return nil, err
-	}
-	uc, err := enc.UCLC()
-	enc.Close()
+	uc, err := chanfilter.UCLC(ins.Model, layers)
 	if err != nil {
 		return nil, plugin.BadInput(err)
 	}
-	v := encoder.NewChannelVerdict(t, "uclc")
+	v := chanfilter.NewChannelVerdict(t, "uclc")
 	for _, l := range t.Layers {
 		u := uc[l.Name]
 		mean, sd := meanStd(u)
@@ -97,7 +88,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			v.Keep[l.Name][c] = z <= p.U
 		}
 	}
-	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, images, v, out, progress); err != nil {
+	if err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
 		return nil, err
 	}
 	masked := v.Masked(t)

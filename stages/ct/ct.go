@@ -31,7 +31,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"},
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the rows whose confusion batches carry random labels (sift.seed)"},
 		},
-		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "ct.score (probability of the own label under confusion), ct.trusted"}},
+		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "ct.score (probability of the own label under confusion), ct.trusted"}},
 		Params:       plugin.ParamsOf(Params{SeedColumn: "sift.seed", PCT: 0.5, ConfusionWeight: 1, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
@@ -34,7 +35,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels with keep=false are switched off (set to 0) inside the encoder"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embedding and layer.<name> per-channel means"}},
-		Params: plugin.ParamsOf(Params{Layers: []string{"auto"}, BatchSize: 256, Device: "cpu", ChannelOrder: "rgb", Gray: "convert"}),
+		Params:  plugin.ParamsOf(Params{Layers: []string{"auto"}, BatchSize: 256, Device: "cpu", ChannelOrder: "rgb", Gray: "convert"}),
 	}
 }
 
@@ -72,7 +73,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	masks, err := encoder.MasksFromChannels(in, "channels")
+	masks, err := chanfilter.MasksFromPort(in, "channels")
 	if err != nil {
 		return nil, err
 	}

@@ -114,9 +114,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	defer enc.Close()
 	pre := encoder.ForEncoder(enc)
-	test, err := encoder.HoldImages(in, "test") // read twice: clean, then triggered
+	r, err := in.Open("test")
 	if err != nil {
 		return nil, err
+	}
+	test, err := arrowio.Hold(r) // read twice: clean, then triggered
+	r.Release()
+	if err != nil {
+		return nil, plugin.PortError("test", err)
 	}
 	defer test.Release()
 
@@ -160,7 +165,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 
 // stream runs the test set through the classifier into sc; with a spec,
 // only the non-target images, triggered and labelled as the target.
-func stream(ctx context.Context, test *encoder.Images, enc *encoder.Encoder, pre encoder.Preprocess, batch int, sc *scorer, spec *attack.Spec, progress plugin.Progress) error {
+func stream(ctx context.Context, test *arrowio.Held, enc *encoder.Encoder, pre encoder.Preprocess, batch int, sc *scorer, spec *attack.Spec, progress plugin.Progress) error {
 	r, err := test.Reader()
 	if err != nil {
 		return err

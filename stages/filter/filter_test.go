@@ -58,11 +58,10 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		choice   string
 		fill     string
 	}{
-		{"collapse trojan", testenc.Collapse(5), true, "suspicion", "mean"},
 		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse", "mean"},
 		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change", "mean"},
 		{"collapse trojan, regression fill", testenc.Collapse(5), true, "collapse_per_change", "regression"},
-		{"clean", testenc.Clean(5), false, "suspicion", "mean"},
+		{"clean", testenc.Clean(5), false, "collapse_per_change", "regression"},
 		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse", "mean"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,6 +177,12 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "neighbour_z": -1}`, "neighbour_z"},
 		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
 		{`{"encoder": "e.onnx", "choice": "tac"}`, "choice"},
+		{`{"encoder": "e.onnx", "choice": "suspicion"}`, "choice"},
+		{`{"encoder": "e.onnx", "sizes": [5, 3]}`, "sizes"},
+		{`{"encoder": "e.onnx", "sizes": [3]}`, "sizes"},
+		{`{"encoder": "e.onnx", "scan_images": 4}`, "scan_images"},
+		{`{"encoder": "e.onnx", "candidates": 10.5}`, "candidates"},
+		{`{"encoder": "e.onnx", "device": "tpu"}`, "device"},
 		{`{"encoder": "e.onnx", "pool_size": -2}`, "pool_size"},
 		{`{"encoder": "e.onnx", "fill": "zero"}`, "fill"},
 		{`{"encoder": "e.onnx", "fill_slack": -1}`, "fill_slack"},

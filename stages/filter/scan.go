@@ -1,142 +1,224 @@
 package filter
 
 import (
+	"context"
+	"fmt"
 	"math"
-	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
-// Pattern is a candidate trigger: a patch (solid colour, two-colour
-// checkerboard or binary noise) of Size x Size pixels at (Row, Col), or a
-// full-image blend with noise at Alpha.
-type Pattern struct {
-	Kind      string        `json:"kind"` // solid, checker, noise, blend
-	Size      int           `json:"size,omitempty"`
-	Row       int           `json:"row,omitempty"`
-	Col       int           `json:"col,omitempty"`
-	Colors    [2][3]float32 `json:"colors,omitempty"`
-	Alpha     float32       `json:"alpha,omitempty"`
-	NoiseSeed uint64        `json:"noise_seed,omitempty"`
+// Scan is the encoder scan's result, as reported.
+type Scan struct {
+	Backdoored   bool               `json:"backdoored"`
+	BestZ        float64            `json:"best_z"`
+	BestCollapse float64            `json:"best_collapse"`
+	Pattern      Pattern            `json:"pattern"`
+	RandomMedian map[string]float64 `json:"random_median_collapse"`
+	Candidates   int                `json:"candidates"`
+	GapMin       float64            `json:"gap_min"`
+	Seconds      float64            `json:"seconds"`
 }
 
-// group is the set of candidates a pattern is compared with (same size;
-// blends form their own group).
-func (p Pattern) group() int {
-	if p.Kind == "blend" {
+// groupStats are the median and scaled MAD of random candidates' collapse
+// per group (patch size; 0 for blends).
+type groupStats map[int][2]float64
+
+// z is a pattern's collapse as a robust z against random patterns of its
+// group.
+func (g groupStats) z(p Pattern, collapse float64) float64 {
+	s := g[p.group()]
+	if s[1] <= 1e-9 {
 		return 0
 	}
-	return p.Size
+	return (collapse - s[0]) / s[1]
 }
 
-// Apply paints the pattern onto one CHW image of h x w in [0, 1].
-func (p Pattern) Apply(x []float32, h, w int) {
-	plane := h * w
-	switch p.Kind {
-	case "blend":
-		rng := rand.New(rand.NewPCG(p.NoiseSeed, 1))
-		for i := range x[:3*plane] {
-			x[i] = (1-p.Alpha)*x[i] + p.Alpha*rng.Float32()
-		}
-		return
-	}
-	rng := rand.New(rand.NewPCG(p.NoiseSeed, 2))
-	for dy := 0; dy < p.Size; dy++ {
-		for dx := 0; dx < p.Size; dx++ {
-			y, xx := p.Row+dy, p.Col+dx
-			if y < 0 || y >= h || xx < 0 || xx >= w {
-				continue
-			}
-			for c := 0; c < 3; c++ {
-				var v float32
-				switch p.Kind {
-				case "solid":
-					v = p.Colors[0][c]
-				case "checker":
-					v = p.Colors[(dx+dy)%2][c]
-				case "noise":
-					v = float32(rng.IntN(2))
-				}
-				x[c*plane+y*w+xx] = v
-			}
-		}
-	}
+// scanResult is one search over the encoder under a mask.
+type scanResult struct {
+	Scan
+	stats groupStats
+	// found are the refined best patterns, best first.
+	found []Pattern
+	// probe is, per probed layer and channel, the largest change (TAC's
+	// raw score) any random candidate caused; set when asked for.
+	probe [][]float64
 }
 
-// randomPattern draws a candidate.
-func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
-	color := func() [3]float32 {
-		// Saturated colours are the usual triggers: each value 0 or 1,
-		// sometimes a random value.
-		var c [3]float32
-		for i := range c {
-			if rng.IntN(4) == 0 {
-				c[i] = rng.Float32()
-			} else {
-				c[i] = float32(rng.IntN(2))
-			}
-		}
-		return c
-	}
-	if rng.IntN(10) == 0 {
-		return Pattern{Kind: "blend", Alpha: 0.1 + 0.1*rng.Float32(), NoiseSeed: rng.Uint64()}
-	}
-	s := sizes[0] + rng.IntN(sizes[1]-sizes[0]+1)
-	p := Pattern{Size: s, Row: rng.IntN(h - s + 1), Col: rng.IntN(w - s + 1), NoiseSeed: rng.Uint64()}
-	switch rng.IntN(3) {
-	case 0:
-		p.Kind = "solid"
-		p.Colors[0] = color()
-	case 1:
-		p.Kind = "checker"
-		p.Colors = [2][3]float32{color(), color()}
-	default:
-		p.Kind = "noise"
-	}
-	return p
+// collapser scores patterns by how much they collapse the scan images'
+// embeddings under one mask.
+type collapser struct {
+	b     *bench
+	keep  map[string][]bool
+	base  float64     // trace of the covariance of the clean embeddings
+	clean [][]float64 // the clean scan images' probed layers, summed
 }
 
-// jitter returns a neighbour of p for local refinement: moved, resized or
-// recoloured.
-func jitter(rng *rand.Rand, p Pattern, h, w int, sizes [2]int) Pattern {
-	q := p
-	if q.Kind == "blend" {
-		q.Alpha = float32(math.Min(0.25, math.Max(0.05, float64(q.Alpha)+0.03*rng.NormFloat64())))
-		return q
+func (b *bench) collapser(keep map[string][]bool) (*collapser, error) {
+	c := &collapser{b: b, keep: keep}
+	err := b.run([]view{{keep: keep}}, func(_ int, emb []float32, layers [][]float32) {
+		c.base = stat.TraceCov(emb, b.n, b.sess.Dim)
+		c.clean = b.layerSums(layers)
+	})
+	return c, err
+}
+
+// collapse returns each pattern's collapse; with probe set, it raises each
+// channel's entry to the largest change a pattern caused.
+func (c *collapser) collapse(ps []Pattern, probe [][]float64) ([]float64, error) {
+	views := make([]view, len(ps))
+	for i := range ps {
+		views[i] = view{pat: &ps[i], keep: c.keep}
 	}
-	switch rng.IntN(3) {
-	case 0:
-		q.Row = clamp(q.Row+rng.IntN(5)-2, 0, h-q.Size)
-		q.Col = clamp(q.Col+rng.IntN(5)-2, 0, w-q.Size)
-	case 1:
-		q.Size = clamp(q.Size+rng.IntN(3)-1, sizes[0], sizes[1])
-		q.Row = clamp(q.Row, 0, h-q.Size)
-		q.Col = clamp(q.Col, 0, w-q.Size)
-	default:
-		for i := range q.Colors {
-			for c := 0; c < 3; c++ {
-				if rng.IntN(3) == 0 {
-					q.Colors[i][c] = float32(rng.IntN(2))
+	out := make([]float64, len(ps))
+	err := c.b.run(views, func(k int, emb []float32, layers [][]float32) {
+		out[k] = collapseOf(stat.TraceCov(emb, c.b.n, c.b.sess.Dim), c.base)
+		if probe != nil {
+			for li, ch := range c.b.layerChange(c.clean, c.b.layerSums(layers)) {
+				for j, v := range ch {
+					probe[li][j] = math.Max(probe[li][j], v)
 				}
 			}
 		}
-		q.NoiseSeed = rng.Uint64()
-	}
-	return q
+	})
+	return out, err
 }
 
-func clamp(v, lo, hi int) int { return max(lo, min(hi, v)) }
+type cand struct {
+	p Pattern
+	c float64
+}
 
-// traceCov returns the trace of the covariance of n rows of d values.
-func traceCov(e []float32, n, d int) float64 {
-	var tr float64
-	for j := 0; j < d; j++ {
-		var s, sq float64
-		for i := 0; i < n; i++ {
-			v := float64(e[i*d+j])
-			s += v
-			sq += v * v
-		}
-		m := s / float64(n)
-		tr += sq/float64(n) - m*m
+// scan searches the encoder under keep (nil: unmasked) for a pattern that
+// collapses the scan images' embeddings: candidates random patterns (which
+// also give the same-size statistics), then refine steps of local
+// refinement around the best 10 and the seeds (patterns found before).
+// With probe set it also keeps each channel's largest change under the
+// random candidates.
+func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, refine int, seeds []Pattern, probe bool, progress plugin.Progress) (*scanResult, error) {
+	start := time.Now()
+	col, err := b.collapser(keep)
+	if err != nil {
+		return nil, err
 	}
-	return tr
+	res := &scanResult{}
+	if probe {
+		res.probe = make([][]float64, len(b.t.Layers))
+		for li, l := range b.t.Layers {
+			res.probe[li] = make([]float64, l.D)
+		}
+	}
+	report := func(done int) {
+		if progress != nil {
+			progress.Report(plugin.Event{Done: int64(done), Total: int64(candidates + refine), Unit: "patterns"})
+		}
+	}
+	const perRun = 4
+	h, w := b.sess.H, b.sess.W
+	var cands []cand
+	for done := 0; done < candidates; done += perRun {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		ps := make([]Pattern, min(perRun, candidates-done))
+		for i := range ps {
+			ps[i] = randomPattern(b.rng, h, w, b.p.Sizes)
+		}
+		cs, err := col.collapse(ps, res.probe)
+		if err != nil {
+			return nil, err
+		}
+		for i := range ps {
+			cands = append(cands, cand{ps[i], cs[i]})
+		}
+		report(done + len(ps))
+	}
+	byGroup := map[int][]float64{}
+	for _, c := range cands {
+		byGroup[c.p.group()] = append(byGroup[c.p.group()], c.c)
+	}
+	stats := groupStats{}
+	med := map[string]float64{}
+	for g, cs := range byGroup {
+		m, sd := stat.Robust(cs)
+		stats[g] = [2]float64{m, sd}
+		key := fmt.Sprintf("size_%d", g)
+		if g == 0 {
+			key = "blend"
+		}
+		med[key] = m
+	}
+	if len(seeds) > 0 {
+		cs, err := col.collapse(seeds, nil)
+		if err != nil {
+			return nil, err
+		}
+		for i := range seeds {
+			cands = append(cands, cand{seeds[i], cs[i]})
+		}
+	}
+	sort.SliceStable(cands, func(a, c int) bool {
+		return stats.z(cands[a].p, cands[a].c) > stats.z(cands[c].p, cands[c].c)
+	})
+	top := append([]cand(nil), cands[:min(10, len(cands))]...)
+	for step := 0; step < refine; step += perRun {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var ps []Pattern
+		var parents []int
+		for i := 0; i < perRun && step+i < refine; i++ {
+			k := (step + i) % len(top)
+			ps = append(ps, jitter(b.rng, top[k].p, h, w, b.p.Sizes))
+			parents = append(parents, k)
+		}
+		cs, err := col.collapse(ps, nil)
+		if err != nil {
+			return nil, err
+		}
+		for i, k := range parents {
+			if stats.z(ps[i], cs[i]) > stats.z(top[k].p, top[k].c) {
+				top[k] = cand{ps[i], cs[i]}
+			}
+		}
+		report(candidates + step + len(ps))
+	}
+	sort.SliceStable(top, func(a, c int) bool {
+		return stats.z(top[a].p, top[a].c) > stats.z(top[c].p, top[c].c)
+	})
+	best := top[0]
+	z := stats.z(best.p, best.c)
+	for _, c := range top {
+		res.found = append(res.found, c.p)
+	}
+	res.stats = stats
+	res.Scan = Scan{Backdoored: z >= b.p.GapMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
+		Candidates: len(cands), GapMin: b.p.GapMin, Seconds: time.Since(start).Seconds()}
+	return res, nil
+}
+
+// worst returns, among ps, the pattern that collapses the scan images the
+// most under keep, judged by stats, and its z.
+func (b *bench) worst(keep map[string][]bool, ps []Pattern, stats groupStats) (Pattern, float64, error) {
+	if len(ps) == 0 {
+		return Pattern{}, math.Inf(-1), nil
+	}
+	col, err := b.collapser(keep)
+	if err != nil {
+		return Pattern{}, 0, err
+	}
+	cs, err := col.collapse(ps, nil)
+	if err != nil {
+		return Pattern{}, 0, err
+	}
+	best, bz := 0, math.Inf(-1)
+	for i := range ps {
+		if z := stats.z(ps[i], cs[i]); z > bz {
+			best, bz = i, z
+		}
+	}
+	return ps[best], bz, nil
 }

@@ -8,13 +8,11 @@ package fineprune
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sort"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/stages/kit/encoder"
-	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
@@ -67,21 +65,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	t, err := feat.OpenProbed(in, "features")
+	ins, err := chanfilter.Open(in, p.Encoder, p.TrustedColumn)
 	if err != nil {
 		return nil, err
 	}
-	trusted, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
-	if errors.Is(err, plugin.ErrNotConnected) {
-		trusted = nil // every row
-	} else if err != nil {
-		return nil, err
-	}
-	images, err := encoder.HoldImages(in, "images")
-	if err != nil {
-		return nil, err
-	}
-	defer images.Release()
+	defer ins.Release()
+	t, trusted := ins.Table, ins.Trusted // trusted nil: every row
 	layer := t.Layers[len(t.Layers)-1].Name
 	if p.Layer != "" {
 		layer = p.Layer
@@ -90,7 +79,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if !ok {
 		return nil, plugin.BadInputf("parameter \"layer\": %q is not a probed layer", p.Layer)
 	}
-	v := encoder.NewChannelVerdict(t, "dormant")
+	v := chanfilter.NewChannelVerdict(t, "dormant")
 	order := make([]int, len(means))
 	for c := range order {
 		order[c] = c
@@ -100,7 +89,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	for _, c := range order[:int(p.Prune*float64(len(means)))] {
 		v.Keep[layer][c] = false
 	}
-	if err := encoder.WriteFiltered(ctx, p.Encoder, p.Device, p.Export, t, images, v, out, progress); err != nil {
+	if err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
 		return nil, err
 	}
 	masked := v.Masked(t)

@@ -32,10 +32,10 @@ func New() plugin.Stage { return Stage{} }
 // Spec implements plugin.Stage.
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
-		Name:    "sift",
-		Version: "0.1.0",
-		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
-		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
+		Name:         "sift",
+		Version:      "0.1.0",
+		Inputs:       []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
+		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
 		Params:       plugin.ParamsOf(Params{K: 10, Rule: "gain", SeedFraction: 0.01, SeedMin: 10, Engine: "ort", Device: "cpu"}),
 		NeedsAllRows: true,
 	}

@@ -26,10 +26,10 @@ func New() plugin.Stage { return Stage{} }
 // Spec implements plugin.Stage.
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
-		Name:    "spectral",
-		Version: "0.1.0",
-		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
-		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "spectral.score (squared projection), spectral.trusted"}},
+		Name:         "spectral",
+		Version:      "0.1.0",
+		Inputs:       []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
+		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "spectral.score (squared projection), spectral.trusted"}},
 		Params:       plugin.ParamsOf(Params{Eps: 0.1, Seed: 1}),
 		NeedsAllRows: true,
 	}

@@ -31,7 +31,7 @@ func (Stage) Spec() plugin.Spec {
 		Version: "0.1.0",
 		Inputs:  []plugin.PortSpec{{Name: "images", Kind: arrowio.KindImages, Doc: "the dataset"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "stats.width, stats.height per sample"}},
-		Params: plugin.ParamsOf(params{}),
+		Params:  plugin.ParamsOf(params{}),
 	}
 }
 

@@ -126,7 +126,7 @@ func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
 
 func (c *common) check() error {
 	if _, _, err := ort.ParseDevice(c.device); err != nil {
-		return usagef("--device: %v", err)
+		return usagef("--device %q: want cpu, cuda or cuda:N (%v)", c.device, err)
 	}
 	return nil
 }

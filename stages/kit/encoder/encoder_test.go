@@ -64,7 +64,7 @@ func channelMean(m []float32, c, size int) float32 {
 func TestEmbeddingsAndProbesMatchGoReference(t *testing.T) {
 	ortlib.Init(t)
 	net := testenc.Clean(1)
-	e, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"auto"}, ORT: ort.Options{Threads: 1}})
+	e, err := session(net.Model(), encoder.Config{Layers: []string{"auto"}, ORT: ort.Options{Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestAutoLayersOfAnUnlabelledCNN(t *testing.T) {
 	if err := m.SetOutputs("embedding"); err != nil { // no stage outputs to go by
 		t.Fatal(err)
 	}
-	e, err := encoder.FromModel(m, encoder.Config{Layers: []string{"auto"}})
+	e, err := session(m, encoder.Config{Layers: []string{"auto"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestMaskedChannelIsZeroDownstream(t *testing.T) {
 	for i := range keep {
 		keep[i] = i != 5
 	}
-	e, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1", "stage2"},
+	e, err := session(net.Model(), encoder.Config{Layers: []string{"stage1", "stage2"},
 		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep}}})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func TestComposedClassifierEqualsEncoderThenHead(t *testing.T) {
 
 func TestTrojanFiresOnlyOnItsTrigger(t *testing.T) {
 	ortlib.Init(t)
-	e, err := encoder.FromModel(testenc.Trojan(5).Model(), encoder.Config{Layers: []string{"stage1"}})
+	e, err := session(testenc.Trojan(5).Model(), encoder.Config{Layers: []string{"stage1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestBadModels(t *testing.T) {
 
 func TestCUDAIsAClearErrorWithoutIt(t *testing.T) {
 	ortlib.Init(t)
-	e, err := encoder.FromModel(testenc.Clean(1).Model(), encoder.Config{ORT: ort.Options{Device: "cuda:0"}})
+	e, err := session(testenc.Clean(1).Model(), encoder.Config{ORT: ort.Options{Device: "cuda:0"}})
 	if err == nil {
 		e.Close()
 		t.Skip("this ONNX Runtime has CUDA")
@@ -291,7 +291,7 @@ func TestMaskInputsEqualBakedMasks(t *testing.T) {
 		fill2[i] = float32(i) / 10
 	}
 	layers := []string{"stage1", "stage2"}
-	sw, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+	sw, err := session(net.Model(), encoder.Config{Layers: layers,
 		MaskInputs: []encoder.Mask{{Layer: "stage1", Fill: fill1}, {Layer: "stage2", Fill: fill2}}})
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +349,7 @@ func TestMaskInputsEqualBakedMasks(t *testing.T) {
 	emb = append([]float32(nil), emb...)
 	for ci, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			baked, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+			baked, err := session(net.Model(), encoder.Config{Layers: layers,
 				Masks: []encoder.Mask{{Layer: "stage1", Keep: c.k1, Fill: fill1}, {Layer: "stage2", Keep: c.k2, Fill: fill2}}})
 			if err != nil {
 				t.Fatal(err)
@@ -366,7 +366,7 @@ func TestMaskInputsEqualBakedMasks(t *testing.T) {
 			}
 		})
 	}
-	if _, err := encoder.FromModel(net.Model(), encoder.Config{Layers: layers,
+	if _, err := session(net.Model(), encoder.Config{Layers: layers,
 		MaskInputs: []encoder.Mask{{Layer: "stage1", Fill: fill1[:3]}}}); err == nil || !strings.Contains(err.Error(), "stage1") {
 		t.Fatalf("a fill of the wrong length: %v, want an error naming the layer", err)
 	}
@@ -385,7 +385,7 @@ func b2f(b bool) float32 {
 func TestRegressionFill(t *testing.T) {
 	ortlib.Init(t)
 	net := testenc.Clean(3)
-	plain, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"}})
+	plain, err := session(net.Model(), encoder.Config{Layers: []string{"stage1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestRegressionFill(t *testing.T) {
 	w[5*8+0], w[5*8+1], w[5*8+5] = 0.5, -0.25, 7 // the weight on channel 5 itself must be ignored
 	fill := make([]float32, 8)
 	fill[5] = 0.1
-	reg, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"},
+	reg, err := session(net.Model(), encoder.Config{Layers: []string{"stage1"},
 		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep, Fill: fill, Weights: w}}})
 	if err != nil {
 		t.Fatal(err)
@@ -418,8 +418,17 @@ func TestRegressionFill(t *testing.T) {
 			}
 		}
 	}
-	if _, err := encoder.FromModel(net.Model(), encoder.Config{Layers: []string{"stage1"},
+	if _, err := session(net.Model(), encoder.Config{Layers: []string{"stage1"},
 		Masks: []encoder.Mask{{Layer: "stage1", Keep: keep, Fill: fill, Weights: w[:10]}}}); err == nil || !strings.Contains(err.Error(), "stage1") {
 		t.Fatalf("weights of the wrong size: %v, want an error naming the layer", err)
 	}
+}
+
+// session loads a Go-built graph and opens one session of it.
+func session(g *onnxgraph.Model, cfg encoder.Config) (*encoder.Encoder, error) {
+	m, err := encoder.FromGraph(g, cfg.Embedding)
+	if err != nil {
+		return nil, err
+	}
+	return m.Session(cfg)
 }

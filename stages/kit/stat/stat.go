@@ -296,3 +296,21 @@ func SolveRidge(a []float64, n int, b []float64, m int, lambda float64) ([]float
 	}
 	return x, nil
 }
+
+// TraceCov returns the trace of the covariance of n rows of d values
+// (population form: sum over columns of the mean square minus the squared
+// mean).
+func TraceCov(x []float32, n, d int) float64 {
+	var tr float64
+	for j := 0; j < d; j++ {
+		var s, sq float64
+		for i := 0; i < n; i++ {
+			v := float64(x[i*d+j])
+			s += v
+			sq += v * v
+		}
+		m := s / float64(n)
+		tr += sq/float64(n) - m*m
+	}
+	return tr
+}

@@ -5,13 +5,30 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/apache/arrow/go/v17/arrow/array"
-
-	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
+
+// fill is the fill step's result: what each switched-off channel becomes.
+type fill struct {
+	// values are per layer the constant fill of each channel (the
+	// intercept when weights is set).
+	values map[string][]float32
+	// weights are per layer the regression of each switched-off channel
+	// on the kept ones (channels x channels); nil: the constant fill.
+	weights map[string][]float32
+	// Report says which fill was kept and why.
+	Report *FillReport
+}
+
+// FillReport is the guard's measurement behind the regression fill.
+type FillReport struct {
+	Fill          string  `json:"fill"`
+	WorstZMean    float64 `json:"worst_z_mean_fill"`
+	WorstZRegress float64 `json:"worst_z_regression_fill"`
+	Why           string  `json:"why,omitempty"`
+}
 
 // fitImages is how many trusted images the regression fill is fitted on
 // (every position of their feature maps is a row).
@@ -25,9 +42,9 @@ const fitImages = 256
 // carries what the kept channels say of it on clean data instead of a
 // constant. It returns per layer the weights (channels x channels, rows
 // of the switched-off channels) and the intercepts.
-func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, score map[string][]float32, trusted []bool) (map[string][]float32, map[string][]float32, error) {
+func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, score map[string][]float32) (map[string][]float32, map[string][]float32, error) {
 	var names []string
-	for _, l := range f.t.Layers {
+	for _, l := range b.t.Layers {
 		for _, k := range keep[l.Name] {
 			if !k {
 				names = append(names, l.Name)
@@ -38,12 +55,12 @@ func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, 
 	if len(names) == 0 {
 		return nil, nil, nil
 	}
-	enc, err := encoder.Open(f.p.Encoder, encoder.Config{Layers: names, RawLayers: true, ORT: ort.Options{Device: f.p.Device}})
+	enc, err := b.in.Model.Session(encoder.Config{Layers: names, RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return nil, nil, err
 	}
 	defer enc.Close()
-	x, n, err := f.decode(enc, f.pickTrusted(trusted, fitImages))
+	x, n, err := decode(b.in, b.in.Model.Preprocess(), b.pickTrusted(fitImages))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -163,92 +180,90 @@ func (f *filterRun) regressionFill(ctx context.Context, keep map[string][]bool, 
 	return weights, icpt, nil
 }
 
-// decode preprocesses, for enc, the images of the rows in want (by
-// sample_id), in file order.
-func (f *filterRun) decode(enc *encoder.Encoder, want map[uint64]int) ([]float32, int, error) {
-	r, err := f.images.Reader()
-	if err != nil {
-		return nil, 0, err
+// fillChannels decides what the switched-off channels of sel become: the
+// mean fill (each channel's mean on trusted rows), or with fill regression
+// a ridge regression on the layer's unsuspicious kept channels, kept only
+// when no pattern masked against (or a neighbour) collapses more than
+// fill_slack same-size z above where the mean fill left it.
+func (b *bench) fillChannels(ctx context.Context, sel *selection, sus *suspicion) (*fill, error) {
+	mean := &fill{values: b.means}
+	if b.p.Fill != "regression" || len(sel.masked) == 0 {
+		return mean, nil
 	}
-	defer r.Release()
-	pre := encoder.ForEncoder(enc)
-	size := enc.ImageSize()
-	var scratch, x []float32
-	n := 0
-	for r.Next() {
-		rec := r.Record()
-		ids := rec.Column(0).(*array.Uint64)
-		imgs := rec.Column(2).(*array.Binary)
-		for i := 0; i < ids.Len(); i++ {
-			if _, ok := want[ids.Value(i)]; !ok {
-				continue
-			}
-			x = append(x, make([]float32, size)...)
-			if err := pre.Image(imgs.Value(i), x[n*size:(n+1)*size], &scratch); err != nil {
-				return nil, 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
-			}
-			n++
+	w, icpt, err := b.regressionFill(ctx, sel.keep, sus.z)
+	if err != nil {
+		return nil, err
+	}
+	pats := sel.against(b.sess.H, b.sess.W, b.p.Sizes)
+	_, meanZ, err := b.worst(sel.keep, pats, sel.stats)
+	if err != nil {
+		return nil, err
+	}
+	reg := &fill{values: map[string][]float32{}, weights: w}
+	for name, fl := range b.means {
+		reg.values[name] = fl
+		if c, ok := icpt[name]; ok {
+			reg.values[name] = c
 		}
 	}
-	return x, n, r.Err()
-}
-
-// chooseFill fits the regression fill and keeps it when no pattern of
-// pats (masked against, and their neighbours) collapses more than
-// fill_slack same-size z above where the constant fill left it; it returns
-// the fills (intercepts for the regression), the weights (nil: the
-// constant fill) and what it measured.
-func (f *filterRun) chooseFill(ctx context.Context, keep map[string][]bool, score, fill map[string][]float32, trusted []bool, pats []Pattern) (map[string][]float32, map[string][]float32, map[string]any, error) {
-	w, icpt, err := f.regressionFill(ctx, keep, score, trusted)
+	regZ, err := b.worstBaked(encoder.MasksOf(sel.keep, reg.values, w), pats, sel.stats)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	meanZ, err := f.fillGuard(encoder.MasksOf(keep, fill, nil), pats, f.lastStats)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	regFill := map[string][]float32{}
-	for name, fl := range fill {
-		regFill[name] = fl
-		if b, ok := icpt[name]; ok {
-			regFill[name] = b
-		}
-	}
-	regZ, err := f.fillGuard(encoder.MasksOf(keep, regFill, w), pats, f.lastStats)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	guard := map[string]any{"worst_z_mean_fill": meanZ, "worst_z_regression_fill": regZ}
-	bar := math.Max(meanZ, f.p.StopZ) + f.p.FillSlack
+	rep := &FillReport{WorstZMean: meanZ, WorstZRegress: regZ}
+	bar := math.Max(meanZ, b.p.StopZ) + b.p.FillSlack
 	if regZ <= bar {
-		guard["fill"] = "regression"
-		return regFill, w, guard, nil
+		rep.Fill, reg.Report = "regression", rep
+		return reg, nil
 	}
-	guard["fill"] = "mean"
-	guard["why"] = fmt.Sprintf("the regression fill lets a pattern masked against collapse again (same-size z %.2f > %.2f)", regZ, bar)
-	return fill, nil, guard, nil
+	rep.Fill = "mean"
+	rep.Why = fmt.Sprintf("the regression fill lets a pattern masked against collapse again (same-size z %.2f > %.2f)", regZ, bar)
+	mean.Report = rep
+	return mean, nil
 }
 
-// fillGuard is the largest same-size z, over pats, of the collapse under
-// the masks: the regression fill is kept only when it does not bring a
-// pattern masked against back above where the constant fill left it.
-func (f *filterRun) fillGuard(masks []encoder.Mask, pats []Pattern, stats groupStats) (float64, error) {
-	enc, err := f.openMasked(masks)
+// worstBaked is the largest same-size z, over pats, of the collapse under
+// masks built into a session of their own (a regression fill cannot be a
+// run-time mask).
+func (b *bench) worstBaked(masks []encoder.Mask, pats []Pattern, stats groupStats) (float64, error) {
+	enc, err := b.in.Model.Session(encoder.Config{Masks: masks, ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return 0, err
 	}
 	defer enc.Close()
-	sr, err := f.searcher(enc)
-	if err != nil {
-		return 0, err
+	size, n, d := enc.ImageSize(), b.n, enc.Dim
+	all := append([]*Pattern{nil}, make([]*Pattern, len(pats))...)
+	for i := range pats {
+		all[i+1] = &pats[i]
 	}
-	cs, err := sr.collapse(pats, false)
-	if err != nil {
-		return 0, err
+	traces := make([]float64, len(all))
+	per := max(1, maxRows/n)
+	for lo := 0; lo < len(all); lo += per {
+		ps := all[lo:min(len(all), lo+per)]
+		x, err := enc.Batch(n * len(ps))
+		if err != nil {
+			return 0, err
+		}
+		for k, pat := range ps {
+			dst := x[k*n*size : (k+1)*n*size]
+			copy(dst, b.x)
+			if pat != nil {
+				for i := 0; i < n; i++ {
+					pat.Apply(dst[i*size:(i+1)*size], enc.H, enc.W)
+				}
+			}
+		}
+		emb, _, err := enc.Embed(n * len(ps))
+		if err != nil {
+			return 0, err
+		}
+		for k := range ps {
+			traces[lo+k] = stat.TraceCov(emb[k*n*d:(k+1)*n*d], n, d)
+		}
 	}
 	worst := math.Inf(-1)
-	for i, p := range pats {
-		worst = math.Max(worst, stats.z(p, cs[i]))
+	for i := range pats {
+		worst = math.Max(worst, stats.z(pats[i], collapseOf(traces[i+1], traces[0])))
 	}
 	return worst, nil
 }

@@ -1,0 +1,305 @@
+package filter
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
+)
+
+// bench is what every step of the filter measures on: the trusted scan
+// images (of different classes, preprocessed for the encoder) and one
+// session of the encoder with a run-time mask on every probed layer, whose
+// switched-off channels take their mean on trusted rows (the mean fill).
+// Through it one session measures the encoder under any mask: scan,
+// suspicion, the greedy choice and the searches on the masked encoder.
+type bench struct {
+	p       Params
+	in      *chanfilter.Inputs
+	t       *feat.Table
+	trusted []bool
+	rng     *rand.Rand
+	sess    *encoder.Encoder
+	x       []float32 // the scan images, n of them
+	n       int
+	means   map[string][]float32 // per probed layer, each channel's mean on trusted rows
+	spread  [][]float64          // per probed layer, each channel's standard deviation over all rows
+}
+
+func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
+	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	if b.trusted == nil {
+		return nil, plugin.PortError("trusted", plugin.BadInputf("not connected: the filter measures on trusted rows"))
+	}
+	b.means = b.t.LayerMeans(b.trusted)
+	var mi []encoder.Mask
+	for _, l := range b.t.Layers {
+		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name]})
+	}
+	var err error
+	b.sess, err = in.Model.Session(encoder.Config{Layers: in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: p.Device}})
+	if err != nil {
+		return nil, err
+	}
+	want := b.pickTrusted(p.ScanImages)
+	if len(want) < 8 {
+		b.close()
+		return nil, plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
+	}
+	if b.x, b.n, err = decode(in, in.Model.Preprocess(), want); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.spread = make([][]float64, len(b.t.Layers))
+	for li, l := range b.t.Layers {
+		b.spread[li] = channelStd(l)
+	}
+	return b, nil
+}
+
+func (b *bench) close() { b.sess.Close() }
+
+// channelStd is each channel's standard deviation over all rows of l.
+// (Over the trusted rows only measured worse on T1: docs/DECISIONS.md.)
+func channelStd(l feat.Matrix) []float64 {
+	n := len(l.X) / l.D
+	s, sq := make([]float64, l.D), make([]float64, l.D)
+	for i := 0; i < n; i++ {
+		for c, v := range l.X[i*l.D : (i+1)*l.D] {
+			s[c] += float64(v)
+			sq[c] += float64(v) * float64(v)
+		}
+	}
+	out := make([]float64, l.D)
+	for c := range out {
+		m := s[c] / float64(n)
+		out[c] = math.Sqrt(math.Max(sq[c]/float64(n)-m*m, 0))
+	}
+	return out
+}
+
+// pickTrusted returns the row index by sample_id of up to n trusted rows,
+// taken round robin over the classes in row order.
+func (b *bench) pickTrusted(n int) map[uint64]int {
+	byClass := map[int32][]int{}
+	for i, ok := range b.trusted {
+		if ok {
+			byClass[b.t.Labels[i]] = append(byClass[b.t.Labels[i]], i)
+		}
+	}
+	var classes []int32
+	for c := range byClass {
+		classes = append(classes, c)
+	}
+	sort.Slice(classes, func(a, c int) bool { return classes[a] < classes[c] })
+	want := map[uint64]int{}
+	for k := 0; len(want) < n; k++ {
+		added := false
+		for _, c := range classes {
+			if k < len(byClass[c]) && len(want) < n {
+				i := byClass[c][k]
+				want[b.t.IDs[i]] = i
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	return want
+}
+
+// decode preprocesses the images of the rows in want (by sample_id), in
+// file order.
+func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int) ([]float32, int, error) {
+	r, err := in.Images.Reader()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer r.Release()
+	size := pre.C * pre.H * pre.W
+	var scratch, x []float32
+	n := 0
+	for r.Next() {
+		rec := r.Record()
+		ids := rec.Column(0).(*array.Uint64)
+		imgs := rec.Column(2).(*array.Binary)
+		for i := 0; i < ids.Len(); i++ {
+			if _, ok := want[ids.Value(i)]; !ok {
+				continue
+			}
+			x = append(x, make([]float32, size)...)
+			if err := pre.Image(imgs.Value(i), x[n*size:(n+1)*size], &scratch); err != nil {
+				return nil, 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
+			}
+			n++
+		}
+	}
+	return x, n, r.Err()
+}
+
+// view is one set of n scan images through the session: the images with a
+// pattern pasted in (nil: clean), under a mask (nil: every channel kept)
+// with one more channel switched off (nil: none).
+type view struct {
+	pat   *Pattern
+	keep  map[string][]bool
+	extra *channel
+}
+
+// channel names one probed channel.
+type channel struct {
+	layer string
+	c     int
+}
+
+// maxRows bounds the images of one session run.
+const maxRows = 1024
+
+// run measures the scan images under each view and hands each view's
+// embeddings ([n*Dim]) and probed layers' channel means ([layer][n*C]) to
+// use, in order, valid during the call.
+func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]float32)) error {
+	per := max(1, maxRows/b.n)
+	size, n := b.sess.ImageSize(), b.n
+	for lo := 0; lo < len(views); lo += per {
+		vs := views[lo:min(len(views), lo+per)]
+		rows := n * len(vs)
+		x, err := b.sess.Batch(rows)
+		if err != nil {
+			return err
+		}
+		ms, err := b.sess.Masks(rows)
+		if err != nil {
+			return err
+		}
+		for k, v := range vs {
+			dst := x[k*n*size : (k+1)*n*size]
+			copy(dst, b.x)
+			if v.pat != nil {
+				for i := 0; i < n; i++ {
+					v.pat.Apply(dst[i*size:(i+1)*size], b.sess.H, b.sess.W)
+				}
+			}
+			for li, l := range b.t.Layers {
+				kp := v.keep[l.Name]
+				m := ms[li][k*n*l.D : (k+1)*n*l.D]
+				for c := 0; c < l.D; c++ {
+					on := float32(1)
+					if (kp != nil && !kp[c]) || (v.extra != nil && v.extra.layer == l.Name && v.extra.c == c) {
+						on = 0
+					}
+					for i := 0; i < n; i++ {
+						m[i*l.D+c] = on
+					}
+				}
+			}
+		}
+		emb, layers, err := b.sess.Embed(rows)
+		if err != nil {
+			return err
+		}
+		d := b.sess.Dim
+		for k := range vs {
+			ls := make([][]float32, len(layers))
+			for li, l := range b.t.Layers {
+				ls[li] = layers[li][k*n*l.D : (k+1)*n*l.D]
+			}
+			use(lo+k, emb[k*n*d:(k+1)*n*d], ls)
+		}
+	}
+	return nil
+}
+
+// embed returns each pattern's embeddings of the scan images under keep
+// (nil pattern: clean), copied.
+func (b *bench) embed(keep map[string][]bool, pats ...*Pattern) ([][]float32, error) {
+	views := make([]view, len(pats))
+	for i, p := range pats {
+		views[i] = view{pat: p, keep: keep}
+	}
+	out := make([][]float32, len(pats))
+	err := b.run(views, func(k int, emb []float32, _ [][]float32) { out[k] = append([]float32(nil), emb...) })
+	return out, err
+}
+
+// sums returns, for each pattern (nil: clean), the probed channels'
+// activations summed over the scan images under keep (layerSums).
+func (b *bench) sums(keep map[string][]bool, pats ...*Pattern) ([][][]float64, error) {
+	views := make([]view, len(pats))
+	for i, p := range pats {
+		views[i] = view{pat: p, keep: keep}
+	}
+	out := make([][][]float64, len(pats))
+	err := b.run(views, func(k int, _ []float32, layers [][]float32) { out[k] = b.layerSums(layers) })
+	return out, err
+}
+
+// layerSums sums each probed channel's activation over the scan images.
+func (b *bench) layerSums(layers [][]float32) [][]float64 {
+	out := make([][]float64, len(b.t.Layers))
+	for li, l := range b.t.Layers {
+		out[li] = make([]float64, l.D)
+		for i := 0; i < b.n; i++ {
+			for c, v := range layers[li][i*l.D : (i+1)*l.D] {
+				out[li][c] += float64(v)
+			}
+		}
+	}
+	return out
+}
+
+// layerChange is, per probed layer and channel, how much a pattern moved
+// the channel's mean activation over the scan images (sums from
+// layerSums, clean and with the pattern), relative to its spread on the
+// data: TAC's raw score.
+func (b *bench) layerChange(clean, with [][]float64) [][]float64 {
+	out := make([][]float64, len(clean))
+	for li := range clean {
+		out[li] = make([]float64, len(clean[li]))
+		for c, m0 := range clean[li] {
+			out[li][c] = math.Abs(with[li][c]-m0) / float64(b.n) / (b.spread[li][c] + 1e-6)
+		}
+	}
+	return out
+}
+
+// robustZ standardises raw scores within each layer (median, MAD).
+func (b *bench) robustZ(raw [][]float64) map[string][]float32 {
+	out := map[string][]float32{}
+	for li, l := range b.t.Layers {
+		out[l.Name] = stat.RobustZ(raw[li])
+	}
+	return out
+}
+
+// collapseOf is 1 - tr/base: how much a pattern shrinks the spread of
+// the embeddings. Embeddings without spread (an encoder masked into a
+// constant) have nothing left to collapse: 0.
+func collapseOf(tr, base float64) float64 {
+	if base <= 1e-12 {
+		return 0
+	}
+	return 1 - tr/base
+}
+
+// ones returns the keep flags of every probed channel, all true.
+func (b *bench) ones() map[string][]bool {
+	keep := map[string][]bool{}
+	for _, l := range b.t.Layers {
+		k := make([]bool, l.D)
+		for i := range k {
+			k[i] = true
+		}
+		keep[l.Name] = k
+	}
+	return keep
+}

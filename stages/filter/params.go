@@ -1,0 +1,91 @@
+package filter
+
+import (
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Params are filter's parameters, declared once: the tags give each one's
+// doc, role and allowed values (plugin.ParamsOf); defaults gives their
+// defaults. docs/ALGORITHM.md (stage 3) says what each step does with them.
+type Params struct {
+	Encoder       string `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
+	Export        string `json:"export" doc:"where to write the filtered encoder (ONNX)"`
+	TrustedColumn string `json:"trusted_column" doc:"boolean column of the trusted input"`
+	Seed          uint64 `json:"seed" role:"seed" doc:"random seed"`
+	Device        string `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
+
+	// scan
+	ScanImages int     `json:"scan_images" range:"[8,)" doc:"trusted images of different classes the scan collapses"`
+	Candidates int     `json:"candidates" range:"[20,)" doc:"random candidate patterns"`
+	Refine     int     `json:"refine" range:"[0,)" doc:"local refinement steps around the best 10"`
+	Sizes      [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max)"`
+	GapMin     float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
+
+	// score
+	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
+
+	// select
+	MaxMasked   float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`
+	Choice      string  `json:"choice" enum:"collapse|collapse_per_change" doc:"greedy choice of the next channel to mask: the one whose masking lowers the found pattern's collapse the most (collapse), or the most per change of the clean images' embeddings (collapse_per_change)"`
+	StopZ       float64 `json:"stop_z" doc:"mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"`
+	Rescans     int     `json:"rescans" range:"[0,)" doc:"after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"`
+	RescanCands int     `json:"rescan_candidates" range:"[20,)" doc:"random candidates of each search on the masked encoder"`
+	RescanGap   float64 `json:"rescan_gap" range:"[0,)" doc:"mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"`
+	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
+
+	// fill
+	Fill      string  `json:"fill" enum:"mean|regression" doc:"what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"`
+	FillSlack float64 `json:"fill_slack" range:"[0,)" doc:"how much higher (same-size z) the regression fill may leave the worst pattern masked against than the mean fill"`
+
+	// augment
+	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
+}
+
+// defaults are filter's defaults (docs/DECISIONS.md says what each was
+// chosen on).
+var defaults = Params{
+	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
+	ScanImages: 64, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6,
+	Signals:   []string{"tac", "uclc", "probe"},
+	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
+	Fill: "regression", FillSlack: 1,
+	AugmentShare: 0.2,
+}
+
+// Check implements plugin.Checker: what the declaration cannot say.
+func (p Params) Check() error {
+	switch {
+	case p.Encoder == "":
+		return plugin.BadInputf("parameter \"encoder\": no encoder given")
+	case p.Sizes[1] < p.Sizes[0]:
+		return plugin.BadInputf("parameter \"sizes\": %v, want [min, max] with min <= max", p.Sizes)
+	case len(p.Signals) == 0:
+		return plugin.BadInputf("parameter \"signals\": none given, want some of tac, uclc, probe")
+	}
+	seen := map[string]bool{}
+	for _, s := range p.Signals {
+		if seen[s] {
+			return plugin.BadInputf("parameter \"signals\": %q listed twice", s)
+		}
+		seen[s] = true
+	}
+	return ort.CheckDevice(p.Device)
+}
+
+func (p Params) uses(signal string) bool {
+	for _, s := range p.Signals {
+		if s == signal {
+			return true
+		}
+	}
+	return false
+}
+
+// rescanGap is the z a search on the masked encoder must reach to mask on.
+func (p Params) rescanGap() float64 {
+	if p.RescanGap > 0 {
+		return p.RescanGap
+	}
+	return p.GapMin
+}

@@ -1,0 +1,171 @@
+package filter
+
+import (
+	"math"
+	"math/rand/v2"
+)
+
+// Pattern is a candidate trigger: a patch (solid colour, two-colour
+// checkerboard or binary noise) of Size x Size pixels at (Row, Col), or a
+// full-image blend with noise at Alpha.
+type Pattern struct {
+	Kind      string        `json:"kind"` // solid, checker, noise, blend
+	Size      int           `json:"size,omitempty"`
+	Row       int           `json:"row,omitempty"`
+	Col       int           `json:"col,omitempty"`
+	Colors    [2][3]float32 `json:"colors,omitempty"`
+	Alpha     float32       `json:"alpha,omitempty"`
+	NoiseSeed uint64        `json:"noise_seed,omitempty"`
+}
+
+// group is the set of candidates a pattern is compared with (same size;
+// blends form their own group).
+func (p Pattern) group() int {
+	if p.Kind == "blend" {
+		return 0
+	}
+	return p.Size
+}
+
+// Apply paints the pattern onto one CHW image of h x w in [0, 1].
+func (p Pattern) Apply(x []float32, h, w int) {
+	plane := h * w
+	switch p.Kind {
+	case "blend":
+		rng := rand.New(rand.NewPCG(p.NoiseSeed, 1))
+		for i := range x[:3*plane] {
+			x[i] = (1-p.Alpha)*x[i] + p.Alpha*rng.Float32()
+		}
+		return
+	}
+	rng := rand.New(rand.NewPCG(p.NoiseSeed, 2))
+	for dy := 0; dy < p.Size; dy++ {
+		for dx := 0; dx < p.Size; dx++ {
+			y, xx := p.Row+dy, p.Col+dx
+			if y < 0 || y >= h || xx < 0 || xx >= w {
+				continue
+			}
+			for c := 0; c < 3; c++ {
+				var v float32
+				switch p.Kind {
+				case "solid":
+					v = p.Colors[0][c]
+				case "checker":
+					v = p.Colors[(dx+dy)%2][c]
+				case "noise":
+					v = float32(rng.IntN(2))
+				}
+				x[c*plane+y*w+xx] = v
+			}
+		}
+	}
+}
+
+// randomPattern draws a candidate.
+func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
+	color := func() [3]float32 {
+		// Saturated colours are the usual triggers: each value 0 or 1,
+		// sometimes a random value.
+		var c [3]float32
+		for i := range c {
+			if rng.IntN(4) == 0 {
+				c[i] = rng.Float32()
+			} else {
+				c[i] = float32(rng.IntN(2))
+			}
+		}
+		return c
+	}
+	if rng.IntN(10) == 0 {
+		return Pattern{Kind: "blend", Alpha: 0.1 + 0.1*rng.Float32(), NoiseSeed: rng.Uint64()}
+	}
+	s := sizes[0] + rng.IntN(sizes[1]-sizes[0]+1)
+	p := Pattern{Size: s, Row: rng.IntN(h - s + 1), Col: rng.IntN(w - s + 1), NoiseSeed: rng.Uint64()}
+	switch rng.IntN(3) {
+	case 0:
+		p.Kind = "solid"
+		p.Colors[0] = color()
+	case 1:
+		p.Kind = "checker"
+		p.Colors = [2][3]float32{color(), color()}
+	default:
+		p.Kind = "noise"
+	}
+	return p
+}
+
+// jitter returns a neighbour of p for local refinement: moved, resized or
+// recoloured.
+func jitter(rng *rand.Rand, p Pattern, h, w int, sizes [2]int) Pattern {
+	q := p
+	if q.Kind == "blend" {
+		q.Alpha = float32(math.Min(0.25, math.Max(0.05, float64(q.Alpha)+0.03*rng.NormFloat64())))
+		return q
+	}
+	switch rng.IntN(3) {
+	case 0:
+		q.Row = clamp(q.Row+rng.IntN(5)-2, 0, h-q.Size)
+		q.Col = clamp(q.Col+rng.IntN(5)-2, 0, w-q.Size)
+	case 1:
+		q.Size = clamp(q.Size+rng.IntN(3)-1, sizes[0], sizes[1])
+		q.Row = clamp(q.Row, 0, h-q.Size)
+		q.Col = clamp(q.Col, 0, w-q.Size)
+	default:
+		for i := range q.Colors {
+			for c := 0; c < 3; c++ {
+				if rng.IntN(3) == 0 {
+					q.Colors[i][c] = float32(rng.IntN(2))
+				}
+			}
+		}
+		q.NoiseSeed = rng.Uint64()
+	}
+	return q
+}
+
+func clamp(v, lo, hi int) int { return max(lo, min(hi, v)) }
+
+// neighbours returns the patterns next to p: the same patch grown or
+// shrunk by up to two pixels (still covering, or covered by, p's area from
+// each corner) and moved by one pixel; for a blend, alpha +-0.05. A found
+// pattern is near the trigger, not the trigger itself: masking until p
+// alone no longer collapses can leave the trigger's larger or shifted
+// version working.
+func neighbours(p Pattern, h, w int, sizes [2]int) []Pattern {
+	if p.Kind == "blend" {
+		var out []Pattern
+		for _, d := range []float32{-0.05, 0.05} {
+			q := p
+			q.Alpha = max(0.01, p.Alpha+d)
+			out = append(out, q)
+		}
+		return out
+	}
+	seen := map[[3]int]bool{{p.Size, p.Row, p.Col}: true}
+	var out []Pattern
+	add := func(s, r, c int) {
+		if s < sizes[0] || s > sizes[1] {
+			return
+		}
+		r, c = clamp(r, 0, h-s), clamp(c, 0, w-s)
+		if seen[[3]int{s, r, c}] {
+			return
+		}
+		seen[[3]int{s, r, c}] = true
+		q := p
+		q.Size, q.Row, q.Col = s, r, c
+		out = append(out, q)
+	}
+	for _, ds := range []int{1, 2, -1} {
+		s := p.Size + ds
+		for _, r := range []int{p.Row, p.Row + p.Size - s} {
+			for _, c := range []int{p.Col, p.Col + p.Size - s} {
+				add(s, r, c)
+			}
+		}
+	}
+	for _, d := range [][2]int{{-1, 0}, {1, 0}, {0, -1}, {0, 1}} {
+		add(p.Size, p.Row+d[0], p.Col+d[1])
+	}
+	return out
+}

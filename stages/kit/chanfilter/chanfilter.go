@@ -1,0 +1,304 @@
+// Package chanfilter is what the channel-filtering stages (filter and the
+// baselines in its place: clp, fineprune) share: a verdict on every probed
+// channel, their three outputs (the channels table, the filtered encoder as
+// ONNX, the training rows' embeddings under it), reading a channels/v1 port
+// back into masks, and the data-free UCLC score. The graph edits
+// themselves are the encoder package's (Mask, Model.Session, Model.Export).
+package chanfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
+)
+
+// ChannelVerdict is a channel-filtering stage's decision for every channel
+// of the probed layers of t.
+type ChannelVerdict struct {
+	Keep  map[string][]bool
+	Score map[string][]float32
+	Fill  map[string][]float32 // nil: switched-off channels become 0
+	// Weights, per layer (channels x channels), fill switched-off channels
+	// by a regression on the kept ones, Fill being the intercept (nil: the
+	// constant Fill).
+	Weights map[string][]float32
+	Signal  string              // which signal scored the channels
+	Signals map[string][]string // or which one, channel by channel
+}
+
+// NewChannelVerdict keeps every channel of t's layers, with zero scores.
+func NewChannelVerdict(t *feat.Table, signal string) *ChannelVerdict {
+	v := &ChannelVerdict{Keep: map[string][]bool{}, Score: map[string][]float32{}, Signal: signal}
+	for _, l := range t.Layers {
+		k := make([]bool, l.D)
+		for i := range k {
+			k[i] = true
+		}
+		v.Keep[l.Name], v.Score[l.Name] = k, make([]float32, l.D)
+	}
+	return v
+}
+
+// Masks returns the verdict's masks (only the layers with a channel
+// switched off).
+func (v *ChannelVerdict) Masks() []encoder.Mask { return encoder.MasksOf(v.Keep, v.Fill, v.Weights) }
+
+// Masked returns the switched-off channels, as "layer:channel".
+func (v *ChannelVerdict) Masked(t *feat.Table) []string {
+	var out []string
+	for _, l := range t.Layers {
+		for c, k := range v.Keep[l.Name] {
+			if !k {
+				out = append(out, l.Name+":"+strconv.Itoa(c))
+			}
+		}
+	}
+	return out
+}
+
+// WriteFiltered writes the three outputs of a channel-filtering stage:
+// channels (every probed channel of t), the model with the verdict's masks
+// built in to export (when export is not ""), and features: the training
+// rows (images) embedded by the filtered encoder on device, or t itself
+// when nothing is masked.
+func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string, t *feat.Table, images *arrowio.Held, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) error {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ChannelsSchema())
+	defer b.Release()
+	for _, l := range t.Layers {
+		for c := 0; c < l.D; c++ {
+			b.Field(0).(*array.StringBuilder).Append(l.Name)
+			b.Field(1).(*array.Int32Builder).Append(int32(c))
+			b.Field(2).(*array.BooleanBuilder).Append(v.Keep[l.Name][c])
+			b.Field(3).(*array.Float32Builder).Append(v.Score[l.Name][c])
+			sig := v.Signal
+			if s := v.Signals[l.Name]; c < len(s) {
+				sig = s[c]
+			}
+			b.Field(4).(*array.StringBuilder).Append(sig)
+		}
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	w, err := out.Create("channels", rec.Schema())
+	if err != nil {
+		return err
+	}
+	if err := w.Write(rec); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	masks := v.Masks()
+	if export != "" {
+		if err := m.Export(masks, export, nil); err != nil {
+			return err
+		}
+	}
+	if len(masks) == 0 {
+		return writeTable(t, out)
+	}
+	enc, err := m.Session(encoder.Config{Masks: masks, ORT: ort.Options{Device: device}}) // the embedding only
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	r, err := images.Reader()
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	fw, err := out.Create("features", enc.FeaturesSchema())
+	if err != nil {
+		return err
+	}
+	if _, err := enc.Stream(ctx, r, fw, m.Preprocess(), 256, progress); err != nil {
+		return err
+	}
+	return fw.Close()
+}
+
+// writeTable writes t to the features output.
+func writeTable(t *feat.Table, out plugin.Outputs) error {
+	layers := make([]arrowio.Layer, len(t.Layers))
+	for i, l := range t.Layers {
+		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.D}
+	}
+	schema := arrowio.FeaturesSchema(t.Embedding.D, layers)
+	w, err := out.Create("features", schema)
+	if err != nil {
+		return err
+	}
+	const batch = 4096
+	for lo := 0; lo < t.N(); lo += batch {
+		hi := min(lo+batch, t.N())
+		part := [][]float32{t.Embedding.X[lo*t.Embedding.D : hi*t.Embedding.D]}
+		for _, l := range t.Layers {
+			part = append(part, l.X[lo*l.D:hi*l.D])
+		}
+		rec := arrowio.NewFeaturesRecord(schema, t.IDs[lo:hi], t.Labels[lo:hi], part)
+		err := w.Write(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
+// UCLC returns, for each of layers, each channel's upper bound of its
+// channel Lipschitz constant (CLP): the spectral norm of its kernel in the
+// last convolution that writes the layer (a cin x kh*kw matrix), times any
+// batch-norm scale on the way.
+func UCLC(m *encoder.Model, layers []encoder.Layer) (map[string][]float64, error) {
+	out := map[string][]float64{}
+	for _, l := range layers {
+		w, dims, scale, err := m.Graph().WritingConv(l.Tensor)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Name, err)
+		}
+		if int(dims[0]) != l.Channels {
+			return nil, fmt.Errorf("layer %s: its convolution writes %d channels, the layer has %d", l.Name, dims[0], l.Channels)
+		}
+		cin, per := int(dims[1]), len(w)/int(dims[0])
+		u := make([]float64, dims[0])
+		for c := range u {
+			u[c] = stat.SpectralNorm(w[c*per:(c+1)*per], cin, per/cin) * float64(scale[c])
+		}
+		out[l.Name] = u
+	}
+	return out, nil
+}
+
+// MasksFromPort reads a channels/v1 port into masks: channels with
+// keep=false are switched off (zero fill: the kind carries no fill value),
+// channels not listed are kept. An unconnected port gives no masks.
+func MasksFromPort(in plugin.Inputs, port string) ([]encoder.Mask, error) {
+	r, err := in.Open(port)
+	if errors.Is(err, plugin.ErrNotConnected) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	off := map[string][]int{}
+	var order []string
+	for r.Next() {
+		rec := r.Record()
+		ls := rec.Column(0).(*array.String)
+		cs := rec.Column(1).(*array.Int32)
+		ks := rec.Column(2).(*array.Boolean)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			l := ls.Value(i)
+			if _, ok := off[l]; !ok {
+				order = append(order, l)
+				off[l] = nil
+			}
+			if !ks.Value(i) {
+				off[l] = append(off[l], int(cs.Value(i)))
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	var out []encoder.Mask
+	for _, l := range order {
+		if len(off[l]) == 0 {
+			continue
+		}
+		n := 0
+		for _, c := range off[l] {
+			n = max(n, c+1)
+		}
+		keep := make([]bool, n)
+		for i := range keep {
+			keep[i] = true
+		}
+		for _, c := range off[l] {
+			keep[c] = false
+		}
+		out = append(out, encoder.Mask{Layer: l, Keep: keep})
+	}
+	return out, nil
+}
+
+// Inputs are what a channel-filtering stage reads, opened by Open.
+type Inputs struct {
+	// Table is the features port (with its probed layers).
+	Table *feat.Table
+	// Images is the images port, held: the stage embeds it again.
+	Images *arrowio.Held
+	// Trusted flags the rows of the trusted port (nil when the port is not
+	// connected).
+	Trusted []bool
+	// Model is the encoder, loaded once.
+	Model *encoder.Model
+}
+
+// Open reads a channel-filtering stage's usual inputs: the ports
+// "features" (probed), "trusted" (column trustedColumn; optional) and
+// "images", and loads the encoder at path. Release frees what it holds.
+func Open(in plugin.Inputs, path, trustedColumn string) (*Inputs, error) {
+	t, err := feat.OpenProbed(in, "features")
+	if err != nil {
+		return nil, err
+	}
+	ins := &Inputs{Table: t}
+	ins.Trusted, err = feat.Bools(in, "trusted", t, trustedColumn)
+	if errors.Is(err, plugin.ErrNotConnected) {
+		ins.Trusted = nil
+	} else if err != nil {
+		return nil, err
+	}
+	r, err := in.Open("images")
+	if err != nil {
+		return nil, err
+	}
+	ins.Images, err = arrowio.Hold(r)
+	r.Release()
+	if err != nil {
+		return nil, plugin.PortError("images", err)
+	}
+	if ins.Model, err = encoder.Load(path, ""); err != nil {
+		ins.Release()
+		return nil, err
+	}
+	return ins, nil
+}
+
+// LayerNames returns the names of the table's probed layers, in order.
+func (i *Inputs) LayerNames() []string {
+	out := make([]string, len(i.Table.Layers))
+	for k, l := range i.Table.Layers {
+		out[k] = l.Name
+	}
+	return out
+}
+
+// Layers resolves the table's probed layers in the encoder.
+func (i *Inputs) Layers() ([]encoder.Layer, error) { return i.Model.Layers(i.LayerNames()) }
+
+// Release drops the held images.
+func (i *Inputs) Release() {
+	if i.Images != nil {
+		i.Images.Release()
+	}
+}
+
+// Write writes the stage's three outputs for the verdict (WriteFiltered).
+func (i *Inputs) Write(ctx context.Context, device, export string, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) error {
+	return WriteFiltered(ctx, i.Model, device, export, i.Table, i.Images, v, out, progress)
+}

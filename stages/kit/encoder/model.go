@@ -1,0 +1,488 @@
+package encoder
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+)
+
+// Model is an encoder loaded and analysed once: its image input, its
+// embedding, the shape of every tensor that can be probed and the candidate
+// probe layers. Sessions for every variant a stage needs (probed layers,
+// masks, run-time masks, raw feature maps) and exported graphs come from it
+// without parsing or probing the file again. A Model is safe for concurrent
+// use; it never changes after Load.
+type Model struct {
+	Input     onnxgraph.Input
+	C, H, W   int
+	NHWC      bool
+	Embedding string
+	Dim       int
+	// Candidates are the probe layers found automatically (see Layers).
+	Candidates []Layer
+
+	src    *onnxgraph.Model
+	mu     sync.Mutex
+	shapes map[string][]int64 // every probe-able tensor; named tensors added on demand
+}
+
+// Load reads the encoder at path and analyses it. embedding names the
+// embedding output ("": the output called "embedding", else the only
+// rank-2 output).
+func Load(path, embedding string) (*Model, error) {
+	g, err := onnxgraph.Load(path)
+	if err != nil {
+		return nil, plugin.BadInput(err)
+	}
+	return FromGraph(g, embedding)
+}
+
+// FromGraph is Load for a parsed graph, which it does not change.
+func FromGraph(g *onnxgraph.Model, embedding string) (*Model, error) {
+	in, err := g.ImageInput()
+	if err != nil {
+		return nil, plugin.BadInput(err)
+	}
+	m := &Model{Input: in, src: g}
+	s := in.Shape
+	switch {
+	case s[1] == 3 || s[1] == 1:
+		m.C, m.H, m.W = int(s[1]), int(s[2]), int(s[3])
+	case s[3] == 3 || s[3] == 1:
+		m.C, m.H, m.W, m.NHWC = int(s[3]), int(s[1]), int(s[2]), true
+	default:
+		return nil, plugin.BadInputf("encoder %s: input %q has shape %v: cannot tell the channel axis (want 1 or 3 channels)", g.Source(), in.Name, s)
+	}
+	if m.H <= 0 || m.W <= 0 {
+		return nil, plugin.BadInputf("encoder %s: input %q has symbolic height or width %v; export it with a fixed size", g.Source(), in.Name, s)
+	}
+	if err := m.findEmbedding(embedding); err != nil {
+		return nil, err
+	}
+	if err := m.probeShapes(); err != nil {
+		return nil, err
+	}
+	m.Candidates = candidates(g, m.shapes, m.Embedding)
+	return m, nil
+}
+
+// Source names where the model came from (its file).
+func (m *Model) Source() string { return m.src.Source() }
+
+// Graph returns the loaded graph. Callers must not change it (Clone it).
+func (m *Model) Graph() *onnxgraph.Model { return m.src }
+
+// ImageSize is the number of float32 values of one preprocessed image.
+func (m *Model) ImageSize() int { return m.C * m.H * m.W }
+
+// Preprocess returns the preprocessing the model's input shape implies.
+func (m *Model) Preprocess() Preprocess {
+	return Preprocess{C: m.C, H: m.H, W: m.W, NHWC: m.NHWC}
+}
+
+func (m *Model) findEmbedding(name string) error {
+	g := m.src
+	outs := g.OutputNames()
+	if name == "" {
+		for _, o := range outs {
+			if o == "embedding" {
+				name = o
+			}
+		}
+	}
+	if name == "" {
+		var rank2 []string
+		for _, o := range outs {
+			if _, s, _ := g.OutputShape(o); len(s) == 2 {
+				rank2 = append(rank2, o)
+			}
+		}
+		if len(rank2) != 1 {
+			return plugin.BadInputf("encoder %s: cannot tell the embedding among outputs %v (name it with the embedding parameter)", g.Source(), outs)
+		}
+		name = rank2[0]
+	}
+	if !g.HasTensor(name) {
+		return plugin.BadInputf("encoder %s: no embedding tensor %q (outputs: %v)", g.Source(), name, outs)
+	}
+	m.Embedding = name
+	return nil
+}
+
+// probeOps are the node types whose outputs can be block outputs.
+var probeOps = map[string]bool{"Relu": true, "Add": true, "Gelu": true, "LayerNormalization": true, "Clip": true, "Sigmoid": true, "Mul": true, "Concat": true, "MaxPool": true}
+
+// probeShapes runs the model once on a zero image with every output and
+// every tensor a probe-able node writes exposed, and keeps their shapes.
+func (m *Model) probeShapes() error {
+	names := []string{m.Embedding}
+	seen := map[string]bool{m.Embedding: true}
+	for _, o := range m.src.OutputNames() {
+		if !seen[o] {
+			names, seen[o] = append(names, o), true
+		}
+	}
+	for _, t := range m.src.NodeOutputs() {
+		if probeOps[t.Op] && !seen[t.Tensor] {
+			names, seen[t.Tensor] = append(names, t.Tensor), true
+		}
+	}
+	out, err := m.run(names)
+	if err != nil {
+		return plugin.BadInputf("encoder %s: %v", m.src.Source(), err)
+	}
+	es := out[m.Embedding]
+	if len(es) != 2 {
+		return plugin.BadInputf("encoder %s: embedding %q has shape %v, want [N, D]", m.src.Source(), m.Embedding, es)
+	}
+	m.Dim = int(es[1])
+	m.shapes = out
+	return nil
+}
+
+// run runs a copy of the graph whose outputs are names once on a zero
+// image, on the CPU, and returns each output's shape.
+func (m *Model) run(names []string) (map[string][]int64, error) {
+	g := m.src.Clone()
+	if err := g.SetOutputs(names...); err != nil {
+		return nil, err
+	}
+	b, err := g.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	s, err := ort.NewSession(b, []string{m.Input.Name}, names, nil, ort.Options{Threads: 1})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	shape := []int64{1, int64(m.C), int64(m.H), int64(m.W)}
+	if m.NHWC {
+		shape = []int64{1, int64(m.H), int64(m.W), int64(m.C)}
+	}
+	_, shapes, err := s.RunAlloc(make([]float32, m.ImageSize()), shape)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]int64{}
+	for i, n := range names {
+		out[n] = shapes[i]
+	}
+	return out, nil
+}
+
+func readable(tensor string) string {
+	s := strings.TrimPrefix(tensor, "/")
+	s = strings.TrimSuffix(s, "_output_0")
+	s = strings.ReplaceAll(s, "/", ".")
+	if s == "" {
+		return tensor
+	}
+	return s
+}
+
+func layerOf(name, tensor string, shape []int64) (Layer, bool) {
+	switch len(shape) {
+	case 4:
+		return Layer{Name: name, Tensor: tensor, Rank: 4, Channels: int(shape[1]), Dims: shape[1:]}, true
+	case 3:
+		return Layer{Name: name, Tensor: tensor, Rank: 3, Channels: int(shape[2]), Dims: shape[1:]}, true
+	}
+	return Layer{}, false
+}
+
+// candidates lists probe-able layers: the graph's named feature-map
+// outputs first (an encoder that exports its stages names them), then the
+// block outputs of a CNN: the last rank-4 tensor before each change of
+// spatial resolution; for a token model (rank 3), the residual additions.
+func candidates(m *onnxgraph.Model, shapes map[string][]int64, embedding string) []Layer {
+	var out []Layer
+	seen := map[string]bool{}
+	for _, o := range m.OutputNames() {
+		if o == embedding {
+			continue
+		}
+		if l, ok := layerOf(o, o, shapes[o]); ok {
+			out, seen[o] = append(out, l), true
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	type t4 struct {
+		tensor string
+		hw     [2]int64
+	}
+	var maps []t4
+	var tokens []string
+	for _, t := range m.NodeOutputs() {
+		s := shapes[t.Tensor]
+		if t.Op != "Relu" && t.Op != "Add" {
+			continue
+		}
+		switch len(s) {
+		case 4:
+			maps = append(maps, t4{t.Tensor, [2]int64{s[2], s[3]}})
+		case 3:
+			if t.Op == "Add" {
+				tokens = append(tokens, t.Tensor)
+			}
+		}
+	}
+	for i, t := range maps {
+		if i+1 == len(maps) || maps[i+1].hw != t.hw {
+			if l, ok := layerOf(readable(t.tensor), t.tensor, shapes[t.tensor]); ok && !seen[t.tensor] {
+				out, seen[t.tensor] = append(out, l), true
+			}
+		}
+	}
+	if len(out) == 0 && len(tokens) > 0 {
+		// Four evenly spaced residual streams of a token model.
+		for k := 1; k <= 4; k++ {
+			t := tokens[k*len(tokens)/4-1]
+			if l, ok := layerOf(readable(t), t, shapes[t]); ok && !seen[t] {
+				out, seen[t] = append(out, l), true
+			}
+		}
+	}
+	return out
+}
+
+// Layer resolves one layer: a candidate's readable or tensor name, or any
+// tensor of the graph with a feature-map shape.
+func (m *Model) Layer(name string) (Layer, error) {
+	for _, l := range m.Candidates {
+		if l.Name == name || l.Tensor == name {
+			return l, nil
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.shapes[name]
+	if !ok && m.src.HasTensor(name) {
+		got, err := m.run([]string{name})
+		if err != nil {
+			return Layer{}, plugin.BadInputf("encoder %s: layer %q: %v", m.src.Source(), name, err)
+		}
+		s, ok = got[name], true
+		m.shapes[name] = s
+	}
+	if ok {
+		if l, ok := layerOf(readable(name), name, s); ok {
+			return l, nil
+		}
+	}
+	names := make([]string, len(m.Candidates))
+	for i, l := range m.Candidates {
+		names[i] = l.Name
+	}
+	sort.Strings(names)
+	return Layer{}, plugin.BadInputf("encoder has no layer %q (candidates: %s; any Relu/Add/Conv tensor name also works)", name, strings.Join(names, ", "))
+}
+
+// Layers resolves the layers to probe: ["auto"] for the candidates, else
+// each name by Layer (nil or empty: none).
+func (m *Model) Layers(want []string) ([]Layer, error) {
+	if len(want) == 1 && want[0] == "auto" {
+		return append([]Layer(nil), m.Candidates...), nil
+	}
+	var out []Layer
+	seen := map[string]bool{}
+	for _, w := range want {
+		l, err := m.Layer(w)
+		if err != nil {
+			return nil, err
+		}
+		if seen[l.Tensor] {
+			return nil, plugin.BadInputf("layer %q listed twice", w)
+		}
+		seen[l.Tensor] = true
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// Edit returns a copy of the graph with masks built in and the embedding
+// as its only output, for export (a head appended by the caller, say).
+func (m *Model) Edit(masks []Mask) (*onnxgraph.Model, error) {
+	g := m.src.Clone()
+	if err := m.applyMasks(g, masks); err != nil {
+		return nil, err
+	}
+	if err := g.SetOutputs(m.Embedding); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	return g, nil
+}
+
+// Export writes the encoder with masks built in to dst atomically, after
+// edit (nil: none) changed the graph (append a head, say; it gets the
+// embedding tensor's name).
+func (m *Model) Export(masks []Mask, dst string, edit func(g *onnxgraph.Model, embedding string) error) error {
+	g, err := m.Edit(masks)
+	if err != nil {
+		return err
+	}
+	if edit != nil {
+		if err := edit(g, m.Embedding); err != nil {
+			return err
+		}
+	}
+	b, err := g.Bytes()
+	if err != nil {
+		return err
+	}
+	af, err := arrowio.CreateAtomic(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(b); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}
+
+// Session prepares an ONNX Runtime session of one variant of the encoder:
+// the embedding and the probed layers of cfg (their per-channel means, or
+// with RawLayers their feature maps), masks built in, run-time masks as
+// extra inputs.
+func (m *Model) Session(cfg Config) (*Encoder, error) {
+	layers, err := m.Layers(cfg.Layers)
+	if err != nil {
+		return nil, err
+	}
+	e := &Encoder{Model: m, Layers: layers, Input: m.Input, C: m.C, H: m.H, W: m.W, NHWC: m.NHWC, Embedding: m.Embedding, Dim: m.Dim}
+	g := m.src.Clone()
+	if err := m.applyMasks(g, cfg.Masks); err != nil {
+		return nil, err
+	}
+	inputs := []string{m.Input.Name}
+	for i, mk := range cfg.MaskInputs {
+		l, err := m.Layer(mk.Layer)
+		if err != nil {
+			return nil, err
+		}
+		if len(mk.Fill) != l.Channels {
+			return nil, plugin.BadInputf("mask input for layer %q has %d fill values, the layer has %d channels", mk.Layer, len(mk.Fill), l.Channels)
+		}
+		name := fmt.Sprintf("tcore_keep_%d", i)
+		if err := g.InsertMaskInput(l.Tensor, l.Rank, mk.Fill, name); err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, name)
+		e.Switchable = append(e.Switchable, l)
+	}
+	outs := []string{m.Embedding}
+	dims := [][]int64{{int64(m.Dim)}}
+	for _, l := range layers {
+		if cfg.RawLayers {
+			outs = append(outs, l.Tensor)
+			dims = append(dims, l.Dims)
+			continue
+		}
+		name, err := g.AddChannelMean(l.Tensor, l.Rank)
+		if err != nil {
+			return nil, plugin.BadInput(err)
+		}
+		outs = append(outs, name)
+		dims = append(dims, []int64{int64(l.Channels)})
+	}
+	if err := g.SetOutputs(outs...); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	b, err := g.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	if e.sess, err = ort.NewSession(b, inputs, outs, dims, cfg.ORT); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// applyMasks builds masks into g: each switched-off channel becomes its
+// fill, or with Weights a regression on the kept channels.
+func (m *Model) applyMasks(g *onnxgraph.Model, masks []Mask) error {
+	for _, mk := range masks {
+		l, err := m.Layer(mk.Layer)
+		if err != nil {
+			return err
+		}
+		if len(mk.Keep) > l.Channels || (mk.Fill != nil && len(mk.Fill) != len(mk.Keep)) {
+			return plugin.BadInputf("mask for layer %q has %d channels, the layer has %d", mk.Layer, len(mk.Keep), l.Channels)
+		}
+		keep := make([]bool, l.Channels)
+		var fill []float32
+		if mk.Fill != nil {
+			fill = make([]float32, l.Channels)
+			copy(fill, mk.Fill)
+		}
+		for c := range keep {
+			keep[c] = c >= len(mk.Keep) || mk.Keep[c]
+		}
+		if mk.Weights != nil {
+			if err := insertRegression(g, l, keep, fill, mk.Weights); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := g.InsertMask(l.Tensor, l.Rank, keep, fill); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertRegression fills l's switched-off channels by the regression
+// weights on its kept channels: one linear channel map, identity rows for
+// the kept channels.
+func insertRegression(g *onnxgraph.Model, l Layer, keep []bool, fill, weights []float32) error {
+	c := l.Channels
+	if len(weights) != c*c {
+		return plugin.BadInputf("mask for layer %q: %d regression weights, want %d x %d", l.Name, len(weights), c, c)
+	}
+	w := make([]float32, c*c)
+	b := make([]float32, c)
+	for o := 0; o < c; o++ {
+		if keep[o] {
+			w[o*c+o] = 1
+			continue
+		}
+		if fill != nil {
+			b[o] = fill[o]
+		}
+		for i := 0; i < c; i++ {
+			if keep[i] {
+				w[o*c+i] = weights[o*c+i]
+			}
+		}
+	}
+	return g.InsertChannelMap(l.Tensor, l.Rank, w, b)
+}
+
+// MasksOf turns per-layer keep flags, fill values and regression weights
+// (nil: constant fills) into masks (only the layers with a channel
+// switched off), in layer-name order.
+func MasksOf(keep map[string][]bool, fill, weights map[string][]float32) []Mask {
+	var out []Mask
+	for name, k := range keep {
+		all := true
+		for _, v := range k {
+			all = all && v
+		}
+		if !all {
+			out = append(out, Mask{Layer: name, Keep: k, Fill: fill[name], Weights: weights[name]})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
+	return out
+}
