@@ -229,7 +229,10 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 	go func() {
 		defer close(sendDone)
 		frame := func(port string, data []byte, eof bool) error {
-			return stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: port, Data: data, Eof: eof}}})
+			if err := stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: port, Data: data, Eof: eof}}}); err != nil {
+				return &sendError{err}
+			}
+			return nil
 		}
 		for _, p := range inputs {
 			sendMu.Lock()
@@ -258,7 +261,11 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 		sendMu.Lock()
 		sending = ""
 		sendMu.Unlock()
-		sendErr <- stream.CloseSend()
+		if err := stream.CloseSend(); err != nil {
+			sendErr <- &sendError{err}
+			return
+		}
+		sendErr <- nil
 	}()
 
 	rx := newOutputSink(ctx, spec, out)
@@ -281,11 +288,11 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 			// The stream broke: the input side may know why.
 			select {
 			case se := <-sendErr:
-				if se != nil && !errors.Is(se, io.EOF) {
-					var pe *portErr
-					if errors.As(se, &pe) && !strings.Contains(se.Error(), "transport") && !strings.Contains(se.Error(), "EOF") {
-						return nil, classify(spec.Name, se, ctx)
-					}
+				// An input that failed to read is the cause; a Send that
+				// failed is a consequence of the broken stream.
+				var send *sendError
+				if se != nil && !errors.As(se, &send) {
+					return nil, classify(spec.Name, se, ctx)
 				}
 			default:
 			}
@@ -322,6 +329,13 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 		}
 	}
 }
+
+// sendError is a frame the host could not send: the stream broke, and
+// the stream's own error says why.
+type sendError struct{ err error }
+
+func (e *sendError) Error() string { return "sending to the plugin: " + e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
 
 // crashed explains a broken stream: cancelled, or the plugin died.
 func (c *Client) crashed(ctx context.Context, port string, err error) error {
