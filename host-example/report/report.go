@@ -8,7 +8,6 @@ package report
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"html"
 	"math"
@@ -27,10 +26,9 @@ import (
 
 // Run is what a report shows of one run folder.
 type Run struct {
-	Name    string         // pipeline name, as shown
-	Dir     string         // run folder
-	Report  map[string]any // report.json
-	Seconds float64        // wall time of the run, 0 if unknown
+	Name    string   // pipeline name, as shown
+	Dir     string   // run folder
+	Summary *Summary // report.json
 
 	ids     []uint64
 	labels  []int32
@@ -47,15 +45,11 @@ type Run struct {
 // and the first embedding the run computed. truth (a truth.csv or truth/v1
 // file, or "") adds the ground truth.
 func Load(dir, truth string) (*Run, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	s, err := ReadSummary(dir)
 	if err != nil {
 		return nil, err
 	}
-	r := &Run{Dir: dir, cols: map[string][]float64{}}
-	if err := json.Unmarshal(b, &r.Report); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
-	}
-	r.Name, _ = r.Report["pipeline"].(string)
+	r := &Run{Dir: dir, Summary: s, Name: s.Pipeline, cols: map[string][]float64{}}
 	if err := r.loadFeatures(); err != nil {
 		return nil, err
 	}
@@ -83,18 +77,16 @@ func Load(dir, truth string) (*Run, error) {
 // loadFeatures reads the embedding of the first node that wrote features
 // (labels and the 2-D projection come from it).
 func (r *Run) loadFeatures() error {
-	nodes, _ := r.Report["nodes"].(map[string]any)
 	var path string
-	names := make([]string, 0, len(nodes))
-	for id := range nodes {
+	names := make([]string, 0, len(r.Summary.Nodes))
+	for id := range r.Summary.Nodes {
 		names = append(names, id)
 	}
 	sort.Strings(names)
 	for _, id := range names {
-		n, _ := nodes[id].(map[string]any)
-		outs, _ := n["outputs"].(map[string]any)
-		if f, ok := outs["features"].(map[string]any); ok && path == "" && n["stage"] == "embed" {
-			path, _ = f["path"].(string)
+		n := r.Summary.Nodes[id]
+		if f, ok := n.Outputs["features"]; ok && path == "" && n.Stage == "embed" {
+			path = f.Path
 		}
 	}
 	if path == "" {
@@ -223,19 +215,6 @@ func project(x []float32, n, d int) [][2]float64 {
 	return out
 }
 
-// Num reads a number at a path of keys in decoded JSON (report.json).
-func Num(v any, keys ...string) (float64, bool) {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return 0, false
-		}
-		v = m[k]
-	}
-	f, ok := v.(float64)
-	return f, ok
-}
-
 // Write writes the report of runs (the first one is shown in detail;
 // every run gets a row and a bar) to path, atomically.
 func Write(path string, runs []*Run) error {
@@ -251,26 +230,28 @@ func Write(path string, runs []*Run) error {
 	var names []string
 	accs, asrs := make([]float64, len(runs)), make([]float64, len(runs))
 	for i, r := range runs {
-		acc, _ := Num(r.Report, "acc")
-		asr, hasASR := Num(r.Report, "asr")
-		accs[i], asrs[i] = 100*acc, 100*asr
-		names = append(names, r.Name)
-		kept, _ := Num(r.Report, "samples", "kept")
-		masked, _ := Num(r.Report, "channels", "filtered")
-		kp := "—"
-		if p, ok := Num(r.Report, "evaluation", "sets", "kept", "poisoned"); ok {
-			kp = strconv.Itoa(int(p))
+		s := r.Summary
+		var acc, asr float64
+		if s.ACC != nil {
+			acc = *s.ACC
 		}
 		asrS := "—"
-		if hasASR {
+		if s.ASR != nil {
+			asr = *s.ASR
 			asrS = fmt.Sprintf("%.1f%%", 100*asr)
 		}
+		accs[i], asrs[i] = 100*acc, 100*asr
+		names = append(names, r.Name)
+		kp := "—"
+		if set, ok := s.Set("kept"); ok {
+			kp = strconv.Itoa(set.Poisoned)
+		}
 		secs := "—"
-		if r.Seconds > 0 {
-			secs = fmt.Sprintf("%.0f", r.Seconds)
+		if s.Seconds > 0 {
+			secs = fmt.Sprintf("%.0f", s.Seconds)
 		}
 		w("<tr><td>%s</td><td>%.1f%%</td><td>%s</td><td>%d</td><td>%s</td><td>%d</td><td>%s</td></tr>\n",
-			html.EscapeString(r.Name), 100*acc, asrS, int(kept), kp, int(masked), secs)
+			html.EscapeString(r.Name), 100*acc, asrS, s.Samples.Kept, kp, s.Channels.Filtered, secs)
 	}
 	w("</table>\n")
 	w(`<div class="fig">%s</div>`, Bars("acc-asr", "ACC and ASR per pipeline", "%", names, []string{"ACC", "ASR"}, [][]float64{accs, asrs}, 100))
@@ -294,9 +275,8 @@ func Write(path string, runs []*Run) error {
 }
 
 func describe(r *Run) string {
-	in, _ := r.Report["inputs"].(map[string]any)
-	enc, _ := r.Report["encoder"].(string)
-	return fmt.Sprintf("training data %v, test data %v, encoder %s", in["train"], in["test"], filepath.Base(enc))
+	s := r.Summary
+	return fmt.Sprintf("training data %v, test data %v, encoder %s", s.Inputs["train"], s.Inputs["test"], filepath.Base(s.Encoder))
 }
 
 // detail writes one run's figures.
@@ -304,27 +284,23 @@ func (r *Run) detail(w func(string, ...any)) {
 	id := strings.ReplaceAll(r.Name, " ", "-")
 	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
 	// encoder scan
-	if scan, ok := r.Report["encoder_scan"].(map[string]any); ok && scan != nil {
-		z, _ := Num(scan, "best_z")
-		gap, _ := Num(scan, "gap_min")
+	if scan := r.Summary.EncoderScan; scan != nil {
 		verdict := "does not look backdoored: nothing masked"
-		if b, _ := scan["backdoored"].(bool); b {
+		if scan.Backdoored {
 			verdict = "looks backdoored: channels masked"
 		}
-		w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.</p>`, z, gap, verdict)
-		med, _ := scan["random_median_collapse"].(map[string]any)
+		w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.</p>`, scan.BestZ, scan.GapMin, verdict)
 		var groups []string
-		for k := range med {
+		for k := range scan.RandomMedian {
 			groups = append(groups, k)
 		}
 		sort.Slice(groups, func(a, b int) bool { return sizeKey(groups[a]) < sizeKey(groups[b]) })
 		vals := make([]float64, len(groups))
 		for i, g := range groups {
-			vals[i], _ = med[g].(float64)
+			vals[i] = scan.RandomMedian[g]
 		}
-		best, _ := Num(scan, "best_collapse")
 		groups = append(groups, "found")
-		vals = append(vals, best)
+		vals = append(vals, scan.BestCollapse)
 		w(`<div class="fig">%s</div>`, Bars(id+"-scan", "Encoder scan: median collapse of random patterns per size, and the found pattern", "collapse", groups, []string{"collapse"}, [][]float64{vals}, 0))
 	}
 	// per-class counts
@@ -399,23 +375,16 @@ func (r *Run) detail(w func(string, ...any)) {
 	if r.hasChan {
 		w(`<div class="fig">%s</div>`, Strip(id+"-channels", "Channel suspicion per probed layer (masked in red; dashed: u)", r.layers, r.scores, r.masked, 3))
 	}
-	if ev, ok := r.Report["evaluation"].(map[string]any); ok {
-		if sets, ok := ev["sets"].(map[string]any); ok {
-			w("<table><tr><th>set</th><th>rows</th><th>poisoned</th><th>purity</th></tr>\n")
-			for _, k := range []string{"seed", "trusted", "kept"} {
-				if s, ok := sets[k].(map[string]any); ok {
-					n, _ := Num(s, "n")
-					p, _ := Num(s, "poisoned")
-					pu, _ := Num(s, "purity")
-					w("<tr><td>%s</td><td>%d</td><td>%d</td><td>%.4f</td></tr>\n", k, int(n), int(p), pu)
-				}
+	if ev := r.Summary.Evaluation; ev != nil && ev.Sets != nil {
+		w("<table><tr><th>set</th><th>rows</th><th>poisoned</th><th>purity</th></tr>\n")
+		for _, k := range []string{"seed", "trusted", "kept"} {
+			if s, ok := ev.Sets[k]; ok {
+				w("<tr><td>%s</td><td>%d</td><td>%d</td><td>%.4f</td></tr>\n", k, s.N, s.Poisoned, s.Purity)
 			}
-			w("</table>\n")
-			if d, ok := ev["detector"].(map[string]any); ok {
-				pr, _ := Num(d, "precision")
-				re, _ := Num(d, "recall")
-				w("<p>Not kept, read as a poison detector: precision %.3f, recall %.3f.</p>\n", pr, re)
-			}
+		}
+		w("</table>\n")
+		if d := ev.Detector; d != nil {
+			w("<p>Not kept, read as a poison detector: precision %.3f, recall %.3f.</p>\n", d.Precision, d.Recall)
 		}
 	}
 }

@@ -43,7 +43,7 @@ func (Stage) Spec() plugin.Spec {
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "per test image: evaluate.pred, evaluate.triggered_pred (-1: target class or no spec)"}},
 		Params: plugin.ParamsOf(Params{Spec: json.RawMessage("null"), BatchSize: 256, Device: "cpu",
-			Columns: map[string]string{"seed": "sift.seed", "trusted": "expand.trusted", "kept": "bootstrap.kept"}}),
+			Columns: DefaultColumns}),
 	}
 }
 
@@ -59,6 +59,11 @@ type Params struct {
 
 	spec *attack.Spec
 }
+
+// DefaultColumns are the boolean columns of the T-Core stages whose purity
+// is measured by default: the seed, trusted and kept sets. Callers must not
+// change the map.
+var DefaultColumns = map[string]string{"seed": "sift.seed", "trusted": "expand.trusted", "kept": "bootstrap.kept"}
 
 // Check implements plugin.Checker.
 func (p *Params) Check() error {

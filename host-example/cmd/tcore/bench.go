@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,23 +19,24 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
-	"github.com/rs/zerolog"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/host-example/report"
+	"github.com/tcore-dev/tcore/host-example/runner"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 )
 
-// benchConfig is the file tcore bench reads (BENCHMARK.md's matrix).
+// benchConfig is the file tcore bench reads (docs/BENCHMARK.md's matrix).
 type benchConfig struct {
 	Out       string            `json:"out"`       // results folder (default: runs/bench)
-	Test      string            `json:"test"`      // clean test set, shared by every scenario
+	Test      string            `json:"test"`      // clean test set, shared by the scenarios that name none
 	Encoders  map[string]string `json:"encoders"`  // name -> ONNX file
 	Pipelines []string          `json:"pipelines"` // built-in names or files; none first is best
 	Rates     []float64         `json:"rates"`     // poison rates of scenarios with a recipe
+	Seeds     []int64           `json:"seeds"`     // the defence's seeds: each cell runs once per seed (default [1])
 	Scenarios []benchScenario   `json:"scenarios"`
 }
 
@@ -42,8 +44,10 @@ type benchConfig struct {
 // beforehand (truth given) or by a recipe at each rate.
 type benchScenario struct {
 	ID        string          `json:"id"`
+	Half      string          `json:"half"`      // tuning or held-out (the zoo's split; "" outside it)
 	Encoder   string          `json:"encoder"`   // a key of encoders
 	Train     string          `json:"train"`     // training data
+	Test      string          `json:"test"`      // clean test set (default: the config's)
 	PerClass  int             `json:"per_class"` // use only the first this many rows of each class (0: all)
 	Truth     string          `json:"truth"`     // its ground truth, if poisoned beforehand
 	Poison    json.RawMessage `json:"poison"`    // poison stage params (trigger, target, clean_label), applied at each rate
@@ -51,21 +55,26 @@ type benchScenario struct {
 	Eval      json.RawMessage `json:"eval"`      // eval spec for the ASR
 	Triggered string          `json:"triggered"` // or a triggered test set (non-target images with the trigger, labelled with the target): ASR = accuracy on it
 	Pipelines []string        `json:"pipelines"` // overrides the config's pipelines
+	Seeds     []int64         `json:"seeds"`     // overrides the config's seeds
 }
 
-// benchRow is one cell's result.
+// benchRow is one run's result: a cell (scenario and rate), a pipeline
+// and a seed.
 type benchRow struct {
 	Scenario  string   `json:"scenario"`
+	Half      string   `json:"half,omitempty"`
 	Rate      *float64 `json:"rate"`
 	Pipeline  string   `json:"pipeline"`
+	Seed      int64    `json:"seed"`
 	ACC       *float64 `json:"acc"`
 	ASR       *float64 `json:"asr"`
-	Seed      string   `json:"seed"`    // poisoned/rows
-	Trusted   string   `json:"trusted"` // poisoned/rows
-	Kept      string   `json:"kept"`    // poisoned/rows
+	SeedSet   string   `json:"seed_set"` // poisoned/rows
+	Trusted   string   `json:"trusted"`  // poisoned/rows
+	Kept      string   `json:"kept"`     // poisoned/rows
 	Precision *float64 `json:"detector_precision"`
 	Recall    *float64 `json:"detector_recall"`
 	Masked    int      `json:"channels_masked"`
+	ScanZ     *float64 `json:"scan_z"`
 	Seconds   float64  `json:"seconds"`
 	Dir       string   `json:"dir"`
 	Reused    bool     `json:"reused"`
@@ -93,14 +102,15 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		return usagef("bench: %s: %s: %s", path, field, fmt.Sprintf(format, args...))
 	}
 	c.Out = rel(c.Out)
-	if c.Test = rel(c.Test); c.Test == "" {
-		return nil, bad("test", "missing (a clean test set)")
-	}
+	c.Test = rel(c.Test)
 	if len(c.Pipelines) == 0 {
 		c.Pipelines = []string{"none", "tcore"}
 	}
 	if len(c.Rates) == 0 {
 		c.Rates = []float64{0.1}
+	}
+	if len(c.Seeds) == 0 {
+		c.Seeds = []int64{1}
 	}
 	for k, v := range c.Encoders {
 		c.Encoders[k] = rel(v)
@@ -119,20 +129,29 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 			return nil, bad(at+".id", "%q: want a unique name without slashes or spaces", s.ID)
 		}
 		seen[s.ID] = true
+		if s.Half != "" && s.Half != "tuning" && s.Half != "held-out" {
+			return nil, bad(at+".half", "%q: want tuning, held-out or nothing", s.Half)
+		}
 		if _, ok := c.Encoders[s.Encoder]; !ok {
 			return nil, bad(at+".encoder", "%q is not one of encoders", s.Encoder)
 		}
-		s.Train, s.Truth = rel(s.Train), rel(s.Truth)
-		if !fileExists(s.Train) {
-			return nil, bad(at+".train", "%s: no such file", s.Train)
+		s.Train, s.Truth, s.Test, s.Triggered = rel(s.Train), rel(s.Truth), rel(s.Test), rel(s.Triggered)
+		if s.Test == "" {
+			s.Test = c.Test
 		}
-		if s.Truth != "" && !fileExists(s.Truth) {
-			return nil, bad(at+".truth", "%s: no such file", s.Truth)
+		for field, f := range map[string]string{"train": s.Train, "truth": s.Truth, "test": s.Test, "triggered": s.Triggered} {
+			if f != "" && !fileExists(f) {
+				return nil, bad(at+"."+field, "%s: no such file", f)
+			}
 		}
-		if s.Triggered = rel(s.Triggered); s.Triggered != "" && !fileExists(s.Triggered) {
-			return nil, bad(at+".triggered", "%s: no such file", s.Triggered)
+		if s.Test == "" {
+			return nil, bad(at+".test", "missing (a clean test set, here or for the whole config)")
 		}
+		var err error
 		if len(s.Eval) > 0 {
+			if s.Eval, err = resolveImage(s.Eval, base); err != nil {
+				return nil, bad(at+".eval", "%v", err)
+			}
 			if _, err := attack.ParseSpec(s.Eval); err != nil {
 				return nil, bad(at+".eval", "%v", err)
 			}
@@ -140,6 +159,9 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		if len(s.Poison) > 0 {
 			if s.Truth != "" {
 				return nil, bad(at+".poison", "a scenario is poisoned beforehand (truth) or by a recipe (poison), not both")
+			}
+			if s.Poison, err = resolveImage(s.Poison, base); err != nil {
+				return nil, bad(at+".poison", "%v", err)
 			}
 			if err := checkPoison(s.Poison); err != nil {
 				return nil, bad(at+".poison", "%v", err)
@@ -151,6 +173,9 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		if len(s.Pipelines) == 0 {
 			s.Pipelines = c.Pipelines
 		}
+		if len(s.Seeds) == 0 {
+			s.Seeds = c.Seeds
+		}
 		for _, p := range s.Pipelines {
 			if _, err := pipelines.Resolve(p); err != nil {
 				return nil, bad(at+".pipelines", "%v", err)
@@ -158,6 +183,26 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		}
 	}
 	return &c, nil
+}
+
+// resolveImage makes a blend trigger's image path (in an eval spec's or a
+// recipe's "trigger") relative to the config's folder.
+func resolveImage(raw json.RawMessage, base string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	var trig map[string]json.RawMessage
+	if err := json.Unmarshal(m["trigger"], &trig); err != nil {
+		return raw, nil // the spec's own check names it
+	}
+	var img string
+	if json.Unmarshal(trig["image"], &img) != nil || img == "" || filepath.IsAbs(img) {
+		return raw, nil
+	}
+	trig["image"], _ = json.Marshal(filepath.Join(base, img))
+	m["trigger"], _ = json.Marshal(trig)
+	return json.Marshal(m)
 }
 
 // checkPoison validates a recipe as the poison stage would (rate aside).
@@ -180,11 +225,12 @@ func checkPoison(raw json.RawMessage) error {
 // cmdBench runs the benchmark matrix and writes results.md, .csv, .json.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c runConfig
-	var cfgPath string
+	var cfgPath, only string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c.common.register(fs)
 	fs.StringVar(&cfgPath, "config", "", "benchmark config (JSON; required)")
 	fs.StringVar(&c.out, "out", "", "results folder (default: the config's out, then runs/bench); finished cells in it are reused")
+	fs.StringVar(&only, "only", "", "run only the scenarios whose id starts with one of these (comma-separated)")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -209,15 +255,20 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	c.test, c.seed = cfg.Test, 1
+	stages, err := c.provider(log)
+	if err != nil {
+		return err
+	}
 	var rows []benchRow
 	start := time.Now()
 	for _, s := range cfg.Scenarios {
+		if only != "" && !hasPrefix(s.ID, strings.Split(only, ",")) {
+			continue
+		}
 		rates := []*float64{nil}
 		if len(s.Poison) > 0 {
 			rates = nil
 			for _, r := range s.Rates {
-				r := r
 				rates = append(rates, &r)
 			}
 		}
@@ -233,43 +284,41 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			train, truth := s.Train, s.Truth
 			if rate != nil {
 				cell = fmt.Sprintf("%s-%g", s.ID, *rate)
-				var err error
-				if train, truth, err = c.poisonFor(ctx, log, s, *rate, filepath.Join(c.out, cell, "poisoned"), stderr); err != nil {
+				board := progress.New(stderr)
+				train, truth, err = runner.Poison(ctx, stages, board, s.Train, s.Poison, *rate, 1, filepath.Join(c.out, cell, "poisoned"))
+				board.Close()
+				if err != nil {
 					return fmt.Errorf("bench: %s: %w", cell, err)
-				}
-			}
-			var specPath string
-			if len(s.Eval) > 0 {
-				specPath = filepath.Join(c.out, cell, "eval.json")
-				os.MkdirAll(filepath.Dir(specPath), 0o755)
-				if err := os.WriteFile(specPath, s.Eval, 0o644); err != nil {
-					return err
 				}
 			}
 			var cellRows []benchRow
 			for _, pl := range s.Pipelines {
 				name := strings.TrimSuffix(filepath.Base(pl), ".json")
-				dir := filepath.Join(c.out, cell, name)
-				row := benchRow{Scenario: s.ID, Rate: rate, Pipeline: name, Dir: dir}
-				rep, reused, secs, err := c.benchCell(ctx, dir, pl, cfg.Encoders[s.Encoder], train, truth, specPath, stderr)
-				if err != nil {
-					return fmt.Errorf("bench: %s / %s: %w", cell, name, err)
-				}
-				row.fill(rep)
-				row.Seconds, row.Reused = secs, reused
-				if s.Triggered != "" {
-					ev, err := evalRun{model: filepath.Join(dir, "clean_model.onnx"), data: s.Triggered, device: c.device, batch: 256}.run(ctx)
+				for _, seed := range s.Seeds {
+					dir := filepath.Join(c.out, cell, name, fmt.Sprintf("seed-%d", seed))
+					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir}
+					rc := c
+					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
+					sum, reused, err := rc.benchCell(ctx, stages, stderr)
 					if err != nil {
-						return fmt.Errorf("bench: %s / %s: ASR on %s: %w", cell, name, s.Triggered, err)
+						return fmt.Errorf("bench: %s / %s / seed %d: %w", cell, name, seed, err)
 					}
-					row.ASR = &ev.ACC
+					row.fill(sum)
+					row.Seconds, row.Reused = sum.Seconds, reused
+					if s.Triggered != "" {
+						ev, err := runner.Eval{Model: filepath.Join(dir, "clean_model.onnx"), Data: s.Triggered, Device: c.device}.Run(ctx)
+						if err != nil {
+							return fmt.Errorf("bench: %s / %s: ASR on %s: %w", cell, name, s.Triggered, err)
+						}
+						row.ASR = &ev.ACC
+					}
+					state := fmt.Sprintf("%.0fs", row.Seconds)
+					if reused {
+						state = "reused"
+					}
+					fmt.Fprintf(stdout, "%-22s %-10s seed %d  ACC %s ASR %s  masked %d  %s\n", cell, name, seed, pct(row.ACC), pct(row.ASR), row.Masked, state)
+					cellRows = append(cellRows, row)
 				}
-				state := fmt.Sprintf("%.0fs", secs)
-				if reused {
-					state = "reused"
-				}
-				fmt.Fprintf(stdout, "%-14s %-10s ACC %s ASR %s  %s\n", cell, name, pct(row.ACC), pct(row.ASR), state)
-				cellRows = append(cellRows, row)
 			}
 			// none first: every defence is read against it
 			sort.SliceStable(cellRows, func(a, b int) bool { return cellRows[a].Pipeline == "none" && cellRows[b].Pipeline != "none" })
@@ -283,99 +332,77 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// poisonFor plants the scenario's recipe at rate (a cached DAG run) and
-// returns the poisoned images and their truth.
-func (c *runConfig) poisonFor(ctx context.Context, log zerolog.Logger, s benchScenario, rate float64, dir string, stderr io.Writer) (string, string, error) {
-	var recipe map[string]json.RawMessage
-	json.Unmarshal(s.Poison, &recipe)
-	recipe["rate"], _ = json.Marshal(rate)
-	params, _ := json.Marshal(recipe)
-	p, _ := pipelines.Get("poison")
-	for i := range p.Nodes {
-		if p.Nodes[i].Stage == "poison" {
-			p.Nodes[i].Params = params
+func hasPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if p != "" && strings.HasPrefix(s, p) {
+			return true
 		}
 	}
-	stages, err := c.provider(log)
-	if err != nil {
-		return "", "", err
-	}
-	if err := c.bindFlags(p, stages); err != nil {
-		return "", "", err
-	}
-	board := progress.New(stderr)
-	res, err := (&dag.Runner{Stages: stages, Observer: board}).Run(ctx, p, map[string]string{"train": s.Train}, dir)
-	board.Close()
-	if err != nil {
-		return "", "", err
-	}
-	images, _ := res.OutputPath("poison", "images")
-	truth, _ := res.OutputPath("poison", "truth")
-	return images, truth, nil
+	return false
 }
 
-// cellDone marks a finished cell: its report plus the seconds it took.
+// cellDone marks a finished cell.
 type cellDone struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// benchCell runs one pipeline on one scenario, or reuses the finished cell.
-func (c *runConfig) benchCell(ctx context.Context, dir, pipeline, encoder, train, truth, spec string, stderr io.Writer) (map[string]any, bool, float64, error) {
-	marker := filepath.Join(dir, "cell.json")
+// benchCell runs one pipeline with one seed on one scenario, or reuses the
+// finished run.
+func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr io.Writer) (*report.Summary, bool, error) {
+	marker := filepath.Join(c.out, "cell.json")
 	if b, err := os.ReadFile(marker); err == nil {
 		var done cellDone
-		rb, rerr := os.ReadFile(filepath.Join(dir, "report.json"))
-		var rep map[string]any
-		if json.Unmarshal(b, &done) == nil && rerr == nil && json.Unmarshal(rb, &rep) == nil {
-			return rep, true, done.Seconds, nil
+		if json.Unmarshal(b, &done) == nil {
+			if s, err := report.ReadSummary(c.out); err == nil {
+				s.Seconds = done.Seconds
+				return s, true, nil
+			}
 		}
 	}
-	rc := *c
-	rc.out, rc.pipeline, rc.encoder, rc.train, rc.truth, rc.evalSpec = dir, pipeline, encoder, train, truth, spec
-	start := time.Now()
-	if err := rc.execute(ctx, io.Discard, stderr); err != nil {
-		return nil, false, 0, err
+	p, err := pipelines.Resolve(c.pipeline)
+	if err != nil {
+		return nil, false, err
 	}
-	secs := time.Since(start).Seconds()
-	b, _ := json.Marshal(cellDone{Seconds: secs})
+	board := progress.New(stderr)
+	defer board.Close()
+	seed := c.seed
+	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
+		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed}, Out: c.out, Spec: c.spec, Truth: c.truth}
+	s, err := r.Execute(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	b, _ := json.Marshal(cellDone{Seconds: s.Seconds})
 	af, err := arrowio.CreateAtomic(marker)
 	if err != nil {
-		return nil, false, 0, err
+		return nil, false, err
 	}
-	af.Write(b)
-	if err := af.Commit(); err != nil {
-		return nil, false, 0, err
+	if _, err := af.Write(b); err != nil {
+		af.Abort()
+		return nil, false, err
 	}
-	return rc.last.Report, false, secs, nil
+	return s, false, af.Commit()
 }
 
-func (r *benchRow) fill(rep map[string]any) {
-	if v, ok := report.Num(rep, "acc"); ok {
-		r.ACC = &v
-	}
-	if v, ok := report.Num(rep, "asr"); ok {
-		r.ASR = &v
-	}
-	set := func(name string) string {
-		n, ok := report.Num(rep, "evaluation", "sets", name, "n")
-		p, _ := report.Num(rep, "evaluation", "sets", name, "poisoned")
-		if !ok {
-			if n, ok := report.Num(rep, "samples", name); ok {
-				return fmt.Sprintf("?/%d", int(n))
-			}
-			return ""
+func (r *benchRow) fill(s *report.Summary) {
+	r.ACC, r.ASR = s.ACC, s.ASR
+	set := func(name string, n int) string {
+		if v, ok := s.Set(name); ok {
+			return fmt.Sprintf("%d/%d", v.Poisoned, v.N)
 		}
-		return fmt.Sprintf("%d/%d", int(p), int(n))
+		if n > 0 {
+			return fmt.Sprintf("?/%d", n)
+		}
+		return ""
 	}
-	r.Seed, r.Trusted, r.Kept = set("seed"), set("trusted"), set("kept")
-	if v, ok := report.Num(rep, "evaluation", "detector", "precision"); ok {
-		r.Precision = &v
+	r.SeedSet, r.Trusted, r.Kept = set("seed", s.Samples.Seed), set("trusted", s.Samples.Trusted), set("kept", s.Samples.Kept)
+	if ev := s.Evaluation; ev != nil && ev.Detector != nil {
+		r.Precision, r.Recall = &ev.Detector.Precision, &ev.Detector.Recall
 	}
-	if v, ok := report.Num(rep, "evaluation", "detector", "recall"); ok {
-		r.Recall = &v
+	r.Masked = s.Channels.Filtered
+	if sc := s.EncoderScan; sc != nil {
+		r.ScanZ = &sc.BestZ
 	}
-	m, _ := report.Num(rep, "channels", "filtered")
-	r.Masked = int(m)
 }
 
 func pct(v *float64) string {
@@ -392,7 +419,7 @@ func ratio(v *float64) string {
 	return fmt.Sprintf("%.3f", *v)
 }
 
-var benchHeader = []string{"scenario", "rate", "pipeline", "ACC %", "ASR %", "seed poisoned/n", "trusted poisoned/n", "kept poisoned/n", "not-kept precision", "not-kept recall", "channels masked", "seconds"}
+var benchHeader = []string{"scenario", "half", "rate", "pipeline", "seed", "ACC %", "ASR %", "seed poisoned/n", "trusted poisoned/n", "kept poisoned/n", "not-kept precision", "not-kept recall", "channels masked", "scan z", "seconds"}
 
 func (r benchRow) cells() []string {
 	rate := "—"
@@ -405,13 +432,86 @@ func (r benchRow) cells() []string {
 		}
 		return s
 	}
-	return []string{r.Scenario, rate, r.Pipeline, pct(r.ACC), pct(r.ASR), dash(r.Seed), dash(r.Trusted), dash(r.Kept),
-		ratio(r.Precision), ratio(r.Recall), strconv.Itoa(r.Masked), fmt.Sprintf("%.0f", r.Seconds)}
+	z := "—"
+	if r.ScanZ != nil {
+		z = fmt.Sprintf("%.1f", *r.ScanZ)
+	}
+	return []string{r.Scenario, dash(r.Half), rate, r.Pipeline, strconv.FormatInt(r.Seed, 10), pct(r.ACC), pct(r.ASR), dash(r.SeedSet), dash(r.Trusted), dash(r.Kept),
+		ratio(r.Precision), ratio(r.Recall), strconv.Itoa(r.Masked), z, fmt.Sprintf("%.0f", r.Seconds)}
 }
 
+// aggregate is one cell and pipeline over its seeds.
+type aggregate struct {
+	Scenario, Half, Pipeline string
+	Rate                     *float64
+	Seeds                    int
+	ACC, ASR, Masked         []float64
+}
+
+// meanSD formats values (fractions, shown as %) as mean ± sd.
+func meanSD(v []float64, scale float64, digits int) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	var s, sq float64
+	for _, x := range v {
+		s += x * scale
+	}
+	m := s / float64(len(v))
+	for _, x := range v {
+		sq += (x*scale - m) * (x*scale - m)
+	}
+	if len(v) == 1 {
+		return strconv.FormatFloat(m, 'f', digits, 64)
+	}
+	return fmt.Sprintf("%.*f ± %.*f", digits, m, digits, math.Sqrt(sq/float64(len(v)-1)))
+}
+
+// aggregates groups rows by cell and pipeline, in row order.
+func aggregates(rows []benchRow) []*aggregate {
+	var out []*aggregate
+	idx := map[string]*aggregate{}
+	for _, r := range rows {
+		rate := ""
+		if r.Rate != nil {
+			rate = strconv.FormatFloat(*r.Rate, 'g', -1, 64)
+		}
+		key := r.Scenario + "\x00" + rate + "\x00" + r.Pipeline
+		a, ok := idx[key]
+		if !ok {
+			a = &aggregate{Scenario: r.Scenario, Half: r.Half, Pipeline: r.Pipeline, Rate: r.Rate}
+			idx[key] = a
+			out = append(out, a)
+		}
+		a.Seeds++
+		if r.ACC != nil {
+			a.ACC = append(a.ACC, *r.ACC)
+		}
+		if r.ASR != nil {
+			a.ASR = append(a.ASR, *r.ASR)
+		}
+		a.Masked = append(a.Masked, float64(r.Masked))
+	}
+	return out
+}
+
+// benchMarkdown is the results table, mean ± sd over seeds per cell and
+// pipeline, then every run.
 func benchMarkdown(rows []benchRow) string {
 	var b strings.Builder
-	b.WriteString("| " + strings.Join(benchHeader, " | ") + " |\n|")
+	b.WriteString("| scenario | half | rate | pipeline | seeds | ACC % | ASR % | channels masked |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, a := range aggregates(rows) {
+		rate, half := "—", a.Half
+		if a.Rate != nil {
+			rate = strconv.FormatFloat(*a.Rate, 'g', -1, 64)
+		}
+		if half == "" {
+			half = "—"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
+			meanSD(a.ACC, 100, 1), meanSD(a.ASR, 100, 1), meanSD(a.Masked, 1, 0))
+	}
+	b.WriteString("\nEvery run:\n\n| " + strings.Join(benchHeader, " | ") + " |\n|")
 	for range benchHeader {
 		b.WriteString(" --- |")
 	}
@@ -428,12 +528,22 @@ func writeBench(dir string, rows []benchRow) error {
 	}
 	var cb bytes.Buffer
 	w := csv.NewWriter(&cb)
-	w.Write(benchHeader)
+	if err := w.Write(benchHeader); err != nil {
+		return err
+	}
 	for _, r := range rows {
-		w.Write(r.cells())
+		if err := w.Write(r.cells()); err != nil {
+			return err
+		}
 	}
 	w.Flush()
-	jb, _ := json.MarshalIndent(rows, "", "  ")
+	if err := w.Error(); err != nil {
+		return err
+	}
+	jb, err := json.MarshalIndent(rows, "", "  ")
+	if err != nil {
+		return err
+	}
 	for name, data := range map[string][]byte{"results.md": []byte(benchMarkdown(rows)), "results.csv": cb.Bytes(), "results.json": append(jb, '\n')} {
 		af, err := arrowio.CreateAtomic(filepath.Join(dir, name))
 		if err != nil {

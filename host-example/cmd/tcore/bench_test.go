@@ -13,10 +13,10 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
 
-// tcore bench on Go-built data: a scenario poisoned beforehand and one by a
-// recipe at two rates, none and tcore; a second run reuses finished cells
-// and reruns the one whose completion marker is missing (an interrupted
-// cell).
+// tcore bench on Go-built data: a scenario poisoned beforehand (two seeds)
+// and one by a recipe at two rates, none and tcore; results per run and
+// as mean ± sd over seeds; a second run reuses finished cells and reruns
+// the one whose completion marker is missing (an interrupted cell).
 func TestBenchRunsAndResumes(t *testing.T) {
 	ortlib.Init(t)
 	dir := t.TempDir()
@@ -27,7 +27,7 @@ func TestBenchRunsAndResumes(t *testing.T) {
   "encoders": {"trojan": %q},
   "pipelines": [%q, "none"],
   "scenarios": [
-    {"id": "pre", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s},
+    {"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s, "seeds": [1, 2]},
     {"id": "recipe", "encoder": "trojan", "train": %q, "poison": {"trigger": {"kind": "patch", "size": 3, "row": 12, "col": 12}, "target": 0}, "rates": [0.05, 0.1], "eval": %s}
   ]
 }`, test, enc, smallTCore(t, dir), train, filepath.Join(dir, "truth.csv"), spec, train, spec)
@@ -47,32 +47,41 @@ func TestBenchRunsAndResumes(t *testing.T) {
 	if err := json.Unmarshal(b, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 6 {
-		t.Fatalf("%d rows, want 3 cells x 2 pipelines:\n%s", len(rows), first)
+	if len(rows) != 8 {
+		t.Fatalf("%d rows, want 2 seeds x 2 pipelines + 2 cells x 2 pipelines:\n%s", len(rows), first)
 	}
-	for i := 0; i < len(rows); i += 2 {
+	if rows[0].Pipeline != "none" || rows[1].Pipeline != "none" || rows[0].Seed != 1 || rows[1].Seed != 2 || rows[0].Half != "tuning" {
+		t.Errorf("pre: want none with seeds 1 and 2 first: %+v %+v", rows[0], rows[1])
+	}
+	for i := 4; i < len(rows); i += 2 {
 		if rows[i].Pipeline != "none" || rows[i+1].Pipeline == "none" || rows[i].Scenario != rows[i+1].Scenario {
 			t.Errorf("rows %d, %d: %s/%s, %s/%s: want none first in each cell", i, i+1, rows[i].Scenario, rows[i].Pipeline, rows[i+1].Scenario, rows[i+1].Pipeline)
 		}
-		if rows[i].ASR == nil || rows[i].Kept == "" {
-			t.Errorf("row %d: no ASR or kept purity: %+v", i, rows[i])
+	}
+	for i, r := range rows {
+		if r.ASR == nil || r.Kept == "" {
+			t.Errorf("row %d: no ASR or kept purity: %+v", i, r)
 		}
 	}
 	// the recipe poisons 5% and 10% of the 666 rows (its truth knows only
 	// its own poison); none keeps them all
-	if rows[2].Kept != "33/666" || rows[4].Kept != "67/666" {
-		t.Errorf("none kept %s and %s, want 33/666 and 67/666", rows[2].Kept, rows[4].Kept)
+	if rows[4].Kept != "33/666" || rows[6].Kept != "67/666" {
+		t.Errorf("none kept %s and %s, want 33/666 and 67/666", rows[4].Kept, rows[6].Kept)
 	}
 	for _, f := range []string{"results.md", "results.csv"} {
 		if b, _ := os.ReadFile(filepath.Join(out, f)); !strings.Contains(string(b), "recipe") {
 			t.Errorf("%s lacks the recipe rows", f)
 		}
 	}
+	// two seeds: mean ± sd in the summary table
+	if md, _ := os.ReadFile(filepath.Join(out, "results.md")); !strings.Contains(string(md), "| pre | tuning | — | none | 2 |") || !strings.Contains(string(md), "±") {
+		t.Errorf("results.md lacks the two-seed summary of pre:\n%s", md)
+	}
 	// An interrupted cell has no completion marker: only it runs again.
-	os.Remove(filepath.Join(out, "recipe-0.1", "none", "cell.json"))
+	os.Remove(filepath.Join(out, "recipe-0.1", "none", "seed-1", "cell.json"))
 	second := bench()
-	if n := strings.Count(second, "reused"); n != 5 {
-		t.Errorf("second run reused %d cells, want 5:\n%s", n, second)
+	if n := strings.Count(second, "reused"); n != 7 {
+		t.Errorf("second run reused %d cells, want 7:\n%s", n, second)
 	}
 	b2, _ := os.ReadFile(filepath.Join(out, "results.json"))
 	var rows2 []benchRow
@@ -90,7 +99,8 @@ func TestBenchConfigErrorsNameTheField(t *testing.T) {
 	os.WriteFile(data, []byte("x"), 0o644)
 	tests := []struct{ cfg, want string }{
 		{`{"test": "d.parquet", "scenarios": [], "bogus": 1}`, "bogus"},
-		{`{"encoders": {}, "scenarios": [{"id": "a"}]}`, "test"},
+		{`{"encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet"}]}`, "scenarios[0].test"},
+		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet", "half": "tune"}]}`, "scenarios[0].half"},
 		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "x", "train": "d.parquet"}]}`, "scenarios[0].encoder"},
 		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "nope.parquet"}]}`, "scenarios[0].train"},
 		{`{"test": "d.parquet", "encoders": {"e": "d.parquet"}, "scenarios": [{"id": "a", "encoder": "e", "train": "d.parquet", "eval": {"target": 0, "trigger": {"kind": "patch", "size": 3}}}]}`, "trigger.row"},

@@ -9,12 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/tcore-dev/tcore/host-example/dag"
-	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/host-example/report"
+	"github.com/tcore-dev/tcore/host-example/runner"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 )
 
@@ -70,30 +68,21 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// 1. Plant the backdoor.
 	fmt.Fprintf(stdout, "poisoning %.0f%% of %s: %s trigger, target %d\n", 100*rate, c.train, spec.Trigger.Kind, spec.Target)
-	p, _ := pipelines.Get("poison")
-	for i := range p.Nodes {
-		if p.Nodes[i].Stage == "poison" {
-			var raw map[string]json.RawMessage
-			json.Unmarshal([]byte(*specJSON), &raw)
-			params, _ := json.Marshal(map[string]any{"trigger": raw["trigger"], "target": raw["target"], "rate": rate, "seed": c.seed})
-			p.Nodes[i].Params = params
-		}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(*specJSON), &raw); err != nil {
+		return usagef("demo: --attack: %v", err)
 	}
+	recipe, _ := json.Marshal(map[string]json.RawMessage{"trigger": raw["trigger"], "target": raw["target"]})
 	stages, err := c.provider(log)
 	if err != nil {
 		return err
 	}
-	if err := c.bindFlags(p, stages); err != nil {
-		return err
-	}
 	board := progress.New(stderr)
-	res, err := (&dag.Runner{Stages: stages, Observer: board}).Run(ctx, p, map[string]string{"train": c.train}, filepath.Join(c.out, "poisoned"))
+	images, truth, err := runner.Poison(ctx, stages, board, c.train, recipe, rate, c.seed, filepath.Join(c.out, "poisoned"))
 	board.Close()
 	if err != nil {
 		return err
 	}
-	images, _ := res.OutputPath("poison", "images")
-	truth, _ := res.OutputPath("poison", "truth")
 	specPath := filepath.Join(c.out, "eval.json")
 	if err := os.WriteFile(specPath, []byte(*specJSON+"\n"), 0o644); err != nil {
 		return err
@@ -106,12 +95,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rc := c
 		rc.train, rc.pipeline, rc.evalSpec, rc.truth = images, pl, specPath, truth
 		rc.out = filepath.Join(c.out, pl)
-		start := time.Now()
-		if err := rc.execute(ctx, io.Discard, stderr); err != nil {
+		if _, err := rc.execute(ctx, stderr); err != nil {
 			return fmt.Errorf("pipeline %s: %w", pl, err)
 		}
-		rc.last.Seconds = time.Since(start).Seconds()
-		runs = append(runs, rc.last)
+		page, err := report.Load(rc.out, truth)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, page)
 	}
 
 	// 3. Side by side.
@@ -121,12 +112,20 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "\n%-9s %7s %7s %18s %9s\n", "pipeline", "ACC", "ASR", "kept (poisoned)", "seconds")
 	for _, r := range runs {
-		acc, _ := report.Num(r.Report, "acc")
-		asr, _ := report.Num(r.Report, "asr")
-		kept, _ := report.Num(r.Report, "samples", "kept")
-		kp, _ := report.Num(r.Report, "evaluation", "sets", "kept", "poisoned")
-		fmt.Fprintf(stdout, "%-9s %6.1f%% %6.1f%% %10d (%5d) %9.0f\n", r.Name, 100*acc, 100*asr, int(kept), int(kp), r.Seconds)
+		s := r.Summary
+		kp := 0
+		if set, ok := s.Set("kept"); ok {
+			kp = set.Poisoned
+		}
+		fmt.Fprintf(stdout, "%-9s %6.1f%% %6.1f%% %10d (%5d) %9.0f\n", r.Name, 100*deref(s.ACC), 100*deref(s.ASR), s.Samples.Kept, kp, s.Seconds)
 	}
 	fmt.Fprintf(stdout, "\nreport: %s\n", html)
 	return nil
+}
+
+func deref(v *float64) float64 {
+	if v == nil {
+		return 0
+	}
+	return *v
 }

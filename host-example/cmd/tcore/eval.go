@@ -6,16 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"path/filepath"
-
-	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/arrowio"
-	"github.com/tcore-dev/tcore/plugin"
-	"github.com/tcore-dev/tcore/stages/evaluate"
+	"github.com/tcore-dev/tcore/host-example/runner"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
@@ -52,108 +46,22 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := ort.Init(c.ortLib); err != nil {
 		return err
 	}
-	e := evalRun{model: model, data: data, output: output, device: c.device, batch: batch, threads: threads,
-		read: arrowio.ReadOptions{ImageCol: imageCol, LabelCol: labelCol}}
+	e := runner.Eval{Model: model, Data: data, Output: output, Device: c.device, Batch: batch, Threads: threads,
+		Read: arrowio.ReadOptions{ImageCol: imageCol, LabelCol: labelCol}}
 	if spec != "" {
 		s, err := readSpec(spec)
 		if err != nil {
 			return err
 		}
-		e.spec = s
+		e.Spec = s
 	}
-	res, err := e.run(ctx)
+	res, err := e.Run(ctx)
 	if err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(res, "", "  ")
 	fmt.Fprintln(stdout, string(b))
 	return nil
-}
-
-// evalResult is what tcore eval prints.
-type evalResult struct {
-	Model    string  `json:"model"`
-	Data     string  `json:"data"`
-	Correct  int64   `json:"correct"`
-	Accuracy float64 `json:"accuracy"`
-	evaluate.Result
-}
-
-// evalRun is one evaluation: the model, the test data and, where given,
-// the eval spec, the run's samples and the ground truth.
-type evalRun struct {
-	model, data, output, device string
-	batch, threads              int
-	read                        arrowio.ReadOptions
-	spec                        json.RawMessage // eval spec, or nil
-	samples, truth              string          // files, or ""
-}
-
-// run evaluates through the evaluate stage, in process.
-func (e evalRun) run(ctx context.Context) (*evalResult, error) {
-	in := plugin.NewTables()
-	defer in.Release()
-	r, err := arrowio.OpenDataset(ctx, e.data, e.read)
-	if err != nil {
-		return nil, err
-	}
-	err = putAll(in, "test", r)
-	r.Release()
-	if err != nil {
-		return nil, err
-	}
-	if e.samples != "" {
-		if err := putFile(ctx, in, "samples", e.samples); err != nil {
-			return nil, err
-		}
-	}
-	if e.truth != "" {
-		t, err := arrowio.ReadTruth(e.truth)
-		if err != nil {
-			return nil, err
-		}
-		in.Put("truth", t.Schema(), t)
-		t.Release()
-	}
-	absModel, _ := filepath.Abs(e.model)
-	params, _ := json.Marshal(map[string]any{"model": absModel, "output": e.output, "spec": e.spec,
-		"device": e.device, "batch_size": e.batch, "threads": e.threads})
-	out := plugin.NewTables()
-	defer out.Release()
-	m, err := plugin.Local(evaluate.New()).Run(ctx, params, in, out, nil)
-	if err != nil {
-		return nil, err
-	}
-	b, _ := json.Marshal(m)
-	res := &evalResult{Model: e.model, Data: e.data}
-	if err := json.Unmarshal(b, &res.Result); err != nil {
-		return nil, err
-	}
-	res.Accuracy = res.ACC
-	res.Correct = int64(math.Round(res.ACC * float64(res.N)))
-	return res, nil
-}
-
-func putFile(ctx context.Context, in *plugin.Tables, port, path string) error {
-	r, err := arrowio.OpenDataset(ctx, path, arrowio.ReadOptions{})
-	if err != nil {
-		return err
-	}
-	defer r.Release()
-	return putAll(in, port, r)
-}
-
-func putAll(in *plugin.Tables, port string, r array.RecordReader) error {
-	var recs []arrow.Record
-	for r.Next() {
-		recs = append(recs, r.Record())
-		r.Record().Retain()
-	}
-	in.Put(port, r.Schema(), recs...)
-	for _, rec := range recs {
-		rec.Release()
-	}
-	return r.Err()
 }
 
 // readSpec reads and checks an eval spec file (a usage error names the

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/runner"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
@@ -83,7 +84,7 @@ func TestEvalAccuracy(t *testing.T) {
 	if code := run([]string{"eval", "--model", model, "--data", data, "--batch-size", "7"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	var res evalResult
+	var res runner.EvalResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err, out.String())
 	}

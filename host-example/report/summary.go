@@ -1,0 +1,122 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/evaluate"
+	"github.com/tcore-dev/tcore/stages/filter"
+)
+
+// Summary is what one run found, typed: report.json, and what the CLI, the
+// benchmark and the demo read.
+type Summary struct {
+	Pipeline    string             `json:"pipeline"`
+	Seed        int64              `json:"seed"`
+	ACC         *float64           `json:"acc"`
+	ASR         *float64           `json:"asr"`
+	Evaluation  *evaluate.Result   `json:"evaluation,omitempty"`
+	Samples     Counts             `json:"samples"`
+	Channels    ChannelCounts      `json:"channels"`
+	EncoderScan *filter.Scan       `json:"encoder_scan"`
+	Inputs      map[string]string  `json:"inputs"`
+	Encoder     string             `json:"encoder,omitempty"`
+	Model       string             `json:"model,omitempty"`
+	TimingsS    map[string]float64 `json:"timings_s"`
+	Reused      []string           `json:"reused_nodes"`
+	Nodes       map[string]Node    `json:"nodes"`
+	// Seconds is the run's wall time (the cached nodes' included as
+	// reused).
+	Seconds float64 `json:"seconds"`
+}
+
+// Counts are the rows of the training set and of each selected set.
+type Counts struct {
+	Total   int `json:"total"`
+	Seed    int `json:"seed,omitempty"`
+	Trusted int `json:"trusted,omitempty"`
+	Kept    int `json:"kept,omitempty"`
+}
+
+// ChannelCounts are the probed channels and those switched off.
+type ChannelCounts struct {
+	Total    int `json:"total"`
+	Filtered int `json:"filtered"`
+}
+
+// Node is one node of the run: its stage, metrics and outputs.
+type Node struct {
+	Stage   string                `json:"stage"`
+	Metrics plugin.Metrics        `json:"metrics"`
+	Outputs map[string]dag.Output `json:"outputs"`
+}
+
+// Set returns the purity figures of a selected set (seed, trusted, kept)
+// when ground truth was given.
+func (s *Summary) Set(name string) (evaluate.Set, bool) {
+	if s.Evaluation == nil || s.Evaluation.Sets == nil {
+		return evaluate.Set{}, false
+	}
+	v, ok := s.Evaluation.Sets[name]
+	return v, ok
+}
+
+// NewSummary fills a summary from a finished DAG run: timings, reused
+// nodes, node metrics and outputs, and the encoder scan.
+func NewSummary(pipeline string, res *dag.Result) *Summary {
+	s := &Summary{Pipeline: pipeline, TimingsS: map[string]float64{}, Reused: []string{}, Nodes: map[string]Node{}, Inputs: map[string]string{}}
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		s.TimingsS[id] = n.Seconds
+		if n.Cached {
+			s.Reused = append(s.Reused, id)
+		}
+		s.Nodes[id] = Node{Stage: n.Stage, Metrics: n.Metrics, Outputs: n.Outputs}
+		if raw, ok := n.Metrics["encoder_scan"]; ok {
+			b, _ := json.Marshal(raw)
+			var sc filter.Scan
+			if json.Unmarshal(b, &sc) == nil {
+				s.EncoderScan = &sc
+			}
+		}
+	}
+	return s
+}
+
+// SummaryFile is the summary's file in a run folder.
+const SummaryFile = "report.json"
+
+// ReadSummary reads a run folder's report.json.
+func ReadSummary(dir string) (*Summary, error) {
+	b, err := os.ReadFile(filepath.Join(dir, SummaryFile))
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SummaryFile), err)
+	}
+	return &s, nil
+}
+
+// WriteSummary writes s as the run folder's report.json, atomically.
+func WriteSummary(dir string, s *Summary) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	af, err := arrowio.CreateAtomic(filepath.Join(dir, SummaryFile))
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(append(b, '\n')); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}

@@ -1,0 +1,415 @@
+// Package runner runs tcore pipelines as a user does: a pipeline over
+// datasets into a run folder, then the folder's tables (samples.parquet,
+// channels.parquet), the evaluation of its classifier and its typed
+// summary (report.json, report.html). The tcore CLI, the benchmark and the
+// demo all run through it; so does the planting of an attack (Poison).
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/host-example/pipelines"
+	"github.com/tcore-dev/tcore/host-example/report"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/evaluate"
+)
+
+// Run is one run of a pipeline over datasets.
+type Run struct {
+	Pipeline *dag.Pipeline
+	Stages   dag.Provider
+	Observer dag.Observer // progress, or nil
+	// Train and Test are the datasets (Test may be ""); Read tunes how
+	// they are read.
+	Train, Test string
+	Read        arrowio.ReadOptions
+	// Bindings give the stages the encoder, device, seed; Out is the run
+	// folder.
+	Bindings dag.Bindings
+	Out      string
+	// Spec is an eval spec (JSON) for the attack success rate, Truth a
+	// ground-truth file: evaluation only, never shown to the defence.
+	Spec  json.RawMessage
+	Truth string
+}
+
+// Execute runs the pipeline into the run folder, writes samples.parquet,
+// channels.parquet, report.json and report.html there, and returns the
+// summary. The pipeline is bound (it changes r.Pipeline).
+func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
+	start := time.Now()
+	p := r.Pipeline
+	inputs := map[string]string{}
+	given := map[string]string{"train": r.Train, "test": r.Test}
+	for _, name := range p.Inputs() {
+		v, known := given[name]
+		if !known {
+			return nil, plugin.BadInputf("pipeline %q needs input %q, which a run does not provide (inputs: train, test)", p.Name, name)
+		}
+		if v == "" {
+			return nil, plugin.BadInputf("pipeline %q needs --%s", p.Name, name)
+		}
+		inputs[name] = v
+	}
+	b := r.Bindings
+	b.RunDir = r.Out
+	if b.Export == "" {
+		b.Export = filepath.Join(r.Out, "clean_model.onnx")
+	}
+	if err := p.Bind(r.Stages, b); err != nil {
+		return nil, err
+	}
+	res, err := (&dag.Runner{Stages: r.Stages, Observer: r.Observer, Read: r.Read}).Run(ctx, p, inputs, r.Out)
+	if err != nil {
+		return nil, err
+	}
+	s := report.NewSummary(p.Name, res)
+	s.Inputs = map[string]string{"train": r.Train, "test": r.Test}
+	s.Encoder = b.Encoder
+	if b.Seed != nil {
+		s.Seed = *b.Seed
+	}
+	if s.Samples, err = WriteSamples(res); err != nil {
+		return nil, fmt.Errorf("samples.parquet: %w", err)
+	}
+	if s.Channels, err = WriteChannels(res); err != nil {
+		return nil, fmt.Errorf("channels.parquet: %w", err)
+	}
+	model := filepath.Join(res.Dir, "clean_model.onnx")
+	if _, err := os.Stat(model); err == nil {
+		s.Model = model
+		if r.Test != "" {
+			e := Eval{Model: model, Data: r.Test, Device: b.Device, Read: r.Read, Spec: r.Spec, Truth: r.Truth}
+			if samples := filepath.Join(res.Dir, "samples.parquet"); r.Truth != "" {
+				e.Samples = samples
+			}
+			ev, err := e.Run(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("evaluating %s on %s: %w", model, r.Test, err)
+			}
+			s.ACC, s.ASR = &ev.ACC, ev.ASR
+			s.Evaluation = &ev.Result
+		}
+	}
+	s.Seconds = time.Since(start).Seconds()
+	if err := report.WriteSummary(res.Dir, s); err != nil {
+		return nil, err
+	}
+	page, err := report.Load(res.Dir, r.Truth)
+	if err != nil {
+		return nil, fmt.Errorf("report.html: %w", err)
+	}
+	if err := report.Write(filepath.Join(res.Dir, "report.html"), []*report.Run{page}); err != nil {
+		return nil, fmt.Errorf("report.html: %w", err)
+	}
+	return s, nil
+}
+
+// Poison plants an attack in a training set with the poison stage (a
+// cached DAG run in dir): recipe holds the poison stage's trigger, target
+// and clean_label; rate and seed complete it. It returns the poisoned
+// images and their ground truth (files in dir).
+func Poison(ctx context.Context, stages dag.Provider, obs dag.Observer, train string, recipe json.RawMessage, rate float64, seed int64, dir string) (images, truth string, err error) {
+	params := map[string]json.RawMessage{}
+	if err := json.Unmarshal(recipe, &params); err != nil {
+		return "", "", plugin.BadInputf("poison recipe: %v", err)
+	}
+	params["rate"], _ = json.Marshal(rate)
+	params["seed"], _ = json.Marshal(seed)
+	raw, _ := json.Marshal(params)
+	p, _ := pipelines.Get("poison")
+	for i := range p.Nodes {
+		if p.Nodes[i].Stage == "poison" {
+			p.Nodes[i].Params = raw
+		}
+	}
+	if err := p.Bind(stages, dag.Bindings{RunDir: dir}); err != nil {
+		return "", "", err
+	}
+	res, err := (&dag.Runner{Stages: stages, Observer: obs}).Run(ctx, p, map[string]string{"train": train}, dir)
+	if err != nil {
+		return "", "", err
+	}
+	images, _ = res.OutputPath("poison", "images")
+	truth, _ = res.OutputPath("poison", "truth")
+	return images, truth, nil
+}
+
+// outputsOfKind lists the run's output files of a kind, in node order.
+func outputsOfKind(res *dag.Result, kind arrowio.Kind) []string {
+	var out []string
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		ports := make([]string, 0, len(n.Outputs))
+		for p := range n.Outputs {
+			ports = append(ports, p)
+		}
+		sort.Strings(ports)
+		for _, port := range ports {
+			full, _ := res.OutputPath(id, port)
+			if kindOfFile(full) == kind {
+				out = append(out, full)
+			}
+		}
+	}
+	return out
+}
+
+// WriteSamples writes samples.parquet: every scores/v1 output of the run
+// joined by sample_id (rows in the order of the first), and returns the
+// counts of rows, seeds, trusted and kept samples (the columns the
+// evaluate stage reads by default: evaluate.DefaultColumns).
+func WriteSamples(res *dag.Result) (report.Counts, error) {
+	paths := outputsOfKind(res, arrowio.KindScores)
+	var counts report.Counts
+	if len(paths) == 0 {
+		return counts, nil
+	}
+	type col struct {
+		field arrow.Field
+		vals  map[uint64]any
+	}
+	var ids []uint64
+	var cols []col
+	for k, path := range paths {
+		r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+		if err != nil {
+			return counts, err
+		}
+		s := r.Schema()
+		base := len(cols)
+		for _, f := range s.Fields()[1:] {
+			cols = append(cols, col{field: f, vals: map[uint64]any{}})
+		}
+		for r.Next() {
+			rec := r.Record()
+			rid := rec.Column(0).(*array.Uint64).Uint64Values()
+			if k == 0 {
+				ids = append(ids, rid...)
+			}
+			for c := 1; c < int(rec.NumCols()); c++ {
+				cc := cols[base+c-1]
+				a := rec.Column(c)
+				for i, id := range rid {
+					if a.IsNull(i) {
+						continue
+					}
+					switch a := a.(type) {
+					case *array.Float32:
+						cc.vals[id] = a.Value(i)
+					case *array.Int32:
+						cc.vals[id] = a.Value(i)
+					case *array.Boolean:
+						cc.vals[id] = a.Value(i)
+					}
+				}
+			}
+		}
+		err = r.Err()
+		r.Release()
+		if err != nil {
+			return counts, err
+		}
+	}
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = c.field
+		fields[i].Nullable = true
+	}
+	schema, err := arrowio.ScoresSchema(fields...)
+	if err != nil {
+		return counts, err
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Field(0).(*array.Uint64Builder).AppendValues(ids, nil)
+	for i, c := range cols {
+		fb := b.Field(i + 1)
+		for _, id := range ids {
+			v, ok := c.vals[id]
+			switch {
+			case !ok:
+				fb.AppendNull()
+			case c.field.Type.ID() == arrow.FLOAT32:
+				fb.(*array.Float32Builder).Append(v.(float32))
+			case c.field.Type.ID() == arrow.INT32:
+				fb.(*array.Int32Builder).Append(v.(int32))
+			default:
+				fb.(*array.BooleanBuilder).Append(v.(bool))
+				if v.(bool) {
+					switch c.field.Name {
+					case evaluate.DefaultColumns["seed"]:
+						counts.Seed++
+					case evaluate.DefaultColumns["trusted"]:
+						counts.Trusted++
+					case evaluate.DefaultColumns["kept"]:
+						counts.Kept++
+					}
+				}
+			}
+		}
+	}
+	counts.Total = len(ids)
+	rec := b.NewRecord()
+	defer rec.Release()
+	rr, _ := array.NewRecordReader(schema, []arrow.Record{rec})
+	defer rr.Release()
+	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, "samples.parquet"), rr)
+	return counts, err
+}
+
+// WriteChannels writes channels.parquet (the run's channels/v1 output, or
+// an empty table) and returns its counts.
+func WriteChannels(res *dag.Result) (report.ChannelCounts, error) {
+	var counts report.ChannelCounts
+	var rr array.RecordReader
+	if paths := outputsOfKind(res, arrowio.KindChannels); len(paths) > 0 {
+		r, err := arrowio.OpenDataset(context.Background(), paths[len(paths)-1], arrowio.ReadOptions{})
+		if err != nil {
+			return counts, err
+		}
+		var recs []arrow.Record
+		for r.Next() {
+			rec := r.Record()
+			rec.Retain()
+			recs = append(recs, rec)
+			keep := rec.Column(2).(*array.Boolean)
+			for i := 0; i < keep.Len(); i++ {
+				counts.Total++
+				if !keep.Value(i) {
+					counts.Filtered++
+				}
+			}
+		}
+		r.Release()
+		rr, _ = array.NewRecordReader(arrowio.ChannelsSchema(), recs)
+		for _, rec := range recs {
+			rec.Release()
+		}
+	} else {
+		rr, _ = array.NewRecordReader(arrowio.ChannelsSchema(), nil)
+	}
+	defer rr.Release()
+	_, err := arrowio.WriteParquet(filepath.Join(res.Dir, "channels.parquet"), rr)
+	return counts, err
+}
+
+func kindOfFile(path string) arrowio.Kind {
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return ""
+	}
+	defer r.Release()
+	k, _ := arrowio.KindOf(r.Schema())
+	return k
+}
+
+// EvalResult is what an evaluation measured (and tcore eval prints).
+type EvalResult struct {
+	Model    string  `json:"model"`
+	Data     string  `json:"data"`
+	Correct  int64   `json:"correct"`
+	Accuracy float64 `json:"accuracy"`
+	evaluate.Result
+}
+
+// Eval is one evaluation: the model, the test data and, where given, the
+// eval spec, the run's samples and the ground truth.
+type Eval struct {
+	Model, Data, Output, Device string
+	Batch, Threads              int // 0: 256 images per batch, one thread per core
+	Read                        arrowio.ReadOptions
+	Spec                        json.RawMessage // eval spec, or nil
+	Samples, Truth              string          // files, or ""
+}
+
+// Run evaluates through the evaluate stage, in process.
+func (e Eval) Run(ctx context.Context) (*EvalResult, error) {
+	if e.Batch == 0 {
+		e.Batch = 256
+	}
+	in := plugin.NewTables()
+	defer in.Release()
+	r, err := arrowio.OpenDataset(ctx, e.Data, e.Read)
+	if err != nil {
+		return nil, err
+	}
+	err = putAll(in, "test", r)
+	r.Release()
+	if err != nil {
+		return nil, err
+	}
+	if e.Samples != "" {
+		if err := putFile(ctx, in, "samples", e.Samples); err != nil {
+			return nil, err
+		}
+	}
+	if e.Truth != "" {
+		t, err := arrowio.ReadTruth(e.Truth)
+		if err != nil {
+			return nil, err
+		}
+		in.Put("truth", t.Schema(), t)
+		t.Release()
+	}
+	absModel, _ := filepath.Abs(e.Model)
+	spec := e.Spec
+	if len(spec) == 0 {
+		spec = json.RawMessage("null")
+	}
+	device := e.Device
+	if device == "" {
+		device = "cpu"
+	}
+	params, _ := json.Marshal(map[string]any{"model": absModel, "output": e.Output, "spec": spec,
+		"device": device, "batch_size": e.Batch, "threads": e.Threads})
+	out := plugin.NewTables()
+	defer out.Release()
+	m, err := plugin.Local(evaluate.New()).Run(ctx, params, in, out, nil)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(m)
+	res := &EvalResult{Model: e.Model, Data: e.Data}
+	if err := json.Unmarshal(b, &res.Result); err != nil {
+		return nil, err
+	}
+	res.Accuracy = res.ACC
+	res.Correct = int64(math.Round(res.ACC * float64(res.N)))
+	return res, nil
+}
+
+func putFile(ctx context.Context, in *plugin.Tables, port, path string) error {
+	r, err := arrowio.OpenDataset(ctx, path, arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	return putAll(in, port, r)
+}
+
+func putAll(in *plugin.Tables, port string, r array.RecordReader) error {
+	var recs []arrow.Record
+	for r.Next() {
+		recs = append(recs, r.Record())
+		r.Record().Retain()
+	}
+	in.Put(port, r.Schema(), recs...)
+	for _, rec := range recs {
+		rec.Release()
+	}
+	return r.Err()
+}
