@@ -30,7 +30,7 @@ const ClassesKey = "tcore.classes"
 const DefaultBatchRows = 1024
 
 // ReadOptions tunes OpenDataset. The zero value finds columns by the rules of
-// DESIGN.md and reads DefaultBatchRows rows per batch.
+// docs/ARCHITECTURE.md and reads DefaultBatchRows rows per batch.
 type ReadOptions struct {
 	// ImageCol and LabelCol override the column detection.
 	ImageCol, LabelCol string

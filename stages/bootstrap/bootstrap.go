@@ -1,5 +1,5 @@
 // Package bootstrap is T-Core's last stage: progressive bootstrapping
-// learning (ALGORITHM.md, stage 4). From the trusted core it trains a head,
+// learning (docs/ALGORITHM.md, stage 4). From the trusted core it trains a head,
 // admits the samples the head predicts as their label with high confidence
 // and a loss within what the trusted samples of their class show, and
 // repeats; the final head, on the last set, is composed with the (filtered)

@@ -1,5 +1,5 @@
 // Package expand is T-Core's second stage: seed expansion with confusion
-// training (ALGORITHM.md, stage 2). Starting from the seeds, it grows a
+// training (docs/ALGORITHM.md, stage 2). Starting from the seeds, it grows a
 // trusted set round by round: a benign head fitted on the trusted set
 // admits the samples it fits best, unless a confusion head (fitted on all
 // data while trusted samples get random labels) still predicts them as their

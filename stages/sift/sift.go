@@ -1,5 +1,5 @@
 // Package sift is T-Core's first stage: seed sifting by topological
-// invariance (ALGORITHM.md, stage 1). For every sample and probed layer it
+// invariance (docs/ALGORITHM.md, stage 1). For every sample and probed layer it
 // measures label agreement among the sample's k nearest neighbours (cosine,
 // per-layer standardised features); a clean sample's agreement rises with
 // depth, poison's does not. The samples with the largest depth gain in each

@@ -1,4 +1,4 @@
-// Package attack is tcore's attack kit: the triggers of DESIGN.md (BadNets
+// Package attack is tcore's attack kit: the triggers of docs/ALGORITHM.md (BadNets
 // patch, Blended, SIG, WaNet) applied to decoded pixels, and the eval spec
 // (trigger + target) that only evaluation sees. The poison stage, the
 // evaluate stage and the host's ASR all use it, so a trigger means one thing

@@ -105,7 +105,7 @@ type Config struct {
 	ORT      ort.Options
 }
 
-// DefaultConfig returns ALGORITHM.md's training defaults.
+// DefaultConfig returns docs/ALGORITHM.md's training defaults.
 func DefaultConfig(seed uint64) Config {
 	return Config{Epochs: 20, Batch: 256, LR: 1e-3, Balanced: true, MinSteps: 300, Seed: seed}
 }
