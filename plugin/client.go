@@ -200,6 +200,7 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 		}
 	}
 
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.stub.Run(ctx)
@@ -255,6 +256,12 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 			}
 			if err != nil {
 				sendErr <- PortError(p.name, err)
+				// The plugin waits for the rest of the port: end the
+				// stream so that neither side hangs.
+				var send *sendError
+				if !errors.As(err, &send) {
+					cancel()
+				}
 				return
 			}
 		}
@@ -292,7 +299,7 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 				// failed is a consequence of the broken stream.
 				var send *sendError
 				if se != nil && !errors.As(se, &send) {
-					return nil, classify(spec.Name, se, ctx)
+					return nil, classify(spec.Name, se, parent)
 				}
 			default:
 			}

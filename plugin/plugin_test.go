@@ -355,3 +355,59 @@ func TestVerifyComparesDescribeWithManifest(t *testing.T) {
 		t.Fatalf("got %+v, want a params mismatch", res)
 	}
 }
+
+// failingInputs gives a port whose reader fails after a few batches, as a
+// corrupt upstream file does while it streams.
+type failingInputs struct{ t *plugin.Tables }
+
+func (f failingInputs) Open(port string) (array.RecordReader, error) {
+	r, err := f.t.Open(port)
+	if err != nil {
+		return nil, err
+	}
+	return &failAfter{RecordReader: r, left: 3}, nil
+}
+
+type failAfter struct {
+	array.RecordReader
+	left int
+	err  error
+}
+
+func (f *failAfter) Next() bool {
+	if f.left == 0 {
+		f.err = errors.New("checksum mismatch in batch 4")
+		return false
+	}
+	f.left--
+	return f.RecordReader.Next()
+}
+
+func (f *failAfter) Err() error { return f.err }
+
+// An input that fails while it streams ends the run on both sides at once:
+// the plugin is not left waiting for the rest of the port, and the error
+// names the stage, the port and the reader's reason.
+func TestFailingInputEndsBothSides(t *testing.T) {
+	for name, st := range runners(t) {
+		t.Run(name, func(t *testing.T) {
+			in := featuresInput(t, 2000)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			out := plugin.NewTables()
+			defer out.Release()
+			_, err := st.Run(ctx, json.RawMessage(`{"sink": true}`), failingInputs{in}, out, nil)
+			var se *plugin.Error
+			if !errors.As(err, &se) || se.Stage != "echo" || se.Port != "features" || !strings.Contains(err.Error(), "checksum mismatch") {
+				t.Fatalf("got %v, want an error of stage echo, port features, naming the reader's reason", err)
+			}
+			if se.Code == plugin.CodeCancelled {
+				t.Fatalf("reported as cancelled: %v", err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Fatalf("took %v: a side waited", d)
+			}
+		})
+	}
+}

@@ -390,3 +390,75 @@ func ExampleRunner() {
 	fmt.Println(string(b))
 	// Output: {"0":2,"1":1}
 }
+
+// A cached output changed after its node finished (same size, other
+// bytes) is not reused: the node runs again and its output is whole again.
+// A killed run's temporary node folder is cleaned up by the next run.
+func TestCorruptedCacheRunsAgain(t *testing.T) {
+	data := writeDataset(t, 40, -1)
+	dir := t.TempDir()
+	r := &dag.Runner{Stages: dag.Plugins{Catalog: catalog}}
+	p := pipeline(t, statsPipeline)
+	res, err := r.Run(context.Background(), p, map[string]string{"train": data}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ := res.OutputPath("stats", "scores")
+	good, _ := os.ReadFile(path)
+	bad := append([]byte(nil), good...)
+	for i := len(bad) / 2; i < len(bad)/2+64 && i < len(bad); i++ {
+		bad[i] ^= 0xff
+	}
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, "nodes", ".stats.tmp-123")
+	os.MkdirAll(stale, 0o755)
+	res2, err := r.Run(context.Background(), p, map[string]string{"train": data}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Nodes["stats"].Cached || !res2.Nodes["train"].Cached {
+		t.Fatalf("stats cached=%v train cached=%v, want false/true", res2.Nodes["stats"].Cached, res2.Nodes["train"].Cached)
+	}
+	if again, _ := os.ReadFile(path); string(again) != string(good) {
+		t.Fatal("the rerun node's output differs from the first run's")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale temporary node folder left: %v", err)
+	}
+}
+
+// A second run into a folder that another run holds fails at once, naming
+// the holder's PID; once the first is done, the folder is free.
+func TestBusyRunFolderIsRefused(t *testing.T) {
+	data := writeDataset(t, 40, -1)
+	dir := t.TempDir()
+	started := make(chan struct{})
+	rec := newRecorder()
+	var once sync.Once
+	rec.onStart = func(id string) { once.Do(func() { close(started) }) }
+	slow := pipeline(t, `{"name": "slow", "nodes": [{"id": "train", "input": "train"},
+	 {"id": "e", "stage": "echo", "params": {"fail": "hang"}}],
+	 "edges": [{"from": "train.table", "to": "e.images"}]}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&dag.Runner{Stages: dag.Plugins{Catalog: catalog}, Observer: rec}).Run(ctx, slow, map[string]string{"train": data}, dir)
+		done <- err
+	}()
+	<-started
+	start := time.Now()
+	_, err := (&dag.Runner{Stages: dag.Plugins{Catalog: catalog}}).Run(context.Background(), pipeline(t, statsPipeline), map[string]string{"train": data}, dir)
+	if !errors.Is(err, dag.ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("PID %d", os.Getpid())) {
+		t.Fatalf("second run: %v, want ErrBusy naming PID %d", err, os.Getpid())
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("the second run waited %v", time.Since(start))
+	}
+	cancel()
+	<-done
+	if _, err := (&dag.Runner{Stages: dag.Plugins{Catalog: catalog}}).Run(context.Background(), pipeline(t, statsPipeline), map[string]string{"train": data}, dir); err != nil {
+		t.Fatalf("after the first run ended: %v", err)
+	}
+}

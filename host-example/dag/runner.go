@@ -104,6 +104,12 @@ func (r *Runner) Run(ctx context.Context, p *Pipeline, inputs map[string]string,
 	if err := os.MkdirAll(filepath.Join(dir, "nodes"), 0o755); err != nil {
 		return nil, err
 	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	removeStale(filepath.Join(dir, "nodes"))
 	res := &Result{Dir: dir, Nodes: map[string]*NodeResult{}, Order: pl.order}
 	caller := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -400,7 +406,8 @@ func hashPath(path string) (string, error) {
 }
 
 // loadCached returns the node result kept in dir when its key matches and
-// every output file is there with the recorded size.
+// every output file is there with the recorded size and sha256 (a file
+// changed after its node finished is never reused: the node runs again).
 func loadCached(dir, key string) (*NodeResult, bool) {
 	b, err := os.ReadFile(filepath.Join(dir, nodeFile))
 	if err != nil {
@@ -412,8 +419,12 @@ func loadCached(dir, key string) (*NodeResult, bool) {
 	}
 	runDir := filepath.Dir(filepath.Dir(dir))
 	for _, o := range nr.Outputs {
-		st, err := os.Stat(filepath.Join(runDir, o.Path))
+		path := filepath.Join(runDir, o.Path)
+		st, err := os.Stat(path)
 		if err != nil || st.Size() != o.Bytes {
+			return nil, false
+		}
+		if sum, err := plugin.FileSHA256(path); err != nil || sum != o.SHA256 {
 			return nil, false
 		}
 	}

@@ -1,0 +1,344 @@
+// Command replay reruns T-Core's data stages (sift, expand, bootstrap) in
+// process on a finished run folder's features, once per variant of their
+// parameters, and scores each variant's final head on the test set's
+// embeddings: ACC, ASR (with an eval spec) and the purity of the seed,
+// trusted and kept sets (with ground truth). It is how the data stages'
+// defaults are tuned (docs/DECISIONS.md): seconds per variant instead of a
+// whole run, on the same embeddings.
+//
+//	replay --run DIR --encoder E.onnx --test TEST [--eval SPEC] [--truth TRUTH] \
+//	       --variant 'name={"bootstrap": {"tau": 0.8}}' [--variant ...]
+//
+// When the run's filter masked channels, bootstrap gets the filter's
+// features, suspects and augment rows, and the test set is embedded by the
+// run's filtered encoder.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow/go/arrow/memory"
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/bootstrap"
+	"github.com/tcore-dev/tcore/stages/expand"
+	"github.com/tcore-dev/tcore/stages/kit/attack"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/sift"
+)
+
+type variants []string
+
+func (v *variants) String() string     { return strings.Join(*v, " ") }
+func (v *variants) Set(s string) error { *v = append(*v, s); return nil }
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "replay:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	dir := fs.String("run", "", "a finished run folder (T-Core pipeline)")
+	enc := fs.String("encoder", "", "the run's encoder")
+	test := fs.String("test", "", "clean test set")
+	specPath := fs.String("eval", "", "eval spec (ASR)")
+	truthPath := fs.String("truth", "", "ground truth of the training set")
+	var vs variants
+	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" || *enc == "" || *test == "" {
+		return errors.New("--run, --encoder and --test are required")
+	}
+	if len(vs) == 0 {
+		vs = variants{"defaults={}"}
+	}
+	ctx := context.Background()
+	t, err := readFeatures(filepath.Join(*dir, "nodes", "embed", "features.arrow"))
+	if err != nil {
+		return err
+	}
+	// What bootstrap sees: the filter's outputs when it masked.
+	bt, testEnc := t, *enc
+	var exclude []bool
+	var aug *feat.Table
+	if fe := filepath.Join(*dir, "nodes", "filter", "features.arrow"); fileExists(fe) && fileExists(filepath.Join(*dir, "filtered_encoder.onnx")) {
+		if bt, err = readFeatures(fe); err != nil {
+			return err
+		}
+		testEnc = filepath.Join(*dir, "filtered_encoder.onnx")
+		if aug, err = readFeatures(filepath.Join(*dir, "nodes", "filter", "augment.arrow")); err != nil {
+			return err
+		}
+		sc, err := readScores(filepath.Join(*dir, "nodes", "filter", "scores.arrow"), bt, "filter.suspect")
+		if err != nil {
+			return err
+		}
+		exclude = sc["filter.suspect"].B
+	}
+	var spec *attack.Spec
+	if *specPath != "" {
+		s, err := attack.ReadSpec(*specPath)
+		if err != nil {
+			return err
+		}
+		spec = &s
+	}
+	clean, trig, err := testEmbeddings(ctx, testEnc, *test, spec, filepath.Dir(*dir))
+	if err != nil {
+		return err
+	}
+	var poison map[uint64]bool
+	if *truthPath != "" {
+		if poison, err = readTruth(*truthPath); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%-24s %7s %7s %14s %14s %14s\n", "variant", "ACC", "ASR", "seeds", "trusted", "kept")
+	for _, v := range vs {
+		name, raw, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("--variant %q: want name=JSON", v)
+		}
+		var over map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(raw), &over); err != nil {
+			return fmt.Errorf("--variant %s: %v", name, err)
+		}
+		var sp sift.Params
+		if err := plugin.DecodeParams(sift.New().Spec(), over["sift"], &sp); err != nil {
+			return err
+		}
+		var ep expand.Params
+		if err := plugin.DecodeParams(expand.New().Spec(), over["expand"], &ep); err != nil {
+			return err
+		}
+		var bp bootstrap.Params
+		if err := plugin.DecodeParams(bootstrap.New().Spec(), over["bootstrap"], &bp); err != nil {
+			return err
+		}
+		sr, err := sift.Sift(ctx, t, sp, nil)
+		if err != nil {
+			return err
+		}
+		er, err := expand.Expand(ctx, t, sr.Seed, ep, nil)
+		if err != nil {
+			return err
+		}
+		br, err := bootstrap.Bootstrap(ctx, bt, er.Trusted, exclude, aug, bp, nil)
+		if err != nil {
+			return err
+		}
+		acc, err := accuracy(br.Head, clean, -1)
+		if err != nil {
+			return err
+		}
+		asr := "—"
+		if trig != nil {
+			a, err := accuracy(br.Head, trig, int32(spec.Target))
+			if err != nil {
+				return err
+			}
+			asr = fmt.Sprintf("%.1f%%", 100*a)
+		}
+		fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s\n", name, 100*acc, asr,
+			purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(bt.IDs, br.Kept, poison))
+	}
+	return nil
+}
+
+// purity is "poisoned/rows" of a selected set ("?/rows" without truth).
+func purity(ids []uint64, sel []bool, poison map[uint64]bool) string {
+	n, p := 0, 0
+	for i, s := range sel {
+		if s {
+			n++
+			if poison[ids[i]] {
+				p++
+			}
+		}
+	}
+	if poison == nil {
+		return fmt.Sprintf("?/%d", n)
+	}
+	return fmt.Sprintf("%d/%d", p, n)
+}
+
+// accuracy is the share of rows the head labels as their label (target <
+// 0) or as target.
+func accuracy(h *mlp.Head, t *feat.Table, target int32) (float64, error) {
+	tr, err := mlp.NewTrainer(h.Sizes, mlp.DefaultConfig(1))
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	sc, err := tr.Score(h, t.Embedding.X, t.Labels)
+	if err != nil {
+		return 0, err
+	}
+	ok := 0
+	for i, p := range sc.Pred {
+		want := t.Labels[i]
+		if target >= 0 {
+			want = target
+		}
+		if p == want {
+			ok++
+		}
+	}
+	return float64(ok) / float64(max(1, len(sc.Pred))), nil
+}
+
+// testEmbeddings embeds the test set, and its non-target images with the
+// trigger (spec nil: none), under the encoder; cached in cache by content.
+func testEmbeddings(ctx context.Context, enc, test string, spec *attack.Spec, cache string) (*feat.Table, *feat.Table, error) {
+	key := func(parts ...string) string {
+		h := sha256.New()
+		for _, p := range parts {
+			if b, err := os.ReadFile(p); err == nil {
+				h.Write(b)
+			} else {
+				h.Write([]byte(p))
+			}
+		}
+		return hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	m, err := encoder.Load(enc, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	embedTo := func(path string, trig *attack.Spec) (*feat.Table, error) {
+		if !fileExists(path) {
+			s, err := m.Session(encoder.Config{ORT: ort.Options{}})
+			if err != nil {
+				return nil, err
+			}
+			defer s.Close()
+			r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
+			if err != nil {
+				return nil, err
+			}
+			defer r.Release()
+			var src array.RecordReader = r
+			if trig != nil {
+				if src, err = triggered(r, trig); err != nil {
+					return nil, err
+				}
+				defer src.Release()
+			}
+			tabs := plugin.NewTables()
+			defer tabs.Release()
+			w, err := tabs.Create("f", s.FeaturesSchema())
+			if err != nil {
+				return nil, err
+			}
+			if _, err := s.Stream(ctx, src, w, m.Preprocess(), 256, plugin.ProgressFunc(func(plugin.Event) {})); err != nil {
+				return nil, err
+			}
+			if err := w.Close(); err != nil {
+				return nil, err
+			}
+			got := tabs.Get("f")
+			rr, _ := array.NewRecordReader(got.Schema, got.Records)
+			_, err = arrowio.WriteIPCFile(path, rr)
+			rr.Release()
+			if err != nil {
+				return nil, err
+			}
+		}
+		return readFeatures(path)
+	}
+	clean, err := embedTo(filepath.Join(cache, "replay-"+key(enc, test)+".arrow"), nil)
+	if err != nil || spec == nil {
+		return clean, nil, err
+	}
+	sb, _ := json.Marshal(spec)
+	trig, err := embedTo(filepath.Join(cache, "replay-"+key(enc, test, string(sb))+".arrow"), spec)
+	return clean, trig, err
+}
+
+// triggered reads the test set's non-target images with the trigger
+// applied (labels kept; accuracy against the target is the ASR).
+func triggered(r array.RecordReader, spec *attack.Spec) (array.RecordReader, error) {
+	held, err := arrowio.Hold(r)
+	if err != nil {
+		return nil, err
+	}
+	defer held.Release()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, held.Schema)
+	defer b.Release()
+	for _, rec := range held.Records {
+		ids, ls, im := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Binary)
+		for i := 0; i < ids.Len(); i++ {
+			if int(ls.Value(i)) == spec.Target {
+				continue
+			}
+			data, err := spec.Trigger.ApplyBytes(im.Value(i))
+			if err != nil {
+				return nil, err
+			}
+			b.Field(0).(*array.Uint64Builder).Append(ids.Value(i))
+			b.Field(1).(*array.Int32Builder).Append(ls.Value(i))
+			b.Field(2).(*array.BinaryBuilder).Append(data)
+		}
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	return array.NewRecordReader(rec.Schema(), []arrow.Record{rec})
+}
+
+func readFeatures(path string) (*feat.Table, error) {
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	return feat.ReadAll(r)
+}
+
+func readScores(path string, t *feat.Table, names ...string) (map[string]feat.Column, error) {
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	return feat.Scores(r, path, t, names...)
+}
+
+func readTruth(path string) (map[uint64]bool, error) {
+	rec, err := arrowio.ReadTruth(path)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	out := map[uint64]bool{}
+	ids, ps := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Boolean)
+	for i := 0; i < ids.Len(); i++ {
+		out[ids.Value(i)] = ps.Value(i)
+	}
+	return out, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
