@@ -2,6 +2,7 @@ package ort
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,21 @@ type Options struct {
 	// OptLevel is the graph optimisation level: "all" (default),
 	// "extended", "basic" or "none".
 	OptLevel string
+}
+
+// ThreadsEnvVar names an environment variable that sets the intra-op
+// threads of every session that does not set its own (default: one per
+// CPU): on a machine shared by several runs, each can take its share.
+const ThreadsEnvVar = "TCORE_ORT_THREADS"
+
+// DefaultThreads is the intra-op thread count of a session that does not
+// set one: $TCORE_ORT_THREADS when it is a positive number, else one per
+// CPU.
+func DefaultThreads() int {
+	if n, err := strconv.Atoi(os.Getenv(ThreadsEnvVar)); err == nil && n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
 }
 
 // ParseDevice splits "cpu", "cuda" or "cuda:N" into kind and device id.
@@ -47,7 +63,7 @@ func (o Options) sessionOptions() (*onnx.SessionOptions, error) {
 	}
 	threads := o.Threads
 	if threads <= 0 {
-		threads = runtime.NumCPU()
+		threads = DefaultThreads()
 	}
 	if err := so.SetIntraOpNumThreads(threads); err != nil {
 		so.Destroy()
