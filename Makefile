@@ -40,6 +40,7 @@ tcore:
 	$(GO) build -trimpath -o bin/tcore ./host-example/cmd/tcore
 
 plugins: tcore
+	$(GO) generate ./host-example/builtin
 	@for d in $(STAGE_CMDS); do \
 		echo "$(GO) build -o bin/$$(basename $$d) ./$$d"; \
 		$(GO) build -trimpath -o bin/$$(basename $$d) ./$$d || exit 1; \

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 
@@ -43,6 +44,7 @@ func (Stage) Spec() plugin.Spec {
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 5, Tau: 0.9,
+			Admit: "confident", FlaggedColumn: "expand.flagged",
 			LossQuantile: 0.9, GrowthCap: 0.2, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
@@ -50,19 +52,22 @@ func (Stage) Spec() plugin.Spec {
 
 // Params are bootstrap's parameters.
 type Params struct {
-	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
-	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the suspects input"`
-	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
-	Tau           float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
-	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
-	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
-	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
-	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
-	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
-	Classes       int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
-	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
-	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
-	Export        string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	TrustedColumn  string  `json:"trusted_column" doc:"boolean column of the trusted input"`
+	SuspectColumn  string  `json:"suspect_column" doc:"boolean column of the suspects input"`
+	Rounds         int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
+	Tau            float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
+	LossQuantile   float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
+	GrowthCap      float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
+	FinalEpochs    int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
+	WarmEpochs     int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
+	MaxSteps       int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
+	Classes        int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Admit          string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
+	FlaggedColumn  string  `json:"flagged_column" doc:"boolean column of the trusted input that flags shortcut carriers (expand.flagged: the confusion head still fits them)"`
+	ExcludeFlagged bool    `json:"exclude_flagged" doc:"never keep the rows flagged_column flags"`
+	Encoder        string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
+	Embedding      string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
+	Export         string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -84,7 +89,18 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	start, err := feat.Bools(in, "trusted", t, p.TrustedColumn)
+	cols := []string{p.TrustedColumn}
+	if p.ExcludeFlagged {
+		cols = append(cols, p.FlaggedColumn)
+	}
+	var start, flagged []bool
+	tc, err := feat.OpenScores(in, "trusted", t, cols...)
+	if err == nil {
+		start, flagged = tc[p.TrustedColumn].B, tc[p.FlaggedColumn].B
+		if start == nil || (p.ExcludeFlagged && flagged == nil) {
+			return nil, plugin.PortError("trusted", plugin.BadInputf("columns %v must be boolean", cols))
+		}
+	}
 	if errors.Is(err, plugin.ErrNotConnected) {
 		start = make([]bool, t.N())
 		for i := range start {
@@ -100,6 +116,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if err != nil {
 		return nil, err
 	}
+	exclude = Excluded(exclude, flagged)
 	masks, err := chanfilter.MasksFromPort(in, "channels")
 	if err != nil {
 		return nil, err
@@ -124,6 +141,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
 		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
+}
+
+// Excluded is the rows never to keep: suspects or flagged (either may be
+// nil: none); nil when neither is given.
+func Excluded(suspects, flagged []bool) []bool {
+	if suspects == nil && flagged == nil {
+		return nil
+	}
+	n := max(len(suspects), len(flagged))
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = (suspects != nil && suspects[i]) || (flagged != nil && flagged[i])
+	}
+	return out
 }
 
 // Result is bootstrap's verdict and head.
@@ -193,20 +224,25 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h, fit := mlp.NewHead(sizes, p.Seed+uint64(r)), tr
-		if warm != nil && prev != nil {
-			h, fit = prev.Clone(), warm
+		var sc *mlp.Scores
+		losses := make([][]float32, nc) // each class's kept rows' losses
+		if p.Admit == "heldout" {
+			if sc, err = heldOut(tr, sizes, p.Seed+uint64(r), x, y, res.Kept, nc); err != nil {
+				return nil, err
+			}
+		} else {
+			h, fit := mlp.NewHead(sizes, p.Seed+uint64(r)), tr
+			if warm != nil && prev != nil {
+				h, fit = prev.Clone(), warm
+			}
+			if _, err := fit.Fit(h, x, y, rows(), nil); err != nil {
+				return nil, err
+			}
+			prev = h
+			if sc, err = tr.Score(h, x, y); err != nil {
+				return nil, err
+			}
 		}
-		if _, err := fit.Fit(h, x, y, rows(), nil); err != nil {
-			return nil, err
-		}
-		prev = h
-		sc, err := tr.Score(h, x, y)
-		if err != nil {
-			return nil, err
-		}
-		// The loss threshold of each class: a quantile of its kept rows.
-		losses := make([][]float32, nc)
 		for i, k := range res.Kept {
 			if k {
 				losses[y[i]] = append(losses[y[i]], sc.Loss[i])
@@ -223,7 +259,8 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		}
 		var cands []int
 		for i := 0; i < n; i++ {
-			if !res.Kept[i] && (exclude == nil || !exclude[i]) && sc.PY[i] >= p.Tau && sc.Loss[i] < thr[y[i]] {
+			confident := p.Admit == "heldout" || sc.PY[i] >= p.Tau
+			if !res.Kept[i] && (exclude == nil || !exclude[i]) && confident && sc.Loss[i] < thr[y[i]] {
 				cands = append(cands, i)
 			}
 		}
@@ -288,6 +325,55 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": naug}
 	return res, nil
+}
+
+// heldOut scores every row for the admission rule heldout: two heads, each
+// trained on half the kept rows of every class (alternate rows of a seeded
+// shuffle); a kept row gets its loss under the head that did not see it,
+// any other row the mean of the two losses.
+func heldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int) (*mlp.Scores, error) {
+	byClass := make([][]int, nc)
+	for i, k := range kept {
+		if k {
+			byClass[y[i]] = append(byClass[y[i]], i)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x686f6c64))
+	fold := make([]int8, len(kept))
+	var halves [2][]int
+	for _, rows := range byClass {
+		rng.Shuffle(len(rows), func(a, b int) { rows[a], rows[b] = rows[b], rows[a] })
+		for j, i := range rows {
+			fold[i] = int8(j % 2)
+			halves[j%2] = append(halves[j%2], i)
+		}
+	}
+	var sc [2]*mlp.Scores
+	for f := range halves {
+		if len(halves[f]) == 0 {
+			halves[f] = halves[1-f]
+		}
+		h := mlp.NewHead(sizes, seed*2+uint64(f))
+		if _, err := tr.Fit(h, x, y, halves[f], nil); err != nil {
+			return nil, err
+		}
+		s, err := tr.Score(h, x, y)
+		if err != nil {
+			return nil, err
+		}
+		sc[f] = s
+	}
+	out := &mlp.Scores{Loss: make([]float32, len(y)), PY: make([]float32, len(y)), Pred: sc[0].Pred}
+	for i := range y {
+		if kept[i] {
+			other := 1 - fold[i]
+			out.Loss[i], out.PY[i] = sc[other].Loss[i], sc[other].PY[i]
+			continue
+		}
+		out.Loss[i] = (sc[0].Loss[i] + sc[1].Loss[i]) / 2
+		out.PY[i] = (sc[0].PY[i] + sc[1].PY[i]) / 2
+	}
+	return out, nil
 }
 
 func sum(xs []int) int {

@@ -9,9 +9,11 @@
 //	replay --run DIR --encoder E.onnx --test TEST [--eval SPEC] [--truth TRUTH] \
 //	       --variant 'name={"bootstrap": {"tau": 0.8}}' [--variant ...]
 //
-// When the run's filter masked channels, bootstrap gets the filter's
-// features, suspects and augment rows, and the test set is embedded by the
-// run's filtered encoder.
+// The filter runs again (in process) when a variant sets filter parameters
+// or --filter is given; its filtered encoder then embeds the test set.
+// Otherwise, when the run's filter masked channels, bootstrap gets that
+// filter's features, suspects and augment rows, and the test set is
+// embedded by the run's filtered encoder.
 package main
 
 import (
@@ -35,6 +37,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/expand"
+	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
@@ -62,6 +65,7 @@ func run(args []string, stdout io.Writer) error {
 	test := fs.String("test", "", "clean test set")
 	specPath := fs.String("eval", "", "eval spec (ASR)")
 	truthPath := fs.String("truth", "", "ground truth of the training set")
+	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -114,7 +118,26 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "%-24s %7s %7s %14s %14s %14s\n", "variant", "ACC", "ASR", "seeds", "trusted", "kept")
+	var images *plugin.Tables
+	loadImages := func() error {
+		if images != nil {
+			return nil
+		}
+		r, err := arrowio.OpenDataset(ctx, filepath.Join(*dir, "nodes", "train", "table.arrow"), arrowio.ReadOptions{})
+		if err != nil {
+			return err
+		}
+		defer r.Release()
+		h, err := arrowio.Hold(r)
+		if err != nil {
+			return err
+		}
+		images = plugin.NewTables()
+		images.Put("images", h.Schema, h.Records...)
+		h.Release()
+		return nil
+	}
+	fmt.Fprintf(stdout, "%-24s %7s %7s %14s %14s %14s %6s %6s\n", "variant", "ACC", "ASR", "seeds", "trusted", "kept", "scan z", "masked")
 	for _, v := range vs {
 		name, raw, ok := strings.Cut(v, "=")
 		if !ok {
@@ -144,10 +167,35 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		br, err := bootstrap.Bootstrap(ctx, bt, er.Trusted, exclude, aug, bp, nil)
+		vbt, vexclude, vaug, vclean, vtrig := bt, exclude, aug, clean, trig
+		scanZ, masked := "—", "—"
+		if _, ok := over["filter"]; ok || *refilter {
+			if err := loadImages(); err != nil {
+				return err
+			}
+			fo, err := runFilter(ctx, *enc, images, t, er.Trusted, over["filter"], filepath.Join(filepath.Dir(*dir), "replay-filtered-"+name+".onnx"))
+			if err != nil {
+				return err
+			}
+			scanZ, masked = fmt.Sprintf("%.1f", fo.scanZ), fmt.Sprint(fo.masked)
+			vbt, vexclude, vaug = fo.features, fo.suspect, fo.augment
+			if fo.masked > 0 {
+				if vclean, vtrig, err = testEmbeddings(ctx, fo.encoder, *test, spec, filepath.Dir(*dir)); err != nil {
+					return err
+				}
+			} else {
+				vbt, vaug = t, nil
+			}
+		}
+		var flagged []bool
+		if bp.ExcludeFlagged {
+			flagged = er.Flagged
+		}
+		br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, flagged), vaug, bp, nil)
 		if err != nil {
 			return err
 		}
+		clean, trig := vclean, vtrig
 		acc, err := accuracy(br.Head, clean, -1)
 		if err != nil {
 			return err
@@ -160,10 +208,80 @@ func run(args []string, stdout io.Writer) error {
 			}
 			asr = fmt.Sprintf("%.1f%%", 100*a)
 		}
-		fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s\n", name, 100*acc, asr,
-			purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(bt.IDs, br.Kept, poison))
+		fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", name, 100*acc, asr,
+			purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 	}
 	return nil
+}
+
+// filtered is what the filter gave bootstrap.
+type filtered struct {
+	features, augment *feat.Table
+	suspect           []bool
+	encoder           string
+	scanZ             float64
+	masked            int
+}
+
+// runFilter runs the filter stage in process on the run's images and
+// features with the variant's trusted rows and parameters, exporting the
+// filtered encoder to export.
+func runFilter(ctx context.Context, enc string, images *plugin.Tables, t *feat.Table, trusted []bool, over json.RawMessage, export string) (*filtered, error) {
+	in := plugin.NewTables()
+	defer in.Release()
+	tb := images.Get("images")
+	in.Put("images", tb.Schema, tb.Records...)
+	layers := make([]arrowio.Layer, len(t.Layers))
+	for i, l := range t.Layers {
+		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.D}
+	}
+	cols := [][]float32{t.Embedding.X}
+	for _, l := range t.Layers {
+		cols = append(cols, l.X)
+	}
+	schema := arrowio.FeaturesSchema(t.Embedding.D, layers)
+	fr := arrowio.NewFeaturesRecord(schema, t.IDs, t.Labels, cols)
+	in.Put("features", schema, fr)
+	fr.Release()
+	sr, err := feat.ScoresRecord(t.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	if err != nil {
+		return nil, err
+	}
+	in.Put("trusted", sr.Schema(), sr)
+	sr.Release()
+	params := map[string]json.RawMessage{}
+	if len(over) > 0 {
+		if err := json.Unmarshal(over, &params); err != nil {
+			return nil, err
+		}
+	}
+	params["encoder"], _ = json.Marshal(enc)
+	params["export"], _ = json.Marshal(export)
+	raw, _ := json.Marshal(params)
+	out := plugin.NewTables()
+	defer out.Release()
+	m, err := plugin.Local(filter.New()).Run(ctx, raw, in, out, nil)
+	if err != nil {
+		return nil, err
+	}
+	var res filter.Result
+	b, _ := json.Marshal(m)
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, err
+	}
+	fo := &filtered{encoder: export, scanZ: res.Scan.BestZ, masked: res.ChannelsMasked}
+	if fo.features, err = feat.Open(out, "features"); err != nil {
+		return nil, err
+	}
+	if fo.augment, err = feat.Open(out, "augment"); err != nil {
+		return nil, err
+	}
+	sc, err := feat.OpenScores(out, "scores", fo.features, "filter.suspect")
+	if err != nil {
+		return nil, err
+	}
+	fo.suspect = sc["filter.suspect"].B
+	return fo, nil
 }
 
 // purity is "poisoned/rows" of a selected set ("?/rows" without truth).
