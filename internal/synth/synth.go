@@ -23,6 +23,9 @@ const (
 	Clean Kind = iota
 	T2
 	T3
+	// CleanLabel is T2 with clean-label poison (SIG-style): target-class
+	// rows whose shallow features the trigger dominates, labels kept.
+	CleanLabel
 )
 
 // Spec describes a synthetic set.
@@ -80,7 +83,9 @@ func Make(s Spec) *Set {
 	for k := 0; k < n; k++ {
 		var y, src int32
 		poison := k >= s.PerClass*s.Classes
-		if poison {
+		if poison && s.Kind == CleanLabel {
+			src, y = s.Target, s.Target
+		} else if poison {
 			src = int32(rng.IntN(s.Classes))
 			for src == s.Target {
 				src = int32(rng.IntN(s.Classes))
@@ -98,7 +103,7 @@ func Make(s Spec) *Set {
 				v := signal[l]*protos[l][src][j] + float32(rng.NormFloat64()*s.NoiseGain)
 				if poison {
 					switch {
-					case s.Kind == T2 && l < 2:
+					case (s.Kind == T2 || s.Kind == CleanLabel) && l < 2:
 						// The trigger dominates shallow features.
 						v = 3*trigger[l][j] + 0.3*float32(rng.NormFloat64())
 					case s.Kind == T3 && l >= 1:

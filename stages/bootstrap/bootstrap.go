@@ -44,7 +44,7 @@ func (Stage) Spec() plugin.Spec {
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 5, Tau: 0.9,
-			Admit: "confident", FlaggedColumn: "expand.flagged",
+			Admit: "confident", ExcludeColumn: "expand.suspect",
 			LossQuantile: 0.9, GrowthCap: 0.2, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
@@ -52,22 +52,22 @@ func (Stage) Spec() plugin.Spec {
 
 // Params are bootstrap's parameters.
 type Params struct {
-	TrustedColumn  string  `json:"trusted_column" doc:"boolean column of the trusted input"`
-	SuspectColumn  string  `json:"suspect_column" doc:"boolean column of the suspects input"`
-	Rounds         int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
-	Tau            float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
-	LossQuantile   float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
-	GrowthCap      float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
-	FinalEpochs    int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
-	WarmEpochs     int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
-	MaxSteps       int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
-	Classes        int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
-	Admit          string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
-	FlaggedColumn  string  `json:"flagged_column" doc:"boolean column of the trusted input that flags shortcut carriers (expand.flagged: the confusion head still fits them)"`
-	ExcludeFlagged bool    `json:"exclude_flagged" doc:"never keep the rows flagged_column flags"`
-	Encoder        string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
-	Embedding      string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
-	Export         string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
+	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the suspects input"`
+	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
+	Tau           float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
+	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
+	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
+	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
+	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
+	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
+	Classes       int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Admit         string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
+	HeldoutAgree  bool    `json:"heldout_agree" doc:"with admit heldout, admit only rows both heads predict as their label"`
+	ExcludeColumn string  `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
+	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
+	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
+	Export        string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -90,14 +90,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	cols := []string{p.TrustedColumn}
-	if p.ExcludeFlagged {
-		cols = append(cols, p.FlaggedColumn)
+	if p.ExcludeColumn != "" {
+		cols = append(cols, p.ExcludeColumn)
 	}
-	var start, flagged []bool
+	var start, never []bool
 	tc, err := feat.OpenScores(in, "trusted", t, cols...)
 	if err == nil {
-		start, flagged = tc[p.TrustedColumn].B, tc[p.FlaggedColumn].B
-		if start == nil || (p.ExcludeFlagged && flagged == nil) {
+		start, never = tc[p.TrustedColumn].B, tc[p.ExcludeColumn].B
+		if start == nil || (p.ExcludeColumn != "" && never == nil) {
 			return nil, plugin.PortError("trusted", plugin.BadInputf("columns %v must be boolean", cols))
 		}
 	}
@@ -116,7 +116,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if err != nil {
 		return nil, err
 	}
-	exclude = Excluded(exclude, flagged)
+	exclude = Excluded(exclude, never)
 	masks, err := chanfilter.MasksFromPort(in, "channels")
 	if err != nil {
 		return nil, err
@@ -143,16 +143,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
 }
 
-// Excluded is the rows never to keep: suspects or flagged (either may be
+// Excluded is the rows never to keep: marked in a or in b (either may be
 // nil: none); nil when neither is given.
-func Excluded(suspects, flagged []bool) []bool {
-	if suspects == nil && flagged == nil {
+func Excluded(a, b []bool) []bool {
+	if a == nil && b == nil {
 		return nil
 	}
-	n := max(len(suspects), len(flagged))
-	out := make([]bool, n)
+	out := make([]bool, max(len(a), len(b)))
 	for i := range out {
-		out[i] = (suspects != nil && suspects[i]) || (flagged != nil && flagged[i])
+		out[i] = (a != nil && a[i]) || (b != nil && b[i])
 	}
 	return out
 }
@@ -227,7 +226,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		var sc *mlp.Scores
 		losses := make([][]float32, nc) // each class's kept rows' losses
 		if p.Admit == "heldout" {
-			if sc, err = heldOut(tr, sizes, p.Seed+uint64(r), x, y, res.Kept, nc); err != nil {
+			if sc, err = HeldOut(tr, sizes, p.Seed+uint64(r), x, y, res.Kept, nc); err != nil {
 				return nil, err
 			}
 		} else {
@@ -327,11 +326,11 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	return res, nil
 }
 
-// heldOut scores every row for the admission rule heldout: two heads, each
+// HeldOut scores every row for the admission rule heldout: two heads, each
 // trained on half the kept rows of every class (alternate rows of a seeded
 // shuffle); a kept row gets its loss under the head that did not see it,
 // any other row the mean of the two losses.
-func heldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int) (*mlp.Scores, error) {
+func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int) (*mlp.Scores, error) {
 	byClass := make([][]int, nc)
 	for i, k := range kept {
 		if k {

@@ -35,7 +35,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the seed column (sift.seed)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "expand.trusted, expand.round, expand.loss_benign, expand.loss_confusion, expand.flagged"}},
-		Params: plugin.ParamsOf(Params{SeedColumn: "sift.seed", TargetFraction: 0.3, Rounds: 3, PCT: 0.5, ConfusionEvery: 1,
+		Params: plugin.ParamsOf(Params{SeedColumn: "sift.seed", SuspectColumn: "sift.suspect", TargetFraction: 0.3, Rounds: 3, PCT: 0.5, ConfusionEvery: 1,
 			ConfusionWeight: 10, MaxSteps: 2000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
@@ -44,6 +44,7 @@ func (Stage) Spec() plugin.Spec {
 // Params are expand's parameters.
 type Params struct {
 	SeedColumn      string  `json:"seed_column" doc:"boolean column of the seeds input"`
+	SuspectColumn   string  `json:"suspect_column" doc:"boolean column of the seeds input marking rows never to trust (sift.suspect); empty: none"`
 	TargetFraction  float64 `json:"target_fraction" range:"(0,1]" doc:"trusted set size per class, as a fraction of the class"`
 	Rounds          int     `json:"rounds" range:"[1,)" doc:"rounds; the per-class quota grows geometrically to the target"`
 	PCT             float32 `json:"p_ct" range:"(0,1]" doc:"flag a sample the confusion head still predicts as its label with at least this probability"`
@@ -63,6 +64,7 @@ type Result struct {
 	Round                []int32
 	LossBenign, LossConf []float32
 	Flagged              []bool
+	Suspect              []bool // sift's suspects, never trusted
 	Metrics              plugin.Metrics
 }
 
@@ -76,23 +78,32 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	seeds, err := feat.Bools(in, "seeds", t, p.SeedColumn)
+	cols := []string{p.SeedColumn}
+	if p.SuspectColumn != "" {
+		cols = append(cols, p.SuspectColumn)
+	}
+	sc, err := feat.OpenScores(in, "seeds", t, cols...)
 	if err != nil {
 		return nil, err
 	}
-	res, err := Expand(ctx, t, seeds, p, progress)
+	seeds, suspect := sc[p.SeedColumn].B, sc[p.SuspectColumn].B
+	if seeds == nil || (p.SuspectColumn != "" && suspect == nil) {
+		return nil, plugin.PortError("seeds", plugin.BadInputf("columns %v must be boolean", cols))
+	}
+	res, err := Expand(ctx, t, seeds, suspect, p, progress)
 	if err != nil {
 		return nil, err
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{
 		{Name: "expand.trusted", B: res.Trusted}, {Name: "expand.round", I: res.Round},
 		{Name: "expand.loss_benign", F: res.LossBenign}, {Name: "expand.loss_confusion", F: res.LossConf},
-		{Name: "expand.flagged", B: res.Flagged},
+		{Name: "expand.flagged", B: res.Flagged}, {Name: "expand.suspect", B: res.Suspect},
 	})
 }
 
-// Expand grows the seeds into the trusted set.
-func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress plugin.Progress) (*Result, error) {
+// Expand grows the seeds into the trusted set; rows marked in suspect (nil:
+// none) are never trusted and are passed on as expand.suspect.
+func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params, progress plugin.Progress) (*Result, error) {
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
 		return nil, err
@@ -101,13 +112,16 @@ func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress
 	x := t.Embedding.X
 	y := t.Labels
 	res := &Result{Trusted: make([]bool, n), Round: make([]int32, n), LossBenign: make([]float32, n),
-		LossConf: make([]float32, n), Flagged: make([]bool, n)}
+		LossConf: make([]float32, n), Flagged: make([]bool, n), Suspect: make([]bool, n)}
+	if suspect != nil {
+		copy(res.Suspect, suspect)
+	}
 	size := make([]int, nc)
 	start := make([]int, nc)
 	for i := range res.Round {
 		res.Round[i] = -1
 		size[y[i]]++
-		if seeds[i] {
+		if seeds[i] && !res.Suspect[i] {
 			res.Trusted[i] = true
 			res.Round[i] = 0
 			start[y[i]]++
@@ -167,7 +181,7 @@ func Expand(ctx context.Context, t *feat.Table, seeds []bool, p Params, progress
 			if res.Flagged[i] {
 				flagged++
 			}
-			if !res.Trusted[i] && !res.Flagged[i] && sb.Pred[i] == y[i] {
+			if !res.Trusted[i] && !res.Flagged[i] && !res.Suspect[i] && sb.Pred[i] == y[i] {
 				cands[y[i]] = append(cands[y[i]], i)
 			}
 		}

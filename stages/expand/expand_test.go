@@ -116,8 +116,36 @@ func TestMismatchedSampleIDs(t *testing.T) {
 	in.Put("seeds", seeds.Schema(), seeds)
 	out := plugin.NewTables()
 	defer out.Release()
-	_, err := plugin.Local(expand.New()).Run(context.Background(), nil, in, out, nil)
+	_, err := plugin.Local(expand.New()).Run(context.Background(), json.RawMessage(`{"suspect_column": ""}`), in, out, nil)
 	if err == nil || !strings.Contains(err.Error(), "sample_id 99999 is not in the features") || !strings.Contains(err.Error(), `port "seeds"`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// sift's shallow-cluster suspects (here clean-label poison) are never
+// trusted and are passed on as expand.suspect.
+func TestSuspectsAreNeverTrusted(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.CleanLabel, PerClass: 150, Classes: 6, Poison: 100, Target: 2, Seed: 5})
+	out, m, err := pipeline(t, set, `{"epochs": 10, "hidden": [64, 32]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted := boolCol(out.Get("scores"), "expand.trusted")
+	suspect := boolCol(out.Get("scores"), "expand.suspect")
+	nsus, bad := 0, 0
+	for i := range trusted {
+		if suspect[i] {
+			nsus++
+			if trusted[i] {
+				t.Fatalf("row %d is trusted and a suspect", i)
+			}
+		}
+		if trusted[i] && set.IsPoison[i] {
+			bad++
+		}
+	}
+	if nsus < 90 || bad > 2 {
+		t.Fatalf("%d suspects passed on (want most of the 100 poisoned rows), %d poisoned rows trusted (metrics %v)", nsus, bad, m)
 	}
 }

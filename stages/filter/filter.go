@@ -142,3 +142,24 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	res.Exported = p.Export
 	return plugin.MetricsOf(res)
 }
+
+// ScanEncoder runs only the scan step: whether the encoder looks
+// backdoored, on the trusted rows of ins, with p's scan parameters.
+func ScanEncoder(ctx context.Context, p Params, ins *chanfilter.Inputs, progress plugin.Progress) (*Scan, error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	sc, err := b.scan(ctx, nil, p.Candidates, p.Refine, nil, false, progress)
+	if err != nil {
+		return nil, err
+	}
+	return &sc.Scan, nil
+}
+
+// DecodeParams fills p from defaults and raw (a JSON object of filter
+// parameters), checking them.
+func DecodeParams(raw json.RawMessage, p *Params) error {
+	return plugin.DecodeParams(New().Spec(), raw, p)
+}

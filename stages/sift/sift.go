@@ -21,6 +21,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the sift stage.
@@ -32,11 +33,12 @@ func New() plugin.Stage { return Stage{} }
 // Spec implements plugin.Stage.
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
-		Name:         "sift",
-		Version:      "0.1.0",
-		Inputs:       []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
-		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
-		Params:       plugin.ParamsOf(Params{K: 10, Rule: "gain", SeedFraction: 0.01, SeedMin: 10, Engine: "ort", Device: "cpu"}),
+		Name:    "sift",
+		Version: "0.1.0",
+		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
+		Params: plugin.ParamsOf(Params{K: 10, Rule: "gain", SeedFraction: 0.01, SeedMin: 10, Engine: "ort", Device: "cpu",
+			ShallowTheta: 0.7, ShallowZ: 4, ShallowGap: 0.3}),
 		NeedsAllRows: true,
 	}
 }
@@ -49,6 +51,9 @@ type Params struct {
 	SeedMin      int     `json:"seed_min" range:"[1,)" doc:"at least this many seeds per class (at most half the class)"`
 	Classes      int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
 	Engine       string  `json:"engine" enum:"ort|go" doc:"kNN engine: ort or go"`
+	ShallowTheta float64 `json:"shallow_theta" range:"(0,1]" doc:"a row is in a shallow cluster when its label agreement reaches this at both of the two shallowest probed layers"`
+	ShallowZ     float64 `json:"shallow_z" range:"[0,)" doc:"a class whose share of rows in shallow clusters lies this many robust z above the classes' median is suspect (0: off)"`
+	ShallowGap   float64 `json:"shallow_gap" range:"[0,1]" doc:"and at least this much above the median share"`
 	Device       string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N for the ort engine"`
 }
 
@@ -57,7 +62,12 @@ func (p Params) Check() error { return ort.CheckDevice(p.Device) }
 
 // Result is sift's verdict, in row order of the table.
 type Result struct {
-	Seed      []bool
+	Seed []bool
+	// Shallow is each row's label agreement at its shallowest layers
+	// (the smaller of the two shallowest); Suspect marks the rows of a
+	// suspect class that sit in a shallow cluster.
+	Shallow   []float32
+	Suspect   []bool
 	Gain, Min []float32
 	Agree     [][]float32 // per layer
 	Layers    []string
@@ -78,7 +88,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	cols := []feat.Column{{Name: "sift.seed", B: res.Seed}, {Name: "sift.invariance", F: res.Gain}, {Name: "sift.min", F: res.Min}}
+	cols := []feat.Column{{Name: "sift.seed", B: res.Seed}, {Name: "sift.invariance", F: res.Gain}, {Name: "sift.min", F: res.Min},
+		{Name: "sift.shallow", F: res.Shallow}, {Name: "sift.suspect", B: res.Suspect}}
 	for i, l := range res.Layers {
 		cols = append(cols, feat.Column{Name: "sift.agree." + feat.Sanitize(l), F: res.Agree[i]})
 	}
@@ -107,7 +118,7 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 	if len(layers) < 2 {
 		return nil, plugin.BadInputf("port \"features\": sift needs at least two layers (probed layers plus the embedding); got %d — embed with layers [\"auto\"]", len(layers))
 	}
-	res := &Result{Seed: make([]bool, n), Gain: make([]float32, n), Min: make([]float32, n)}
+	res := &Result{Seed: make([]bool, n), Gain: make([]float32, n), Min: make([]float32, n), Shallow: make([]float32, n), Suspect: make([]bool, n)}
 	start := time.Now()
 	for li, l := range layers {
 		if err := ctx.Err(); err != nil {
@@ -138,6 +149,7 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 		res.Gain[i] = res.Agree[L][i] - shallow
 		res.Min[i] = mn
 	}
+	suspectClasses := shallowClusters(res, t.Labels, nc, L, p)
 	score := res.Gain
 	if p.Rule == "min" {
 		score = res.Min
@@ -170,6 +182,8 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 			return t.IDs[ra] < t.IDs[rb]
 		})
 		var sum float64
+		// Suspects go last: never seeds while other rows are left.
+		sort.SliceStable(rows, func(a, b int) bool { return !res.Suspect[rows[a]] && res.Suspect[rows[b]] })
 		for _, r := range rows[:m] {
 			res.Seed[r] = true
 			sum += float64(deep[r])
@@ -187,6 +201,76 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 		"rows": n, "classes": nc, "k": p.K, "rule": p.Rule, "layers": res.Layers,
 		"embedding_as_layer": withEmb, "seeds_per_class": seedsPer, "seed_mean_deep_agreement": meanDeep,
 		"warnings": warnings, "knn_seconds": knnSecs, "engine": p.Engine,
+		"shallow_suspect_classes": suspectClasses, "shallow_suspects": countTrue(res.Suspect),
 	}
 	return res, nil
+}
+
+// ShallowClass is a class whose rows sit in shallow clusters far more often
+// than the other classes' do.
+type ShallowClass struct {
+	Class int     `json:"class"`
+	Share float64 `json:"share"` // of its rows in shallow clusters
+	Z     float64 `json:"z"`     // robust z against the classes
+}
+
+// shallowClusters marks the rows that agree with their label already at
+// the shallowest layers, in the classes where that is anomalous. Low-level
+// features (colour, texture) do not fix a class: a clean row's neighbours
+// there mostly carry other labels. Rows that share a trigger (clean-label
+// SIG, a blend) cluster there under one label: their class shows a far
+// larger share of such rows than any other (docs/DECISIONS.md). A row is in
+// a shallow cluster when its agreement reaches shallow_theta at both of
+// the two shallowest layers; a class is suspect when its share of such
+// rows is shallow_z robust z (MAD floored at 0.05) and shallow_gap above
+// the median class's. It returns the suspect classes.
+func shallowClusters(res *Result, labels []int32, nc, deepest int, p Params) []ShallowClass {
+	lo := min(1, deepest-1) // the second shallowest layer, unless there are only two
+	n := len(labels)
+	in := make([]bool, n)
+	rows, hits := make([]int, nc), make([]int, nc)
+	for i, l := range labels {
+		res.Shallow[i] = min(res.Agree[0][i], res.Agree[lo][i])
+		in[i] = float64(res.Shallow[i]) >= p.ShallowTheta
+		rows[l]++
+		if in[i] {
+			hits[l]++
+		}
+	}
+	if p.ShallowZ <= 0 {
+		return nil
+	}
+	var shares []float64
+	share := make([]float64, nc)
+	for c := range share {
+		if rows[c] > 0 {
+			share[c] = float64(hits[c]) / float64(rows[c])
+			shares = append(shares, share[c])
+		}
+	}
+	med, mad := stat.Robust(shares)
+	mad = max(mad, 0.05)
+	var out []ShallowClass
+	for c := range share {
+		z := (share[c] - med) / mad
+		if rows[c] > 0 && z >= p.ShallowZ && share[c]-med >= p.ShallowGap {
+			out = append(out, ShallowClass{Class: c, Share: share[c], Z: z})
+			for i, l := range labels {
+				if int(l) == c && in[i] {
+					res.Suspect[i] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
 }

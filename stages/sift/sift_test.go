@@ -181,3 +181,63 @@ func BenchmarkSift50k(b *testing.B) {
 		out.Release()
 	}
 }
+
+// Rows that agree with their label already at the shallowest layers, in a
+// class where that is anomalous, are suspects: clean-label poison (which
+// label disagreement cannot find) and dirty-label poison that its trigger
+// gathers. Clean sets have no suspect class.
+func TestShallowClusterSuspects(t *testing.T) {
+	ortlib.Init(t)
+	cases := []struct {
+		name     string
+		spec     synth.Spec
+		suspects bool
+	}{
+		{"clean", synth.Spec{Kind: synth.Clean, PerClass: 200, Classes: 10, Seed: 11}, false},
+		{"clean, 5 classes", synth.Spec{Kind: synth.Clean, PerClass: 300, Classes: 5, Seed: 12}, false},
+		{"clean-label poison, 60% of the target class", synth.Spec{Kind: synth.CleanLabel, PerClass: 200, Classes: 10, Poison: 300, Target: 3, Seed: 13}, true},
+		{"dirty-label poison", synth.Spec{Kind: synth.T2, PerClass: 200, Classes: 10, Poison: 222, Target: 1, Seed: 14}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set := synth.Make(tc.spec)
+			tb, m, err := run(t, set, `{}`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sus []bool
+			for _, r := range tb.Records {
+				c := r.Column(r.Schema().FieldIndices("sift.suspect")[0]).(*array.Boolean)
+				for i := 0; i < c.Len(); i++ {
+					sus = append(sus, c.Value(i))
+				}
+			}
+			caught, wrong, poison := 0, 0, 0
+			for i, s := range sus {
+				if set.IsPoison[i] {
+					poison++
+				}
+				switch {
+				case s && set.IsPoison[i]:
+					caught++
+				case s:
+					wrong++
+				}
+			}
+			if !tc.suspects {
+				if caught+wrong > 0 {
+					t.Fatalf("%d suspects on a clean set (metrics %v)", caught+wrong, m["shallow_suspect_classes"])
+				}
+				return
+			}
+			if caught < poison*9/10 || wrong > poison/10 {
+				t.Fatalf("suspects: %d of %d poisoned rows, %d clean rows (metrics %v)", caught, poison, wrong, m["shallow_suspect_classes"])
+			}
+			for i, s := range seeds(t, tb) {
+				if s && sus[i] {
+					t.Fatalf("row %d is both a seed and a suspect", i)
+				}
+			}
+		})
+	}
+}

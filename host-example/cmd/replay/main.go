@@ -39,6 +39,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
@@ -66,18 +67,23 @@ func run(args []string, stdout io.Writer) error {
 	specPath := fs.String("eval", "", "eval spec (ASR)")
 	truthPath := fs.String("truth", "", "ground truth of the training set")
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
+	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
+	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dir == "" || *enc == "" || *test == "" {
-		return errors.New("--run, --encoder and --test are required")
-	}
 	if len(vs) == 0 {
 		vs = variants{"defaults={}"}
 	}
 	ctx := context.Background()
+	if *scanList != "" {
+		return scanOnly(ctx, *dir, strings.Split(*scanList, ","), vs, stdout)
+	}
+	if *dir == "" || *enc == "" || *test == "" {
+		return errors.New("--run, --encoder and --test are required")
+	}
 	t, err := readFeatures(filepath.Join(*dir, "nodes", "embed", "features.arrow"))
 	if err != nil {
 		return err
@@ -163,7 +169,11 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		er, err := expand.Expand(ctx, t, sr.Seed, ep, nil)
+		var suspect []bool
+		if ep.SuspectColumn != "" {
+			suspect = sr.Suspect
+		}
+		er, err := expand.Expand(ctx, t, sr.Seed, suspect, ep, nil)
 		if err != nil {
 			return err
 		}
@@ -187,13 +197,19 @@ func run(args []string, stdout io.Writer) error {
 				vbt, vaug = t, nil
 			}
 		}
-		var flagged []bool
-		if bp.ExcludeFlagged {
-			flagged = er.Flagged
+		var never []bool
+		if bp.ExcludeColumn != "" {
+			never = er.Suspect
 		}
-		br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, flagged), vaug, bp, nil)
+		br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, never), vaug, bp, nil)
 		if err != nil {
 			return err
+		}
+		if *dump != "" {
+			if err := dumpRows(*dump, t, sr, er, br, poison, bp, er.Trusted); err != nil {
+				return err
+			}
+			*dump = ""
 		}
 		clean, trig := vclean, vtrig
 		acc, err := accuracy(br.Head, clean, -1)
@@ -212,6 +228,103 @@ func run(args []string, stdout io.Writer) error {
 			purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 	}
 	return nil
+}
+
+// scanOnly scans each encoder with each variant's filter parameters on the
+// run's images and trusted rows (the run's own encoder's features give the
+// layer names; the scan itself needs only the images).
+func scanOnly(ctx context.Context, dir string, encs []string, vs variants, stdout io.Writer) error {
+	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
+	if err != nil {
+		return err
+	}
+	tr, err := readScores(filepath.Join(dir, "nodes", "expand", "scores.arrow"), t, "expand.trusted")
+	if err != nil {
+		return err
+	}
+	r, err := arrowio.OpenDataset(ctx, filepath.Join(dir, "nodes", "train", "table.arrow"), arrowio.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	held, err := arrowio.Hold(r)
+	r.Release()
+	if err != nil {
+		return err
+	}
+	defer held.Release()
+	fmt.Fprintf(stdout, "%-40s %-22s %7s %8s %8s  %s\n", "encoder", "variant", "z", "collapse", "seconds", "pattern")
+	for _, enc := range encs {
+		m, err := encoder.Load(enc, "")
+		if err != nil {
+			return err
+		}
+		ins := &chanfilter.Inputs{Table: t, Images: held, Trusted: tr["expand.trusted"].B, Model: m}
+		for _, v := range vs {
+			name, raw, _ := strings.Cut(v, "=")
+			var over map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(raw), &over); err != nil {
+				return err
+			}
+			fp := over["filter"]
+			if len(fp) == 0 {
+				fp = json.RawMessage(`{}`)
+			}
+			var pm map[string]json.RawMessage
+			json.Unmarshal(fp, &pm)
+			pm["encoder"], _ = json.Marshal(enc)
+			fp, _ = json.Marshal(pm)
+			var p filter.Params
+			if err := filter.DecodeParams(fp, &p); err != nil {
+				return err
+			}
+			sc, err := filter.ScanEncoder(ctx, p, ins, nil)
+			if err != nil {
+				return err
+			}
+			pat, _ := json.Marshal(sc.Pattern)
+			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat)
+		}
+	}
+	return nil
+}
+
+// dumpRows writes one CSV line per row: its id, label, ground truth,
+// sift's scores, expand's decision and losses, bootstrap's decision, and
+// the losses of two heads trained on halves of the trusted core (held out
+// for trusted rows).
+func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br *bootstrap.Result, poison map[uint64]bool, bp bootstrap.Params, trusted []bool) error {
+	nc, _ := t.Classes()
+	tr, err := mlp.NewTrainer(bp.Sizes(t.Embedding.D, nc), bp.Config())
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	ho, err := bootstrap.HeldOut(tr, bp.Sizes(t.Embedding.D, nc), 7, t.Embedding.X, t.Labels, trusted, nc)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("id,label,poison,gain,min,agreeL,seed,trusted,flagged,loss_benign,loss_conf,kept,core_loss,core_py,core_pred")
+	for l := range sr.Agree {
+		fmt.Fprintf(&b, ",a%d", l)
+	}
+	b.WriteString("\n")
+	b2i := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	last := len(sr.Agree) - 1
+	for i, id := range t.IDs {
+		fmt.Fprintf(&b, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%d", id, t.Labels[i], b2i(poison[id]), sr.Gain[i], sr.Min[i], sr.Agree[last][i],
+			b2i(sr.Seed[i]), b2i(er.Trusted[i]), b2i(er.Flagged[i]), er.LossBenign[i], er.LossConf[i], b2i(br.Kept[i]), ho.Loss[i], ho.PY[i], ho.Pred[i])
+		for l := range sr.Agree {
+			fmt.Fprintf(&b, ",%.2f", sr.Agree[l][i])
+		}
+		b.WriteString("\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // filtered is what the filter gave bootstrap.
