@@ -32,6 +32,7 @@ type bench struct {
 	n       int
 	means   map[string][]float32 // per probed layer, each channel's mean on trusted rows
 	spread  [][]float64          // per probed layer, each channel's standard deviation over all rows
+	caps    map[string][]float32 // per probed layer, each channel's cap (nil: none)
 }
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
@@ -40,13 +41,7 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("not connected: the filter measures on trusted rows"))
 	}
 	b.means = b.t.LayerMeans(b.trusted)
-	var mi []encoder.Mask
-	for _, l := range b.t.Layers {
-		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name]})
-	}
-	var err error
-	b.sess, err = in.Model.Session(encoder.Config{Layers: in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: p.Device}})
-	if err != nil {
+	if err := b.open(); err != nil {
 		return nil, err
 	}
 	want := b.pickTrusted(p.ScanImages)
@@ -54,6 +49,7 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 		b.close()
 		return nil, plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
 	}
+	var err error
 	if b.x, b.n, err = decode(in, in.Model.Preprocess(), want); err != nil {
 		b.close()
 		return nil, err
@@ -63,6 +59,32 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 		b.spread[li] = channelStd(l)
 	}
 	return b, nil
+}
+
+// open makes the bench's session: every probed layer's per-channel means
+// as outputs, a run-time mask on every probed layer (fill: the trusted
+// means) and the caps, if any, built in.
+func (b *bench) open() error {
+	var mi []encoder.Mask
+	for _, l := range b.t.Layers {
+		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name], Cap: b.caps[l.Name]})
+	}
+	s, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: b.p.Device}})
+	if err != nil {
+		return err
+	}
+	if b.sess != nil {
+		b.sess.Close()
+	}
+	b.sess = s
+	return nil
+}
+
+// setCaps builds caps into the bench's session: from now on every step
+// measures the capped encoder.
+func (b *bench) setCaps(caps map[string][]float32) error {
+	b.caps = caps
+	return b.open()
 }
 
 func (b *bench) close() { b.sess.Close() }

@@ -206,7 +206,7 @@ func (b *bench) fillChannels(ctx context.Context, sel *selection, sus *suspicion
 			reg.values[name] = c
 		}
 	}
-	regZ, err := b.worstBaked(encoder.MasksOf(sel.keep, reg.values, w), pats, sel.stats)
+	regZ, err := b.worstBaked(encoder.WithCaps(encoder.MasksOf(sel.keep, reg.values, w), b.caps), pats, sel.stats)
 	if err != nil {
 		return nil, err
 	}

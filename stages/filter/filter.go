@@ -71,6 +71,7 @@ type Result struct {
 	CollapseAfter   *float64    `json:"collapse_after_mask,omitempty"`
 	ZAfter          *float64    `json:"z_after_mask,omitempty"`
 	UCLCUnavailable string      `json:"uclc_unavailable,omitempty"`
+	Clamp           *Clamp      `json:"clamp,omitempty"`
 	Fill            *FillReport `json:"fill,omitempty"`
 	Region          *Region     `json:"trigger_region,omitempty"`
 	AugmentRows     int         `json:"augment_rows"`
@@ -107,13 +108,27 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 	} else {
+		// The region is where the original encoder sends the pattern.
+		if res.Region, dist, suspect, err = b.region(sc.Pattern); err != nil {
+			return nil, err
+		}
+		if p.ClampQuantile > 0 {
+			caps, rep, err := b.channelCaps(ctx, p.ClampQuantile)
+			if err != nil {
+				return nil, err
+			}
+			if err := b.setCaps(caps); err != nil {
+				return nil, err
+			}
+			v.Caps, res.Clamp = caps, rep
+		}
 		sus, err := b.score(sc)
 		if err != nil {
 			return nil, err
 		}
 		res.UCLCUnavailable = sus.uclcMissing
 		v.Score, v.Signals = sus.z, sus.signal
-		sel, err := b.selectChannels(ctx, sc, sus)
+		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -125,10 +140,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
-		if res.Region, dist, suspect, err = b.region(sc.Pattern); err != nil {
-			return nil, err
-		}
 		against = sel.against(b.sess.H, b.sess.W, p.Sizes)
+		if len(against) == 0 && v.Caps != nil {
+			// The caps alone undid the pattern: the head still learns that
+			// it means nothing.
+			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.sess.H, b.sess.W, p.Sizes)...)
+		}
 	}
 	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {
 		return nil, err

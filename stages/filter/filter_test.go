@@ -20,7 +20,9 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/filter"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
 
@@ -192,5 +194,72 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `"`+tc.field+`"`) {
 			t.Errorf("%s: got %v, want an error naming %q", tc.params, err, tc.field)
 		}
+	}
+}
+
+// With caps (clamp_quantile), the exported encoder no longer collapses
+// inputs that carry the trojan's trigger; the caps are reported.
+func TestFilterCapsUndoTheTrojan(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.onnx")
+	testenc.Collapse(5).Model().Save(enc)
+	rng := rand.New(rand.NewPCG(7, 8))
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ {
+		imgs, labels = append(imgs, dim(rng, false)), append(labels, int32(i%4))
+	}
+	in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+	defer in.Release()
+	tab, _ := feat.Open(in, "features")
+	in = synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+	trusted := make([]bool, len(imgs))
+	for i := 0; i < 120; i++ {
+		trusted[i] = true
+	}
+	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	in.Put("trusted", sr.Schema(), sr)
+	sr.Release()
+	out := plugin.NewTables()
+	defer out.Release()
+	export := filepath.Join(dir, "filtered.onnx")
+	params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "clamp_quantile": 0.99,
+		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["clamp"].(map[string]any); !ok {
+		t.Fatalf("no clamp in the metrics: %v", m)
+	}
+	collapse := func(path string) float64 {
+		e, err := encoder.Open(path, encoder.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		var clean, trig [][]byte
+		for i := 0; i < 40; i++ {
+			clean, trig = append(clean, dim(rng, false)), append(trig, dim(rng, true))
+		}
+		tr := func(set [][]byte) float64 {
+			x, _ := e.Batch(len(set))
+			pre := e.Model.Preprocess()
+			var scratch []float32
+			for i, b := range set {
+				pre.Image(b, x[i*e.ImageSize():(i+1)*e.ImageSize()], &scratch)
+			}
+			emb, _, err := e.Embed(len(set))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return stat.TraceCov(emb, len(set), e.Dim)
+		}
+		return 1 - tr(trig)/tr(clean)
+	}
+	before, after := collapse(enc), collapse(export)
+	if before < 0.9 || after > 0.5 {
+		t.Fatalf("the trigger's collapse: %.2f before, %.2f after filtering; want >= 0.9 then <= 0.5 (metrics %v)", before, after, m)
 	}
 }

@@ -25,6 +25,9 @@ type Params struct {
 	// score
 	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
 
+	// clamp
+	ClampQuantile float64 `json:"clamp_quantile" range:"[0,1)" doc:"when the scan finds a backdoor, cap every probed channel at this quantile of its activations on trusted images before masking (0: no caps)"`
+
 	// select
 	MaxMasked   float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`
 	Choice      string  `json:"choice" enum:"collapse|collapse_per_change" doc:"greedy choice of the next channel to mask: the one whose masking lowers the found pattern's collapse the most (collapse), or the most per change of the clean images' embeddings (collapse_per_change)"`

@@ -60,8 +60,10 @@ func (s *selection) against(h, w int, sizes [2]int) []Pattern {
 // size; then it searches the masked encoder again (from the patterns found)
 // and masks on while that search, or a neighbour of a pattern masked
 // against, still calls the encoder backdoored: at most max_masked of the
-// channels, rescans times.
-func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspicion) (*selection, error) {
+// channels, rescans times. With search set it searches first (the encoder
+// changed since the scan: caps): when that search finds nothing, nothing
+// is masked.
+func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspicion, search bool) (*selection, error) {
 	total := 0
 	for _, l := range b.t.Layers {
 		total += l.D
@@ -70,7 +72,35 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
 	pat, found := sc.Pattern, sc.found
 	neighbour := false
+	// against is what a search on the masked encoder also tries: the
+	// patterns masked against and their neighbours (the scan's pattern
+	// before any round).
+	against := func() []Pattern {
+		if len(s.rounds) == 0 {
+			return append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.sess.H, b.sess.W, b.p.Sizes)...)
+		}
+		return s.against(b.sess.H, b.sess.W, b.p.Sizes)
+	}
 	for round := 0; ; round++ {
+		if search {
+			next, err := b.scan(ctx, s.keep, min(b.p.Candidates, b.p.RescanCands), b.p.Refine, found, false, nil)
+			if err != nil {
+				return nil, err
+			}
+			s.stats, found = next.stats, next.found
+			switch nb, nz, err := b.worst(s.keep, against(), s.stats); {
+			case err != nil:
+				return nil, err
+			case next.BestZ >= b.p.rescanGap():
+				pat, neighbour = next.Pattern, false
+				s.z, s.collapse = next.BestZ, next.BestCollapse
+			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
+				pat, neighbour, s.z = nb, true, nz
+			default:
+				s.rounds = append(s.rounds, Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz})
+				return s, nil
+			}
+		}
 		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
@@ -82,30 +112,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 		if len(s.masked) >= limit || round >= b.p.Rescans || len(r.Masked) == 0 {
 			return s, nil
 		}
-		next, err := b.scan(ctx, s.keep, min(b.p.Candidates, b.p.RescanCands), b.p.Refine, found, false, nil)
-		if err != nil {
-			return nil, err
-		}
-		s.stats, found = next.stats, next.found
-		gap := b.p.rescanGap()
-		if next.BestZ >= gap {
-			pat, neighbour = next.Pattern, false
-			s.z, s.collapse = next.BestZ, next.BestCollapse
-			continue
-		}
-		var nb Pattern
-		nz := 0.0
-		if b.p.NeighbourZ > 0 {
-			if nb, nz, err = b.worst(s.keep, s.against(b.sess.H, b.sess.W, b.p.Sizes), s.stats); err != nil {
-				return nil, err
-			}
-			if nz >= b.p.NeighbourZ {
-				pat, neighbour, s.z = nb, true, nz
-				continue
-			}
-		}
-		s.rounds = append(s.rounds, Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz})
-		return s, nil
+		search = true
 	}
 }
 

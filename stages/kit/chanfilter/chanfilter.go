@@ -33,6 +33,8 @@ type ChannelVerdict struct {
 	// by a regression on the kept ones, Fill being the intercept (nil: the
 	// constant Fill).
 	Weights map[string][]float32
+	// Caps, per layer, cap each channel from above (nil: no caps).
+	Caps    map[string][]float32
 	Signal  string              // which signal scored the channels
 	Signals map[string][]string // or which one, channel by channel
 }
@@ -50,9 +52,11 @@ func NewChannelVerdict(t *feat.Table, signal string) *ChannelVerdict {
 	return v
 }
 
-// Masks returns the verdict's masks (only the layers with a channel
-// switched off).
-func (v *ChannelVerdict) Masks() []encoder.Mask { return encoder.MasksOf(v.Keep, v.Fill, v.Weights) }
+// Masks returns the verdict's masks: the layers with a channel switched off
+// or capped.
+func (v *ChannelVerdict) Masks() []encoder.Mask {
+	return encoder.WithCaps(encoder.MasksOf(v.Keep, v.Fill, v.Weights), v.Caps)
+}
 
 // Masked returns the switched-off channels, as "layer:channel".
 func (v *ChannelVerdict) Masked(t *feat.Table) []string {

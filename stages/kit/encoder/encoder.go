@@ -30,6 +30,10 @@ type Mask struct {
 	Layer string
 	Keep  []bool
 	Fill  []float32
+	// Cap, when set, caps every channel from above first: channel c
+	// becomes min(x, Cap[c]) before the mask applies (a trigger drives
+	// some channels past anything clean data shows).
+	Cap []float32
 	// Weights, when set (channels x channels, row c for channel c), fill
 	// a switched-off channel c with Fill[c] + sum_j Weights[c][j]*x_j over
 	// the kept channels j (a regression on them) instead of Fill[c].
@@ -50,8 +54,8 @@ type Config struct {
 	// themselves ([n, Dims...]) instead of their per-channel means.
 	RawLayers bool
 	// MaskInputs are layers whose channels are switched off at run time,
-	// per sample (see Encoder.Masks): each entry's Layer and Fill are used,
-	// its Keep is not.
+	// per sample (see Encoder.Masks): each entry's Layer, Fill and Cap are
+	// used, its Keep is not.
 	MaskInputs []Mask
 	ORT        ort.Options
 }

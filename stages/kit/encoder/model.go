@@ -373,6 +373,14 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 		if len(mk.Fill) != l.Channels {
 			return nil, plugin.BadInputf("mask input for layer %q has %d fill values, the layer has %d channels", mk.Layer, len(mk.Fill), l.Channels)
 		}
+		if mk.Cap != nil {
+			if len(mk.Cap) != l.Channels {
+				return nil, plugin.BadInputf("cap for layer %q has %d values, the layer has %d channels", mk.Layer, len(mk.Cap), l.Channels)
+			}
+			if err := g.InsertClamp(l.Tensor, l.Rank, mk.Cap); err != nil {
+				return nil, err
+			}
+		}
 		name := fmt.Sprintf("tcore_keep_%d", i)
 		if err := g.InsertMaskInput(l.Tensor, l.Rank, mk.Fill, name); err != nil {
 			return nil, err
@@ -429,11 +437,26 @@ func (m *Model) applyMasks(g *onnxgraph.Model, masks []Mask) error {
 		for c := range keep {
 			keep[c] = c >= len(mk.Keep) || mk.Keep[c]
 		}
+		if mk.Cap != nil {
+			if len(mk.Cap) != l.Channels {
+				return plugin.BadInputf("cap for layer %q has %d values, the layer has %d channels", mk.Layer, len(mk.Cap), l.Channels)
+			}
+			if err := g.InsertClamp(l.Tensor, l.Rank, mk.Cap); err != nil {
+				return err
+			}
+		}
 		if mk.Weights != nil {
 			if err := insertRegression(g, l, keep, fill, mk.Weights); err != nil {
 				return err
 			}
 			continue
+		}
+		all := true
+		for _, k := range keep {
+			all = all && k
+		}
+		if all {
+			continue // a cap alone
 		}
 		if err := g.InsertMask(l.Tensor, l.Rank, keep, fill); err != nil {
 			return err
@@ -467,6 +490,27 @@ func insertRegression(g *onnxgraph.Model, l Layer, keep []bool, fill, weights []
 		}
 	}
 	return g.InsertChannelMap(l.Tensor, l.Rank, w, b)
+}
+
+// WithCaps adds per-layer caps (nil: none) to masks, and a mask that only
+// caps for a capped layer that masks nothing; in layer-name order.
+func WithCaps(masks []Mask, caps map[string][]float32) []Mask {
+	if caps == nil {
+		return masks
+	}
+	out := append([]Mask(nil), masks...)
+	have := map[string]bool{}
+	for i := range out {
+		out[i].Cap = caps[out[i].Layer]
+		have[out[i].Layer] = true
+	}
+	for name, c := range caps {
+		if !have[name] {
+			out = append(out, Mask{Layer: name, Cap: c})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
+	return out
 }
 
 // MasksOf turns per-layer keep flags, fill values and regression weights

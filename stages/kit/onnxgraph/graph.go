@@ -368,6 +368,24 @@ func (m *Model) InsertMask(tensor string, rank int, keep []bool, fill []float32)
 	return m.sort()
 }
 
+// InsertClamp caps each channel of tensor from above inside the graph:
+// channel c becomes min(x, hi[c]) (rank as for InsertMask). Consumers of
+// tensor read the capped tensor.
+func (m *Model) InsertClamp(tensor string, rank int, hi []float32) error {
+	if !m.HasTensor(tensor) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to clamp", m.source, ErrModel, tensor)
+	}
+	dims, err := maskDims(rank, len(hi))
+	if err != nil {
+		return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
+	}
+	cName := m.fresh("cap")
+	m.addInit(cName, dims, hi)
+	raw := m.detach(tensor)
+	m.addNode("Min", []string{raw.from, cName}, []string{raw.to})
+	return m.sort()
+}
+
 // InsertChannelMap replaces the c channels of tensor by a linear map of
 // them: channel o becomes sum_i w[o*c+i]*x_i + b[o], the same at every
 // position (a 1x1 convolution for rank 4, a MatMul over the last axis for
