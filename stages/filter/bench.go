@@ -27,6 +27,7 @@ type bench struct {
 	t       *feat.Table
 	trusted []bool
 	rng     *rand.Rand
+	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
 	x       []float32 // the scan images, n of them
 	n       int
@@ -36,7 +37,8 @@ type bench struct {
 }
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
-	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(rand.NewPCG(p.Seed, 0x66696c))}
+	src := rand.NewPCG(p.Seed, 0x66696c)
+	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(src), src: src}
 	if b.trusted == nil {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("not connected: the filter measures on trusted rows"))
 	}

@@ -96,7 +96,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	defer b.close()
 	t := ins.Table
 
-	sc, err := b.scan(ctx, nil, p.Candidates, p.Refine, nil, true, progress)
+	sc, err := b.firstScan(ctx, progress)
 	if err != nil {
 		return nil, err
 	}

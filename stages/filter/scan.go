@@ -2,9 +2,13 @@ package filter
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/tcore-dev/tcore/plugin"
@@ -221,4 +225,41 @@ func (b *bench) worst(keep map[string][]bool, ps []Pattern, stats groupStats) (P
 		}
 	}
 	return ps[best], bz, nil
+}
+
+// scanMemo remembers first scans within a process (a scan is
+// deterministic in the encoder, the scan images and the scan parameters):
+// tools that run the filter many times on one encoder (replay, tests) scan
+// once. A plugin process runs once and never hits it.
+var scanMemo sync.Map // key -> memoScan
+
+type memoScan struct {
+	res *scanResult
+	rng []byte // the random source's state after the scan
+}
+
+// firstScan is scan on the unmasked encoder with the probe signal,
+// memoised.
+func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanResult, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%d\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.Seed)
+	if st, err := os.Stat(b.in.Model.Source()); err == nil {
+		fmt.Fprintf(h, "%d\x00%d\x00", st.Size(), st.ModTime().UnixNano())
+	}
+	binary.Write(h, binary.LittleEndian, b.x)
+	key := string(h.Sum(nil))
+	if m, ok := scanMemo.Load(key); ok {
+		memo := m.(memoScan)
+		if err := b.src.UnmarshalBinary(memo.rng); err == nil {
+			return memo.res, nil
+		}
+	}
+	res, err := b.scan(ctx, nil, b.p.Candidates, b.p.Refine, nil, true, progress)
+	if err != nil {
+		return nil, err
+	}
+	if state, err := b.src.MarshalBinary(); err == nil {
+		scanMemo.Store(key, memoScan{res: res, rng: state})
+	}
+	return res, nil
 }
