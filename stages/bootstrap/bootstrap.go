@@ -63,7 +63,6 @@ type Params struct {
 	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
 	Classes       int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
 	Admit         string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
-	HeldoutAgree  bool    `json:"heldout_agree" doc:"with admit heldout, admit only rows both heads predict as their label"`
 	ExcludeColumn string  `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
 	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
 	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
@@ -218,7 +217,8 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		defer warm.Close()
 	}
 	var admitted []int
-	var prev *mlp.Head // the last round's head
+	var prev *mlp.Head    // the last round's head
+	var pair [2]*mlp.Head // or heads, with the admission rule heldout
 	for r := 1; r <= p.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -226,7 +226,11 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		var sc *mlp.Scores
 		losses := make([][]float32, nc) // each class's kept rows' losses
 		if p.Admit == "heldout" {
-			if sc, err = HeldOut(tr, sizes, p.Seed+uint64(r), x, y, res.Kept, nc); err != nil {
+			fit := tr
+			if warm != nil && pair[0] != nil {
+				fit = warm
+			}
+			if sc, pair, err = HeldOut(fit, sizes, p.Seed+uint64(r), x, y, res.Kept, nc, pair); err != nil {
 				return nil, err
 			}
 		} else {
@@ -328,9 +332,11 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 
 // HeldOut scores every row for the admission rule heldout: two heads, each
 // trained on half the kept rows of every class (alternate rows of a seeded
-// shuffle); a kept row gets its loss under the head that did not see it,
-// any other row the mean of the two losses.
-func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int) (*mlp.Scores, error) {
+// shuffle), starting from prev's heads when set (warm rounds); a kept row
+// gets its loss under the head that did not see it, any other row the mean
+// of the two losses. It returns the scores and the two heads.
+func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int, prev [2]*mlp.Head) (*mlp.Scores, [2]*mlp.Head, error) {
+	var heads [2]*mlp.Head
 	byClass := make([][]int, nc)
 	for i, k := range kept {
 		if k {
@@ -353,14 +359,17 @@ func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, 
 			halves[f] = halves[1-f]
 		}
 		h := mlp.NewHead(sizes, seed*2+uint64(f))
+		if prev[f] != nil {
+			h = prev[f].Clone()
+		}
 		if _, err := tr.Fit(h, x, y, halves[f], nil); err != nil {
-			return nil, err
+			return nil, heads, err
 		}
 		s, err := tr.Score(h, x, y)
 		if err != nil {
-			return nil, err
+			return nil, heads, err
 		}
-		sc[f] = s
+		sc[f], heads[f] = s, h
 	}
 	out := &mlp.Scores{Loss: make([]float32, len(y)), PY: make([]float32, len(y)), Pred: sc[0].Pred}
 	for i := range y {
@@ -372,7 +381,7 @@ func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, 
 		out.Loss[i] = (sc[0].Loss[i] + sc[1].Loss[i]) / 2
 		out.PY[i] = (sc[0].PY[i] + sc[1].PY[i]) / 2
 	}
-	return out, nil
+	return out, heads, nil
 }
 
 func sum(xs []int) int {

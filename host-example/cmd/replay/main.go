@@ -299,7 +299,7 @@ func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br
 		return err
 	}
 	defer tr.Close()
-	ho, err := bootstrap.HeldOut(tr, bp.Sizes(t.Embedding.D, nc), 7, t.Embedding.X, t.Labels, trusted, nc)
+	ho, _, err := bootstrap.HeldOut(tr, bp.Sizes(t.Embedding.D, nc), 7, t.Embedding.X, t.Labels, trusted, nc, [2]*mlp.Head{})
 	if err != nil {
 		return err
 	}
