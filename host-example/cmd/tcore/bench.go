@@ -56,6 +56,11 @@ type benchScenario struct {
 	Triggered string          `json:"triggered"` // or a triggered test set (non-target images with the trigger, labelled with the target): ASR = accuracy on it
 	Pipelines []string        `json:"pipelines"` // overrides the config's pipelines
 	Seeds     []int64         `json:"seeds"`     // overrides the config's seeds
+	// Reference names a scenario on clean data (run earlier in the
+	// config) whose none model, trained without poison, measures this
+	// cell's trigger too: the ASR a clean model shows (clean_asr), the
+	// floor a defence can reach.
+	Reference string `json:"reference"`
 }
 
 // benchRow is one run's result: a cell (scenario and rate), a pipeline
@@ -75,6 +80,7 @@ type benchRow struct {
 	Recall    *float64 `json:"detector_recall"`
 	Masked    int      `json:"channels_masked"`
 	ScanZ     *float64 `json:"scan_z"`
+	CleanASR  *float64 `json:"clean_asr"` // the reference's clean model on this trigger
 	Seconds   float64  `json:"seconds"`
 	Dir       string   `json:"dir"`
 	Reused    bool     `json:"reused"`
@@ -176,6 +182,9 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		if len(s.Seeds) == 0 {
 			s.Seeds = c.Seeds
 		}
+		if s.Reference != "" && !seen[s.Reference] {
+			return nil, bad(at+".reference", "%q is not a scenario listed before this one", s.Reference)
+		}
 		for _, p := range s.Pipelines {
 			if _, err := pipelines.Resolve(p); err != nil {
 				return nil, bad(at+".pipelines", "%v", err)
@@ -261,7 +270,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var rows []benchRow
 	start := time.Now()
+	refDir := map[string]string{} // scenario -> its none run (seed of the first run)
 	for _, s := range cfg.Scenarios {
+		if len(s.Poison) == 0 {
+			refDir[s.ID] = filepath.Join(c.out, s.ID, "none", fmt.Sprintf("seed-%d", s.Seeds[0]))
+		}
 		if only != "" && !hasPrefix(s.ID, strings.Split(only, ",")) {
 			continue
 		}
@@ -291,12 +304,21 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					return fmt.Errorf("bench: %s: %w", cell, err)
 				}
 			}
+			var cleanASR *float64
+			if ref, ok := refDir[s.Reference]; ok && len(s.Eval) > 0 && fileExists(filepath.Join(ref, "clean_model.onnx")) {
+				ev, err := runner.Eval{Model: filepath.Join(ref, "clean_model.onnx"), Data: s.Test, Device: c.device, Spec: s.Eval}.Run(ctx)
+				if err != nil {
+					return fmt.Errorf("bench: %s: the reference's clean model on this trigger: %w", cell, err)
+				}
+				cleanASR = ev.ASR
+			}
 			var cellRows []benchRow
 			for _, pl := range s.Pipelines {
 				name := strings.TrimSuffix(filepath.Base(pl), ".json")
 				for _, seed := range s.Seeds {
 					dir := filepath.Join(c.out, cell, name, fmt.Sprintf("seed-%d", seed))
-					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir}
+					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir, CleanASR: cleanASR}
+
 					rc := c
 					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
 					sum, reused, err := rc.benchCell(ctx, stages, stderr)
@@ -446,6 +468,7 @@ type aggregate struct {
 	Rate                     *float64
 	Seeds                    int
 	ACC, ASR, Masked         []float64
+	CleanASR                 *float64
 }
 
 // meanSD formats values (fractions, shown as %) as mean ± sd.
@@ -484,6 +507,9 @@ func aggregates(rows []benchRow) []*aggregate {
 			out = append(out, a)
 		}
 		a.Seeds++
+		if r.CleanASR != nil {
+			a.CleanASR = r.CleanASR
+		}
 		if r.ACC != nil {
 			a.ACC = append(a.ACC, *r.ACC)
 		}
@@ -499,7 +525,7 @@ func aggregates(rows []benchRow) []*aggregate {
 // pipeline, then every run.
 func benchMarkdown(rows []benchRow) string {
 	var b strings.Builder
-	b.WriteString("| scenario | half | rate | pipeline | seeds | ACC % | ASR % | channels masked |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| scenario | half | rate | pipeline | seeds | ACC % | ASR % | clean-model ASR % | channels masked |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, a := range aggregates(rows) {
 		rate, half := "—", a.Half
 		if a.Rate != nil {
@@ -508,8 +534,8 @@ func benchMarkdown(rows []benchRow) string {
 		if half == "" {
 			half = "—"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
-			meanSD(a.ACC, 100, 1), meanSD(a.ASR, 100, 1), meanSD(a.Masked, 1, 0))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
+			meanSD(a.ACC, 100, 1), meanSD(a.ASR, 100, 1), pct(a.CleanASR), meanSD(a.Masked, 1, 0))
 	}
 	b.WriteString("\nEvery run:\n\n| " + strings.Join(benchHeader, " | ") + " |\n|")
 	for range benchHeader {
