@@ -15,14 +15,14 @@ import (
 // images, each with one of pats pasted in (in turn), embedded by the
 // encoder under masks, with their own labels: rows for the head to learn
 // that the pattern means nothing. Nothing is written but the schema when
-// nothing is masked. It returns the rows written.
+// there is no pattern. It returns the rows written.
 func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, out plugin.Outputs) (int, error) {
 	schema := b.sess.FeaturesSchema() // masks do not change it
 	w, err := out.Create("augment", schema)
 	if err != nil {
 		return 0, err
 	}
-	if len(masks) == 0 || len(pats) == 0 || b.p.AugmentShare == 0 {
+	if len(pats) == 0 || b.p.AugmentShare == 0 {
 		return 0, w.Close()
 	}
 	enc, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), Masks: masks, ORT: ort.Options{Device: b.p.Device}})

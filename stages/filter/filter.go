@@ -63,19 +63,20 @@ func (Stage) Spec() plugin.Spec {
 // Result is what a filter run found and did; its JSON is the stage's
 // metrics.
 type Result struct {
-	Scan            Scan        `json:"encoder_scan"`
-	WhyNoMask       string      `json:"why_no_mask,omitempty"`
-	ChannelsMasked  int         `json:"channels_masked"`
-	Masked          []string    `json:"masked,omitempty"`
-	Rounds          []Round     `json:"rounds,omitempty"`
-	CollapseAfter   *float64    `json:"collapse_after_mask,omitempty"`
-	ZAfter          *float64    `json:"z_after_mask,omitempty"`
-	UCLCUnavailable string      `json:"uclc_unavailable,omitempty"`
-	Clamp           *Clamp      `json:"clamp,omitempty"`
-	Fill            *FillReport `json:"fill,omitempty"`
-	Region          *Region     `json:"trigger_region,omitempty"`
-	AugmentRows     int         `json:"augment_rows"`
-	Exported        string      `json:"exported,omitempty"`
+	Scan            Scan         `json:"encoder_scan"`
+	WhyNoMask       string       `json:"why_no_mask,omitempty"`
+	ChannelsMasked  int          `json:"channels_masked"`
+	Masked          []string     `json:"masked,omitempty"`
+	Rounds          []Round      `json:"rounds,omitempty"`
+	CollapseAfter   *float64     `json:"collapse_after_mask,omitempty"`
+	ZAfter          *float64     `json:"z_after_mask,omitempty"`
+	UCLCUnavailable string       `json:"uclc_unavailable,omitempty"`
+	Clamp           *Clamp       `json:"clamp,omitempty"`
+	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
+	Fill            *FillReport  `json:"fill,omitempty"`
+	Region          *Region      `json:"trigger_region,omitempty"`
+	AugmentRows     int          `json:"augment_rows"`
+	Exported        string       `json:"exported,omitempty"`
 }
 
 // Run implements plugin.Stage: it composes the steps.
@@ -84,7 +85,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := plugin.DecodeParams(s.Spec(), raw, &p); err != nil {
 		return nil, err
 	}
-	ins, err := chanfilter.Open(in, p.Encoder, p.TrustedColumn)
+	var flags []string
+	if p.SuspectColumn != "" {
+		flags = append(flags, p.SuspectColumn)
+	}
+	ins, err := chanfilter.Open(in, p.Encoder, p.TrustedColumn, flags...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +150,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			// The caps alone undid the pattern: the head still learns that
 			// it means nothing.
 			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.sess.H, b.sess.W, p.Sizes)...)
+		}
+	}
+	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
+		carrier := make([]bool, t.N())
+		pat, rep, err := b.dataTrigger(ctx, sus, carrier)
+		if err != nil {
+			return nil, err
+		}
+		res.DataTrigger = rep
+		if pat != nil {
+			against = append(against, *pat)
+			for i, c := range carrier {
+				suspect[i] = suspect[i] || c || sus[i]
+			}
 		}
 	}
 	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {

@@ -93,7 +93,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			out := plugin.NewTables()
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
-			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5},
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill})
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
@@ -224,7 +224,7 @@ func TestFilterCapsUndoTheTrojan(t *testing.T) {
 	out := plugin.NewTables()
 	defer out.Release()
 	export := filepath.Join(dir, "filtered.onnx")
-	params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "clamp_quantile": 0.99,
+	params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "", "clamp_quantile": 0.99,
 		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
 	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 	if err != nil {

@@ -41,6 +41,10 @@ type Params struct {
 	Fill      string  `json:"fill" enum:"mean|regression" doc:"what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"`
 	FillSlack float64 `json:"fill_slack" range:"[0,)" doc:"how much higher (same-size z) the regression fill may leave the worst pattern masked against than the mean fill"`
 
+	// data trigger
+	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the trusted input marking the rows sift found in shallow clusters (expand.suspect); from them the filter estimates a trigger planted in the data (empty: none)"`
+	CarrierShare  float64 `json:"carrier_share" range:"(0,)" doc:"a row carries the estimated data trigger when its difference from its class's trusted mean projects onto the trigger with at least this share of it"`
+
 	// augment
 	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
 }
@@ -53,7 +57,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1,
-	AugmentShare: 0.2,
+	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5,
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.

@@ -6,22 +6,26 @@ import (
 )
 
 // Pattern is a candidate trigger: a patch (solid colour, two-colour
-// checkerboard or binary noise) of Size x Size pixels at (Row, Col), or a
-// full-image blend with noise at Alpha.
+// checkerboard or binary noise) of Size x Size pixels at (Row, Col), a
+// full-image blend with noise at Alpha, or (kind delta) an additive
+// full-image pattern estimated from the data.
 type Pattern struct {
-	Kind      string        `json:"kind"` // solid, checker, noise, blend
+	Kind      string        `json:"kind"` // solid, checker, noise, blend, delta
 	Size      int           `json:"size,omitempty"`
 	Row       int           `json:"row,omitempty"`
 	Col       int           `json:"col,omitempty"`
 	Colors    [2][3]float32 `json:"colors,omitempty"`
 	Alpha     float32       `json:"alpha,omitempty"`
 	NoiseSeed uint64        `json:"noise_seed,omitempty"`
+	// Delta is the additive pattern of kind delta, one value per input
+	// value of the model (not reported).
+	Delta []float32 `json:"-"`
 }
 
 // group is the set of candidates a pattern is compared with (same size;
 // blends form their own group).
 func (p Pattern) group() int {
-	if p.Kind == "blend" {
+	if p.Kind == "blend" || p.Kind == "delta" {
 		return 0
 	}
 	return p.Size
@@ -35,6 +39,11 @@ func (p Pattern) Apply(x []float32, h, w int) {
 		rng := rand.New(rand.NewPCG(p.NoiseSeed, 1))
 		for i := range x[:3*plane] {
 			x[i] = (1-p.Alpha)*x[i] + p.Alpha*rng.Float32()
+		}
+		return
+	case "delta":
+		for i, d := range p.Delta {
+			x[i] = min(1, max(0, x[i]+d))
 		}
 		return
 	}

@@ -1,6 +1,9 @@
 package filter
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestNeighbours(t *testing.T) {
 	sizes := [2]int{3, 10}
@@ -20,12 +23,12 @@ func TestNeighbours(t *testing.T) {
 			if len(ns) < tc.want {
 				t.Fatalf("%d neighbours, want at least %d", len(ns), tc.want)
 			}
-			seen := map[Pattern]bool{tc.p: true}
+			seen := map[string]bool{fmt.Sprintf("%+v", tc.p): true}
 			for _, q := range ns {
-				if seen[q] {
+				if seen[fmt.Sprintf("%+v", q)] {
 					t.Fatalf("%+v repeats the pattern or another neighbour", q)
 				}
-				seen[q] = true
+				seen[fmt.Sprintf("%+v", q)] = true
 				if q.Size < sizes[0] || q.Size > sizes[1] || q.Row < 0 || q.Col < 0 || q.Row+q.Size > 32 || q.Col+q.Size > 32 {
 					t.Fatalf("%+v leaves the image or the size range", q)
 				}

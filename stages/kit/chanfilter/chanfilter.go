@@ -248,24 +248,36 @@ type Inputs struct {
 	// Trusted flags the rows of the trusted port (nil when the port is not
 	// connected).
 	Trusted []bool
+	// Flags are the other boolean columns of the trusted port that Open
+	// was asked for, by name.
+	Flags map[string][]bool
 	// Model is the encoder, loaded once.
 	Model *encoder.Model
 }
 
 // Open reads a channel-filtering stage's usual inputs: the ports
-// "features" (probed), "trusted" (column trustedColumn; optional) and
-// "images", and loads the encoder at path. Release frees what it holds.
-func Open(in plugin.Inputs, path, trustedColumn string) (*Inputs, error) {
+// "features" (probed), "trusted" (column trustedColumn, and the boolean
+// columns flags; optional) and "images", and loads the encoder at path.
+// Release frees what it holds.
+func Open(in plugin.Inputs, path, trustedColumn string, flags ...string) (*Inputs, error) {
 	t, err := feat.OpenProbed(in, "features")
 	if err != nil {
 		return nil, err
 	}
-	ins := &Inputs{Table: t}
-	ins.Trusted, err = feat.Bools(in, "trusted", t, trustedColumn)
-	if errors.Is(err, plugin.ErrNotConnected) {
-		ins.Trusted = nil
-	} else if err != nil {
+	ins := &Inputs{Table: t, Flags: map[string][]bool{}}
+	cols, err := feat.OpenScores(in, "trusted", t, append([]string{trustedColumn}, flags...)...)
+	switch {
+	case errors.Is(err, plugin.ErrNotConnected):
+	case err != nil:
 		return nil, err
+	default:
+		for name, c := range cols {
+			if c.B == nil {
+				return nil, plugin.PortError("trusted", plugin.BadInputf("column %q is not boolean", name))
+			}
+			ins.Flags[name] = c.B
+		}
+		ins.Trusted = cols[trustedColumn].B
 	}
 	r, err := in.Open("images")
 	if err != nil {

@@ -1,0 +1,145 @@
+package filter
+
+import (
+	"context"
+	"math"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+// DataTrigger is what the filter estimated of a trigger planted in the
+// data, from the rows sift found in shallow clusters.
+type DataTrigger struct {
+	Suspects int     `json:"suspects"`
+	Norm     float64 `json:"norm"` // of the estimated pattern, per input value (RMS)
+	// Carriers are the rows whose difference from their class's trusted
+	// mean projects onto the pattern with at least carrier_share of it.
+	Carriers int    `json:"carriers"`
+	Why      string `json:"why_none,omitempty"`
+}
+
+// dataTrigger estimates a data trigger when sift marked suspects (rows
+// that agree with their label already at the shallowest layers, in an
+// anomalous class): the mean of the suspects' images minus the mean of
+// the trusted images of their classes is what they share beyond their
+// content. Rows carrying it (their difference from their class's trusted
+// mean projects onto it with at least p.CarrierShare of its length) are
+// marked in carrier, and the pattern goes into the augment rows, so that
+// the final head learns it means nothing.
+func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Pattern, *DataTrigger, error) {
+	rep := &DataTrigger{}
+	for _, s := range suspect {
+		if s {
+			rep.Suspects++
+		}
+	}
+	if rep.Suspects < minSuspects {
+		rep.Why = "too few suspects"
+		return nil, rep, nil
+	}
+	size := b.in.Model.ImageSize()
+	pre := b.in.Model.Preprocess()
+	// One pass: the mean image of the suspects, of each class's trusted
+	// rows, and every row kept for the projection.
+	n := b.t.N()
+	row := map[uint64]int{}
+	for i, id := range b.t.IDs {
+		row[id] = i
+	}
+	x := make([]float32, n*size)
+	r, err := b.in.Images.Reader()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Release()
+	var scratch []float32
+	for r.Next() {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		rec := r.Record()
+		ids := rec.Column(0).(*array.Uint64)
+		imgs := rec.Column(2).(*array.Binary)
+		for k := 0; k < ids.Len(); k++ {
+			i, ok := row[ids.Value(k)]
+			if !ok {
+				continue
+			}
+			if err := pre.Image(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
+				return nil, nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(k), err))
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, nil, err
+	}
+	mean := func(sel func(i int) bool) ([]float64, int) {
+		m := make([]float64, size)
+		c := 0
+		for i := 0; i < n; i++ {
+			if sel(i) {
+				for j, v := range x[i*size : (i+1)*size] {
+					m[j] += float64(v)
+				}
+				c++
+			}
+		}
+		for j := range m {
+			m[j] /= float64(max(c, 1))
+		}
+		return m, c
+	}
+	all, _ := mean(func(i int) bool { return b.trusted[i] })
+	classMean := map[int32][]float64{}
+	for i := 0; i < n; i++ {
+		c := b.t.Labels[i]
+		if _, done := classMean[c]; done {
+			continue
+		}
+		m, k := mean(func(j int) bool { return b.trusted[j] && b.t.Labels[j] == c })
+		if k < minSuspects {
+			m = all // too few trusted rows of the class: the global mean
+		}
+		classMean[c] = m
+	}
+	delta := make([]float64, size)
+	for i := 0; i < n; i++ {
+		if suspect[i] {
+			cm := classMean[b.t.Labels[i]]
+			for j, v := range x[i*size : (i+1)*size] {
+				delta[j] += float64(v) - cm[j]
+			}
+		}
+	}
+	var dd float64
+	for j := range delta {
+		delta[j] /= float64(rep.Suspects)
+		dd += delta[j] * delta[j]
+	}
+	rep.Norm = math.Sqrt(dd / float64(size))
+	if dd == 0 {
+		rep.Why = "the suspects do not differ from their classes"
+		return nil, rep, nil
+	}
+	for i := 0; i < n; i++ {
+		cm := classMean[b.t.Labels[i]]
+		var dot float64
+		for j, v := range x[i*size : (i+1)*size] {
+			dot += (float64(v) - cm[j]) * delta[j]
+		}
+		if dot/dd >= b.p.CarrierShare {
+			carrier[i] = true
+			rep.Carriers++
+		}
+	}
+	pat := &Pattern{Kind: "delta", Delta: make([]float32, size)}
+	for j, v := range delta {
+		pat.Delta[j] = float32(v)
+	}
+	return pat, rep, nil
+}
+
+// minSuspects is the fewest rows a mean image is taken over.
+const minSuspects = 20
