@@ -7,6 +7,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // DataTrigger is what the filter estimated of a trigger planted in the
@@ -16,8 +17,9 @@ type DataTrigger struct {
 	Norm     float64 `json:"norm"` // of the estimated pattern, per input value (RMS)
 	// Carriers are the rows whose difference from their class's trusted
 	// mean projects onto the pattern with at least carrier_share of it.
-	Carriers int    `json:"carriers"`
-	Why      string `json:"why_none,omitempty"`
+	Carriers  int     `json:"carriers"`
+	Threshold float64 `json:"carrier_threshold"`
+	Why       string  `json:"why_none,omitempty"`
 }
 
 // dataTrigger estimates a data trigger when sift marked suspects (rows
@@ -123,13 +125,26 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 		rep.Why = "the suspects do not differ from their classes"
 		return nil, rep, nil
 	}
+	// Natural images project onto a smooth pattern too: a row carries it
+	// when its share is both carrier_share and an outlier (robust z 4)
+	// among the trusted rows that are not suspects.
+	share := make([]float64, n)
+	var ref []float64
 	for i := 0; i < n; i++ {
 		cm := classMean[b.t.Labels[i]]
 		var dot float64
 		for j, v := range x[i*size : (i+1)*size] {
 			dot += (float64(v) - cm[j]) * delta[j]
 		}
-		if dot/dd >= b.p.CarrierShare {
+		share[i] = dot / dd
+		if b.trusted[i] && !suspect[i] {
+			ref = append(ref, share[i])
+		}
+	}
+	med, mad := stat.Robust(ref)
+	rep.Threshold = math.Max(b.p.CarrierShare, med+4*mad)
+	for i, v := range share {
+		if v >= rep.Threshold {
 			carrier[i] = true
 			rep.Carriers++
 		}

@@ -183,7 +183,7 @@ func run(args []string, stdout io.Writer) error {
 			if err := loadImages(); err != nil {
 				return err
 			}
-			fo, err := runFilter(ctx, *enc, images, t, er.Trusted, over["filter"], filepath.Join(filepath.Dir(*dir), "replay-filtered-"+name+".onnx"))
+			fo, err := runFilter(ctx, *enc, images, t, er.Trusted, er.Suspect, over["filter"], filepath.Join(filepath.Dir(*dir), "replay-filtered-"+name+".onnx"))
 			if err != nil {
 				return err
 			}
@@ -339,7 +339,7 @@ type filtered struct {
 // runFilter runs the filter stage in process on the run's images and
 // features with the variant's trusted rows and parameters, exporting the
 // filtered encoder to export.
-func runFilter(ctx context.Context, enc string, images *plugin.Tables, t *feat.Table, trusted []bool, over json.RawMessage, export string) (*filtered, error) {
+func runFilter(ctx context.Context, enc string, images *plugin.Tables, t *feat.Table, trusted, suspect []bool, over json.RawMessage, export string) (*filtered, error) {
 	in := plugin.NewTables()
 	defer in.Release()
 	tb := images.Get("images")
@@ -356,7 +356,10 @@ func runFilter(ctx context.Context, enc string, images *plugin.Tables, t *feat.T
 	fr := arrowio.NewFeaturesRecord(schema, t.IDs, t.Labels, cols)
 	in.Put("features", schema, fr)
 	fr.Release()
-	sr, err := feat.ScoresRecord(t.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	if suspect == nil {
+		suspect = make([]bool, len(trusted))
+	}
+	sr, err := feat.ScoresRecord(t.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}, {Name: "expand.suspect", B: suspect}})
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +386,10 @@ func runFilter(ctx context.Context, enc string, images *plugin.Tables, t *feat.T
 		return nil, err
 	}
 	fo := &filtered{encoder: export, scanZ: res.Scan.BestZ, masked: res.ChannelsMasked}
+	if res.DataTrigger != nil {
+		b, _ := json.Marshal(res.DataTrigger)
+		fmt.Fprintf(os.Stderr, "data trigger: %s\n", b)
+	}
 	if fo.features, err = feat.Open(out, "features"); err != nil {
 		return nil, err
 	}
