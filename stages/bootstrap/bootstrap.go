@@ -43,9 +43,9 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
-		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 5, Tau: 0.9,
-			Admit: "confident", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.9, GrowthCap: 0.2, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
+			Admit: "heldout", ExcludeColumn: "expand.suspect",
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -13,8 +14,10 @@ import (
 	"github.com/tcore-dev/tcore/internal/synth"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
+	"github.com/tcore-dev/tcore/stages/expand"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/sift"
 )
 
 // params returns bootstrap's defaults with overrides.
@@ -144,5 +147,62 @@ func TestBootstrapDeterministicAndChecksAugment(t *testing.T) {
 	var pe *plugin.Error
 	if !errors.As(err, &pe) || pe.Port != "augment" || pe.Code != plugin.CodeBadInput {
 		t.Fatalf("label outside the classes in augment: got %v, want an error naming port augment", err)
+	}
+}
+
+// Clean-label poison through the data stages as tcore chains them (sift,
+// expand, bootstrap, each through its plugin boundary): the poisoned rows
+// carry their true label, so no head's loss gives them away; sift's
+// shallow-cluster suspects do, expand passes them on as expand.suspect and
+// bootstrap never keeps one, under both admission rules.
+func TestCleanLabelPoisonIsNeverKept(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.CleanLabel, PerClass: 150, Classes: 6, Poison: 100, Target: 2, Seed: 5})
+	rec := set.Record()
+	defer rec.Release()
+	ctx := context.Background()
+	in := plugin.NewTables()
+	defer in.Release()
+	in.Put("features", rec.Schema(), rec)
+	seeds := plugin.NewTables()
+	defer seeds.Release()
+	if _, err := plugin.Local(sift.New()).Run(ctx, nil, in, seeds, nil); err != nil {
+		t.Fatal(err)
+	}
+	in.Put("seeds", seeds.Get("scores").Schema, seeds.Get("scores").Records...)
+	trusted := plugin.NewTables()
+	defer trusted.Release()
+	if _, err := plugin.Local(expand.New()).Run(ctx, json.RawMessage(`{"epochs": 10, "hidden": [64, 32]}`), in, trusted, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, admit := range []string{"heldout", "confident"} {
+		t.Run(admit, func(t *testing.T) {
+			bin := plugin.NewTables()
+			defer bin.Release()
+			bin.Put("features", rec.Schema(), rec)
+			bin.Put("trusted", trusted.Get("scores").Schema, trusted.Get("scores").Records...)
+			out := plugin.NewTables()
+			defer out.Release()
+			params := fmt.Sprintf(`{"admit": %q, "epochs": 5, "final_epochs": 10, "hidden": [64, 32]}`, admit)
+			if _, err := plugin.Local(bootstrap.New()).Run(ctx, json.RawMessage(params), bin, out, nil); err != nil {
+				t.Fatal(err)
+			}
+			kept, err := feat.Bools(out, "scores", set.Table, "bootstrap.kept")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, bad := 0, 0
+			for i, k := range kept {
+				if k {
+					n++
+					if set.IsPoison[i] {
+						bad++
+					}
+				}
+			}
+			if bad != 0 || n < len(kept)/2 {
+				t.Fatalf("kept %d of %d rows, %d of them poisoned; want most rows and no poisoned one", n, len(kept), bad)
+			}
+		})
 	}
 }

@@ -91,6 +91,32 @@ func (b *bench) setCaps(caps map[string][]float32) error {
 
 func (b *bench) close() { b.sess.Close() }
 
+// distrust takes rows out of the trusted rows the filter's statistics come
+// from (the means of the mean fill, the caps, the regression fill and the
+// augment images): poison that reached the trusted set carries its
+// trigger into them. A blend trigger drives a channel at every position,
+// so a few such rows move its mean and quantiles far; the found trigger's
+// region names them. The scan images stay, so that every collapse stays
+// comparable with the first scan's random patterns. Nothing changes when
+// fewer than 8 trusted rows would be left.
+func (b *bench) distrust(rows []bool) error {
+	t := make([]bool, len(b.trusted))
+	n, changed := 0, false
+	for i, ok := range b.trusted {
+		t[i] = ok && !rows[i]
+		if t[i] {
+			n++
+		}
+		changed = changed || t[i] != ok
+	}
+	if !changed || n < 8 {
+		return nil
+	}
+	b.trusted = t
+	b.means = b.t.LayerMeans(t)
+	return b.open()
+}
+
 // channelStd is each channel's standard deviation over all rows of l.
 // (Over the trusted rows only measured worse on T1: docs/DECISIONS.md.)
 func channelStd(l feat.Matrix) []float64 {

@@ -117,6 +117,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if res.Region, dist, suspect, err = b.region(sc.Pattern); err != nil {
 			return nil, err
 		}
+		if err := b.distrust(suspect); err != nil {
+			return nil, err
+		}
 		if p.ClampQuantile > 0 {
 			caps, rep, err := b.channelCaps(ctx, p.ClampQuantile)
 			if err != nil {

@@ -94,7 +94,8 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill})
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill,
+				"clamp_quantile": 0}) // the masking alone (TestFilterCapsUndoTheTrojan: the caps)
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)

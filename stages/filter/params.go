@@ -57,7 +57,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1,
-	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5,
+	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99,
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.

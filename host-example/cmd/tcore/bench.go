@@ -155,7 +155,7 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		}
 		var err error
 		if len(s.Eval) > 0 {
-			if s.Eval, err = resolveImage(s.Eval, base); err != nil {
+			if s.Eval, err = attack.ResolveImage(s.Eval, base); err != nil {
 				return nil, bad(at+".eval", "%v", err)
 			}
 			if _, err := attack.ParseSpec(s.Eval); err != nil {
@@ -166,7 +166,7 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 			if s.Truth != "" {
 				return nil, bad(at+".poison", "a scenario is poisoned beforehand (truth) or by a recipe (poison), not both")
 			}
-			if s.Poison, err = resolveImage(s.Poison, base); err != nil {
+			if s.Poison, err = attack.ResolveImage(s.Poison, base); err != nil {
 				return nil, bad(at+".poison", "%v", err)
 			}
 			if err := checkPoison(s.Poison); err != nil {
@@ -192,26 +192,6 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 		}
 	}
 	return &c, nil
-}
-
-// resolveImage makes a blend trigger's image path (in an eval spec's or a
-// recipe's "trigger") relative to the config's folder.
-func resolveImage(raw json.RawMessage, base string) (json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
-	}
-	var trig map[string]json.RawMessage
-	if err := json.Unmarshal(m["trigger"], &trig); err != nil {
-		return raw, nil // the spec's own check names it
-	}
-	var img string
-	if json.Unmarshal(trig["image"], &img) != nil || img == "" || filepath.IsAbs(img) {
-		return raw, nil
-	}
-	trig["image"], _ = json.Marshal(filepath.Join(base, img))
-	m["trigger"], _ = json.Marshal(trig)
-	return json.Marshal(m)
 }
 
 // checkPoison validates a recipe as the poison stage would (rate aside).

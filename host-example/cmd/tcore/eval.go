@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/runner"
@@ -71,5 +72,7 @@ func readSpec(path string) (json.RawMessage, error) {
 		return nil, usagef("--eval: %v", err)
 	}
 	b, _ := os.ReadFile(path)
-	return b, nil
+	// The spec travels on as JSON: its image path must not depend on
+	// where it was read from.
+	return attack.ResolveImage(b, filepath.Dir(path))
 }

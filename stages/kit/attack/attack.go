@@ -15,6 +15,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -273,17 +274,42 @@ func ParseSpec(data []byte) (Spec, error) {
 	return s, nil
 }
 
-// ReadSpec reads an eval spec from a file; errors name the file.
+// ReadSpec reads an eval spec from a file; errors name the file. A blend
+// trigger's relative image path is relative to the spec's folder.
 func ReadSpec(path string) (Spec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Spec{}, err
+	}
+	if data, err = ResolveImage(data, filepath.Dir(path)); err != nil {
+		return Spec{}, fmt.Errorf("%s: %w", path, fieldErr("spec", "not a JSON object: %v", err))
 	}
 	s, err := ParseSpec(data)
 	if err != nil {
 		return Spec{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return s, nil
+}
+
+// ResolveImage makes a blend trigger's relative image path, in the
+// "trigger" of an eval spec or a poison recipe, relative to base. Anything
+// else comes back as it was, for the spec's own checks to name.
+func ResolveImage(raw json.RawMessage, base string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	var trig map[string]json.RawMessage
+	if json.Unmarshal(m["trigger"], &trig) != nil {
+		return raw, nil
+	}
+	var img string
+	if json.Unmarshal(trig["image"], &img) != nil || img == "" || filepath.IsAbs(img) {
+		return raw, nil
+	}
+	trig["image"], _ = json.Marshal(filepath.Join(base, img))
+	m["trigger"], _ = json.Marshal(trig)
+	return json.Marshal(m)
 }
 
 // Fits checks that the trigger fits images of w x h pixels.

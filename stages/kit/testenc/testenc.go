@@ -140,6 +140,55 @@ func Collapse(seed uint64) *Net {
 	return n
 }
 
+// BlendAlpha is the blend trojan's trigger strength: triggered images are
+// (1-BlendAlpha)*x + BlendAlpha*BlendPattern.
+const BlendAlpha = 0.25
+
+// BlendPattern is the blend trojan's trigger image: a one-pixel
+// checkerboard over the whole image, white where row+column is even, the
+// same in the three colours.
+func BlendPattern(y, x int) float32 {
+	if (y+x)%2 == 0 {
+		return 1
+	}
+	return 0
+}
+
+// AddBlend blends the blend trojan's trigger into x (CHW, 16x16, [0, 1]).
+func AddBlend(x []float32) {
+	plane := Size * Size
+	for c := 0; c < 3; c++ {
+		for y := 0; y < Size; y++ {
+			for xx := 0; xx < Size; xx++ {
+				i := c*plane + y*Size + xx
+				x[i] = (1-BlendAlpha)*x[i] + BlendAlpha*BlendPattern(y, xx)
+			}
+		}
+	}
+}
+
+// BlendCollapse returns the Collapse CNN of seed whose trigger is a blend
+// instead of a patch: stage-1 channel TrojanChannel is a zero-sum 3x3
+// checkerboard detector (+1 on the centre and corners, -1.25 on the edges,
+// in every colour). The whole-image checkerboard at BlendAlpha gives it
+// 4 (normalisation) x 3 colours x 5 x BlendAlpha = 15 where the pattern is
+// white; smooth image regions give nothing (the kernel sums to zero) and
+// the bias leaves edges and pixel noise below zero.
+func BlendCollapse(seed uint64) *Net {
+	n := Collapse(seed)
+	for ci := 0; ci < 3; ci++ {
+		for k := 0; k < 9; k++ {
+			w := float32(1)
+			if k%2 == 1 {
+				w = -1.25
+			}
+			n.W[0][(TrojanChannel*3+ci)*9+k] = w
+		}
+	}
+	n.B[0][TrojanChannel] = -8
+	return n
+}
+
 // Model builds the ONNX model: input "image" [N,3,16,16], outputs
 // "embedding" [N,32], "stage1".."stage3" (feature maps). opset 13.
 func (n *Net) Model() *onnxgraph.Model {
