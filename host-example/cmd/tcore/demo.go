@@ -16,13 +16,16 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 )
 
-// demoSpec is the demo's attack: BadNets, a 6x6 white patch in the
-// bottom-right corner, target class 0.
-const demoSpec = `{"target": 0, "trigger": {"kind": "patch", "size": 6, "row": 26, "col": 26}}`
+// demoSpec is the demo's attack: the trigger of the demo's backdoored
+// encoder (testdata/demo/enc_badencoder.onnx, a BadEncoder-style
+// fine-tune of enc_clean: a 5x5 white patch in the bottom-right corner,
+// target class 0), also planted in the training data.
+const demoSpec = `{"target": 0, "trigger": {"kind": "patch", "size": 5, "row": 27, "col": 27}}`
 
-// cmdDemo tells the whole story on the data kept in the repository: it
-// poisons the training set with BadNets on the fly, trains without a
-// defence and with T-Core, and prints and reports the two side by side.
+// cmdDemo tells the whole story on the data kept in the repository: a
+// backdoored encoder and training data poisoned on the fly with the same
+// trigger (both kinds of attack T-Core defends against at once), trained
+// without a defence and with T-Core, printed and reported side by side.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c runConfig
 	var rate float64
@@ -32,6 +35,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&c.train, "data", "", "training data (default: testdata/demo/train.parquet beside the manifest)")
 	fs.StringVar(&c.test, "test", "", "clean test data (default: testdata/demo/test.parquet)")
 	fs.Float64Var(&rate, "rate", 0.1, "share of the training rows poisoned")
+	encoderPath := fs.String("encoder", "", "the encoder (default: testdata/demo/enc_badencoder.onnx; testdata/demo/enc_clean.onnx is its clean original)")
 	specJSON := fs.String("attack", demoSpec, "the attack, as an eval spec (JSON: target and trigger)")
 	list := fs.String("pipelines", "none,tcore", "pipelines to compare, comma-separated")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
@@ -56,7 +60,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.test == "" {
 		c.test = filepath.Join(demo, "test.parquet")
 	}
-	c.encoder = filepath.Join(demo, "enc_clean.onnx")
+	c.encoder = *encoderPath
+	if c.encoder == "" {
+		c.encoder = filepath.Join(demo, "enc_badencoder.onnx")
+	}
 	c.seed = 1
 	log, err := c.logger(stderr)
 	if err != nil {

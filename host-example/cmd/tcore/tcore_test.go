@@ -370,8 +370,9 @@ func checkReport(t *testing.T, path string, min int) {
 	}
 }
 
-// tcore demo on the repository's demo data: BadNets planted on the fly,
-// the none row printed, the poisoned rows known to the report. (The full
+// tcore demo on the repository's demo data: the backdoored encoder's
+// trigger planted in the data on the fly, the none row printed and
+// clearly attacked, the poisoned rows known to the report. (The full
 // demo with tcore takes minutes; `make demo` runs it.)
 func TestDemoPoisonsAndReports(t *testing.T) {
 	ortlib.Init(t)
@@ -391,6 +392,9 @@ func TestDemoPoisonsAndReports(t *testing.T) {
 	}
 	if acc, _ := strconv.ParseFloat(row[1], 64); acc < 50 {
 		t.Errorf("ACC %v%%: the demo encoder and data do not fit", acc)
+	}
+	if asr, _ := strconv.ParseFloat(row[2], 64); asr < 50 {
+		t.Errorf("none: ASR %v%%; the demo must show a working attack", asr)
 	}
 	checkReport(t, filepath.Join(out, "report.html"), 4)
 }
