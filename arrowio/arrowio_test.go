@@ -526,3 +526,59 @@ func ExampleFeaturesSchema() {
 	// stage1 32
 	// stage2 64
 }
+
+// A Parquet file with corrupted bytes anywhere must give an error that
+// names the file, never a panic, whatever the decoder makes of it.
+func TestCorruptedParquetNeverPanics(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	s, recs := tabletest.Make(mem, arrowio.KindFeatures, 200, 10, 8, 5)
+	rr, _ := array.NewRecordReader(s, recs)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.parquet")
+	if _, err := arrowio.WriteParquet(path, rr); err != nil {
+		t.Fatal(err)
+	}
+	rr.Release()
+	for _, r := range recs {
+		r.Release()
+	}
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.parquet")
+	failed := 0
+	for off := 4; off < len(orig)-8; off += 53 {
+		b := append([]byte(nil), orig...)
+		for i := off; i < min(off+12, len(b)-8); i++ {
+			b[i] ^= 0xa5
+		}
+		if err := os.WriteFile(bad, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("bytes %d-%d corrupted: panic %v", off, off+12, p)
+				}
+			}()
+			r, err := arrowio.OpenDataset(context.Background(), bad, arrowio.ReadOptions{})
+			if err != nil {
+				return err
+			}
+			defer r.Release()
+			for r.Next() {
+			}
+			return r.Err()
+		}()
+		if err != nil {
+			failed++
+			if !strings.Contains(err.Error(), "bad.parquet") {
+				t.Errorf("bytes %d-%d corrupted: error %q does not name the file", off, off+12, err)
+			}
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no corruption was noticed at all")
+	}
+}

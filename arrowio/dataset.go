@@ -233,7 +233,12 @@ func (e *errWrap) Next() bool {
 		e.rec.Release()
 		e.rec = nil
 	}
-	if !e.RecordReader.Next() {
+	more, err := safeNext(e.RecordReader)
+	if err != nil {
+		e.err = dataErr(e.file, "", -1, "malformed %s data after row %d: %v", e.what, e.rows, err)
+		return false
+	}
+	if !more {
 		return false
 	}
 	r := e.RecordReader.Record()
@@ -250,6 +255,18 @@ func (e *errWrap) Next() bool {
 	}
 	e.rows += r.NumRows()
 	return true
+}
+
+// safeNext is r.Next with a decoder's panic (a corrupted Parquet page
+// fails a CRC check or an index bound inside the Arrow decoder) turned into
+// an error, so that a bad file cannot take the process down.
+func safeNext(r array.RecordReader) (more bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			more, err = false, fmt.Errorf("the decoder failed: %v", p)
+		}
+	}()
+	return r.Next(), nil
 }
 
 func (e *errWrap) Record() arrow.Record {
