@@ -209,6 +209,12 @@ func (r *Runner) runNode(ctx context.Context, pl *plan, n *Node, inputs map[stri
 	if err != nil {
 		return nil, err
 	}
+	// MkdirTemp makes it 0700; a node folder is as readable as the rest of
+	// the run folder.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {

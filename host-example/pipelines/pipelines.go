@@ -4,10 +4,14 @@ package pipelines
 import (
 	"bytes"
 	"embed"
+	"errors"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 
 	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/plugin"
 )
 
 //go:embed *.json
@@ -41,6 +45,9 @@ func Get(name string) (*dag.Pipeline, bool) {
 func Resolve(nameOrFile string) (*dag.Pipeline, error) {
 	if p, ok := Get(nameOrFile); ok {
 		return p, nil
+	}
+	if _, err := os.Stat(nameOrFile); errors.Is(err, fs.ErrNotExist) {
+		return nil, plugin.BadInputf("pipeline %q: neither a built-in (%s) nor a file", nameOrFile, strings.Join(Names(), ", "))
 	}
 	return dag.LoadPipeline(nameOrFile)
 }

@@ -109,7 +109,7 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $TCORE_ORT_LIB, then the one `make` fetched)")
+	fs.StringVar(&c.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $TCORE_ORT_LIB, then the one make fetched)")
 	fs.StringVar(&c.device, "device", "cpu", "execution device: cpu or cuda[:N]")
 	fs.StringVar(&c.manifest, "manifest", "", "plugin manifest (default: $TCORE_MANIFEST, then manifest.json beside the tcore binary's folder or in the working directory)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -117,8 +117,8 @@ func (c *common) register(fs *flag.FlagSet) {
 
 func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(c.logLevel)
-	if err != nil {
-		return zerolog.Nop(), usagef("--log-level: %v", err)
+	if err != nil || c.logLevel == "" {
+		return zerolog.Nop(), usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
 	return zerolog.New(zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: "15:04:05"}).
 		Level(lvl).With().Timestamp().Logger(), nil

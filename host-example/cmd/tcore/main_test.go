@@ -80,6 +80,9 @@ func TestExitStatus(t *testing.T) {
 		{"unknown pipeline file", []string{"run", "--train", good, "--out", "x", "--pipeline", "nosuch.json", "--manifest", manifest}, 2, "nosuch.json"},
 		{"image that does not decode", []string{"run", "--pipeline", "stats", "--train", bad, "--out", "OUT", "--manifest", manifest}, 2, "row 7"},
 		{"plugins verify", []string{"plugins", "verify", "--manifest", manifest}, 0, ""},
+		{"plugins help", []string{"plugins", "--help"}, 0, ""},
+		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
+		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,6 +15,10 @@ func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) == 0 {
 		return usagef("plugins: want list, verify or lock")
 	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		fmt.Fprintln(stdout, "tcore plugins list|verify|lock [flags]: the manifest's plugins, their checksums against manifest.lock.json, or a new lock")
+		return nil
+	}
 	var c common
 	fs := flag.NewFlagSet("plugins "+args[0], flag.ContinueOnError)
 	c.register(fs)
