@@ -242,6 +242,12 @@ func TestBadModels(t *testing.T) {
 	two.Save(twoPath)
 	good := filepath.Join(dir, "good.onnx")
 	testenc.Clean(1).Model().Save(good)
+	huge := testenc.Clean(1).Model()
+	for _, d := range huge.P.Graph.Input[0].Type.GetTensorType().Shape.Dim[2:] {
+		d.Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: 100000}
+	}
+	hugePath := filepath.Join(dir, "huge.onnx")
+	huge.Save(hugePath)
 	cases := []struct {
 		name string
 		path string
@@ -250,6 +256,7 @@ func TestBadModels(t *testing.T) {
 	}{
 		{"corrupt file", corrupt, encoder.Config{}, "corrupt.onnx"},
 		{"two image inputs", twoPath, encoder.Config{}, "2 image inputs (image, image2)"},
+		{"declared size past the bound", hugePath, encoder.Config{}, "declares 100000x100000 images (10000000000 pixels), over the limit of 16777216 pixels; set TCORE_MAX_IMAGE_PIXELS"},
 		{"unknown layer", good, encoder.Config{Layers: []string{"stage9"}}, `no layer "stage9"`},
 		{"mask for missing channels", good, encoder.Config{Masks: []encoder.Mask{{Layer: "stage1", Keep: make([]bool, 99)}}}, "has 99 channels, the layer has 8"},
 		{"mask on an unknown layer", good, encoder.Config{Masks: []encoder.Mask{{Layer: "nope", Keep: []bool{true}}}}, `no layer "nope"`},

@@ -2,7 +2,9 @@ package encoder
 
 import (
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -30,6 +32,20 @@ type Model struct {
 	src    *onnxgraph.Model
 	mu     sync.Mutex
 	shapes map[string][]int64 // every probe-able tensor; named tensors added on demand
+}
+
+// MaxPixelsEnv is the environment variable that raises the largest
+// image an encoder may declare (height x width, default 4096 x 4096): a
+// declared size is allocated per image and batch before anything runs.
+const MaxPixelsEnv = "TCORE_MAX_IMAGE_PIXELS"
+
+// MaxImagePixels returns the largest height x width an encoder may
+// declare: MaxPixelsEnv when it holds a positive integer, else 4096 x 4096.
+func MaxImagePixels() int64 {
+	if v, err := strconv.ParseInt(os.Getenv(MaxPixelsEnv), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return 4096 * 4096
 }
 
 // Load reads the encoder at path and analyses it. embedding names the
@@ -61,6 +77,10 @@ func FromGraph(g *onnxgraph.Model, embedding string) (*Model, error) {
 	}
 	if m.H <= 0 || m.W <= 0 {
 		return nil, plugin.BadInputf("encoder %s: input %q has symbolic height or width %v; export it with a fixed size", g.Source(), in.Name, s)
+	}
+	if limit := MaxImagePixels(); int64(m.H)*int64(m.W) > limit {
+		return nil, plugin.BadInputf("encoder %s: input %q declares %dx%d images (%d pixels), over the limit of %d pixels; set %s to raise it",
+			g.Source(), in.Name, m.H, m.W, int64(m.H)*int64(m.W), limit, MaxPixelsEnv)
 	}
 	if err := m.findEmbedding(embedding); err != nil {
 		return nil, err
