@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -165,6 +166,51 @@ func (b *bench) pickTrusted(n int) map[uint64]int {
 		}
 	}
 	return want
+}
+
+// positions runs the n preprocessed images x through enc (a RawLayers
+// session) in batches and calls fn for every position of every probed
+// layer's feature maps with that position's channel values (v is reused
+// between calls).
+func positions(ctx context.Context, enc *encoder.Encoder, x []float32, n int, fn func(layer int, v []float32)) error {
+	size := enc.ImageSize()
+	const bs = 32
+	var v []float32
+	for lo := 0; lo < n; lo += bs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m := min(bs, n-lo)
+		buf, err := enc.Batch(m)
+		if err != nil {
+			return err
+		}
+		copy(buf, x[lo*size:(lo+m)*size])
+		_, layers, err := enc.Embed(m)
+		if err != nil {
+			return err
+		}
+		for li, l := range enc.Layers {
+			raw, c := layers[li], l.Channels
+			per := len(raw) / m // values per sample
+			pos := per / c
+			for s := 0; s < m; s++ {
+				sample := raw[s*per : (s+1)*per]
+				for p := 0; p < pos; p++ {
+					v = v[:0]
+					for j := 0; j < c; j++ {
+						if l.Rank == 4 { // [C, H, W]
+							v = append(v, sample[j*pos+p])
+						} else { // [T, C]
+							v = append(v, sample[p*c+j])
+						}
+					}
+					fn(li, v)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // decode preprocesses the images of the rows in want (by sample_id), in

@@ -36,39 +36,13 @@ func (b *bench) channelCaps(ctx context.Context, q float64) (map[string][]float3
 	for li, l := range enc.Layers {
 		vals[li] = make([][]float32, l.Channels)
 	}
-	size := enc.ImageSize()
-	const bs = 32
-	for lo := 0; lo < n; lo += bs {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+	err = positions(ctx, enc, x, n, func(li int, v []float32) {
+		for ch, a := range v {
+			vals[li][ch] = append(vals[li][ch], a)
 		}
-		m := min(bs, n-lo)
-		buf, err := enc.Batch(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		copy(buf, x[lo*size:(lo+m)*size])
-		_, layers, err := enc.Embed(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		for li, l := range enc.Layers {
-			raw, c := layers[li], l.Channels
-			per := len(raw) / m
-			pos := per / c
-			for s := 0; s < m; s++ {
-				sample := raw[s*per : (s+1)*per]
-				for ch := 0; ch < c; ch++ {
-					for p := 0; p < pos; p++ {
-						v := sample[p*c+ch] // [T, C]
-						if l.Rank == 4 {
-							v = sample[ch*pos+p] // [C, H, W]
-						}
-						vals[li][ch] = append(vals[li][ch], v)
-					}
-				}
-			}
-		}
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	caps := map[string][]float32{}
 	rep := &Clamp{Quantile: q, Images: n, Capped: map[string]float64{}}

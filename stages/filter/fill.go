@@ -73,49 +73,19 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 	for i, l := range enc.Layers {
 		accs[i] = &acc{c: l.Channels, sum: make([]float64, l.Channels), cross: make([]float64, l.Channels*l.Channels)}
 	}
-	size := enc.ImageSize()
-	const bs = 32
-	v := make([]float64, 0, 1024)
-	for lo := 0; lo < n; lo += bs {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
-		}
-		m := min(bs, n-lo)
-		buf, err := enc.Batch(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		copy(buf, x[lo*size:(lo+m)*size])
-		_, layers, err := enc.Embed(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		for li, l := range enc.Layers {
-			a, raw, c := accs[li], layers[li], l.Channels
-			per := len(raw) / m // values per sample
-			pos := per / c
-			for s := 0; s < m; s++ {
-				sample := raw[s*per : (s+1)*per]
-				for p := 0; p < pos; p++ {
-					v = v[:0]
-					for j := 0; j < c; j++ {
-						if l.Rank == 4 { // [C, H, W]
-							v = append(v, float64(sample[j*pos+p]))
-						} else { // [T, C]
-							v = append(v, float64(sample[p*c+j]))
-						}
-					}
-					for i, vi := range v {
-						a.sum[i] += vi
-						row := a.cross[i*c : i*c+i+1]
-						for j := range row {
-							row[j] += vi * v[j]
-						}
-					}
-					a.rows++
-				}
+	err = positions(ctx, enc, x, n, func(li int, v []float32) {
+		a, c := accs[li], accs[li].c
+		for i, vi := range v {
+			a.sum[i] += float64(vi)
+			row := a.cross[i*c : i*c+i+1]
+			for j := range row {
+				row[j] += float64(vi) * float64(v[j])
 			}
 		}
+		a.rows++
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	weights, icpt := map[string][]float32{}, map[string][]float32{}
 	for li, l := range enc.Layers {

@@ -70,26 +70,16 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			dir := t.TempDir()
 			enc := filepath.Join(dir, "enc.onnx")
 			tc.net.Model().Save(enc)
-			rng := rand.New(rand.NewPCG(3, 4))
-			var imgs [][]byte
-			var labels []int32
-			for i := 0; i < 200; i++ {
-				imgs, labels = append(imgs, dim(rng, false)), append(labels, int32(i%4))
-			}
-			for i := 0; i < 20; i++ {
-				imgs, labels = append(imgs, dim(rng, true)), append(labels, 0)
-			}
-			in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+			in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
 			defer in.Release()
-			tab, _ := feat.Open(in, "features")
-			in = synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
-			trusted := make([]bool, len(imgs))
-			for i := 0; i < 120; i++ {
-				trusted[i] = true
+			tab, err := feat.Open(in, "features")
+			if err != nil {
+				t.Fatal(err)
 			}
-			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
-			in.Put("trusted", sr.Schema(), sr)
-			sr.Release()
+			trusted, err := feat.Bools(in, "trusted", tab, "expand.trusted")
+			if err != nil {
+				t.Fatal(err)
+			}
 			out := plugin.NewTables()
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
@@ -136,8 +126,8 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if !tc.backdoor && caught+wrong > 0 {
 				t.Errorf("%d suspects on a clean encoder", caught+wrong)
 			}
-			if rows := out.Get("features").Rows(); rows != int64(len(imgs)) {
-				t.Errorf("%d feature rows, want %d", rows, len(imgs))
+			if rows := out.Get("features").Rows(); rows != 220 {
+				t.Errorf("%d feature rows, want %d", rows, 220)
 			}
 			// augment: the trusted rows, with their own labels, only when
 			// something was masked.
@@ -198,6 +188,34 @@ func TestFilterRejectsBadParams(t *testing.T) {
 	}
 }
 
+// dimInputs embeds 200 dim images of four classes (row i of class i%4) and
+// poison triggered ones of class 0 with enc, as the filter's inputs: the
+// images and their features, the first 120 rows trusted.
+func dimInputs(t *testing.T, enc string, rng *rand.Rand, poison int) *plugin.Tables {
+	t.Helper()
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ {
+		imgs, labels = append(imgs, dim(rng, false)), append(labels, int32(i%4))
+	}
+	for i := 0; i < poison; i++ {
+		imgs, labels = append(imgs, dim(rng, true)), append(labels, 0)
+	}
+	in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+	tab, err := feat.Open(in, "features")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted := make([]bool, len(imgs))
+	for i := 0; i < 120; i++ {
+		trusted[i] = true
+	}
+	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	in.Put("trusted", sr.Schema(), sr)
+	sr.Release()
+	return in
+}
+
 // With caps (clamp_quantile), the exported encoder no longer collapses
 // inputs that carry the trojan's trigger; the caps are reported.
 func TestFilterCapsUndoTheTrojan(t *testing.T) {
@@ -206,22 +224,8 @@ func TestFilterCapsUndoTheTrojan(t *testing.T) {
 	enc := filepath.Join(dir, "enc.onnx")
 	testenc.Collapse(5).Model().Save(enc)
 	rng := rand.New(rand.NewPCG(7, 8))
-	var imgs [][]byte
-	var labels []int32
-	for i := 0; i < 200; i++ {
-		imgs, labels = append(imgs, dim(rng, false)), append(labels, int32(i%4))
-	}
-	in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
+	in := dimInputs(t, enc, rng, 0)
 	defer in.Release()
-	tab, _ := feat.Open(in, "features")
-	in = synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
-	trusted := make([]bool, len(imgs))
-	for i := 0; i < 120; i++ {
-		trusted[i] = true
-	}
-	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
-	in.Put("trusted", sr.Schema(), sr)
-	sr.Release()
 	out := plugin.NewTables()
 	defer out.Release()
 	export := filepath.Join(dir, "filtered.onnx")
