@@ -215,3 +215,13 @@ func ExampleParseSpec() {
 	fmt.Println(s.Target, s.Trigger.Kind, s.Trigger.Size, s.Trigger.Color)
 	// Output: 0 patch 3 [255 255 255]
 }
+
+func ExampleResolveImage() {
+	spec := []byte(`{"target": 5, "trigger": {"kind": "blend", "alpha": 0.15, "image": "noise1.png"}}`)
+	out, err := ResolveImage(spec, "/specs")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(out))
+	// Output: {"target":5,"trigger":{"alpha":0.15,"image":"/specs/noise1.png","kind":"blend"}}
+}
