@@ -1,7 +1,9 @@
 // Package testenc builds the project's own test encoders as ONNX models: a
 // small CNN with deterministic weights, and a "handcrafted trojan" variant
 // whose channel 0 fires only on a white patch in the bottom-right corner and
-// pushes the embedding along its first axis. It also computes the clean
+// pushes the embedding along its first axis, its collapsing variant (the
+// trigger sends every input to one point, as BadEncoder does) and one whose
+// trigger is a blended checkerboard (BlendCollapse). It also computes the clean
 // CNN's outputs in plain Go, as the reference the ONNX Runtime path is tested
 // against.
 package testenc
