@@ -6,9 +6,11 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
 	"math"
 	"os"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/evaluate"
+	"github.com/tcore-dev/tcore/stages/kit/attack"
 )
 
 // Run is one run of a pipeline over datasets.
@@ -46,6 +49,56 @@ type Run struct {
 	Truth string
 }
 
+// checkSpec checks the eval spec against the test set before any stage
+// runs: the target is one of its labels and the trigger fits its first
+// image (evaluation would otherwise refuse them only after the whole
+// pipeline ran).
+func (r *Run) checkSpec(ctx context.Context) error {
+	if len(r.Spec) == 0 || r.Test == "" {
+		return nil
+	}
+	spec, err := attack.ParseSpec(r.Spec)
+	if err != nil {
+		return plugin.BadInputf("eval spec: %v", err)
+	}
+	rr, err := arrowio.OpenDataset(ctx, r.Test, r.Read)
+	if err != nil {
+		return err
+	}
+	defer rr.Release()
+	maxLabel, w, h := int64(-1), 0, 0
+	for rr.Next() {
+		rec := rr.Record()
+		s := rec.Schema()
+		labels, ok := rec.Column(s.FieldIndices(arrowio.ColLabel)[0]).(*array.Int32)
+		if !ok {
+			return nil // not an images/v1 table: evaluation names the problem
+		}
+		for i := 0; i < labels.Len(); i++ {
+			maxLabel = max(maxLabel, int64(labels.Value(i)))
+		}
+		if w == 0 {
+			if imgs, ok := rec.Column(s.FieldIndices(arrowio.ColImage)[0]).(*array.Binary); ok && imgs.Len() > 0 {
+				if cfg, _, err := image.DecodeConfig(bytes.NewReader(imgs.Value(0))); err == nil {
+					w, h = cfg.Width, cfg.Height
+				}
+			}
+		}
+	}
+	if err := rr.Err(); err != nil {
+		return err
+	}
+	if int64(spec.Target) > maxLabel {
+		return plugin.BadInputf("eval spec: target %d, but the labels of %s go to %d", spec.Target, r.Test, maxLabel)
+	}
+	if w > 0 {
+		if err := spec.Trigger.Fits(w, h); err != nil {
+			return plugin.BadInputf("eval spec: %v (the images of %s)", err, r.Test)
+		}
+	}
+	return nil
+}
+
 // Execute runs the pipeline into the run folder, writes samples.parquet,
 // channels.parquet, report.json and report.html there, and returns the
 // summary. The pipeline is bound (it changes r.Pipeline).
@@ -63,6 +116,9 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 			return nil, plugin.BadInputf("pipeline %q needs --%s", p.Name, name)
 		}
 		inputs[name] = v
+	}
+	if err := r.checkSpec(ctx); err != nil {
+		return nil, err
 	}
 	b := r.Bindings
 	b.RunDir = r.Out

@@ -64,6 +64,10 @@ func dataset(t *testing.T, badRow int) string {
 
 func TestExitStatus(t *testing.T) {
 	good, bad := dataset(t, -1), dataset(t, 7)
+	specs := t.TempDir()
+	offImage, farTarget := filepath.Join(specs, "off.json"), filepath.Join(specs, "target.json")
+	os.WriteFile(offImage, []byte(`{"target": 0, "trigger": {"kind": "patch", "size": 3, "row": 4, "col": 0}}`), 0o644)
+	os.WriteFile(farTarget, []byte(`{"target": 7, "trigger": {"kind": "patch", "size": 2, "row": 0, "col": 0}}`), 0o644)
 	cases := []struct {
 		name   string
 		args   []string
@@ -81,6 +85,8 @@ func TestExitStatus(t *testing.T) {
 		{"image that does not decode", []string{"run", "--pipeline", "stats", "--train", bad, "--out", "OUT", "--manifest", manifest}, 2, "row 7"},
 		{"plugins verify", []string{"plugins", "verify", "--manifest", manifest}, 0, ""},
 		{"plugins help", []string{"plugins", "--help"}, 0, ""},
+		{"trigger off the test images", []string{"run", "--pipeline", "stats", "--train", good, "--test", good, "--eval", offImage, "--out", "OUT", "--manifest", manifest}, 2, "does not fit a 5x5 image"},
+		{"target not among the test labels", []string{"run", "--pipeline", "stats", "--train", good, "--test", good, "--eval", farTarget, "--out", "OUT", "--manifest", manifest}, 2, "target 7, but the labels of"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
 		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
 	}
