@@ -17,6 +17,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the expand stage.
@@ -223,18 +224,8 @@ func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params,
 			perClass[strconv.Itoa(int(y[i]))]++
 		}
 	}
-	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "seeds": countTrue(seeds), "trusted": countTrue(res.Trusted),
+	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "seeds": stat.Count(seeds), "trusted": stat.Count(res.Trusted),
 		"trusted_per_class": perClass, "admitted_per_round": admitted, "flagged_per_round": flaggedPerRound,
 		"p_ct": p.PCT, "target_fraction": p.TargetFraction, "warnings": warnings}
 	return res, nil
-}
-
-func countTrue(b []bool) int {
-	n := 0
-	for _, v := range b {
-		if v {
-			n++
-		}
-	}
-	return n
 }

@@ -168,6 +168,22 @@ func (b *bench) pickTrusted(n int) map[uint64]int {
 	return want
 }
 
+// rawTrusted opens a session of the unmasked encoder that returns the
+// feature maps of layers whole, and decodes fitImages trusted images for
+// it (x: n preprocessed images). The caller closes the session.
+func (b *bench) rawTrusted(layers []string) (*encoder.Encoder, []float32, int, error) {
+	enc, err := b.in.Model.Session(encoder.Config{Layers: layers, RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	x, n, err := decode(b.in, b.in.Model.Preprocess(), b.pickTrusted(fitImages))
+	if err != nil {
+		enc.Close()
+		return nil, nil, 0, err
+	}
+	return enc, x, n, nil
+}
+
 // positions runs the n preprocessed images x through enc (a RawLayers
 // session) in batches and calls fn for every position of every probed
 // layer's feature maps with that position's channel values (v is reused

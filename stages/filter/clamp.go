@@ -3,9 +3,6 @@ package filter
 import (
 	"context"
 	"sort"
-
-	"github.com/tcore-dev/tcore/stages/kit/encoder"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // Clamp says how the probed channels were capped.
@@ -23,15 +20,11 @@ type Clamp struct {
 // there changes what clean images do in about 1-q of its positions, but
 // cuts the outsized responses a trigger drives (docs/DECISIONS.md).
 func (b *bench) channelCaps(ctx context.Context, q float64) (map[string][]float32, *Clamp, error) {
-	enc, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
+	enc, x, n, err := b.rawTrusted(b.in.LayerNames())
 	if err != nil {
 		return nil, nil, err
 	}
 	defer enc.Close()
-	x, n, err := decode(b.in, b.in.Model.Preprocess(), b.pickTrusted(fitImages))
-	if err != nil {
-		return nil, nil, err
-	}
 	vals := make([][][]float32, len(enc.Layers)) // layer, channel, values
 	for li, l := range enc.Layers {
 		vals[li] = make([][]float32, l.Channels)

@@ -55,15 +55,11 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 	if len(names) == 0 {
 		return nil, nil, nil
 	}
-	enc, err := b.in.Model.Session(encoder.Config{Layers: names, RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
+	enc, x, n, err := b.rawTrusted(names)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer enc.Close()
-	x, n, err := decode(b.in, b.in.Model.Preprocess(), b.pickTrusted(fitImages))
-	if err != nil {
-		return nil, nil, err
-	}
 	type acc struct {
 		c, rows int
 		sum     []float64

@@ -201,7 +201,7 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 		"rows": n, "classes": nc, "k": p.K, "rule": p.Rule, "layers": res.Layers,
 		"embedding_as_layer": withEmb, "seeds_per_class": seedsPer, "seed_mean_deep_agreement": meanDeep,
 		"warnings": warnings, "knn_seconds": knnSecs, "engine": p.Engine,
-		"shallow_suspect_classes": suspectClasses, "shallow_suspects": countTrue(res.Suspect),
+		"shallow_suspect_classes": suspectClasses, "shallow_suspects": stat.Count(res.Suspect),
 	}
 	return res, nil
 }
@@ -263,14 +263,4 @@ func shallowClusters(res *Result, labels []int32, nc, deepest int, p Params) []S
 		}
 	}
 	return out
-}
-
-func countTrue(b []bool) int {
-	n := 0
-	for _, v := range b {
-		if v {
-			n++
-		}
-	}
-	return n
 }

@@ -314,3 +314,14 @@ func TraceCov(x []float32, n, d int) float64 {
 	}
 	return tr
 }
+
+// Count returns how many of b are true.
+func Count(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}

@@ -85,3 +85,14 @@ func ExampleSolveRidge() {
 	fmt.Printf("%.3f %.3f\n", w[0], w[1])
 	// Output: 1.000 0.500
 }
+
+func TestCount(t *testing.T) {
+	for _, tc := range []struct {
+		in   []bool
+		want int
+	}{{nil, 0}, {[]bool{false}, 0}, {[]bool{true, false, true}, 2}} {
+		if got := stat.Count(tc.in); got != tc.want {
+			t.Errorf("Count(%v) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
