@@ -248,15 +248,7 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	truth := filepath.Join(dir, "truth.csv")
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
 	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
-	if asr := none["asr"].(float64); asr < 0.5 {
-		t.Fatalf("none: ASR %.3f; the scenario does not attack", asr)
-	}
-	if asr := a["asr"].(float64); asr >= 0.05 {
-		t.Errorf("tcore: ASR %.3f, want < 0.05", asr)
-	}
-	if d := none["acc"].(float64) - a["acc"].(float64); d > 0.02 {
-		t.Errorf("accuracy none %.3f, tcore %.3f: more than 2 points lost", none["acc"], a["acc"])
-	}
+	checkRemoved(t, none, a)
 	var rep struct {
 		Nodes map[string]struct {
 			Metrics map[string]any `json:"metrics"`
@@ -270,6 +262,22 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	masked := fmt.Sprint(rep.Nodes["filter"].Metrics["masked"])
 	if !strings.Contains(masked, "stage1:0") && !strings.Contains(masked, "stage2:0") && rep.Nodes["filter"].Metrics["clamp"] == nil {
 		t.Errorf("the trojan's channel is neither masked nor capped: masked %s", masked)
+	}
+}
+
+// checkRemoved checks a T3 scenario's two reports: none follows the
+// trigger (ASR >= 50%), tcore does not (< 5%), loses at most 2 points of
+// accuracy and keeps no poisoned row.
+func checkRemoved(t *testing.T, none, a map[string]any) {
+	t.Helper()
+	if asr := none["asr"].(float64); asr < 0.5 {
+		t.Fatalf("none: ASR %.3f; the scenario does not attack", asr)
+	}
+	if asr := a["asr"].(float64); asr >= 0.05 {
+		t.Errorf("tcore: ASR %.3f, want < 0.05", asr)
+	}
+	if d := none["acc"].(float64) - a["acc"].(float64); d > 0.02 {
+		t.Errorf("accuracy none %.3f, tcore %.3f: more than 2 points lost", none["acc"], a["acc"])
 	}
 	kept := a["evaluation"].(map[string]any)["sets"].(map[string]any)["kept"].(map[string]any)
 	if kept["poisoned"].(float64) != 0 {
@@ -292,19 +300,7 @@ func TestTCoreRemovesABlendTrojan(t *testing.T) {
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
 	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
 	t.Logf("none ACC %.3f ASR %.3f; tcore ACC %.3f ASR %.3f", none["acc"], none["asr"], a["acc"], a["asr"])
-	if asr := none["asr"].(float64); asr < 0.5 {
-		t.Fatalf("none: ASR %.3f; the scenario does not attack", asr)
-	}
-	if asr := a["asr"].(float64); asr >= 0.05 {
-		t.Errorf("tcore: ASR %.3f, want < 0.05", asr)
-	}
-	if d := none["acc"].(float64) - a["acc"].(float64); d > 0.02 {
-		t.Errorf("accuracy none %.3f, tcore %.3f: more than 2 points lost", none["acc"], a["acc"])
-	}
-	kept := a["evaluation"].(map[string]any)["sets"].(map[string]any)["kept"].(map[string]any)
-	if kept["poisoned"].(float64) != 0 {
-		t.Errorf("kept %v, want no poisoned row", kept)
-	}
+	checkRemoved(t, none, a)
 }
 
 // --eval and --truth: the evaluate stage measures the attack and the
