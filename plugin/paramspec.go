@@ -28,9 +28,12 @@ const (
 	// RoleExport is a file the stage writes for the user (the classifier):
 	// a host points it into its run folder.
 	RoleExport Role = "export"
+	// RoleClasses is the number of classes: bound to the host's
+	// --classes (0 there binds nothing).
+	RoleClasses Role = "classes"
 )
 
-var roles = map[Role]bool{"": true, RoleEncoder: true, RoleFile: true, RoleDevice: true, RoleSeed: true, RoleExport: true}
+var roles = map[Role]bool{"": true, RoleEncoder: true, RoleFile: true, RoleDevice: true, RoleSeed: true, RoleExport: true, RoleClasses: true}
 
 // IsFile reports whether the parameter names an input file (hashed by
 // content into a cache key).

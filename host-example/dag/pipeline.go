@@ -271,6 +271,9 @@ type Bindings struct {
 	// Export is where the run's classifier goes (RoleExport); "" binds
 	// nothing.
 	Export string
+	// Classes is the declared number of classes (RoleClasses); 0 binds
+	// nothing.
+	Classes int
 	// RunDir replaces "$run" in the string parameters of the pipeline.
 	RunDir string
 }
@@ -333,6 +336,10 @@ func (p *Pipeline) Bind(stages Provider, b Bindings) error {
 			case plugin.RoleExport:
 				if b.Export != "" {
 					v = abs(b.Export)
+				}
+			case plugin.RoleClasses:
+				if b.Classes > 0 {
+					v = b.Classes
 				}
 			}
 			if v != nil {

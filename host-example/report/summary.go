@@ -24,6 +24,7 @@ type Summary struct {
 	Samples     Counts             `json:"samples"`
 	Channels    ChannelCounts      `json:"channels"`
 	EncoderScan *filter.Scan       `json:"encoder_scan"`
+	Classes     *Classes           `json:"classes,omitempty"`
 	Inputs      map[string]string  `json:"inputs"`
 	Encoder     string             `json:"encoder,omitempty"`
 	Model       string             `json:"model,omitempty"`
@@ -41,6 +42,16 @@ type Counts struct {
 	Seed    int `json:"seed,omitempty"`
 	Trusted int `json:"trusted,omitempty"`
 	Kept    int `json:"kept,omitempty"`
+}
+
+// Classes are the classes of the training set, as checked before the
+// run: how many the head has, the rows of each, and those with fewer rows
+// than a head can learn from (Small).
+type Classes struct {
+	N        int   `json:"n"`
+	Declared bool  `json:"declared,omitempty"` // N came from --classes
+	Rows     []int `json:"rows"`
+	Small    []int `json:"small,omitempty"`
 }
 
 // ChannelCounts are the probed channels and those switched off.

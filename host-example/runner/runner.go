@@ -15,11 +15,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/rs/zerolog"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
@@ -47,6 +49,94 @@ type Run struct {
 	// ground-truth file: evaluation only, never shown to the defence.
 	Spec  json.RawMessage
 	Truth string
+	// Classes is the declared number of classes (--classes), or 0 to take
+	// the training labels' largest + 1.
+	Classes int
+}
+
+// SmallClass is the fewest rows a class may have before the run warns
+// that a head can hardly learn it.
+const SmallClass = 5
+
+// checkLabels reads the training labels before any stage runs and returns
+// the classes found. A label outside the declared classes, or (with no
+// declaration) classes with no rows below the largest label, are errors
+// naming the file, row and label: a head would otherwise get dead outputs,
+// or fail in ONNX Runtime after the whole pipeline ran.
+func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
+	rr, err := arrowio.OpenDataset(ctx, r.Train, r.Read)
+	if err != nil {
+		return nil, err
+	}
+	defer rr.Release()
+	counts := map[int]int{}
+	var row int64
+	maxLabel, maxRow := -1, int64(-1)
+	for rr.Next() {
+		rec := rr.Record()
+		idx := rec.Schema().FieldIndices(arrowio.ColLabel)
+		if len(idx) == 0 {
+			return nil, nil // not an images/v1 table: the stages name the problem
+		}
+		labels, ok := rec.Column(idx[0]).(*array.Int32)
+		if !ok {
+			return nil, nil
+		}
+		for i := 0; i < labels.Len(); i++ {
+			l := int(labels.Value(i))
+			if r.Classes > 0 && l >= r.Classes { // the reader refuses negative labels
+				return nil, plugin.BadInput(&arrowio.DataError{File: r.Train, Column: arrowio.ColLabel, Row: row, Msg: fmt.Sprintf("label %d outside the declared classes 0..%d (--classes %d)", l, r.Classes-1, r.Classes)})
+			}
+			if l > maxLabel {
+				maxLabel, maxRow = l, row
+			}
+			counts[l]++
+			row++
+		}
+	}
+	if err := rr.Err(); err != nil {
+		return nil, err
+	}
+	c := &report.Classes{N: maxLabel + 1}
+	if r.Classes > 0 {
+		c.N, c.Declared = r.Classes, true
+	} else if empty := c.N - len(counts); empty > 0 {
+		var missing []int
+		for k := 0; k < c.N && len(missing) <= 10; k++ {
+			if counts[k] == 0 {
+				missing = append(missing, k)
+			}
+		}
+		return nil, plugin.BadInput(&arrowio.DataError{File: r.Train, Column: arrowio.ColLabel, Row: maxRow,
+			Msg: fmt.Sprintf("label %d leaves %d class(es) below it without rows (%s); relabel the classes 0..N-1, or declare --classes %d if the head should have them", maxLabel, empty, classList(missing, empty), c.N)})
+	}
+	c.Rows = make([]int, c.N)
+	for k, n := range counts {
+		c.Rows[k] = n
+	}
+	for k, n := range c.Rows {
+		if n < SmallClass {
+			c.Small = append(c.Small, k)
+		}
+	}
+	return c, nil
+}
+
+// classList writes the first ten of total classes as "3, 5, 7" (then a
+// count of the rest).
+func classList(cs []int, total int) string {
+	var b strings.Builder
+	for i, c := range cs {
+		if i == 10 {
+			fmt.Fprintf(&b, " and %d more", total-10)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, c)
+	}
+	return b.String()
 }
 
 // checkSpec checks the eval spec against the test set before any stage
@@ -120,7 +210,19 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err := r.checkSpec(ctx); err != nil {
 		return nil, err
 	}
+	classes, err := r.checkLabels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if classes != nil {
+		lg := zerolog.Ctx(ctx)
+		lg.Info().Int("classes", classes.N).Ints("rows", classes.Rows).Msg("training labels checked")
+		if len(classes.Small) > 0 {
+			lg.Warn().Ints("classes", classes.Small).Msgf("%d class(es) with fewer than %d training rows: the classifier can hardly learn them", len(classes.Small), SmallClass)
+		}
+	}
 	b := r.Bindings
+	b.Classes = r.Classes
 	b.RunDir = r.Out
 	if b.Export == "" {
 		b.Export = filepath.Join(r.Out, "clean_model.onnx")
@@ -133,6 +235,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 		return nil, err
 	}
 	s := report.NewSummary(p.Name, res)
+	s.Classes = classes
 	s.Inputs = map[string]string{"train": r.Train, "test": r.Test}
 	s.Encoder = b.Encoder
 	if b.Seed != nil {

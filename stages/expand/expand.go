@@ -51,7 +51,7 @@ type Params struct {
 	PCT             float32 `json:"p_ct" range:"(0,1]" doc:"flag a sample the confusion head still predicts as its label with at least this probability"`
 	ConfusionEvery  int     `json:"confusion_every" range:"[1,)" doc:"one confusion batch after every this many ordinary batches"`
 	ConfusionWeight float32 `json:"confusion_weight" range:"[0,)" doc:"loss weight of confusion batches (docs/DECISIONS.md: why 10)"`
-	Classes         int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Classes         int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
 	MaxSteps        int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, whatever the rows (0: epochs alone decide)"`
 	mlp.HeadParams
 }

@@ -40,16 +40,26 @@ func TestMain(m *testing.M) {
 }
 
 func dataset(t *testing.T, badRow int) string {
-	s := arrow.NewSchema([]arrow.Field{{Name: "image", Type: arrow.BinaryTypes.Binary}, {Name: "label", Type: arrow.PrimitiveTypes.Int8}}, nil)
+	labels := make([]int32, 12)
+	for i := range labels {
+		labels[i] = int32(i % 4)
+	}
+	return labelled(t, badRow, labels...)
+}
+
+// labelled writes a Parquet dataset of 5x5 images with these labels; the
+// image of row badRow does not decode.
+func labelled(t *testing.T, badRow int, labels ...int32) string {
+	s := arrow.NewSchema([]arrow.Field{{Name: "image", Type: arrow.BinaryTypes.Binary}, {Name: "label", Type: arrow.PrimitiveTypes.Int32}}, nil)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, s)
 	defer b.Release()
-	for i := 0; i < 12; i++ {
+	for i, l := range labels {
 		img := tabletest.PNG(5, 5, uint64(i))
 		if i == badRow {
 			img = []byte{0xff, 0xd8, 0, 0}
 		}
 		b.Field(0).(*array.BinaryBuilder).Append(img)
-		b.Field(1).(*array.Int8Builder).Append(int8(i % 4))
+		b.Field(1).(*array.Int32Builder).Append(l)
 	}
 	rec := b.NewRecord()
 	defer rec.Release()
@@ -64,6 +74,9 @@ func dataset(t *testing.T, badRow int) string {
 
 func TestExitStatus(t *testing.T) {
 	good, bad := dataset(t, -1), dataset(t, 7)
+	far := labelled(t, -1, 0, 1, 2, 3, 0, 1, 2, 3, 1000000, 0, 1, 2)
+	gap := labelled(t, -1, 0, 1, 2, 3, 0, 15, 2, 3, 0, 1, 2, 3)
+	negative := labelled(t, -1, 0, 1, 2, -3, 0, 1, 2, 3)
 	specs := t.TempDir()
 	offImage, farTarget := filepath.Join(specs, "off.json"), filepath.Join(specs, "target.json")
 	os.WriteFile(offImage, []byte(`{"target": 0, "trigger": {"kind": "patch", "size": 3, "row": 4, "col": 0}}`), 0o644)
@@ -87,6 +100,11 @@ func TestExitStatus(t *testing.T) {
 		{"plugins help", []string{"plugins", "--help"}, 0, ""},
 		{"trigger off the test images", []string{"run", "--pipeline", "stats", "--train", good, "--test", good, "--eval", offImage, "--out", "OUT", "--manifest", manifest}, 2, "does not fit a 5x5 image"},
 		{"target not among the test labels", []string{"run", "--pipeline", "stats", "--train", good, "--test", good, "--eval", farTarget, "--out", "OUT", "--manifest", manifest}, 2, "target 7, but the labels of"},
+		{"a label far beyond the others", []string{"run", "--pipeline", "stats", "--train", far, "--out", "OUT", "--manifest", manifest}, 2, "row 8: label 1000000 leaves 999996 class(es) below it without rows (4, 5, 6, 7, 8, 9, 10, 11, 12, 13 and 999986 more)"},
+		{"classes without rows", []string{"run", "--pipeline", "stats", "--train", gap, "--out", "OUT", "--manifest", manifest}, 2, "or declare --classes 16"},
+		{"label outside --classes", []string{"run", "--pipeline", "stats", "--train", good, "--classes", "3", "--out", "OUT", "--manifest", manifest}, 2, "row 3: label 3 outside the declared classes 0..2"},
+		{"negative label", []string{"run", "--pipeline", "stats", "--train", negative, "--out", "OUT", "--manifest", manifest}, 2, "row 3: label -3 out of range"},
+		{"negative --classes", []string{"run", "--train", good, "--classes", "-2", "--out", "OUT"}, 2, "--classes -2"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
 		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
 	}
@@ -143,5 +161,38 @@ func TestRunWritesReportAndSamples(t *testing.T) {
 				t.Fatalf("samples.parquet has %d rows, want 12", n)
 			}
 		})
+	}
+}
+
+// A declared class count lets classes go without rows; the report says
+// what the labels held, and which classes are too small to learn.
+func TestDeclaredClasses(t *testing.T) {
+	gap := labelled(t, -1, 0, 1, 2, 3, 0, 5, 2, 3, 0, 1, 2, 3)
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run([]string{"run", "--pipeline", "stats", "--train", gap, "--classes", "7", "--out", dir, "--manifest", manifest}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "fewer than 5 training rows") {
+		t.Fatalf("no warning about small classes in %q", errb.String())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Classes struct {
+			N        int   `json:"n"`
+			Declared bool  `json:"declared"`
+			Rows     []int `json:"rows"`
+			Small    []int `json:"small"`
+		} `json:"classes"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	c := rep.Classes
+	if c.N != 7 || !c.Declared || fmt.Sprint(c.Rows) != "[3 2 3 3 0 1 0]" || fmt.Sprint(c.Small) != "[0 1 2 3 4 5 6]" {
+		t.Fatalf("classes %+v", c)
 	}
 }

@@ -37,6 +37,7 @@ type runConfig struct {
 	seed                      int64
 	inProcess                 bool
 	imageCol, labelCol        string
+	classes                   int
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,8 +55,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
 	fs.StringVar(&c.labelCol, "label-col", "", "label column of the datasets (default: label or labels)")
+	fs.IntVar(&c.classes, "classes", 0, "number of classes the classifier has (default: the largest training label + 1, which then needs rows of every class below it)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if c.classes < 0 {
+		return usagef("run: --classes %d: want a positive number of classes (or 0 for the labels' largest + 1)", c.classes)
 	}
 	if c.train == "" || c.out == "" {
 		return usagef("run: --train and --out are required")
@@ -104,8 +109,8 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
 		Read:     arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol},
 		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed},
-		Out:      c.out, Spec: c.spec, Truth: c.truth}
-	return r.Execute(ctx)
+		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes}
+	return r.Execute(log.WithContext(ctx))
 }
 
 // provider runs stages in process (--in-process) or as the manifest's
