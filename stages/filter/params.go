@@ -21,6 +21,7 @@ type Params struct {
 	Refine     int     `json:"refine" range:"[0,)" doc:"local refinement steps around the best 10"`
 	Sizes      [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max)"`
 	GapMin     float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
+	BlendRatio float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
 	// score
 	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
@@ -53,7 +54,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6,
+	ScanImages: 64, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, BlendRatio: 5,
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1,

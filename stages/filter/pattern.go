@@ -8,9 +8,11 @@ import (
 // Pattern is a candidate trigger: a patch (solid colour, two-colour
 // checkerboard or binary noise) of Size x Size pixels at (Row, Col), a
 // full-image blend with noise at Alpha, or (kind delta) an additive
-// full-image pattern estimated from the data.
+// full-image pattern estimated from the data. Kind smooth is no trigger
+// but the blends' control: a blend at Alpha with a smooth random colour
+// field.
 type Pattern struct {
-	Kind      string        `json:"kind"` // solid, checker, noise, blend, delta
+	Kind      string        `json:"kind"` // solid, checker, noise, blend, delta, smooth
 	Size      int           `json:"size,omitempty"`
 	Row       int           `json:"row,omitempty"`
 	Col       int           `json:"col,omitempty"`
@@ -23,13 +25,29 @@ type Pattern struct {
 }
 
 // group is the set of candidates a pattern is compared with (same size;
-// blends form their own group).
+// blends form their own group, judged against their controls, group
+// controlGroup).
 func (p Pattern) group() int {
-	if p.Kind == "blend" || p.Kind == "delta" {
+	switch p.Kind {
+	case "blend", "delta":
 		return 0
+	case "smooth":
+		return controlGroup
 	}
 	return p.Size
 }
+
+// minBlendAlpha and maxBlendAlpha bound the blends searched. Below 0.1 a
+// blend barely changes the embeddings of a clean encoder or a trojaned
+// one, and its ratio to a smooth blend's collapse is noise.
+const minBlendAlpha, maxBlendAlpha = 0.1, 0.25
+
+// controlGroup is the group of the smooth blends.
+const controlGroup = -1
+
+// smoothGrid is the side of the random colour grid a smooth blend
+// interpolates.
+const smoothGrid = 4
 
 // Apply paints the pattern onto one CHW image of h x w in [0, 1].
 func (p Pattern) Apply(x []float32, h, w int) {
@@ -44,6 +62,33 @@ func (p Pattern) Apply(x []float32, h, w int) {
 	case "delta":
 		for i, d := range p.Delta {
 			x[i] = min(1, max(0, x[i]+d))
+		}
+		return
+	case "smooth":
+		rng := rand.New(rand.NewPCG(p.NoiseSeed, 3))
+		var grid [3][smoothGrid][smoothGrid]float32
+		for c := range grid {
+			for i := range grid[c] {
+				for j := range grid[c][i] {
+					grid[c][i][j] = rng.Float32()
+				}
+			}
+		}
+		for y := 0; y < h; y++ {
+			gy := float32(y) * (smoothGrid - 1) / float32(max(1, h-1))
+			y0 := min(int(gy), smoothGrid-2)
+			fy := gy - float32(y0)
+			for xx := 0; xx < w; xx++ {
+				gx := float32(xx) * (smoothGrid - 1) / float32(max(1, w-1))
+				x0 := min(int(gx), smoothGrid-2)
+				fx := gx - float32(x0)
+				for c := 0; c < 3; c++ {
+					g := grid[c]
+					v := (1-fy)*((1-fx)*g[y0][x0]+fx*g[y0][x0+1]) + fy*((1-fx)*g[y0+1][x0]+fx*g[y0+1][x0+1])
+					i := c*plane + y*w + xx
+					x[i] = (1-p.Alpha)*x[i] + p.Alpha*v
+				}
+			}
 		}
 		return
 	}
@@ -70,6 +115,12 @@ func (p Pattern) Apply(x []float32, h, w int) {
 	}
 }
 
+// controlPattern draws a smooth blend at the alphas blends are searched
+// at, so that its fit over alpha never extrapolates.
+func controlPattern(rng *rand.Rand) Pattern {
+	return Pattern{Kind: "smooth", Alpha: minBlendAlpha + (maxBlendAlpha-minBlendAlpha)*rng.Float32(), NoiseSeed: rng.Uint64()}
+}
+
 // randomPattern draws a candidate.
 func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
 	color := func() [3]float32 {
@@ -86,7 +137,7 @@ func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
 		return c
 	}
 	if rng.IntN(10) == 0 {
-		return Pattern{Kind: "blend", Alpha: 0.1 + 0.1*rng.Float32(), NoiseSeed: rng.Uint64()}
+		return Pattern{Kind: "blend", Alpha: minBlendAlpha + (maxBlendAlpha-minBlendAlpha)*rng.Float32(), NoiseSeed: rng.Uint64()}
 	}
 	s := sizes[0] + rng.IntN(sizes[1]-sizes[0]+1)
 	p := Pattern{Size: s, Row: rng.IntN(h - s + 1), Col: rng.IntN(w - s + 1), NoiseSeed: rng.Uint64()}
@@ -108,7 +159,7 @@ func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
 func jitter(rng *rand.Rand, p Pattern, h, w int, sizes [2]int) Pattern {
 	q := p
 	if q.Kind == "blend" {
-		q.Alpha = float32(math.Min(0.25, math.Max(0.05, float64(q.Alpha)+0.03*rng.NormFloat64())))
+		q.Alpha = float32(math.Min(maxBlendAlpha, math.Max(minBlendAlpha, float64(q.Alpha)+0.03*rng.NormFloat64())))
 		return q
 	}
 	switch rng.IntN(3) {
@@ -145,7 +196,7 @@ func neighbours(p Pattern, h, w int, sizes [2]int) []Pattern {
 		var out []Pattern
 		for _, d := range []float32{-0.05, 0.05} {
 			q := p
-			q.Alpha = max(0.01, p.Alpha+d)
+			q.Alpha = min(maxBlendAlpha, max(minBlendAlpha, p.Alpha+d))
 			out = append(out, q)
 		}
 		return out

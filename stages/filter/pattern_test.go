@@ -2,6 +2,7 @@ package filter
 
 import (
 	"fmt"
+	"math"
 	"testing"
 )
 
@@ -54,5 +55,62 @@ func TestNeighbours(t *testing.T) {
 	b := neighbours(Pattern{Kind: "blend", Alpha: 0.04}, 32, 32, sizes)
 	if len(b) != 2 || b[0].Alpha <= 0 || b[1].Alpha <= 0.04 {
 		t.Fatalf("blend neighbours %+v, want two with alpha > 0 on both sides", b)
+	}
+}
+
+// A noise blend is judged by how much more it collapses the scan images
+// than a smooth blend of the same alpha: blend_ratio times as much is
+// gap_min, as much is 0, whatever the noise blends do among themselves.
+func TestBlendJudgedAgainstSmoothControls(t *testing.T) {
+	var alphas, cs []float64
+	for i := 0; i < 40; i++ {
+		a := 0.1 + 0.1*float64(i)/39
+		alphas, cs = append(alphas, a), append(cs, 2*math.Pow(a, 1.7))
+	}
+	g := groupStats{groups: map[int][2]float64{0: {0.9, 0.01}, 3: {0.1, 0.02}}, control: fitPower(alphas, cs), ratio: 4, gap: 6}
+	ref := func(a float64) float64 { return 2 * math.Pow(a, 1.7) }
+	for _, tc := range []struct {
+		name     string
+		p        Pattern
+		collapse float64
+		want     float64
+	}{
+		{"blend as strong as smooth", Pattern{Kind: "blend", Alpha: 0.15}, ref(0.15), 0},
+		{"blend twice smooth (a clean encoder)", Pattern{Kind: "blend", Alpha: 0.12}, 2 * ref(0.12), 2},
+		{"blend blend_ratio times smooth", Pattern{Kind: "blend", Alpha: 0.2}, 4 * ref(0.2), 6},
+		{"blend ten times smooth (a noise trojan)", Pattern{Kind: "blend", Alpha: 0.1}, 10 * ref(0.1), 18},
+		{"alpha outside the controls' range", Pattern{Kind: "blend", Alpha: 0.25}, 4 * ref(0.25), 6},
+		{"patch: its size group", Pattern{Kind: "solid", Size: 3}, 0.3, 10},
+		{"delta: the noise blends' group", Pattern{Kind: "delta"}, 0.95, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if z := g.z(tc.p, tc.collapse); math.Abs(z-tc.want) > 1e-6 {
+				t.Fatalf("z %.6f, want %.6f", z, tc.want)
+			}
+		})
+	}
+	if fitPower([]float64{0.1, 0.1}, []float64{1, 2}) != nil {
+		t.Fatal("a fit from one alpha")
+	}
+}
+
+// A smooth blend changes every pixel by at most alpha, and neighbouring
+// pixels alike.
+func TestSmoothBlendIsSmooth(t *testing.T) {
+	const h, w = 32, 32
+	x := make([]float32, 3*h*w)
+	Pattern{Kind: "smooth", Alpha: 0.2, NoiseSeed: 7}.Apply(x, h, w)
+	for c := 0; c < 3; c++ {
+		for y := 0; y < h; y++ {
+			for xx := 0; xx < w; xx++ {
+				v := x[c*h*w+y*w+xx]
+				if v < 0 || v > 0.2+1e-6 {
+					t.Fatalf("value %v at %d,%d,%d outside [0, alpha]", v, c, y, xx)
+				}
+				if xx > 0 && math.Abs(float64(v-x[c*h*w+y*w+xx-1])) > 0.2/float64(w)*(smoothGrid-1)+1e-6 {
+					t.Fatalf("jump at %d,%d,%d", c, y, xx)
+				}
+			}
+		}
 	}
 }

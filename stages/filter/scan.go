@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -27,18 +28,63 @@ type Scan struct {
 	Seconds      float64            `json:"seconds"`
 }
 
-// groupStats are the median and scaled MAD of random candidates' collapse
-// per group (patch size; 0 for blends).
-type groupStats map[int][2]float64
+// groupStats judge a pattern's collapse against random candidates.
+type groupStats struct {
+	// groups are the median and scaled MAD of the random candidates'
+	// collapse per group (patch size; 0 for noise blends).
+	groups map[int][2]float64
+	// control is how much a smooth blend collapses, by its alpha (nil
+	// without controls); ratio and gap turn a noise blend's collapse over
+	// it into a z (see z).
+	control    *powerFit
+	ratio, gap float64
+}
 
 // z is a pattern's collapse as a robust z against random patterns of its
-// group.
+// group. A noise blend is judged against a smooth blend of the same alpha
+// instead: a trojan that answers to noise texture collapses every noise
+// blend, so that no blend stands out among blends, while a clean encoder's
+// noise blends collapse a steady 1.5-2.5 times as much as smooth ones
+// (docs/DECISIONS.md). Collapsing blend_ratio times as much gives z =
+// gap_min; as much gives 0.
 func (g groupStats) z(p Pattern, collapse float64) float64 {
-	s := g[p.group()]
+	if p.Kind == "blend" && g.control != nil && g.ratio > 1 {
+		ref := g.control.at(float64(p.Alpha))
+		if ref <= 1e-9 {
+			return 0
+		}
+		return g.gap * (collapse/ref - 1) / (g.ratio - 1)
+	}
+	s := g.groups[p.group()]
 	if s[1] <= 1e-9 {
 		return 0
 	}
 	return (collapse - s[0]) / s[1]
+}
+
+// powerFit is y = exp(a) x^b, fitted by least squares on logs.
+type powerFit struct{ a, b float64 }
+
+func (f *powerFit) at(x float64) float64 { return math.Exp(f.a + f.b*math.Log(x)) }
+
+// fitPower fits y = exp(a) x^b to the points with x, y > 0; nil with fewer
+// than two distinct x.
+func fitPower(xs, ys []float64) *powerFit {
+	var n, sx, sy, sxx, sxy float64
+	for i := range xs {
+		if xs[i] <= 0 || ys[i] <= 0 {
+			continue
+		}
+		lx, ly := math.Log(xs[i]), math.Log(ys[i])
+		n++
+		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
+	}
+	den := n*sxx - sx*sx
+	if n < 2 || den <= 1e-12 {
+		return nil
+	}
+	b := (n*sxy - sx*sy) / den
+	return &powerFit{a: (sy - b*sx) / n, b: b}
 }
 
 // scanResult is one search over the encoder under a mask.
@@ -122,39 +168,37 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	}
 	const perRun = 4
 	h, w := b.sess.H, b.sess.W
-	var cands []cand
-	for done := 0; done < candidates; done += perRun {
+	// The blends' controls come from their own random stream, so that the
+	// candidates stay what they were.
+	ctl := rand.New(rand.NewPCG(b.p.Seed, controlStream+uint64(candidates)))
+	controls := max(16, candidates/10)
+	var cands, ctls []cand
+	for done := 0; done < candidates+controls; done += perRun {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ps := make([]Pattern, min(perRun, candidates-done))
+		ps := make([]Pattern, min(perRun, candidates+controls-done))
 		for i := range ps {
-			ps[i] = randomPattern(b.rng, h, w, b.p.Sizes)
+			if done+i < candidates {
+				ps[i] = randomPattern(b.rng, h, w, b.p.Sizes)
+			} else {
+				ps[i] = controlPattern(ctl)
+			}
 		}
 		cs, err := col.collapse(ps, res.probe)
 		if err != nil {
 			return nil, err
 		}
 		for i := range ps {
-			cands = append(cands, cand{ps[i], cs[i]})
+			if done+i < candidates {
+				cands = append(cands, cand{ps[i], cs[i]})
+			} else {
+				ctls = append(ctls, cand{ps[i], cs[i]})
+			}
 		}
-		report(done + len(ps))
+		report(min(candidates, done+len(ps)))
 	}
-	byGroup := map[int][]float64{}
-	for _, c := range cands {
-		byGroup[c.p.group()] = append(byGroup[c.p.group()], c.c)
-	}
-	stats := groupStats{}
-	med := map[string]float64{}
-	for g, cs := range byGroup {
-		m, sd := stat.Robust(cs)
-		stats[g] = [2]float64{m, sd}
-		key := fmt.Sprintf("size_%d", g)
-		if g == 0 {
-			key = "blend"
-		}
-		med[key] = m
-	}
+	stats, med := b.groupStatsOf(cands, ctls)
 	if len(seeds) > 0 {
 		cs, err := col.collapse(seeds, nil)
 		if err != nil {
@@ -204,6 +248,38 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	return res, nil
 }
 
+// controlStream is the random stream of the blends' controls.
+const controlStream = 0x736d6f6f7468
+
+// groupStatsOf are the statistics of the random candidates and the smooth
+// controls, and their medians by name (size_N, blend, smooth).
+func (b *bench) groupStatsOf(cands, controls []cand) (groupStats, map[string]float64) {
+	byGroup := map[int][]float64{}
+	for _, c := range append(cands, controls...) {
+		byGroup[c.p.group()] = append(byGroup[c.p.group()], c.c)
+	}
+	stats := groupStats{groups: map[int][2]float64{}, ratio: b.p.BlendRatio, gap: b.p.GapMin}
+	med := map[string]float64{}
+	for g, cs := range byGroup {
+		m, sd := stat.Robust(cs)
+		stats.groups[g] = [2]float64{m, sd}
+		key := fmt.Sprintf("size_%d", g)
+		switch g {
+		case 0:
+			key = "blend"
+		case controlGroup:
+			key = "smooth"
+		}
+		med[key] = m
+	}
+	var alphas, cs []float64
+	for _, c := range controls {
+		alphas, cs = append(alphas, float64(c.p.Alpha)), append(cs, c.c)
+	}
+	stats.control = fitPower(alphas, cs)
+	return stats, med
+}
+
 // worst returns, among ps, the pattern that collapses the scan images the
 // most under keep, judged by stats, and its z.
 func (b *bench) worst(keep map[string][]bool, ps []Pattern, stats groupStats) (Pattern, float64, error) {
@@ -242,7 +318,7 @@ type memoScan struct {
 // memoised.
 func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanResult, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%d\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.Seed)
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%d\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.BlendRatio, b.p.Seed)
 	if st, err := os.Stat(b.in.Model.Source()); err == nil {
 		fmt.Fprintf(h, "%d\x00%d\x00", st.Size(), st.ModTime().UnixNano())
 	}

@@ -34,11 +34,11 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "sift",
-		Version: "0.1.0",
+		Version: "0.2.0",
 		Inputs:  []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings and probed layers of the training set"}},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "sift.seed, sift.invariance, sift.min, sift.agree.<layer>"}},
 		Params: plugin.ParamsOf(Params{K: 10, Rule: "gain", SeedFraction: 0.01, SeedMin: 10, Engine: "ort", Device: "cpu",
-			ShallowTheta: 0.7, ShallowZ: 4, ShallowGap: 0.3}),
+			ShallowTheta: 0.9, ShallowZ: 4, ShallowGap: 0.35}),
 		NeedsAllRows: true,
 	}
 }
@@ -49,10 +49,10 @@ type Params struct {
 	Rule         string  `json:"rule" enum:"gain|min" doc:"gain: a^L - max_{l<L} a^l; min: min_l a^l"`
 	SeedFraction float64 `json:"seed_fraction" range:"(0,0.5]" doc:"seeds per class as a fraction of the class"`
 	SeedMin      int     `json:"seed_min" range:"[1,)" doc:"at least this many seeds per class (at most half the class)"`
-	Classes      int     `json:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Classes      int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
 	Engine       string  `json:"engine" enum:"ort|go" doc:"kNN engine: ort or go"`
-	ShallowTheta float64 `json:"shallow_theta" range:"(0,1]" doc:"a row is in a shallow cluster when its label agreement reaches this at both of the two shallowest probed layers"`
-	ShallowZ     float64 `json:"shallow_z" range:"[0,)" doc:"a class whose share of rows in shallow clusters lies this many robust z above the classes' median is suspect (0: off)"`
+	ShallowTheta float64 `json:"shallow_theta" range:"(0,1]" doc:"a row is in a shallow cluster at one of the two shallowest probed layers when its label agreement there reaches this"`
+	ShallowZ     float64 `json:"shallow_z" range:"[0,)" doc:"a class whose share of rows in shallow clusters at a layer lies this many robust z above the classes' median there is suspect (0: off)"`
 	ShallowGap   float64 `json:"shallow_gap" range:"[0,1]" doc:"and at least this much above the median share"`
 	Device       string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N for the ort engine"`
 }
@@ -64,8 +64,9 @@ func (p Params) Check() error { return ort.CheckDevice(p.Device) }
 type Result struct {
 	Seed []bool
 	// Shallow is each row's label agreement at its shallowest layers
-	// (the smaller of the two shallowest); Suspect marks the rows of a
-	// suspect class that sit in a shallow cluster.
+	// (the larger of the two shallowest); Suspect marks the rows of a
+	// suspect class that sit in a shallow cluster at the layer where the
+	// class is suspect.
 	Shallow   []float32
 	Suspect   []bool
 	Gain, Min []float32
@@ -207,56 +208,66 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 }
 
 // ShallowClass is a class whose rows sit in shallow clusters far more often
-// than the other classes' do.
+// than the other classes' do, at one layer.
 type ShallowClass struct {
 	Class int     `json:"class"`
-	Share float64 `json:"share"` // of its rows in shallow clusters
-	Z     float64 `json:"z"`     // robust z against the classes
+	Layer string  `json:"layer"`
+	Share float64 `json:"share"` // of its rows in shallow clusters at Layer
+	Z     float64 `json:"z"`     // robust z of Share among the classes
 }
 
 // shallowClusters marks the rows that agree with their label already at
-// the shallowest layers, in the classes where that is anomalous. Low-level
-// features (colour, texture) do not fix a class: a clean row's neighbours
-// there mostly carry other labels. Rows that share a trigger (clean-label
-// SIG, a blend) cluster there under one label: their class shows a far
-// larger share of such rows than any other (docs/DECISIONS.md). A row is in
-// a shallow cluster when its agreement reaches shallow_theta at both of
-// the two shallowest layers; a class is suspect when its share of such
-// rows is shallow_z robust z (MAD floored at 0.05) and shallow_gap above
-// the median class's. It returns the suspect classes.
+// a shallow layer, in the classes where that is anomalous. Low-level
+// features rarely decide a class; a trigger does, wherever the poison
+// carries it: a data trigger is visible from the first layer, and an
+// encoder trojan whose trigger the data also carries (T3) gathers its rows
+// a layer or two later. Each of the two shallowest probed layers is tested
+// on its own: a row is in a shallow cluster there when its agreement
+// reaches shallow_theta; a class is suspect at that layer when its share
+// of such rows is shallow_z robust z (MAD floored at 0.05) and shallow_gap
+// above the classes' median, and then its rows in clusters there are
+// suspects. Res.Shallow is the larger of the two layers' agreements.
 func shallowClusters(res *Result, labels []int32, nc, deepest int, p Params) []ShallowClass {
-	lo := min(1, deepest-1) // the second shallowest layer, unless there are only two
-	n := len(labels)
-	in := make([]bool, n)
-	rows, hits := make([]int, nc), make([]int, nc)
-	for i, l := range labels {
-		res.Shallow[i] = min(res.Agree[0][i], res.Agree[lo][i])
-		in[i] = float64(res.Shallow[i]) >= p.ShallowTheta
-		rows[l]++
-		if in[i] {
-			hits[l]++
+	shallow := []int{0}
+	if deepest > 1 {
+		shallow = append(shallow, 1) // the second shallowest, unless there are only two
+	}
+	for i := range labels {
+		for _, l := range shallow {
+			res.Shallow[i] = max(res.Shallow[i], res.Agree[l][i])
 		}
 	}
 	if p.ShallowZ <= 0 {
 		return nil
 	}
-	var shares []float64
-	share := make([]float64, nc)
-	for c := range share {
-		if rows[c] > 0 {
-			share[c] = float64(hits[c]) / float64(rows[c])
-			shares = append(shares, share[c])
-		}
-	}
-	med, mad := stat.Robust(shares)
-	mad = max(mad, 0.05)
 	var out []ShallowClass
-	for c := range share {
-		z := (share[c] - med) / mad
-		if rows[c] > 0 && z >= p.ShallowZ && share[c]-med >= p.ShallowGap {
-			out = append(out, ShallowClass{Class: c, Share: share[c], Z: z})
-			for i, l := range labels {
-				if int(l) == c && in[i] {
+	for _, l := range shallow {
+		agree := res.Agree[l]
+		rows, hits := make([]int, nc), make([]int, nc)
+		for i, c := range labels {
+			rows[c]++
+			if float64(agree[i]) >= p.ShallowTheta {
+				hits[c]++
+			}
+		}
+		var shares []float64
+		share := make([]float64, nc)
+		for c := range share {
+			if rows[c] > 0 {
+				share[c] = float64(hits[c]) / float64(rows[c])
+				shares = append(shares, share[c])
+			}
+		}
+		med, mad := stat.Robust(shares)
+		mad = max(mad, 0.05)
+		for c := range share {
+			z := (share[c] - med) / mad
+			if rows[c] == 0 || z < p.ShallowZ || share[c]-med < p.ShallowGap {
+				continue
+			}
+			out = append(out, ShallowClass{Class: c, Layer: res.Layers[l], Share: share[c], Z: z})
+			for i, lb := range labels {
+				if int(lb) == c && float64(agree[i]) >= p.ShallowTheta {
 					res.Suspect[i] = true
 				}
 			}

@@ -185,7 +185,8 @@ func BenchmarkSift50k(b *testing.B) {
 // Rows that agree with their label already at the shallowest layers, in a
 // class where that is anomalous, are suspects: clean-label poison (which
 // label disagreement cannot find) and dirty-label poison that its trigger
-// gathers. Clean sets have no suspect class.
+// gathers, at the first layer or (an encoder trojan) at the second. Clean
+// sets have no suspect class.
 func TestShallowClusterSuspects(t *testing.T) {
 	ortlib.Init(t)
 	cases := []struct {
@@ -197,6 +198,9 @@ func TestShallowClusterSuspects(t *testing.T) {
 		{"clean, 5 classes", synth.Spec{Kind: synth.Clean, PerClass: 300, Classes: 5, Seed: 12}, false},
 		{"clean-label poison, 60% of the target class", synth.Spec{Kind: synth.CleanLabel, PerClass: 200, Classes: 10, Poison: 300, Target: 3, Seed: 13}, true},
 		{"dirty-label poison", synth.Spec{Kind: synth.T2, PerClass: 200, Classes: 10, Poison: 222, Target: 1, Seed: 14}, true},
+		// A trojaned encoder whose trigger the data carries (T3) gathers
+		// the poison only from the second layer on.
+		{"encoder-trojan poison, gathered from the second layer", synth.Spec{Kind: synth.T3, PerClass: 200, Classes: 10, Poison: 222, Target: 1, Seed: 15}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

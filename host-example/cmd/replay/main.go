@@ -282,7 +282,7 @@ func scanOnly(ctx context.Context, dir string, encs []string, vs variants, stdou
 				return err
 			}
 			pat, _ := json.Marshal(sc.Pattern)
-			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat)
+			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s blend median %.3f smooth median %.3f\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat, sc.RandomMedian["blend"], sc.RandomMedian["smooth"])
 		}
 	}
 	return nil
