@@ -187,19 +187,30 @@ func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, i
 		return nil, nil, fmt.Errorf("arrowio: %w", err)
 	}
 	if format == FormatIPCStream {
-		r, err := ipc.NewReader(f, ipc.WithAllocator(opt.Alloc))
+		r, err := guard(func() (*ipc.Reader, error) { return ipc.NewReader(f, ipc.WithAllocator(opt.Alloc)) })
 		if err != nil {
 			f.Close()
 			return nil, nil, dataErr(path, "", -1, "malformed Arrow IPC stream: %v", err)
 		}
 		return &errWrap{RecordReader: r, file: path, what: "Arrow IPC"}, f, nil
 	}
-	fr, err := ipc.NewFileReader(f, ipc.WithAllocator(opt.Alloc))
+	fr, err := guard(func() (*ipc.FileReader, error) { return ipc.NewFileReader(f, ipc.WithAllocator(opt.Alloc)) })
 	if err != nil {
 		f.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Arrow IPC file: %v", err)
 	}
-	return &fileRecords{fr: fr, refs: 1}, f, nil
+	return &fileRecords{fr: fr, file: path, refs: 1}, f, nil
+}
+
+// guard runs open, turning a decoder's panic on malformed input (Arrow's
+// IPC readers index flatbuffers unchecked) into an error.
+func guard[T any](open func() (T, error)) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the decoder failed: %v", p)
+		}
+	}()
+	return open()
 }
 
 // errWrap names the file in errors of a source reader.
@@ -304,6 +315,7 @@ func (e *errWrap) Err() error {
 // fileRecords iterates the batches of an IPC file.
 type fileRecords struct {
 	fr   *ipc.FileReader
+	file string
 	i    int
 	rec  arrow.Record
 	err  error
@@ -331,9 +343,9 @@ func (r *fileRecords) Next() bool {
 	if r.err != nil || r.i >= r.fr.NumRecords() {
 		return false
 	}
-	rec, err := r.fr.Record(r.i)
+	rec, err := guard(func() (arrow.Record, error) { return r.fr.Record(r.i) })
 	if err != nil {
-		r.err = err
+		r.err = dataErr(r.file, "", -1, "malformed Arrow IPC file, batch %d: %v", r.i, err)
 		return false
 	}
 	rec.Retain()
