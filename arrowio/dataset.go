@@ -202,8 +202,9 @@ func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, i
 	return &fileRecords{fr: fr, file: path, refs: 1}, f, nil
 }
 
-// guard runs open, turning a decoder's panic on malformed input (Arrow's
-// IPC readers index flatbuffers unchecked) into an error.
+// guard runs open, turning a decoder's panic on malformed input into an
+// error: Arrow's IPC readers index flatbuffers unchecked, and a corrupted
+// Parquet page fails a CRC check or an index bound inside the decoder.
 func guard[T any](open func() (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -244,7 +245,7 @@ func (e *errWrap) Next() bool {
 		e.rec.Release()
 		e.rec = nil
 	}
-	more, err := safeNext(e.RecordReader)
+	more, err := guard(func() (bool, error) { return e.RecordReader.Next(), nil })
 	if err != nil {
 		e.err = dataErr(e.file, "", -1, "malformed %s data after row %d: %v", e.what, e.rows, err)
 		return false
@@ -266,18 +267,6 @@ func (e *errWrap) Next() bool {
 	}
 	e.rows += r.NumRows()
 	return true
-}
-
-// safeNext is r.Next with a decoder's panic (a corrupted Parquet page
-// fails a CRC check or an index bound inside the Arrow decoder) turned into
-// an error, so that a bad file cannot take the process down.
-func safeNext(r array.RecordReader) (more bool, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			more, err = false, fmt.Errorf("the decoder failed: %v", p)
-		}
-	}()
-	return r.Next(), nil
 }
 
 func (e *errWrap) Record() arrow.Record {
