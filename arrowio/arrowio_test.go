@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -586,4 +587,34 @@ func TestCorruptedParquetNeverPanics(t *testing.T) {
 	if failed == 0 {
 		t.Fatal("no corruption was noticed at all")
 	}
+}
+
+// TestHugeDeclaredBufferIsAnError reads the 3 KiB Arrow IPC stream that
+// FuzzOpenDataset found: one of its batches declares a 24 TiB buffer, which
+// the process used to try to allocate and die of.
+func TestHugeDeclaredBufferIsAnError(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzOpenDataset", "6c1710f69706d10e"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Split(string(raw), "\n")[1]
+	data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(line, "[]byte("), ")"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "huge.arrows")
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+	if err == nil {
+		for r.Next() {
+		}
+		err = r.Err()
+		r.Release()
+	}
+	if err == nil || !strings.Contains(err.Error(), "huge.arrows") || !strings.Contains(err.Error(), "declares a buffer of") {
+		t.Fatalf("got %v, want an error naming huge.arrows and the declared buffer", err)
+	}
+	t.Log(err)
 }

@@ -108,6 +108,9 @@ func OpenDataset(ctx context.Context, path string, opt ReadOptions) (array.Recor
 	if err != nil {
 		return nil, err
 	}
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		opt.Alloc = boundedAlloc{opt.Alloc, allocLimit(st.Size())}
+	}
 	var src array.RecordReader
 	var closer io.Closer
 	switch format {
@@ -208,6 +211,10 @@ func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, i
 func guard[T any](open func() (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			if tl, ok := p.(*tooLarge); ok {
+				err = tl
+				return
+			}
 			err = fmt.Errorf("the decoder failed: %v", p)
 		}
 	}()
