@@ -7,7 +7,7 @@ STAGE_CMDS  := $(wildcard stages/*/cmd/tcore-*)
 PLUGIN_BINS := $(patsubst stages/%,bin/%,$(notdir $(STAGE_CMDS)))
 export TCORE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: all setup modules ort build tcore plugins demo test race bench proto fmt vet clean
+.PHONY: all setup modules ort build tcore plugins demo test race bench fuzz proto fmt vet clean
 
 all: build demo
 
@@ -64,6 +64,19 @@ bench: build
 	$(GO) test -run '^$$' -bench Boundary -benchtime 8x ./plugin/
 	$(GO) build -trimpath -o bin/embed-bench ./host-example/cmd/embed-bench
 	bin/embed-bench --encoder ../shared/models/enc_clean.onnx --data ../shared/datasets/cifar10/test.parquet
+
+## fuzz: every reader's and parser's fuzz target for FUZZTIME each, one
+## worker, one after the other; a crasher lands in the package's testdata/fuzz
+## and the loop goes on, failing at the end. `go test` replays the corpus.
+FUZZTIME    ?= 10m
+FUZZ_TARGETS := $(shell grep -ho '^func Fuzz[A-Za-z0-9]*' $$(git ls-files '*_test.go') /dev/null | sed 's/func //')
+fuzz: setup
+	@mkdir -p runs/fuzz; fail=; for fn in $(FUZZ_TARGETS); do \
+		pkg=$$(dirname $$(grep -l "^func $$fn(" $$(git ls-files '*_test.go'))); \
+		echo "== $$fn ./$$pkg $(FUZZTIME) from $$(date -u +%H:%M:%S)"; \
+		if $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -parallel 1 ./$$pkg > runs/fuzz/$$fn.log 2>&1; \
+		then tail -n 3 runs/fuzz/$$fn.log | grep 'execs:' | tail -n 1; else fail="$$fail $$fn"; tail -n 12 runs/fuzz/$$fn.log; fi; \
+	done; if [ -n "$$fail" ]; then echo "fuzz: crashers in$$fail"; exit 1; fi
 
 proto:
 	protoc -I plugin/proto --go_out=plugin/proto/stagepb --go_opt=paths=source_relative \

@@ -140,3 +140,44 @@ func FuzzReadTruthCSV(f *testing.F) {
 		_ = rec.Column(0).(*array.Uint64)
 	})
 }
+
+func FuzzImageFolder(f *testing.F) {
+	f.Add("cat", "a.png", tabletest.PNG(4, 4, 1), "dog", "b.png", tabletest.PNG(3, 5, 2))
+	f.Add("cat", "a.png", tabletest.PNG(4, 4, 1), "cat", "b.jpg", []byte{0xff, 0xd8, 0xff})
+	f.Add("0", "x", []byte("not an image"), ".hidden", "y.png", tabletest.PNG(2, 2, 3))
+	f.Fuzz(func(t *testing.T, class1, name1 string, img1 []byte, class2, name2 string, img2 []byte) {
+		root := t.TempDir()
+		for _, e := range []struct {
+			class, name string
+			data        []byte
+		}{{class1, name1, img1}, {class2, name2, img2}} {
+			if !fileName(e.class) || !fileName(e.name) {
+				return
+			}
+			dir := filepath.Join(root, e.class)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return // a name the file system refuses
+			}
+			if err := os.WriteFile(filepath.Join(dir, e.name), e.data, 0o644); err != nil {
+				return
+			}
+		}
+		r, err := arrowio.OpenDataset(context.Background(), root, arrowio.ReadOptions{})
+		if err != nil {
+			return
+		}
+		defer r.Release()
+		rows := 0
+		for r.Next() {
+			rows += int(r.Record().NumRows())
+		}
+		if r.Err() == nil && rows == 0 {
+			t.Fatal("an image folder with files read as no rows and no error")
+		}
+	})
+}
+
+// fileName reports whether s can be one path element.
+func fileName(s string) bool {
+	return s != "" && s != "." && s != ".." && len(s) < 200 && !strings.ContainsAny(s, "/\x00")
+}
