@@ -589,32 +589,61 @@ func TestCorruptedParquetNeverPanics(t *testing.T) {
 	}
 }
 
-// TestHugeDeclaredBufferIsAnError reads the 3 KiB Arrow IPC stream that
-// FuzzOpenDataset found: one of its batches declares a 24 TiB buffer, which
-// the process used to try to allocate and die of.
-func TestHugeDeclaredBufferIsAnError(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzOpenDataset", "6c1710f69706d10e"))
-	if err != nil {
-		t.Fatal(err)
+// TestHugeDeclarationsAreErrors reads what FuzzOpenDataset found: a 3 KiB
+// Arrow IPC stream whose batch declares a 24 TiB buffer, and a 600-byte one
+// whose schema declares a hundred million fields. The process used to die
+// of the first, and spend 4 GiB and 20 s on the second.
+func TestHugeDeclarationsAreErrors(t *testing.T) {
+	for _, tc := range []struct{ corpus, want string }{
+		{"6c1710f69706d10e", "declares a buffer of 26388279066624 bytes"},
+		{"ff62f80d69293c53", "entries declared in"},
+	} {
+		t.Run(tc.corpus, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzOpenDataset", tc.corpus))
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := strings.Split(string(raw), "\n")[1]
+			data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(line, "[]byte("), ")"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "huge.arrows")
+			if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+			if err == nil {
+				for r.Next() {
+				}
+				err = r.Err()
+				r.Release()
+			}
+			if err == nil || !strings.Contains(err.Error(), "huge.arrows") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error naming huge.arrows and saying %q", err, tc.want)
+			}
+			t.Log(err)
+		})
 	}
-	line := strings.Split(string(raw), "\n")[1]
-	data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(line, "[]byte("), ")"))
-	if err != nil {
-		t.Fatal(err)
+}
+
+func TestDecodeImageBoundsPixels(t *testing.T) {
+	img := tabletest.PNG(20, 10, 1)
+	for _, tc := range []struct {
+		env  string
+		want string // "" for no error
+	}{
+		{"", ""},
+		{"200", ""},
+		{"199", "a 20x10 png image, more than the 199 pixels tcore decodes (TCORE_MAX_IMAGE_PIXELS raises the bound)"},
+		{"junk", ""}, // not a positive integer: the default
+	} {
+		t.Run("limit="+tc.env, func(t *testing.T) {
+			t.Setenv(arrowio.MaxPixelsEnv, tc.env)
+			_, err := arrowio.DecodeImage(img)
+			if (tc.want == "") != (err == nil) || (err != nil && err.Error() != tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
 	}
-	path := filepath.Join(t.TempDir(), "huge.arrows")
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r, err := arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
-	if err == nil {
-		for r.Next() {
-		}
-		err = r.Err()
-		r.Release()
-	}
-	if err == nil || !strings.Contains(err.Error(), "huge.arrows") || !strings.Contains(err.Error(), "declares a buffer of") {
-		t.Fatalf("got %v, want an error naming huge.arrows and the declared buffer", err)
-	}
-	t.Log(err)
 }

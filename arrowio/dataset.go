@@ -189,6 +189,12 @@ func openIPC(path string, format Format, opt ReadOptions) (array.RecordReader, i
 	if err != nil {
 		return nil, nil, fmt.Errorf("arrowio: %w", err)
 	}
+	if st, err := f.Stat(); err == nil {
+		if err := checkIPCSchemas(f, st.Size(), format); err != nil {
+			f.Close()
+			return nil, nil, dataErr(path, "", -1, "malformed Arrow IPC data: %v", err)
+		}
+	}
 	if format == FormatIPCStream {
 		r, err := guard(func() (*ipc.Reader, error) { return ipc.NewReader(f, ipc.WithAllocator(opt.Alloc)) })
 		if err != nil {

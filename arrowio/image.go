@@ -8,6 +8,8 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"os"
+	"strconv"
 )
 
 // ErrNotImage is wrapped by errors about bytes that are not a PNG or JPEG
@@ -43,11 +45,29 @@ func DecodeConfig(data []byte) (image.Config, string, error) {
 	return cfg, format, nil
 }
 
-// DecodeImage decodes PNG or JPEG bytes.
+// MaxPixelsEnv is the environment variable that raises the largest image
+// tcore decodes or an encoder may declare (height x width, default 4096 x
+// 4096): a few hundred bytes of PNG can declare 50,000 x 50,000 pixels of
+// one colour, which would take 10 GB and minutes to decode.
+const MaxPixelsEnv = "TCORE_MAX_IMAGE_PIXELS"
+
+// MaxImagePixels returns the largest height x width that DecodeImage
+// decodes: MaxPixelsEnv when it holds a positive integer, else 4096 x 4096.
+func MaxImagePixels() int64 {
+	if v, err := strconv.ParseInt(os.Getenv(MaxPixelsEnv), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return 4096 * 4096
+}
+
+// DecodeImage decodes PNG or JPEG bytes of at most MaxImagePixels pixels.
 func DecodeImage(data []byte) (image.Image, error) {
-	format, err := sniff(data)
+	cfg, format, err := DecodeConfig(data)
 	if err != nil {
 		return nil, err
+	}
+	if px, limit := int64(cfg.Width)*int64(cfg.Height), MaxImagePixels(); px > limit {
+		return nil, fmt.Errorf("a %dx%d %s image, more than the %d pixels tcore decodes (%s raises the bound)", cfg.Width, cfg.Height, format, limit, MaxPixelsEnv)
 	}
 	var img image.Image
 	if format == "png" {

@@ -58,6 +58,33 @@ type Client struct {
 	// process, so that a stream broken by that kill reads as cancellation
 	// even when the run's own context has not seen it yet.
 	cancelled atomic.Pointer[error]
+	exit      *exitWatch
+}
+
+// exitWatch reads go-plugin's log for the plugin's exit status ("exit
+// status 7", "signal: killed"), which the client does not expose otherwise.
+type exitWatch struct{ status atomic.Pointer[string] }
+
+func (w *exitWatch) Write(p []byte) (int, error) {
+	var line struct {
+		Message string `json:"@message"`
+		Error   string `json:"error"`
+	}
+	if json.Unmarshal(p, &line) == nil && line.Message == "plugin process exited" && line.Error != "" {
+		w.status.Store(&line.Error)
+	}
+	return len(p), nil
+}
+
+// exitStatus is how the plugin process ended, or "" when not known.
+func (c *Client) exitStatus() string {
+	if c.exit == nil {
+		return ""
+	}
+	if s := c.exit.status.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 var _ Stage = (*Client)(nil)
@@ -87,6 +114,7 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 		cmd.Env = append(os.Environ(), opt.Env...)
 	}
 	setDeathSignal(cmd)
+	exit := &exitWatch{}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          goplugin.PluginSet{pluginName: &grpcPlugin{}},
@@ -96,7 +124,7 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 		AutoMTLS:         true,
 		Managed:          true,
 		StartTimeout:     opt.StartTimeout,
-		Logger:           hclog.NewNullLogger(),
+		Logger:           hclog.New(&hclog.LoggerOptions{Output: exit, JSONFormat: true, Level: hclog.Error}),
 		Stderr:           tap,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize),
@@ -115,7 +143,7 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 		gp.Kill()
 		return nil, fmt.Errorf("plugin: stage %q: %w", e.Name, err)
 	}
-	c := &Client{name: e.Name, gp: gp, stub: raw.(stagepb.StageClient), tap: tap}
+	c := &Client{name: e.Name, gp: gp, stub: raw.(stagepb.StageClient), tap: tap, exit: exit}
 	if rc := gp.ReattachConfig(); rc != nil {
 		c.pid = rc.Pid
 	}
@@ -359,6 +387,9 @@ func (c *Client) crashed(ctx context.Context, port string, err error) error {
 	what := "plugin connection broke"
 	if c.gp.Exited() {
 		what = "plugin process exited"
+		if st := c.exitStatus(); st != "" {
+			what += " (" + st + ")"
+		}
 	}
 	msg := fmt.Sprintf("%s while streaming: %v%s", what, err, c.tap.tail())
 	if port == "" {
@@ -459,7 +490,10 @@ func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader) {
 	if err != nil {
 		pr.CloseWithError(err)
 		s.mu.Lock()
-		s.errs = append(s.errs, PortError(ps.Name, err))
+		// What a plugin sends wrong is the plugin's fault, not the
+		// user's input: an internal error, though the check is the one
+		// that calls bad rows of a dataset bad input.
+		s.errs = append(s.errs, &Error{Port: ps.Name, Code: CodeInternal, Msg: err.Error()})
 		s.mu.Unlock()
 	}
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -59,7 +60,9 @@ func (l *local) Run(ctx context.Context, params json.RawMessage, in Inputs, out 
 	}
 	if err != nil {
 		e := classify(spec.Name, err, ctx)
-		if e.Port == "" && e.Code == CodeBadInput {
+		// Bad data read from a port is that port's fault; a bad parameter,
+		// encoder or library is no port's, though a port was touched last.
+		if e.Port == "" && errors.Is(err, arrowio.ErrInvalid) {
 			e.Port = t.port()
 		}
 		return nil, e

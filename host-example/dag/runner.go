@@ -37,6 +37,14 @@ type Runner struct {
 	Observer Observer
 	// Read tunes how input datasets are read.
 	Read arrowio.ReadOptions
+	// NodeTimeout, when positive, bounds each stage node's run: a stage
+	// still running after it is stopped (its plugin process killed) and
+	// the run fails naming the node, stage and port.
+	NodeTimeout time.Duration
+	// Clear names files of the run folder that are removed under its lock
+	// before any node runs: what an earlier run wrote from its results,
+	// which a failing run must not leave on show.
+	Clear []string
 }
 
 // Output is one written output port.
@@ -110,6 +118,11 @@ func (r *Runner) Run(ctx context.Context, p *Pipeline, inputs map[string]string,
 	}
 	defer unlock()
 	removeStale(filepath.Join(dir, "nodes"))
+	for _, name := range r.Clear {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 	res := &Result{Dir: dir, Nodes: map[string]*NodeResult{}, Order: pl.order}
 	caller := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -240,9 +253,18 @@ func (r *Runner) runNode(ctx context.Context, pl *plan, n *Node, inputs map[stri
 		if r.Observer != nil {
 			prog = plugin.ProgressFunc(func(e plugin.Event) { r.Observer.NodeProgress(n.ID, e) })
 		}
-		nr.Metrics, err = st.Run(ctx, n.Params, ins, outs, prog)
+		runCtx, cancelRun := ctx, context.CancelFunc(func() {})
+		if r.NodeTimeout > 0 {
+			runCtx, cancelRun = context.WithTimeout(ctx, r.NodeTimeout)
+		}
+		nr.Metrics, err = st.Run(runCtx, n.Params, ins, outs, prog)
+		timedOut := err != nil && ctx.Err() == nil && errors.Is(runCtx.Err(), context.DeadlineExceeded)
+		cancelRun()
 		ins.releaseAll()
 		stop()
+		if timedOut {
+			err = timeoutError(n.Stage, r.NodeTimeout, err)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -267,6 +289,18 @@ func (r *Runner) runNode(ctx context.Context, pl *plan, n *Node, inputs map[stri
 	}
 	ok = true
 	return nr, nil
+}
+
+// timeoutError explains a stage stopped by NodeTimeout, keeping the port
+// the stage was busy with when it was stopped.
+func timeoutError(stage string, after time.Duration, err error) error {
+	e := &plugin.Error{Stage: stage, Code: plugin.CodeInternal,
+		Msg: fmt.Sprintf("no result after %v (the stage timeout); the stage was stopped", after), Err: context.DeadlineExceeded}
+	var pe *plugin.Error
+	if errors.As(err, &pe) {
+		e.Port = pe.Port
+	}
+	return e
 }
 
 // readInput reads a dataset file into the node's "table" port.

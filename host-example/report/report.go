@@ -53,10 +53,10 @@ func Load(dir, truth string) (*Run, error) {
 	if err := r.loadFeatures(); err != nil {
 		return nil, err
 	}
-	if err := r.loadSamples(filepath.Join(dir, "samples.parquet")); err != nil {
+	if err := r.loadSamples(filepath.Join(dir, SamplesFile)); err != nil {
 		return nil, err
 	}
-	if err := r.loadChannels(filepath.Join(dir, "channels.parquet")); err != nil {
+	if err := r.loadChannels(filepath.Join(dir, ChannelsFile)); err != nil {
 		return nil, err
 	}
 	if truth != "" {

@@ -102,6 +102,18 @@ func NewSummary(pipeline string, res *dag.Result) *Summary {
 // SummaryFile is the summary's file in a run folder.
 const SummaryFile = "report.json"
 
+// The other files a run writes into its folder once its pipeline finished.
+const (
+	PageFile     = "report.html"
+	SamplesFile  = "samples.parquet"
+	ChannelsFile = "channels.parquet"
+)
+
+// RunFiles are the files a finished run writes into its folder (beside
+// the nodes and the exported model): a new run removes them first, so a
+// failed run never shows an older run's report.
+var RunFiles = []string{SummaryFile, PageFile, SamplesFile, ChannelsFile}
+
 // ReadSummary reads a run folder's report.json.
 func ReadSummary(dir string) (*Summary, error) {
 	b, err := os.ReadFile(filepath.Join(dir, SummaryFile))

@@ -52,6 +52,8 @@ type Run struct {
 	// Classes is the declared number of classes (--classes), or 0 to take
 	// the training labels' largest + 1.
 	Classes int
+	// StageTimeout, when positive, bounds each stage's run (--stage-timeout).
+	StageTimeout time.Duration
 }
 
 // SmallClass is the fewest rows a class may have before the run warns
@@ -230,7 +232,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err := p.Bind(r.Stages, b); err != nil {
 		return nil, err
 	}
-	res, err := (&dag.Runner{Stages: r.Stages, Observer: r.Observer, Read: r.Read}).Run(ctx, p, inputs, r.Out)
+	res, err := (&dag.Runner{Stages: r.Stages, Observer: r.Observer, Read: r.Read, NodeTimeout: r.StageTimeout, Clear: report.RunFiles}).Run(ctx, p, inputs, r.Out)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +254,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 		s.Model = model
 		if r.Test != "" {
 			e := Eval{Model: model, Data: r.Test, Device: b.Device, Read: r.Read, Spec: r.Spec, Truth: r.Truth}
-			if samples := filepath.Join(res.Dir, "samples.parquet"); r.Truth != "" {
+			if samples := filepath.Join(res.Dir, report.SamplesFile); r.Truth != "" {
 				e.Samples = samples
 			}
 			ev, err := e.Run(ctx)
@@ -271,7 +273,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report.html: %w", err)
 	}
-	if err := report.Write(filepath.Join(res.Dir, "report.html"), []*report.Run{page}); err != nil {
+	if err := report.Write(filepath.Join(res.Dir, report.PageFile), []*report.Run{page}); err != nil {
 		return nil, fmt.Errorf("report.html: %w", err)
 	}
 	return s, nil
@@ -426,7 +428,7 @@ func WriteSamples(res *dag.Result) (report.Counts, error) {
 	defer rec.Release()
 	rr, _ := array.NewRecordReader(schema, []arrow.Record{rec})
 	defer rr.Release()
-	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, "samples.parquet"), rr)
+	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, report.SamplesFile), rr)
 	return counts, err
 }
 
@@ -462,7 +464,7 @@ func WriteChannels(res *dag.Result) (report.ChannelCounts, error) {
 		rr, _ = array.NewRecordReader(arrowio.ChannelsSchema(), nil)
 	}
 	defer rr.Release()
-	_, err := arrowio.WriteParquet(filepath.Join(res.Dir, "channels.parquet"), rr)
+	_, err := arrowio.WriteParquet(filepath.Join(res.Dir, report.ChannelsFile), rr)
 	return counts, err
 }
 

@@ -22,8 +22,8 @@ import (
 type Echo struct{}
 
 // MarkerEnv names an environment variable: when set, the plugin binary
-// creates that file as soon as it starts (tests use it to tell whether a
-// refused binary ever ran).
+// writes its PID to that file as soon as it starts (tests use it to tell
+// whether a refused binary ever ran, and to kill a running one).
 const MarkerEnv = "TCORE_TEST_MARKER"
 
 var ports = []struct {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
 )
 
@@ -53,4 +54,13 @@ func WriteManifest(dir string, entries ...plugin.Entry) (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// Garbage is a plugin built without the SDK (cmd/tcore-garbage) whose only
+// output port gets a malformed stream.
+var Garbage = Binary{
+	Spec: plugin.Spec{Name: "garbage", Version: "1.0.0",
+		Inputs:  []plugin.PortSpec{{Name: "images", Kind: arrowio.KindImages, Optional: true}},
+		Outputs: []plugin.PortSpec{{Name: "images", Kind: arrowio.KindImages}}},
+	Package: "github.com/tcore-dev/tcore/internal/testplugin/cmd/tcore-garbage",
 }

@@ -369,7 +369,7 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 	defer board.Close()
 	seed := c.seed
 	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
-		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed}, Out: c.out, Spec: c.spec, Truth: c.truth}
+		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed}, Out: c.out, Spec: c.spec, Truth: c.truth, StageTimeout: c.timeout}
 	s, err := r.Execute(ctx)
 	if err != nil {
 		return nil, false, err

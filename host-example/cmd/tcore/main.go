@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -106,6 +107,7 @@ type common struct {
 	device   string
 	manifest string
 	logLevel string
+	timeout  time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -113,6 +115,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.device, "device", "cpu", "execution device: cpu or cuda[:N]")
 	fs.StringVar(&c.manifest, "manifest", "", "plugin manifest (default: $TCORE_MANIFEST, then manifest.json beside the tcore binary's folder or in the working directory)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&c.timeout, "stage-timeout", 0, "stop a stage that runs longer than this, e.g. 30m (default: no limit)")
 }
 
 func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
@@ -127,6 +130,9 @@ func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
 func (c *common) check() error {
 	if _, _, err := ort.ParseDevice(c.device); err != nil {
 		return usagef("--device %q: want cpu, cuda or cuda:N (%v)", c.device, err)
+	}
+	if c.timeout < 0 {
+		return usagef("--stage-timeout %v: want a positive duration (or 0 for no limit)", c.timeout)
 	}
 	return nil
 }

@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		defer plugin.CleanupClients()
-		manifest, err = testplugin.Setup(dir, testplugin.Binary{Spec: stats.New().Spec(), Package: "github.com/tcore-dev/tcore/stages/stats/cmd/tcore-stats"})
+		manifest, err = testplugin.Setup(dir, testplugin.Binary{Spec: stats.New().Spec(), Package: "github.com/tcore-dev/tcore/stages/stats/cmd/tcore-stats"},
+			testplugin.EchoBinary, testplugin.Garbage)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

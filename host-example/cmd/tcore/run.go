@@ -109,7 +109,7 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
 		Read:     arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol},
 		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed},
-		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes}
+		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes, StageTimeout: c.timeout}
 	return r.Execute(log.WithContext(ctx))
 }
 

@@ -2,9 +2,7 @@ package encoder
 
 import (
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -37,16 +35,12 @@ type Model struct {
 // MaxPixelsEnv is the environment variable that raises the largest
 // image an encoder may declare (height x width, default 4096 x 4096): a
 // declared size is allocated per image and batch before anything runs.
-const MaxPixelsEnv = "TCORE_MAX_IMAGE_PIXELS"
+// The same bound holds for the images a dataset carries.
+const MaxPixelsEnv = arrowio.MaxPixelsEnv
 
 // MaxImagePixels returns the largest height x width an encoder may
 // declare: MaxPixelsEnv when it holds a positive integer, else 4096 x 4096.
-func MaxImagePixels() int64 {
-	if v, err := strconv.ParseInt(os.Getenv(MaxPixelsEnv), 10, 64); err == nil && v > 0 {
-		return v
-	}
-	return 4096 * 4096
-}
+func MaxImagePixels() int64 { return arrowio.MaxImagePixels() }
 
 // Load reads the encoder at path and analyses it. embedding names the
 // embedding output ("": the output called "embedding", else the only

@@ -3,6 +3,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 
 	"github.com/tcore-dev/tcore/internal/testplugin"
 	"github.com/tcore-dev/tcore/plugin"
@@ -10,7 +11,7 @@ import (
 
 func main() {
 	if m := os.Getenv(testplugin.MarkerEnv); m != "" {
-		_ = os.WriteFile(m, []byte("started\n"), 0o644)
+		_ = os.WriteFile(m, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	}
 	plugin.Serve(testplugin.Echo{})
 }
