@@ -106,6 +106,7 @@ func TestExitStatus(t *testing.T) {
 		{"classes without rows", []string{"run", "--pipeline", "stats", "--train", gap, "--out", "OUT", "--manifest", manifest}, 2, "or declare --classes 16"},
 		{"label outside --classes", []string{"run", "--pipeline", "stats", "--train", good, "--classes", "3", "--out", "OUT", "--manifest", manifest}, 2, "row 3: label 3 outside the declared classes 0..2"},
 		{"negative label", []string{"run", "--pipeline", "stats", "--train", negative, "--out", "OUT", "--manifest", manifest}, 2, "row 3: label -3 out of range"},
+		{"negative --stage-timeout", []string{"run", "--train", good, "--stage-timeout", "-1s", "--out", "OUT"}, 2, "--stage-timeout -1s: want a positive duration"},
 		{"negative --classes", []string{"run", "--train", good, "--classes", "-2", "--out", "OUT"}, 2, "--classes -2"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
 		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
