@@ -254,6 +254,9 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 		s.Model = model
 		if r.Test != "" {
 			e := Eval{Model: model, Data: r.Test, Device: b.Device, Read: r.Read, Spec: r.Spec, Truth: r.Truth}
+			if classes != nil {
+				e.Classes = classes.N
+			}
 			if samples := filepath.Join(res.Dir, report.SamplesFile); r.Truth != "" {
 				e.Samples = samples
 			}
@@ -495,6 +498,9 @@ type Eval struct {
 	Read                        arrowio.ReadOptions
 	Spec                        json.RawMessage // eval spec, or nil
 	Samples, Truth              string          // files, or ""
+	// Classes is the classifier's number of classes (0: the test labels'
+	// largest + 1); its output must be that wide.
+	Classes int
 }
 
 // Run evaluates through the evaluate stage, in process.
@@ -536,7 +542,7 @@ func (e Eval) Run(ctx context.Context) (*EvalResult, error) {
 		device = "cpu"
 	}
 	params, _ := json.Marshal(map[string]any{"model": absModel, "output": e.Output, "spec": spec,
-		"device": device, "batch_size": e.Batch, "threads": e.Threads})
+		"device": device, "batch_size": e.Batch, "threads": e.Threads, "classes": e.Classes})
 	out := plugin.NewTables()
 	defer out.Release()
 	m, err := plugin.Local(evaluate.New()).Run(ctx, params, in, out, nil)

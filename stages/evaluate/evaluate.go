@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 
@@ -35,7 +36,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "evaluate",
-		Version: "0.1.0",
+		Version: "0.2.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "test", Kind: arrowio.KindImages, Doc: "the clean, labelled test set"},
 			{Name: "samples", Kind: arrowio.KindScores, Optional: true, Doc: "the defence's per-sample decisions (seed, trusted and kept columns)"},
@@ -56,6 +57,7 @@ type Params struct {
 	BatchSize int               `json:"batch_size" range:"[1,)" doc:"images per batch"`
 	Threads   int               `json:"threads" range:"[0,)" doc:"ONNX Runtime threads (0: one per core)"`
 	Device    string            `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
+	Classes   int               `json:"classes" role:"classes" range:"[0,)" doc:"classes of the classifier (0: the test labels' largest + 1): its output must have one value per class"`
 
 	spec *attack.Spec
 }
@@ -133,6 +135,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	clean := newScorer(-1)
 	if err := stream(ctx, test, enc, pre, p.BatchSize, clean, nil, progress); err != nil {
 		return nil, err
+	}
+	classes, how := p.Classes, "declared"
+	if classes == 0 {
+		classes, how = int(clean.maxLabel)+1, "the test labels' largest + 1"
+	}
+	if clean.n > 0 && enc.Dim != classes {
+		return nil, plugin.BadInputf("parameter \"model\": %s gives %d values per image, but there are %d classes (%s): not a classifier of these classes (an encoder?); declare the classes with --classes if the test set lacks some",
+			filepath.Base(p.Model), enc.Dim, classes, how)
 	}
 	res := &Result{N: clean.n, PerClass: map[string]float64{}}
 	if clean.n > 0 {

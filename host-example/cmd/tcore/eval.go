@@ -19,7 +19,7 @@ import (
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var model, data, imageCol, labelCol, output, spec string
-	var batch, threads int
+	var batch, threads, classes int
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	c.register(fs)
 	fs.StringVar(&model, "model", "", "ONNX classifier: one image input, logits output (required)")
@@ -30,8 +30,12 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&batch, "batch-size", 256, "images per batch")
 	fs.IntVar(&threads, "threads", 0, "ONNX Runtime threads (0: one per core)")
 	fs.StringVar(&spec, "eval", "", "eval spec (JSON file): also measure the attack success rate")
+	fs.IntVar(&classes, "classes", 0, "the classifier's number of classes (default: the largest label of --data + 1); its output must be that wide")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if classes < 0 {
+		return usagef("eval: --classes %d: want a positive number of classes (or 0 for the labels' largest + 1)", classes)
 	}
 	if model == "" || data == "" {
 		return usagef("eval: --model and --data are required")
@@ -47,7 +51,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := ort.Init(c.ortLib); err != nil {
 		return err
 	}
-	e := runner.Eval{Model: model, Data: data, Output: output, Device: c.device, Batch: batch, Threads: threads,
+	e := runner.Eval{Model: model, Data: data, Output: output, Device: c.device, Batch: batch, Threads: threads, Classes: classes,
 		Read: arrowio.ReadOptions{ImageCol: imageCol, LabelCol: labelCol}}
 	if spec != "" {
 		s, err := readSpec(spec)

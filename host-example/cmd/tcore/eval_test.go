@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -81,7 +82,7 @@ func TestEvalAccuracy(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	if code := run([]string{"eval", "--model", model, "--data", data, "--batch-size", "7"}, &out, &errb); code != 0 {
+	if code := run([]string{"eval", "--model", model, "--data", data, "--batch-size", "7", "--classes", "3"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	var res runner.EvalResult
@@ -91,8 +92,27 @@ func TestEvalAccuracy(t *testing.T) {
 	if res.N != n || res.Correct != n/2 || res.Accuracy != 0.5 {
 		t.Fatalf("got n=%d correct=%d accuracy=%v, want %d, %d, 0.5", res.N, res.Correct, res.Accuracy, n, n/2)
 	}
-	var errb2 bytes.Buffer
-	if code := run([]string{"eval", "--model", data, "--data", data}, &out, &errb2); code != 2 {
-		t.Fatalf("a Parquet file as model: exit %d (%s), want 2", code, errb2.String())
+	encPath := filepath.Join(dir, "encoder.onnx")
+	if err := net.Model().Save(encPath); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"a Parquet file as model", []string{"--model", data}, 2, "data.parquet"},
+		{"an encoder as model", []string{"--model", encPath}, 2, "encoder.onnx gives 32 values per image, but there are 2 classes (the test labels' largest + 1): not a classifier of these classes"},
+		{"more classes declared than the head has", []string{"--model", model, "--classes", "5"}, 2, "clf.onnx gives 3 values per image, but there are 5 classes (declared)"},
+		{"the head's classes declared", []string{"--model", model, "--classes", "3"}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(append([]string{"eval", "--data", data}, tc.args...), &out, &errb)
+			if code != tc.code || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("exit %d (%s), want %d and %q", code, errb.String(), tc.code, tc.want)
+			}
+		})
 	}
 }
