@@ -54,6 +54,8 @@ type Run struct {
 	Classes int
 	// StageTimeout, when positive, bounds each stage's run (--stage-timeout).
 	StageTimeout time.Duration
+
+	trainIDs map[uint64]int64 // sample_id -> row of Train, when Truth is given
 }
 
 // SmallClass is the fewest rows a class may have before the run warns
@@ -83,6 +85,11 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 		labels, ok := rec.Column(idx[0]).(*array.Int32)
 		if !ok {
 			return nil, nil
+		}
+		if ids, ok := rec.Column(0).(*array.Uint64); ok && r.trainIDs != nil {
+			for i := 0; i < ids.Len(); i++ {
+				r.trainIDs[ids.Value(i)] = row + int64(i)
+			}
 		}
 		for i := 0; i < labels.Len(); i++ {
 			l := int(labels.Value(i))
@@ -122,6 +129,42 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 		}
 	}
 	return c, nil
+}
+
+// checkTruth reads the ground truth before any stage runs: a malformed
+// file, a truth row for a sample the training set does not have, or a
+// training row with no truth would otherwise fail (or be ignored) only
+// after the whole pipeline ran.
+func (r *Run) checkTruth() error {
+	if r.Truth == "" || len(r.trainIDs) == 0 {
+		return nil
+	}
+	t, err := arrowio.ReadTruth(r.Truth)
+	if err != nil {
+		return plugin.BadInput(err)
+	}
+	defer t.Release()
+	ids := t.Column(0).(*array.Uint64)
+	seen := make(map[uint64]bool, ids.Len())
+	for i := 0; i < ids.Len(); i++ {
+		id := ids.Value(i)
+		if _, ok := r.trainIDs[id]; !ok {
+			return plugin.BadInput(&arrowio.DataError{File: r.Truth, Column: arrowio.ColSampleID, Row: int64(i),
+				Msg: fmt.Sprintf("sample_id %d is not in --train %s (%d rows): is this the truth of another training set?", id, r.Train, len(r.trainIDs))})
+		}
+		seen[id] = true
+	}
+	if len(seen) < len(r.trainIDs) {
+		missing, row := uint64(0), int64(math.MaxInt64)
+		for id, rw := range r.trainIDs {
+			if !seen[id] && rw < row {
+				missing, row = id, rw
+			}
+		}
+		return plugin.BadInput(&arrowio.DataError{File: r.Train, Column: arrowio.ColSampleID, Row: row,
+			Msg: fmt.Sprintf("sample_id %d has no row in --truth %s (%d of %d training rows have none)", missing, r.Truth, len(r.trainIDs)-len(seen), len(r.trainIDs))})
+	}
+	return nil
 }
 
 // classList writes the first ten of total classes as "3, 5, 7" (then a
@@ -212,8 +255,14 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err := r.checkSpec(ctx); err != nil {
 		return nil, err
 	}
+	if r.Truth != "" {
+		r.trainIDs = map[uint64]int64{}
+	}
 	classes, err := r.checkLabels(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.checkTruth(); err != nil {
 		return nil, err
 	}
 	if classes != nil {

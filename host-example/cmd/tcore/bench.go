@@ -162,6 +162,9 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 				return nil, bad(at+".eval", "%v", err)
 			}
 		}
+		if s.Truth != "" && s.PerClass > 0 {
+			return nil, bad(at+".per_class", "a scenario poisoned beforehand (truth) runs on its whole training set: the truth covers every row")
+		}
 		if len(s.Poison) > 0 {
 			if s.Truth != "" {
 				return nil, bad(at+".poison", "a scenario is poisoned beforehand (truth) or by a recipe (poison), not both")

@@ -83,6 +83,20 @@ func TestExitStatus(t *testing.T) {
 	offImage, farTarget := filepath.Join(specs, "off.json"), filepath.Join(specs, "target.json")
 	os.WriteFile(offImage, []byte(`{"target": 0, "trigger": {"kind": "patch", "size": 3, "row": 4, "col": 0}}`), 0o644)
 	os.WriteFile(farTarget, []byte(`{"target": 7, "trigger": {"kind": "patch", "size": 2, "row": 0, "col": 0}}`), 0o644)
+	truthRows := func(name string, ids ...int) string {
+		var b strings.Builder
+		b.WriteString("row,is_poison,orig_label\n")
+		for _, id := range ids {
+			fmt.Fprintf(&b, "%d,0,%d\n", id, id%4)
+		}
+		p := filepath.Join(specs, name)
+		os.WriteFile(p, []byte(b.String()), 0o644)
+		return p
+	}
+	foreignTruth := truthRows("foreign.csv", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 99)
+	shortTruth := truthRows("short.csv", 0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11)
+	badTruth := filepath.Join(specs, "bad.csv")
+	os.WriteFile(badTruth, []byte("row,is_poison,orig_label\n0,0,0\n1,maybe,1\n"), 0o644)
 	cases := []struct {
 		name   string
 		args   []string
@@ -106,6 +120,9 @@ func TestExitStatus(t *testing.T) {
 		{"classes without rows", []string{"run", "--pipeline", "stats", "--train", gap, "--out", "OUT", "--manifest", manifest}, 2, "or declare --classes 16"},
 		{"label outside --classes", []string{"run", "--pipeline", "stats", "--train", good, "--classes", "3", "--out", "OUT", "--manifest", manifest}, 2, "row 3: label 3 outside the declared classes 0..2"},
 		{"negative label", []string{"run", "--pipeline", "stats", "--train", negative, "--out", "OUT", "--manifest", manifest}, 2, "row 3: label -3 out of range"},
+		{"truth of another training set", []string{"run", "--pipeline", "stats", "--train", good, "--truth", foreignTruth, "--out", "OUT", "--manifest", manifest}, 2, "row 12: sample_id 99 is not in --train"},
+		{"training rows without truth", []string{"run", "--pipeline", "stats", "--train", good, "--truth", shortTruth, "--out", "OUT", "--manifest", manifest}, 2, "row 7: sample_id 7 has no row in --truth"},
+		{"malformed truth", []string{"run", "--pipeline", "stats", "--train", good, "--truth", badTruth, "--out", "OUT", "--manifest", manifest}, 2, "bad.csv"},
 		{"negative --stage-timeout", []string{"run", "--train", good, "--stage-timeout", "-1s", "--out", "OUT"}, 2, "--stage-timeout -1s: want a positive duration"},
 		{"negative --classes", []string{"run", "--train", good, "--classes", "-2", "--out", "OUT"}, 2, "--classes -2"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
