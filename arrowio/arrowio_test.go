@@ -647,3 +647,36 @@ func TestDecodeImageBoundsPixels(t *testing.T) {
 		})
 	}
 }
+
+// A tcore table's columns are fixed: --image-col/--label-col naming others
+// are refused rather than silently ignored.
+func TestColumnFlagsOnTcoreTables(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	s, recs := tabletest.Make(mem, arrowio.KindImages, 4, 3, 4, 2)
+	rr, _ := array.NewRecordReader(s, recs)
+	path := filepath.Join(t.TempDir(), "images.parquet")
+	if _, err := arrowio.WriteParquet(path, rr); err != nil {
+		t.Fatal(err)
+	}
+	rr.Release()
+	for _, r := range recs {
+		r.Release()
+	}
+	for _, tc := range []struct {
+		name string
+		opt  arrowio.ReadOptions
+		want string // "" for no error
+	}{
+		{"no override", arrowio.ReadOptions{}, ""},
+		{"the fixed names", arrowio.ReadOptions{ImageCol: "image", LabelCol: "label"}, ""},
+		{"another image column", arrowio.ReadOptions{ImageCol: "img"}, `images.parquet: column "img": a tcore images/v1 table: its columns are fixed (image, label), so --image-col "img" does not apply`},
+		{"another label column", arrowio.ReadOptions{LabelCol: "y"}, `--label-col "y" does not apply`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readAll(t, path, tc.opt)
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -125,6 +125,15 @@ func OpenDataset(ctx context.Context, path string, opt ReadOptions) (array.Recor
 		return nil, err
 	}
 	if k, ok := KindOf(src.Schema()); ok {
+		// A tcore table's columns are fixed: a column override that
+		// names another column would be silently ignored.
+		for _, o := range []struct{ flag, col, want string }{{"image-col", opt.ImageCol, ColImage}, {"label-col", opt.LabelCol, ColLabel}} {
+			if o.col != "" && o.col != o.want {
+				src.Release()
+				closer.Close()
+				return nil, dataErr(path, o.col, -1, "a tcore %s table: its columns are fixed (%s, %s), so --%s %q does not apply (drop it)", k, ColImage, ColLabel, o.flag, o.col)
+			}
+		}
 		if err := ValidateSchema(src.Schema(), k); err != nil {
 			src.Release()
 			closer.Close()

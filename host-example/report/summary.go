@@ -52,7 +52,16 @@ type Classes struct {
 	Declared bool  `json:"declared,omitempty"` // N came from --classes
 	Rows     []int `json:"rows"`
 	Small    []int `json:"small,omitempty"`
+	// TinyImages counts training images under TinyImage pixels on a
+	// side, which the encoder only sees blown up; Smallest is the
+	// smallest of them ("1x1").
+	TinyImages int    `json:"tiny_images,omitempty"`
+	Smallest   string `json:"smallest,omitempty"`
 }
+
+// TinyImage is the side, in pixels, below which a training image is
+// counted (and warned about) as tiny.
+const TinyImage = 8
 
 // ChannelCounts are the probed channels and those switched off.
 type ChannelCounts struct {

@@ -76,6 +76,7 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 	counts := map[int]int{}
 	var row int64
 	maxLabel, maxRow := -1, int64(-1)
+	tiny, smallest := 0, [2]int{}
 	for rr.Next() {
 		rec := rr.Record()
 		idx := rec.Schema().FieldIndices(arrowio.ColLabel)
@@ -85,6 +86,16 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 		labels, ok := rec.Column(idx[0]).(*array.Int32)
 		if !ok {
 			return nil, nil
+		}
+		if imgs, ok := rec.Column(rec.Schema().FieldIndices(arrowio.ColImage)[0]).(*array.Binary); ok {
+			for i := 0; i < imgs.Len(); i++ {
+				if cfg, _, err := arrowio.DecodeConfig(imgs.Value(i)); err == nil && min(cfg.Width, cfg.Height) < report.TinyImage {
+					tiny++
+					if px := cfg.Width * cfg.Height; px < smallest[0]*smallest[1] || tiny == 1 {
+						smallest = [2]int{cfg.Width, cfg.Height}
+					}
+				}
+			}
 		}
 		if ids, ok := rec.Column(0).(*array.Uint64); ok && r.trainIDs != nil {
 			for i := 0; i < ids.Len(); i++ {
@@ -106,7 +117,10 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 	if err := rr.Err(); err != nil {
 		return nil, err
 	}
-	c := &report.Classes{N: maxLabel + 1}
+	c := &report.Classes{N: maxLabel + 1, TinyImages: tiny}
+	if tiny > 0 {
+		c.Smallest = fmt.Sprintf("%dx%d", smallest[0], smallest[1])
+	}
 	if r.Classes > 0 {
 		c.N, c.Declared = r.Classes, true
 	} else if empty := c.N - len(counts); empty > 0 {
@@ -268,6 +282,10 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if classes != nil {
 		lg := zerolog.Ctx(ctx)
 		lg.Info().Int("classes", classes.N).Ints("rows", classes.Rows).Msg("training labels checked")
+		if classes.TinyImages > 0 {
+			lg.Warn().Int("images", classes.TinyImages).Str("smallest", classes.Smallest).
+				Msgf("%d training image(s) under %dx%d pixels (the smallest %s): the encoder sees them blown up to its input size", classes.TinyImages, report.TinyImage, report.TinyImage, classes.Smallest)
+		}
 		if len(classes.Small) > 0 {
 			lg.Warn().Ints("classes", classes.Small).Msgf("%d class(es) with fewer than %d training rows: the classifier can hardly learn them", len(classes.Small), SmallClass)
 		}

@@ -213,6 +213,10 @@ func TestDeclaredClasses(t *testing.T) {
 	if !strings.Contains(errb.String(), "fewer than 5 training rows") {
 		t.Fatalf("no warning about small classes in %q", errb.String())
 	}
+	// labelled writes 5x5 images: tiny enough to be warned about.
+	if !strings.Contains(errb.String(), "12 training image(s) under 8x8 pixels (the smallest 5x5)") {
+		t.Fatalf("no warning about tiny images in %q", errb.String())
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -223,13 +227,14 @@ func TestDeclaredClasses(t *testing.T) {
 			Declared bool  `json:"declared"`
 			Rows     []int `json:"rows"`
 			Small    []int `json:"small"`
+			Tiny     int   `json:"tiny_images"`
 		} `json:"classes"`
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
 	c := rep.Classes
-	if c.N != 7 || !c.Declared || fmt.Sprint(c.Rows) != "[3 2 3 3 0 1 0]" || fmt.Sprint(c.Small) != "[0 1 2 3 4 5 6]" {
+	if c.N != 7 || !c.Declared || fmt.Sprint(c.Rows) != "[3 2 3 3 0 1 0]" || fmt.Sprint(c.Small) != "[0 1 2 3 4 5 6]" || c.Tiny != 12 {
 		t.Fatalf("classes %+v", c)
 	}
 }
