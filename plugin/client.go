@@ -374,11 +374,17 @@ func (e *sendError) Unwrap() error { return e.err }
 
 // crashed explains a broken stream: cancelled, or the plugin died.
 func (c *Client) crashed(ctx context.Context, port string, err error) error {
+	// A cancelled run is no port's fault: the port busy at the time is
+	// named only when a deadline ran out (where the stage was stuck).
 	if ctx.Err() != nil {
-		return &Error{Stage: c.name, Port: port, Code: CodeCancelled, Msg: "run cancelled", Err: ctx.Err()}
+		e := &Error{Stage: c.name, Code: CodeCancelled, Msg: "run cancelled", Err: ctx.Err()}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			e.Port = port
+		}
+		return e
 	}
 	if cause := c.cancelled.Load(); cause != nil {
-		return &Error{Stage: c.name, Port: port, Code: CodeCancelled, Msg: "run cancelled", Err: *cause}
+		return &Error{Stage: c.name, Code: CodeCancelled, Msg: "run cancelled", Err: *cause}
 	}
 	// Give the process a moment to be reaped so that Exited is accurate.
 	for i := 0; i < 20 && !c.gp.Exited(); i++ {

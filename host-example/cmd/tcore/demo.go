@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/host-example/progress"
 	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/host-example/runner"
@@ -48,6 +49,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	spec, err := attack.ParseSpec([]byte(*specJSON))
 	if err != nil {
 		return usagef("demo: --attack: %v", err)
+	}
+	// Every pipeline is resolved before anything runs: a misspelt name
+	// must not cost the poisoning and the runs before it.
+	for _, pl := range strings.Split(*list, ",") {
+		if _, err := pipelines.Resolve(pl); err != nil {
+			return usagef("demo: --pipelines: %v", err)
+		}
 	}
 	path, err := manifestPath(c.manifest)
 	if err != nil {

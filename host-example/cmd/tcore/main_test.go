@@ -123,6 +123,7 @@ func TestExitStatus(t *testing.T) {
 		{"truth of another training set", []string{"run", "--pipeline", "stats", "--train", good, "--truth", foreignTruth, "--out", "OUT", "--manifest", manifest}, 2, "row 12: sample_id 99 is not in --train"},
 		{"training rows without truth", []string{"run", "--pipeline", "stats", "--train", good, "--truth", shortTruth, "--out", "OUT", "--manifest", manifest}, 2, "row 7: sample_id 7 has no row in --truth"},
 		{"malformed truth", []string{"run", "--pipeline", "stats", "--train", good, "--truth", badTruth, "--out", "OUT", "--manifest", manifest}, 2, "bad.csv"},
+		{"demo with an unknown pipeline", []string{"demo", "--pipelines", "none,tcor", "--out", "OUT", "--manifest", manifest}, 2, `demo: --pipelines: bad input: pipeline "tcor"`},
 		{"negative --stage-timeout", []string{"run", "--train", good, "--stage-timeout", "-1s", "--out", "OUT"}, 2, "--stage-timeout -1s: want a positive duration"},
 		{"negative --classes", []string{"run", "--train", good, "--classes", "-2", "--out", "OUT"}, 2, "--classes -2"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
