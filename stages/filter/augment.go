@@ -38,7 +38,8 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 	defer r.Release()
 	const bs = 256
 	size := enc.ImageSize()
-	pre := b.in.Model.Preprocess()
+	pre := b.pre
+	canon := make([]float32, pre.CanonicalSize())
 	var scratch []float32
 	var ids []uint64
 	var labels []int32
@@ -77,10 +78,11 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 				return 0, err
 			}
 			dst := stage[len(ids)*size : (len(ids)+1)*size]
-			if err := pre.Image(imgs.Value(i), dst, &scratch); err != nil {
+			if err := pre.Pixels(imgs.Value(i), canon, &scratch); err != nil {
 				return 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
-			pats[(written+len(ids))%len(pats)].Apply(dst, enc.H, enc.W)
+			pats[(written+len(ids))%len(pats)].Apply(canon, pre.H, pre.W)
+			pre.Layout(dst, canon)
 			ids = append(ids, col.Value(i))
 			labels = append(labels, b.t.Labels[row])
 			if len(ids) == bs {

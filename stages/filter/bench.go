@@ -30,8 +30,9 @@ type bench struct {
 	rng     *rand.Rand
 	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
-	x       []float32 // the scan images, n of them
+	x       []float32 // the scan images in canonical form (encoder.Preprocess), n of them
 	n       int
+	pre     encoder.Preprocess
 	means   map[string][]float32 // per probed layer, each channel's mean on trusted rows
 	spread  [][]float64          // per probed layer, each channel's standard deviation over all rows
 	caps    map[string][]float32 // per probed layer, each channel's cap (nil: none)
@@ -39,7 +40,7 @@ type bench struct {
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 	src := rand.NewPCG(p.Seed, 0x66696c)
-	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(src), src: src}
+	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(src), src: src, pre: in.Model.Preprocess()}
 	if b.trusted == nil {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("not connected: the filter measures on trusted rows"))
 	}
@@ -53,7 +54,7 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
 	}
 	var err error
-	if b.x, b.n, err = decode(in, in.Model.Preprocess(), want); err != nil {
+	if b.x, b.n, err = decode(in, b.pre, want, true); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -176,7 +177,7 @@ func (b *bench) rawTrusted(layers []string) (*encoder.Encoder, []float32, int, e
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	x, n, err := decode(b.in, b.in.Model.Preprocess(), b.pickTrusted(fitImages))
+	x, n, err := decode(b.in, b.pre, b.pickTrusted(fitImages), false)
 	if err != nil {
 		enc.Close()
 		return nil, nil, 0, err
@@ -230,14 +231,17 @@ func positions(ctx context.Context, enc *encoder.Encoder, x []float32, n int, fn
 }
 
 // decode preprocesses the images of the rows in want (by sample_id), in
-// file order.
-func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int) ([]float32, int, error) {
+// file order: in canonical form (canonical), or as the encoder's input.
+func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int, canonical bool) ([]float32, int, error) {
 	r, err := in.Images.Reader()
 	if err != nil {
 		return nil, 0, err
 	}
 	defer r.Release()
-	size := pre.C * pre.H * pre.W
+	size, prep := pre.C*pre.H*pre.W, pre.Image
+	if canonical {
+		size, prep = pre.CanonicalSize(), pre.Pixels
+	}
 	var scratch, x []float32
 	n := 0
 	for r.Next() {
@@ -249,13 +253,29 @@ func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int) 
 				continue
 			}
 			x = append(x, make([]float32, size)...)
-			if err := pre.Image(imgs.Value(i), x[n*size:(n+1)*size], &scratch); err != nil {
+			if err := prep(imgs.Value(i), x[n*size:(n+1)*size], &scratch); err != nil {
 				return nil, 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
 			}
 			n++
 		}
 	}
 	return x, n, r.Err()
+}
+
+// inputs writes the n scan images, with pat painted on (nil: clean), as
+// the encoder's input into dst.
+func (b *bench) inputs(dst []float32, pat *Pattern) {
+	canon, size := b.pre.CanonicalSize(), b.pre.C*b.pre.H*b.pre.W
+	tmp := make([]float32, canon)
+	for i := 0; i < b.n; i++ {
+		src := b.x[i*canon : (i+1)*canon]
+		if pat != nil {
+			copy(tmp, src)
+			pat.Apply(tmp, b.pre.H, b.pre.W)
+			src = tmp
+		}
+		b.pre.Layout(dst[i*size:(i+1)*size], src)
+	}
 }
 
 // view is one set of n scan images through the session: the images with a
@@ -294,13 +314,7 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 			return err
 		}
 		for k, v := range vs {
-			dst := x[k*n*size : (k+1)*n*size]
-			copy(dst, b.x)
-			if v.pat != nil {
-				for i := 0; i < n; i++ {
-					v.pat.Apply(dst[i*size:(i+1)*size], b.sess.H, b.sess.W)
-				}
-			}
+			b.inputs(x[k*n*size:(k+1)*n*size], v.pat)
 			for li, l := range b.t.Layers {
 				kp := v.keep[l.Name]
 				m := ms[li][k*n*l.D : (k+1)*n*l.D]

@@ -211,13 +211,7 @@ func (b *bench) worstBaked(masks []encoder.Mask, pats []Pattern, stats groupStat
 			return 0, err
 		}
 		for k, pat := range ps {
-			dst := x[k*n*size : (k+1)*n*size]
-			copy(dst, b.x)
-			if pat != nil {
-				for i := 0; i < n; i++ {
-					pat.Apply(dst[i*size:(i+1)*size], enc.H, enc.W)
-				}
-			}
+			b.inputs(x[k*n*size:(k+1)*n*size], pat)
 		}
 		emb, _, err := enc.Embed(n * len(ps))
 		if err != nil {

@@ -59,17 +59,26 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		backdoor bool
 		choice   string
 		fill     string
+		nhwc     bool
 	}{
-		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse", "mean"},
-		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change", "mean"},
-		{"collapse trojan, regression fill", testenc.Collapse(5), true, "collapse_per_change", "regression"},
-		{"clean", testenc.Clean(5), false, "collapse_per_change", "regression"},
-		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse", "mean"},
+		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse", "mean", false},
+		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change", "mean", false},
+		{"collapse trojan, regression fill", testenc.Collapse(5), true, "collapse_per_change", "regression", false},
+		// The same weights behind a channels-last input: the scan paints
+		// its patterns on the image, not on the input buffer's layout.
+		{"collapse trojan, NHWC input", testenc.Collapse(5), true, "collapse_per_change", "regression", true},
+		{"clean, NHWC input", testenc.Clean(5), false, "collapse_per_change", "regression", true},
+		{"clean", testenc.Clean(5), false, "collapse_per_change", "regression", false},
+		{"clean, greedy collapse choice", testenc.Clean(5), false, "collapse", "mean", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			enc := filepath.Join(dir, "enc.onnx")
-			tc.net.Model().Save(enc)
+			if tc.nhwc {
+				tc.net.ModelNHWC().Save(enc)
+			} else {
+				tc.net.Model().Save(enc)
+			}
 			in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
 			defer in.Release()
 			tab, err := feat.Open(in, "features")

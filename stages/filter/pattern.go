@@ -49,7 +49,9 @@ const controlGroup = -1
 // interpolates.
 const smoothGrid = 4
 
-// Apply paints the pattern onto one CHW image of h x w in [0, 1].
+// Apply paints the pattern onto one image of h x w in canonical form
+// (encoder.Preprocess.CanonicalSize: RGB planes, values in [0, 1]), the same
+// for every encoder whatever its input layout or normalisation.
 func (p Pattern) Apply(x []float32, h, w int) {
 	plane := h * w
 	switch p.Kind {

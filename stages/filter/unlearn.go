@@ -41,8 +41,9 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 		rep.Why = "too few suspects"
 		return nil, rep, nil
 	}
-	size := b.in.Model.ImageSize()
-	pre := b.in.Model.Preprocess()
+	// The pattern is estimated in canonical form, where it is painted.
+	pre := b.pre
+	size := pre.CanonicalSize()
 	// One pass: the mean image of the suspects, of each class's trusted
 	// rows, and every row kept for the projection.
 	n := b.t.N()
@@ -69,7 +70,7 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 			if !ok {
 				continue
 			}
-			if err := pre.Image(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
+			if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
 				return nil, nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(k), err))
 			}
 		}

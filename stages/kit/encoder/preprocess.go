@@ -43,15 +43,42 @@ func (p Preprocess) Check() error {
 	return nil
 }
 
-// Image preprocesses one image into dst (C*H*W values). The scratch slice
-// is reused between calls (pass the same pointer per goroutine).
+// CanonicalSize is the number of values of an image in canonical form:
+// 3 x H x W, RGB planes, values in [0, 1], whatever the encoder's channel
+// count, order, normalisation and layout. The filter paints its patterns
+// in this form, where a pixel means the same for every encoder.
+func (p Preprocess) CanonicalSize() int { return 3 * p.H * p.W }
+
+// Image preprocesses one image into dst (C*H*W values): Pixels, then
+// Layout. The scratch slice is reused between calls (pass the same
+// pointer per goroutine).
 func (p Preprocess) Image(data []byte, dst []float32, scratch *[]float32) error {
+	// scratch holds the canonical image, then Pixels' decoding buffer.
+	need := p.CanonicalSize()
+	if cap(*scratch) < need {
+		*scratch = make([]float32, need)
+	}
+	buf := (*scratch)[:cap(*scratch)]
+	canon, dec := buf[:need], buf[need:need]
+	if err := p.Pixels(data, canon, &dec); err != nil {
+		return err
+	}
+	p.Layout(dst, canon)
+	if cap(dec) > len(buf)-need { // Pixels grew its buffer: keep room for it
+		*scratch = make([]float32, need+cap(dec))
+	}
+	return nil
+}
+
+// Pixels decodes one image into dst in canonical form (CanonicalSize
+// values): RGB planes resized (bilinear, half-pixel centres) to H x W, in
+// [0, 1]; a grey image fills all three planes.
+func (p Preprocess) Pixels(data []byte, dst []float32, scratch *[]float32) error {
 	img, err := arrowio.DecodeImage(data)
 	if err != nil {
 		return err
 	}
-	gray := arrowio.IsGray(img)
-	if gray && p.C == 3 && p.RejectGray {
+	if p.C == 3 && p.RejectGray && arrowio.IsGray(img) {
 		return fmt.Errorf("grey image for a 3-channel model (gray: reject)")
 	}
 	b := img.Bounds()
@@ -63,43 +90,47 @@ func (p Preprocess) Image(data []byte, dst []float32, scratch *[]float32) error 
 	src := (*scratch)[:need]
 	arrowio.ToCHW(src, img)
 	plane := p.H * p.W
-	for c := 0; c < p.C; c++ {
-		var in []float32
-		if p.C == 1 {
-			// Luminance (ITU-R 601).
-			in = make([]float32, w*h)
-			for i := range in {
-				in[i] = 0.299*src[i] + 0.587*src[w*h+i] + 0.114*src[2*w*h+i]
-			}
-		} else {
-			sc := c
-			if p.BGR {
-				sc = 2 - c
-			}
-			in = src[sc*w*h : (sc+1)*w*h]
-		}
-		out := dst[c*plane : (c+1)*plane]
+	for c := 0; c < 3; c++ {
+		in, out := src[c*w*h:(c+1)*w*h], dst[c*plane:(c+1)*plane]
 		if w == p.W && h == p.H {
 			copy(out, in)
 		} else {
 			resize(out, p.W, p.H, in, w, h)
 		}
-		if p.Mean != nil {
-			m, s := p.Mean[c], p.Std[c]
-			for i := range out {
-				out[i] = (out[i] - m) / s
-			}
-		}
-	}
-	if p.NHWC {
-		tmp := append([]float32(nil), dst[:p.C*plane]...)
-		for c := 0; c < p.C; c++ {
-			for i := 0; i < plane; i++ {
-				dst[i*p.C+c] = tmp[c*plane+i]
-			}
-		}
 	}
 	return nil
+}
+
+// Layout turns an image in canonical form (src) into the encoder's input
+// (dst, C*H*W values): luminance (ITU-R 601) for a 1-channel encoder, the
+// channel order, the normalisation, CHW or HWC.
+func (p Preprocess) Layout(dst, src []float32) {
+	plane := p.H * p.W
+	at := func(c, i int) int { // index of channel c, pixel i in dst
+		if p.NHWC {
+			return i*p.C + c
+		}
+		return c*plane + i
+	}
+	for c := 0; c < p.C; c++ {
+		sc := c
+		if p.BGR {
+			sc = 2 - c
+		}
+		m, s := float32(0), float32(1)
+		if p.Mean != nil {
+			m, s = p.Mean[c], p.Std[c]
+		}
+		for i := 0; i < plane; i++ {
+			var v float32
+			if p.C == 1 {
+				v = 0.299*src[i] + 0.587*src[plane+i] + 0.114*src[2*plane+i]
+			} else {
+				v = src[sc*plane+i]
+			}
+			dst[at(c, i)] = (v - m) / s
+		}
+	}
 }
 
 // resize scales a w x h plane to dw x dh by bilinear interpolation with

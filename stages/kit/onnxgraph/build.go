@@ -71,6 +71,9 @@ func (b *Builder) Output(tensor string, rank int) {
 // Model returns the built model.
 func (b *Builder) Model() *Model { return b.m }
 
+// IntsAttr makes an integer-list attribute (a Transpose's perm).
+func IntsAttr(name string, v ...int64) *onnx.AttributeProto { return intsAttr(name, v...) }
+
 // IntAttr returns an integer attribute.
 func IntAttr(name string, v int64) *onnx.AttributeProto { return intAttr(name, v) }
 

@@ -193,11 +193,24 @@ func BlendCollapse(seed uint64) *Net {
 
 // Model builds the ONNX model: input "image" [N,3,16,16], outputs
 // "embedding" [N,32], "stage1".."stage3" (feature maps). opset 13.
-func (n *Net) Model() *onnxgraph.Model {
-	b := onnxgraph.NewBuilder("image", []int64{-1, 3, Size, Size}, 13)
+func (n *Net) Model() *onnxgraph.Model { return n.model(false) }
+
+// ModelNHWC is Model with a channels-last input "image" [N,16,16,3]
+// (a Transpose first), as TensorFlow and some exports have it.
+func (n *Net) ModelNHWC() *onnxgraph.Model { return n.model(true) }
+
+func (n *Net) model(nhwc bool) *onnxgraph.Model {
+	shape, in := []int64{-1, 3, Size, Size}, "image"
+	if nhwc {
+		shape = []int64{-1, Size, Size, 3}
+	}
+	b := onnxgraph.NewBuilder("image", shape, 13)
+	if nhwc {
+		in = b.Op("Transpose", "", []string{"image"}, onnxgraph.IntsAttr("perm", 0, 3, 1, 2))
+	}
 	mean := b.Const([]int64{1, 3, 1, 1}, Mean[:])
 	std := b.Const([]int64{1, 3, 1, 1}, Std[:])
-	x := b.Op("Sub", "", []string{"image", mean})
+	x := b.Op("Sub", "", []string{in, mean})
 	x = b.Op("Div", "", []string{x, std})
 	cin := 3
 	strides := [3]int{1, 2, 2}
