@@ -248,6 +248,10 @@ func TestBadModels(t *testing.T) {
 	}
 	hugePath := filepath.Join(dir, "huge.onnx")
 	huge.Save(hugePath)
+	fixed := testenc.Clean(1).Model()
+	fixed.P.Graph.Input[0].Type.GetTensorType().Shape.Dim[0].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: 1}
+	fixedPath := filepath.Join(dir, "fixed.onnx")
+	fixed.Save(fixedPath)
 	cases := []struct {
 		name string
 		path string
@@ -257,6 +261,7 @@ func TestBadModels(t *testing.T) {
 		{"corrupt file", corrupt, encoder.Config{}, "corrupt.onnx"},
 		{"two image inputs", twoPath, encoder.Config{}, "2 image inputs (image, image2)"},
 		{"declared size past the bound", hugePath, encoder.Config{}, "declares 100000x100000 images (10000000000 pixels), over the limit of 16777216 pixels; set TCORE_MAX_IMAGE_PIXELS"},
+		{"fixed batch", fixedPath, encoder.Config{}, `input "image" has a fixed batch of 1 ([1 3 16 16]); export it with a dynamic batch axis`},
 		{"unknown layer", good, encoder.Config{Layers: []string{"stage9"}}, `no layer "stage9"`},
 		{"mask for missing channels", good, encoder.Config{Masks: []encoder.Mask{{Layer: "stage1", Keep: make([]bool, 99)}}}, "has 99 channels, the layer has 8"},
 		{"mask on an unknown layer", good, encoder.Config{Masks: []encoder.Mask{{Layer: "nope", Keep: []bool{true}}}}, `no layer "nope"`},

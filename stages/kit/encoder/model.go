@@ -69,6 +69,12 @@ func FromGraph(g *onnxgraph.Model, embedding string) (*Model, error) {
 	default:
 		return nil, plugin.BadInputf("encoder %s: input %q has shape %v: cannot tell the channel axis (want 1 or 3 channels)", g.Source(), in.Name, s)
 	}
+	if s[0] > 0 {
+		// A session runs batches of any size (the last one is short):
+		// ONNX Runtime refuses them all but one.
+		return nil, plugin.BadInputf("encoder %s: input %q has a fixed batch of %d (%v); export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={%q: {0: \"batch\"}}))",
+			g.Source(), in.Name, s[0], s, in.Name)
+	}
 	if m.H <= 0 || m.W <= 0 {
 		return nil, plugin.BadInputf("encoder %s: input %q has symbolic height or width %v; export it with a fixed size", g.Source(), in.Name, s)
 	}
