@@ -25,6 +25,26 @@ import (
 // their class names (a JSON array), when the source names them.
 const ClassesKey = "tcore.classes"
 
+// PreprocessKey is the metadata key, on features/v1 tables and on the ONNX
+// models tcore writes, under which the input normalisation given to the
+// encoder is recorded (a JSON object: mean, std, bgr): once given to embed,
+// every stage that runs the encoder, and the exported classifier, applies
+// it inside the graph.
+const PreprocessKey = "tcore.preprocess"
+
+// WithMeta returns s with key set to value in its metadata.
+func WithMeta(s *arrow.Schema, key, value string) *arrow.Schema {
+	md := s.Metadata()
+	keys, vals := append([]string(nil), md.Keys()...), append([]string(nil), md.Values()...)
+	if i := md.FindKey(key); i >= 0 {
+		vals[i] = value
+	} else {
+		keys, vals = append(keys, key), append(vals, value)
+	}
+	m := arrow.NewMetadata(keys, vals)
+	return arrow.NewSchema(s.Fields(), &m)
+}
+
 // DefaultBatchRows is the number of rows per record batch that readers
 // produce unless told otherwise.
 const DefaultBatchRows = 1024

@@ -34,7 +34,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.2.0",
+		Version: "0.3.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -133,7 +133,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	if p.Export != "" {
-		if err := export(p, masks, res.Head); err != nil {
+		if err := export(p, masks, res.Head, t.Preprocess); err != nil {
 			return nil, err
 		}
 		res.Metrics["exported"] = p.Export
@@ -395,10 +395,19 @@ func sum(xs []int) int {
 // export composes the encoder (with masks) and the head into one ONNX
 // classifier (input: the encoder's image input; output "logits") and writes
 // it atomically.
-func export(p Params, masks []encoder.Mask, h *mlp.Head) error {
+func export(p Params, masks []encoder.Mask, h *mlp.Head, preprocess string) error {
 	m, err := encoder.Load(p.Encoder, p.Embedding)
 	if err != nil {
 		return err
+	}
+	// The classifier takes [0, 1] pixels: the normalisation the features
+	// were made with goes inside it (a filtered encoder has it already).
+	norm, err := encoder.ParseNorm(preprocess)
+	if err == nil {
+		err = m.Normalise(norm)
+	}
+	if err != nil {
+		return plugin.PortError("features", plugin.BadInput(err))
 	}
 	return m.Export(masks, p.Export, func(g *onnxgraph.Model, emb string) error { return g.AppendHead(emb, h.Layers(), "logits") })
 }

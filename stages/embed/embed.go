@@ -29,7 +29,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "embed",
-		Version: "0.1.0",
+		Version: "0.2.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "images to embed"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels with keep=false are switched off (set to 0) inside the encoder"},
@@ -77,7 +77,17 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	enc, err := encoder.Open(p.Encoder, encoder.Config{Layers: p.Layers, Embedding: p.Embedding, Masks: masks,
+	model, err := encoder.Load(p.Encoder, p.Embedding)
+	if err != nil {
+		return nil, err
+	}
+	// The normalisation goes inside the graph: the features record it,
+	// and every later stage (the filter's scan, the exported classifier)
+	// runs the same model on the same [0, 1] pixels.
+	if err := model.Normalise(encoder.Norm{Mean: p.Mean, Std: p.Std, BGR: p.ChannelOrder == "bgr"}); err != nil {
+		return nil, err
+	}
+	enc, err := model.Session(encoder.Config{Layers: p.Layers, Embedding: p.Embedding, Masks: masks,
 		ORT: ort.Options{Device: p.Device, Threads: p.Threads}})
 	if err != nil {
 		return nil, err
@@ -89,7 +99,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, plugin.BadInputf("parameter \"size\": %v, but the encoder takes %dx%d images", p.Size, enc.H, enc.W)
 		}
 	}
-	pre.Mean, pre.Std, pre.BGR, pre.RejectGray = p.Mean, p.Std, p.ChannelOrder == "bgr", p.Gray == "reject"
+	pre.RejectGray = p.Gray == "reject"
 	if err := pre.Check(); err != nil {
 		return nil, plugin.BadInput(err)
 	}

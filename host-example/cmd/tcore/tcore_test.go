@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/internal/browser"
 	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
 
@@ -393,4 +395,77 @@ func TestDemoPoisonsAndReports(t *testing.T) {
 		t.Errorf("none: ASR %v%%; the demo must show a working attack", asr)
 	}
 	checkReport(t, filepath.Join(out, "report.html"), 4)
+}
+
+// withEmbedNorm writes pipeline (a built-in name or a file) with the embed
+// node given testenc's mean and std.
+func withEmbedNorm(t *testing.T, dir, pipeline string) string {
+	path := pipeline
+	if !strings.HasSuffix(path, ".json") {
+		path = filepath.Join("..", "..", "pipelines", pipeline+".json")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	json.Unmarshal(b, &p)
+	for _, n := range p["nodes"].([]any) {
+		node := n.(map[string]any)
+		if node["stage"] == "embed" {
+			params, _ := node["params"].(map[string]any)
+			if params == nil {
+				params = map[string]any{}
+			}
+			params["mean"], params["std"] = testenc.Mean, testenc.Std
+			node["params"] = params
+		}
+	}
+	out, _ := json.Marshal(p)
+	dst := filepath.Join(dir, "norm-"+filepath.Base(path))
+	os.WriteFile(dst, out, 0o644)
+	return dst
+}
+
+// An encoder whose normalisation is left to the caller, run with embed's
+// mean and std, must give the same classifier as the same weights with the
+// normalisation inside the graph: the exported model carries it (and says
+// so in its metadata), so tcore eval on [0, 1] pixels agrees with the run.
+// Before, clean_model.onnx got raw pixels and lost most of its accuracy.
+func TestNormalisationTravelsIntoTheModel(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenario(t, dir, testenc.Clean(5), 0)
+	raw := filepath.Join(dir, "raw.onnx")
+	if err := testenc.Clean(5).ModelUnnormalised().Save(raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, pl := range []string{"none", smallTCore(t, dir)} {
+		name := strings.TrimSuffix(filepath.Base(pl), ".json")
+		t.Run(name, func(t *testing.T) {
+			inGraph := runPipeline(t, pl, enc, train, test, filepath.Join(dir, name+"-graph"))
+			out := filepath.Join(dir, name+"-param")
+			given := runPipeline(t, withEmbedNorm(t, dir, pl), raw, train, test, out)
+			if a, b := inGraph["acc"].(float64), given["acc"].(float64); math.Abs(a-b) > 0.005 || a < 0.5 {
+				t.Fatalf("accuracy %.3f with the normalisation in the graph, %.3f with embed's mean/std", a, b)
+			}
+			model := filepath.Join(out, "clean_model.onnx")
+			g, err := onnxgraph.Load(model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta := g.Meta(arrowio.PreprocessKey); !strings.Contains(meta, `"mean":[0.5,0.5,0.5]`) {
+				t.Errorf("clean_model.onnx metadata %s = %q", arrowio.PreprocessKey, meta)
+			}
+			var so, se bytes.Buffer
+			if code := run([]string{"eval", "--model", model, "--data", test}, &so, &se); code != 0 {
+				t.Fatalf("tcore eval: exit %d: %s", code, se.String())
+			}
+			var ev struct{ Accuracy float64 }
+			json.Unmarshal(so.Bytes(), &ev)
+			if math.Abs(ev.Accuracy-given["acc"].(float64)) > 1e-9 {
+				t.Errorf("tcore eval on the exported model: %.3f, the run said %.3f", ev.Accuracy, given["acc"])
+			}
+		})
+	}
 }

@@ -292,6 +292,16 @@ func Open(in plugin.Inputs, path, trustedColumn string, flags ...string) (*Input
 		ins.Release()
 		return nil, err
 	}
+	// The encoder runs on the images as embed ran it: with the
+	// normalisation the features record, inside the graph.
+	norm, err := encoder.ParseNorm(t.Preprocess)
+	if err == nil {
+		err = ins.Model.Normalise(norm)
+	}
+	if err != nil {
+		ins.Release()
+		return nil, plugin.PortError("features", plugin.BadInput(err))
+	}
 	return ins, nil
 }
 

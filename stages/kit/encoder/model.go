@@ -1,6 +1,7 @@
 package encoder
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -549,4 +550,71 @@ func MasksOf(keep map[string][]bool, fill, weights map[string][]float32) []Mask 
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Layer < out[b].Layer })
 	return out
+}
+
+// Norm is an input normalisation given to the encoder from outside its
+// graph (the embed stage's mean, std and channel_order): per channel
+// (x - Mean) / Std on RGB values in [0, 1], channels reversed first when
+// BGR.
+type Norm struct {
+	Mean []float32 `json:"mean,omitempty"`
+	Std  []float32 `json:"std,omitempty"`
+	BGR  bool      `json:"bgr,omitempty"`
+}
+
+// IsZero reports whether n changes nothing.
+func (n Norm) IsZero() bool { return len(n.Mean) == 0 && !n.BGR }
+
+// ParseNorm reads a Norm recorded under arrowio.PreprocessKey ("": none).
+func ParseNorm(s string) (Norm, error) {
+	var n Norm
+	if s == "" {
+		return n, nil
+	}
+	if err := json.Unmarshal([]byte(s), &n); err != nil {
+		return n, fmt.Errorf("%s %q: %w", arrowio.PreprocessKey, s, err)
+	}
+	return n, nil
+}
+
+// Norm returns the normalisation the model's graph applies to its input
+// because tcore put it there (zero when none).
+func (m *Model) Norm() Norm {
+	n, _ := ParseNorm(m.src.Meta(arrowio.PreprocessKey))
+	return n
+}
+
+// Normalise puts n inside the model's graph, so that every session and
+// export made from m afterwards takes images in [0, 1], RGB, and records
+// it in the graph's metadata (which exports keep). A model that already
+// carries n is left alone; one that carries another normalisation is an
+// error (normalising twice would be silently wrong). Call it before
+// making sessions.
+func (m *Model) Normalise(n Norm) error {
+	if n.IsZero() {
+		return nil
+	}
+	if len(n.Mean) != len(n.Std) || (len(n.Mean) != 0 && len(n.Mean) != m.C) {
+		return plugin.BadInputf("encoder %s: mean and std need %d values each, got %d and %d", m.Source(), m.C, len(n.Mean), len(n.Std))
+	}
+	for _, s := range n.Std {
+		if s == 0 {
+			return plugin.BadInputf("encoder %s: a std of 0", m.Source())
+		}
+	}
+	if n.BGR && m.C != 3 {
+		return plugin.BadInputf("encoder %s: channel order bgr for a %d-channel input", m.Source(), m.C)
+	}
+	b, _ := json.Marshal(n)
+	if cur := m.src.Meta(arrowio.PreprocessKey); cur != "" {
+		if cur == string(b) {
+			return nil
+		}
+		return plugin.BadInputf("encoder %s: its graph already normalises its input (%s); another normalisation (%s) would apply twice", m.Source(), cur, b)
+	}
+	if err := m.src.InsertInputNorm(m.NHWC, n.Mean, n.Std, n.BGR); err != nil {
+		return plugin.BadInputf("encoder %s: %v", m.Source(), err)
+	}
+	m.src.SetMeta(arrowio.PreprocessKey, string(b))
+	return nil
 }

@@ -21,7 +21,13 @@ func (e *Encoder) FeaturesSchema() *arrow.Schema {
 	for i, l := range e.Layers {
 		layers[i] = arrowio.Layer{Name: l.Name, Channels: l.Channels}
 	}
-	return arrowio.FeaturesSchema(e.Dim, layers)
+	s := arrowio.FeaturesSchema(e.Dim, layers)
+	if n := e.Model.src.Meta(arrowio.PreprocessKey); n != "" {
+		// The features say how the images were normalised: every stage
+		// that runs the encoder on them does the same.
+		s = arrowio.WithMeta(s, arrowio.PreprocessKey, n)
+	}
+	return s
 }
 
 // StreamStats says what a Stream did.

@@ -32,6 +32,9 @@ type Table struct {
 	Labels    []int32
 	Embedding Matrix
 	Layers    []Matrix // the layer.<name> columns, in order
+	// Preprocess is the input normalisation the encoder was given when
+	// these features were made (arrowio.PreprocessKey; "" for none).
+	Preprocess string
 }
 
 // N returns the number of rows.
@@ -41,6 +44,9 @@ func (t *Table) N() int { return len(t.IDs) }
 func ReadAll(r array.RecordReader) (*Table, error) {
 	t := &Table{}
 	s := r.Schema()
+	if v, ok := s.Metadata().GetValue(arrowio.PreprocessKey); ok {
+		t.Preprocess = v
+	}
 	t.Embedding.Name = arrowio.ColEmbedding
 	t.Embedding.D = int(s.Field(2).Type.(*arrow.FixedSizeListType).Len())
 	for _, l := range arrowio.FeatureLayers(s) {

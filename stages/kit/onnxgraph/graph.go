@@ -706,3 +706,70 @@ func (m *Model) initializer(name string) ([]float32, []int64, error) {
 	}
 	return nil, nil, fmt.Errorf("onnxgraph: %s is not an initializer", name)
 }
+
+// Meta returns the model's metadata value for key ("" when absent).
+func (m *Model) Meta(key string) string {
+	for _, p := range m.P.MetadataProps {
+		if p.Key == key {
+			return p.Value
+		}
+	}
+	return ""
+}
+
+// SetMeta sets the model's metadata value for key.
+func (m *Model) SetMeta(key, value string) {
+	for _, p := range m.P.MetadataProps {
+		if p.Key == key {
+			p.Value = value
+			return
+		}
+	}
+	m.P.MetadataProps = append(m.P.MetadataProps, &onnx.StringStringEntryProto{Key: key, Value: value})
+}
+
+// InsertInputNorm puts the input normalisation inside the graph: the image
+// input (channels on axis 1, or on axis 3 when nhwc) has its channel order
+// reversed (bgr) and becomes (x - mean) / std per channel before any node
+// reads it. The model then takes images in [0, 1], RGB.
+func (m *Model) InsertInputNorm(nhwc bool, mean, std []float32, bgr bool) error {
+	in, err := m.ImageInput()
+	if err != nil {
+		return err
+	}
+	c := len(mean)
+	if c == 0 && !bgr {
+		return nil
+	}
+	axis, dims := int64(1), []int64{1, int64(c), 1, 1}
+	if nhwc {
+		axis, dims = 3, []int64{1, 1, 1, int64(c)}
+	}
+	d := m.detach(in.Name)
+	x := d.from
+	var steps [][3]string // op, a, b
+	if bgr {
+		idx := m.fresh("bgr")
+		m.addInt64Init(idx, []int64{2, 1, 0})
+		steps = append(steps, [3]string{"Gather", idx, ""})
+	}
+	if c > 0 {
+		mn, sd := m.fresh("mean"), m.fresh("std")
+		m.addInit(mn, dims, mean)
+		m.addInit(sd, dims, std)
+		steps = append(steps, [3]string{"Sub", mn, ""}, [3]string{"Div", sd, ""})
+	}
+	for i, st := range steps {
+		out := m.fresh("norm")
+		if i == len(steps)-1 {
+			out = d.to
+		}
+		if st[0] == "Gather" {
+			m.addNode("Gather", []string{x, st[1]}, []string{out}, intAttr("axis", axis))
+		} else {
+			m.addNode(st[0], []string{x, st[1]}, []string{out})
+		}
+		x = out
+	}
+	return m.sort()
+}

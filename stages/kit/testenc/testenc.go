@@ -193,13 +193,18 @@ func BlendCollapse(seed uint64) *Net {
 
 // Model builds the ONNX model: input "image" [N,3,16,16], outputs
 // "embedding" [N,32], "stage1".."stage3" (feature maps). opset 13.
-func (n *Net) Model() *onnxgraph.Model { return n.model(false) }
+func (n *Net) Model() *onnxgraph.Model { return n.model(false, true) }
 
 // ModelNHWC is Model with a channels-last input "image" [N,16,16,3]
 // (a Transpose first), as TensorFlow and some exports have it.
-func (n *Net) ModelNHWC() *onnxgraph.Model { return n.model(true) }
+func (n *Net) ModelNHWC() *onnxgraph.Model { return n.model(true, true) }
 
-func (n *Net) model(nhwc bool) *onnxgraph.Model {
+// ModelUnnormalised is Model without its first step, (x - Mean) / Std: it
+// takes normalised images, as many exports leave normalisation to the
+// caller.
+func (n *Net) ModelUnnormalised() *onnxgraph.Model { return n.model(false, false) }
+
+func (n *Net) model(nhwc, norm bool) *onnxgraph.Model {
 	shape, in := []int64{-1, 3, Size, Size}, "image"
 	if nhwc {
 		shape = []int64{-1, Size, Size, 3}
@@ -208,10 +213,13 @@ func (n *Net) model(nhwc bool) *onnxgraph.Model {
 	if nhwc {
 		in = b.Op("Transpose", "", []string{"image"}, onnxgraph.IntsAttr("perm", 0, 3, 1, 2))
 	}
-	mean := b.Const([]int64{1, 3, 1, 1}, Mean[:])
-	std := b.Const([]int64{1, 3, 1, 1}, Std[:])
-	x := b.Op("Sub", "", []string{in, mean})
-	x = b.Op("Div", "", []string{x, std})
+	x := in
+	if norm {
+		mean := b.Const([]int64{1, 3, 1, 1}, Mean[:])
+		std := b.Const([]int64{1, 3, 1, 1}, Std[:])
+		x = b.Op("Sub", "", []string{in, mean})
+		x = b.Op("Div", "", []string{x, std})
+	}
 	cin := 3
 	strides := [3]int{1, 2, 2}
 	for s, cout := range Widths {
