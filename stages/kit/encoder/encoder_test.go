@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -443,4 +444,74 @@ func session(g *onnxgraph.Model, cfg encoder.Config) (*encoder.Encoder, error) {
 		return nil, err
 	}
 	return m.Session(cfg)
+}
+
+// A model whose weights sit in an external data file loads from any
+// working directory, embeds as the same model inline, and exports a file
+// that stands alone (no reference to a .data file it did not copy).
+func TestExternalDataIsInlined(t *testing.T) {
+	ortlib.Init(t)
+	dir, other := t.TempDir(), t.TempDir()
+	g := testenc.Clean(1).Model()
+	var blob []byte
+	for _, init := range g.P.Graph.Initializer {
+		if len(init.FloatData) < 64 {
+			continue
+		}
+		raw := make([]byte, 4*len(init.FloatData))
+		for i, v := range init.FloatData {
+			bits := math.Float32bits(v)
+			raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(bits), byte(bits>>8), byte(bits>>16), byte(bits>>24)
+		}
+		init.ExternalData = []*onnx.StringStringEntryProto{{Key: "location", Value: "enc.onnx.data"},
+			{Key: "offset", Value: strconv.Itoa(len(blob))}, {Key: "length", Value: strconv.Itoa(len(raw))}}
+		init.DataLocation, init.FloatData = onnx.TensorProto_EXTERNAL, nil
+		blob = append(blob, raw...)
+	}
+	if len(blob) == 0 {
+		t.Fatal("no initializer moved out")
+	}
+	path := filepath.Join(dir, "enc.onnx")
+	if err := g.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "enc.onnx.data"), blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(other)
+	ext, err := encoder.Open(path, encoder.Config{ORT: ort.Options{Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	in, err := session(testenc.Clean(1).Model(), encoder.Config{ORT: ort.Options{Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	imgs := images(3, 2)
+	a, _ := embed(t, ext, imgs)
+	b, _ := embed(t, in, imgs)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("value %d: %v with external data, %v inline", i, a[i], b[i])
+		}
+	}
+	m, err := encoder.Load(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(other, "export.onnx")
+	if err := m.Export(nil, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "enc.onnx.data"))
+	re, err := encoder.Open(out, encoder.Config{ORT: ort.Options{Threads: 1}})
+	if err != nil {
+		t.Fatalf("the export needs the external data file: %v", err)
+	}
+	re.Close()
+	if _, err := encoder.Load(path, ""); err == nil || !strings.Contains(err.Error(), "enc.onnx.data") {
+		t.Fatalf("a missing external data file: got %v, want an error naming it", err)
+	}
 }

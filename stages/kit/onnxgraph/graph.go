@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
@@ -33,7 +35,76 @@ func Load(path string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("onnxgraph: %w", err)
 	}
-	return Parse(b, path)
+	m, err := Parse(b, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.inlineExternal(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// maxInline bounds the tensor bytes read from external data files: a
+// model is handed to ONNX Runtime as one protobuf, which cannot pass 2 GiB.
+const maxInline = 1800 << 20
+
+// inlineExternal reads the initializers kept in external data files
+// (location relative to dir) into the model, so that every session and
+// export made from it stands alone, whatever the working directory and
+// wherever an export is written.
+func (m *Model) inlineExternal(dir string) error {
+	total := 0
+	for _, t := range m.P.Graph.Initializer {
+		if t.DataLocation != onnx.TensorProto_EXTERNAL {
+			continue
+		}
+		var loc string
+		var off, n int64 = 0, -1
+		for _, kv := range t.ExternalData {
+			var err error
+			switch kv.Key {
+			case "location":
+				loc = kv.Value
+			case "offset":
+				off, err = strconv.ParseInt(kv.Value, 10, 64)
+			case "length":
+				n, err = strconv.ParseInt(kv.Value, 10, 64)
+			}
+			if err != nil || off < 0 {
+				return fmt.Errorf("onnxgraph: %s: %w: tensor %q: external data %s=%q", m.source, ErrModel, t.Name, kv.Key, kv.Value)
+			}
+		}
+		if loc == "" || filepath.IsAbs(loc) || strings.Contains(filepath.ToSlash(loc), "../") {
+			return fmt.Errorf("onnxgraph: %s: %w: tensor %q: external data location %q (want a file beside the model)", m.source, ErrModel, t.Name, loc)
+		}
+		f, err := os.Open(filepath.Join(dir, loc))
+		if err != nil {
+			return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, t.Name, err)
+		}
+		st, err := f.Stat()
+		if err == nil && n < 0 {
+			n = st.Size() - off
+		}
+		if err == nil && (off+n > st.Size() || n < 0) {
+			err = fmt.Errorf("bytes %d-%d of a %d-byte file", off, off+n, st.Size())
+		}
+		if err == nil && total+int(n) > maxInline {
+			err = fmt.Errorf("more than %d MiB of external data: too large for one ONNX Runtime session", maxInline>>20)
+		}
+		var b []byte
+		if err == nil {
+			b = make([]byte, n)
+			_, err = f.ReadAt(b, off)
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("onnxgraph: %s: tensor %q: external data %s: %v", m.source, t.Name, loc, err)
+		}
+		total += int(n)
+		t.RawData, t.ExternalData, t.DataLocation = b, nil, onnx.TensorProto_DEFAULT
+	}
+	return nil
 }
 
 // Parse decodes an ONNX model; source names it in errors.
