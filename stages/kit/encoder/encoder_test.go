@@ -515,3 +515,40 @@ func TestExternalDataIsInlined(t *testing.T) {
 		t.Fatalf("a missing external data file: got %v, want an error naming it", err)
 	}
 }
+
+// Shape arithmetic in a graph (Shape, Gather, Mul, Concat on int64, as
+// every transformer export has) is not probed: exposing an int64 tensor as
+// a float output made ONNX Runtime refuse the whole session.
+func TestShapeArithmeticIsNotProbed(t *testing.T) {
+	ortlib.Init(t)
+	b := onnxgraph.NewBuilder("image", []int64{-1, 3, testenc.Size, testenc.Size}, 13)
+	w := make([]float32, 8*3*3*3)
+	for i := range w {
+		w[i] = float32(i%7) / 10
+	}
+	r := b.Op("Relu", "feat", []string{b.Conv("image", "", w, make([]float32, 8), 8, 3, 3, 1, 1)})
+	dims := b.Op("Shape", "", []string{r})
+	batch := b.Op("Gather", "", []string{dims, b.Int64Const(0)}, onnxgraph.IntAttr("axis", 0))
+	twice := b.Op("Mul", "", []string{batch, b.Int64Const(1)})
+	shape := b.Op("Concat", "", []string{twice, b.Int64Const(-1)}, onnxgraph.IntAttr("axis", 0))
+	flat := b.Op("Reshape", "", []string{r, shape})
+	pooled := b.Op("ReduceMean", "", []string{flat}, onnxgraph.IntsAttr("axes", 1), onnxgraph.IntAttr("keepdims", 1))
+	gap := b.Op("Flatten", "", []string{b.Op("GlobalAveragePool", "", []string{r})}, onnxgraph.IntAttr("axis", 1))
+	b.Op("Add", "embedding", []string{gap, pooled})
+	b.Output("embedding", 2)
+	g := b.Model()
+	floats := g.FloatTensors()
+	for tensor, want := range map[string]bool{r: true, dims: false, twice: false, shape: false, flat: true, "embedding": true} {
+		if floats[tensor] != want {
+			t.Errorf("tensor %s: float %v, want %v", tensor, floats[tensor], want)
+		}
+	}
+	e, err := session(g, encoder.Config{Layers: []string{"auto"}, ORT: ort.Options{Threads: 1}})
+	if err != nil {
+		t.Fatalf("a graph with shape arithmetic: %v", err)
+	}
+	defer e.Close()
+	if e.Dim != 8 {
+		t.Fatalf("dim %d, want 8", e.Dim)
+	}
+}

@@ -149,8 +149,9 @@ func (m *Model) probeShapes() error {
 			names, seen[o] = append(names, o), true
 		}
 	}
+	floats := m.src.FloatTensors()
 	for _, t := range m.src.NodeOutputs() {
-		if probeOps[t.Op] && !seen[t.Tensor] {
+		if probeOps[t.Op] && floats[t.Tensor] && !seen[t.Tensor] {
 			names, seen[t.Tensor] = append(names, t.Tensor), true
 		}
 	}

@@ -844,3 +844,74 @@ func (m *Model) InsertInputNorm(nhwc bool, mean, std []float32, bgr bool) error 
 	}
 	return m.sort()
 }
+
+// FloatTensors returns the tensors of the graph that hold float32 values,
+// by following element types from the inputs, initializers and constants
+// through the nodes. Shape arithmetic (Shape, then Gather, Mul, Concat on
+// int64) and comparisons are left out: a transformer's graph is full of
+// them, and exposing one as a float output fails the whole session.
+func (m *Model) FloatTensors() map[string]bool {
+	const float = int32(onnx.TensorProto_FLOAT)
+	typ := map[string]int32{}
+	for _, in := range m.P.Graph.Input {
+		if tt := in.GetType().GetTensorType(); tt != nil {
+			typ[in.Name] = tt.ElemType
+		}
+	}
+	for _, t := range m.P.Graph.Initializer {
+		typ[t.Name] = t.DataType
+	}
+	attr := func(n *onnx.NodeProto, name string) *onnx.AttributeProto {
+		for _, a := range n.Attribute {
+			if a.Name == name {
+				return a
+			}
+		}
+		return nil
+	}
+	of := func(n *onnx.NodeProto, i int) int32 {
+		if i < len(n.Input) {
+			if t, ok := typ[n.Input[i]]; ok {
+				return t
+			}
+		}
+		return float // unknown: assume the common case
+	}
+	for _, n := range m.P.Graph.Node {
+		var t int32
+		switch n.OpType {
+		case "Shape", "Size", "NonZero", "ArgMax", "ArgMin":
+			t = int32(onnx.TensorProto_INT64)
+		case "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf":
+			t = int32(onnx.TensorProto_BOOL)
+		case "Cast":
+			if a := attr(n, "to"); a != nil {
+				t = int32(a.I)
+			}
+		case "Constant", "ConstantOfShape":
+			t = float
+			if a := attr(n, "value"); a != nil && a.T != nil {
+				t = a.T.DataType
+			} else if n.OpType == "Constant" && (attr(n, "value_int") != nil || attr(n, "value_ints") != nil) {
+				t = int32(onnx.TensorProto_INT64)
+			}
+		case "Where":
+			t = of(n, 1)
+		default:
+			t = of(n, 0)
+		}
+		for i, o := range n.Output {
+			typ[o] = t
+			if n.OpType == "TopK" && i == 1 {
+				typ[o] = int32(onnx.TensorProto_INT64)
+			}
+		}
+	}
+	out := map[string]bool{}
+	for name, t := range typ {
+		if t == float {
+			out[name] = true
+		}
+	}
+	return out
+}
