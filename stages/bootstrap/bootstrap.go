@@ -409,5 +409,15 @@ func export(p Params, masks []encoder.Mask, h *mlp.Head, preprocess string) erro
 	if err != nil {
 		return plugin.PortError("features", plugin.BadInput(err))
 	}
-	return m.Export(masks, p.Export, func(g *onnxgraph.Model, emb string) error { return g.AppendHead(emb, h.Layers(), "logits") })
+	return m.Export(masks, p.Export, func(g *onnxgraph.Model, emb string) error {
+		if err := g.AppendHead(emb, h.Layers(), "logits"); err != nil {
+			return err
+		}
+		// The classifier's input is "image", whatever the encoder's export
+		// called it ("input.1", "pixel_values"), unless that name is taken.
+		if in, err := g.ImageInput(); err == nil && !g.HasTensor("image") {
+			return g.RenameInput(in.Name, "image")
+		}
+		return nil
+	})
 }

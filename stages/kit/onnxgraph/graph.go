@@ -915,3 +915,30 @@ func (m *Model) FloatTensors() map[string]bool {
 	}
 	return out
 }
+
+// RenameInput renames the graph input from to to, in every node that reads
+// it. It is an error when to already names a tensor of the graph.
+func (m *Model) RenameInput(from, to string) error {
+	if from == to {
+		return nil
+	}
+	if m.HasTensor(to) {
+		return fmt.Errorf("onnxgraph: %s: %w: cannot rename input %q to %q: the name is taken", m.source, ErrModel, from, to)
+	}
+	found := false
+	for _, in := range m.P.Graph.Input {
+		if in.Name == from {
+			in.Name, found = to, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("onnxgraph: %s: %w: no input %q", m.source, ErrModel, from)
+	}
+	m.rewire(from, to, nil)
+	for _, o := range m.P.Graph.Output {
+		if o.Name == from {
+			o.Name = to
+		}
+	}
+	return nil
+}
