@@ -680,3 +680,51 @@ func TestColumnFlagsOnTcoreTables(t *testing.T) {
 		})
 	}
 }
+
+// A test folder that lacks a class is labelled by the training classes'
+// names, not by its own sorted folders; a linked class folder counts.
+func TestImageFolderClassesByName(t *testing.T) {
+	root := t.TempDir()
+	for p, b := range map[string][]byte{"cat/a.png": img(1), "fox/a.png": img(2)} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), b, 0o644)
+	}
+	elsewhere := t.TempDir()
+	os.WriteFile(filepath.Join(elsewhere, "b.png"), img(3), 0o644)
+	if err := os.Symlink(elsewhere, filepath.Join(root, "dog")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		classes []string
+		labels  string // by row, sorted path order: cat/a, dog/b, fox/a
+		err     string
+	}{
+		{"own folders", nil, "[0 1 2]", ""},
+		{"training classes", []string{"ant", "cat", "dog", "eel", "fox"}, "[1 2 4]", ""},
+		{"a class the training set lacks", []string{"cat", "dog"}, "", `class folder "fox" is not one of the training classes [cat dog]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, schema, err := readAll(t, root, arrowio.ReadOptions{Classes: tc.classes})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var labels []int32
+			for _, r := range rows {
+				labels = append(labels, r.label)
+			}
+			if fmt.Sprint(labels) != tc.labels {
+				t.Fatalf("labels %v, want %s", labels, tc.labels)
+			}
+			if v, _ := schema.Metadata().GetValue(arrowio.ClassesKey); tc.classes != nil && !strings.Contains(v, `"ant"`) {
+				t.Fatalf("classes %q, want the training names", v)
+			}
+		})
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -58,6 +60,11 @@ type ReadOptions struct {
 	BatchRows int
 	// Alloc allocates the batches (default memory.DefaultAllocator).
 	Alloc memory.Allocator
+	// Classes, when set, are the class names of another set in label
+	// order (a training folder's): an image folder's class sub-folders are
+	// labelled by them, so a test folder that lacks a class keeps every
+	// other label; a sub-folder not among them is an error.
+	Classes []string
 }
 
 func (o ReadOptions) withDefaults() ReadOptions {
@@ -678,7 +685,8 @@ func (c *imageConverter) convert(rec arrow.Record, start int64) (arrow.Record, e
 }
 
 // openFolder reads root/<class>/<file> as images/v1: classes are the sorted
-// sub-folder names (label = index), rows are in sorted path order.
+// sub-folder names (label = index; or opt.Classes, by name), rows are in
+// sorted path order. Class folders may be symbolic links.
 func openFolder(root string, opt ReadOptions) (array.RecordReader, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
@@ -686,7 +694,12 @@ func openFolder(root string, opt ReadOptions) (array.RecordReader, error) {
 	}
 	var classes []string
 	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+		isDir := e.IsDir()
+		if e.Type()&fs.ModeSymlink != 0 { // a linked class folder counts
+			st, err := os.Stat(filepath.Join(root, e.Name()))
+			isDir = err == nil && st.IsDir()
+		}
+		if isDir && !strings.HasPrefix(e.Name(), ".") {
 			classes = append(classes, e.Name())
 		}
 	}
@@ -694,13 +707,32 @@ func openFolder(root string, opt ReadOptions) (array.RecordReader, error) {
 	if len(classes) == 0 {
 		return nil, dataErr(root, "", -1, "image folder has no class sub-folders (want root/<class>/<image>)")
 	}
+	labelOf := map[string]int32{}
+	for i, c := range classes {
+		labelOf[c] = int32(i)
+	}
+	if len(opt.Classes) > 0 {
+		labelOf = map[string]int32{}
+		for i, c := range opt.Classes {
+			labelOf[c] = int32(i)
+		}
+		for _, c := range classes {
+			if _, ok := labelOf[c]; !ok {
+				return nil, dataErr(filepath.Join(root, c), "", -1, "class folder %q is not one of the training classes %v", c, opt.Classes)
+			}
+		}
+		classes = opt.Classes
+	}
 	type item struct {
 		path  string
 		label int32
 	}
 	var items []item
-	for li, cl := range classes {
+	for cl, li := range labelOf {
 		files, err := os.ReadDir(filepath.Join(root, cl))
+		if len(opt.Classes) > 0 && errors.Is(err, fs.ErrNotExist) {
+			continue // a training class this folder lacks
+		}
 		if err != nil {
 			return nil, fmt.Errorf("arrowio: %w", err)
 		}
@@ -708,7 +740,7 @@ func openFolder(root string, opt ReadOptions) (array.RecordReader, error) {
 			if f.IsDir() || strings.HasPrefix(f.Name(), ".") {
 				continue
 			}
-			items = append(items, item{filepath.Join(cl, f.Name()), int32(li)})
+			items = append(items, item{filepath.Join(cl, f.Name()), li})
 		}
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].path < items[j].path })

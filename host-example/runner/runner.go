@@ -55,7 +55,27 @@ type Run struct {
 	// StageTimeout, when positive, bounds each stage's run (--stage-timeout).
 	StageTimeout time.Duration
 
-	trainIDs map[uint64]int64 // sample_id -> row of Train, when Truth is given
+	trainIDs map[uint64]int64    // sample_id -> row of Train, when Truth is given
+	testRead arrowio.ReadOptions // Read, with the training set's class names
+}
+
+// classNames returns the class names a dataset records (arrowio.ClassesKey;
+// image folders do), or nil.
+func classNames(ctx context.Context, path string, read arrowio.ReadOptions) ([]string, error) {
+	rr, err := arrowio.OpenDataset(ctx, path, read)
+	if err != nil {
+		return nil, err
+	}
+	defer rr.Release()
+	v, ok := rr.Schema().Metadata().GetValue(arrowio.ClassesKey)
+	if !ok {
+		return nil, nil
+	}
+	var names []string
+	if err := json.Unmarshal([]byte(v), &names); err != nil {
+		return nil, nil // names we cannot read: labels as they are
+	}
+	return names, nil
 }
 
 // SmallClass is the fewest rows a class may have before the run warns
@@ -210,7 +230,7 @@ func (r *Run) checkSpec(ctx context.Context) error {
 	if err != nil {
 		return plugin.BadInputf("eval spec: %v", err)
 	}
-	rr, err := arrowio.OpenDataset(ctx, r.Test, r.Read)
+	rr, err := arrowio.OpenDataset(ctx, r.Test, r.testRead)
 	if err != nil {
 		return err
 	}
@@ -266,6 +286,15 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 		}
 		inputs[name] = v
 	}
+	// A test set is labelled by the training set's class names when both
+	// name them (image folders): a test folder that lacks a class keeps
+	// every other label.
+	r.testRead = r.Read
+	if names, err := classNames(ctx, r.Train, r.Read); err != nil {
+		return nil, err
+	} else if len(names) > 0 {
+		r.testRead.Classes = names
+	}
 	if err := r.checkSpec(ctx); err != nil {
 		return nil, err
 	}
@@ -320,7 +349,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if _, err := os.Stat(model); err == nil {
 		s.Model = model
 		if r.Test != "" {
-			e := Eval{Model: model, Data: r.Test, Device: b.Device, Read: r.Read, Spec: r.Spec, Truth: r.Truth}
+			e := Eval{Model: model, Data: r.Test, Device: b.Device, Read: r.testRead, Spec: r.Spec, Truth: r.Truth}
 			if classes != nil {
 				e.Classes = classes.N
 			}
