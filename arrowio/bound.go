@@ -13,7 +13,7 @@ import (
 // allocSlack plus allocFactor times the file's size; compression and
 // dictionary encoding stay well inside that on real files.
 const (
-	allocSlack  = 256 << 20
+	allocSlack  = 32 << 20
 	allocFactor = 1024
 )
 

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/apache/arrow/go/v17/parquet"
 	"github.com/apache/arrow/go/v17/parquet/file"
 	"github.com/apache/arrow/go/v17/parquet/pqarrow"
 )
@@ -187,16 +188,22 @@ func relocate(err error, file string) error {
 }
 
 func openParquet(ctx context.Context, path string, opt ReadOptions) (array.RecordReader, io.Closer, error) {
-	pf, err := file.OpenParquetFile(path, false)
+	// Page buffers come from the bounded allocator too: a page header
+	// declares its uncompressed size before anything checks it.
+	pf, err := guard(func() (*file.Reader, error) {
+		return file.OpenParquetFile(path, false, file.WithReadProps(parquet.NewReaderProperties(opt.Alloc)))
+	})
 	if err != nil {
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opt.BatchRows)}, opt.Alloc)
+	fr, err := guard(func() (*pqarrow.FileReader, error) {
+		return pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opt.BatchRows)}, opt.Alloc)
+	})
 	if err != nil {
 		pf.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
-	rr, err := fr.GetRecordReader(ctx, nil, nil)
+	rr, err := guard(func() (pqarrow.RecordReader, error) { return fr.GetRecordReader(ctx, nil, nil) })
 	if err != nil {
 		pf.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)

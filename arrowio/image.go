@@ -42,6 +42,11 @@ func DecodeConfig(data []byte) (image.Config, string, error) {
 	if err != nil {
 		return cfg, format, fmt.Errorf("%w: %s header: %v", ErrNotImage, format, err)
 	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		// A PNG header may declare a zero side: no pixels to embed, and a
+		// resize would divide by zero.
+		return cfg, format, fmt.Errorf("%w: a %dx%d %s has no pixels", ErrNotImage, cfg.Width, cfg.Height, format)
+	}
 	return cfg, format, nil
 }
 
