@@ -589,14 +589,17 @@ func TestCorruptedParquetNeverPanics(t *testing.T) {
 	}
 }
 
-// TestHugeDeclarationsAreErrors reads what FuzzOpenDataset found: a 3 KiB
-// Arrow IPC stream whose batch declares a 24 TiB buffer, and a 600-byte one
-// whose schema declares a hundred million fields. The process used to die
-// of the first, and spend 4 GiB and 20 s on the second.
-func TestHugeDeclarationsAreErrors(t *testing.T) {
+// TestFuzzFindingsAreErrors reads what FuzzOpenDataset found: a 3 KiB
+// Arrow IPC stream whose batch declares a 24 TiB buffer, a 600-byte one
+// whose schema declares a hundred million fields, and a file whose
+// fixed-size list column's buffers hold less than its lengths say. The process
+// used to die of the first, spend 4 GiB and 20 s on the second, and panic
+// on the third.
+func TestFuzzFindingsAreErrors(t *testing.T) {
 	for _, tc := range []struct{ corpus, want string }{
 		{"6c1710f69706d10e", "declares a buffer of 26388279066624 bytes"},
 		{"ff62f80d69293c53", "entries declared in"},
+		{"75d46484dc437657", "malformed batch"},
 	} {
 		t.Run(tc.corpus, func(t *testing.T) {
 			raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzOpenDataset", tc.corpus))

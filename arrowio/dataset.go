@@ -443,7 +443,7 @@ func (c *checked) Next() bool {
 	}
 	rec := c.src.Record()
 	if c.conv != nil {
-		out, err := c.conv.convert(rec, c.v.Rows())
+		out, err := guard(func() (arrow.Record, error) { return c.conv.convert(rec, c.v.Rows()) })
 		if err != nil {
 			c.err = err
 			return false
@@ -455,8 +455,13 @@ func (c *checked) Next() bool {
 	} else {
 		rec.Retain()
 	}
-	if err := c.v.Check(rec); err != nil {
+	// Arrow does not check that a batch's buffers hold what its lengths
+	// and offsets say: the checks index them under guard.
+	if _, err := guard(func() (struct{}, error) { return struct{}{}, c.v.Check(rec) }); err != nil {
 		rec.Release()
+		if _, ok := err.(*DataError); !ok {
+			err = dataErr(c.v.source, "", c.v.Rows(), "malformed batch: %v", err)
+		}
 		c.err = err
 		return false
 	}

@@ -91,7 +91,11 @@ func (v *Validator) finite(name string, l *array.FixedSizeList) error {
 	vals := l.ListValues().(*array.Float32)
 	dim := int(l.DataType().(*arrow.FixedSizeListType).Len())
 	off := l.Offset() * dim
-	raw := vals.Float32Values()[off : off+l.Len()*dim]
+	all := vals.Float32Values()
+	if off+l.Len()*dim > len(all) {
+		return dataErr(v.source, name, v.rows, "%d values for %d rows of %d: the file is malformed", len(all)-off, l.Len(), dim)
+	}
+	raw := all[off : off+l.Len()*dim]
 	if vals.NullN() > 0 {
 		for j := range raw {
 			if vals.IsNull(off + j) {
