@@ -755,6 +755,9 @@ func openFolder(root string, opt ReadOptions) (array.RecordReader, error) {
 			items = append(items, item{filepath.Join(cl, f.Name()), li})
 		}
 	}
+	if len(items) == 0 {
+		return nil, dataErr(root, "", -1, "image folder has class sub-folders %v but no images in them (files starting with a dot are skipped)", classes)
+	}
 	sort.Slice(items, func(i, j int) bool { return items[i].path < items[j].path })
 	names, _ := json.Marshal(classes)
 	schema := withKind(KindImages, ImagesSchema().Fields(), map[string]string{ClassesKey: string(names)})
