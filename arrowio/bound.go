@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/apache/arrow/go/v17/parquet/compress"
+	"github.com/klauspost/compress/zstd"
 )
 
 // A malformed file can declare a buffer of terabytes, and Arrow's readers
@@ -55,4 +57,40 @@ func (a boundedAlloc) Allocate(size int) []byte {
 func (a boundedAlloc) Reallocate(size int, b []byte) []byte {
 	a.check(size)
 	return a.Allocator.Reallocate(size, b)
+}
+
+// Parquet pages are decompressed by codecs that trust the sizes a page's
+// frames declare: klauspost's zstd decoder accepts up to 64 GiB by
+// default. tcore's readers register a zstd codec whose decoder refuses
+// more than maxPage bytes of output (Arrow's pages are about 1 MiB;
+// tcore writes zstd), so a mutated page cannot ask for gigabytes. The
+// codec registry is Arrow's, for the whole process.
+const maxPage = 256 << 20
+
+func init() {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxPage), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		panic(err)
+	}
+	orig, err := compress.GetCodec(compress.Codecs.Zstd)
+	if err != nil {
+		return
+	}
+	compress.RegisterCodec(compress.Codecs.Zstd, boundedZstd{Codec: orig, dec: dec})
+}
+
+// boundedZstd is Arrow's zstd codec with a decoder bounded by maxPage.
+type boundedZstd struct {
+	compress.Codec
+	dec *zstd.Decoder
+}
+
+// Decode decompresses src into dst; an error panics, as Arrow's codecs
+// do, and the readers' guard turns it into an error naming the file.
+func (c boundedZstd) Decode(dst, src []byte) []byte {
+	out, err := c.dec.DecodeAll(src, dst[:0])
+	if err != nil {
+		panic(fmt.Errorf("zstd page: %w", err))
+	}
+	return out
 }
