@@ -59,25 +59,6 @@ type Run struct {
 	testRead arrowio.ReadOptions // Read, with the training set's class names
 }
 
-// classNames returns the class names a dataset records (arrowio.ClassesKey;
-// image folders do), or nil.
-func classNames(ctx context.Context, path string, read arrowio.ReadOptions) ([]string, error) {
-	rr, err := arrowio.OpenDataset(ctx, path, read)
-	if err != nil {
-		return nil, err
-	}
-	defer rr.Release()
-	v, ok := rr.Schema().Metadata().GetValue(arrowio.ClassesKey)
-	if !ok {
-		return nil, nil
-	}
-	var names []string
-	if err := json.Unmarshal([]byte(v), &names); err != nil {
-		return nil, nil // names we cannot read: labels as they are
-	}
-	return names, nil
-}
-
 // SmallClass is the fewest rows a class may have before the run warns
 // that a head can hardly learn it.
 const SmallClass = 5
@@ -93,6 +74,15 @@ func (r *Run) checkLabels(ctx context.Context) (*report.Classes, error) {
 		return nil, err
 	}
 	defer rr.Release()
+	// A test set is labelled by the training set's class names when both
+	// name them (image folders): a test folder that lacks a class keeps
+	// every other label.
+	if v, ok := rr.Schema().Metadata().GetValue(arrowio.ClassesKey); ok {
+		var names []string
+		if json.Unmarshal([]byte(v), &names) == nil {
+			r.testRead.Classes = names
+		}
+	}
 	counts := map[int]int{}
 	var row int64
 	maxLabel, maxRow := -1, int64(-1)
@@ -286,23 +276,15 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 		}
 		inputs[name] = v
 	}
-	// A test set is labelled by the training set's class names when both
-	// name them (image folders): a test folder that lacks a class keeps
-	// every other label.
-	r.testRead = r.Read
-	if names, err := classNames(ctx, r.Train, r.Read); err != nil {
-		return nil, err
-	} else if len(names) > 0 {
-		r.testRead.Classes = names
-	}
-	if err := r.checkSpec(ctx); err != nil {
-		return nil, err
-	}
 	if r.Truth != "" {
 		r.trainIDs = map[uint64]int64{}
 	}
-	classes, err := r.checkLabels(ctx)
+	r.testRead = r.Read
+	classes, err := r.checkLabels(ctx) // also sets testRead.Classes
 	if err != nil {
+		return nil, err
+	}
+	if err := r.checkSpec(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.checkTruth(); err != nil {
