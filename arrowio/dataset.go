@@ -196,6 +196,12 @@ func openParquet(ctx context.Context, path string, opt ReadOptions) (array.Recor
 	if err != nil {
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
+	// pqarrow decodes the Arrow schema stored in the key-value metadata
+	// with Arrow's IPC reader, which trusts its flatbuffer's lengths.
+	if err := checkStoredArrowSchema(pf.MetaData().KeyValueMetadata()); err != nil {
+		pf.Close()
+		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: its ARROW:schema metadata: %v", err)
+	}
 	fr, err := guard(func() (*pqarrow.FileReader, error) {
 		return pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opt.BatchRows)}, opt.Alloc)
 	})

@@ -1,11 +1,14 @@
 package arrowio
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/apache/arrow/go/v17/parquet/metadata"
 	flatbuffers "github.com/google/flatbuffers/go"
 )
 
@@ -70,6 +73,29 @@ func checkIPCSchemas(r io.ReaderAt, size int64, format Format) error {
 		return fmt.Errorf("schema message: %w", err)
 	}
 	return nil
+}
+
+// checkStoredArrowSchema checks the IPC schema a Parquet file keeps,
+// base64-encoded, under "ARROW:schema", decoding it as pqarrow does.
+func checkStoredArrowSchema(kv metadata.KeyValueMetadata) error {
+	if kv == nil {
+		return nil
+	}
+	enc := kv.FindValue("ARROW:schema")
+	if enc == nil {
+		return nil
+	}
+	var raw []byte
+	var err error
+	if len(*enc)%4 == 0 {
+		raw, err = base64.StdEncoding.DecodeString(*enc)
+	}
+	if len(raw) == 0 || err != nil {
+		if raw, err = base64.RawStdEncoding.DecodeString(*enc); err != nil {
+			return err
+		}
+	}
+	return checkIPCSchemas(bytes.NewReader(raw), int64(len(raw)), FormatIPCStream)
 }
 
 // flat walks one flatbuffer, counting the tables it visits so that shared
