@@ -74,7 +74,7 @@ fuzz: setup
 	@mkdir -p runs/fuzz; fail=; for fn in $(FUZZ_TARGETS); do \
 		pkg=$$(dirname $$(grep -l "^func $$fn(" $$(git ls-files '*_test.go'))); \
 		echo "== $$fn ./$$pkg $(FUZZTIME) from $$(date -u +%H:%M:%S)"; \
-		if $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -parallel 1 ./$$pkg > runs/fuzz/$$fn.log 2>&1; \
+		if $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x -parallel 1 ./$$pkg > runs/fuzz/$$fn.log 2>&1; \
 		then tail -n 3 runs/fuzz/$$fn.log | grep 'execs:' | tail -n 1; else fail="$$fail $$fn"; tail -n 12 runs/fuzz/$$fn.log; fi; \
 	done; if [ -n "$$fail" ]; then echo "fuzz: crashers in$$fail"; exit 1; fi
 

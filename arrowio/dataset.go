@@ -196,6 +196,17 @@ func openParquet(ctx context.Context, path string, opt ReadOptions) (array.Recor
 	if err != nil {
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
+	// pqarrow opens the column chunks in goroutines of its own, where a
+	// panic cannot be recovered: their extents are checked here first.
+	st, err := os.Stat(path)
+	if err != nil {
+		pf.Close()
+		return nil, nil, fmt.Errorf("arrowio: %w", err)
+	}
+	if _, err := guard(func() (struct{}, error) { return struct{}{}, checkChunks(pf, st.Size()) }); err != nil {
+		pf.Close()
+		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
+	}
 	// pqarrow decodes the Arrow schema stored in the key-value metadata
 	// with Arrow's IPC reader, which trusts its flatbuffer's lengths.
 	if err := checkStoredArrowSchema(pf.MetaData().KeyValueMetadata()); err != nil {
@@ -837,4 +848,28 @@ func (g *genReader) Next() bool {
 	}
 	g.rec = rec
 	return true
+}
+
+// checkChunks checks that every column chunk the footer declares lies
+// inside the file (Parquet's reader sizes a buffer by the declared length).
+func checkChunks(pf *file.Reader, size int64) error {
+	md := pf.MetaData()
+	for g := 0; g < pf.NumRowGroups(); g++ {
+		rg := md.RowGroup(g)
+		for c := 0; c < rg.NumColumns(); c++ {
+			col, err := rg.ColumnChunk(c)
+			if err != nil {
+				return err
+			}
+			start := col.DataPageOffset()
+			if col.HasDictionaryPage() && col.DictionaryPageOffset() > 0 && start > col.DictionaryPageOffset() {
+				start = col.DictionaryPageOffset()
+			}
+			n := col.TotalCompressedSize()
+			if start < 0 || n < 0 || start > size || n > size-start {
+				return fmt.Errorf("row group %d, column %d: a chunk of %d bytes at offset %d in a file of %d", g, c, n, start, size)
+			}
+		}
+	}
+	return nil
 }
