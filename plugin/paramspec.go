@@ -28,12 +28,22 @@ const (
 	// RoleExport is a file the stage writes for the user (the classifier):
 	// a host points it into its run folder.
 	RoleExport Role = "export"
+	// RoleOutput is a file the stage writes for another stage to read (a
+	// filtered or pruned encoder): a host binds nothing to it; pipelines set
+	// it under "$run/", and an orchestrator export turns it into an
+	// artifact.
+	RoleOutput Role = "output"
 	// RoleClasses is the number of classes: bound to the host's
 	// --classes (0 there binds nothing).
 	RoleClasses Role = "classes"
+	// RoleShard is [i, n]: the stage handles the i-th share of n of its
+	// rows, for a fan-out whose outputs a host merges in order (tcore stage
+	// --shard i/n, tcore stage concat). Only stages that can run sharded
+	// declare it.
+	RoleShard Role = "shard"
 )
 
-var roles = map[Role]bool{"": true, RoleEncoder: true, RoleFile: true, RoleDevice: true, RoleSeed: true, RoleExport: true, RoleClasses: true}
+var roles = map[Role]bool{"": true, RoleEncoder: true, RoleFile: true, RoleDevice: true, RoleSeed: true, RoleExport: true, RoleClasses: true, RoleShard: true, RoleOutput: true}
 
 // IsFile reports whether the parameter names an input file (hashed by
 // content into a cache key).

@@ -274,6 +274,9 @@ type Bindings struct {
 	// Classes is the declared number of classes (RoleClasses); 0 binds
 	// nothing.
 	Classes int
+	// Shard is [i, n] for the stages that can run over a share of their
+	// rows (RoleShard); nil binds nothing.
+	Shard []int
 	// RunDir replaces "$run" in the string parameters of the pipeline.
 	RunDir string
 }
@@ -341,6 +344,10 @@ func (p *Pipeline) Bind(stages Provider, b Bindings) error {
 				if b.Classes > 0 {
 					v = b.Classes
 				}
+			case plugin.RoleShard:
+				if b.Shard != nil {
+					v = b.Shard
+				}
 			}
 			if v != nil {
 				params[ps.Name], _ = json.Marshal(v)
@@ -352,3 +359,30 @@ func (p *Pipeline) Bind(stages Provider, b Bindings) error {
 	}
 	return nil
 }
+
+// Shape is a validated pipeline as another scheduler needs it: the nodes in
+// dependency order, what feeds each stage node's input ports ("node.port"),
+// and the nodes each node waits for.
+type Shape struct {
+	Order []string
+	In    map[string]map[string]string
+	Deps  map[string][]string
+	Nodes map[string]*Node
+	Specs map[string]plugin.Spec // by node id (stage nodes)
+}
+
+// Shape validates p against the stages and returns its shape.
+func (p *Pipeline) Shape(stages Provider) (*Shape, error) {
+	pl, err := p.validate(stages)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shape{Order: pl.order, In: pl.in, Deps: map[string][]string{}, Nodes: pl.nodes, Specs: pl.specs}
+	for _, id := range pl.order {
+		s.Deps[id] = pl.deps(id)
+	}
+	return s, nil
+}
+
+// SplitRef splits "node.port".
+func SplitRef(ref string) (node, port string, ok bool) { return splitRef(ref) }

@@ -27,7 +27,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "clp",
-		Version: "0.1.0",
+		Version: "0.1.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images (embedded again when channels are pruned)"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -45,7 +45,7 @@ func (Stage) Spec() plugin.Spec {
 // Params are clp's parameters.
 type Params struct {
 	Encoder string  `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
-	Export  string  `json:"export" doc:"where to write the pruned encoder (ONNX)"`
+	Export  string  `json:"export" role:"output" doc:"where to write the pruned encoder (ONNX)"`
 	U       float64 `json:"u" range:"(0,)" doc:"prune channels whose UCLC exceeds mean + u x std of their layer"`
 	Device  string  `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 }

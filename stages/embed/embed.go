@@ -29,7 +29,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "embed",
-		Version: "0.2.0",
+		Version: "0.3.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "images to embed"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels with keep=false are switched off (set to 0) inside the encoder"},
@@ -52,6 +52,7 @@ type Params struct {
 	Std          []float32 `json:"std" range:"(0,)" doc:"per-channel std divided by (with mean)"`
 	ChannelOrder string    `json:"channel_order" enum:"rgb|bgr" doc:"rgb or bgr"`
 	Gray         string    `json:"gray" enum:"convert|reject" doc:"convert (repeat the grey plane) or reject grey images for a colour model"`
+	Shard        []int     `json:"shard" role:"shard" range:"[0,)" doc:"[i, n]: embed only batches i, i+n, i+2n, ... of batch_size rows ([] embeds all); tcore stage concat interleaves the n outputs back into the unsharded table, byte for byte"`
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -63,6 +64,8 @@ func (p *Params) Check() error {
 		return plugin.BadInputf("parameter \"size\": %v, want [height, width]", p.Size)
 	case (p.Mean == nil) != (p.Std == nil):
 		return plugin.BadInputf("parameters \"mean\" and \"std\" go together")
+	case len(p.Shard) != 0 && (len(p.Shard) != 2 || (arrowio.Shard{I: p.Shard[0], N: p.Shard[1], Unit: 1}).Check() != nil):
+		return plugin.BadInputf("parameter \"shard\": %v, want [i, n] with 0 <= i < n (or [])", p.Shard)
 	}
 	return ort.CheckDevice(p.Device)
 }
@@ -114,6 +117,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	r, err := in.Open("images")
 	if err != nil {
 		return nil, err
+	}
+	if len(p.Shard) == 2 {
+		// The reference Open gave passes to the shard's reader.
+		sh := arrowio.Shard{I: p.Shard[0], N: p.Shard[1], Unit: p.BatchSize}
+		r = sh.Rows(r)
+		schema = sh.Mark(schema)
 	}
 	defer r.Release()
 	w, err := out.Create("features", schema)

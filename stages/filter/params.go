@@ -10,7 +10,7 @@ import (
 // defaults. docs/ALGORITHM.md (stage 3) says what each step does with them.
 type Params struct {
 	Encoder       string `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
-	Export        string `json:"export" doc:"where to write the filtered encoder (ONNX)"`
+	Export        string `json:"export" role:"output" doc:"where to write the filtered encoder (ONNX)"`
 	TrustedColumn string `json:"trusted_column" doc:"boolean column of the trusted input"`
 	Seed          uint64 `json:"seed" role:"seed" doc:"random seed"`
 	Device        string `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`

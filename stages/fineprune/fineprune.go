@@ -26,7 +26,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "fineprune",
-		Version: "0.1.0",
+		Version: "0.1.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images (embedded again when channels are pruned)"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -44,7 +44,7 @@ func (Stage) Spec() plugin.Spec {
 // Params are fineprune's parameters.
 type Params struct {
 	Encoder       string  `json:"encoder" role:"encoder" doc:"the encoder (ONNX); tcore run sets it"`
-	Export        string  `json:"export" doc:"where to write the pruned encoder (ONNX)"`
+	Export        string  `json:"export" role:"output" doc:"where to write the pruned encoder (ONNX)"`
 	Layer         string  `json:"layer" doc:"the probed layer to prune (default: the deepest)"`
 	Prune         float64 `json:"prune" range:"(0,1)" doc:"share of the layer's channels pruned, least active first"`
 	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`

@@ -2,6 +2,8 @@
 // plugins over datasets and manages the plugins.
 //
 //	tcore run --train DATA --out DIR [--pipeline NAME|FILE.json] [--test DATA] ...
+//	tcore stage NAME --in PORT=FILE ... --out PORT=FILE ... [--param k=v ...]
+//	tcore export argo [--pipeline P] --train KEY --encoder KEY [--shards N] [--device cuda] ...
 //	tcore demo
 //	tcore plugins list|verify|lock
 //	tcore version
@@ -47,6 +49,8 @@ commands:
   eval      accuracy (and, with --eval, attack success rate) of an ONNX classifier
   demo      BadNets planted in the demo data, none and tcore side by side
   bench     the benchmark matrix of a config: scenarios x pipelines x rates
+  stage     one stage as a standalone step: files in, files out
+  export    the pipeline as an Argo Workflow (export argo)
   plugins   list | verify | lock the stage plugins of the manifest
   version   print versions
 
@@ -70,6 +74,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], stdout, stderr)
+	case "stage":
+		err = cmdStage(ctx, args[1:], stdout, stderr)
+	case "export":
+		err = cmdExport(ctx, args[1:], stdout, stderr)
 	case "plugins":
 		err = cmdPlugins(ctx, args[1:], stdout, stderr)
 	case "version":
