@@ -459,6 +459,10 @@ func (c *checked) Next() bool {
 		return false
 	}
 	rec := c.src.Record()
+	if _, err := guard(func() (struct{}, error) { return struct{}{}, checkShape(rec) }); err != nil {
+		c.err = dataErr(c.v.source, "", c.v.Rows(), "malformed batch: %v", err)
+		return false
+	}
 	if c.conv != nil {
 		out, err := guard(func() (arrow.Record, error) { return c.conv.convert(rec, c.v.Rows()) })
 		if err != nil {
