@@ -52,11 +52,13 @@ demo: build
 	bin/tcore demo
 
 ## test: every package's tests, then the race detector over the plugin
-## boundary and the host
+## boundary and the host, then the exported Argo workflows against Argo's
+## own schema and validator (a test-only module, host-example/argo/check)
 test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -timeout 30m -race ./plugin/... ./host-example/...
+	cd host-example/argo/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## bench: the plugin boundary (features/v1 in process vs across), and the
 ## embed stage vs raw ONNX Runtime vs PyTorch on ../shared's CIFAR-10 test set

@@ -19,6 +19,7 @@ import (
 // as mean ± sd over seeds; a second run reuses finished cells and reruns
 // the one whose completion marker is missing (an interrupted cell).
 func TestBenchRunsAndResumes(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)

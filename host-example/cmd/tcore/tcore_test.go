@@ -210,6 +210,7 @@ func runPipeline(t *testing.T, pipeline, enc, train, test, out string, extra ...
 // T0: clean encoder, clean data: nothing masked, accuracy within a point
 // of no defence; and the run is deterministic.
 func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenario(t, dir, testenc.Clean(5), 0)
@@ -241,6 +242,7 @@ func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 // with depth and the gain rule takes a few poisoned rows, docs/DECISIONS.md;
 // the sift tests check seed purity on the synthetic T3 tables.)
 func TestTCoreRemovesTheTrojan(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
@@ -292,6 +294,7 @@ func checkRemoved(t *testing.T, none, a map[string]any) {
 // poisoned with it. None follows the trigger; tcore must not, at no cost in
 // accuracy, and keeps no poisoned row.
 func TestTCoreRemovesABlendTrojan(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenarioOf(t, dir, testenc.BlendCollapse(5), 66, blendTrigger)
@@ -310,6 +313,7 @@ func TestTCoreRemovesABlendTrojan(t *testing.T) {
 // the Go-built collapse trojan follows the trigger; a clean encoder on
 // clean data does not.
 func TestRunMeasuresAttack(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	cases := []struct {
 		name         string
@@ -373,6 +377,7 @@ func checkReport(t *testing.T, path string, min int) {
 // clearly attacked, the poisoned rows known to the report. (The full
 // demo with tcore takes minutes; `make demo` runs it.)
 func TestDemoPoisonsAndReports(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	out := t.TempDir()
 	var so, se bytes.Buffer
@@ -433,6 +438,7 @@ func withEmbedNorm(t *testing.T, dir, pipeline string) string {
 // so in its metadata), so tcore eval on [0, 1] pixels agrees with the run.
 // Before, clean_model.onnx got raw pixels and lost most of its accuracy.
 func TestNormalisationTravelsIntoTheModel(t *testing.T) {
+	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenario(t, dir, testenc.Clean(5), 0)
