@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/apache/arrow/go/v17/parquet"
 	"github.com/apache/arrow/go/v17/parquet/file"
+	"github.com/apache/arrow/go/v17/parquet/metadata"
 	"github.com/apache/arrow/go/v17/parquet/pqarrow"
 )
 
@@ -198,12 +199,18 @@ func openParquet(ctx context.Context, path string, opt ReadOptions) (array.Recor
 	}
 	// pqarrow opens the column chunks in goroutines of its own, where a
 	// panic cannot be recovered: their extents are checked here first.
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		pf.Close()
 		return nil, nil, fmt.Errorf("arrowio: %w", err)
 	}
-	if _, err := guard(func() (struct{}, error) { return struct{}{}, checkChunks(pf, st.Size()) }); err != nil {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		pf.Close()
+		return nil, nil, fmt.Errorf("arrowio: %w", err)
+	}
+	if _, err := guard(func() (struct{}, error) { return struct{}{}, checkChunks(pf, f, st.Size()) }); err != nil {
 		pf.Close()
 		return nil, nil, dataErr(path, "", -1, "malformed Parquet file: %v", err)
 	}
@@ -855,8 +862,9 @@ func (g *genReader) Next() bool {
 }
 
 // checkChunks checks that every column chunk the footer declares lies
-// inside the file (Parquet's reader sizes a buffer by the declared length).
-func checkChunks(pf *file.Reader, size int64) error {
+// inside the file (Parquet's reader sizes a buffer by the declared length)
+// and that its pages hold what it declares (walkPages).
+func checkChunks(pf *file.Reader, r io.ReaderAt, size int64) error {
 	md := pf.MetaData()
 	for g := 0; g < pf.NumRowGroups(); g++ {
 		rg := md.RowGroup(g)
@@ -872,6 +880,12 @@ func checkChunks(pf *file.Reader, size int64) error {
 			n := col.TotalCompressedSize()
 			if start < 0 || n < 0 || start > size || n > size-start {
 				return fmt.Errorf("row group %d, column %d: a chunk of %d bytes at offset %d in a file of %d", g, c, n, start, size)
+			}
+			if col.CryptoMetadata() != nil || md.WriterVersion().LessThan(metadata.Parquet816FixedVersion) {
+				continue // encrypted pages, or sizes that leave out a header (PARQUET-816): not walked
+			}
+			if err := walkPages(r, start, n, col.NumValues()); err != nil {
+				return fmt.Errorf("row group %d, column %d: %v", g, c, err)
 			}
 		}
 	}
