@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
 	"github.com/tcore-dev/tcore/host-example/runner"
+	"github.com/tcore-dev/tcore/plugin"
 )
 
 // concatStage is the host's own step that merges a sharded stage's
@@ -105,6 +107,9 @@ func cmdStage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the input datasets (default: detected)")
 	fs.StringVar(&c.labelCol, "label-col", "", "label column of the input datasets (default: label or labels)")
 	if err := parse(fs, args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			describeStage(stdout, name)
+		}
 		return err
 	}
 	out, err := outs.byPort()
@@ -227,4 +232,43 @@ func stageConcat(ctx context.Context, ins *portFlag, out map[string]string, stdo
 	enc.SetIndent("", "  ")
 	return enc.Encode(runner.StepResult{Stage: concatStage, Outputs: map[string]dag.Output{
 		"table": {Path: dst, Rows: wr.Rows, Bytes: wr.Bytes, SHA256: wr.SHA256}}})
+}
+
+// describeStage prints a built-in stage's ports and parameters (after the
+// flags, for `tcore stage NAME -h`).
+func describeStage(w io.Writer, name string) {
+	if name == concatStage {
+		fmt.Fprintf(w, "\nstage concat (the host's own): input part (once per share, in share order), output table\n")
+		return
+	}
+	spec, ok := inProcess().Spec(name)
+	if !ok {
+		return
+	}
+	fmt.Fprintf(w, "\nstage %s %s\n", spec.Name, spec.Version)
+	for _, ports := range []struct {
+		what string
+		ps   []plugin.PortSpec
+	}{{"input", spec.Inputs}, {"output", spec.Outputs}} {
+		for _, p := range ports.ps {
+			opt := ""
+			if p.Optional {
+				opt = ", optional"
+			}
+			fmt.Fprintf(w, "  %s %-10s %s%s: %s\n", ports.what, p.Name, p.Kind, opt, p.Doc)
+		}
+	}
+	for _, p := range spec.Params {
+		extra := ""
+		if p.Role != "" {
+			extra += ", role " + string(p.Role)
+		}
+		if p.Range != "" {
+			extra += ", range " + p.Range
+		}
+		if len(p.Enum) > 0 {
+			extra += ", one of " + strings.Join(p.Enum, "|")
+		}
+		fmt.Fprintf(w, "  param  %-16s %s = %s%s: %s\n", p.Name, p.Type, p.Default, extra, p.Doc)
+	}
 }

@@ -29,6 +29,12 @@ func TestStageAsPluginMatchesTheRunNode(t *testing.T) {
 		t.Errorf("stage reported %+v, want 12 rows at %s with a sha256", o, dst)
 	}
 	sameFile(t, "stats.scores", filepath.Join(dir, "run", "nodes", "stats", "scores.arrow"), dst)
+	// -h names the stage's ports and parameters.
+	var so, se bytes.Buffer
+	if code := run([]string{"stage", "stats", "-h"}, &so, &se); code != 0 || !strings.Contains(so.String(), "input images") ||
+		!strings.Contains(so.String(), "output scores") || !strings.Contains(so.String(), "param  min_per_class") {
+		t.Errorf("stage stats -h: exit %d, printed %q", code, so.String())
+	}
 	left, _ := filepath.Glob(filepath.Join(dir, "step", ".tcore-stage-*"))
 	if len(left) > 0 {
 		t.Errorf("the step's temporary run folder was left: %v", left)
