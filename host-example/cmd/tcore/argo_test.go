@@ -171,7 +171,25 @@ func TestArgoExportRunsLikeARun(t *testing.T) {
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, _, _ := scenarioOf(t, dir, testenc.Collapse(5), 66, patchTrigger)
-	pipe := smallTCore(t, dir)
+	argoLikeRun(t, dir, enc, train, smallTCore(t, dir))
+}
+
+// The same on the demo data (testdata/demo: 2,000 CIFAR-10 images and the
+// backdoored demo encoder) with the built-in tcore pipeline: minutes, so
+// only when TCORE_ARGO_DEMO=1.
+func TestArgoExportRunsLikeARunOnDemoData(t *testing.T) {
+	if os.Getenv("TCORE_ARGO_DEMO") != "1" {
+		t.Skip("set TCORE_ARGO_DEMO=1 (the built-in tcore pipeline on the demo data, twice: minutes)")
+	}
+	ortlib.Init(t)
+	demo := filepath.Join("..", "..", "..", "testdata", "demo")
+	argoLikeRun(t, t.TempDir(), filepath.Join(demo, "enc_badencoder.onnx"), filepath.Join(demo, "train.parquet"), "tcore")
+}
+
+// argoLikeRun runs the pipeline with tcore run, exports it with embed in
+// three shards, runs the export's tasks (localArgo) and compares.
+func argoLikeRun(t *testing.T, dir, enc, train, pipe string) {
+	t.Helper()
 	runStep(t, "run", "--in-process", "--pipeline", pipe, "--encoder", enc, "--train", train, "--out", filepath.Join(dir, "run"))
 
 	repo := filepath.Join(dir, "repo")
