@@ -466,6 +466,32 @@ func WriteSamples(res *dag.Result) (report.Counts, error) {
 			return counts, err
 		}
 	}
+	// The training rows' labels and positions in --train, for readers of
+	// samples.parquet who join it back to their data.
+	if src := trainTable(res); src != "" {
+		label := col{field: arrow.Field{Name: "train.label", Type: arrow.PrimitiveTypes.Int32}, vals: map[uint64]any{}}
+		row := col{field: arrow.Field{Name: "train.row", Type: arrow.PrimitiveTypes.Int32}, vals: map[uint64]any{}}
+		r, err := arrowio.OpenDataset(context.Background(), src, arrowio.ReadOptions{})
+		if err != nil {
+			return counts, err
+		}
+		n := int32(0)
+		for r.Next() {
+			rec := r.Record()
+			rid := rec.Column(0).(*array.Uint64).Uint64Values()
+			lab := rec.Column(1).(*array.Int32)
+			for i, id := range rid {
+				label.vals[id], row.vals[id] = lab.Value(i), n
+				n++
+			}
+		}
+		err = r.Err()
+		r.Release()
+		if err != nil {
+			return counts, err
+		}
+		cols = append([]col{label, row}, cols...)
+	}
 	fields := make([]arrow.Field, len(cols))
 	for i, c := range cols {
 		fields[i] = c.field
@@ -511,6 +537,19 @@ func WriteSamples(res *dag.Result) (report.Counts, error) {
 	defer rr.Release()
 	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, report.SamplesFile), rr)
 	return counts, err
+}
+
+// trainTable returns the run's copy of --train (the output of the input
+// node that reads "train"), or "".
+func trainTable(res *dag.Result) string {
+	for id, n := range res.Nodes {
+		if n.Input == "train" {
+			if p, ok := res.OutputPath(id, dag.InputPort); ok {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // WriteChannels writes channels.parquet (the run's channels/v1 output, or

@@ -192,8 +192,20 @@ func TestRunWritesReportAndSamples(t *testing.T) {
 			}
 			defer r.Release()
 			n := 0
+			s := r.Schema()
+			if s.NumFields() < 3 || s.Field(1).Name != "train.label" || s.Field(2).Name != "train.row" {
+				t.Fatalf("samples.parquet columns %v: want sample_id, train.label, train.row first", s)
+			}
 			for r.Next() {
-				n += int(r.Record().NumRows())
+				rec := r.Record()
+				ids, labels, rows := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Int32)
+				for i := 0; i < int(rec.NumRows()); i++ {
+					// dataset: sample_id is the row, and the label row % 4.
+					if uint64(rows.Value(i)) != ids.Value(i) || labels.Value(i) != rows.Value(i)%4 {
+						t.Fatalf("samples.parquet row %d: sample_id %d, label %d, row %d", n+i, ids.Value(i), labels.Value(i), rows.Value(i))
+					}
+				}
+				n += int(rec.NumRows())
 			}
 			if n != 12 {
 				t.Fatalf("samples.parquet has %d rows, want 12", n)
