@@ -38,13 +38,29 @@ func TestStageInContainer(t *testing.T) {
 		t.Fatalf("podman import: %v\n%s", err, out)
 	}
 	defer exec.Command(podman, "rmi", "-f", image).Run()
-	if out, err := exec.Command(podman, "run", "--rm", "--network", "none", image, "tcore", "version").CombinedOutput(); err != nil {
-		t.Skipf("podman cannot run a container here: %s", strings.TrimSpace(string(out)))
+	// podman's defaults first; then runc with small limits, for hosts whose
+	// hard limits are under podman's defaults and whose cgroup layout crun
+	// refuses ("cgroups in hybrid mode not supported").
+	var runArgs []string
+	var why []string
+	for _, c := range [][]string{
+		{"run", "--rm", "--network", "none"},
+		{"--runtime", "runc", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"},
+	} {
+		out, err := exec.Command(podman, append(c, image, "tcore", "version")...).CombinedOutput()
+		if err == nil {
+			runArgs = c
+			break
+		}
+		why = append(why, strings.TrimSpace(string(out)))
+	}
+	if runArgs == nil {
+		t.Skipf("podman cannot run a container here: %s", strings.Join(why, "; "))
 	}
 	data := filepath.Join(dir, "data")
 	copyFile(t, dataset(t, -1), filepath.Join(data, "train.parquet"))
-	out, err := exec.Command(podman, "run", "--rm", "--network", "none", "-v", data+":/data", image,
-		"tcore", "stage", "stats", "--in", "images=/data/train.parquet", "--out", "scores=/data/scores.arrow").CombinedOutput()
+	out, err := exec.Command(podman, append(runArgs, "-v", data+":/data", image,
+		"tcore", "stage", "stats", "--in", "images=/data/train.parquet", "--out", "scores=/data/scores.arrow")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tcore stage in the container: %v\n%s", err, out)
 	}
