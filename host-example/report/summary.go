@@ -121,7 +121,11 @@ const (
 // RunFiles are the files a finished run writes into its folder (beside
 // the nodes and the exported model): a new run removes them first, so a
 // failed run never shows an older run's report.
-var RunFiles = []string{SummaryFile, PageFile, SamplesFile, ChannelsFile}
+var RunFiles = []string{SummaryFile, PageFile, SamplesFile, ChannelsFile, LogFile}
+
+// LogFile is the run's log (what tcore run printed, without the progress
+// bars), written when the run finishes.
+const LogFile = "tcore.log"
 
 // ReadSummary reads a run folder's report.json.
 func ReadSummary(dir string) (*Summary, error) {

@@ -186,6 +186,9 @@ func TestRunWritesReportAndSamples(t *testing.T) {
 			if _, ok := rep["timings_s"].(map[string]any)["stats"]; !ok {
 				t.Fatalf("no timing for stats: %v", rep["timings_s"])
 			}
+			if lg, err := os.ReadFile(filepath.Join(dir, "tcore.log")); err != nil || !strings.Contains(string(lg), "training labels checked") {
+				t.Errorf("tcore.log: %v, %q: want the run's log", err, lg)
+			}
 			r, err := arrowio.OpenDataset(t.Context(), filepath.Join(dir, "samples.parquet"), arrowio.ReadOptions{})
 			if err != nil {
 				t.Fatal(err)

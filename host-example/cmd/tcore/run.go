@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -78,7 +80,8 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	log, err := c.logger(stderr)
+	var saved lockedBuffer // the log, kept for the run folder
+	log, err := c.logger(io.MultiWriter(stderr, &saved))
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +113,38 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 		Read:     arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol},
 		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed},
 		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes, StageTimeout: c.timeout}
-	return r.Execute(log.WithContext(ctx))
+	s, err := r.Execute(log.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	af, err := arrowio.CreateAtomic(filepath.Join(c.out, report.LogFile))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := af.Write(saved.Bytes()); err != nil {
+		af.Abort()
+		return nil, err
+	}
+	return s, af.Commit()
+}
+
+// lockedBuffer is a bytes.Buffer that several goroutines may write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Bytes returns what was written.
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.b.Bytes()...)
 }
 
 // provider runs stages in process (--in-process) or as the manifest's
