@@ -314,6 +314,7 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(ctx, res)
 	s := report.NewSummary(p.Name, res)
 	s.Classes = classes
 	s.Inputs = map[string]string{"train": r.Train, "test": r.Test}
@@ -537,6 +538,31 @@ func WriteSamples(res *dag.Result) (report.Counts, error) {
 	defer rr.Release()
 	_, err = arrowio.WriteParquet(filepath.Join(res.Dir, report.SamplesFile), rr)
 	return counts, err
+}
+
+// logWarnings logs the warnings stages return in their metrics
+// ("warnings": a list of strings), which would otherwise show only in
+// report.json.
+func logWarnings(ctx context.Context, res *dag.Result) {
+	lg := zerolog.Ctx(ctx)
+	for _, id := range res.Order {
+		n := res.Nodes[id]
+		if n == nil {
+			continue
+		}
+		var ws []string
+		switch w := n.Metrics["warnings"].(type) {
+		case []string:
+			ws = w
+		case []any:
+			for _, x := range w {
+				ws = append(ws, fmt.Sprint(x))
+			}
+		}
+		for _, w := range ws {
+			lg.Warn().Str("node", id).Str("stage", n.Stage).Msg(w)
+		}
+	}
 }
 
 // trainTable returns the run's copy of --train (the output of the input
