@@ -106,6 +106,13 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	res := &Result{Scan: sc.Scan}
+	// The steps after the scan take minutes on a backdoored encoder: say
+	// which one runs.
+	phase := func(msg string) {
+		if progress != nil {
+			progress.Report(plugin.Event{Message: msg})
+		}
+	}
 	v := chanfilter.NewChannelVerdict(t, "")
 	v.Fill = b.means
 	dist, suspect := make([]float32, t.N()), make([]bool, t.N())
@@ -113,6 +120,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 	} else {
+		phase("the found trigger's region")
 		// The region is where the original encoder sends the pattern.
 		if res.Region, dist, suspect, err = b.region(sc.Pattern); err != nil {
 			return nil, err
@@ -136,6 +144,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		res.UCLCUnavailable = sus.uclcMissing
 		v.Score, v.Signals = sus.z, sus.signal
+		phase("choosing the channels to mask")
 		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil)
 		if err != nil {
 			return nil, err
@@ -143,6 +152,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		v.Keep = sel.keep
 		res.Masked, res.Rounds, res.ChannelsMasked = sel.masked, sel.rounds, len(sel.masked)
 		res.CollapseAfter, res.ZAfter = &sel.collapse, &sel.z
+		phase("filling the masked channels")
 		fl, err := b.fillChannels(ctx, sel, sus)
 		if err != nil {
 			return nil, err
@@ -156,6 +166,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 	}
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
+		phase("looking for a trigger in the suspected rows")
 		carrier := make([]bool, t.N())
 		pat, rep, err := b.dataTrigger(ctx, sus, carrier)
 		if err != nil {
@@ -172,6 +183,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {
 		return nil, err
 	}
+	phase("augment rows")
 	if res.AugmentRows, err = b.augment(ctx, v.Masks(), against, out); err != nil {
 		return nil, err
 	}
