@@ -283,6 +283,13 @@ func describe(r *Run) string {
 func (r *Run) detail(w func(string, ...any)) {
 	id := strings.ReplaceAll(r.Name, " ", "-")
 	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
+	if ws := r.Summary.Warnings(); len(ws) > 0 {
+		w("<p>Warnings:</p>\n<ul>\n")
+		for _, x := range ws {
+			w("<li>%s (%s): %s</li>\n", html.EscapeString(x.Node), html.EscapeString(x.Stage), html.EscapeString(x.Msg))
+		}
+		w("</ul>\n")
+	}
 	// encoder scan
 	if scan := r.Summary.EncoderScan; scan != nil {
 		verdict := "does not look backdoored: nothing masked"

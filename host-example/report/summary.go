@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/dag"
@@ -155,4 +156,35 @@ func WriteSummary(dir string, s *Summary) error {
 		return err
 	}
 	return af.Commit()
+}
+
+// Warning is one warning a stage returned in its metrics ("warnings").
+type Warning struct {
+	Node, Stage, Msg string
+}
+
+// Warnings returns the stages' warnings, by node id. Metrics that came
+// through a plugin hold them as []any, those of a stage in process as
+// []string.
+func (s *Summary) Warnings() []Warning {
+	ids := make([]string, 0, len(s.Nodes))
+	for id := range s.Nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var out []Warning
+	for _, id := range ids {
+		n := s.Nodes[id]
+		switch w := n.Metrics["warnings"].(type) {
+		case []string:
+			for _, m := range w {
+				out = append(out, Warning{id, n.Stage, m})
+			}
+		case []any:
+			for _, m := range w {
+				out = append(out, Warning{id, n.Stage, fmt.Sprint(m)})
+			}
+		}
+	}
+	return out
 }

@@ -314,8 +314,8 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	logWarnings(ctx, res)
 	s := report.NewSummary(p.Name, res)
+	logWarnings(ctx, s)
 	s.Classes = classes
 	s.Inputs = map[string]string{"train": r.Train, "test": r.Test}
 	s.Encoder = b.Encoder
@@ -540,28 +540,12 @@ func WriteSamples(res *dag.Result) (report.Counts, error) {
 	return counts, err
 }
 
-// logWarnings logs the warnings stages return in their metrics
-// ("warnings": a list of strings), which would otherwise show only in
-// report.json.
-func logWarnings(ctx context.Context, res *dag.Result) {
+// logWarnings logs the warnings stages return in their metrics, which
+// would otherwise show only in report.json.
+func logWarnings(ctx context.Context, s *report.Summary) {
 	lg := zerolog.Ctx(ctx)
-	for _, id := range res.Order {
-		n := res.Nodes[id]
-		if n == nil {
-			continue
-		}
-		var ws []string
-		switch w := n.Metrics["warnings"].(type) {
-		case []string:
-			ws = w
-		case []any:
-			for _, x := range w {
-				ws = append(ws, fmt.Sprint(x))
-			}
-		}
-		for _, w := range ws {
-			lg.Warn().Str("node", id).Str("stage", n.Stage).Msg(w)
-		}
+	for _, w := range s.Warnings() {
+		lg.Warn().Str("node", w.Node).Str("stage", w.Stage).Msg(w.Msg)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tcore-dev/tcore/host-example/dag"
+	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/plugin"
 )
 
@@ -30,7 +31,7 @@ func TestStageWarningsAreLogged(t *testing.T) {
 			ctx := zerolog.New(&buf).WithContext(context.Background())
 			res := &dag.Result{Order: []string{"train", "sift"}, Nodes: map[string]*dag.NodeResult{
 				"train": {ID: "train"}, "sift": {ID: "sift", Stage: "sift", Metrics: tc.metrics}}}
-			logWarnings(ctx, res)
+			logWarnings(ctx, report.NewSummary("p", res))
 			got := buf.String()
 			if tc.want == nil && got != "" {
 				t.Fatalf("logged %q with no warnings", got)
