@@ -283,6 +283,21 @@ func describe(r *Run) string {
 func (r *Run) detail(w func(string, ...any)) {
 	id := strings.ReplaceAll(r.Name, " ", "-")
 	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
+	ids := make([]string, 0, len(r.Summary.Nodes))
+	for id := range r.Summary.Nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		n := r.Summary.Nodes[id]
+		if n.Stage != "embed" || n.Metrics["layers"] == nil {
+			continue
+		}
+		m := n.Metrics
+		w("<p>Encoder (%s): %vx%v input, %v-dimensional embedding; probed layers %v (channels %v); preprocessing %v.</p>\n",
+			html.EscapeString(id), m["height"], m["width"], m["dim"], html.EscapeString(fmt.Sprint(m["layers"])),
+			html.EscapeString(fmt.Sprint(m["layer_channels"])), html.EscapeString(fmt.Sprint(m["preprocess"])))
+	}
 	if ws := r.Summary.Warnings(); len(ws) > 0 {
 		w("<p>Warnings:</p>\n<ul>\n")
 		for _, x := range ws {

@@ -138,7 +138,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	secs := time.Since(start).Seconds()
-	return plugin.Metrics{"rows": st.Rows, "dim": enc.Dim, "layers": names, "height": enc.H, "width": enc.W,
+	channels := make([]int, len(enc.Layers))
+	for i, l := range enc.Layers {
+		channels[i] = l.Channels
+	}
+	preprocess := "none: the graph takes RGB pixels in [0, 1]"
+	if md := schema.Metadata(); md.FindKey(arrowio.PreprocessKey) >= 0 {
+		preprocess = md.Values()[md.FindKey(arrowio.PreprocessKey)]
+	}
+	return plugin.Metrics{"rows": st.Rows, "dim": enc.Dim, "layers": names, "layer_channels": channels, "preprocess": preprocess, "height": enc.H, "width": enc.W,
 		"masked_channels": maskedCount(masks), "seconds": secs, "images_per_s": float64(st.Rows) / secs,
 		"device": p.Device, "infer_seconds": st.Infer.Seconds()}, nil
 }

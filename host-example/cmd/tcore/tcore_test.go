@@ -370,6 +370,9 @@ func checkReport(t *testing.T, path string, min int) {
 	if n < min || ok != n {
 		t.Errorf("%s: %d plots, %d with content; want at least %d, all with content", path, n, ok, min)
 	}
+	if !strings.Contains(dom, "probed layers") || !strings.Contains(dom, "preprocessing") {
+		t.Errorf("%s: the page does not say which layers were probed and how images were preprocessed", path)
+	}
 }
 
 // tcore demo on the repository's demo data: the backdoored encoder's
