@@ -255,6 +255,9 @@ func Write(path string, runs []*Run) error {
 	}
 	w("</table>\n")
 	w(`<div class="fig">%s</div>`, Bars("acc-asr", "ACC and ASR per pipeline", "%", names, []string{"ACC", "ASR"}, [][]float64{accs, asrs}, 100))
+	if classes, series := perClass(runs); len(classes) > 0 {
+		w(`<div class="fig">%s</div>`, Bars("acc-class", "Accuracy per class on the clean test set", "%", classes, names, series, 100))
+	}
 
 	for _, r := range runs {
 		if r.Name == "none" && len(runs) > 1 {
@@ -272,6 +275,40 @@ func Write(path string, runs []*Run) error {
 		return err
 	}
 	return af.Commit()
+}
+
+// perClass returns the classes any run has a per-class accuracy for, in
+// class order, and each run's accuracies (%) on them.
+func perClass(runs []*Run) ([]string, [][]float64) {
+	seen := map[int]bool{}
+	for _, r := range runs {
+		if ev := r.Summary.Evaluation; ev != nil {
+			for k := range ev.PerClass {
+				if c, err := strconv.Atoi(k); err == nil {
+					seen[c] = true
+				}
+			}
+		}
+	}
+	var cs []int
+	for c := range seen {
+		cs = append(cs, c)
+	}
+	sort.Ints(cs)
+	classes := make([]string, len(cs))
+	for i, c := range cs {
+		classes[i] = strconv.Itoa(c)
+	}
+	series := make([][]float64, len(runs))
+	for i, r := range runs {
+		series[i] = make([]float64, len(cs))
+		if ev := r.Summary.Evaluation; ev != nil {
+			for j, c := range classes {
+				series[i][j] = 100 * ev.PerClass[c]
+			}
+		}
+	}
+	return classes, series
 }
 
 func describe(r *Run) string {
