@@ -230,13 +230,23 @@ func Scatter(id, title string, groups []string, pts []Point) string {
 func Strip(id, title string, layers []string, scores [][]float64, masked [][]bool, threshold float64) string {
 	var b svgBuf
 	open(&b, id, title)
-	lo, hi := 0.0, threshold
+	// The scale ends at the 99.5th percentile (or the threshold): a few
+	// channels far out would flatten the rest; they sit on the top edge as
+	// triangles, their z in their tooltip.
+	lo := 0.0
+	var all []float64
 	for _, s := range scores {
 		for _, v := range s {
 			if !math.IsNaN(v) && !math.IsInf(v, 0) {
-				lo, hi = math.Min(lo, v), math.Max(hi, v)
+				lo = math.Min(lo, v)
+				all = append(all, v)
 			}
 		}
+	}
+	hi := threshold
+	if len(all) > 0 {
+		sort.Float64s(all)
+		hi = math.Max(hi, all[min(len(all)-1, int(0.995*float64(len(all))))])
 	}
 	hi *= 1.05
 	axis(&b, lo, hi, "suspicion z")
@@ -248,10 +258,27 @@ func Strip(id, title string, layers []string, scores [][]float64, masked [][]boo
 			if masked[l][c] {
 				col, r = "#c53030", 3
 			}
+			if v > hi {
+				y := yPos(hi, lo, hi)
+				b.f(`<path class="ch" d="M%.1f %.1fl4 7h-8z" fill="%s"><title>%s:%d z=%s (off the scale)</title></path>`,
+					x, y, col, html.EscapeString(name), c, short(v))
+				continue
+			}
 			b.f(`<circle class="ch" cx="%.1f" cy="%.1f" r="%.1f" fill="%s"><title>%s:%d z=%s</title></circle>`,
 				x, yPos(v, lo, hi), r, col, html.EscapeString(name), c, short(v))
 		}
-		b.f(`<text x="%.1f" y="%d" font-size="10" text-anchor="middle">%s</text>`, float64(padL)+gw*(float64(l)+0.5), plotH-padB+12, html.EscapeString(name))
+		label := name
+		if r := []rune(label); len(r) > 18 {
+			label = string(r[:17]) + "…"
+		}
+		cx := float64(padL) + gw*(float64(l)+0.5)
+		if gw < 70 {
+			// Narrow groups: slanted labels do not run into each other.
+			b.f(`<text x="%.1f" y="%d" font-size="9" text-anchor="end" transform="rotate(-30 %.1f %d)"><title>%s</title>%s</text>`,
+				cx, plotH-padB+12, cx, plotH-padB+12, html.EscapeString(name), html.EscapeString(label))
+			continue
+		}
+		b.f(`<text x="%.1f" y="%d" font-size="10" text-anchor="middle"><title>%s</title>%s</text>`, cx, plotH-padB+12, html.EscapeString(name), html.EscapeString(label))
 	}
 	y := yPos(threshold, lo, hi)
 	b.f(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#c53030" stroke-dasharray="4 3"/>`, padL, y, plotW-padR, y)
