@@ -13,11 +13,18 @@ import (
 
 func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("plugins: want list, verify or lock")
+		return usagef("plugins: want list, describe NAME, verify or lock")
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		fmt.Fprintln(stdout, "tcore plugins list|verify|lock [flags]: the manifest's plugins, their checksums against manifest.lock.json, or a new lock")
+		fmt.Fprintln(stdout, "tcore plugins list|describe NAME|verify|lock [flags]: the manifest's plugins, one plugin's ports and parameters, their checksums against manifest.lock.json, or a new lock")
 		return nil
+	}
+	var name string
+	if args[0] == "describe" {
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			return usagef("plugins describe: name the stage (tcore plugins list shows them)")
+		}
+		name, args = args[1], append([]string{args[0]}, args[2:]...)
 	}
 	var c common
 	fs := flag.NewFlagSet("plugins "+args[0], flag.ContinueOnError)
@@ -57,6 +64,18 @@ func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stdout, "%-10s %-8s %-22s in[%s] out[%s]\n", e.Name, e.Version, state, strings.Join(ins, " "), strings.Join(outs, " "))
 		}
 		return nil
+	case "describe":
+		for _, e := range cat.Entries() {
+			if e.Name == name {
+				printSpec(stdout, plugin.Spec{Name: e.Name, Version: e.Version, Inputs: e.Inputs, Outputs: e.Outputs, Params: e.Params, NeedsAllRows: e.NeedsAllRows})
+				return nil
+			}
+		}
+		var names []string
+		for _, e := range cat.Entries() {
+			names = append(names, e.Name)
+		}
+		return usagef("plugins describe: no stage %q in the manifest (stages: %s)", name, strings.Join(names, ", "))
 	case "verify":
 		failed := 0
 		for _, r := range cat.Verify(ctx, plugin.LaunchOptions{Log: log}) {
@@ -79,7 +98,7 @@ func cmdPlugins(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "locked %d plugin binaries\n", len(lock.Binaries))
 		return nil
 	}
-	return usagef("plugins: unknown subcommand %q (want list, verify or lock)", args[0])
+	return usagef("plugins: unknown subcommand %q (want list, describe NAME, verify or lock)", args[0])
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) error {

@@ -241,11 +241,16 @@ func describeStage(w io.Writer, name string) {
 		fmt.Fprintf(w, "\nstage concat (the host's own): input part (once per share, in share order), output table\n")
 		return
 	}
-	spec, ok := inProcess().Spec(name)
-	if !ok {
-		return
+	if spec, ok := inProcess().Spec(name); ok {
+		fmt.Fprintln(w)
+		printSpec(w, spec)
 	}
-	fmt.Fprintf(w, "\nstage %s %s\n", spec.Name, spec.Version)
+}
+
+// printSpec prints a stage's ports and parameters: types, defaults,
+// roles, ranges and docs.
+func printSpec(w io.Writer, spec plugin.Spec) {
+	fmt.Fprintf(w, "stage %s %s\n", spec.Name, spec.Version)
 	for _, ports := range []struct {
 		what string
 		ps   []plugin.PortSpec
@@ -270,5 +275,8 @@ func describeStage(w io.Writer, name string) {
 			extra += ", one of " + strings.Join(p.Enum, "|")
 		}
 		fmt.Fprintf(w, "  param  %-16s %s = %s%s: %s\n", p.Name, p.Type, p.Default, extra, p.Doc)
+	}
+	if spec.NeedsAllRows {
+		fmt.Fprintf(w, "  (holds every input row before it writes: cannot stream or shard)\n")
 	}
 }

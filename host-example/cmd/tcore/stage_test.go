@@ -35,6 +35,13 @@ func TestStageAsPluginMatchesTheRunNode(t *testing.T) {
 		!strings.Contains(so.String(), "output scores") || !strings.Contains(so.String(), "param  min_per_class") {
 		t.Errorf("stage stats -h: exit %d, printed %q", code, so.String())
 	}
+	so.Reset()
+	if code := run([]string{"plugins", "describe", "stats", "--manifest", manifest}, &so, &se); code != 0 || !strings.Contains(so.String(), "param  min_per_class") {
+		t.Errorf("plugins describe stats: exit %d, printed %q", code, so.String())
+	}
+	if code := run([]string{"plugins", "describe", "stat", "--manifest", manifest}, &so, &se); code != 2 {
+		t.Errorf("plugins describe of an unknown stage: exit %d, want 2", code)
+	}
 	left, _ := filepath.Glob(filepath.Join(dir, "step", ".tcore-stage-*"))
 	if len(left) > 0 {
 		t.Errorf("the step's temporary run folder was left: %v", left)
