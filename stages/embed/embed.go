@@ -148,7 +148,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	return plugin.Metrics{"rows": st.Rows, "dim": enc.Dim, "layers": names, "layer_channels": channels, "preprocess": preprocess, "height": enc.H, "width": enc.W,
 		"masked_channels": maskedCount(masks), "seconds": secs, "images_per_s": float64(st.Rows) / secs,
-		"device": p.Device, "infer_seconds": st.Infer.Seconds()}, nil
+		"device": p.Device, "infer_seconds": st.Infer.Seconds(), "spread": st.Spread, "warnings": st.Warnings()}, nil
 }
 
 func maskedCount(ms []encoder.Mask) int {

@@ -3,6 +3,7 @@ package encoder
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"time"
@@ -34,6 +35,75 @@ func (e *Encoder) FeaturesSchema() *arrow.Schema {
 type StreamStats struct {
 	Rows  int64         // images embedded
 	Infer time.Duration // time spent in inference
+	// Spread is how much the embeddings vary across images: the mean
+	// per-dimension standard deviation over the root mean square of all
+	// values (0: every image gets the same embedding). NonFinite counts
+	// NaN and infinite values.
+	Spread    float64
+	NonFinite int64
+}
+
+// DegenerateSpread is the Spread under which embeddings hardly depend on
+// the image: an untrained or broken encoder, or preprocessing that wipes
+// the images out.
+const DegenerateSpread = 1e-3
+
+// Warnings says what looks wrong with the embeddings, if anything.
+func (s StreamStats) Warnings() []string {
+	var w []string
+	if s.NonFinite > 0 {
+		w = append(w, fmt.Sprintf("%d embedding values are NaN or infinite: the encoder or its preprocessing is broken", s.NonFinite))
+	}
+	if s.Rows > 1 && s.Spread < DegenerateSpread {
+		w = append(w, fmt.Sprintf("the embeddings hardly vary across images (spread %.2g < %.0g): an untrained or broken encoder, or preprocessing (mean/std, size) that wipes the images out", s.Spread, DegenerateSpread))
+	}
+	return w
+}
+
+// moments accumulates per-dimension sums of an embedding stream.
+type moments struct {
+	sum, sq   []float64
+	n         int64
+	nonFinite int64
+}
+
+func (m *moments) add(emb []float32, dim int) {
+	if m.sum == nil {
+		m.sum, m.sq = make([]float64, dim), make([]float64, dim)
+	}
+	for i := 0; i+dim <= len(emb); i += dim {
+		for d, v := range emb[i : i+dim] {
+			x := float64(v)
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				m.nonFinite++
+				continue
+			}
+			m.sum[d] += x
+			m.sq[d] += x * x
+		}
+		m.n++
+	}
+}
+
+// spread is the mean per-dimension standard deviation over the root mean
+// square of the values.
+func (m *moments) spread() float64 {
+	if m.n == 0 || len(m.sum) == 0 {
+		return 0
+	}
+	var std, ms float64
+	n := float64(m.n)
+	for d := range m.sum {
+		mean := m.sum[d] / n
+		v := math.Max(0, m.sq[d]/n-mean*mean)
+		std += math.Sqrt(v)
+		ms += m.sq[d] / n
+	}
+	rms := math.Sqrt(ms / float64(len(m.sum)))
+	if rms == 0 {
+		return 0
+	}
+	return std / float64(len(m.sum)) / rms
 }
 
 // Stream embeds every image of r (images/v1) and writes features/v1
@@ -43,7 +113,7 @@ type StreamStats struct {
 func (e *Encoder) Stream(ctx context.Context, r array.RecordReader, w plugin.RecordWriter, pre Preprocess, batchSize int, progress plugin.Progress) (StreamStats, error) {
 	st := &runState{bs: batchSize, pre: pre, enc: e, schema: e.FeaturesSchema()}
 	err := st.run(ctx, r, w, progress)
-	return StreamStats{Rows: st.rows, Infer: st.infer}, err
+	return StreamStats{Rows: st.rows, Infer: st.infer, Spread: st.mom.spread(), NonFinite: st.mom.nonFinite}, err
 }
 
 // runState holds one Stream.
@@ -54,6 +124,7 @@ type runState struct {
 	schema *arrow.Schema
 	rows   int64
 	infer  time.Duration
+	mom    moments
 }
 
 type batch struct {
@@ -201,6 +272,7 @@ func (st *runState) consume(b *batch, w plugin.RecordWriter) error {
 	if err != nil {
 		return err
 	}
+	st.mom.add(emb[:b.n*st.enc.Dim], st.enc.Dim)
 	cols := append([][]float32{emb}, layers...)
 	rec := arrowio.NewFeaturesRecord(st.schema, b.ids[:b.n], b.labels[:b.n], cols)
 	defer rec.Release()
