@@ -25,7 +25,7 @@ func TestEmbeddingSpread(t *testing.T) {
 		min, max float64
 		warn     string
 	}{
-		{"varied", rows(func(i, d int) float32 { return float32(math.Sin(float64(i*dim+d))) }), 0.5, 1.1, ""},
+		{"varied", rows(func(i, d int) float32 { return float32(math.Sin(float64(i*dim + d))) }), 0.5, 1.1, ""},
 		{"constant", rows(func(i, d int) float32 { return float32(d + 1) }), 0, 1e-9, "hardly vary"},
 		{"a constant with noise far below it", rows(func(i, d int) float32 { return 10 + 1e-5*float32(i%3) }), 0, DegenerateSpread, "hardly vary"},
 		{"all zero", make([]float32, 50*dim), 0, 0, "hardly vary"},
