@@ -252,7 +252,10 @@ func candidates(m *onnxgraph.Model, shapes map[string][]int64, embedding string)
 		case 4:
 			maps = append(maps, t4{t.Tensor, [2]int64{s[2], s[3]}})
 		case 3:
-			if t.Op == "Add" {
+			// The residual stream of a token model: additions of two
+			// computed tensors of the same shape. A bias (fc2's), a
+			// position embedding or a LayerNorm's beta adds a constant.
+			if t.Op == "Add" && t.ComputedInputs == 2 && len(t.Inputs) == 2 && sameShape(shapes[t.Inputs[0]], shapes[t.Inputs[1]]) {
 				tokens = append(tokens, t.Tensor)
 			}
 		}
@@ -274,6 +277,23 @@ func candidates(m *onnxgraph.Model, shapes map[string][]int64, embedding string)
 		}
 	}
 	return out
+}
+
+// sameShape reports whether two shapes may be equal: an unknown shape,
+// or a dynamic dimension (0 or -1), matches anything.
+func sameShape(a, b []int64) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] > 0 && b[i] > 0 && a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Layer resolves one layer: a candidate's readable or tensor name, or any

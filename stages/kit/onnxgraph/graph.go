@@ -321,18 +321,38 @@ func (m *Model) SetOutputs(names ...string) error {
 // NodeOutputs lists the outputs of the graph's nodes with their op types,
 // in graph order.
 func (m *Model) NodeOutputs() []TensorOp {
+	consts := map[string]bool{}
+	for _, in := range m.P.Graph.Initializer {
+		consts[in.Name] = true
+	}
 	var out []TensorOp
 	for _, n := range m.P.Graph.Node {
+		if n.OpType == "Constant" {
+			for _, o := range n.Output {
+				consts[o] = true
+			}
+		}
+		computed := 0
+		for _, in := range n.Input {
+			if in != "" && !consts[in] {
+				computed++
+			}
+		}
 		for _, o := range n.Output {
-			out = append(out, TensorOp{Tensor: o, Op: n.OpType})
+			out = append(out, TensorOp{Tensor: o, Op: n.OpType, Inputs: n.Input, ComputedInputs: computed})
 		}
 	}
 	return out
 }
 
-// TensorOp is a tensor and the type of the node that writes it.
+// TensorOp is a tensor, the type of the node that writes it and that
+// node's inputs.
 type TensorOp struct {
 	Tensor, Op string
+	Inputs     []string
+	// ComputedInputs counts the inputs that are neither initializers nor
+	// Constant outputs: a residual addition has two, a bias addition one.
+	ComputedInputs int
 }
 
 func (m *Model) addNode(op string, inputs []string, outputs []string, attrs ...*onnx.AttributeProto) {
