@@ -250,6 +250,12 @@ func candidates(m *onnxgraph.Model, shapes map[string][]int64, embedding string)
 		}
 		switch len(s) {
 		case 4:
+			if s[2] == 1 && s[3] == 1 {
+				// A squeeze-and-excitation branch's pooled tensor (or a
+				// head after global pooling): no feature map, and it
+				// would break the block sequence into false stages.
+				continue
+			}
 			maps = append(maps, t4{t.Tensor, [2]int64{s[2], s[3]}})
 		case 3:
 			// The residual stream of a token model: additions of two

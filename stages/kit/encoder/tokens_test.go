@@ -51,3 +51,31 @@ func TestTokenLayersAreTheResidualStream(t *testing.T) {
 		}
 	}
 }
+
+// In a CNN with squeeze-and-excitation blocks (MobileNetV3), the SE
+// branch's pooled 1x1 tensors are no stage outputs: the probe layers are
+// the last block output at each resolution.
+func TestSqueezeExcitationIsNoStage(t *testing.T) {
+	g := &onnx.GraphProto{
+		Node: []*onnx.NodeProto{
+			{OpType: "Relu", Input: []string{"x"}, Output: []string{"a1"}},
+			{OpType: "Relu", Input: []string{"p"}, Output: []string{"se"}}, // SE fc1's ReLU, 1x1
+			{OpType: "Add", Input: []string{"a1", "m"}, Output: []string{"a2"}},
+			{OpType: "Relu", Input: []string{"a2"}, Output: []string{"b1"}},
+			{OpType: "Relu", Input: []string{"q"}, Output: []string{"se2"}},
+			{OpType: "Add", Input: []string{"b1", "n"}, Output: []string{"b2"}},
+		},
+	}
+	m := &onnxgraph.Model{P: &onnx.ModelProto{Graph: g}}
+	shapes := map[string][]int64{
+		"a1": {-1, 16, 8, 8}, "se": {-1, 4, 1, 1}, "a2": {-1, 16, 8, 8},
+		"b1": {-1, 32, 4, 4}, "se2": {-1, 8, 1, 1}, "b2": {-1, 32, 4, 4},
+	}
+	var got []string
+	for _, l := range candidates(m, shapes, "") {
+		got = append(got, l.Tensor)
+	}
+	if len(got) != 2 || got[0] != "a2" || got[1] != "b2" {
+		t.Fatalf("probe layers %v, want [a2 b2]", got)
+	}
+}
