@@ -8,6 +8,7 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 
+	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
@@ -36,6 +37,25 @@ type bench struct {
 	means   map[string][]float32 // per probed layer, each channel's mean on trusted rows
 	spread  [][]float64          // per probed layer, each channel's standard deviation over all rows
 	caps    map[string][]float32 // per probed layer, each channel's cap (nil: none)
+	// sizeScale is the encoder's input size over the scan images' size
+	// when it is 1.5 or more (p.Sizes then scaled by it), else 1.
+	sizeScale float64
+}
+
+// scaleSizes scales patch sizes given in data pixels to the model's input
+// when the data's images are at least 1.5 times smaller (a median
+// dataH x dataW); it returns the sizes in model pixels and the scale.
+func scaleSizes(sizes [2]int, h, w, dataH, dataW int) ([2]int, float64) {
+	if dataH <= 0 || dataW <= 0 {
+		return sizes, 1
+	}
+	scale := math.Min(float64(h)/float64(dataH), float64(w)/float64(dataW))
+	if scale < 1.5 {
+		return sizes, 1
+	}
+	lim := min(h, w)
+	out := [2]int{min(lim, int(math.Round(float64(sizes[0])*scale))), min(lim, int(math.Round(float64(sizes[1])*scale)))}
+	return out, scale
 }
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
@@ -54,10 +74,15 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))
 	}
 	var err error
-	if b.x, b.n, err = decode(in, b.pre, want, true); err != nil {
+	var dataH, dataW int
+	if b.x, b.n, dataH, dataW, err = decode(in, b.pre, want, true); err != nil {
 		b.close()
 		return nil, err
 	}
+	// Patch sizes are in data pixels: on images smaller than the
+	// encoder's input (32-px data into a 224-px model) a patch of 3 model
+	// pixels would cover less than one data pixel.
+	b.p.Sizes, b.sizeScale = scaleSizes(p.Sizes, b.pre.H, b.pre.W, dataH, dataW)
 	b.spread = make([][]float64, len(b.t.Layers))
 	for li, l := range b.t.Layers {
 		b.spread[li] = channelStd(l)
@@ -177,7 +202,7 @@ func (b *bench) rawTrusted(layers []string) (*encoder.Encoder, []float32, int, e
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	x, n, err := decode(b.in, b.pre, b.pickTrusted(fitImages), false)
+	x, n, _, _, err := decode(b.in, b.pre, b.pickTrusted(fitImages), false)
 	if err != nil {
 		enc.Close()
 		return nil, nil, 0, err
@@ -232,10 +257,10 @@ func positions(ctx context.Context, enc *encoder.Encoder, x []float32, n int, fn
 
 // decode preprocesses the images of the rows in want (by sample_id), in
 // file order: in canonical form (canonical), or as the encoder's input.
-func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int, canonical bool) ([]float32, int, error) {
+func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int, canonical bool) ([]float32, int, int, int, error) {
 	r, err := in.Images.Reader()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, 0, err
 	}
 	defer r.Release()
 	size, prep := pre.C*pre.H*pre.W, pre.Image
@@ -243,6 +268,7 @@ func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int, 
 		size, prep = pre.CanonicalSize(), pre.Pixels
 	}
 	var scratch, x []float32
+	var hs, ws []int
 	n := 0
 	for r.Next() {
 		rec := r.Record()
@@ -254,12 +280,25 @@ func decode(in *chanfilter.Inputs, pre encoder.Preprocess, want map[uint64]int, 
 			}
 			x = append(x, make([]float32, size)...)
 			if err := prep(imgs.Value(i), x[n*size:(n+1)*size], &scratch); err != nil {
-				return nil, 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
+				return nil, 0, 0, 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(i), err))
+			}
+			if cfg, _, err := arrowio.DecodeConfig(imgs.Value(i)); err == nil {
+				hs, ws = append(hs, cfg.Height), append(ws, cfg.Width)
 			}
 			n++
 		}
 	}
-	return x, n, r.Err()
+	return x, n, median(hs), median(ws), r.Err()
+}
+
+// median of a few ints (0 for none).
+func median(v []int) int {
+	if len(v) == 0 {
+		return 0
+	}
+	v = append([]int(nil), v...)
+	sort.Ints(v)
+	return v[len(v)/2]
 }
 
 // inputs writes the n scan images, with pat painted on (nil: clean), as

@@ -43,7 +43,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.4.2",
+		Version: "0.4.3",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -76,7 +76,12 @@ type Result struct {
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
 	AugmentRows     int          `json:"augment_rows"`
-	Exported        string       `json:"exported,omitempty"`
+	// ScanSizes are the patch sizes searched, in model pixels: the sizes
+	// parameter times SizeScale when the data's images are smaller than
+	// the encoder's input.
+	ScanSizes [2]int  `json:"scan_sizes"`
+	SizeScale float64 `json:"size_scale"`
+	Exported  string  `json:"exported,omitempty"`
 }
 
 // Run implements plugin.Stage: it composes the steps.
@@ -99,13 +104,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	defer b.close()
+	p.Sizes = b.p.Sizes // in model pixels
 	t := ins.Table
 
 	sc, err := b.firstScan(ctx, progress)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Scan: sc.Scan}
+	res := &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale}
 	// The steps after the scan take minutes on a backdoored encoder: say
 	// which one runs.
 	phase := func(msg string) {

@@ -19,7 +19,7 @@ type Params struct {
 	ScanImages int     `json:"scan_images" range:"[8,)" doc:"trusted images of different classes the scan collapses"`
 	Candidates int     `json:"candidates" range:"[20,)" doc:"random candidate patterns"`
 	Refine     int     `json:"refine" range:"[0,)" doc:"local refinement steps around the best 10"`
-	Sizes      [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max)"`
+	Sizes      [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels: scaled to the encoder's input when the images are at least 1.5 times smaller"`
 	GapMin     float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
 	BlendRatio float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
