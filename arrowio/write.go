@@ -115,6 +115,20 @@ func drain(r array.RecordReader, write func(arrow.Record) error) (int64, error) 
 	return rows, r.Err()
 }
 
+// WriteFileAtomic writes data to path atomically: on error no file is
+// left, and a reader never sees a half-written one.
+func WriteFileAtomic(path string, data []byte) error {
+	af, err := CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	if _, err := af.Write(data); err != nil {
+		af.Abort()
+		return err
+	}
+	return af.Commit()
+}
+
 // WriteIPCFile writes every batch of r to path as an Arrow IPC file,
 // atomically: on error no file is left. It does not release r.
 func WriteIPCFile(path string, r array.RecordReader) (WriteResult, error) {

@@ -266,15 +266,7 @@ func Write(path string, runs []*Run) error {
 		r.detail(w)
 	}
 	page := strings.Replace(pageTemplate, "{{BODY}}", body.String(), 1)
-	af, err := arrowio.CreateAtomic(path)
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write([]byte(page)); err != nil {
-		af.Abort()
-		return err
-	}
-	return af.Commit()
+	return arrowio.WriteFileAtomic(path, []byte(page))
 }
 
 // perClass returns the classes any run has a per-class accuracy for, in

@@ -147,15 +147,7 @@ func WriteSummary(dir string, s *Summary) error {
 	if err != nil {
 		return err
 	}
-	af, err := arrowio.CreateAtomic(filepath.Join(dir, SummaryFile))
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write(append(b, '\n')); err != nil {
-		af.Abort()
-		return err
-	}
-	return af.Commit()
+	return arrowio.WriteFileAtomic(filepath.Join(dir, SummaryFile), append(b, '\n'))
 }
 
 // Warning is one warning a stage returned in its metrics ("warnings").

@@ -378,15 +378,7 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 		return nil, false, err
 	}
 	b, _ := json.Marshal(cellDone{Seconds: s.Seconds})
-	af, err := arrowio.CreateAtomic(marker)
-	if err != nil {
-		return nil, false, err
-	}
-	if _, err := af.Write(b); err != nil {
-		af.Abort()
-		return nil, false, err
-	}
-	return s, false, af.Commit()
+	return s, false, arrowio.WriteFileAtomic(marker, b)
 }
 
 func (r *benchRow) fill(s *report.Summary) {
@@ -554,15 +546,7 @@ func writeBench(dir string, rows []benchRow) error {
 		return err
 	}
 	for name, data := range map[string][]byte{"results.md": []byte(benchMarkdown(rows)), "results.csv": cb.Bytes(), "results.json": append(jb, '\n')} {
-		af, err := arrowio.CreateAtomic(filepath.Join(dir, name))
-		if err != nil {
-			return err
-		}
-		if _, err := af.Write(data); err != nil {
-			af.Abort()
-			return err
-		}
-		if err := af.Commit(); err != nil {
+		if err := arrowio.WriteFileAtomic(filepath.Join(dir, name), data); err != nil {
 			return err
 		}
 	}

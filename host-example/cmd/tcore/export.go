@@ -143,15 +143,7 @@ func cmdExport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		_, err = stdout.Write(b)
 		return err
 	}
-	af, err := arrowio.CreateAtomic(out)
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write(b); err != nil {
-		af.Abort()
-		return err
-	}
-	if err := af.Commit(); err != nil {
+	if err := arrowio.WriteFileAtomic(out, b); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %s (%s %q: %d tasks)\n", out, wf.Kind, o.Name, len(wf.Spec.Templates[0].DAG.Tasks))

@@ -117,15 +117,7 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	if err != nil {
 		return nil, err
 	}
-	af, err := arrowio.CreateAtomic(filepath.Join(c.out, report.LogFile))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := af.Write(saved.Bytes()); err != nil {
-		af.Abort()
-		return nil, err
-	}
-	return s, af.Commit()
+	return s, arrowio.WriteFileAtomic(filepath.Join(c.out, report.LogFile), saved.Bytes())
 }
 
 // lockedBuffer is a bytes.Buffer that several goroutines may write.

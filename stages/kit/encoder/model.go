@@ -387,15 +387,7 @@ func (m *Model) Export(masks []Mask, dst string, edit func(g *onnxgraph.Model, e
 	if err != nil {
 		return err
 	}
-	af, err := arrowio.CreateAtomic(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := af.Write(b); err != nil {
-		af.Abort()
-		return err
-	}
-	return af.Commit()
+	return arrowio.WriteFileAtomic(dst, b)
 }
 
 // Session prepares an ONNX Runtime session of one variant of the encoder:
