@@ -78,12 +78,7 @@ func Load(dir, truth string) (*Run, error) {
 // (labels and the 2-D projection come from it).
 func (r *Run) loadFeatures() error {
 	var path string
-	names := make([]string, 0, len(r.Summary.Nodes))
-	for id := range r.Summary.Nodes {
-		names = append(names, id)
-	}
-	sort.Strings(names)
-	for _, id := range names {
+	for _, id := range r.Summary.NodeIDs() {
 		n := r.Summary.Nodes[id]
 		if f, ok := n.Outputs["features"]; ok && path == "" && n.Stage == "embed" {
 			path = f.Path
@@ -312,12 +307,7 @@ func describe(r *Run) string {
 func (r *Run) detail(w func(string, ...any)) {
 	id := strings.ReplaceAll(r.Name, " ", "-")
 	w("<h2>%s: what was found</h2>\n", html.EscapeString(r.Name))
-	ids := make([]string, 0, len(r.Summary.Nodes))
-	for id := range r.Summary.Nodes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range r.Summary.NodeIDs() {
 		n := r.Summary.Nodes[id]
 		if n.Stage != "embed" || n.Metrics["layers"] == nil {
 			continue

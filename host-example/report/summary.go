@@ -150,6 +150,17 @@ func WriteSummary(dir string, s *Summary) error {
 	return arrowio.WriteFileAtomic(filepath.Join(dir, SummaryFile), append(b, '\n'))
 }
 
+// NodeIDs returns the run's node ids in sorted order, for walks over
+// Nodes whose output must not depend on map order.
+func (s *Summary) NodeIDs() []string {
+	ids := make([]string, 0, len(s.Nodes))
+	for id := range s.Nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // Warning is one warning a stage returned in its metrics ("warnings").
 type Warning struct {
 	Node, Stage, Msg string
@@ -159,13 +170,8 @@ type Warning struct {
 // through a plugin hold them as []any, those of a stage in process as
 // []string.
 func (s *Summary) Warnings() []Warning {
-	ids := make([]string, 0, len(s.Nodes))
-	for id := range s.Nodes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
 	var out []Warning
-	for _, id := range ids {
+	for _, id := range s.NodeIDs() {
 		n := s.Nodes[id]
 		switch w := n.Metrics["warnings"].(type) {
 		case []string:
