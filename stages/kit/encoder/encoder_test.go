@@ -249,10 +249,6 @@ func TestBadModels(t *testing.T) {
 	}
 	hugePath := filepath.Join(dir, "huge.onnx")
 	huge.Save(hugePath)
-	fixed := testenc.Clean(1).Model()
-	fixed.P.Graph.Input[0].Type.GetTensorType().Shape.Dim[0].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: 1}
-	fixedPath := filepath.Join(dir, "fixed.onnx")
-	fixed.Save(fixedPath)
 	cases := []struct {
 		name string
 		path string
@@ -262,7 +258,6 @@ func TestBadModels(t *testing.T) {
 		{"corrupt file", corrupt, encoder.Config{}, "corrupt.onnx"},
 		{"two image inputs", twoPath, encoder.Config{}, "2 image inputs (image, image2)"},
 		{"declared size past the bound", hugePath, encoder.Config{}, "declares 100000x100000 images (10000000000 pixels), over the limit of 16777216 pixels; set TCORE_MAX_IMAGE_PIXELS"},
-		{"fixed batch", fixedPath, encoder.Config{}, `input "image" has a fixed batch of 1 ([1 3 16 16]); export it with a dynamic batch axis`},
 		{"unknown layer", good, encoder.Config{Layers: []string{"stage9"}}, `no layer "stage9"`},
 		{"mask for missing channels", good, encoder.Config{Masks: []encoder.Mask{{Layer: "stage1", Keep: make([]bool, 99)}}}, "has 99 channels, the layer has 8"},
 		{"mask on an unknown layer", good, encoder.Config{Masks: []encoder.Mask{{Layer: "nope", Keep: []bool{true}}}}, `no layer "nope"`},
@@ -276,6 +271,59 @@ func TestBadModels(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// An export with a fixed batch (torch.onnx.export without dynamic_axes)
+// embeds any number of images, in chunks of its batch, exactly as the same
+// weights with a dynamic batch do: embeddings, probed layers and run-time
+// masks alike.
+func TestFixedBatchRunsInChunks(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	imgs := images(7, 5)
+	dyn, err := session(testenc.Clean(1).Model(), encoder.Config{Layers: []string{"auto"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dyn.Close()
+	wantEmb, wantLayers := embed(t, dyn, imgs)
+	for _, batch := range []int64{1, 3, 7, 8} {
+		t.Run(strconv.FormatInt(batch, 10), func(t *testing.T) {
+			g := testenc.Clean(1).Model()
+			g.P.Graph.Input[0].Type.GetTensorType().Shape.Dim[0].Value = &onnx.TensorShapeProto_Dimension_DimValue{DimValue: batch}
+			path := filepath.Join(dir, "fixed"+strconv.FormatInt(batch, 10)+".onnx")
+			if err := g.Save(path); err != nil {
+				t.Fatal(err)
+			}
+			m, err := encoder.Load(path, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Batch != batch {
+				t.Fatalf("Batch %d, want %d", m.Batch, batch)
+			}
+			e, err := m.Session(encoder.Config{Layers: []string{"auto"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			for _, n := range []int{len(imgs), 2} { // a short tail batch too
+				emb, layers := embed(t, e, imgs[:n])
+				for i := range emb {
+					if !near(emb[i], wantEmb[i], 1e-5) {
+						t.Fatalf("n=%d: embedding value %d: %v, dynamic batch %v", n, i, emb[i], wantEmb[i])
+					}
+				}
+				for l := range layers {
+					for i := range layers[l] {
+						if !near(layers[l][i], wantLayers[l][i], 1e-5) {
+							t.Fatalf("n=%d: layer %d value %d: %v, dynamic batch %v", n, l, i, layers[l][i], wantLayers[l][i])
+						}
+					}
+				}
 			}
 		})
 	}

@@ -25,6 +25,10 @@ type Model struct {
 	NHWC      bool
 	Embedding string
 	Dim       int
+	// Batch is the input's fixed batch size (an export without a dynamic
+	// batch axis), or 0. Sessions of such a model run any number of images
+	// in chunks of Batch (see ort.Options.Batch).
+	Batch int64
 	// Candidates are the probe layers found automatically (see Layers).
 	Candidates []Layer
 
@@ -71,10 +75,9 @@ func FromGraph(g *onnxgraph.Model, embedding string) (*Model, error) {
 		return nil, plugin.BadInputf("encoder %s: input %q has shape %v: cannot tell the channel axis (want 1 or 3 channels)", g.Source(), in.Name, s)
 	}
 	if s[0] > 0 {
-		// A session runs batches of any size (the last one is short):
-		// ONNX Runtime refuses them all but one.
-		return nil, plugin.BadInputf("encoder %s: input %q has a fixed batch of %d (%v); export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={%q: {0: \"batch\"}}))",
-			g.Source(), in.Name, s[0], s, in.Name)
+		// ONNX Runtime refuses every batch size but this one: sessions
+		// run chunks of it (a dynamic batch axis runs faster).
+		m.Batch = s[0]
 	}
 	if m.H <= 0 || m.W <= 0 {
 		return nil, plugin.BadInputf("encoder %s: input %q has symbolic height or width %v; export it with a fixed size", g.Source(), in.Name, s)
@@ -184,11 +187,12 @@ func (m *Model) run(names []string) (map[string][]int64, error) {
 		return nil, err
 	}
 	defer s.Close()
-	shape := []int64{1, int64(m.C), int64(m.H), int64(m.W)}
+	n := max(m.Batch, 1)
+	shape := []int64{n, int64(m.C), int64(m.H), int64(m.W)}
 	if m.NHWC {
-		shape = []int64{1, int64(m.H), int64(m.W), int64(m.C)}
+		shape = []int64{n, int64(m.H), int64(m.W), int64(m.C)}
 	}
-	_, shapes, err := s.RunAlloc(make([]float32, m.ImageSize()), shape)
+	_, shapes, err := s.RunAlloc(make([]float32, int(n)*m.ImageSize()), shape)
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +455,9 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.sess, err = ort.NewSession(b, inputs, outs, dims, cfg.ORT); err != nil {
+	opt := cfg.ORT
+	opt.Batch = m.Batch
+	if e.sess, err = ort.NewSession(b, inputs, outs, dims, opt); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -22,6 +22,11 @@ type Options struct {
 	// OptLevel is the graph optimisation level: "all" (default),
 	// "extended", "basic" or "none".
 	OptLevel string
+	// Batch is the model's fixed batch size (an export without a dynamic
+	// batch axis), or 0 when any batch size runs. With a fixed batch,
+	// Run of another size goes through ONNX Runtime in chunks of Batch
+	// rows, the last one padded with zeros.
+	Batch int64
 }
 
 // ThreadsEnvVar names an environment variable that sets the intra-op
@@ -115,6 +120,8 @@ type Session struct {
 	outputs []string
 	outDims [][]int64 // per-sample output dims (without the batch)
 	cache   map[int64]*batchTensors
+	fixed   int64         // Options.Batch
+	chunk   *batchTensors // the fixed batch's tensors, for chunked runs
 	mu      sync.Mutex
 }
 
@@ -131,7 +138,7 @@ func NewSession(model []byte, inputs, outputs []string, outDims [][]int64, opt O
 	if err != nil {
 		return nil, err
 	}
-	return &Session{s: s, inputs: inputs, outputs: outputs, outDims: outDims, cache: map[int64]*batchTensors{}}, nil
+	return &Session{s: s, inputs: inputs, outputs: outputs, outDims: outDims, cache: map[int64]*batchTensors{}, fixed: opt.Batch}, nil
 }
 
 func prod(d []int64) int64 {
@@ -162,20 +169,15 @@ func (s *Session) tensors(n int64, inDims [][]int64) (*batchTensors, error) {
 	if bt, ok := s.cache[n]; ok {
 		return bt, nil
 	}
-	bt := &batchTensors{}
-	for _, d := range inDims {
-		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
-		if err != nil {
-			return nil, err
-		}
-		bt.in = append(bt.in, t)
+	bt, err := s.newTensors(n, inDims)
+	if err != nil {
+		return nil, err
 	}
-	for _, d := range s.outDims {
-		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
-		if err != nil {
+	if s.fixed > 0 && n != s.fixed && s.chunk == nil {
+		if s.chunk, err = s.newTensors(s.fixed, inDims); err != nil {
+			bt.destroy()
 			return nil, err
 		}
-		bt.out = append(bt.out, t)
 	}
 	// Keep at most a few batch sizes (the full one and a tail).
 	if len(s.cache) >= 4 {
@@ -185,6 +187,28 @@ func (s *Session) tensors(n int64, inDims [][]int64) (*batchTensors, error) {
 		}
 	}
 	s.cache[n] = bt
+	return bt, nil
+}
+
+// newTensors allocates the input and output tensors of a batch of n.
+func (s *Session) newTensors(n int64, inDims [][]int64) (*batchTensors, error) {
+	bt := &batchTensors{}
+	for _, d := range inDims {
+		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
+		if err != nil {
+			bt.destroy()
+			return nil, err
+		}
+		bt.in = append(bt.in, t)
+	}
+	for _, d := range s.outDims {
+		t, err := onnx.NewEmptyTensor[float32](onnx.NewShape(append([]int64{n}, d...)...))
+		if err != nil {
+			bt.destroy()
+			return nil, err
+		}
+		bt.out = append(bt.out, t)
+	}
 	return bt, nil
 }
 
@@ -206,15 +230,11 @@ func (s *Session) Run(n int64) ([][]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf("ort: Run(%d) without Buffers(%d)", n, n)
 	}
-	ins := make([]onnx.Value, len(bt.in))
-	for i, t := range bt.in {
-		ins[i] = t
-	}
-	outs := make([]onnx.Value, len(bt.out))
-	for i, t := range bt.out {
-		outs[i] = t
-	}
-	if err := s.s.Run(ins, outs); err != nil {
+	if s.fixed > 0 && n != s.fixed {
+		if err := s.runChunks(bt, n); err != nil {
+			return nil, err
+		}
+	} else if err := s.s.Run(values(bt.in), values(bt.out)); err != nil {
 		return nil, fmt.Errorf("ort: run: %w", err)
 	}
 	res := make([][]float32, len(bt.out))
@@ -222,6 +242,39 @@ func (s *Session) Run(n int64) ([][]float32, error) {
 		res[i] = t.GetData()
 	}
 	return res, nil
+}
+
+func values(ts []*onnx.Tensor[float32]) []onnx.Value {
+	vs := make([]onnx.Value, len(ts))
+	for i, t := range ts {
+		vs[i] = t
+	}
+	return vs
+}
+
+// runChunks runs the batch of n in bt through a model with a fixed batch:
+// rows are copied into the fixed batch's tensors a chunk at a time (the
+// last chunk padded with zeros) and the outputs copied back.
+func (s *Session) runChunks(bt *batchTensors, n int64) error {
+	f, c := s.fixed, s.chunk
+	for start := int64(0); start < n; start += f {
+		m := min(f, n-start)
+		for i, t := range bt.in {
+			src, dst := t.GetData(), c.in[i].GetData()
+			per := int64(len(src)) / n
+			copy(dst, src[start*per:(start+m)*per])
+			clear(dst[m*per:])
+		}
+		if err := s.s.Run(values(c.in), values(c.out)); err != nil {
+			return fmt.Errorf("ort: run (rows %d-%d in the model's fixed batch of %d): %w", start, start+m-1, f, err)
+		}
+		for i, t := range bt.out {
+			dst, src := t.GetData(), c.out[i].GetData()
+			per := int64(len(dst)) / n
+			copy(dst[start*per:(start+m)*per], src[:m*per])
+		}
+	}
+	return nil
 }
 
 // RunAlloc runs one input tensor of the given shape and lets ONNX Runtime
@@ -257,7 +310,10 @@ func (s *Session) Close() {
 	for _, bt := range s.cache {
 		bt.destroy()
 	}
-	s.cache = nil
+	if s.chunk != nil {
+		s.chunk.destroy()
+	}
+	s.cache, s.chunk = nil, nil
 	s.s.Destroy()
 }
 
