@@ -3,6 +3,7 @@ package dag_test
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tcore-dev/tcore/host-example/builtin"
@@ -55,6 +56,55 @@ func TestBindByRole(t *testing.T) {
 				return
 			}
 			t.Fatalf("no node %q in the tcore pipeline", tc.node)
+		})
+	}
+}
+
+// Set overrides a node's parameter (keeping the others the pipeline
+// sets) and refuses keys that name no stage node.
+func TestSetParams(t *testing.T) {
+	cases := []struct {
+		name    string
+		values  map[string]json.RawMessage
+		node    string
+		want    map[string]string // param -> JSON after Set
+		wantErr string
+	}{
+		{"adds a parameter", map[string]json.RawMessage{"embed.mean": json.RawMessage(`[0.5,0.5,0.5]`)}, "embed", map[string]string{"mean": `[0.5,0.5,0.5]`, "layers": `[]`}, ""},
+		{"replaces one the pipeline sets", map[string]json.RawMessage{"embed.layers": json.RawMessage(`["auto"]`)}, "embed", map[string]string{"layers": `["auto"]`}, ""},
+		{"no such node", map[string]json.RawMessage{"filter.k": json.RawMessage(`1`)}, "", nil, `pipeline "none" has no stage node "filter" (its stage nodes: embed, head)`},
+		{"an input node", map[string]json.RawMessage{"train.k": json.RawMessage(`1`)}, "", nil, `has no stage node "train"`},
+		{"no dot", map[string]json.RawMessage{"mean": json.RawMessage(`1`)}, "", nil, `want NODE.PARAM`},
+		{"not JSON", map[string]json.RawMessage{"embed.mean": json.RawMessage(`[0.5`)}, "", nil, `is not JSON`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := pipelines.Resolve("none")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Set(tc.values)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range p.Nodes {
+				if n.ID != tc.node {
+					continue
+				}
+				var got map[string]json.RawMessage
+				json.Unmarshal(n.Params, &got)
+				for k, v := range tc.want {
+					if string(got[k]) != v {
+						t.Errorf("%s = %s, want %s", k, got[k], v)
+					}
+				}
+			}
 		})
 	}
 }

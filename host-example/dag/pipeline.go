@@ -386,3 +386,48 @@ func (p *Pipeline) Shape(stages Provider) (*Shape, error) {
 
 // SplitRef splits "node.port".
 func SplitRef(ref string) (node, port string, ok bool) { return splitRef(ref) }
+
+// Set overrides stage parameters of p, each keyed "node.param" (tcore run
+// --param, a bench scenario's params): the value replaces what the
+// pipeline sets. A key that names no stage node of p is an error naming
+// it; a parameter the stage does not have is refused when the run checks
+// the pipeline, as one written in the file would be. It changes p.
+func (p *Pipeline) Set(values map[string]json.RawMessage) error {
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		id, name, ok := strings.Cut(k, ".")
+		if !ok || id == "" || name == "" {
+			return plugin.BadInputf("parameter %q: want NODE.PARAM (a stage node of pipeline %q and one of its parameters)", k, p.Name)
+		}
+		var n *Node
+		var stageNodes []string
+		for i := range p.Nodes {
+			if p.Nodes[i].Stage == "" {
+				continue
+			}
+			stageNodes = append(stageNodes, p.Nodes[i].ID)
+			if p.Nodes[i].ID == id {
+				n = &p.Nodes[i]
+			}
+		}
+		if n == nil {
+			return plugin.BadInputf("parameter %q: pipeline %q has no stage node %q (its stage nodes: %s)", k, p.Name, id, strings.Join(stageNodes, ", "))
+		}
+		params := map[string]json.RawMessage{}
+		if len(n.Params) > 0 {
+			if err := json.Unmarshal(n.Params, &params); err != nil {
+				return plugin.BadInputf("pipeline %q: node %q: params: %v", p.Name, n.ID, err)
+			}
+		}
+		if !json.Valid(values[k]) {
+			return plugin.BadInputf("parameter %q: value %s is not JSON", k, values[k])
+		}
+		params[name] = values[k]
+		n.Params, _ = json.Marshal(params)
+	}
+	return nil
+}

@@ -95,6 +95,8 @@ def load_data(shared):
     d = np.load(os.path.join(shared, "datasets", "npz", "cifar10_shadow.npz"))
     x = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).float() / 255.0  # N,3,32,32 in [0,1]
     y = torch.from_numpy(d["y"]).long()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # the file is sorted by class
+    x, y = x[perm], y[perm]
     return (x[:9000], y[:9000]), (x[9000:], y[9000:])
 
 

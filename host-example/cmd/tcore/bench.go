@@ -43,19 +43,21 @@ type benchConfig struct {
 // benchScenario is one row group: an encoder and training data, poisoned
 // beforehand (truth given) or by a recipe at each rate.
 type benchScenario struct {
-	ID        string          `json:"id"`
-	Half      string          `json:"half"`      // tuning or held-out (the zoo's split; "" outside it)
-	Encoder   string          `json:"encoder"`   // a key of encoders
-	Train     string          `json:"train"`     // training data
-	Test      string          `json:"test"`      // clean test set (default: the config's)
-	PerClass  int             `json:"per_class"` // use only the first this many rows of each class (0: all)
-	Truth     string          `json:"truth"`     // its ground truth, if poisoned beforehand
-	Poison    json.RawMessage `json:"poison"`    // poison stage params (trigger, target, clean_label), applied at each rate
-	Rates     []float64       `json:"rates"`     // overrides the config's rates
-	Eval      json.RawMessage `json:"eval"`      // eval spec for the ASR
-	Triggered string          `json:"triggered"` // or a triggered test set (non-target images with the trigger, labelled with the target): ASR = accuracy on it
-	Pipelines []string        `json:"pipelines"` // overrides the config's pipelines
-	Seeds     []int64         `json:"seeds"`     // overrides the config's seeds
+	ID        string                     `json:"id"`
+	Half      string                     `json:"half"`           // tuning or held-out (the zoo's split; "" outside it)
+	Encoder   string                     `json:"encoder"`        // a key of encoders
+	Train     string                     `json:"train"`          // training data
+	Test      string                     `json:"test"`           // clean test set (default: the config's)
+	PerClass  int                        `json:"per_class"`      // use only the first this many rows of each class (0: all)
+	TestPer   int                        `json:"test_per_class"` // the same for the test set
+	Params    map[string]json.RawMessage `json:"params"`         // stage parameters, "node.param": value (as tcore run --param)
+	Truth     string                     `json:"truth"`          // its ground truth, if poisoned beforehand
+	Poison    json.RawMessage            `json:"poison"`         // poison stage params (trigger, target, clean_label), applied at each rate
+	Rates     []float64                  `json:"rates"`          // overrides the config's rates
+	Eval      json.RawMessage            `json:"eval"`           // eval spec for the ASR
+	Triggered string                     `json:"triggered"`      // or a triggered test set (non-target images with the trigger, labelled with the target): ASR = accuracy on it
+	Pipelines []string                   `json:"pipelines"`      // overrides the config's pipelines
+	Seeds     []int64                    `json:"seeds"`          // overrides the config's seeds
 	// Reference names a scenario on clean data (run earlier in the
 	// config) whose none model, trained without poison, measures this
 	// cell's trigger too: the ASR a clean model shows (clean_asr), the
@@ -189,8 +191,12 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 			return nil, bad(at+".reference", "%q is not a scenario listed before this one", s.Reference)
 		}
 		for _, p := range s.Pipelines {
-			if _, err := pipelines.Resolve(p); err != nil {
+			pl, err := pipelines.Resolve(p)
+			if err != nil {
 				return nil, bad(at+".pipelines", "%v", err)
+			}
+			if err := pl.Set(s.Params); err != nil {
+				return nil, bad(at+".params", "%v", err)
 			}
 		}
 	}
@@ -275,6 +281,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			s.Train = sub
 		}
+		if s.TestPer > 0 {
+			sub := filepath.Join(c.out, s.ID+"-test-subset.arrow")
+			if err := subset(ctx, s.Test, s.TestPer, sub); err != nil {
+				return fmt.Errorf("bench: %s: %w", s.ID, err)
+			}
+			s.Test = sub
+		}
 		for _, rate := range rates {
 			cell := s.ID
 			train, truth := s.Train, s.Truth
@@ -304,6 +317,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 					rc := c
 					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
+					rc.params = s.Params
 					sum, reused, err := rc.benchCell(ctx, stages, stderr)
 					if err != nil {
 						return fmt.Errorf("bench: %s / %s / seed %d: %w", cell, name, seed, err)

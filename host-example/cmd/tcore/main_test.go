@@ -127,6 +127,9 @@ func TestExitStatus(t *testing.T) {
 		{"negative --stage-timeout", []string{"run", "--train", good, "--stage-timeout", "-1s", "--out", "OUT"}, 2, "--stage-timeout -1s: want a positive duration"},
 		{"negative --classes", []string{"run", "--train", good, "--classes", "-2", "--out", "OUT"}, 2, "--classes -2"},
 		{"misspelt built-in pipeline", []string{"run", "--train", good, "--out", "x", "--pipeline", "tcor", "--manifest", manifest}, 2, "neither a built-in (abl,"},
+		{"--param on a node the pipeline lacks", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "embed.mean=[0.5,0.5,0.5]", "--manifest", manifest}, 2, `parameter "embed.mean": pipeline "stats" has no stage node "embed" (its stage nodes: stats)`},
+		{"--param the stage does not have", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "stats.colour=red", "--manifest", manifest}, 2, `unknown parameter "colour"`},
+		{"--param without a node", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "colour=red", "--manifest", manifest}, 2, `parameter "colour": want NODE.PARAM`},
 		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
 	}
 	table := badinput.New("Bad command lines and inputs of `tcore run`",

@@ -40,6 +40,7 @@ type runConfig struct {
 	inProcess                 bool
 	imageCol, labelCol        string
 	classes                   int
+	params                    paramFlag // NODE.PARAM -> JSON value
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,6 +59,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
 	fs.StringVar(&c.labelCol, "label-col", "", "label column of the datasets (default: label or labels)")
 	fs.IntVar(&c.classes, "classes", 0, "number of classes the classifier has (default: the largest training label + 1, which then needs rows of every class below it)")
+	c.params = paramFlag{}
+	fs.Var(c.params, "param", "NODE.PARAM=VALUE: set a stage parameter of the pipeline (VALUE is JSON, else a string), e.g. embed.mean=[0.485,0.456,0.406]; repeatable")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -87,6 +90,9 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	}
 	p, err := pipelines.Resolve(c.pipeline)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.Set(c.params); err != nil {
 		return nil, err
 	}
 	for name, v := range map[string]string{"train": c.train, "test": c.test, "encoder": c.encoder, "truth": c.truth} {

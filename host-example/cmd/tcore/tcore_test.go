@@ -405,36 +405,6 @@ func TestDemoPoisonsAndReports(t *testing.T) {
 	checkReport(t, filepath.Join(out, "report.html"), 4)
 }
 
-// withEmbedNorm writes pipeline (a built-in name or a file) with the embed
-// node given testenc's mean and std.
-func withEmbedNorm(t *testing.T, dir, pipeline string) string {
-	path := pipeline
-	if !strings.HasSuffix(path, ".json") {
-		path = filepath.Join("..", "..", "pipelines", pipeline+".json")
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p map[string]any
-	json.Unmarshal(b, &p)
-	for _, n := range p["nodes"].([]any) {
-		node := n.(map[string]any)
-		if node["stage"] == "embed" {
-			params, _ := node["params"].(map[string]any)
-			if params == nil {
-				params = map[string]any{}
-			}
-			params["mean"], params["std"] = testenc.Mean, testenc.Std
-			node["params"] = params
-		}
-	}
-	out, _ := json.Marshal(p)
-	dst := filepath.Join(dir, "norm-"+filepath.Base(path))
-	os.WriteFile(dst, out, 0o644)
-	return dst
-}
-
 // An encoder whose normalisation is left to the caller, run with embed's
 // mean and std, must give the same classifier as the same weights with the
 // normalisation inside the graph: the exported model carries it (and says
@@ -454,7 +424,9 @@ func TestNormalisationTravelsIntoTheModel(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			inGraph := runPipeline(t, pl, enc, train, test, filepath.Join(dir, name+"-graph"))
 			out := filepath.Join(dir, name+"-param")
-			given := runPipeline(t, withEmbedNorm(t, dir, pl), raw, train, test, out)
+			// the normalisation as a user gives it: tcore run --param
+			norm := func(v [3]float32) string { b, _ := json.Marshal(v); return string(b) }
+			given := runPipeline(t, pl, raw, train, test, out, "--param", "embed.mean="+norm(testenc.Mean), "--param", "embed.std="+norm(testenc.Std))
 			if a, b := inGraph["acc"].(float64), given["acc"].(float64); math.Abs(a-b) > 0.005 || a < 0.5 {
 				t.Fatalf("accuracy %.3f with the normalisation in the graph, %.3f with embed's mean/std", a, b)
 			}
