@@ -40,6 +40,19 @@ type bench struct {
 	// sizeScale is the encoder's input size over the scan images' size
 	// when it is 1.5 or more (p.Sizes then scaled by it), else 1.
 	sizeScale float64
+	// scanImages is how many trusted images the scan collapses
+	// (scanImages(p, ...)).
+	scanImages int
+}
+
+// scanImages is the scan's image count for an encoder input of h x w:
+// scan_images_large from large_side pixels on the shorter side, else
+// scan_images.
+func scanImages(p Params, h, w int) int {
+	if min(h, w) >= p.LargeSide {
+		return p.ScanImagesLarge
+	}
+	return p.ScanImages
 }
 
 // scaleSizes scales patch sizes given in data pixels to the model's input
@@ -68,7 +81,8 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 	if err := b.open(); err != nil {
 		return nil, err
 	}
-	want := b.pickTrusted(p.ScanImages)
+	b.scanImages = scanImages(p, b.pre.H, b.pre.W)
+	want := b.pickTrusted(b.scanImages)
 	if len(want) < 8 {
 		b.close()
 		return nil, plugin.PortError("trusted", plugin.BadInputf("only %d trusted images; the scan needs at least 8", len(want)))

@@ -43,7 +43,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.4.3",
+		Version: "0.4.4",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -81,7 +81,9 @@ type Result struct {
 	// the encoder's input.
 	ScanSizes [2]int  `json:"scan_sizes"`
 	SizeScale float64 `json:"size_scale"`
-	Exported  string  `json:"exported,omitempty"`
+	// ScanImages is how many trusted images the scan collapsed.
+	ScanImages int    `json:"scan_images"`
+	Exported   string `json:"exported,omitempty"`
 }
 
 // Run implements plugin.Stage: it composes the steps.
@@ -111,7 +113,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale}
+	res := &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale, ScanImages: b.scanImages}
 	// The steps after the scan take minutes on a backdoored encoder: say
 	// which one runs.
 	phase := func(msg string) {

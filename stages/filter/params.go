@@ -16,12 +16,16 @@ type Params struct {
 	Device        string `json:"device" role:"device" doc:"cpu, cuda or cuda:N"`
 
 	// scan
-	ScanImages int     `json:"scan_images" range:"[8,)" doc:"trusted images of different classes the scan collapses"`
-	Candidates int     `json:"candidates" range:"[20,)" doc:"random candidate patterns"`
-	Refine     int     `json:"refine" range:"[0,)" doc:"local refinement steps around the best 10"`
-	Sizes      [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels: scaled to the encoder's input when the images are at least 1.5 times smaller"`
-	GapMin     float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
-	BlendRatio float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
+	ScanImages int `json:"scan_images" range:"[8,)" doc:"trusted images of different classes the scan collapses"`
+	// An image costs ~50 times as much to embed at 224 px as at 32 px:
+	// the scan of a large-input encoder collapses fewer images.
+	ScanImagesLarge int     `json:"scan_images_large" range:"[8,)" doc:"scan images instead of scan_images when the encoder's input is at least large_side pixels on its shorter side"`
+	LargeSide       int     `json:"large_side" range:"[1,)" doc:"shorter input side (pixels) from which an encoder counts as large for scan_images_large"`
+	Candidates      int     `json:"candidates" range:"[20,)" doc:"random candidate patterns"`
+	Refine          int     `json:"refine" range:"[0,)" doc:"local refinement steps around the best 10"`
+	Sizes           [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels: scaled to the encoder's input when the images are at least 1.5 times smaller"`
+	GapMin          float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
+	BlendRatio      float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
 	// score
 	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
@@ -54,7 +58,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, BlendRatio: 5,
+	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, BlendRatio: 5,
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1,

@@ -29,3 +29,25 @@ func TestScaleSizes(t *testing.T) {
 		})
 	}
 }
+
+// A large-input encoder's scan collapses scan_images_large images; the
+// 32-px encoders every default was tuned on keep scan_images.
+func TestScanImages(t *testing.T) {
+	cases := []struct {
+		name string
+		h, w int
+		want int
+	}{
+		{"32 px", 32, 32, 64},
+		{"just under", 95, 200, 64},
+		{"at the side", 96, 96, 32},
+		{"224 px", 224, 224, 32},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := scanImages(defaults, tc.h, tc.w); got != tc.want {
+				t.Fatalf("%d images, want %d", got, tc.want)
+			}
+		})
+	}
+}
