@@ -248,6 +248,17 @@ func Write(path string, runs []*Run) error {
 		w("<tr><td>%s</td><td>%.1f%%</td><td>%s</td><td>%d</td><td>%s</td><td>%d</td><td>%s</td></tr>\n",
 			html.EscapeString(r.Name), 100*acc, asrS, s.Samples.Kept, kp, s.Channels.Filtered, secs)
 	}
+	if ref := runs[0].Summary.Reference; len(runs) == 1 && ref != nil && ref.ACC != nil {
+		var asr float64
+		asrS := "—"
+		if ref.ASR != nil {
+			asr, asrS = *ref.ASR, fmt.Sprintf("%.1f%%", 100**ref.ASR)
+		}
+		w("<tr><td>none (reference: one head on every row, same encoder)</td><td>%.1f%%</td><td>%s</td><td>%d</td><td>—</td><td>0</td><td>%.0f</td></tr>\n",
+			100**ref.ACC, asrS, runs[0].Summary.Samples.Total, ref.Seconds)
+		names = append(names, "none (reference)")
+		accs, asrs = append(accs, 100**ref.ACC), append(asrs, 100*asr)
+	}
 	w("</table>\n")
 	w(`<div class="fig">%s</div>`, Bars("acc-asr", "ACC and ASR per pipeline", "%", names, []string{"ACC", "ASR"}, [][]float64{accs, asrs}, 100))
 	if classes, series := perClass(runs); len(classes) > 0 {

@@ -32,9 +32,22 @@ type Summary struct {
 	TimingsS    map[string]float64 `json:"timings_s"`
 	Reused      []string           `json:"reused_nodes"`
 	Nodes       map[string]Node    `json:"nodes"`
+	// Reference is the none baseline trained beside the run (tcore run
+	// --reference), or nil.
+	Reference *Reference `json:"reference,omitempty"`
 	// Seconds is the run's wall time (the cached nodes' included as
 	// reused).
 	Seconds float64 `json:"seconds"`
+}
+
+// Reference is the none baseline measured inside a run: one head on every
+// training row over the run's own (unfiltered) embedding, evaluated on the
+// same test set and trigger.
+type Reference struct {
+	ACC     *float64 `json:"acc"`
+	ASR     *float64 `json:"asr,omitempty"`
+	Model   string   `json:"model"`
+	Seconds float64  `json:"seconds"`
 }
 
 // Counts are the rows of the training set and of each selected set.

@@ -54,6 +54,12 @@ type Run struct {
 	Classes int
 	// StageTimeout, when positive, bounds each stage's run (--stage-timeout).
 	StageTimeout time.Duration
+	// Reference, with a Test set, also trains the none baseline over the
+	// run's own embedding (one head on every training row, in
+	// ReferenceDir) and reports its accuracy beside the run's: what the
+	// defence cost or saved. Pipelines without an embed node, or that
+	// are no more than embed and a head, get none.
+	Reference bool
 
 	trainIDs map[uint64]int64    // sample_id -> row of Train, when Truth is given
 	testRead arrowio.ReadOptions // Read, with the training set's class names
@@ -345,6 +351,11 @@ func (r *Run) Execute(ctx context.Context) (*report.Summary, error) {
 			}
 			s.ACC, s.ASR = &ev.ACC, ev.ASR
 			s.Evaluation = &ev.Result
+			if r.Reference {
+				if s.Reference, err = r.reference(ctx, p, res, b, e.Classes); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	s.Seconds = time.Since(start).Seconds()

@@ -41,6 +41,7 @@ type runConfig struct {
 	imageCol, labelCol        string
 	classes                   int
 	params                    paramFlag // NODE.PARAM -> JSON value
+	reference                 bool
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,6 +60,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
 	fs.StringVar(&c.labelCol, "label-col", "", "label column of the datasets (default: label or labels)")
 	fs.IntVar(&c.classes, "classes", 0, "number of classes the classifier has (default: the largest training label + 1, which then needs rows of every class below it)")
+	fs.BoolVar(&c.reference, "reference", true, "with --test, also train the none baseline (one head on every row over the same embedding) and report its accuracy beside the run's")
 	c.params = paramFlag{}
 	fs.Var(c.params, "param", "NODE.PARAM=VALUE: set a stage parameter of the pipeline (VALUE is JSON, else a string), e.g. embed.mean=[0.485,0.456,0.406]; repeatable")
 	if err := parse(fs, args); err != nil {
@@ -118,7 +120,7 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
 		Read:     arrowio.ReadOptions{ImageCol: c.imageCol, LabelCol: c.labelCol},
 		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed},
-		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes, StageTimeout: c.timeout}
+		Out:      c.out, Spec: c.spec, Truth: c.truth, Classes: c.classes, StageTimeout: c.timeout, Reference: c.reference}
 	s, err := r.Execute(log.WithContext(ctx))
 	if err != nil {
 		return nil, err
@@ -176,6 +178,13 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 	}
 	if s.ASR != nil {
 		fmt.Fprintf(w, "  attack success rate: %.4f (%d triggered non-target images)\n", *s.ASR, s.Evaluation.ASRN)
+	}
+	if ref := s.Reference; ref != nil && ref.ACC != nil {
+		fmt.Fprintf(w, "  without the defence (none: one head on every row, same encoder): accuracy %.4f", *ref.ACC)
+		if ref.ASR != nil {
+			fmt.Fprintf(w, ", attack success rate %.4f", *ref.ASR)
+		}
+		fmt.Fprintf(w, " (%s)\n", ref.Model)
 	}
 	for _, k := range []string{"seed", "trusted", "kept"} {
 		if set, ok := s.Set(k); ok {

@@ -253,6 +253,21 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
 	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
 	checkRemoved(t, none, a)
+	// The run's own none reference (one head on every row over its
+	// embedding) is the none pipeline's model: same accuracy, same ASR.
+	ref, _ := a["reference"].(map[string]any)
+	if ref == nil {
+		t.Fatal("no none reference in the tcore run's report.json")
+	}
+	if ref["acc"] != none["acc"] || ref["asr"] != none["asr"] {
+		t.Fatalf("reference ACC %v ASR %v; the none run: ACC %v ASR %v", ref["acc"], ref["asr"], none["acc"], none["asr"])
+	}
+	if _, ok := none["reference"]; ok {
+		t.Fatal("the none run trained a reference of itself")
+	}
+	if page, _ := os.ReadFile(filepath.Join(dir, "a", "report.html")); !bytes.Contains(page, []byte("none (reference")) {
+		t.Fatal("report.html does not show the none reference")
+	}
 	var rep struct {
 		Nodes map[string]struct {
 			Metrics map[string]any `json:"metrics"`
