@@ -382,6 +382,9 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 	if err != nil {
 		return nil, false, err
 	}
+	if err := p.Set(c.params); err != nil {
+		return nil, false, err
+	}
 	board := progress.New(stderr)
 	defer board.Close()
 	seed := c.seed

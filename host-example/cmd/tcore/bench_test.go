@@ -29,7 +29,8 @@ func TestBenchRunsAndResumes(t *testing.T) {
   "encoders": {"trojan": %q},
   "pipelines": [%q, "none"],
   "scenarios": [
-    {"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s, "seeds": [1, 2]},
+    {"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s, "seeds": [1, 2],
+     "params": {"embed.mean": [0, 0, 0], "embed.std": [1, 1, 1]}},
     {"id": "recipe", "encoder": "trojan", "train": %q, "poison": {"trigger": {"kind": "patch", "size": 3, "row": 12, "col": 12}, "target": 0}, "rates": [0.05, 0.1], "eval": %s}
   ]
 }`, test, enc, smallTCore(t, dir), train, filepath.Join(dir, "truth.csv"), spec, train, spec)
@@ -78,6 +79,20 @@ func TestBenchRunsAndResumes(t *testing.T) {
 	// two seeds: mean ± sd in the summary table
 	if md, _ := os.ReadFile(filepath.Join(out, "results.md")); !strings.Contains(string(md), "| pre | tuning | — | none | 2 |") || !strings.Contains(string(md), "±") {
 		t.Errorf("results.md lacks the two-seed summary of pre:\n%s", md)
+	}
+	// A scenario's params reach its pipelines' nodes (an identity
+	// normalisation here: the results stay those of the encoder alone).
+	for _, pl := range []string{"none", strings.TrimSuffix(filepath.Base(smallTCore(t, dir)), ".json")} {
+		var rep struct {
+			Nodes map[string]struct {
+				Metrics map[string]any `json:"metrics"`
+			} `json:"nodes"`
+		}
+		b, _ := os.ReadFile(filepath.Join(out, "pre", pl, "seed-1", "report.json"))
+		json.Unmarshal(b, &rep)
+		if pp, _ := rep.Nodes["embed"].Metrics["preprocess"].(string); !strings.Contains(pp, `"mean":[0,0,0]`) {
+			t.Errorf("pre / %s: embed ran with preprocess %q, not the scenario's params", pl, pp)
+		}
 	}
 	// An interrupted cell has no completion marker: only it runs again.
 	os.Remove(filepath.Join(out, "recipe-0.1", "none", "seed-1", "cell.json"))
