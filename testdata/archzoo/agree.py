@@ -82,8 +82,11 @@ def main():
     st = torch.load(os.path.join(a.zoo, m["weights"] + ".pt"))
     net, _ = zoo.body(r["arch"])
     net.load_state_dict(st["body"])
+    data = zoo.load_data(a.shared)
+    if r.get("bn_recalibrate"):
+        zoo.recalibrate(net, data, r["size"])  # as the export did
     net.eval()
-    _, (xv, _) = zoo.load_data(a.shared)
+    _, (xv, _) = data
     with torch.no_grad():
         emb = torch.cat([net(zoo.norm(zoo.to_size(xv[k:k + 100], r["size"]))) for k in range(0, len(xv), 100)]).numpy()
     model = os.path.join(a.run, "clean_model.onnx")
