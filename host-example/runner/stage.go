@@ -182,6 +182,11 @@ func move(src, dst string) error {
 	if err := os.Rename(src, dst); err == nil {
 		return nil
 	}
+	return copyFile(src, dst)
+}
+
+// copyFile copies src to dst atomically (dst appears whole or not at all).
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
