@@ -45,6 +45,16 @@ type bench struct {
 	scanImages int
 }
 
+// cell is the grain of the scan's textures in model pixels: one data
+// pixel (the size scale, rounded) when the data's images are smaller than
+// the encoder's input, else 0 (one model pixel).
+func (b *bench) cell() int {
+	if b.sizeScale <= 1 {
+		return 0
+	}
+	return int(math.Round(b.sizeScale))
+}
+
 // scanImages is the scan's image count for an encoder input of h x w:
 // scan_images_large from large_side pixels on the shorter side, else
 // scan_images.

@@ -114,3 +114,49 @@ func TestSmoothBlendIsSmooth(t *testing.T) {
 		}
 	}
 }
+
+// With a cell of 7 model pixels (32-px data into a 224-px model) a
+// pattern's texture is painted in 7x7 grains: a checker's squares, a noise
+// patch's and a noise blend's values are constant inside each grain and
+// differ between them; with no cell they vary pixel by pixel.
+func TestTextureGrain(t *testing.T) {
+	const h, w = 56, 56
+	cases := []struct {
+		name string
+		p    Pattern
+	}{
+		{"checker", Pattern{Kind: "checker", Size: 28, Row: 7, Col: 14, Colors: [2][3]float32{{1, 0, 0}, {0, 0, 1}}}},
+		{"noise patch", Pattern{Kind: "noise", Size: 28, Row: 7, Col: 14, NoiseSeed: 5}},
+		{"noise blend", Pattern{Kind: "blend", Alpha: 0.5, NoiseSeed: 5}},
+	}
+	for _, tc := range cases {
+		for _, cell := range []int{0, 7} {
+			t.Run(fmt.Sprintf("%s/cell %d", tc.name, cell), func(t *testing.T) {
+				p := tc.p
+				p.Cell = cell
+				x := make([]float32, 3*h*w) // a black image: the pattern alone
+				p.Apply(x, h, w)
+				inGrain, across := 0, 0 // value changes between horizontal neighbours
+				for c := 0; c < 3; c++ {
+					for y := 7; y < 35; y++ {
+						for xx := 14; xx < 41; xx++ {
+							if x[c*h*w+y*w+xx] != x[c*h*w+y*w+xx+1] {
+								if (xx+1)%7 == 0 {
+									across++
+								} else {
+									inGrain++
+								}
+							}
+						}
+					}
+				}
+				if cell == 7 && (inGrain != 0 || across == 0) {
+					t.Fatalf("%d changes inside grains, %d across: want none inside, some across", inGrain, across)
+				}
+				if cell == 0 && inGrain == 0 {
+					t.Fatal("no changes between neighbouring pixels without a cell")
+				}
+			})
+		}
+	}
+}

@@ -184,6 +184,7 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 			} else {
 				ps[i] = controlPattern(ctl)
 			}
+			ps[i].Cell = b.cell()
 		}
 		cs, err := col.collapse(ps, res.probe)
 		if err != nil {
