@@ -265,6 +265,13 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	if _, ok := none["reference"]; ok {
 		t.Fatal("the none run trained a reference of itself")
 	}
+	// ... over the run's own embedding: the features file is the run's
+	// (linked, never embedded again).
+	f1, err1 := os.Stat(filepath.Join(dir, "a", "nodes", "embed", "features.arrow"))
+	f2, err2 := os.Stat(filepath.Join(dir, "a", "reference", "nodes", "embed", "features.arrow"))
+	if err1 != nil || err2 != nil || !os.SameFile(f1, f2) {
+		t.Fatalf("the reference embedded the training set again (%v, %v)", err1, err2)
+	}
 	if page, _ := os.ReadFile(filepath.Join(dir, "a", "report.html")); !bytes.Contains(page, []byte("none (reference")) {
 		t.Fatal("report.html does not show the none reference")
 	}
