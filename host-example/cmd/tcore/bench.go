@@ -378,11 +378,8 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 			}
 		}
 	}
-	p, err := pipelines.Resolve(c.pipeline)
+	p, err := c.resolvePipeline()
 	if err != nil {
-		return nil, false, err
-	}
-	if err := p.Set(c.params); err != nil {
 		return nil, false, err
 	}
 	board := progress.New(stderr)

@@ -90,11 +90,8 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 	if err != nil {
 		return nil, err
 	}
-	p, err := pipelines.Resolve(c.pipeline)
+	p, err := c.resolvePipeline()
 	if err != nil {
-		return nil, err
-	}
-	if err := p.Set(c.params); err != nil {
 		return nil, err
 	}
 	for name, v := range map[string]string{"train": c.train, "test": c.test, "encoder": c.encoder, "truth": c.truth} {
@@ -126,6 +123,15 @@ func (c *runConfig) execute(ctx context.Context, stderr io.Writer) (*report.Summ
 		return nil, err
 	}
 	return s, arrowio.WriteFileAtomic(filepath.Join(c.out, report.LogFile), saved.Bytes())
+}
+
+// resolvePipeline returns the run's pipeline with its --param values set.
+func (c *runConfig) resolvePipeline() (*dag.Pipeline, error) {
+	p, err := pipelines.Resolve(c.pipeline)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.Set(c.params)
 }
 
 // lockedBuffer is a bytes.Buffer that several goroutines may write.
