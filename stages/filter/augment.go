@@ -38,9 +38,8 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 	defer r.Release()
 	const bs = 256
 	size := enc.ImageSize()
-	pre := b.pre
-	canon := make([]float32, pre.CanonicalSize())
-	var scratch []float32
+	canon := make([]float32, b.canvas.CanonicalSize())
+	var scratch, resampled []float32
 	var ids []uint64
 	var labels []int32
 	written := 0
@@ -78,11 +77,10 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 				return 0, err
 			}
 			dst := stage[len(ids)*size : (len(ids)+1)*size]
-			if err := pre.Pixels(imgs.Value(i), canon, &scratch); err != nil {
+			if err := b.canvas.Pixels(imgs.Value(i), canon, &scratch); err != nil {
 				return 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
-			pats[(written+len(ids))%len(pats)].Apply(canon, pre.H, pre.W)
-			pre.Layout(dst, canon)
+			b.paint(dst, canon, &pats[(written+len(ids))%len(pats)], &resampled)
 			ids = append(ids, col.Value(i))
 			labels = append(labels, b.t.Labels[row])
 			if len(ids) == bs {

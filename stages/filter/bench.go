@@ -31,28 +31,27 @@ type bench struct {
 	rng     *rand.Rand
 	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
-	x       []float32 // the scan images in canonical form (encoder.Preprocess), n of them
+	x       []float32 // the scan images in canonical form at the canvas's size, n of them
 	n       int
 	pre     encoder.Preprocess
-	means   map[string][]float32 // per probed layer, each channel's mean on trusted rows
-	spread  [][]float64          // per probed layer, each channel's standard deviation over all rows
-	caps    map[string][]float32 // per probed layer, each channel's cap (nil: none)
-	// sizeScale is the encoder's input size over the scan images' size
-	// when it is 1.5 or more (p.Sizes then scaled by it), else 1.
+	// canvas is the canonical form patterns are painted in: the data's
+	// resolution (its median image size) when the encoder's input is at
+	// least 1.5 times larger, else the encoder's. Painted images reach the
+	// encoder resampled as the data's own images do (paint), so that a
+	// pattern is one the data could carry: a 32-px image upscaled to
+	// 224 px never holds a sharper edge or finer texture than one data
+	// pixel.
+	canvas encoder.Preprocess
+	means  map[string][]float32 // per probed layer, each channel's mean on trusted rows
+	spread [][]float64          // per probed layer, each channel's standard deviation over all rows
+	caps   map[string][]float32 // per probed layer, each channel's cap (nil: none)
+	// sizeScale is the encoder's input size over the data's image size
+	// when it is 1.5 or more (patterns then painted at the data's size),
+	// else 1.
 	sizeScale float64
 	// scanImages is how many trusted images the scan collapses
 	// (scanImages(p, ...)).
 	scanImages int
-}
-
-// cell is the grain of the scan's textures in model pixels: one data
-// pixel (the size scale, rounded) when the data's images are smaller than
-// the encoder's input, else 0 (one model pixel).
-func (b *bench) cell() int {
-	if b.sizeScale <= 1 {
-		return 0
-	}
-	return int(math.Round(b.sizeScale))
 }
 
 // scanImages is the scan's image count for an encoder input of h x w:
@@ -65,20 +64,18 @@ func scanImages(p Params, h, w int) int {
 	return p.ScanImages
 }
 
-// scaleSizes scales patch sizes given in data pixels to the model's input
-// when the data's images are at least 1.5 times smaller (a median
-// dataH x dataW); it returns the sizes in model pixels and the scale.
-func scaleSizes(sizes [2]int, h, w, dataH, dataW int) ([2]int, float64) {
+// upscale is the encoder's input size (h x w) over the data's (a median
+// dataH x dataW) when it is at least 1.5, else 1 (data as large as the
+// input, or larger, is painted at the encoder's size).
+func upscale(h, w, dataH, dataW int) float64 {
 	if dataH <= 0 || dataW <= 0 {
-		return sizes, 1
+		return 1
 	}
 	scale := math.Min(float64(h)/float64(dataH), float64(w)/float64(dataW))
 	if scale < 1.5 {
-		return sizes, 1
+		return 1
 	}
-	lim := min(h, w)
-	out := [2]int{min(lim, int(math.Round(float64(sizes[0])*scale))), min(lim, int(math.Round(float64(sizes[1])*scale)))}
-	return out, scale
+	return scale
 }
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
@@ -99,14 +96,22 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 	}
 	var err error
 	var dataH, dataW int
-	if b.x, b.n, dataH, dataW, err = decode(in, b.pre, want, true); err != nil {
+	b.canvas = encoder.Preprocess{C: 3, H: b.pre.H, W: b.pre.W}
+	if b.x, b.n, dataH, dataW, err = decode(in, b.canvas, want, true); err != nil {
 		b.close()
 		return nil, err
 	}
-	// Patch sizes are in data pixels: on images smaller than the
-	// encoder's input (32-px data into a 224-px model) a patch of 3 model
-	// pixels would cover less than one data pixel.
-	b.p.Sizes, b.sizeScale = scaleSizes(p.Sizes, b.pre.H, b.pre.W, dataH, dataW)
+	// Patterns are painted at the data's resolution: on images smaller
+	// than the encoder's input (32-px data into a 224-px model) a patch of
+	// 3 model pixels would cover less than one data pixel, and a texture
+	// of model pixels is nothing the data can hold.
+	if b.sizeScale = upscale(b.pre.H, b.pre.W, dataH, dataW); b.sizeScale > 1 {
+		b.canvas = encoder.Preprocess{C: 3, H: dataH, W: dataW}
+		if b.x, b.n, _, _, err = decode(in, b.canvas, want, true); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
 	b.spread = make([][]float64, len(b.t.Layers))
 	for li, l := range b.t.Layers {
 		b.spread[li] = channelStd(l)
@@ -328,17 +333,32 @@ func median(v []int) int {
 // inputs writes the n scan images, with pat painted on (nil: clean), as
 // the encoder's input into dst.
 func (b *bench) inputs(dst []float32, pat *Pattern) {
-	canon, size := b.pre.CanonicalSize(), b.pre.C*b.pre.H*b.pre.W
+	canon, size := b.canvas.CanonicalSize(), b.pre.C*b.pre.H*b.pre.W
 	tmp := make([]float32, canon)
+	var scratch []float32
 	for i := 0; i < b.n; i++ {
-		src := b.x[i*canon : (i+1)*canon]
-		if pat != nil {
-			copy(tmp, src)
-			pat.Apply(tmp, b.pre.H, b.pre.W)
-			src = tmp
-		}
-		b.pre.Layout(dst[i*size:(i+1)*size], src)
+		copy(tmp, b.x[i*canon:(i+1)*canon])
+		b.paint(dst[i*size:(i+1)*size], tmp, pat, &scratch)
 	}
+}
+
+// paint paints pat (nil: none) onto canon, one image in canonical form
+// at the canvas's size, and writes it as the encoder's input into dst
+// (C*H*W values), resampled to the encoder's size when the canvas is
+// smaller. scratch is reused between calls.
+func (b *bench) paint(dst, canon []float32, pat *Pattern, scratch *[]float32) {
+	if pat != nil {
+		pat.Apply(canon, b.canvas.H, b.canvas.W)
+	}
+	if b.sizeScale <= 1 {
+		b.pre.Layout(dst, canon)
+		return
+	}
+	if len(*scratch) != b.pre.CanonicalSize() {
+		*scratch = make([]float32, b.pre.CanonicalSize())
+	}
+	b.pre.Resample(*scratch, canon, b.canvas.H, b.canvas.W)
+	b.pre.Layout(dst, *scratch)
 }
 
 // view is one set of n scan images through the session: the images with a

@@ -160,7 +160,7 @@ func (b *bench) fillChannels(ctx context.Context, sel *selection, sus *suspicion
 	if err != nil {
 		return nil, err
 	}
-	pats := sel.against(b.sess.H, b.sess.W, b.p.Sizes)
+	pats := sel.against(b.canvas.H, b.canvas.W, b.p.Sizes)
 	_, meanZ, err := b.worst(sel.keep, pats, sel.stats)
 	if err != nil {
 		return nil, err

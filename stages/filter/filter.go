@@ -43,7 +43,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.4.5",
+		Version: "0.5.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -76,10 +76,11 @@ type Result struct {
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
 	AugmentRows     int          `json:"augment_rows"`
-	// ScanSizes are the patch sizes searched, in model pixels: the sizes
-	// parameter times SizeScale when the data's images are smaller than
-	// the encoder's input.
-	ScanSizes [2]int  `json:"scan_sizes"`
+	// ScanSizes are the patch sizes searched, in the data's pixels.
+	ScanSizes [2]int `json:"scan_sizes"`
+	// SizeScale is the encoder's input size over the data's when it is
+	// at least 1.5 (patterns are then painted at the data's size and
+	// resampled), else 1.
 	SizeScale float64 `json:"size_scale"`
 	// ScanImages is how many trusted images the scan collapsed.
 	ScanImages int    `json:"scan_images"`
@@ -106,7 +107,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	defer b.close()
-	p.Sizes = b.p.Sizes // in model pixels
 	t := ins.Table
 
 	sc, err := b.firstScan(ctx, progress)
@@ -127,6 +127,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	var against []Pattern
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
+		if sc.BestZ >= p.GapMin {
+			res.WhyNoMask = fmt.Sprintf("the best pattern (same-size z %.1f) takes %.0f%% of the scan images' spread away, under collapse_min %.0f%%: it stands out among patterns of its size but does not pull images together as a trigger does; the encoder does not look backdoored", sc.BestZ, 100*sc.BestCollapse, 100*p.CollapseMin)
+		}
 	} else {
 		phase("the found trigger's region")
 		// The region is where the original encoder sends the pattern.
@@ -166,11 +169,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
-		against = sel.against(b.sess.H, b.sess.W, p.Sizes)
+		against = sel.against(b.canvas.H, b.canvas.W, p.Sizes)
 		if len(against) == 0 && v.Caps != nil {
 			// The caps alone undid the pattern: the head still learns that
 			// it means nothing.
-			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.sess.H, b.sess.W, p.Sizes)...)
+			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
 		}
 	}
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {

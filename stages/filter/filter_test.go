@@ -188,11 +188,51 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "pool_size": -2}`, "pool_size"},
 		{`{"encoder": "e.onnx", "fill": "zero"}`, "fill"},
 		{`{"encoder": "e.onnx", "fill_slack": -1}`, "fill_slack"},
+		{`{"encoder": "e.onnx", "collapse_min": 1}`, "collapse_min"},
+		{`{"encoder": "e.onnx", "collapse_min": -0.1}`, "collapse_min"},
 	} {
 		var p filter.Params
 		err := plugin.DecodeParams(filter.New().Spec(), json.RawMessage(tc.params), &p)
 		if err == nil || !strings.Contains(err.Error(), `"`+tc.field+`"`) {
 			t.Errorf("%s: got %v, want an error naming %q", tc.params, err, tc.field)
+		}
+	}
+}
+
+// A clean encoder's best pattern stands out among its size (here over a
+// gap_min of 0) without pulling the images together: collapse_min decides,
+// and the run says so.
+func TestCollapseMinDecides(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.onnx")
+	testenc.Clean(5).Model().Save(enc)
+	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 0)
+	defer in.Release()
+	for _, tc := range []struct {
+		collapseMin float64
+		backdoored  bool
+	}{{0, true}, {0.9, false}} {
+		out := plugin.NewTables()
+		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
+			"candidates": 200, "refine": 20, "rescans": 0, "gap_min": 0, "collapse_min": tc.collapseMin})
+		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+		out.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(m["encoder_scan"])
+		var sc struct {
+			Backdoored   bool    `json:"backdoored"`
+			BestCollapse float64 `json:"best_collapse"`
+		}
+		json.Unmarshal(b, &sc)
+		if sc.Backdoored != tc.backdoored {
+			t.Errorf("collapse_min %g: backdoored %v, want %v (%s)", tc.collapseMin, sc.Backdoored, tc.backdoored, b)
+		}
+		why, _ := m["why_no_mask"].(string)
+		if !tc.backdoored && (sc.BestCollapse >= tc.collapseMin || !strings.Contains(why, "collapse_min")) {
+			t.Errorf("collapse_min %g: best collapse %.3f, why_no_mask %q: want a collapse under it, named", tc.collapseMin, sc.BestCollapse, why)
 		}
 	}
 }

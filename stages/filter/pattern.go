@@ -19,13 +19,6 @@ type Pattern struct {
 	Colors    [2][3]float32 `json:"colors,omitempty"`
 	Alpha     float32       `json:"alpha,omitempty"`
 	NoiseSeed uint64        `json:"noise_seed,omitempty"`
-	// Cell is the grain of the pattern's texture in model pixels (a
-	// checker's squares, a noise patch's or a noise blend's grains): the
-	// size of one data pixel when the data's images are smaller than the
-	// encoder's input; 0 or 1 is one model pixel. Textures finer than the
-	// data are nothing upscaled data ever shows: an encoder fed 32-px
-	// images at 224 px answers to them whatever it learned.
-	Cell int `json:"cell,omitempty"`
 	// Delta is the additive pattern of kind delta, one value per input
 	// value of the model (not reported).
 	Delta []float32 `json:"-"`
@@ -64,25 +57,8 @@ func (p Pattern) Apply(x []float32, h, w int) {
 	switch p.Kind {
 	case "blend":
 		rng := rand.New(rand.NewPCG(p.NoiseSeed, 1))
-		if p.Cell <= 1 {
-			for i := range x[:3*plane] {
-				x[i] = (1-p.Alpha)*x[i] + p.Alpha*rng.Float32()
-			}
-			return
-		}
-		gh, gw := (h+p.Cell-1)/p.Cell, (w+p.Cell-1)/p.Cell
-		grid := make([]float32, 3*gh*gw)
-		for i := range grid {
-			grid[i] = rng.Float32()
-		}
-		for c := 0; c < 3; c++ {
-			for y := 0; y < h; y++ {
-				row := grid[(c*gh+y/p.Cell)*gw:]
-				for xx := 0; xx < w; xx++ {
-					i := c*plane + y*w + xx
-					x[i] = (1-p.Alpha)*x[i] + p.Alpha*row[xx/p.Cell]
-				}
-			}
+		for i := range x[:3*plane] {
+			x[i] = (1-p.Alpha)*x[i] + p.Alpha*rng.Float32()
 		}
 		return
 	case "delta":
@@ -119,15 +95,6 @@ func (p Pattern) Apply(x []float32, h, w int) {
 		return
 	}
 	rng := rand.New(rand.NewPCG(p.NoiseSeed, 2))
-	cell := max(1, p.Cell)
-	var grains []float32 // a coarse noise patch's values, by grain and channel
-	if p.Kind == "noise" && cell > 1 {
-		g := (p.Size + cell - 1) / cell
-		grains = make([]float32, g*g*3)
-		for i := range grains {
-			grains[i] = float32(rng.IntN(2))
-		}
-	}
 	for dy := 0; dy < p.Size; dy++ {
 		for dx := 0; dx < p.Size; dx++ {
 			y, xx := p.Row+dy, p.Col+dx
@@ -140,14 +107,9 @@ func (p Pattern) Apply(x []float32, h, w int) {
 				case "solid":
 					v = p.Colors[0][c]
 				case "checker":
-					v = p.Colors[(dx/cell+dy/cell)%2][c]
+					v = p.Colors[(dx+dy)%2][c]
 				case "noise":
-					if grains != nil {
-						g := (p.Size + cell - 1) / cell
-						v = grains[((dy/cell)*g+dx/cell)*3+c]
-					} else {
-						v = float32(rng.IntN(2))
-					}
+					v = float32(rng.IntN(2))
 				}
 				x[c*plane+y*w+xx] = v
 			}

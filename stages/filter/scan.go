@@ -25,6 +25,7 @@ type Scan struct {
 	RandomMedian map[string]float64 `json:"random_median_collapse"`
 	Candidates   int                `json:"candidates"`
 	GapMin       float64            `json:"gap_min"`
+	CollapseMin  float64            `json:"collapse_min"`
 	Seconds      float64            `json:"seconds"`
 }
 
@@ -167,7 +168,7 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 		}
 	}
 	const perRun = 4
-	h, w := b.sess.H, b.sess.W
+	h, w := b.canvas.H, b.canvas.W
 	// The blends' controls come from their own random stream, so that the
 	// candidates stay what they were.
 	ctl := rand.New(rand.NewPCG(b.p.Seed, controlStream+uint64(candidates)))
@@ -184,7 +185,6 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 			} else {
 				ps[i] = controlPattern(ctl)
 			}
-			ps[i].Cell = b.cell()
 		}
 		cs, err := col.collapse(ps, res.probe)
 		if err != nil {
@@ -244,8 +244,8 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 		res.found = append(res.found, c.p)
 	}
 	res.stats = stats
-	res.Scan = Scan{Backdoored: z >= b.p.GapMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
-		Candidates: len(cands), GapMin: b.p.GapMin, Seconds: time.Since(start).Seconds()}
+	res.Scan = Scan{Backdoored: z >= b.p.GapMin && best.c >= b.p.CollapseMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
+		Candidates: len(cands), GapMin: b.p.GapMin, CollapseMin: b.p.CollapseMin, Seconds: time.Since(start).Seconds()}
 	return res, nil
 }
 
@@ -319,7 +319,7 @@ type memoScan struct {
 // memoised.
 func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanResult, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%d\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.BlendRatio, b.p.Seed)
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%v\x00%d\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.CollapseMin, b.p.BlendRatio, b.p.Seed)
 	if st, err := os.Stat(b.in.Model.Source()); err == nil {
 		fmt.Fprintf(h, "%d\x00%d\x00", st.Size(), st.ModTime().UnixNano())
 	}

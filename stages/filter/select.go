@@ -77,9 +77,9 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	// before any round).
 	against := func() []Pattern {
 		if len(s.rounds) == 0 {
-			return append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.sess.H, b.sess.W, b.p.Sizes)...)
+			return append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, b.p.Sizes)...)
 		}
-		return s.against(b.sess.H, b.sess.W, b.p.Sizes)
+		return s.against(b.canvas.H, b.canvas.W, b.p.Sizes)
 	}
 	for round := 0; ; round++ {
 		if search {

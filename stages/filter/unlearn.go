@@ -42,7 +42,7 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 		return nil, rep, nil
 	}
 	// The pattern is estimated in canonical form, where it is painted.
-	pre := b.pre
+	pre := b.canvas
 	size := pre.CanonicalSize()
 	// One pass: the mean image of the suspects, of each class's trusted
 	// rows, and every row kept for the projection.

@@ -89,16 +89,24 @@ func (p Preprocess) Pixels(data []byte, dst []float32, scratch *[]float32) error
 	}
 	src := (*scratch)[:need]
 	arrowio.ToCHW(src, img)
+	p.Resample(dst, src, h, w)
+	return nil
+}
+
+// Resample resizes an image in canonical form of h x w (src, 3*h*w
+// values) to the encoder's H x W (dst, CanonicalSize values), bilinear with
+// half-pixel centres as Pixels resizes: an image painted at the data's
+// resolution reaches the encoder as the data's own images do.
+func (p Preprocess) Resample(dst, src []float32, h, w int) {
 	plane := p.H * p.W
 	for c := 0; c < 3; c++ {
-		in, out := src[c*w*h:(c+1)*w*h], dst[c*plane:(c+1)*plane]
+		in, out := src[c*h*w:(c+1)*h*w], dst[c*plane:(c+1)*plane]
 		if w == p.W && h == p.H {
 			copy(out, in)
 		} else {
 			resize(out, p.W, p.H, in, w, h)
 		}
 	}
-	return nil
 }
 
 // Layout turns an image in canonical form (src) into the encoder's input
