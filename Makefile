@@ -63,7 +63,11 @@ test: build
 ## bench: the plugin boundary (features/v1 in process vs across), and the
 ## embed stage vs raw ONNX Runtime vs PyTorch on ../shared's CIFAR-10 test set
 bench: build
-	$(GO) test -run '^$$' -bench Boundary -benchtime 8x ./plugin/
+	$(GO) test -run '^$$' -bench Boundary -benchtime 8x ./plugin/ | awk '{ print } \
+		/^BenchmarkBoundary\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[3]); mb[n[2] "/" n[3]] = $$(NF-1) } \
+		END { split("one-way round-trip", ds, " "); for (i = 1; i <= 2; i++) { d = ds[i]; \
+			if (mb["in-process/" d] > 0) printf "boundary %s: plugin %.3fx, plugin-files %.3fx of in process (%s / %s / %s MB/s)\n", d, \
+				mb["plugin/" d] / mb["in-process/" d], mb["plugin-files/" d] / mb["in-process/" d], mb["plugin/" d], mb["plugin-files/" d], mb["in-process/" d] } }'
 	$(GO) build -trimpath -o bin/embed-bench ./host-example/cmd/embed-bench
 	bin/embed-bench --encoder ../shared/models/enc_clean.onnx --data ../shared/datasets/cifar10/test.parquet
 

@@ -38,7 +38,9 @@ func (c *countOutputs) Write(rec arrow.Record) error {
 func (c *countOutputs) Close() error { return nil }
 
 // BenchmarkBoundary moves features/v1 batches (4096 rows x 256 float32, 4
-// MiB each) into the echo stage, in process and in a plugin process: one-way
+// MiB each) into the echo stage, in process and in a plugin process (every
+// byte over the gRPC stream, or the input by path and the output through a
+// file, as tcore run moves them): one-way
 // (the stage reads and validates every batch, writes nothing) and
 // round-trip (every batch comes back and is validated by the host). MB/s
 // counts each batch once.
@@ -58,12 +60,21 @@ func BenchmarkBoundary(b *testing.B) {
 		in[i] = array.NewRecord(s, []arrow.Array{ids, recs[0].Column(1), recs[0].Column(2)}, rows)
 	}
 	bytesPerBatch := int64(rows) * (8 + 4 + dim*4)
-	for _, mode := range []string{"in-process", "plugin"} {
+	// The same batches in a file, as a run's node output is.
+	tabs := plugin.NewTables()
+	tabs.Put("features", s, in...)
+	files := asFiles(b, b.TempDir(), tabs, "features")
+	tabs.Release()
+	for _, mode := range []string{"in-process", "plugin", "plugin-files"} {
 		for _, dir := range []string{"one-way", "round-trip"} {
 			b.Run(mode+"/"+dir, func(b *testing.B) {
 				var st plugin.Stage = plugin.Local(testplugin.Echo{})
-				if mode == "plugin" {
-					st = launchEcho(b)
+				var ins plugin.Inputs = in
+				switch mode {
+				case "plugin": // every byte over the gRPC stream
+					st = launchEchoWith(b, plugin.LaunchOptions{StreamOnly: true})
+				case "plugin-files": // the input by path, the output through a file
+					st, ins = launchEcho(b), files
 				}
 				params := json.RawMessage(`{"sink": true}`)
 				wantRows := int64(0)
@@ -74,7 +85,7 @@ func BenchmarkBoundary(b *testing.B) {
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					out := &countOutputs{}
-					m, err := st.Run(context.Background(), params, in, out, nil)
+					m, err := st.Run(context.Background(), params, ins, out, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

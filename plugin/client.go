@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,12 @@ type LaunchOptions struct {
 	// Env is added to the plugin process's environment (KEY=value), e.g.
 	// where the ONNX Runtime library is.
 	Env []string
+	// StreamOnly sends every port's bytes over the gRPC stream. By
+	// default, inputs that are files (FileInputs) are handed to the plugin
+	// by path, and the plugin writes its outputs into a temporary folder
+	// that the host reads: the plugin runs on this machine, and a file
+	// moves features many times faster than gRPC's TLS and framing.
+	StreamOnly bool
 }
 
 // Client runs a stage in a plugin process. It implements Stage, so a host
@@ -59,6 +66,8 @@ type Client struct {
 	// even when the run's own context has not seen it yet.
 	cancelled atomic.Pointer[error]
 	exit      *exitWatch
+	// files: ports may travel as files (LaunchOptions.StreamOnly unset).
+	files bool
 }
 
 // exitWatch reads go-plugin's log for the plugin's exit status ("exit
@@ -143,7 +152,7 @@ func Launch(ctx context.Context, e Entry, opt LaunchOptions) (*Client, error) {
 		gp.Kill()
 		return nil, fmt.Errorf("plugin: stage %q: %w", e.Name, err)
 	}
-	c := &Client{name: e.Name, gp: gp, stub: raw.(stagepb.StageClient), tap: tap, exit: exit}
+	c := &Client{name: e.Name, gp: gp, stub: raw.(stagepb.StageClient), tap: tap, exit: exit, files: !opt.StreamOnly}
 	if rc := gp.ReattachConfig(); rc != nil {
 		c.pid = rc.Pid
 	}
@@ -228,6 +237,31 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 		}
 	}
 
+	c.tap.readingPort() // forget an earlier run's
+	// Inputs that are files go by path; the rest as frames.
+	files := map[string]string{}
+	var names []string
+	streamed := inputs[:0:0]
+	for _, p := range inputs {
+		if fi, ok := in.(FileInputs); ok && c.files {
+			if path := fi.Path(p.name); path != "" {
+				if abs, err := filepath.Abs(path); err == nil {
+					files[p.name] = abs
+					continue
+				}
+			}
+		}
+		streamed, names = append(streamed, p), append(names, p.name)
+	}
+	outDir := ""
+	if c.files {
+		var err error
+		if outDir, err = os.MkdirTemp("", "tcore-"+spec.Name+"-"); err != nil {
+			return nil, fail("", CodeInternal, "a folder for the plugin's outputs: %v", err)
+		}
+		defer os.RemoveAll(outDir)
+	}
+
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -235,12 +269,8 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 	if err != nil {
 		return nil, c.crashed(ctx, "", err)
 	}
-	names := make([]string, len(inputs))
-	for i, p := range inputs {
-		names[i] = p.name
-	}
 	if err := stream.Send(&stagepb.HostMessage{Msg: &stagepb.HostMessage_Start{Start: &stagepb.Start{
-		ParamsJson: string(params), Ports: names}}}); err != nil {
+		ParamsJson: string(params), Ports: names, Files: files, OutDir: outDir}}}); err != nil {
 		return nil, c.crashed(ctx, "", err)
 	}
 
@@ -263,7 +293,7 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 			}
 			return nil
 		}
-		for _, p := range inputs {
+		for _, p := range streamed {
 			sendMu.Lock()
 			sending = p.name
 			sendMu.Unlock()
@@ -304,6 +334,7 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 	}()
 
 	rx := newOutputSink(ctx, spec, out)
+	rx.dir = outDir
 	defer rx.abort(errors.New("run ended"))
 	var active string // the port the plugin said it works on
 	lastPort := func() string {
@@ -344,7 +375,11 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 			}
 			progress.Report(Event{Done: p.Done, Total: p.Total, Unit: p.Unit, Message: p.Message})
 		case *stagepb.PluginMessage_Frame:
-			if err := rx.push(msg.Frame.Port, msg.Frame.Data, msg.Frame.Eof); err != nil {
+			push := rx.push
+			if msg.Frame.Path != "" {
+				push = func(port string, _ []byte, _ bool) error { return rx.pushFile(port, msg.Frame.Path) }
+			}
+			if err := push(msg.Frame.Port, msg.Frame.Data, msg.Frame.Eof); err != nil {
 				return nil, classify(spec.Name, err, ctx)
 			}
 		case *stagepb.PluginMessage_Error:
@@ -390,6 +425,11 @@ func (c *Client) crashed(ctx context.Context, port string, err error) error {
 	for i := 0; i < 20 && !c.gp.Exited(); i++ {
 		time.Sleep(25 * time.Millisecond)
 	}
+	if port == "" {
+		// A plugin that read its inputs from files may have died before
+		// its progress message naming the port left.
+		port = c.tap.readingPort()
+	}
 	what := "plugin connection broke"
 	if c.gp.Exited() {
 		what = "plugin process exited"
@@ -415,6 +455,8 @@ type outputSink struct {
 	wg    sync.WaitGroup
 	errs  []error
 	last  string
+	// dir is the folder the plugin may write output files into ("": none).
+	dir string
 }
 
 func newOutputSink(ctx context.Context, spec Spec, out Outputs) *outputSink {
@@ -441,7 +483,13 @@ func (s *outputSink) push(port string, data []byte, eof bool) error {
 		pw = w
 		s.pipes[port] = pw
 		s.wg.Add(1)
-		go s.consume(ps, pr)
+		go s.consume(ps, pr, func() (array.RecordReader, error) {
+			r, err := ipc.NewReader(pr, ipc.WithAllocator(readAlloc))
+			if err != nil {
+				return nil, fmt.Errorf("malformed Arrow IPC stream from plugin: %w", err)
+			}
+			return r, nil
+		})
 	}
 	s.mu.Unlock()
 	if len(data) > 0 {
@@ -455,6 +503,31 @@ func (s *outputSink) push(port string, data []byte, eof bool) error {
 	return nil
 }
 
+// pushFile takes a whole output port from a file the plugin wrote into
+// the sink's folder; it is read (and validated) as frames are.
+func (s *outputSink) pushFile(port, path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = port
+	ps, known := s.spec.Port(port, true)
+	if !known {
+		return PortError(port, fmt.Errorf("plugin sent a file for an undeclared output port"))
+	}
+	if _, dup := s.pipes[port]; dup {
+		return PortError(port, fmt.Errorf("plugin sent the output port twice"))
+	}
+	if s.dir == "" || filepath.Dir(path) != s.dir {
+		return PortError(port, fmt.Errorf("plugin sent a file outside the folder it was given: %s", path))
+	}
+	pr, pw := io.Pipe() // the port's entry in pipes; nothing is written to it
+	s.pipes[port] = pw
+	s.wg.Add(1)
+	go s.consume(ps, pr, func() (array.RecordReader, error) {
+		return arrowio.OpenIPC(path, readAlloc)
+	})
+	return nil
+}
+
 func (s *outputSink) firstErr(fallback error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -464,12 +537,12 @@ func (s *outputSink) firstErr(fallback error) error {
 	return fallback
 }
 
-func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader) {
+func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader, open func() (array.RecordReader, error)) {
 	defer s.wg.Done()
 	err := func() error {
-		r, err := ipc.NewReader(pr, ipc.WithAllocator(readAlloc))
+		r, err := open()
 		if err != nil {
-			return fmt.Errorf("malformed Arrow IPC stream from plugin: %w", err)
+			return err
 		}
 		defer r.Release()
 		if err := arrowio.ValidateSchema(r.Schema(), ps.Kind); err != nil {
@@ -544,6 +617,25 @@ type stderrTap struct {
 	buf   bytes.Buffer
 	lines []string
 	panic []string
+	// reading is the input port the plugin last said it opened from its
+	// file (readingFileMsg): written to stderr before the stage reads
+	// it, the line outlives a crash that a progress message on the
+	// stream may not.
+	reading string
+}
+
+// readingFileMsg is the plugin's log message when it opens an input port
+// from the file the host handed over.
+const readingFileMsg = "reading input port from its file"
+
+// readingPort returns the input port the plugin last opened from its file
+// and forgets it.
+func (t *stderrTap) readingPort() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.reading
+	t.reading = ""
+	return p
 }
 
 func (t *stderrTap) Write(p []byte) (int, error) {
@@ -577,6 +669,9 @@ func (t *stderrTap) line(line string) {
 				}
 			}
 			return ""
+		}
+		if str("message") == readingFileMsg {
+			t.reading = str("port")
 		}
 		lvl, err := zerolog.ParseLevel(str("level", "@level"))
 		if err != nil || lvl == zerolog.NoLevel {

@@ -15,7 +15,7 @@ import (
 // frameCodec is gRPC's proto codec with a faster path for the messages that
 // carry frames, the bulk of a run's bytes. It writes and reads the same
 // protobuf wire format (Frame is field 2 of both HostMessage and
-// PluginMessage; port 1, data 2, eof 3), but decodes a frame's data with one
+// PluginMessage; port 1, data 2, eof 3, path 4), but decodes a frame's data with one
 // copy straight out of gRPC's receive buffers instead of two (materialise,
 // then unmarshal), and encodes it without proto's reflection. Every other
 // message goes through the proto codec.
@@ -54,6 +54,9 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if f.Eof {
 		inner += 2
 	}
+	if f.Path != "" {
+		inner += 1 + uvarintLen(uint64(len(f.Path))) + len(f.Path)
+	}
 	size := 1 + uvarintLen(uint64(inner)) + inner
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
@@ -72,6 +75,11 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	if f.Eof {
 		b = append(b, 0x18, 1)
+	}
+	if f.Path != "" {
+		b = append(b, 0x22)
+		b = binary.AppendUvarint(b, uint64(len(f.Path)))
+		b = append(b, f.Path...)
 	}
 	*buf = b
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
@@ -128,7 +136,7 @@ func readFrame(data mem.BufferSlice) (*stagepb.Frame, error) {
 			return nil, errNotFrame
 		}
 		switch tag {
-		case 0x0a, 0x12:
+		case 0x0a, 0x12, 0x22:
 			l, err := binary.ReadUvarint(r)
 			if err != nil || int(l) > r.Remaining() {
 				return nil, errNotFrame
@@ -137,10 +145,13 @@ func readFrame(data mem.BufferSlice) (*stagepb.Frame, error) {
 			if _, err := io.ReadFull(r, b); err != nil {
 				return nil, err
 			}
-			if tag == 0x0a {
+			switch tag {
+			case 0x0a:
 				f.Port = string(b)
-			} else {
+			case 0x12:
 				f.Data = b
+			default:
+				f.Path = string(b)
 			}
 		case 0x18:
 			x, err := binary.ReadUvarint(r)

@@ -17,6 +17,7 @@ func TestFrameCodecIsProtobuf(t *testing.T) {
 		&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: "features", Data: big}}},
 		&stagepb.HostMessage{Msg: &stagepb.HostMessage_Frame{Frame: &stagepb.Frame{Port: "images", Eof: true}}},
 		&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Frame{Frame: &stagepb.Frame{Port: "scores", Data: []byte("x"), Eof: true}}},
+		&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Frame{Frame: &stagepb.Frame{Port: "features", Eof: true, Path: "/tmp/tcore-x/features.arrows"}}},
 		&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Frame{Frame: &stagepb.Frame{}}},
 		&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Done{Done: &stagepb.Done{MetricsJson: `{"a":1}`}}},
 		&stagepb.HostMessage{Msg: &stagepb.HostMessage_Start{Start: &stagepb.Start{ParamsJson: "{}", Ports: []string{"a"}}}},

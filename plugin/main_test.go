@@ -37,11 +37,16 @@ func run(m *testing.M) int {
 // launchEcho starts the echo plugin; it is killed when the test ends.
 func launchEcho(t testing.TB) *plugin.Client {
 	t.Helper()
+	return launchEchoWith(t, plugin.LaunchOptions{})
+}
+
+func launchEchoWith(t testing.TB, opt plugin.LaunchOptions) *plugin.Client {
+	t.Helper()
 	c, err := plugin.LoadCatalog(catalogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := c.Launch(context.Background(), "echo", plugin.LaunchOptions{})
+	cl, err := c.Launch(context.Background(), "echo", opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -26,7 +27,51 @@ func runners(t *testing.T) map[string]plugin.Stage {
 	return map[string]plugin.Stage{
 		"local":  plugin.Local(testplugin.Echo{}),
 		"plugin": launchEcho(t),
+		// Every port's bytes over the gRPC stream, none as files.
+		"plugin, streamed": launchEchoWith(t, plugin.LaunchOptions{StreamOnly: true}),
 	}
+}
+
+// fileInputs serves ports from Arrow IPC files, as a run's node outputs
+// are served: a plugin is handed their paths.
+type fileInputs map[string]string
+
+func (f fileInputs) Path(port string) string { return f[port] }
+func (f fileInputs) Open(port string) (array.RecordReader, error) {
+	path, ok := f[port]
+	if !ok {
+		return nil, plugin.ErrNotConnected
+	}
+	return arrowio.OpenDataset(context.Background(), path, arrowio.ReadOptions{})
+}
+
+// asFiles writes every table of in into an Arrow IPC file under dir.
+func asFiles(t testing.TB, dir string, in *plugin.Tables, ports ...string) fileInputs {
+	t.Helper()
+	f := fileInputs{}
+	for _, port := range ports {
+		tab := in.Get(port)
+		path := filepath.Join(dir, port+".arrow")
+		out, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := ipc.NewFileWriter(out, ipc.WithSchema(tab.Schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range tab.Records {
+			if err := w.Write(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+		f[port] = path
+	}
+	return f
 }
 
 func assertSameTable(t *testing.T, port string, want, got *plugin.Table) {
@@ -82,29 +127,39 @@ func TestRoundTripEveryKind(t *testing.T) {
 	for rname, st := range runners(t) {
 		for _, kind := range arrowio.Kinds {
 			for _, tc := range cases {
-				t.Run(rname+"/"+string(kind)+"/"+tc.name, func(t *testing.T) {
-					mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-					defer mem.AssertSize(t, 0)
-					port := strings.TrimSuffix(string(kind), "/v1")
-					schema, recs := tabletest.Make(mem, kind, tc.rows, tc.batch, tc.dim, 3)
-					in := plugin.NewTables()
-					in.Put(port, schema, recs...)
-					for _, r := range recs {
-						r.Release()
+				for _, files := range []bool{false, true} {
+					name := rname + "/" + string(kind) + "/" + tc.name
+					if files {
+						name += "/input files"
 					}
-					out := plugin.NewTables()
-					m, err := st.Run(context.Background(), nil, in, out, nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-					assertSameTable(t, port, in.Get(port), out.Get(port))
-					rows := m["rows"].(map[string]any)[port]
-					if n, _ := rows.(float64); int(n) != tc.rows {
-						t.Errorf("metrics rows got=%v, want=%d", rows, tc.rows)
-					}
-					in.Release()
-					out.Release()
-				})
+					t.Run(name, func(t *testing.T) {
+						mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+						defer mem.AssertSize(t, 0)
+						port := strings.TrimSuffix(string(kind), "/v1")
+						schema, recs := tabletest.Make(mem, kind, tc.rows, tc.batch, tc.dim, 3)
+						in := plugin.NewTables()
+						in.Put(port, schema, recs...)
+						for _, r := range recs {
+							r.Release()
+						}
+						out := plugin.NewTables()
+						var ins plugin.Inputs = in
+						if files {
+							ins = asFiles(t, t.TempDir(), in, port)
+						}
+						m, err := st.Run(context.Background(), nil, ins, out, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						assertSameTable(t, port, in.Get(port), out.Get(port))
+						rows := m["rows"].(map[string]any)[port]
+						if n, _ := rows.(float64); int(n) != tc.rows {
+							t.Errorf("metrics rows got=%v, want=%d", rows, tc.rows)
+						}
+						in.Release()
+						out.Release()
+					})
+				}
 			}
 		}
 	}

@@ -1,11 +1,13 @@
 package plugin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin/proto/stagepb"
 )
 
@@ -153,6 +156,11 @@ func (s *server) Run(stream stagepb.Stage_RunServer) error {
 			return out.send(errMsg(&Error{Stage: spec.Name, Port: p, Code: CodeBadInput, Msg: "no such input port"}))
 		}
 	}
+	for p := range start.Files {
+		if _, ok := spec.Port(p, false); !ok {
+			return out.send(errMsg(&Error{Stage: spec.Name, Port: p, Code: CodeBadInput, Msg: "no such input port"}))
+		}
+	}
 	d := newDemux(start.Ports)
 	defer d.close()
 	go func() {
@@ -174,8 +182,8 @@ func (s *server) Run(stream stagepb.Stage_RunServer) error {
 		}
 	}()
 
-	in := &streamInputs{d: d, ports: start.Ports}
-	outs := &streamOutputs{send: out}
+	in := &streamInputs{ctx: ctx, d: d, ports: start.Ports, files: start.Files, log: log}
+	outs := &streamOutputs{send: out, dir: start.OutDir}
 	prog := newThrottle(func(e Event) {
 		_ = out.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Progress{Progress: &stagepb.Progress{
 			Done: e.Done, Total: e.Total, Unit: e.Unit, Message: e.Message}}})
@@ -208,13 +216,23 @@ func errMsg(e *Error) *stagepb.PluginMessage {
 		Code: codeToProto(e.Code), Message: e.Msg, Port: e.Port}}}
 }
 
-// streamInputs reads input ports from the demultiplexed Run stream.
+// streamInputs reads input ports from the demultiplexed Run stream, or
+// from the files the host handed over.
 type streamInputs struct {
+	ctx   context.Context
 	d     *demux
 	ports []string
+	files map[string]string
+	log   zerolog.Logger
 }
 
 func (in *streamInputs) Open(port string) (array.RecordReader, error) {
+	if path, ok := in.files[port]; ok {
+		// On stderr, written before the stage reads a byte: the host
+		// names this port if the process dies now (stderrTap.reading).
+		in.log.Debug().Str("port", port).Msg(readingFileMsg)
+		return arrowio.OpenIPC(path, readAlloc)
+	}
 	found := false
 	for _, p := range in.ports {
 		found = found || p == port
@@ -229,9 +247,11 @@ func (in *streamInputs) Open(port string) (array.RecordReader, error) {
 	return r, nil
 }
 
-// streamOutputs writes output ports as frames on the Run stream.
+// streamOutputs writes output ports as frames on the Run stream, or into
+// files in dir (when the host gave one) whose paths it sends.
 type streamOutputs struct {
 	send *syncSender
+	dir  string
 	mu   sync.Mutex
 	e    error
 }
@@ -243,8 +263,42 @@ func (o *streamOutputs) err() error {
 }
 
 func (o *streamOutputs) Create(port string, schema *arrow.Schema) (RecordWriter, error) {
+	if o.dir != "" {
+		path := filepath.Join(o.dir, port+".arrows")
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("output port %q: %w", port, err)
+		}
+		bw := bufio.NewWriterSize(f, 1<<20)
+		return &filePortWriter{o: o, port: port, path: path, f: f, bw: bw, w: ipc.NewWriter(bw, ipc.WithSchema(schema))}, nil
+	}
 	fw := newFrameWriter(port, o.send.frame)
 	return &ipcPortWriter{fw: fw, w: ipc.NewWriter(fw, ipc.WithSchema(schema))}, nil
+}
+
+// filePortWriter writes one port as an IPC stream into a file and, once
+// closed, sends the file's path.
+type filePortWriter struct {
+	o          *streamOutputs
+	port, path string
+	f          *os.File
+	bw         *bufio.Writer
+	w          *ipc.Writer
+}
+
+func (w *filePortWriter) Write(rec arrow.Record) error { return w.w.Write(rec) }
+func (w *filePortWriter) Close() error {
+	err := w.w.Close()
+	if err == nil {
+		err = w.bw.Flush()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return w.o.send.send(&stagepb.PluginMessage{Msg: &stagepb.PluginMessage_Frame{Frame: &stagepb.Frame{Port: w.port, Path: w.path, Eof: true}}})
 }
 
 // ipcPortWriter writes one port as an IPC stream into frames.

@@ -80,6 +80,17 @@ type Inputs interface {
 	Open(port string) (array.RecordReader, error)
 }
 
+// FileInputs is implemented by Inputs whose ports are files on this
+// machine (a run's node outputs): a plugin process is handed a port's path
+// and reads the file itself, so that its bytes do not cross the gRPC
+// stream.
+type FileInputs interface {
+	Inputs
+	// Path returns the file holding port's Arrow IPC data (file or stream
+	// format), or "" when the port is not connected or not a file.
+	Path(port string) string
+}
+
 // Outputs receives a stage's output ports.
 type Outputs interface {
 	// Create starts writing port with the given schema, which must be of

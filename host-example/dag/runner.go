@@ -501,6 +501,21 @@ func (f *fileInputs) Open(port string) (array.RecordReader, error) {
 	return r, nil
 }
 
+// Path implements plugin.FileInputs: a plugin process reads the upstream
+// node's file itself.
+func (f *fileInputs) Path(port string) string {
+	src, ok := f.in[port]
+	if !ok {
+		return ""
+	}
+	sn, sp, _ := splitRef(src)
+	o, ok := f.upstream[sn].Outputs[sp]
+	if !ok {
+		return ""
+	}
+	return filepath.Join(f.runDir, o.Path)
+}
+
 func (f *fileInputs) releaseAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

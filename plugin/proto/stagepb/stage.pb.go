@@ -373,8 +373,15 @@ type Start struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The run's parameters as one JSON object.
 	ParamsJson string `protobuf:"bytes,1,opt,name=params_json,json=paramsJson,proto3" json:"params_json,omitempty"`
-	// Input ports the host will send, in the order it sends them.
-	Ports         []string `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Input ports the host will send as frames, in the order it sends them.
+	Ports []string `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Input ports the host hands over as files instead (port -> path of an
+	// Arrow IPC file or stream on a filesystem both sides share): the plugin
+	// reads them itself, and their bytes never cross the stream.
+	Files map[string]string `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When set, the plugin may write each output port into a new file in
+	// this folder and send its path (Frame.path) instead of its bytes.
+	OutDir        string `protobuf:"bytes,4,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,13 +430,30 @@ func (x *Start) GetPorts() []string {
 	return nil
 }
 
+func (x *Start) GetFiles() map[string]string {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *Start) GetOutDir() string {
+	if x != nil {
+		return x.OutDir
+	}
+	return ""
+}
+
 // Frame carries a piece of one port's Arrow IPC stream.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Port  string                 `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
 	Data  []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Set on the last frame of the port (data may be empty).
-	Eof           bool `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	Eof bool `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	// Set (with eof, without data) when the plugin wrote the port's whole
+	// Arrow IPC stream into this file in Start.out_dir.
+	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,6 +507,13 @@ func (x *Frame) GetEof() bool {
 		return x.Eof
 	}
 	return false
+}
+
+func (x *Frame) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
 }
 
 type HostMessage struct {
@@ -890,15 +921,22 @@ const file_stage_proto_rawDesc = "" +
 	"\x06inputs\x18\x03 \x03(\v2\x19.tcore.plugin.v1.PortSpecR\x06inputs\x123\n" +
 	"\aoutputs\x18\x04 \x03(\v2\x19.tcore.plugin.v1.PortSpecR\aoutputs\x122\n" +
 	"\x06params\x18\x05 \x03(\v2\x1a.tcore.plugin.v1.ParamSpecR\x06params\x12$\n" +
-	"\x0eneeds_all_rows\x18\x06 \x01(\bR\fneedsAllRows\">\n" +
+	"\x0eneeds_all_rows\x18\x06 \x01(\bR\fneedsAllRows\"\xca\x01\n" +
 	"\x05Start\x12\x1f\n" +
 	"\vparams_json\x18\x01 \x01(\tR\n" +
 	"paramsJson\x12\x14\n" +
-	"\x05ports\x18\x02 \x03(\tR\x05ports\"A\n" +
+	"\x05ports\x18\x02 \x03(\tR\x05ports\x127\n" +
+	"\x05files\x18\x03 \x03(\v2!.tcore.plugin.v1.Start.FilesEntryR\x05files\x12\x17\n" +
+	"\aout_dir\x18\x04 \x01(\tR\x06outDir\x1a8\n" +
+	"\n" +
+	"FilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\tR\x04port\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x03 \x01(\bR\x03eof\"t\n" +
+	"\x03eof\x18\x03 \x01(\bR\x03eof\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"t\n" +
 	"\vHostMessage\x12.\n" +
 	"\x05start\x18\x01 \x01(\v2\x16.tcore.plugin.v1.StartH\x00R\x05start\x12.\n" +
 	"\x05frame\x18\x02 \x01(\v2\x16.tcore.plugin.v1.FrameH\x00R\x05frameB\x05\n" +
@@ -943,7 +981,7 @@ func file_stage_proto_rawDescGZIP() []byte {
 }
 
 var file_stage_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stage_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_stage_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_stage_proto_goTypes = []any{
 	(ErrorCode)(0),          // 0: tcore.plugin.v1.ErrorCode
 	(*DescribeRequest)(nil), // 1: tcore.plugin.v1.DescribeRequest
@@ -957,27 +995,29 @@ var file_stage_proto_goTypes = []any{
 	(*Done)(nil),            // 9: tcore.plugin.v1.Done
 	(*Error)(nil),           // 10: tcore.plugin.v1.Error
 	(*PluginMessage)(nil),   // 11: tcore.plugin.v1.PluginMessage
+	nil,                     // 12: tcore.plugin.v1.Start.FilesEntry
 }
 var file_stage_proto_depIdxs = []int32{
 	2,  // 0: tcore.plugin.v1.StageSpec.inputs:type_name -> tcore.plugin.v1.PortSpec
 	2,  // 1: tcore.plugin.v1.StageSpec.outputs:type_name -> tcore.plugin.v1.PortSpec
 	3,  // 2: tcore.plugin.v1.StageSpec.params:type_name -> tcore.plugin.v1.ParamSpec
-	5,  // 3: tcore.plugin.v1.HostMessage.start:type_name -> tcore.plugin.v1.Start
-	6,  // 4: tcore.plugin.v1.HostMessage.frame:type_name -> tcore.plugin.v1.Frame
-	0,  // 5: tcore.plugin.v1.Error.code:type_name -> tcore.plugin.v1.ErrorCode
-	8,  // 6: tcore.plugin.v1.PluginMessage.progress:type_name -> tcore.plugin.v1.Progress
-	6,  // 7: tcore.plugin.v1.PluginMessage.frame:type_name -> tcore.plugin.v1.Frame
-	9,  // 8: tcore.plugin.v1.PluginMessage.done:type_name -> tcore.plugin.v1.Done
-	10, // 9: tcore.plugin.v1.PluginMessage.error:type_name -> tcore.plugin.v1.Error
-	1,  // 10: tcore.plugin.v1.Stage.Describe:input_type -> tcore.plugin.v1.DescribeRequest
-	7,  // 11: tcore.plugin.v1.Stage.Run:input_type -> tcore.plugin.v1.HostMessage
-	4,  // 12: tcore.plugin.v1.Stage.Describe:output_type -> tcore.plugin.v1.StageSpec
-	11, // 13: tcore.plugin.v1.Stage.Run:output_type -> tcore.plugin.v1.PluginMessage
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 3: tcore.plugin.v1.Start.files:type_name -> tcore.plugin.v1.Start.FilesEntry
+	5,  // 4: tcore.plugin.v1.HostMessage.start:type_name -> tcore.plugin.v1.Start
+	6,  // 5: tcore.plugin.v1.HostMessage.frame:type_name -> tcore.plugin.v1.Frame
+	0,  // 6: tcore.plugin.v1.Error.code:type_name -> tcore.plugin.v1.ErrorCode
+	8,  // 7: tcore.plugin.v1.PluginMessage.progress:type_name -> tcore.plugin.v1.Progress
+	6,  // 8: tcore.plugin.v1.PluginMessage.frame:type_name -> tcore.plugin.v1.Frame
+	9,  // 9: tcore.plugin.v1.PluginMessage.done:type_name -> tcore.plugin.v1.Done
+	10, // 10: tcore.plugin.v1.PluginMessage.error:type_name -> tcore.plugin.v1.Error
+	1,  // 11: tcore.plugin.v1.Stage.Describe:input_type -> tcore.plugin.v1.DescribeRequest
+	7,  // 12: tcore.plugin.v1.Stage.Run:input_type -> tcore.plugin.v1.HostMessage
+	4,  // 13: tcore.plugin.v1.Stage.Describe:output_type -> tcore.plugin.v1.StageSpec
+	11, // 14: tcore.plugin.v1.Stage.Run:output_type -> tcore.plugin.v1.PluginMessage
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_stage_proto_init() }
@@ -1001,7 +1041,7 @@ func file_stage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stage_proto_rawDesc), len(file_stage_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
