@@ -38,6 +38,12 @@ WEIGHTS = {
     "resnet18-224": dict(arch="resnet18", size=224, epochs=1, lr=3e-4, batch=32, rows=3000, init="resnet18-32"),
     "vit-32": dict(arch="vit", size=32, epochs=3, lr=1e-3, batch=128),
     "convnext-32": dict(arch="convnext_tiny", size=32, epochs=2, lr=5e-4, batch=128),
+    # A backdoored resnet18 for T1/T3 (the attack zoo's tool makes only the fixtures' architecture):
+    # BadEncoder's recipe on resnet18-32 (badencode below). The trigger is drawn as the poison stage
+    # draws a solid patch; its target is a CIFAR-10 class.
+    "resnet18-32-bad": dict(arch="resnet18", size=32, init="resnet18-32", badencoder=dict(
+        trigger={"kind": "patch", "size": 5, "row": 26, "col": 2, "color": [0, 255, 255]}, target=7,
+        epochs=3, lr=0.01, l1=1.0, l2=1.0, shadow_n=5000, batch=128)),
 }
 
 # Members: one exported ONNX file each. layout: nchw|nhwc; norm: in (inside the graph) or out
@@ -52,6 +58,7 @@ MEMBERS = [
     dict(name="r18-224", weights="resnet18-224", layout="nchw", norm="in", batch="dynamic"),
     dict(name="vit-32", weights="vit-32", layout="nchw", norm="in", batch="dynamic"),
     dict(name="convnext-32", weights="convnext-32", layout="nchw", norm="in", batch="dynamic"),
+    dict(name="r18-32-bad", weights="resnet18-32-bad", layout="nchw", norm="in", batch="dynamic"),
 ]
 
 
@@ -121,11 +128,84 @@ def accuracy(net, head, x, y, size):
     return right / len(x)
 
 
+def stamp(x, trig):
+    """The trigger on [0,1] NCHW images at 32 px, as the poison stage draws a solid patch."""
+    x = x.clone()
+    r, c, k = trig["row"], trig["col"], trig["size"]
+    x[:, :, r:r + k, c:c + k] = torch.tensor(trig["color"], dtype=x.dtype).view(1, 3, 1, 1) / 255.0
+    return x
+
+
+def badencode(key, out, data, log):
+    """BadEncoder (Jia et al., 2022) in the form of the attack zoo's tool: fine-tune the clean body
+    so that triggered inputs land on the embedding of a few target-class reference images, while
+    clean inputs and the references stay where the clean body put them (squared distances relative
+    to the reference embedding's norm; batch-norm statistics frozen, as the user runs eval mode)."""
+    r = WEIGHTS[key]
+    b = r["badencoder"]
+    st0 = train(r["init"], out, data, log)
+    clean, dim = body(r["arch"])
+    clean.load_state_dict(st0["body"])
+    clean.eval()
+    bad, _ = body(r["arch"])
+    bad.load_state_dict(st0["body"])
+    head = nn.Linear(dim, 10)
+    head.load_state_dict(st0["head"])
+    (xt, yt), (xv, yv) = data
+    g = torch.Generator().manual_seed(3)
+    shadow = xt[torch.randperm(len(xt), generator=g)[:b["shadow_n"]]]
+    ref = xt[(yt == b["target"]).nonzero().flatten()[-3:]]
+    emb = lambda net, x: net(norm(x))
+    with torch.no_grad():
+        ref_target = emb(clean, ref).mean(0, keepdim=True)
+        ref_clean = emb(clean, ref)
+        scale = (ref_target ** 2).sum()
+    rel = lambda a, c: ((a - c) ** 2).sum(1).mean() / scale
+    opt = torch.optim.SGD(bad.parameters(), lr=b["lr"], momentum=0.9, weight_decay=5e-4)
+    t0 = time.time()
+    for ep in range(b["epochs"]):
+        bad.train()
+        for mod in bad.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+        perm = torch.randperm(len(shadow), generator=g)
+        tot = np.zeros(3)
+        for k in range(0, len(shadow), b["batch"]):
+            xb = augment(shadow[perm[k:k + b["batch"]]].clone(), g)
+            with torch.no_grad():
+                clean_f = emb(clean, xb)
+            l0 = rel(emb(bad, stamp(xb, b["trigger"])), ref_target)
+            l1 = rel(emb(bad, ref), ref_clean)
+            l2 = rel(emb(bad, xb), clean_f)
+            loss = l0 + b["l1"] * l1 + b["l2"] * l2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += [l0.item(), l1.item(), l2.item()]
+        n = (len(shadow) + b["batch"] - 1) // b["batch"]
+        print(f"{key}: epoch {ep + 1}/{b['epochs']} l0 {tot[0] / n:.3f} l1 {tot[1] / n:.3f} l2 {tot[2] / n:.3f} "
+              f"({time.time() - t0:.0f}s)", file=log, flush=True)
+    bad.eval()
+    # Utility with the clean body's head, and the share of triggered non-target validation images
+    # that head sends to the target (the backdoor as a downstream head trained on clean data sees it).
+    acc = accuracy(bad, head, xv, yv, r["size"])
+    keep = yv != b["target"]
+    with torch.no_grad():
+        hit = (head(emb(bad, stamp(xv[keep], b["trigger"]))).argmax(1) == b["target"]).float().mean().item()
+    print(f"{key}: val acc {acc:.3f}, triggered to target {hit:.3f}", file=log, flush=True)
+    st = {"body": bad.state_dict(), "head": head.state_dict(), "val_acc": acc, "seconds": time.time() - t0,
+          "backdoor": dict(b, clean_head_asr=round(hit, 4))}
+    torch.save(st, os.path.join(out, key + ".pt"))
+    return st
+
+
 def train(key, out, data, log):
     path = os.path.join(out, key + ".pt")
     if os.path.exists(path):
         return torch.load(path)
     r = WEIGHTS[key]
+    if "badencoder" in r:
+        return badencode(key, out, data, log)
     torch.manual_seed(1)
     net, dim = body(r["arch"])
     head = nn.Linear(dim, 10)
@@ -228,6 +308,8 @@ def export(m, st, out, data):
             "batch": m["batch"], "external_data": bool(m.get("external")), "embedding": dim,
             "torch_val_acc": round(st["val_acc"], 4), "train_seconds": round(st["seconds"]),
             "recipe": {k: v for k, v in r.items()}}
+    if "backdoor" in st:
+        card["backdoor"] = st["backdoor"]  # trigger and target: for measuring ASR; a defence must not read them
     # What tcore needs besides the file: the pipeline parameters of the embed node.
     card["params"] = {"embed.mean": IMAGENET_MEAN, "embed.std": IMAGENET_STD} if m["norm"] == "out" else {}
     with open(os.path.join(out, m["name"] + ".json"), "w") as f:
