@@ -1,9 +1,9 @@
 """The architecture zoo's table from a bench folder (tcore bench --config testdata/bench/archzoo.json):
 per member, its card (architecture, layout, size, normalisation, batch) and per scenario none / tcore
-ACC (and ASR), the scan's best z, channels masked and the time ratio tcore / none (each cell's
+ACC (and ASR), the scan's best z and its collapse, channels masked and the time ratio tcore / none (each cell's
 report.json). Markdown on stdout.
 
-  python3 testdata/archzoo/table.py [--bench runs/bench-archzoo] [--zoo runs/archzoo]
+  python3 testdata/archzoo/table.py [--bench runs/bench-archzoo] [--zoo runs/archzoo] [--config testdata/bench/archzoo.json]
 """
 import argparse, glob, json, os
 
@@ -26,15 +26,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default=os.path.join(root, "runs", "bench-archzoo"))
     ap.add_argument("--zoo", default=os.path.join(root, "runs", "archzoo"))
+    ap.add_argument("--config", default=os.path.join(root, "testdata", "bench", "archzoo.json"))
     a = ap.parse_args()
-    print("| scenario | architecture | layout | px | normalisation | batch | none ACC / ASR | tcore ACC / ASR | scan z | masked | none s | tcore s | ratio |")
+    # A cell is a scenario id, with "-RATE" when the scenario poisons at rates.
+    encoder_of = {sc["id"]: sc["encoder"] for sc in (load(a.config) or {}).get("scenarios", [])}
+    print("| scenario | architecture | layout | px | normalisation | batch | none ACC / ASR | tcore ACC / ASR | scan z / collapse | masked | none s | tcore s | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     cells = sorted(d for d in glob.glob(os.path.join(a.bench, "*")) if os.path.isdir(d))
     for cell in cells:
         name = os.path.basename(cell)
-        member = name.split("-", 1)[1]
-        if member.endswith("-0.1"):
-            member = member[:-4]
+        member = encoder_of.get(name) or encoder_of.get(name.rsplit("-", 1)[0], "")
         card = load(os.path.join(a.zoo, member + ".json")) or {}
         none = load(os.path.join(cell, "none", "seed-1", "report.json"))
         tc = load(os.path.join(cell, "tcore", "seed-1", "report.json"))
@@ -43,7 +44,7 @@ def main():
         z, masked, ratio = "—", "—", "—"
         if tc is not None:
             scan = tc.get("encoder_scan") or {}
-            z = f"{scan.get('best_z', 0):.1f}" + (" **backdoored**" if scan.get("backdoored") else "")
+            z = f"{scan.get('best_z', 0):.1f} / {scan.get('best_collapse', 0):.2f}" + (" **backdoored**" if scan.get("backdoored") else "")
             masked = str((tc.get("channels") or {}).get("filtered", 0))
         if none and tc:
             ratio = f"{tc['seconds'] / none['seconds']:.1f}x"
