@@ -375,11 +375,14 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 			}
 			progress.Report(Event{Done: p.Done, Total: p.Total, Unit: p.Unit, Message: p.Message})
 		case *stagepb.PluginMessage_Frame:
-			push := rx.push
-			if msg.Frame.Path != "" {
-				push = func(port string, _ []byte, _ bool) error { return rx.pushFile(port, msg.Frame.Path) }
+			f := msg.Frame
+			var err error
+			if f.Path != "" {
+				err = rx.pushFile(f.Port, f.Path)
+			} else {
+				err = rx.push(f.Port, f.Data, f.Eof)
 			}
-			if err := push(msg.Frame.Port, msg.Frame.Data, msg.Frame.Eof); err != nil {
+			if err != nil {
 				return nil, classify(spec.Name, err, ctx)
 			}
 		case *stagepb.PluginMessage_Error:
