@@ -45,7 +45,8 @@ type LaunchOptions struct {
 	// StreamOnly sends every port's bytes over the gRPC stream. By
 	// default, inputs that are files (FileInputs) are handed to the plugin
 	// by path, and the plugin writes its outputs into a temporary folder
-	// that the host reads: the plugin runs on this machine, and a file
+	// (in ScratchOutputs' folder, or the system's) that the host reads:
+	// the plugin runs on this machine, and a file
 	// moves features many times faster than gRPC's TLS and framing.
 	StreamOnly bool
 }
@@ -255,8 +256,12 @@ func (c *Client) Run(ctx context.Context, params json.RawMessage, in Inputs, out
 	}
 	outDir := ""
 	if c.files {
+		base := ""
+		if so, ok := out.(ScratchOutputs); ok {
+			base = so.ScratchDir()
+		}
 		var err error
-		if outDir, err = os.MkdirTemp("", "tcore-"+spec.Name+"-"); err != nil {
+		if outDir, err = os.MkdirTemp(base, ".plugin-"+spec.Name+"-"); err != nil {
 			return nil, fail("", CodeInternal, "a folder for the plugin's outputs: %v", err)
 		}
 		defer os.RemoveAll(outDir)

@@ -98,6 +98,15 @@ type Outputs interface {
 	Create(port string, schema *arrow.Schema) (RecordWriter, error)
 }
 
+// ScratchOutputs is implemented by Outputs that own a folder (a run's node
+// folder while the node runs): a plugin process writes its output files
+// there, on the disk of their destination, instead of the system's
+// temporary folder.
+type ScratchOutputs interface {
+	Outputs
+	ScratchDir() string
+}
+
 // RecordWriter writes the record batches of one port. Write does not retain
 // rec. Close ends the port; it must be called once every batch is written.
 type RecordWriter interface {

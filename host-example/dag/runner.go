@@ -590,6 +590,10 @@ func (w *portWriter) Close() error {
 	return nil
 }
 
+// ScratchDir implements plugin.ScratchOutputs: a plugin's output files
+// go into the node's temporary folder, on the run's disk.
+func (f *fileOutputs) ScratchDir() string { return f.dir }
+
 func (f *fileOutputs) err() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
