@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -393,10 +394,11 @@ func (r *Run) detail(w func(string, ...any)) {
 		{"expand.loss_benign", "expand.trusted", "Benign loss: trusted vs the rest"},
 		{"expand.loss_confusion", "expand.flagged", "Confusion loss: flagged vs not"},
 		{"bootstrap.loss", "bootstrap.kept", "Final loss: kept vs not kept"},
+		{"filter.moved", "filter.suspect", "How far the filter's mask moved each row's embedding: the filter's suspects vs the rest"},
 	} {
 		vals, ok := r.cols[h.col]
 		by, ok2 := r.cols[h.by]
-		if !ok || !ok2 {
+		if !ok || !ok2 || !slices.ContainsFunc(vals, func(v float64) bool { return v != 0 }) {
 			continue
 		}
 		names, series := r.split(vals, by, h.by)

@@ -39,7 +39,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels to switch off in the exported encoder"},
-			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region)"},
+			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region, moved far by the mask, or carrying the data trigger)"},
 			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},

@@ -88,7 +88,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			v.Keep[l.Name][c] = z <= p.U
 		}
 	}
-	if err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
+	if _, err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
 		return nil, err
 	}
 	masked := v.Masked(t)

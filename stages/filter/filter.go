@@ -16,6 +16,8 @@
 //	                     against, embedded by the filtered encoder
 //	write                the channels table, the filtered encoder (ONNX) and
 //	                     the training rows' embeddings under it
+//	moved   (moved.go)   the training rows the mask moved as it moves inputs
+//	                     carrying the trigger: suspects too
 //
 // Every step measures on one bench (bench.go): the trusted scan images and
 // one ONNX Runtime session with a run-time mask on every probed layer. When
@@ -43,7 +45,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.5.0",
+		Version: "0.6.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -52,7 +54,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{
 			{Name: "channels", Kind: arrowio.KindChannels, Doc: "every probed channel: keep, suspicion score, signal"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "the training rows' embeddings under the filtered encoder (the input features, passed on, when nothing is masked)"},
-			{Name: "scores", Kind: arrowio.KindScores, Doc: "filter.trigger_distance (embedding distance to where the found trigger collapses inputs), filter.suspect (inside that region)"},
+			{Name: "scores", Kind: arrowio.KindScores, Doc: "filter.trigger_distance (embedding distance to where the found trigger collapses inputs), filter.moved (how far the mask moved the row's embedding), filter.suspect (inside that region, moved far, or carrying the data trigger: never kept)"},
 			{Name: "augment", Kind: arrowio.KindFeatures, Doc: "trusted images carrying the patterns masked against, embedded by the filtered encoder, with their own labels (rows for the head to learn that the pattern means nothing); empty when nothing is masked"},
 		},
 		Params:       plugin.ParamsOf(defaults),
@@ -75,6 +77,7 @@ type Result struct {
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
+	Moved           *Moved       `json:"moved,omitempty"`
 	AugmentRows     int          `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
@@ -191,14 +194,25 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 		}
 	}
-	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.suspect", B: suspect}}); err != nil {
-		return nil, err
-	}
 	phase("augment rows")
 	if res.AugmentRows, err = b.augment(ctx, v.Masks(), against, out); err != nil {
 		return nil, err
 	}
-	if err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
+	moved, err := ins.Write(ctx, p.Device, p.Export, v, out, progress)
+	if err != nil {
+		return nil, err
+	}
+	var far []bool
+	if sc.Backdoored {
+		far, res.Moved = MovedSuspects(moved, b.trusted, p.MovedZ)
+		for i, f := range far {
+			suspect[i] = suspect[i] || f
+		}
+	}
+	if moved == nil {
+		moved = make([]float32, t.N())
+	}
+	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.moved", F: moved}, {Name: "filter.suspect", B: suspect}}); err != nil {
 		return nil, err
 	}
 	res.Exported = p.Export

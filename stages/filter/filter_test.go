@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,16 +119,33 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 				t.Errorf("a fill decision with fill=mean: %v", fill)
 			}
 			var caught, wrong int
+			var movedTrig, movedClean []float64
 			for _, r := range out.Get("scores").Records {
 				ids := r.Column(0).(*array.Uint64)
 				sus := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+				mv := r.Column(r.Schema().FieldIndices("filter.moved")[0]).(*array.Float32)
 				for i := 0; i < ids.Len(); i++ {
 					if sus.Value(i) && ids.Value(i) >= 200 {
 						caught++
 					} else if sus.Value(i) {
 						wrong++
 					}
+					if ids.Value(i) >= 200 {
+						movedTrig = append(movedTrig, float64(mv.Value(i)))
+					} else {
+						movedClean = append(movedClean, float64(mv.Value(i)))
+					}
 				}
+			}
+			// The mask moves the rows that carry the trigger, not the
+			// others (nothing at all on a clean encoder).
+			slices.Sort(movedTrig)
+			slices.Sort(movedClean)
+			if lo, hi := movedTrig[len(movedTrig)/10], movedClean[len(movedClean)*9/10]; tc.backdoor && lo <= 2*hi {
+				t.Errorf("moved: triggered rows' 10th percentile %.3g, clean rows' 90th %.3g", lo, hi)
+			}
+			if !tc.backdoor && movedTrig[len(movedTrig)-1]+movedClean[len(movedClean)-1] != 0 {
+				t.Errorf("rows moved on a clean encoder: %g, %g", movedTrig[len(movedTrig)-1], movedClean[len(movedClean)-1])
 			}
 			if tc.backdoor && (caught < 18 || wrong > 4) {
 				t.Errorf("suspects: %d of 20 triggered rows, %d clean rows; metrics %s", caught, wrong, b)
@@ -190,6 +208,7 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "fill_slack": -1}`, "fill_slack"},
 		{`{"encoder": "e.onnx", "collapse_min": 1}`, "collapse_min"},
 		{`{"encoder": "e.onnx", "collapse_min": -0.1}`, "collapse_min"},
+		{`{"encoder": "e.onnx", "moved_z": -3}`, "moved_z"},
 	} {
 		var p filter.Params
 		err := plugin.DecodeParams(filter.New().Spec(), json.RawMessage(tc.params), &p)

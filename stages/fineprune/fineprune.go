@@ -89,7 +89,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	for _, c := range order[:int(p.Prune*float64(len(means)))] {
 		v.Keep[layer][c] = false
 	}
-	if err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
+	if _, err := ins.Write(ctx, p.Device, p.Export, v, out, progress); err != nil {
 		return nil, err
 	}
 	masked := v.Masked(t)

@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -44,6 +45,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 	"github.com/tcore-dev/tcore/stages/sift"
 )
 
@@ -68,6 +70,7 @@ func run(args []string, stdout io.Writer) error {
 	truthPath := fs.String("truth", "", "ground truth of the training set")
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
+	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
@@ -76,6 +79,17 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if len(vs) == 0 {
 		vs = variants{"defaults={}"}
+	}
+	movedZs := []float64{-1}
+	if *movedList != "" {
+		movedZs = nil
+		for _, f := range strings.Split(*movedList, ",") {
+			z, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				return fmt.Errorf("--moved-z: %v", err)
+			}
+			movedZs = append(movedZs, z)
+		}
 	}
 	ctx := context.Background()
 	if *scanList != "" {
@@ -197,35 +211,44 @@ func run(args []string, stdout io.Writer) error {
 				vbt, vaug = t, nil
 			}
 		}
-		var never []bool
-		if bp.ExcludeColumn != "" {
-			never = er.Suspect
-		}
-		br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, never), vaug, bp, nil)
-		if err != nil {
-			return err
-		}
-		if *dump != "" {
-			if err := dumpRows(*dump, t, sr, er, br, poison, bp, er.Trusted); err != nil {
-				return err
+		for _, mz := range movedZs {
+			vname, vexclude := name, vexclude
+			if mz >= 0 && vbt != t {
+				vname = fmt.Sprintf("%s/moved_z=%g", name, mz)
+				if vexclude, err = movedExclude(t, vbt, er.Trusted, vexclude, mz); err != nil {
+					return err
+				}
 			}
-			*dump = ""
-		}
-		clean, trig := vclean, vtrig
-		acc, err := accuracy(br.Head, clean, -1)
-		if err != nil {
-			return err
-		}
-		asr := "—"
-		if trig != nil {
-			a, err := accuracy(br.Head, trig, int32(spec.Target))
+			var never []bool
+			if bp.ExcludeColumn != "" {
+				never = er.Suspect
+			}
+			br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, never), vaug, bp, nil)
 			if err != nil {
 				return err
 			}
-			asr = fmt.Sprintf("%.1f%%", 100*a)
+			if *dump != "" {
+				if err := dumpRows(*dump, t, sr, er, br, poison, bp, er.Trusted); err != nil {
+					return err
+				}
+				*dump = ""
+			}
+			clean, trig := vclean, vtrig
+			acc, err := accuracy(br.Head, clean, -1)
+			if err != nil {
+				return err
+			}
+			asr := "—"
+			if trig != nil {
+				a, err := accuracy(br.Head, trig, int32(spec.Target))
+				if err != nil {
+					return err
+				}
+				asr = fmt.Sprintf("%.1f%%", 100*a)
+			}
+			fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", vname, 100*acc, asr,
+				purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 		}
-		fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", name, 100*acc, asr,
-			purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 	}
 	return nil
 }
@@ -573,6 +596,34 @@ func readTruth(path string) (map[uint64]bool, error) {
 	for i := 0; i < ids.Len(); i++ {
 		out[ids.Value(i)] = ps.Value(i)
 	}
+	return out, nil
+}
+
+// movedExclude adds to exclude the rows of f (the filtered features) that
+// the filter's mask moved far from their rows of t (filter.MovedSuspects
+// with the trusted rows not yet excluded).
+func movedExclude(t, f *feat.Table, trusted, exclude []bool, z float64) ([]bool, error) {
+	row := map[uint64]int{}
+	for i, id := range t.IDs {
+		row[id] = i
+	}
+	d := t.Embedding.D
+	moved := make([]float32, f.N())
+	tr := make([]bool, f.N())
+	for k, id := range f.IDs {
+		i, ok := row[id]
+		if !ok || f.Embedding.D != d {
+			return nil, fmt.Errorf("filtered features: row %d (sample_id %d) does not match the embed features", k, id)
+		}
+		moved[k] = float32(stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[k*d:(k+1)*d]))
+		tr[k] = trusted[i] && (exclude == nil || !exclude[k])
+	}
+	far, rep := filter.MovedSuspects(moved, tr, z)
+	out := make([]bool, f.N())
+	for k := range out {
+		out[k] = far[k] || (exclude != nil && exclude[k])
+	}
+	fmt.Fprintf(os.Stderr, "moved_z %.2f: median %.3f scale %.3f threshold %.3f suspects %d\n", z, rep.TrustedMedian, rep.TrustedScale, rep.Threshold, rep.Suspects)
 	return out, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
@@ -75,8 +76,10 @@ func (v *ChannelVerdict) Masked(t *feat.Table) []string {
 // channels (every probed channel of t), the model with the verdict's masks
 // built in to export (when export is not ""), and features: the training
 // rows (images) embedded by the filtered encoder on device, or t itself
-// when nothing is masked.
-func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string, t *feat.Table, images *arrowio.Held, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) error {
+// when nothing is masked. It returns how far the filter moved each row's
+// embedding (Euclidean distance, rows in t's order; nil when nothing is
+// masked).
+func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string, t *feat.Table, images *arrowio.Held, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) ([]float32, error) {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ChannelsSchema())
 	defer b.Release()
 	for _, l := range t.Layers {
@@ -96,41 +99,98 @@ func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string,
 	defer rec.Release()
 	w, err := out.Create("channels", rec.Schema())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.Write(rec); err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.Close(); err != nil {
-		return err
+		return nil, err
 	}
 	masks := v.Masks()
 	if export != "" {
 		if err := m.Export(masks, export, nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(masks) == 0 {
-		return writeTable(t, out)
+		return nil, writeTable(t, out)
 	}
 	enc, err := m.Session(encoder.Config{Masks: masks, ORT: ort.Options{Device: device}}) // the embedding only
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer enc.Close()
 	r, err := images.Reader()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.Release()
 	fw, err := out.Create("features", enc.FeaturesSchema())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := enc.Stream(ctx, r, fw, m.Preprocess(), 256, progress); err != nil {
-		return err
+	mm := newMoveMeter(t, fw)
+	if _, err := enc.Stream(ctx, r, mm, m.Preprocess(), 256, progress); err != nil {
+		return nil, err
 	}
-	return fw.Close()
+	if err := mm.err(); err != nil {
+		return nil, err
+	}
+	return mm.moved, fw.Close()
+}
+
+// moveMeter passes the filtered features on to w and measures how far each
+// row's embedding moved from its row of t (matched by sample id).
+type moveMeter struct {
+	w     plugin.RecordWriter
+	t     *feat.Table
+	row   map[uint64]int
+	moved []float32
+	seen  int
+}
+
+func newMoveMeter(t *feat.Table, w plugin.RecordWriter) *moveMeter {
+	row := make(map[uint64]int, t.N())
+	for i, id := range t.IDs {
+		row[id] = i
+	}
+	return &moveMeter{w: w, t: t, row: row, moved: make([]float32, t.N())}
+}
+
+// Write implements plugin.RecordWriter.
+func (m *moveMeter) Write(rec arrow.Record) error {
+	s := rec.Schema()
+	ic, ec := s.FieldIndices(arrowio.ColSampleID), s.FieldIndices(arrowio.ColEmbedding)
+	if len(ic) != 1 || len(ec) != 1 {
+		return fmt.Errorf("chanfilter: filtered features lack %q or %q", arrowio.ColSampleID, arrowio.ColEmbedding)
+	}
+	ids := rec.Column(ic[0]).(*array.Uint64)
+	emb := rec.Column(ec[0]).(*array.FixedSizeList).ListValues().(*array.Float32).Float32Values()
+	d := m.t.Embedding.D
+	if len(emb) != ids.Len()*d {
+		return fmt.Errorf("chanfilter: filtered embedding has %d values for %d rows, want dimension %d", len(emb), ids.Len(), d)
+	}
+	for k := 0; k < ids.Len(); k++ {
+		i, ok := m.row[ids.Value(k)]
+		if !ok {
+			return fmt.Errorf("chanfilter: filtered features: sample_id %d is not a training row", ids.Value(k))
+		}
+		m.moved[i] = float32(stat.Dist(m.t.Embedding.X[i*d:(i+1)*d], emb[k*d:(k+1)*d]))
+		m.seen++
+	}
+	return m.w.Write(rec)
+}
+
+// Close implements plugin.RecordWriter; the caller closes the writer it
+// wrapped.
+func (m *moveMeter) Close() error { return nil }
+
+func (m *moveMeter) err() error {
+	if m.seen != m.t.N() {
+		return fmt.Errorf("chanfilter: the filtered encoder embedded %d rows, want %d", m.seen, m.t.N())
+	}
+	return nil
 }
 
 // writeTable writes t to the features output.
@@ -324,7 +384,8 @@ func (i *Inputs) Release() {
 	}
 }
 
-// Write writes the stage's three outputs for the verdict (WriteFiltered).
-func (i *Inputs) Write(ctx context.Context, device, export string, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) error {
+// Write writes the stage's three outputs for the verdict and returns how far
+// each row's embedding moved (WriteFiltered).
+func (i *Inputs) Write(ctx context.Context, device, export string, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) ([]float32, error) {
 	return WriteFiltered(ctx, i.Model, device, export, i.Table, i.Images, v, out, progress)
 }

@@ -207,6 +207,16 @@ func lloyd(pts [][]float64, centre [2][]float64) ([]int, float64) {
 	return assign, sse
 }
 
+// Dist returns the Euclidean distance between a and b (of one length).
+func Dist(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		s += d * d
+	}
+	return math.Sqrt(s)
+}
+
 func dist2(a, b []float64) float64 {
 	var s float64
 	for i := range a {
