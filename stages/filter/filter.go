@@ -202,8 +202,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if err != nil {
 		return nil, err
 	}
-	var far []bool
 	if sc.Backdoored {
+		var far []bool
 		far, res.Moved = MovedSuspects(moved, b.trusted, p.MovedZ)
 		for i, f := range far {
 			suspect[i] = suspect[i] || f
