@@ -17,7 +17,8 @@
 //	write                the channels table, the filtered encoder (ONNX) and
 //	                     the training rows' embeddings under it
 //	moved   (moved.go)   the training rows the mask moved as it moves inputs
-//	                     carrying the trigger: suspects too
+//	                     carrying the trigger, and the rows that started out
+//	                     where those did: suspects too
 //
 // Every step measures on one bench (bench.go): the trusted scan images and
 // one ONNX Runtime session with a run-time mask on every probed layer. When
@@ -45,7 +46,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.6.0",
+		Version: "0.7.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -78,6 +79,7 @@ type Result struct {
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
 	Moved           *Moved       `json:"moved,omitempty"`
+	MovedFrom       *Region      `json:"moved_from,omitempty"`
 	AugmentRows     int          `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
@@ -205,8 +207,10 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if sc.Backdoored {
 		var far []bool
 		far, res.Moved = MovedSuspects(moved, b.trusted, p.MovedZ)
+		var from []bool
+		from, res.MovedFrom = MovedFrom(t.Embedding.X, t.Embedding.D, far, b.trusted)
 		for i, f := range far {
-			suspect[i] = suspect[i] || f
+			suspect[i] = suspect[i] || f || from[i]
 		}
 	}
 	if moved == nil {

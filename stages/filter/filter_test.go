@@ -147,6 +147,9 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if !tc.backdoor && movedTrig[len(movedTrig)-1]+movedClean[len(movedClean)-1] != 0 {
 				t.Errorf("rows moved on a clean encoder: %g, %g", movedTrig[len(movedTrig)-1], movedClean[len(movedClean)-1])
 			}
+			if _, ok := m["moved_from"]; ok != tc.backdoor {
+				t.Errorf("moved_from in the metrics: %v, want %v", ok, tc.backdoor)
+			}
 			if tc.backdoor && (caught < 18 || wrong > 4) {
 				t.Errorf("suspects: %d of 20 triggered rows, %d clean rows; metrics %s", caught, wrong, b)
 			}

@@ -61,3 +61,58 @@ func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) 
 	}
 	return suspect, rep
 }
+
+const (
+	// minGathered is the fewest far-moved rows whose origin is looked for.
+	minGathered = 20
+	// gathered is how far apart the far-moved rows' origin must be: their
+	// median distance to its centre at most this part of the trusted rows'
+	// median distance to it. Chosen on the tuning half of the attack zoo
+	// (docs/DECISIONS.md): rows that carry a trojan's trigger came from
+	// 0.18-0.25 of it on three of its four T3 cells (0.47 on the fourth),
+	// clean rows that moved far from 0.39-1.04.
+	gathered = 1.0 / 3
+)
+
+// MovedFrom flags the rows that sit, under the original encoder, where the
+// far-moved rows came from. Inputs that carry an encoder's trigger collapse
+// onto one point of its embedding space, so rows that the mask moved far
+// because they carry the trigger started out gathered, while clean rows
+// that moved far (a class the masked channels serve) did not. Rows whose
+// trigger the mask undid only in part move less than the threshold, but
+// they started at the same point: this finds them. x holds the original
+// embeddings (n x d). The centre is the mean of the far rows nearest to
+// the mean of all of them (the closer half), the radius their median
+// distance to it, and the region's rule is the found trigger's (near).
+// Nothing is flagged when fewer than 20 rows moved far or they are not
+// gathered.
+func MovedFrom(x []float32, d int, far, trusted []bool) ([]bool, *Region) {
+	var rows []int
+	for i, f := range far {
+		if f {
+			rows = append(rows, i)
+		}
+	}
+	if len(rows) < minGathered {
+		return make([]bool, len(far)), &Region{Why: "too few rows moved far"}
+	}
+	c := stat.Mean(x, d, rows)
+	ds := make([]float64, len(rows))
+	for k, i := range rows {
+		ds[k] = centreDist(x[i*d:(i+1)*d], c)
+	}
+	cut, _ := stat.Robust(ds)
+	var core []int
+	for k, i := range rows {
+		if ds[k] <= cut {
+			core = append(core, i)
+		}
+	}
+	c = stat.Mean(x, d, core)
+	for k, i := range rows {
+		ds[k] = centreDist(x[i*d:(i+1)*d], c)
+	}
+	radius, _ := stat.Robust(ds)
+	reg, _, suspect := near(x, d, c, radius, trusted, gathered, "the far-moved rows did not start out gathered")
+	return suspect, reg
+}

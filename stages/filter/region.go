@@ -37,33 +37,51 @@ func (b *bench) region(p Pattern) (*Region, []float32, []bool, error) {
 		return nil, nil, nil, err
 	}
 	c := stat.Mean(e[0], d, nil)
-	distance := func(v []float32) float64 {
-		var s float64
-		for j, x := range v {
-			s += (float64(x) - c[j]) * (float64(x) - c[j])
-		}
-		return math.Sqrt(s)
-	}
 	var scan []float64
 	for i := 0; i < b.n; i++ {
-		scan = append(scan, distance(e[0][i*d:(i+1)*d]))
+		scan = append(scan, centreDist(e[0][i*d:(i+1)*d], c))
 	}
 	sort.Float64s(scan)
-	reg := &Region{Radius: scan[int(0.9*float64(len(scan)-1))]}
+	reg, dist, suspect := near(b.t.Embedding.X, d, c, scan[int(0.9*float64(len(scan)-1))], b.trusted, 0.5, "the found trigger's region is not apart from the trusted rows")
+	return reg, dist, suspect, nil
+}
+
+// centreDist is the Euclidean distance from v to c.
+func centreDist(v []float32, c []float64) float64 {
+	var s float64
+	for j, x := range v {
+		s += (float64(x) - c[j]) * (float64(x) - c[j])
+	}
+	return math.Sqrt(s)
+}
+
+// near flags the rows of x (n x d) that sit within a region of the
+// embedding space: centre c, radius the spread of the inputs known to land
+// there. A row is a suspect when it is closer to c than 99% of the trusted
+// rows, or than the radius. Nothing is flagged (why says so) when the
+// region is not clearly apart from the trusted rows: its radius is over
+// apart times their median distance. It returns each row's distance to c.
+func near(x []float32, d int, c []float64, radius float64, trusted []bool, apart float64, why string) (*Region, []float32, []bool) {
+	n := len(x) / d
+	dist, suspect := make([]float32, n), make([]bool, n)
+	reg := &Region{Radius: radius}
 	var tr []float64
-	x := b.t.Embedding.X
 	for i := range dist {
-		dist[i] = float32(distance(x[i*d : (i+1)*d]))
-		if b.trusted[i] {
+		dist[i] = float32(centreDist(x[i*d:(i+1)*d], c))
+		if trusted[i] {
 			tr = append(tr, float64(dist[i]))
 		}
+	}
+	if len(tr) == 0 {
+		reg.Why = "no trusted rows"
+		return reg, dist, suspect
 	}
 	reg.TrustedMedian, _ = stat.Robust(tr)
 	sort.Float64s(tr)
 	reg.TrustedQ01 = tr[int(0.01*float64(len(tr)-1))]
-	if reg.Radius > reg.TrustedMedian/2 {
-		reg.Why = "the found trigger's region is not apart from the trusted rows"
-		return reg, dist, suspect, nil
+	if reg.Radius > apart*reg.TrustedMedian {
+		reg.Why = why
+		return reg, dist, suspect
 	}
 	reg.Threshold = math.Max(reg.Radius, reg.TrustedQ01)
 	for i := range dist {
@@ -72,5 +90,5 @@ func (b *bench) region(p Pattern) (*Region, []float32, []bool, error) {
 			reg.Suspects++
 		}
 	}
-	return reg, dist, suspect, nil
+	return reg, dist, suspect
 }

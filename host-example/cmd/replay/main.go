@@ -70,7 +70,7 @@ func run(args []string, stdout io.Writer) error {
 	truthPath := fs.String("truth", "", "ground truth of the training set")
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
-	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only)")
+	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
@@ -80,15 +80,16 @@ func run(args []string, stdout io.Writer) error {
 	if len(vs) == 0 {
 		vs = variants{"defaults={}"}
 	}
-	movedZs := []float64{-1}
+	movedZs := []movedRule{{z: -1}}
 	if *movedList != "" {
 		movedZs = nil
 		for _, f := range strings.Split(*movedList, ",") {
-			z, err := strconv.ParseFloat(f, 64)
+			num, from := strings.CutSuffix(f, "from")
+			z, err := strconv.ParseFloat(num, 64)
 			if err != nil {
 				return fmt.Errorf("--moved-z: %v", err)
 			}
-			movedZs = append(movedZs, z)
+			movedZs = append(movedZs, movedRule{z, from})
 		}
 	}
 	ctx := context.Background()
@@ -213,8 +214,11 @@ func run(args []string, stdout io.Writer) error {
 		}
 		for _, mz := range movedZs {
 			vname, vexclude := name, vexclude
-			if mz >= 0 && vbt != t {
-				vname = fmt.Sprintf("%s/moved_z=%g", name, mz)
+			if mz.z >= 0 && vbt != t {
+				vname = fmt.Sprintf("%s/moved_z=%g", name, mz.z)
+				if mz.from {
+					vname += "+from"
+				}
 				if vexclude, err = movedExclude(t, vbt, er.Trusted, vexclude, mz); err != nil {
 					return err
 				}
@@ -599,10 +603,18 @@ func readTruth(path string) (map[uint64]bool, error) {
 	return out, nil
 }
 
+// movedRule is one --moved-z value: the filter's moved_z, and whether the
+// rows near where the far-moved rows came from are excluded too.
+type movedRule struct {
+	z    float64
+	from bool
+}
+
 // movedExclude adds to exclude the rows of f (the filtered features) that
 // the filter's mask moved far from their rows of t (filter.MovedSuspects
-// with the trusted rows not yet excluded).
-func movedExclude(t, f *feat.Table, trusted, exclude []bool, z float64) ([]bool, error) {
+// with the trusted rows not yet excluded) and, with r.from, the rows near
+// where those came from (filter.MovedFrom).
+func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]bool, error) {
 	row := map[uint64]int{}
 	for i, id := range t.IDs {
 		row[id] = i
@@ -618,12 +630,24 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, z float64) ([]bool,
 		moved[k] = float32(stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[k*d:(k+1)*d]))
 		tr[k] = trusted[i] && (exclude == nil || !exclude[k])
 	}
-	far, rep := filter.MovedSuspects(moved, tr, z)
+	far, rep := filter.MovedSuspects(moved, tr, r.z)
+	fmt.Fprintf(os.Stderr, "moved_z %.2f: median %.3f scale %.3f threshold %.3f suspects %d\n", r.z, rep.TrustedMedian, rep.TrustedScale, rep.Threshold, rep.Suspects)
+	if r.from {
+		x := make([]float32, 0, f.N()*d)
+		for _, id := range f.IDs {
+			i := row[id]
+			x = append(x, t.Embedding.X[i*d:(i+1)*d]...)
+		}
+		from, reg := filter.MovedFrom(x, d, far, tr)
+		fmt.Fprintf(os.Stderr, "moved from: radius %.3f trusted median %.3f q01 %.3f threshold %.3f suspects %d %s\n", reg.Radius, reg.TrustedMedian, reg.TrustedQ01, reg.Threshold, reg.Suspects, reg.Why)
+		for k := range far {
+			far[k] = far[k] || from[k]
+		}
+	}
 	out := make([]bool, f.N())
 	for k := range out {
 		out[k] = far[k] || (exclude != nil && exclude[k])
 	}
-	fmt.Fprintf(os.Stderr, "moved_z %.2f: median %.3f scale %.3f threshold %.3f suspects %d\n", z, rep.TrustedMedian, rep.TrustedScale, rep.Threshold, rep.Suspects)
 	return out, nil
 }
 
