@@ -8,6 +8,7 @@ package report
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"math"
@@ -22,6 +23,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
@@ -359,6 +361,7 @@ func (r *Run) detail(w func(string, ...any)) {
 		vals = append(vals, scan.BestCollapse)
 		w(`<div class="fig">%s</div>`, Bars(id+"-scan", "Encoder scan: median collapse of random patterns per size, and the found pattern", "collapse", groups, []string{"collapse"}, [][]float64{vals}, 0))
 	}
+	r.filterSuspects(w)
 	// per-class counts
 	if len(r.labels) > 0 {
 		sets := []string{}
@@ -443,6 +446,43 @@ func (r *Run) detail(w func(string, ...any)) {
 		if d := ev.Detector; d != nil {
 			w("<p>Not kept, read as a poison detector: precision %.3f, recall %.3f.</p>\n", d.Precision, d.Recall)
 		}
+	}
+}
+
+// filterSuspects lists why the filter made suspects (rows never kept),
+// signal by signal, with the reason a signal flagged nothing.
+func (r *Run) filterSuspects(w func(string, ...any)) {
+	for _, id := range r.Summary.NodeIDs() {
+		n := r.Summary.Nodes[id]
+		if n.Stage != "filter" || n.Metrics["moved"] == nil {
+			continue
+		}
+		b, _ := json.Marshal(n.Metrics)
+		var res filter.Result
+		if json.Unmarshal(b, &res) != nil {
+			continue
+		}
+		line := func(what string, count int, why string) {
+			if why != "" {
+				w("<li>%s: none (%s)</li>\n", what, html.EscapeString(why))
+				return
+			}
+			w("<li>%s: <b>%d</b></li>\n", what, count)
+		}
+		w("<p>The filter's suspects (%s; never kept):</p>\n<ul>\n", html.EscapeString(id))
+		if g := res.Region; g != nil {
+			line("inside the found trigger's region", g.Suspects, g.Why)
+		}
+		if m := res.Moved; m != nil {
+			line(fmt.Sprintf("moved far by the mask (more than %.2f)", m.Threshold), m.Suspects, m.Why)
+		}
+		if g := res.MovedFrom; g != nil {
+			line("started where the far-moved rows came from", g.Suspects, g.Why)
+		}
+		if d := res.DataTrigger; d != nil {
+			line("carrying the data trigger", d.Carriers, d.Why)
+		}
+		w("</ul>\n")
 	}
 }
 

@@ -16,6 +16,8 @@ type Region struct {
 	Threshold     float64 `json:"threshold"`               // rows closer are suspects
 	Suspects      int     `json:"suspects"`
 	Why           string  `json:"why_none,omitempty"`
+	// Centre is the region's centre in the original encoder's embedding.
+	Centre []float64 `json:"-"`
 }
 
 // region finds the rows an encoder backdoor explains: the found pattern
@@ -64,7 +66,7 @@ func centreDist(v []float32, c []float64) float64 {
 func near(x []float32, d int, c []float64, radius float64, trusted []bool, apart float64, why string) (*Region, []float32, []bool) {
 	n := len(x) / d
 	dist, suspect := make([]float32, n), make([]bool, n)
-	reg := &Region{Radius: radius}
+	reg := &Region{Radius: radius, Centre: c}
 	var tr []float64
 	for i := range dist {
 		dist[i] = float32(centreDist(x[i*d:(i+1)*d], c))

@@ -70,6 +70,7 @@ func run(args []string, stdout io.Writer) error {
 	truthPath := fs.String("truth", "", "ground truth of the training set")
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
+	gate := fs.Bool("gate", false, "with --moved-z values: also measure a gated classifier (test inputs the mask moved far, or near where the far-moved rows came from, go through the filtered encoder and the bootstrap head; the rest through the original encoder and a head trained on the same kept rows)")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
 	var vs variants
@@ -214,12 +215,13 @@ func run(args []string, stdout io.Writer) error {
 		}
 		for _, mz := range movedZs {
 			vname, vexclude := name, vexclude
+			var g *gateRule
 			if mz.z >= 0 && vbt != t {
 				vname = fmt.Sprintf("%s/moved_z=%g", name, mz.z)
 				if mz.from {
 					vname += "+from"
 				}
-				if vexclude, err = movedExclude(t, vbt, er.Trusted, vexclude, mz); err != nil {
+				if vexclude, g, err = movedExclude(t, vbt, er.Trusted, vexclude, mz); err != nil {
 					return err
 				}
 			}
@@ -252,6 +254,15 @@ func run(args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", vname, 100*acc, asr,
 				purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
+			if *gate && g != nil && trig != nil {
+				oclean, otrig, err := testEmbeddings(ctx, *enc, *test, spec, filepath.Dir(*dir))
+				if err != nil {
+					return err
+				}
+				if err := gated(stdout, vname, t, vbt, br, bp, g, [2]*feat.Table{oclean, otrig}, [2]*feat.Table{clean, trig}, int32(spec.Target)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
@@ -614,7 +625,7 @@ type movedRule struct {
 // the filter's mask moved far from their rows of t (filter.MovedSuspects
 // with the trusted rows not yet excluded) and, with r.from, the rows near
 // where those came from (filter.MovedFrom).
-func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]bool, error) {
+func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]bool, *gateRule, error) {
 	row := map[uint64]int{}
 	for i, id := range t.IDs {
 		row[id] = i
@@ -625,13 +636,14 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 	for k, id := range f.IDs {
 		i, ok := row[id]
 		if !ok || f.Embedding.D != d {
-			return nil, fmt.Errorf("filtered features: row %d (sample_id %d) does not match the embed features", k, id)
+			return nil, nil, fmt.Errorf("filtered features: row %d (sample_id %d) does not match the embed features", k, id)
 		}
 		moved[k] = float32(stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[k*d:(k+1)*d]))
 		tr[k] = trusted[i] && (exclude == nil || !exclude[k])
 	}
 	far, rep := filter.MovedSuspects(moved, tr, r.z)
 	fmt.Fprintf(os.Stderr, "moved_z %.2f: median %.3f scale %.3f threshold %.3f suspects %d\n", r.z, rep.TrustedMedian, rep.TrustedScale, rep.Threshold, rep.Suspects)
+	g := &gateRule{moved: rep.Threshold}
 	if r.from {
 		x := make([]float32, 0, f.N()*d)
 		for _, id := range f.IDs {
@@ -640,6 +652,9 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 		}
 		from, reg := filter.MovedFrom(x, d, far, tr)
 		fmt.Fprintf(os.Stderr, "moved from: radius %.3f trusted median %.3f q01 %.3f threshold %.3f suspects %d %s\n", reg.Radius, reg.TrustedMedian, reg.TrustedQ01, reg.Threshold, reg.Suspects, reg.Why)
+		if reg.Suspects > 0 {
+			g.centre, g.near = reg.Centre, reg.Threshold
+		}
 		for k := range far {
 			far[k] = far[k] || from[k]
 		}
@@ -648,7 +663,94 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 	for k := range out {
 		out[k] = far[k] || (exclude != nil && exclude[k])
 	}
-	return out, nil
+	return out, g, nil
+}
+
+// gateRule is what a gated classifier needs from the moved rule: the
+// moved threshold, and the far-moved rows' origin (centre nil: none).
+type gateRule struct {
+	moved  float64
+	centre []float64
+	near   float64
+}
+
+// gated measures a classifier that sends each test input through the
+// filtered encoder and br's head when the mask moved it far or it sits near
+// the far-moved rows' origin, and otherwise through the original encoder
+// and a head trained, with bp's final-head settings, on the same kept rows
+// of t. orig and filt are the clean and triggered test sets under each
+// encoder, row for row.
+func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params, g *gateRule, orig, filt [2]*feat.Table, target int32) error {
+	nc, _ := t.Classes()
+	pos := map[uint64]int{}
+	for i, id := range t.IDs {
+		pos[id] = i
+	}
+	var rows []int
+	for k, kept := range br.Kept {
+		if kept {
+			rows = append(rows, pos[f.IDs[k]])
+		}
+	}
+	cfg := bp.Config()
+	cfg.Epochs, cfg.MaxSteps = bp.FinalEpochs, bp.MaxSteps
+	sizes := bp.Sizes(t.Embedding.D, nc)
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	h := mlp.NewHead(sizes, bp.Seed+1000)
+	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, rows, nil); err != nil {
+		return err
+	}
+	var line strings.Builder
+	for s, what := range []string{"clean", "triggered"} {
+		o, fl := orig[s], filt[s]
+		if o.N() != fl.N() {
+			return fmt.Errorf("gate: %s test sets of %d and %d rows", what, o.N(), fl.N())
+		}
+		po, err := tr.Score(h, o.Embedding.X, o.Labels)
+		if err != nil {
+			return err
+		}
+		pf, err := tr.Score(br.Head, fl.Embedding.X, fl.Labels)
+		if err != nil {
+			return err
+		}
+		d := o.Embedding.D
+		hit, hitOrig, through := 0, 0, 0
+		for i := 0; i < o.N(); i++ {
+			ov, fv := o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d]
+			far := stat.Dist(ov, fv) > g.moved
+			if !far && g.centre != nil {
+				var s2 float64
+				for j, x := range ov {
+					s2 += (float64(x) - g.centre[j]) * (float64(x) - g.centre[j])
+				}
+				far = s2 <= g.near*g.near
+			}
+			want := o.Labels[i]
+			if s == 1 {
+				want = target
+			}
+			pred := po.Pred[i]
+			if far {
+				pred = pf.Pred[i]
+				through++
+			}
+			if pred == want {
+				hit++
+			}
+			if po.Pred[i] == want {
+				hitOrig++
+			}
+		}
+		n := float64(o.N())
+		fmt.Fprintf(&line, " %s: %.1f%% (original head alone %.1f%%, %.1f%% filtered)", what, 100*float64(hit)/n, 100*float64(hitOrig)/n, 100*float64(through)/n)
+	}
+	fmt.Fprintf(w, "  gated %s:%s\n", name, line.String())
+	return nil
 }
 
 func fileExists(p string) bool {

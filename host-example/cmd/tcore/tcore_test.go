@@ -272,8 +272,14 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	if err1 != nil || err2 != nil || !os.SameFile(f1, f2) {
 		t.Fatalf("the reference embedded the training set again (%v, %v)", err1, err2)
 	}
-	if page, _ := os.ReadFile(filepath.Join(dir, "a", "report.html")); !bytes.Contains(page, []byte("none (reference")) {
+	page, _ := os.ReadFile(filepath.Join(dir, "a", "report.html"))
+	if !bytes.Contains(page, []byte("none (reference")) {
 		t.Fatal("report.html does not show the none reference")
+	}
+	for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from"} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("report.html does not say %q", want)
+		}
 	}
 	var rep struct {
 		Nodes map[string]struct {
