@@ -71,6 +71,7 @@ func run(args []string, stdout io.Writer) error {
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
 	gate := fs.Bool("gate", false, "with --moved-z values: also measure a gated classifier (test inputs the mask moved far, or near where the far-moved rows came from, go through the filtered encoder and the bootstrap head; the rest through the original encoder and a head trained on the same kept rows)")
+	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
 	var vs variants
@@ -129,6 +130,9 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		spec = &s
+	}
+	if *check {
+		return gateCheck(ctx, stdout, *dir, *enc, *test, spec)
 	}
 	clean, trig, err := testEmbeddings(ctx, testEnc, *test, spec, filepath.Dir(*dir))
 	if err != nil {
@@ -484,6 +488,34 @@ func accuracy(h *mlp.Head, t *feat.Table, target int32) (float64, error) {
 	return float64(ok) / float64(max(1, len(sc.Pred))), nil
 }
 
+// embedAll embeds src's images under m and hands the features to use.
+func embedAll(ctx context.Context, m *encoder.Model, src array.RecordReader, use func(array.RecordReader) error) error {
+	s, err := m.Session(encoder.Config{ORT: ort.Options{}})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	tabs := plugin.NewTables()
+	defer tabs.Release()
+	w, err := tabs.Create("f", s.FeaturesSchema())
+	if err != nil {
+		return err
+	}
+	if _, err := s.Stream(ctx, src, w, m.Preprocess(), 256, plugin.ProgressFunc(func(plugin.Event) {})); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	got := tabs.Get("f")
+	rr, err := array.NewRecordReader(got.Schema, got.Records)
+	if err != nil {
+		return err
+	}
+	defer rr.Release()
+	return use(rr)
+}
+
 // testEmbeddings embeds the test set, and its non-target images with the
 // trigger (spec nil: none), under the encoder; cached in cache by content.
 func testEmbeddings(ctx context.Context, enc, test string, spec *attack.Spec, cache string) (*feat.Table, *feat.Table, error) {
@@ -504,11 +536,6 @@ func testEmbeddings(ctx context.Context, enc, test string, spec *attack.Spec, ca
 	}
 	embedTo := func(path string, trig *attack.Spec) (*feat.Table, error) {
 		if !fileExists(path) {
-			s, err := m.Session(encoder.Config{ORT: ort.Options{}})
-			if err != nil {
-				return nil, err
-			}
-			defer s.Close()
 			r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
 			if err != nil {
 				return nil, err
@@ -521,23 +548,10 @@ func testEmbeddings(ctx context.Context, enc, test string, spec *attack.Spec, ca
 				}
 				defer src.Release()
 			}
-			tabs := plugin.NewTables()
-			defer tabs.Release()
-			w, err := tabs.Create("f", s.FeaturesSchema())
-			if err != nil {
-				return nil, err
-			}
-			if _, err := s.Stream(ctx, src, w, m.Preprocess(), 256, plugin.ProgressFunc(func(plugin.Event) {})); err != nil {
-				return nil, err
-			}
-			if err := w.Close(); err != nil {
-				return nil, err
-			}
-			got := tabs.Get("f")
-			rr, _ := array.NewRecordReader(got.Schema, got.Records)
-			_, err = arrowio.WriteIPCFile(path, rr)
-			rr.Release()
-			if err != nil {
+			if err := embedAll(ctx, m, src, func(rr array.RecordReader) error {
+				_, err := arrowio.WriteIPCFile(path, rr)
+				return err
+			}); err != nil {
 				return nil, err
 			}
 		}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/stages/filter"
+	"github.com/tcore-dev/tcore/stages/kit/attack"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
+)
+
+// gateCheckImages is how many test images the gate check pastes each
+// pattern on.
+const gateCheckImages = 500
+
+// gateCheck prints, for the gate of a finished run (moved_z 2.5 and the
+// far movers' origin), the share of test images sent through the filtered
+// encoder: clean, with the real trigger (spec; nil: none) and with each
+// pattern the filter found or masked against. A gate the filter could
+// check for itself must send the found patterns through whenever it sends
+// the real trigger.
+func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *attack.Spec) error {
+	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
+	if err != nil {
+		return err
+	}
+	f, err := readFeatures(filepath.Join(dir, "nodes", "filter", "features.arrow"))
+	if err != nil {
+		return err
+	}
+	tr, err := readScores(filepath.Join(dir, "nodes", "expand", "scores.arrow"), t, "expand.trusted")
+	if err != nil {
+		return err
+	}
+	sus, err := readScores(filepath.Join(dir, "nodes", "filter", "scores.arrow"), f, "filter.suspect")
+	if err != nil {
+		return err
+	}
+	_, g, err := movedExclude(t, f, tr["expand.trusted"].B, sus["filter.suspect"].B, movedRule{z: 2.5, from: true})
+	if err != nil {
+		return err
+	}
+	var node struct {
+		Metrics filter.Result `json:"metrics"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes", "filter", "node.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &node); err != nil {
+		return err
+	}
+	type named struct {
+		name string
+		pat  *filter.Pattern
+		trig *attack.Spec
+	}
+	cases := []named{{name: "clean"}}
+	if spec != nil {
+		cases = append(cases, named{name: "real trigger", trig: spec})
+	}
+	cases = append(cases, named{name: "found " + describePattern(node.Metrics.Scan.Pattern), pat: &node.Metrics.Scan.Pattern})
+	for k := range node.Metrics.Rounds {
+		r := &node.Metrics.Rounds[k]
+		cases = append(cases, named{name: fmt.Sprintf("round %d %s (masked %d)", k+1, describePattern(r.Pattern), len(r.Masked)), pat: &r.Pattern})
+	}
+	orig, err := encoder.Load(enc, "")
+	if err != nil {
+		return err
+	}
+	filt, err := encoder.Load(filepath.Join(dir, "filtered_encoder.onnx"), "")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "gate check: moved threshold %.3f, origin %v\n", g.moved, g.centre != nil)
+	for _, c := range cases {
+		var tabs [2]*feat.Table
+		for k, m := range []*encoder.Model{orig, filt} {
+			r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
+			if err != nil {
+				return err
+			}
+			src, err := pasted(r, c.pat, c.trig, gateCheckImages)
+			r.Release()
+			if err != nil {
+				return err
+			}
+			err = embedAll(ctx, m, src, func(rr array.RecordReader) error {
+				tabs[k], err = feat.ReadAll(rr)
+				return err
+			})
+			src.Release()
+			if err != nil {
+				return err
+			}
+		}
+		o, fl := tabs[0], tabs[1]
+		d := o.Embedding.D
+		through := 0
+		for i := 0; i < o.N(); i++ {
+			ov := o.Embedding.X[i*d : (i+1)*d]
+			far := stat.Dist(ov, fl.Embedding.X[i*d:(i+1)*d]) > g.moved
+			if !far && g.centre != nil {
+				var s2 float64
+				for j, x := range ov {
+					s2 += (float64(x) - g.centre[j]) * (float64(x) - g.centre[j])
+				}
+				far = s2 <= g.near*g.near
+			}
+			if far {
+				through++
+			}
+		}
+		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter\n", c.name, 100*float64(through)/float64(o.N()), o.N())
+	}
+	return nil
+}
+
+func describePattern(p filter.Pattern) string {
+	if p.Kind == "blend" || p.Kind == "smooth" {
+		return fmt.Sprintf("%s alpha %.2f", p.Kind, p.Alpha)
+	}
+	return fmt.Sprintf("%s %dx%d at (%d,%d)", p.Kind, p.Size, p.Size, p.Row, p.Col)
+}
+
+// pasted returns r's first n rows (id, label, image) with the filter
+// pattern pat or the attack trigger trig (neither: as they are) on every
+// image.
+func pasted(r array.RecordReader, pat *filter.Pattern, trig *attack.Spec, n int) (array.RecordReader, error) {
+	held, err := arrowio.Hold(r)
+	if err != nil {
+		return nil, err
+	}
+	defer held.Release()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, held.Schema)
+	defer b.Release()
+	for _, rec := range held.Records {
+		ids, ls, im := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Binary)
+		for i := 0; i < ids.Len() && b.Field(0).Len() < n; i++ {
+			data := im.Value(i)
+			switch {
+			case trig != nil:
+				if data, err = trig.Trigger.ApplyBytes(data); err != nil {
+					return nil, err
+				}
+			case pat != nil:
+				if data, err = paintBytes(data, *pat); err != nil {
+					return nil, err
+				}
+			}
+			b.Field(0).(*array.Uint64Builder).Append(ids.Value(i))
+			b.Field(1).(*array.Int32Builder).Append(ls.Value(i))
+			b.Field(2).(*array.BinaryBuilder).Append(data)
+		}
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	return array.NewRecordReader(rec.Schema(), []arrow.Record{rec})
+}
+
+// paintBytes paints p on an encoded image in the filter's canonical form
+// (RGB planes in [0, 1]) and encodes it again as PNG.
+func paintBytes(data []byte, p filter.Pattern) ([]byte, error) {
+	img, err := arrowio.DecodeImage(data)
+	if err != nil {
+		return nil, err
+	}
+	bd := img.Bounds()
+	h, w := bd.Dy(), bd.Dx()
+	x := make([]float32, 3*h*w)
+	for y := 0; y < h; y++ {
+		for xx := 0; xx < w; xx++ {
+			c := color.NRGBAModel.Convert(img.At(bd.Min.X+xx, bd.Min.Y+y)).(color.NRGBA)
+			x[y*w+xx], x[h*w+y*w+xx], x[2*h*w+y*w+xx] = float32(c.R)/255, float32(c.G)/255, float32(c.B)/255
+		}
+	}
+	p.Apply(x, h, w)
+	out := image.NewNRGBA(image.Rect(0, 0, w, h))
+	q := func(v float32) uint8 { return uint8(min(255, max(0, v*255+0.5))) }
+	for y := 0; y < h; y++ {
+		for xx := 0; xx < w; xx++ {
+			out.SetNRGBA(xx, y, color.NRGBA{q(x[y*w+xx]), q(x[h*w+y*w+xx]), q(x[2*h*w+y*w+xx]), 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, out); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
