@@ -138,10 +138,23 @@ func describePattern(p filter.Pattern) string {
 	return fmt.Sprintf("%s %dx%d at (%d,%d)", p.Kind, p.Size, p.Size, p.Row, p.Col)
 }
 
-// pasted returns r's first n rows (id, label, image) with the filter
-// pattern pat or the attack trigger trig (neither: as they are) on every
-// image.
+// pasted returns r's first n rows with the filter pattern pat or the
+// attack trigger trig (neither: as they are) on every image.
 func pasted(r array.RecordReader, pat *filter.Pattern, trig *attack.Spec, n int) (array.RecordReader, error) {
+	f := func(data []byte) ([]byte, error) { return data, nil }
+	switch {
+	case trig != nil:
+		f = trig.Trigger.ApplyBytes
+	case pat != nil:
+		f = func(data []byte) ([]byte, error) { return paintBytes(data, *pat) }
+	}
+	return mapImages(r, n, nil, f)
+}
+
+// mapImages returns r's rows (id, label, image) whose label keep accepts
+// (nil: all), at most n of them (n < 0: no limit), with f applied to each
+// image.
+func mapImages(r array.RecordReader, n int, keep func(label int32) bool, f func([]byte) ([]byte, error)) (array.RecordReader, error) {
 	held, err := arrowio.Hold(r)
 	if err != nil {
 		return nil, err
@@ -151,17 +164,13 @@ func pasted(r array.RecordReader, pat *filter.Pattern, trig *attack.Spec, n int)
 	defer b.Release()
 	for _, rec := range held.Records {
 		ids, ls, im := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Binary)
-		for i := 0; i < ids.Len() && b.Field(0).Len() < n; i++ {
-			data := im.Value(i)
-			switch {
-			case trig != nil:
-				if data, err = trig.Trigger.ApplyBytes(data); err != nil {
-					return nil, err
-				}
-			case pat != nil:
-				if data, err = paintBytes(data, *pat); err != nil {
-					return nil, err
-				}
+		for i := 0; i < ids.Len() && (n < 0 || b.Field(0).Len() < n); i++ {
+			if keep != nil && !keep(ls.Value(i)) {
+				continue
+			}
+			data, err := f(im.Value(i))
+			if err != nil {
+				return nil, err
 			}
 			b.Field(0).(*array.Uint64Builder).Append(ids.Value(i))
 			b.Field(1).(*array.Int32Builder).Append(ls.Value(i))

@@ -30,9 +30,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
-	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
@@ -569,31 +567,7 @@ func testEmbeddings(ctx context.Context, enc, test string, spec *attack.Spec, ca
 // triggered reads the test set's non-target images with the trigger
 // applied (labels kept; accuracy against the target is the ASR).
 func triggered(r array.RecordReader, spec *attack.Spec) (array.RecordReader, error) {
-	held, err := arrowio.Hold(r)
-	if err != nil {
-		return nil, err
-	}
-	defer held.Release()
-	b := array.NewRecordBuilder(memory.DefaultAllocator, held.Schema)
-	defer b.Release()
-	for _, rec := range held.Records {
-		ids, ls, im := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Int32), rec.Column(2).(*array.Binary)
-		for i := 0; i < ids.Len(); i++ {
-			if int(ls.Value(i)) == spec.Target {
-				continue
-			}
-			data, err := spec.Trigger.ApplyBytes(im.Value(i))
-			if err != nil {
-				return nil, err
-			}
-			b.Field(0).(*array.Uint64Builder).Append(ids.Value(i))
-			b.Field(1).(*array.Int32Builder).Append(ls.Value(i))
-			b.Field(2).(*array.BinaryBuilder).Append(data)
-		}
-	}
-	rec := b.NewRecord()
-	defer rec.Release()
-	return array.NewRecordReader(rec.Schema(), []arrow.Record{rec})
+	return mapImages(r, -1, func(l int32) bool { return int(l) != spec.Target }, spec.Trigger.ApplyBytes)
 }
 
 func readFeatures(path string) (*feat.Table, error) {
