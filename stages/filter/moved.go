@@ -99,7 +99,7 @@ func MovedFrom(x []float32, d int, far, trusted []bool) ([]bool, *Region) {
 	c := stat.Mean(x, d, rows)
 	ds := make([]float64, len(rows))
 	for k, i := range rows {
-		ds[k] = centreDist(x[i*d:(i+1)*d], c)
+		ds[k] = stat.DistTo(x[i*d:(i+1)*d], c)
 	}
 	cut, _ := stat.Robust(ds)
 	var core []int
@@ -110,7 +110,7 @@ func MovedFrom(x []float32, d int, far, trusted []bool) ([]bool, *Region) {
 	}
 	c = stat.Mean(x, d, core)
 	for k, i := range rows {
-		ds[k] = centreDist(x[i*d:(i+1)*d], c)
+		ds[k] = stat.DistTo(x[i*d:(i+1)*d], c)
 	}
 	radius, _ := stat.Robust(ds)
 	reg, _, suspect := near(x, d, c, radius, trusted, gathered, "the far-moved rows did not start out gathered")

@@ -41,20 +41,11 @@ func (b *bench) region(p Pattern) (*Region, []float32, []bool, error) {
 	c := stat.Mean(e[0], d, nil)
 	var scan []float64
 	for i := 0; i < b.n; i++ {
-		scan = append(scan, centreDist(e[0][i*d:(i+1)*d], c))
+		scan = append(scan, stat.DistTo(e[0][i*d:(i+1)*d], c))
 	}
 	sort.Float64s(scan)
 	reg, dist, suspect := near(b.t.Embedding.X, d, c, scan[int(0.9*float64(len(scan)-1))], b.trusted, 0.5, "the found trigger's region is not apart from the trusted rows")
 	return reg, dist, suspect, nil
-}
-
-// centreDist is the Euclidean distance from v to c.
-func centreDist(v []float32, c []float64) float64 {
-	var s float64
-	for j, x := range v {
-		s += (float64(x) - c[j]) * (float64(x) - c[j])
-	}
-	return math.Sqrt(s)
 }
 
 // near flags the rows of x (n x d) that sit within a region of the
@@ -69,7 +60,7 @@ func near(x []float32, d int, c []float64, radius float64, trusted []bool, apart
 	reg := &Region{Radius: radius, Centre: c}
 	var tr []float64
 	for i := range dist {
-		dist[i] = float32(centreDist(x[i*d:(i+1)*d], c))
+		dist[i] = float32(stat.DistTo(x[i*d:(i+1)*d], c))
 		if trusted[i] {
 			tr = append(tr, float64(dist[i]))
 		}

@@ -21,7 +21,6 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
-	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // gateCheckImages is how many test images the gate check pastes each
@@ -113,15 +112,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		d := o.Embedding.D
 		through := 0
 		for i := 0; i < o.N(); i++ {
-			ov := o.Embedding.X[i*d : (i+1)*d]
-			far := stat.Dist(ov, fl.Embedding.X[i*d:(i+1)*d]) > g.moved
-			if !far && g.centre != nil {
-				var s2 float64
-				for j, x := range ov {
-					s2 += (float64(x) - g.centre[j]) * (float64(x) - g.centre[j])
-				}
-				far = s2 <= g.near*g.near
-			}
+			far := g.through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
 			if far {
 				through++
 			}

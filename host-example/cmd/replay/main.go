@@ -662,6 +662,13 @@ type gateRule struct {
 	near   float64
 }
 
+// through says whether the gate sends an input, embedded as orig by the
+// original encoder and as filt by the filtered one, through the filter:
+// the mask moved it far, or it sits near the far-moved rows' origin.
+func (g *gateRule) through(orig, filt []float32) bool {
+	return stat.Dist(orig, filt) > g.moved || (g.centre != nil && stat.DistTo(orig, g.centre) <= g.near)
+}
+
 // gated measures a classifier that sends each test input through the
 // filtered encoder and br's head when the mask moved it far or it sits near
 // the far-moved rows' origin, and otherwise through the original encoder
@@ -709,15 +716,7 @@ func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp 
 		d := o.Embedding.D
 		hit, hitOrig, through := 0, 0, 0
 		for i := 0; i < o.N(); i++ {
-			ov, fv := o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d]
-			far := stat.Dist(ov, fv) > g.moved
-			if !far && g.centre != nil {
-				var s2 float64
-				for j, x := range ov {
-					s2 += (float64(x) - g.centre[j]) * (float64(x) - g.centre[j])
-				}
-				far = s2 <= g.near*g.near
-			}
+			far := g.through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
 			want := o.Labels[i]
 			if s == 1 {
 				want = target

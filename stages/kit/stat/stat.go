@@ -217,6 +217,17 @@ func Dist(a, b []float32) float64 {
 	return math.Sqrt(s)
 }
 
+// DistTo returns the Euclidean distance from the row v to the point c (of
+// one length), such as a mean from Mean.
+func DistTo(v []float32, c []float64) float64 {
+	var s float64
+	for i, x := range v {
+		d := float64(x) - c[i]
+		s += d * d
+	}
+	return math.Sqrt(s)
+}
+
 func dist2(a, b []float64) float64 {
 	var s float64
 	for i := range a {

@@ -96,3 +96,26 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+func TestDistances(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b []float32
+		want float64
+	}{
+		{"3-4-5", []float32{0, 0}, []float32{3, 4}, 5},
+		{"same", []float32{1, -2, 3}, []float32{1, -2, 3}, 0},
+		{"one value", []float32{-1}, []float32{2}, 3},
+	} {
+		c := make([]float64, len(tc.b))
+		for i, v := range tc.b {
+			c[i] = float64(v)
+		}
+		if got := stat.Dist(tc.a, tc.b); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("%s: Dist %g, want %g", tc.name, got, tc.want)
+		}
+		if got := stat.DistTo(tc.a, c); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("%s: DistTo %g, want %g", tc.name, got, tc.want)
+		}
+	}
+}
