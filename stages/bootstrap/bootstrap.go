@@ -34,13 +34,14 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.3.0",
+		Version: "0.4.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
 			{Name: "channels", Kind: arrowio.KindChannels, Optional: true, Doc: "channels to switch off in the exported encoder"},
 			{Name: "suspects", Kind: arrowio.KindScores, Optional: true, Doc: "rows never to keep (filter.suspect: inside the found trigger's region, moved far by the mask, or carrying the data trigger)"},
 			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
+			{Name: "original", Kind: arrowio.KindFeatures, Optional: true, Doc: "the training rows' embeddings under the original encoder (embed.features): when the encoder carries a gate (filter.gate), a second head is trained on the kept rows' original embeddings and the exported classifier is gated"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
@@ -65,6 +66,7 @@ type Params struct {
 	Admit         string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
 	ExcludeColumn string  `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
 	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
+	Original      string  `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
 	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
 	Export        string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
@@ -133,10 +135,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	if p.Export != "" {
-		if err := export(p, masks, res.Head, t.Preprocess); err != nil {
+		gated, err := export(ctx, p, in, t, masks, res)
+		if err != nil {
 			return nil, err
 		}
-		res.Metrics["exported"] = p.Export
+		res.Metrics["exported"], res.Metrics["gated"] = p.Export, gated
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
 		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
@@ -392,32 +395,150 @@ func sum(xs []int) int {
 	return s
 }
 
-// export composes the encoder (with masks) and the head into one ONNX
-// classifier (input: the encoder's image input; output "logits") and writes
-// it atomically.
-func export(p Params, masks []encoder.Mask, h *mlp.Head, preprocess string) error {
-	m, err := encoder.Load(p.Encoder, p.Embedding)
+// export composes the encoder (with masks) and the final head into one
+// ONNX classifier (input: the encoder's image input; output "logits") and
+// writes it atomically. When the encoder carries a gate (chanfilter.Gate)
+// and the original input is connected, a second head is trained on the
+// kept rows' original embeddings, and the classifier sends each input
+// through the filtered encoder and the final head only where the gate says
+// so, through the original encoder and the second head elsewhere. It
+// reports whether the classifier is gated, or why not.
+func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask, res *Result) (string, error) {
+	m, err := classifierEncoder(p.Encoder, p.Embedding, t.Preprocess)
 	if err != nil {
-		return err
+		return "", err
 	}
-	// The classifier takes [0, 1] pixels: the normalisation the features
-	// were made with goes inside it (a filtered encoder has it already).
+	g, err := chanfilter.ReadGate(m.Graph())
+	if err != nil {
+		return "", plugin.BadInput(err)
+	}
+	why := "no: the encoder carries no gate"
+	var orig *feat.Table
+	if g != nil {
+		orig, err = feat.Open(in, "original")
+		switch {
+		case errors.Is(err, plugin.ErrNotConnected):
+			why, g = "no: the encoder carries a gate, but the original input is not connected", nil
+		case err != nil:
+			return "", err
+		case len(masks) > 0:
+			why, g = "no: the encoder carries a gate, but channels switch more off", nil
+		case p.Original == "":
+			why, g = "no: the encoder carries a gate, but no original_encoder is given", nil
+		}
+	}
+	if g == nil {
+		return why, m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
+			return asClassifier(gm, emb, res.Head, "logits")
+		})
+	}
+	h, err := originalHead(ctx, p, t, orig, res)
+	if err != nil {
+		return "", err
+	}
+	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
+	if err != nil {
+		return "", err
+	}
+	og, err := o.Edit(nil)
+	if err != nil {
+		return "", err
+	}
+	fg, err := m.Edit(nil)
+	if err != nil {
+		return "", err
+	}
+	if err := og.AppendHead(o.Embedding, h.Layers(), "tcore_logits_original"); err != nil {
+		return "", err
+	}
+	if err := fg.AppendHead(m.Embedding, res.Head.Layers(), "tcore_logits_filtered"); err != nil {
+		return "", err
+	}
+	if err := g.Compose(og, o.Embedding, "tcore_logits_original", fg, m.Embedding, "tcore_logits_filtered", "logits"); err != nil {
+		return "", err
+	}
+	if err := asClassifier(og, "", nil, "logits"); err != nil {
+		return "", err
+	}
+	b, err := og.Bytes()
+	if err != nil {
+		return "", err
+	}
+	return "yes", arrowio.WriteFileAtomic(p.Export, b)
+}
+
+// classifierEncoder loads an encoder to build a classifier on: it takes
+// [0, 1] pixels, the normalisation the features were made with inside it
+// (a filtered encoder has it already).
+func classifierEncoder(path, embedding, preprocess string) (*encoder.Model, error) {
+	m, err := encoder.Load(path, embedding)
+	if err != nil {
+		return nil, err
+	}
 	norm, err := encoder.ParseNorm(preprocess)
 	if err == nil {
 		err = m.Normalise(norm)
 	}
 	if err != nil {
-		return plugin.PortError("features", plugin.BadInput(err))
+		return nil, plugin.PortError("features", plugin.BadInput(err))
 	}
-	return m.Export(masks, p.Export, func(g *onnxgraph.Model, emb string) error {
-		if err := g.AppendHead(emb, h.Layers(), "logits"); err != nil {
+	return m, nil
+}
+
+// asClassifier appends h (nil: none) to emb as output out and names the
+// classifier's input "image", whatever the encoder's export called it
+// ("input.1", "pixel_values"), unless that name is taken.
+func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error {
+	if h != nil {
+		if err := g.AppendHead(emb, h.Layers(), out); err != nil {
 			return err
 		}
-		// The classifier's input is "image", whatever the encoder's export
-		// called it ("input.1", "pixel_values"), unless that name is taken.
-		if in, err := g.ImageInput(); err == nil && !g.HasTensor("image") {
-			return g.RenameInput(in.Name, "image")
+	}
+	if in, err := g.ImageInput(); err == nil && !g.HasTensor("image") {
+		return g.RenameInput(in.Name, "image")
+	}
+	return nil
+}
+
+// originalHead trains the gated classifier's second head: the final head's
+// settings, on the original embeddings (orig, matched to t by sample id)
+// of the rows res kept.
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Result) (*mlp.Head, error) {
+	row := make(map[uint64]int, orig.N())
+	for i, id := range orig.IDs {
+		row[id] = i
+	}
+	var rows []int
+	for k, kept := range res.Kept {
+		i, ok := row[t.IDs[k]]
+		if !ok {
+			return nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
 		}
-		return nil
-	})
+		if orig.Labels[i] != t.Labels[k] {
+			return nil, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
+		}
+		if kept {
+			rows = append(rows, i)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	nc, err := t.CheckClasses(p.Classes)
+	if err != nil {
+		return nil, err
+	}
+	sizes := p.Sizes(orig.Embedding.D, nc)
+	cfg := p.Config()
+	cfg.Epochs, cfg.MaxSteps = p.FinalEpochs, p.MaxSteps
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	h := mlp.NewHead(sizes, p.Seed+1000)
+	if _, err := tr.Fit(h, orig.Embedding.X, orig.Labels, rows, nil); err != nil {
+		return nil, err
+	}
+	return h, nil
 }

@@ -11,29 +11,49 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
+// augmented is what the augment step wrote, row by row: the pattern
+// pasted in (an index into the patterns), and the row's embedding under
+// the original encoder and under the filtered one (D values each), for the
+// gate's check.
+type augmented struct {
+	pattern    []int
+	orig, filt []float32
+	d          int
+}
+
+// rows returns how many rows were written.
+func (a *augmented) rows() int { return len(a.pattern) }
+
 // augment writes the augment output: augment_share of the rows, trusted
 // images, each with one of pats pasted in (in turn), embedded by the
 // encoder under masks, with their own labels: rows for the head to learn
 // that the pattern means nothing. Nothing is written but the schema when
-// there is no pattern. It returns the rows written.
-func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, out plugin.Outputs) (int, error) {
+// there is no pattern. Each row is embedded by the original encoder too.
+func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, out plugin.Outputs) (*augmented, error) {
+	res := &augmented{}
 	schema := b.sess.FeaturesSchema() // masks do not change it
 	w, err := out.Create("augment", schema)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if len(pats) == 0 || b.p.AugmentShare == 0 {
-		return 0, w.Close()
+		return res, w.Close()
 	}
 	enc, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), Masks: masks, ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer enc.Close()
+	orig, err := b.in.Model.Session(encoder.Config{Layers: []string{}, ORT: ort.Options{Device: b.p.Device}})
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	res.d = enc.Dim
 	want := b.pickTrusted(max(1, int(b.p.AugmentShare*float64(len(b.trusted)))))
 	r, err := b.in.Images.Reader()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer r.Release()
 	const bs = 256
@@ -57,9 +77,21 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 		if err != nil {
 			return err
 		}
+		res.filt = append(res.filt, emb[:len(ids)*res.d]...)
 		rec := arrowio.NewFeaturesRecord(schema, ids, labels, append([][]float32{emb}, layers...))
 		err = w.Write(rec)
 		rec.Release()
+		if err != nil {
+			return err
+		}
+		if x, err = orig.Batch(len(ids)); err != nil {
+			return err
+		}
+		copy(x, stage[:len(ids)*size])
+		if emb, _, err = orig.Embed(len(ids)); err != nil {
+			return err
+		}
+		res.orig = append(res.orig, emb[:len(ids)*res.d]...)
 		written += len(ids)
 		ids, labels = ids[:0], labels[:0]
 		return err
@@ -74,27 +106,29 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 				continue
 			}
 			if err := ctx.Err(); err != nil {
-				return 0, err
+				return nil, err
 			}
 			dst := stage[len(ids)*size : (len(ids)+1)*size]
 			if err := b.canvas.Pixels(imgs.Value(i), canon, &scratch); err != nil {
-				return 0, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
+				return nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
-			b.paint(dst, canon, &pats[(written+len(ids))%len(pats)], &resampled)
+			k := (written + len(ids)) % len(pats)
+			b.paint(dst, canon, &pats[k], &resampled)
+			res.pattern = append(res.pattern, k)
 			ids = append(ids, col.Value(i))
 			labels = append(labels, b.t.Labels[row])
 			if len(ids) == bs {
 				if err := flush(); err != nil {
-					return 0, err
+					return nil, err
 				}
 			}
 		}
 	}
 	if err := r.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if err := flush(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return written, w.Close()
+	return res, w.Close()
 }

@@ -19,6 +19,10 @@
 //	moved   (moved.go)   the training rows the mask moved as it moves inputs
 //	                     carrying the trigger, and the rows that started out
 //	                     where those did: suspects too
+//	gate    (gate.go)    whether the classifier may send only the inputs
+//	                     the mask moves as it moves the trigger's through the
+//	                     filtered encoder, checked on the augment rows; the
+//	                     gate goes into the filtered encoder's metadata
 //
 // Every step measures on one bench (bench.go): the trusted scan images and
 // one ONNX Runtime session with a run-time mask on every probed layer. When
@@ -34,6 +38,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 )
 
 // Stage is the filter stage.
@@ -46,7 +51,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.7.0",
+		Version: "0.8.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -80,6 +85,7 @@ type Result struct {
 	Region          *Region      `json:"trigger_region,omitempty"`
 	Moved           *Moved       `json:"moved,omitempty"`
 	MovedFrom       *Region      `json:"moved_from,omitempty"`
+	Gate            *GateReport  `json:"gate,omitempty"`
 	AugmentRows     int          `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
@@ -130,6 +136,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	v.Fill = b.means
 	dist, suspect := make([]float32, t.N()), make([]bool, t.N())
 	var against []Pattern
+	var family []string // each pattern of against: the pattern it stems from
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 		if sc.BestZ >= p.GapMin {
@@ -174,11 +181,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
-		against = sel.against(b.canvas.H, b.canvas.W, p.Sizes)
+		against, family = sel.againstNamed(b.canvas.H, b.canvas.W, p.Sizes)
 		if len(against) == 0 && v.Caps != nil {
 			// The caps alone undid the pattern: the head still learns that
 			// it means nothing.
 			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
+			for range against {
+				family = append(family, sc.Pattern.String())
+			}
 		}
 	}
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
@@ -191,16 +201,21 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		res.DataTrigger = rep
 		if pat != nil {
 			against = append(against, *pat)
+			family = append(family, pat.String())
 			for i, c := range carrier {
 				suspect[i] = suspect[i] || c || sus[i]
 			}
 		}
 	}
 	phase("augment rows")
-	if res.AugmentRows, err = b.augment(ctx, v.Masks(), against, out); err != nil {
+	aug, err := b.augment(ctx, v.Masks(), against, out)
+	if err != nil {
 		return nil, err
 	}
-	moved, err := ins.Write(ctx, p.Device, p.Export, v, out, progress)
+	res.AugmentRows = aug.rows()
+	// The filtered encoder is exported once the gate is known (it goes
+	// into its metadata).
+	moved, err := ins.Write(ctx, p.Device, "", v, out, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +226,17 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		from, res.MovedFrom = MovedFrom(t.Embedding.X, t.Embedding.D, far, b.trusted)
 		for i, f := range far {
 			suspect[i] = suspect[i] || f || from[i]
+		}
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
+	}
+	if p.Export != "" {
+		if err := ins.Model.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {
+			if res.Gate != nil && res.Gate.On {
+				return res.Gate.Gate.WriteTo(g)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
 		}
 	}
 	if moved == nil {

@@ -21,8 +21,10 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/filter"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
@@ -182,6 +184,20 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			}
 			if _, err := os.Stat(export); err != nil {
 				t.Errorf("no exported encoder: %v", err)
+			}
+			// The trojan's patterns move the inputs that carry them: the
+			// filter checks that and sets the gate, in the metrics and in
+			// the exported encoder's metadata.
+			gate, _ := m["gate"].(map[string]any)
+			if on, _ := gate["on"].(bool); on != tc.backdoor {
+				t.Errorf("gate %v, want on: %v", gate, tc.backdoor)
+			}
+			g, err := onnxgraph.Load(export)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta := g.Meta(chanfilter.GateMeta); (meta != "") != tc.backdoor {
+				t.Errorf("exported encoder's gate metadata %q, want one: %v", meta, tc.backdoor)
 			}
 		})
 	}

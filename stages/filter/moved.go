@@ -22,6 +22,10 @@ type Moved struct {
 	Why           string  `json:"why_none,omitempty"`
 }
 
+// movedAlike is why the moved step flags nothing when the trusted rows
+// all moved the same distance.
+const movedAlike = "the trusted rows all moved alike"
+
 // MovedSuspects flags the rows whose move (how far the filter moved each
 // row's embedding) lies more than z robust standard deviations above the
 // trusted rows' median move. It flags nothing when z is 0 or no row moved.
@@ -49,7 +53,7 @@ func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) 
 	med, scale := stat.Robust(tr)
 	rep.TrustedMedian, rep.TrustedScale = med, scale
 	if rep.TrustedScale == 0 || math.IsNaN(rep.TrustedScale) {
-		rep.Why = "the trusted rows all moved alike"
+		rep.Why = movedAlike
 		return suspect, rep
 	}
 	rep.Threshold = med + z*rep.TrustedScale

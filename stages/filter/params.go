@@ -54,6 +54,9 @@ type Params struct {
 	// moved
 	MovedZ float64 `json:"moved_z" range:"[0,)" doc:"after masking, a training row whose embedding the mask moved more than this many robust standard deviations above the trusted rows' median move is a suspect: a row carrying the trigger moves as triggered inputs do (0: off)"`
 
+	// gate
+	GateMin float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
+
 	// augment
 	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
 }
@@ -65,7 +68,7 @@ var defaults = Params{
 	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5,
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
-	Fill: "regression", FillSlack: 1, MovedZ: 2.5,
+	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25,
 	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99,
 }
 

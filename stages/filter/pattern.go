@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 )
@@ -22,6 +23,18 @@ type Pattern struct {
 	// Delta is the additive pattern of kind delta, one value per input
 	// value of the model (not reported).
 	Delta []float32 `json:"-"`
+}
+
+// String describes p in a few words ("blend alpha 0.15", "solid 4x4 at
+// (0,28)").
+func (p Pattern) String() string {
+	switch p.Kind {
+	case "blend", "smooth":
+		return fmt.Sprintf("%s alpha %.2f", p.Kind, p.Alpha)
+	case "delta":
+		return "the data trigger (delta)"
+	}
+	return fmt.Sprintf("%s %dx%d at (%d,%d)", p.Kind, p.Size, p.Size, p.Row, p.Col)
 }
 
 // group is the set of candidates a pattern is compared with (same size;

@@ -45,14 +45,25 @@ type selection struct {
 // against returns the patterns masked against (the rounds that masked)
 // and their neighbours: the trigger is near them.
 func (s *selection) against(h, w int, sizes [2]int) []Pattern {
+	pats, _ := s.againstNamed(h, w, sizes)
+	return pats
+}
+
+// againstNamed is against with, for each pattern, the round's pattern it
+// is (or is a neighbour of), as text.
+func (s *selection) againstNamed(h, w int, sizes [2]int) ([]Pattern, []string) {
 	var out []Pattern
+	var names []string
 	for _, r := range s.rounds {
 		if len(r.Masked) > 0 {
 			out = append(out, r.Pattern)
 			out = append(out, neighbours(r.Pattern, h, w, sizes)...)
+			for len(names) < len(out) {
+				names = append(names, r.Pattern.String())
+			}
 		}
 	}
-	return out
+	return out, names
 }
 
 // selectChannels switches channels off, greedily, until the scan's

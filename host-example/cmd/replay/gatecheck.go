@@ -73,10 +73,10 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if spec != nil {
 		cases = append(cases, named{name: "real trigger", trig: spec})
 	}
-	cases = append(cases, named{name: "found " + describePattern(node.Metrics.Scan.Pattern), pat: &node.Metrics.Scan.Pattern})
+	cases = append(cases, named{name: "found " + node.Metrics.Scan.Pattern.String(), pat: &node.Metrics.Scan.Pattern})
 	for k := range node.Metrics.Rounds {
 		r := &node.Metrics.Rounds[k]
-		cases = append(cases, named{name: fmt.Sprintf("round %d %s (masked %d)", k+1, describePattern(r.Pattern), len(r.Masked)), pat: &r.Pattern})
+		cases = append(cases, named{name: fmt.Sprintf("round %d %s (masked %d)", k+1, r.Pattern.String(), len(r.Masked)), pat: &r.Pattern})
 	}
 	orig, err := encoder.Load(enc, "")
 	if err != nil {
@@ -120,13 +120,6 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter\n", c.name, 100*float64(through)/float64(o.N()), o.N())
 	}
 	return nil
-}
-
-func describePattern(p filter.Pattern) string {
-	if p.Kind == "blend" || p.Kind == "smooth" {
-		return fmt.Sprintf("%s alpha %.2f", p.Kind, p.Alpha)
-	}
-	return fmt.Sprintf("%s %dx%d at (%d,%d)", p.Kind, p.Size, p.Size, p.Row, p.Col)
 }
 
 // pasted returns r's first n rows with the filter pattern pat or the

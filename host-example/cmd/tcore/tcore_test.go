@@ -23,6 +23,7 @@ import (
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/internal/browser"
 	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
@@ -289,6 +290,15 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir, "a", "report.json"))
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
+	}
+	// The trojan's patterns move the inputs that carry them: the filter
+	// sets a gate, and the classifier (with its ASR under 5% above) is
+	// gated: clean inputs go through the original encoder.
+	if g := rep.Nodes["bootstrap"].Metrics["gated"]; g != "yes" {
+		t.Errorf("bootstrap gated: %v; filter gate: %v", g, rep.Nodes["filter"].Metrics["gate"])
+	}
+	if clf, err := onnxgraph.Load(filepath.Join(dir, "a", "clean_model.onnx")); err != nil || clf.Meta(chanfilter.GateMeta) == "" {
+		t.Errorf("clean_model.onnx carries no gate (%v)", err)
 	}
 	// The caps (clamp_quantile) may undo the trojan before any masking.
 	masked := fmt.Sprint(rep.Nodes["filter"].Metrics["masked"])

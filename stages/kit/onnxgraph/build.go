@@ -33,11 +33,7 @@ func NewBuilder(input string, shape []int64, opset int64) *Builder {
 }
 
 // Const adds an initializer and returns its name.
-func (b *Builder) Const(dims []int64, data []float32) string {
-	name := b.m.fresh("const")
-	b.m.addInit(name, dims, data)
-	return name
-}
+func (b *Builder) Const(dims []int64, data []float32) string { return b.m.AddConst(dims, data) }
 
 // Op adds a node of op type with the given inputs and attributes; out
 // names its output ("" for a fresh name).

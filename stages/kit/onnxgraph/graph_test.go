@@ -43,3 +43,56 @@ func TestRenameInput(t *testing.T) {
 		})
 	}
 }
+
+func TestMerge(t *testing.T) {
+	build := func(input string, opset int64, scale float32) *onnxgraph.Model {
+		b := onnxgraph.NewBuilder(input, []int64{-1, 3, 4, 4}, opset)
+		w := b.Const([]int64{1}, []float32{scale})
+		r := b.Op("Mul", "scaled", []string{input, w})
+		b.Op("Flatten", "embedding", []string{b.Op("GlobalAveragePool", "", []string{r})}, onnxgraph.IntAttr("axis", 1))
+		b.Output("embedding", 2)
+		return b.Model()
+	}
+	for _, tc := range []struct {
+		name   string
+		other  *onnxgraph.Model
+		want   string // error text, "" for none
+		shared bool   // the weight is shared
+	}{
+		{"same weights", build("image", 13, 2), "", true},
+		{"other weights", build("image", 13, 3), "", false},
+		{"other opset", build("image", 17, 2), "different opsets", false},
+		{"other input", build("pixels", 13, 2), `reads input "pixels"`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := build("image", 13, 2)
+			nodes, inits := len(m.P.Graph.Node), len(m.P.Graph.Initializer)
+			name, err := m.Merge(tc.other, "b/")
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			if got := name("embedding"); got != "b/embedding" || !m.HasTensor(got) {
+				t.Fatalf("the merged embedding is %q", got)
+			}
+			if name("image") != "image" {
+				t.Fatalf("the input became %q", name("image"))
+			}
+			if len(m.P.Graph.Node) != 2*nodes {
+				t.Fatalf("%d nodes, want %d", len(m.P.Graph.Node), 2*nodes)
+			}
+			wantInits := 2 * inits
+			if tc.shared {
+				wantInits = inits
+			}
+			if len(m.P.Graph.Initializer) != wantInits {
+				t.Fatalf("%d initializers, want %d", len(m.P.Graph.Initializer), wantInits)
+			}
+			if err := m.SetOutputs("embedding", name("embedding")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

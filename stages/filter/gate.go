@@ -1,0 +1,97 @@
+package filter
+
+import (
+	"fmt"
+
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
+)
+
+// GateReport is the gate step's result. The mask costs accuracy on every
+// input to stop the few that carry a trigger; a gated classifier sends an
+// input through the filtered encoder only when the mask moves it as far as
+// it moves the training rows that carried the trigger (or it sits where
+// those started out), and every other input through the original encoder
+// (chanfilter.Gate). That is safe only when inputs carrying the trigger
+// are sent through. Where the trigger does not move inputs (a noise blend,
+// undone by shifting every input a little), the gate would let it pass. So
+// the filter checks on its augment rows (trusted images carrying each
+// pattern it masked against) what share of each pattern's rows the gate
+// sends through, and sets the gate only when some pattern's share reaches
+// gate_min.
+type GateReport struct {
+	On bool `json:"on"`
+	// Moved is the gate's move threshold (the moved step's), Near its
+	// radius around the far movers' origin (0: none).
+	Moved float64 `json:"moved_threshold"`
+	Near  float64 `json:"origin_radius,omitempty"`
+	// Patterns are the checked patterns, one per round masked against
+	// (with the pattern's neighbours) and the data trigger.
+	Patterns []GateCheck `json:"patterns,omitempty"`
+	Why      string      `json:"why_off,omitempty"`
+	// Gate is what goes into the filtered encoder's metadata when On.
+	Gate *chanfilter.Gate `json:"-"`
+}
+
+// GateCheck is the share of one pattern's augment rows that the gate sends
+// through the filtered encoder.
+type GateCheck struct {
+	Pattern string  `json:"pattern"`
+	Rows    int     `json:"rows"`
+	Through float64 `json:"through"`
+}
+
+// gate decides the gate from the moved step's reports and checks it on
+// the augment rows aug, whose patterns belong to the families named in
+// family (pattern index -> family name; one share per family).
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min float64) *GateReport {
+	rep := &GateReport{}
+	switch {
+	case min == 0:
+		rep.Why = "gate_min is 0"
+		return rep
+	case moved == nil || (moved.Why != "" && moved.Why != movedAlike):
+		rep.Why = "no move threshold"
+		if moved != nil {
+			rep.Why += " (" + moved.Why + ")"
+		}
+		return rep
+	case aug == nil || aug.rows() == 0:
+		rep.Why = "no augment rows to check the gate on"
+		return rep
+	}
+	// When the trusted rows all moved alike (a trojan that is silent on
+	// clean inputs), an input goes through once it moves further.
+	g := &chanfilter.Gate{Moved: max(moved.Threshold, moved.TrustedMedian)}
+	if from != nil && from.Suspects > 0 {
+		g.Centre, g.Near = from.Centre, from.Threshold
+	}
+	rep.Moved, rep.Near = g.Moved, g.Near
+	idx := map[string]int{}
+	d := aug.d
+	for i, k := range aug.pattern {
+		f := family[k]
+		j, ok := idx[f]
+		if !ok {
+			j = len(rep.Patterns)
+			idx[f] = j
+			rep.Patterns = append(rep.Patterns, GateCheck{Pattern: f})
+		}
+		c := &rep.Patterns[j]
+		c.Rows++
+		if g.Through(aug.orig[i*d:(i+1)*d], aug.filt[i*d:(i+1)*d]) {
+			c.Through++
+		}
+	}
+	best := 0.0
+	for j := range rep.Patterns {
+		c := &rep.Patterns[j]
+		c.Through /= float64(c.Rows)
+		best = max(best, c.Through)
+	}
+	if best < min {
+		rep.Why = fmt.Sprintf("no pattern masked against sends gate_min %.0f%% of its rows through the filtered encoder (best %.1f%%): inputs carrying the trigger might not be either", 100*min, 100*best)
+		return rep
+	}
+	rep.On, rep.Gate = true, g
+	return rep
+}

@@ -1,0 +1,73 @@
+package filter
+
+import (
+	"strings"
+	"testing"
+)
+
+// augmentedRows builds augment rows in 2-d: pattern k's rows, with the
+// share moved[k] of them moved by 5 (the rest by 0.1), orig at the origin
+// unless atOrigin.
+func augmentedRows(moved []float64, perPattern int, atOrigin bool) *augmented {
+	a := &augmented{d: 2}
+	for k, share := range moved {
+		for i := 0; i < perPattern; i++ {
+			o := []float32{10, 10}
+			if atOrigin {
+				o = []float32{0.05, 0}
+			}
+			f := []float32{o[0] + 0.1, o[1]}
+			if float64(i) < share*float64(perPattern) {
+				f[0] = o[0] + 5
+			}
+			a.pattern = append(a.pattern, k)
+			a.orig = append(a.orig, o...)
+			a.filt = append(a.filt, f...)
+		}
+	}
+	return a
+}
+
+func TestGate(t *testing.T) {
+	moved := &Moved{Threshold: 1}
+	from := &Region{Suspects: 3, Centre: []float64{0, 0}, Threshold: 0.5}
+	two := []string{"solid 4x4 at (0,0)", "solid 4x4 at (0,0)", "checker 3x3 at (5,5)"}
+	for _, tc := range []struct {
+		name    string
+		moved   *Moved
+		from    *Region
+		aug     *augmented
+		family  []string
+		min     float64
+		on      bool
+		why     string
+		shares  []float64
+		origins bool
+	}{
+		{"a pattern moves its inputs", moved, nil, augmentedRows([]float64{0.9, 0.5, 0.02}, 20, false), two, 0.25, true, "", []float64{0.7, 0.05}, false},
+		{"no pattern reaches gate_min", moved, nil, augmentedRows([]float64{0.1, 0.2, 0.05}, 20, false), two, 0.25, false, "best 15.0%", []float64{0.15, 0.05}, false},
+		{"the origin sends inputs through", moved, from, augmentedRows([]float64{0, 0, 0}, 20, true), two, 0.25, true, "", []float64{1, 1}, true},
+		{"gate_min 0: no gate", moved, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0, false, "gate_min is 0", nil, false},
+		{"trusted rows all moved alike", &Moved{TrustedMedian: 0.2, Why: movedAlike}, nil, augmentedRows([]float64{0.9, 0.5, 0.02}, 20, false), two, 0.25, true, "", []float64{0.7, 0.05}, false},
+		{"moved step off", &Moved{Why: "moved_z is 0"}, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0.25, false, "no move threshold (moved_z is 0)", nil, false},
+		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min)
+			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
+				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
+			}
+			if len(rep.Patterns) != len(tc.shares) {
+				t.Fatalf("checked %+v, want %d patterns", rep.Patterns, len(tc.shares))
+			}
+			for j, want := range tc.shares {
+				if c := rep.Patterns[j]; c.Through != want {
+					t.Errorf("pattern %q: %.3f through, want %.3f", c.Pattern, c.Through, want)
+				}
+			}
+			if tc.on && (rep.Gate.Centre != nil) != tc.origins {
+				t.Errorf("gate origin %v, want one: %v", rep.Gate.Centre, tc.origins)
+			}
+		})
+	}
+}

@@ -1,0 +1,172 @@
+package chanfilter_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/testenc"
+)
+
+func randomHead(seed uint64) []onnxgraph.Dense {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	dense := func(in, out int, relu bool) onnxgraph.Dense {
+		d := onnxgraph.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Relu: relu}
+		for i := range d.W {
+			d.W[i] = float32(rng.NormFloat64()) * 0.3
+		}
+		return d
+	}
+	return []onnxgraph.Dense{dense(32, 16, true), dense(16, 4, false)}
+}
+
+// run embeds imgs with the model (its only output) and returns the rows.
+func run(t *testing.T, m *onnxgraph.Model, imgs [][]float32) [][]float32 {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "m.onnx")
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	e, err := encoder.Open(path, encoder.Config{Layers: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	x, err := e.Batch(len(imgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, im := range imgs {
+		copy(x[i*len(im):], im)
+	}
+	out, _, err := e.Embed(len(imgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make([][]float32, len(imgs))
+	for i := range rows {
+		rows[i] = append([]float32(nil), out[i*e.Dim:(i+1)*e.Dim]...)
+	}
+	return rows
+}
+
+// The gated classifier gives, input by input, the filtered path's logits
+// where the gate says so and the original path's elsewhere. The encoder is
+// the Go-built trojan; the filtered one has the trojan's channel switched
+// off, which moves triggered inputs' embeddings and leaves clean ones.
+func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
+	ortlib.Init(t)
+	net := testenc.Trojan(5)
+	rng := rand.New(rand.NewPCG(4, 4))
+	var imgs [][]float32
+	for i := 0; i < 6; i++ {
+		im := make([]float32, 3*testenc.Size*testenc.Size)
+		for j := range im {
+			im[j] = rng.Float32() * 0.9
+		}
+		if i >= 3 {
+			testenc.AddTrigger(im)
+		}
+		imgs = append(imgs, im)
+	}
+	keep := make([]bool, 8)
+	for i := range keep {
+		keep[i] = i != 0
+	}
+	filtered := func() *onnxgraph.Model {
+		m := net.Model()
+		if err := m.InsertMask("stage1", 4, keep, nil); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	hO, hF := randomHead(1), randomHead(2)
+	classifier := func(m *onnxgraph.Model, h []onnxgraph.Dense, out string) *onnxgraph.Model {
+		if err := m.AppendHead("embedding", h, out); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	plainO := run(t, classifier(net.Model(), hO, "logits"), imgs)
+	plainF := run(t, classifier(filtered(), hF, "logits"), imgs)
+	embO := run(t, net.Model(), imgs)
+	centre := make([]float64, len(embO[1]))
+	for i, v := range embO[1] {
+		centre[i] = float64(v)
+	}
+	for _, tc := range []struct {
+		name    string
+		gate    chanfilter.Gate
+		through []bool
+	}{
+		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}},
+		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}},
+		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			og, fg := classifier(net.Model(), hO, "lo"), classifier(filtered(), hF, "lf")
+			inits := len(og.P.Graph.Initializer) + len(fg.P.Graph.Initializer)
+			g := tc.gate
+			if err := g.Compose(og, "embedding", "lo", fg, "embedding", "lf", "logits"); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(og.P.Graph.Initializer); n >= inits {
+				t.Errorf("%d initializers after the merge, %d before: the encoders' shared weights are not shared", n, inits)
+			}
+			if got := og.OutputNames(); len(got) != 1 || got[0] != "logits" {
+				t.Fatalf("outputs %v, want [logits]", got)
+			}
+			back, err := chanfilter.ReadGate(og)
+			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) {
+				t.Fatalf("gate read back %+v (%v), want %+v", back, err, g)
+			}
+			got := run(t, og, imgs)
+			for i := range imgs {
+				want := plainO[i]
+				if tc.through[i] {
+					want = plainF[i]
+				}
+				for k := range want {
+					if math.Abs(float64(got[i][k]-want[k])) > 1e-4 {
+						t.Fatalf("input %d: logits %v, want %v (through the filter: %v)", i, got[i], want, tc.through[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestReadGate(t *testing.T) {
+	for _, tc := range []struct {
+		name, meta string
+		want       string // error text; "" for none
+		none       bool
+	}{
+		{"absent", "", "", true},
+		{"moved only", `{"moved": 2.5}`, "", false},
+		{"not JSON", `{moved`, "metadata tcore.gate", false},
+		{"no threshold", `{"centre": [0, 1], "near": 1}`, "", false},
+		{"negative threshold", `{"moved": -1}`, "moved threshold -1", false},
+		{"origin without radius", `{"moved": 1, "centre": [0, 1]}`, "radius 0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testenc.Clean(1).Model()
+			if tc.meta != "" {
+				m.SetMeta(chanfilter.GateMeta, tc.meta)
+			}
+			g, err := chanfilter.ReadGate(m)
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if err == nil && (g == nil) != tc.none {
+				t.Fatalf("gate %+v, want none: %v", g, tc.none)
+			}
+		})
+	}
+}
