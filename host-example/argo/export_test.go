@@ -49,10 +49,10 @@ func TestExportTCore(t *testing.T) {
 		want   map[string][]string // task -> dependencies
 	}{
 		{"cpu, unsharded", 1, "cpu", map[string][]string{"embed": nil, "sift": {"embed"}, "expand": {"embed", "sift"},
-			"filter": {"embed", "expand"}, "bootstrap": {"expand", "filter"}}},
+			"filter": {"embed", "expand"}, "bootstrap": {"embed", "expand", "filter"}}},
 		{"cuda, 4 shards", 4, "cuda", map[string][]string{"embed-shard-0": nil, "embed-shard-1": nil, "embed-shard-2": nil, "embed-shard-3": nil,
 			"embed": {"embed-shard-0", "embed-shard-1", "embed-shard-2", "embed-shard-3"}, "sift": {"embed"}, "expand": {"embed", "sift"},
-			"filter": {"embed", "expand"}, "bootstrap": {"expand", "filter"}}},
+			"filter": {"embed", "expand"}, "bootstrap": {"embed", "expand", "filter"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,7 +174,7 @@ func Example() {
 	// sift [embed]
 	// expand [embed sift]
 	// filter [embed expand]
-	// bootstrap [expand filter]
+	// bootstrap [embed expand filter]
 	// # Written by tcore export argo.
 	// apiVersion: "argoproj.io/v1alpha1"
 	// kind: "Workflow"

@@ -483,6 +483,31 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 			line("carrying the data trigger", d.Carriers, d.Why)
 		}
 		w("</ul>\n")
+		filterGate(w, res.Gate)
+	}
+}
+
+// filterGate says whether the classifier is gated: which inputs go
+// through the filtered encoder, and the check that decided it.
+func filterGate(w func(string, ...any), g *filter.GateReport) {
+	if g == nil {
+		return
+	}
+	if !g.On {
+		w("<p>The classifier is not gated: every input goes through the filtered encoder (%s).</p>\n", html.EscapeString(g.Why))
+	} else {
+		origin := ""
+		if g.Near > 0 {
+			origin = fmt.Sprintf(", or sits within %.2f of where the far-moved rows started", g.Near)
+		}
+		w("<p>The classifier is <b>gated</b>: an input goes through the filtered encoder when the mask moves its embedding more than %.2f%s; every other input goes through the original encoder and a head trained on the same kept rows, without the mask's accuracy cost. It sends %.1f%% of the training rows through the filtered encoder.</p>\n", g.Moved, origin, 100*g.TrainingThrough)
+	}
+	if len(g.Patterns) > 0 {
+		w("<p>The check (trusted images carrying each pattern masked against; the gate needs one pattern to send gate_min of them through):</p>\n<table><tr><th>pattern</th><th>images</th><th>sent through the filtered encoder</th></tr>\n")
+		for _, c := range g.Patterns {
+			w("<tr><td>%s</td><td>%d</td><td>%.1f%%</td></tr>\n", html.EscapeString(c.Pattern), c.Rows, 100*c.Through)
+		}
+		w("</table>\n")
 	}
 }
 

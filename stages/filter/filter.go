@@ -228,6 +228,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			suspect[i] = suspect[i] || f || from[i]
 		}
 		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
+		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {
 		if err := ins.Model.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {

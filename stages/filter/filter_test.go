@@ -192,6 +192,10 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if on, _ := gate["on"].(bool); on != tc.backdoor {
 				t.Errorf("gate %v, want on: %v", gate, tc.backdoor)
 			}
+			// It sends the 20 triggered rows of 220 through, few others.
+			if through, _ := gate["training_rows_through"].(float64); tc.backdoor && (through < 18.0/220 || through > 26.0/220) {
+				t.Errorf("gate sends %.3f of the training rows through, want the 20 triggered of 220", through)
+			}
 			g, err := onnxgraph.Load(export)
 			if err != nil {
 				t.Fatal(err)

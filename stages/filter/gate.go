@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // GateReport is the gate step's result. The mask costs accuracy on every
@@ -27,6 +28,9 @@ type GateReport struct {
 	// Patterns are the checked patterns, one per round masked against
 	// (with the pattern's neighbours) and the data trigger.
 	Patterns []GateCheck `json:"patterns,omitempty"`
+	// TrainingThrough is the share of the training rows the gate sends
+	// through the filtered encoder (when On).
+	TrainingThrough float64 `json:"training_rows_through,omitempty"`
 	Why      string      `json:"why_off,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
@@ -94,4 +98,20 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 	}
 	rep.On, rep.Gate = true, g
 	return rep
+}
+
+// countTraining sets TrainingThrough from the training rows' moves and
+// their original embeddings x (D values each).
+func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
+	if !rep.On || len(moved) == 0 {
+		return
+	}
+	g := rep.Gate
+	n := 0
+	for i, m := range moved {
+		if float64(m) > g.Moved || (g.Centre != nil && stat.DistTo(x[i*d:(i+1)*d], g.Centre) <= g.Near) {
+			n++
+		}
+	}
+	rep.TrainingThrough = float64(n) / float64(len(moved))
 }

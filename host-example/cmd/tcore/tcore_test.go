@@ -277,7 +277,7 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	if !bytes.Contains(page, []byte("none (reference")) {
 		t.Fatal("report.html does not show the none reference")
 	}
-	for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from"} {
+	for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from", "The classifier is <b>gated</b>"} {
 		if !bytes.Contains(page, []byte(want)) {
 			t.Errorf("report.html does not say %q", want)
 		}
