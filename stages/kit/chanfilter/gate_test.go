@@ -3,6 +3,7 @@ package chanfilter_test
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,5 +169,107 @@ func TestReadGate(t *testing.T) {
 				t.Fatalf("gate %+v, want none: %v", g, tc.none)
 			}
 		})
+	}
+}
+
+// BenchmarkGatedClassifier compares the gated classifier with the filtered
+// one alone, on a real encoder ($TCORE_BENCH_ENCODER, default the shared
+// backdoored fixture; skipped when absent): the gated graph holds both
+// encoders, and ONNX Runtime computes what they share (everything before
+// the first masked layer) once when its optimiser finds the duplicates.
+// Per image, 256 images a batch; the ratio is gated / filtered.
+func BenchmarkGatedClassifier(b *testing.B) {
+	path := os.Getenv("TCORE_BENCH_ENCODER")
+	if path == "" {
+		path = filepath.Join("..", "..", "..", "..", "shared", "models", "enc_badencoder.onnx")
+	}
+	if _, err := os.Stat(path); err != nil {
+		b.Skipf("no encoder: %v", err)
+	}
+	ortlib.Init(b)
+	m, err := encoder.Load(path, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	layers, err := m.Layers([]string{"auto"})
+	if err != nil || len(layers) < 2 {
+		b.Fatalf("layers %v (%v)", layers, err)
+	}
+	// 13 channels of the second probed layer off, as the filter did on
+	// this encoder.
+	l := layers[1]
+	keep := make([]bool, l.Channels)
+	for i := range keep {
+		keep[i] = i%(l.Channels/13) != 0
+	}
+	masks := []encoder.Mask{{Layer: l.Name, Keep: keep}}
+	head := func(seed uint64) []onnxgraph.Dense {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		d := func(in, out int, relu bool) onnxgraph.Dense {
+			x := onnxgraph.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Relu: relu}
+			for i := range x.W {
+				x.W[i] = float32(rng.NormFloat64()) * 0.05
+			}
+			return x
+		}
+		return []onnxgraph.Dense{d(m.Dim, 512, true), d(512, 256, true), d(256, 10, false)}
+	}
+	filtered := func(out string) *onnxgraph.Model {
+		g, err := m.Edit(masks)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.AppendHead(m.Embedding, head(2), out); err != nil {
+			b.Fatal(err)
+		}
+		return g
+	}
+	og, err := m.Edit(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := og.AppendHead(m.Embedding, head(1), "lo"); err != nil {
+		b.Fatal(err)
+	}
+	g := chanfilter.Gate{Moved: 1}
+	if err := g.Compose(og, m.Embedding, "lo", filtered("lf"), m.Embedding, "lf", "logits"); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 256
+	var perImage [2]float64
+	for k, c := range []struct {
+		name  string
+		model *onnxgraph.Model
+	}{{"filtered", filtered("logits")}, {"gated", og}} {
+		b.Run(c.name, func(b *testing.B) {
+			p := filepath.Join(b.TempDir(), "clf.onnx")
+			if err := c.model.Save(p); err != nil {
+				b.Fatal(err)
+			}
+			e, err := encoder.Open(p, encoder.Config{Layers: []string{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			x, err := e.Batch(batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := range x {
+				x[i] = rng.Float32()
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, _, err := e.Embed(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perImage[k] = float64(b.Elapsed().Nanoseconds()) / float64(b.N*batch)
+			b.ReportMetric(perImage[k], "ns/image")
+		})
+	}
+	if perImage[0] > 0 && perImage[1] > 0 {
+		b.Logf("gated / filtered: %.2fx per image", perImage[1]/perImage[0])
 	}
 }
