@@ -31,7 +31,7 @@ type GateReport struct {
 	// TrainingThrough is the share of the training rows the gate sends
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
-	Why      string      `json:"why_off,omitempty"`
+	Why             string  `json:"why_off,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
 }
