@@ -12,13 +12,14 @@
 //	fill    (fill.go)    what a switched-off channel becomes: its trusted
 //	                     mean, or a regression on its layer's kept channels
 //	region  (region.go)  the training rows inside the found trigger's region
-//	augment (augment.go) trusted images carrying the patterns masked
-//	                     against, embedded by the filtered encoder
-//	write                the channels table, the filtered encoder (ONNX) and
-//	                     the training rows' embeddings under it
+//	write                the channels table and the training rows'
+//	                     embeddings under the filtered encoder
 //	moved   (moved.go)   the training rows the mask moved as it moves inputs
 //	                     carrying the trigger, and the rows that started out
-//	                     where those did: suspects too
+//	                     where those did: suspects too, and what their images
+//	                     share (unlearn.go) a pattern to augment with
+//	augment (augment.go) trusted images carrying the patterns masked
+//	                     against, embedded by the filtered encoder
 //	gate    (gate.go)    whether the classifier may send only the inputs
 //	                     the mask moves as it moves the trigger's through the
 //	                     filtered encoder, checked on the augment rows; the
@@ -51,7 +52,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.8.0",
+		Version: "0.9.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -81,12 +82,15 @@ type Result struct {
 	UCLCUnavailable string       `json:"uclc_unavailable,omitempty"`
 	Clamp           *Clamp       `json:"clamp,omitempty"`
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
-	Fill            *FillReport  `json:"fill,omitempty"`
-	Region          *Region      `json:"trigger_region,omitempty"`
-	Moved           *Moved       `json:"moved,omitempty"`
-	MovedFrom       *Region      `json:"moved_from,omitempty"`
-	Gate            *GateReport  `json:"gate,omitempty"`
-	AugmentRows     int          `json:"augment_rows"`
+	// MovedTrigger is the trigger estimated from the rows the mask moved
+	// far (and those that started where they did).
+	MovedTrigger *DataTrigger `json:"moved_trigger,omitempty"`
+	Fill         *FillReport  `json:"fill,omitempty"`
+	Region       *Region      `json:"trigger_region,omitempty"`
+	Moved        *Moved       `json:"moved,omitempty"`
+	MovedFrom    *Region      `json:"moved_from,omitempty"`
+	Gate         *GateReport  `json:"gate,omitempty"`
+	AugmentRows  int          `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
 	// SizeScale is the encoder's input size over the data's when it is
@@ -201,18 +205,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		res.DataTrigger = rep
 		if pat != nil {
 			against = append(against, *pat)
-			family = append(family, pat.String())
+			family = append(family, "sift's suspects' trigger (delta)")
 			for i, c := range carrier {
 				suspect[i] = suspect[i] || c || sus[i]
 			}
 		}
 	}
-	phase("augment rows")
-	aug, err := b.augment(ctx, v.Masks(), against, out)
-	if err != nil {
-		return nil, err
-	}
-	res.AugmentRows = aug.rows()
 	// The filtered encoder is exported once the gate is known (it goes
 	// into its metadata).
 	moved, err := ins.Write(ctx, p.Device, "", v, out, progress)
@@ -225,8 +223,35 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		var from []bool
 		from, res.MovedFrom = MovedFrom(t.Embedding.X, t.Embedding.D, far, b.trusted)
 		for i, f := range far {
-			suspect[i] = suspect[i] || f || from[i]
+			far[i] = f || from[i]
+			suspect[i] = suspect[i] || far[i]
 		}
+		// On data poisoned with the encoder's own trigger, the far-moved
+		// rows carry the real trigger: what their images share beyond
+		// their content is that trigger, which the augment rows then
+		// teach the head to ignore where the mask left some of it.
+		phase("looking for a trigger in the far-moved rows")
+		carrier := make([]bool, t.N())
+		pat, rep, err := b.dataTrigger(ctx, far, carrier)
+		if err != nil {
+			return nil, err
+		}
+		res.MovedTrigger = rep
+		if pat != nil {
+			against = append(against, *pat)
+			family = append(family, "the far-moved rows' trigger (delta)")
+			for i, c := range carrier {
+				suspect[i] = suspect[i] || c
+			}
+		}
+	}
+	phase("augment rows")
+	aug, err := b.augment(ctx, v.Masks(), against, out)
+	if err != nil {
+		return nil, err
+	}
+	res.AugmentRows = aug.rows()
+	if sc.Backdoored {
 		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}

@@ -152,7 +152,10 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if _, ok := m["moved_from"]; ok != tc.backdoor {
 				t.Errorf("moved_from in the metrics: %v, want %v", ok, tc.backdoor)
 			}
-			if tc.backdoor && (caught < 18 || wrong > 4) {
+			// The region and the far movers' origin each flag, by
+			// construction, rows as close as the closest 1% of the trusted
+			// rows: at most 3% of the 200 clean rows.
+			if tc.backdoor && (caught < 18 || wrong > 6) {
 				t.Errorf("suspects: %d of 20 triggered rows, %d clean rows; metrics %s", caught, wrong, b)
 			}
 			if !tc.backdoor && caught+wrong > 0 {
@@ -191,6 +194,11 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			gate, _ := m["gate"].(map[string]any)
 			if on, _ := gate["on"].(bool); on != tc.backdoor {
 				t.Errorf("gate %v, want on: %v", gate, tc.backdoor)
+			}
+			// The far-moved rows carry the trigger: what their images
+			// share is a pattern the augment rows carry too.
+			if mt, _ := m["moved_trigger"].(map[string]any); tc.backdoor && (mt == nil || mt["why_none"] != nil) {
+				t.Errorf("no trigger estimated from the far-moved rows: %v", mt)
 			}
 			// It sends the 20 triggered rows of 220 through, few others.
 			if through, _ := gate["training_rows_through"].(float64); tc.backdoor && (through < 18.0/220 || through > 26.0/220) {

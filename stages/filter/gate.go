@@ -53,7 +53,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 	case min == 0:
 		rep.Why = "gate_min is 0"
 		return rep
-	case moved == nil || (moved.Why != "" && moved.Why != movedAlike):
+	case moved == nil || moved.Why != "":
 		rep.Why = "no move threshold"
 		if moved != nil {
 			rep.Why += " (" + moved.Why + ")"
@@ -63,9 +63,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 		rep.Why = "no augment rows to check the gate on"
 		return rep
 	}
-	// When the trusted rows all moved alike (a trojan that is silent on
-	// clean inputs), an input goes through once it moves further.
-	g := &chanfilter.Gate{Moved: max(moved.Threshold, moved.TrustedMedian)}
+	g := &chanfilter.Gate{Moved: moved.Threshold}
 	if from != nil && from.Suspects > 0 {
 		g.Centre, g.Near = from.Centre, from.Threshold
 	}

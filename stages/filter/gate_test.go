@@ -48,7 +48,6 @@ func TestGate(t *testing.T) {
 		{"no pattern reaches gate_min", moved, nil, augmentedRows([]float64{0.1, 0.2, 0.05}, 20, false), two, 0.25, false, "best 15.0%", []float64{0.15, 0.05}, false},
 		{"the origin sends inputs through", moved, from, augmentedRows([]float64{0, 0, 0}, 20, true), two, 0.25, true, "", []float64{1, 1}, true},
 		{"gate_min 0: no gate", moved, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0, false, "gate_min is 0", nil, false},
-		{"trusted rows all moved alike", &Moved{TrustedMedian: 0.2, Why: movedAlike}, nil, augmentedRows([]float64{0.9, 0.5, 0.02}, 20, false), two, 0.25, true, "", []float64{0.7, 0.05}, false},
 		{"moved step off", &Moved{Why: "moved_z is 0"}, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0.25, false, "no move threshold (moved_z is 0)", nil, false},
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false},
 	} {

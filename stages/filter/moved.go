@@ -2,6 +2,7 @@ package filter
 
 import (
 	"math"
+	"slices"
 
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
@@ -22,13 +23,12 @@ type Moved struct {
 	Why           string  `json:"why_none,omitempty"`
 }
 
-// movedAlike is why the moved step flags nothing when the trusted rows
-// all moved the same distance.
-const movedAlike = "the trusted rows all moved alike"
-
 // MovedSuspects flags the rows whose move (how far the filter moved each
 // row's embedding) lies more than z robust standard deviations above the
-// trusted rows' median move. It flags nothing when z is 0 or no row moved.
+// trusted rows' median move; when the trusted rows' moves have no spread
+// (a trojan silent on clean inputs leaves them all where they were), the
+// rows that moved further than every trusted row. It flags nothing when z
+// is 0 or no row moved.
 func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) {
 	suspect := make([]bool, len(moved))
 	rep := &Moved{}
@@ -52,11 +52,15 @@ func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) 
 	}
 	med, scale := stat.Robust(tr)
 	rep.TrustedMedian, rep.TrustedScale = med, scale
-	if rep.TrustedScale == 0 || math.IsNaN(rep.TrustedScale) {
-		rep.Why = movedAlike
+	switch {
+	case math.IsNaN(scale):
+		rep.Why = "the trusted rows' moves are not numbers"
 		return suspect, rep
+	case scale == 0:
+		rep.Threshold = slices.Max(tr)
+	default:
+		rep.Threshold = med + z*scale
 	}
-	rep.Threshold = med + z*rep.TrustedScale
 	for i, m := range moved {
 		if float64(m) > rep.Threshold {
 			suspect[i] = true

@@ -20,8 +20,9 @@ func TestMovedSuspects(t *testing.T) {
 	withTrustedOutlier[0] = 9 // poison inside the trusted core is flagged too
 	alike := make([]float32, len(moved))
 	for i := range alike {
-		alike[i] = 1
+		alike[i] = 0 // a trojan silent on clean inputs
 	}
+	alike[22], alike[23] = 3, 1e-6
 	for _, tc := range []struct {
 		name  string
 		moved []float32
@@ -34,7 +35,7 @@ func TestMovedSuspects(t *testing.T) {
 		{"a higher bar", moved, 30, nil, false},
 		{"off", moved, 0, nil, true},
 		{"nothing masked", nil, 3, nil, true},
-		{"all alike", alike, 3, nil, true},
+		{"trusted rows all alike: any further move", alike, 3, []int{22, 23}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := trusted
