@@ -480,7 +480,10 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 			line("started where the far-moved rows came from", g.Suspects, g.Why)
 		}
 		if d := res.DataTrigger; d != nil {
-			line("carrying the data trigger", d.Carriers, d.Why)
+			line("carrying the data trigger (of sift's suspects)", d.Carriers, d.Why)
+		}
+		if d := res.MovedTrigger; d != nil {
+			line("carrying the trigger of the far-moved rows", d.Carriers, d.Why)
 		}
 		w("</ul>\n")
 		filterGate(w, res.Gate)
