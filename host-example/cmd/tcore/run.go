@@ -209,6 +209,11 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 		}
 		fmt.Fprintf(w, "  encoder scan: best same-size z %.1f (gap_min %.0f): %s\n", sc.BestZ, sc.GapMin, verdict)
 	}
+	for _, id := range s.NodeIDs() {
+		if g, ok := s.Nodes[id].Metrics["gated"].(string); ok && s.Nodes[id].Stage == "bootstrap" {
+			fmt.Fprintf(w, "  classifier gated (only inputs the mask moves as it moves a trigger's go through the filtered encoder): %s\n", g)
+		}
+	}
 	ids := make([]string, 0, len(s.TimingsS))
 	for id := range s.TimingsS {
 		ids = append(ids, id)
