@@ -52,7 +52,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.9.0",
+		Version: "0.10.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -246,7 +246,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 	}
 	phase("augment rows")
-	aug, err := b.augment(ctx, v.Masks(), against, out)
+	aug, err := b.augment(ctx, v.Masks(), against, family, out)
 	if err != nil {
 		return nil, err
 	}
