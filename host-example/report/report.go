@@ -482,9 +482,6 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 		if d := res.DataTrigger; d != nil {
 			line("carrying the data trigger (of sift's suspects)", d.Carriers, d.Why)
 		}
-		if d := res.MovedTrigger; d != nil {
-			line("carrying the trigger of the far-moved rows", d.Carriers, d.Why)
-		}
 		w("</ul>\n")
 		filterGate(w, res.Gate)
 	}

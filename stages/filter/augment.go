@@ -27,12 +27,10 @@ func (a *augmented) rows() int { return len(a.pattern) }
 // augment writes the augment output: augment_share of the rows, trusted
 // images, each with one of pats pasted in, embedded by the encoder under
 // masks, with their own labels: rows for the head to learn that the
-// pattern means nothing. The families of pats (family[k] names pattern
-// k's: a round's pattern with its neighbours, an estimated trigger) take
-// equal shares of the rows in turn, and each family's patterns take its
-// rows in turn. Nothing is written but the schema when there is no
-// pattern. Each row is embedded by the original encoder too.
-func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, family []string, out plugin.Outputs) (*augmented, error) {
+// pattern means nothing; the patterns take the rows in turn. Nothing is
+// written but the schema when there is no pattern. Each row is embedded by
+// the original encoder too.
+func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, out plugin.Outputs) (*augmented, error) {
 	res := &augmented{}
 	schema := b.sess.FeaturesSchema() // masks do not change it
 	w, err := out.Create("augment", schema)
@@ -66,17 +64,6 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 	var ids []uint64
 	var labels []int32
 	written := 0
-	var members [][]int // pattern indexes, family by family
-	seen := map[string]int{}
-	for k := range pats {
-		j, ok := seen[family[k]]
-		if !ok {
-			j = len(members)
-			seen[family[k]] = j
-			members = append(members, nil)
-		}
-		members[j] = append(members[j], k)
-	}
 	stage := make([]float32, bs*size)
 	flush := func() error {
 		if len(ids) == 0 {
@@ -126,9 +113,7 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 			if err := b.canvas.Pixels(imgs.Value(i), canon, &scratch); err != nil {
 				return nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
-			r := written + len(ids)
-			f := members[r%len(members)]
-			k := f[(r/len(members))%len(f)]
+			k := (written + len(ids)) % len(pats)
 			b.paint(dst, canon, &pats[k], &resampled)
 			res.pattern = append(res.pattern, k)
 			ids = append(ids, col.Value(i))

@@ -16,8 +16,7 @@
 //	                     embeddings under the filtered encoder
 //	moved   (moved.go)   the training rows the mask moved as it moves inputs
 //	                     carrying the trigger, and the rows that started out
-//	                     where those did: suspects too, and what their images
-//	                     share (unlearn.go) a pattern to augment with
+//	                     where those did: suspects too
 //	augment (augment.go) trusted images carrying the patterns masked
 //	                     against, embedded by the filtered encoder
 //	gate    (gate.go)    whether the classifier may send only the inputs
@@ -52,7 +51,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.10.0",
+		Version: "0.11.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -82,15 +81,12 @@ type Result struct {
 	UCLCUnavailable string       `json:"uclc_unavailable,omitempty"`
 	Clamp           *Clamp       `json:"clamp,omitempty"`
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
-	// MovedTrigger is the trigger estimated from the rows the mask moved
-	// far (and those that started where they did).
-	MovedTrigger *DataTrigger `json:"moved_trigger,omitempty"`
-	Fill         *FillReport  `json:"fill,omitempty"`
-	Region       *Region      `json:"trigger_region,omitempty"`
-	Moved        *Moved       `json:"moved,omitempty"`
-	MovedFrom    *Region      `json:"moved_from,omitempty"`
-	Gate         *GateReport  `json:"gate,omitempty"`
-	AugmentRows  int          `json:"augment_rows"`
+	Fill            *FillReport  `json:"fill,omitempty"`
+	Region          *Region      `json:"trigger_region,omitempty"`
+	Moved           *Moved       `json:"moved,omitempty"`
+	MovedFrom       *Region      `json:"moved_from,omitempty"`
+	Gate            *GateReport  `json:"gate,omitempty"`
+	AugmentRows     int          `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
 	// SizeScale is the encoder's input size over the data's when it is
@@ -223,30 +219,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		var from []bool
 		from, res.MovedFrom = MovedFrom(t.Embedding.X, t.Embedding.D, far, b.trusted)
 		for i, f := range far {
-			far[i] = f || from[i]
-			suspect[i] = suspect[i] || far[i]
-		}
-		// On data poisoned with the encoder's own trigger, the far-moved
-		// rows carry the real trigger: what their images share beyond
-		// their content is that trigger, which the augment rows then
-		// teach the head to ignore where the mask left some of it.
-		phase("looking for a trigger in the far-moved rows")
-		carrier := make([]bool, t.N())
-		pat, rep, err := b.dataTrigger(ctx, far, carrier)
-		if err != nil {
-			return nil, err
-		}
-		res.MovedTrigger = rep
-		if pat != nil {
-			against = append(against, *pat)
-			family = append(family, "the far-moved rows' trigger (delta)")
-			for i, c := range carrier {
-				suspect[i] = suspect[i] || c
-			}
+			suspect[i] = suspect[i] || f || from[i]
 		}
 	}
 	phase("augment rows")
-	aug, err := b.augment(ctx, v.Masks(), against, family, out)
+	aug, err := b.augment(ctx, v.Masks(), against, out)
 	if err != nil {
 		return nil, err
 	}

@@ -195,11 +195,6 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if on, _ := gate["on"].(bool); on != tc.backdoor {
 				t.Errorf("gate %v, want on: %v", gate, tc.backdoor)
 			}
-			// The far-moved rows carry the trigger: what their images
-			// share is a pattern the augment rows carry too.
-			if mt, _ := m["moved_trigger"].(map[string]any); tc.backdoor && (mt == nil || mt["why_none"] != nil) {
-				t.Errorf("no trigger estimated from the far-moved rows: %v", mt)
-			}
 			// It sends the 20 triggered rows of 220 through, few others.
 			if through, _ := gate["training_rows_through"].(float64); tc.backdoor && (through < 18.0/220 || through > 26.0/220) {
 				t.Errorf("gate sends %.3f of the training rows through, want the 20 triggered of 220", through)

@@ -58,7 +58,7 @@ type Params struct {
 	GateMin float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
 
 	// augment
-	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with a pattern pasted in: the patterns masked against (each round's with its neighbours) and the estimated data triggers take equal shares (0: none)"`
+	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
 }
 
 // defaults are filter's defaults (docs/DECISIONS.md says what each was

@@ -11,8 +11,7 @@ import (
 )
 
 // DataTrigger is what the filter estimated of a trigger planted in the
-// data, from suspected rows: those sift found in shallow clusters, or
-// those the mask moved far (and those that started where they did).
+// data, from the rows sift found in shallow clusters.
 type DataTrigger struct {
 	Suspects int     `json:"suspects"`
 	Norm     float64 `json:"norm"` // of the estimated pattern, per input value (RMS)
@@ -23,9 +22,9 @@ type DataTrigger struct {
 	Why       string  `json:"why_none,omitempty"`
 }
 
-// dataTrigger estimates a data trigger from suspects (rows sift found
-// agreeing with their label already at the shallowest layers, in an
-// anomalous class; or rows the mask moved far): the mean of the suspects' images minus the mean of
+// dataTrigger estimates a data trigger when sift marked suspects (rows
+// that agree with their label already at the shallowest layers, in an
+// anomalous class): the mean of the suspects' images minus the mean of
 // the trusted images of their classes is what they share beyond their
 // content. Rows carrying it (their difference from their class's trusted
 // mean projects onto it with at least p.CarrierShare of its length) are
