@@ -320,6 +320,9 @@ func (e *exporter) node(id string) ([]Task, []Template, bool, error) {
 		}
 		switch ps.Role {
 		case plugin.RoleEncoder:
+			if usesEncoder {
+				continue // --encoder binds every encoder parameter of the stage
+			}
 			path := Root + "/in/encoder.onnx"
 			t.inputs().Artifacts = append(t.inputs().Artifacts, Artifact{Name: EncoderArtifact, Path: path})
 			task.Arguments.Artifacts = append(task.Arguments.Artifacts, Artifact{Name: EncoderArtifact, From: "{{inputs.artifacts." + EncoderArtifact + "}}"})
