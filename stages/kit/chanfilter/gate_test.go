@@ -15,16 +15,19 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
 
-func randomHead(seed uint64) []onnxgraph.Dense {
+// randomHead is a seeded MLP head through sizes (ReLU between layers),
+// weights normal with standard deviation scale.
+func randomHead(seed uint64, scale float32, sizes ...int) []onnxgraph.Dense {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	dense := func(in, out int, relu bool) onnxgraph.Dense {
-		d := onnxgraph.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Relu: relu}
-		for i := range d.W {
-			d.W[i] = float32(rng.NormFloat64()) * 0.3
+	var out []onnxgraph.Dense
+	for i := 0; i+1 < len(sizes); i++ {
+		d := onnxgraph.Dense{In: sizes[i], Out: sizes[i+1], W: make([]float32, sizes[i]*sizes[i+1]), B: make([]float32, sizes[i+1]), Relu: i+2 < len(sizes)}
+		for j := range d.W {
+			d.W[j] = float32(rng.NormFloat64()) * scale
 		}
-		return d
+		out = append(out, d)
 	}
-	return []onnxgraph.Dense{dense(32, 16, true), dense(16, 4, false)}
+	return out
 }
 
 // run embeds imgs with the model (its only output) and returns the rows.
@@ -87,7 +90,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		}
 		return m
 	}
-	hO, hF := randomHead(1), randomHead(2)
+	hO, hF := randomHead(1, 0.3, 32, 16, 4), randomHead(2, 0.3, 32, 16, 4)
 	classifier := func(m *onnxgraph.Model, h []onnxgraph.Dense, out string) *onnxgraph.Model {
 		if err := m.AppendHead("embedding", h, out); err != nil {
 			t.Fatal(err)
@@ -203,23 +206,12 @@ func BenchmarkGatedClassifier(b *testing.B) {
 		keep[i] = i%(l.Channels/13) != 0
 	}
 	masks := []encoder.Mask{{Layer: l.Name, Keep: keep}}
-	head := func(seed uint64) []onnxgraph.Dense {
-		rng := rand.New(rand.NewPCG(seed, 1))
-		d := func(in, out int, relu bool) onnxgraph.Dense {
-			x := onnxgraph.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Relu: relu}
-			for i := range x.W {
-				x.W[i] = float32(rng.NormFloat64()) * 0.05
-			}
-			return x
-		}
-		return []onnxgraph.Dense{d(m.Dim, 512, true), d(512, 256, true), d(256, 10, false)}
-	}
 	filtered := func(out string) *onnxgraph.Model {
 		g, err := m.Edit(masks)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := g.AppendHead(m.Embedding, head(2), out); err != nil {
+		if err := g.AppendHead(m.Embedding, randomHead(2, 0.05, m.Dim, 512, 256, 10), out); err != nil {
 			b.Fatal(err)
 		}
 		return g
@@ -228,7 +220,7 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := og.AppendHead(m.Embedding, head(1), "lo"); err != nil {
+	if err := og.AppendHead(m.Embedding, randomHead(1, 0.05, m.Dim, 512, 256, 10), "lo"); err != nil {
 		b.Fatal(err)
 	}
 	g := chanfilter.Gate{Moved: 1}
