@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
-	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // GateReport is the gate step's result. The mask costs accuracy on every
@@ -104,10 +103,9 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 	if !rep.On || len(moved) == 0 {
 		return
 	}
-	g := rep.Gate
 	n := 0
 	for i, m := range moved {
-		if float64(m) > g.Moved || (g.Centre != nil && stat.DistTo(x[i*d:(i+1)*d], g.Centre) <= g.Near) {
+		if rep.Gate.Sends(float64(m), x[i*d:(i+1)*d]) {
 			n++
 		}
 	}

@@ -86,7 +86,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "gate check: moved threshold %.3f, origin %v\n", g.moved, g.centre != nil)
+	fmt.Fprintf(w, "gate check: moved threshold %.3f, origin %v\n", g.Moved, g.Centre != nil)
 	for _, c := range cases {
 		var tabs [2]*feat.Table
 		for k, m := range []*encoder.Model{orig, filt} {
@@ -112,7 +112,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		d := o.Embedding.D
 		through := 0
 		for i := 0; i < o.N(); i++ {
-			far := g.through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
+			far := g.Through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
 			if far {
 				through++
 			}

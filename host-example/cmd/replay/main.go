@@ -217,7 +217,7 @@ func run(args []string, stdout io.Writer) error {
 		}
 		for _, mz := range movedZs {
 			vname, vexclude := name, vexclude
-			var g *gateRule
+			var g *chanfilter.Gate
 			if mz.z >= 0 && vbt != t {
 				vname = fmt.Sprintf("%s/moved_z=%g", name, mz.z)
 				if mz.from {
@@ -613,7 +613,7 @@ type movedRule struct {
 // the filter's mask moved far from their rows of t (filter.MovedSuspects
 // with the trusted rows not yet excluded) and, with r.from, the rows near
 // where those came from (filter.MovedFrom).
-func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]bool, *gateRule, error) {
+func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]bool, *chanfilter.Gate, error) {
 	row := map[uint64]int{}
 	for i, id := range t.IDs {
 		row[id] = i
@@ -631,7 +631,7 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 	}
 	far, rep := filter.MovedSuspects(moved, tr, r.z)
 	fmt.Fprintf(os.Stderr, "moved_z %.2f: median %.3f scale %.3f threshold %.3f suspects %d\n", r.z, rep.TrustedMedian, rep.TrustedScale, rep.Threshold, rep.Suspects)
-	g := &gateRule{moved: rep.Threshold}
+	g := &chanfilter.Gate{Moved: rep.Threshold}
 	if r.from {
 		x := make([]float32, 0, f.N()*d)
 		for _, id := range f.IDs {
@@ -641,7 +641,7 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 		from, reg := filter.MovedFrom(x, d, far, tr)
 		fmt.Fprintf(os.Stderr, "moved from: radius %.3f trusted median %.3f q01 %.3f threshold %.3f suspects %d %s\n", reg.Radius, reg.TrustedMedian, reg.TrustedQ01, reg.Threshold, reg.Suspects, reg.Why)
 		if reg.Suspects > 0 {
-			g.centre, g.near = reg.Centre, reg.Threshold
+			g.Centre, g.Near = reg.Centre, reg.Threshold
 		}
 		for k := range far {
 			far[k] = far[k] || from[k]
@@ -654,28 +654,13 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 	return out, g, nil
 }
 
-// gateRule is what a gated classifier needs from the moved rule: the
-// moved threshold, and the far-moved rows' origin (centre nil: none).
-type gateRule struct {
-	moved  float64
-	centre []float64
-	near   float64
-}
-
-// through says whether the gate sends an input, embedded as orig by the
-// original encoder and as filt by the filtered one, through the filter:
-// the mask moved it far, or it sits near the far-moved rows' origin.
-func (g *gateRule) through(orig, filt []float32) bool {
-	return stat.Dist(orig, filt) > g.moved || (g.centre != nil && stat.DistTo(orig, g.centre) <= g.near)
-}
-
 // gated measures a classifier that sends each test input through the
 // filtered encoder and br's head when the mask moved it far or it sits near
 // the far-moved rows' origin, and otherwise through the original encoder
 // and a head trained, with bp's final-head settings, on the same kept rows
 // of t. orig and filt are the clean and triggered test sets under each
 // encoder, row for row.
-func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params, g *gateRule, orig, filt [2]*feat.Table, target int32) error {
+func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params, g *chanfilter.Gate, orig, filt [2]*feat.Table, target int32) error {
 	nc, _ := t.Classes()
 	pos := map[uint64]int{}
 	for i, id := range t.IDs {
@@ -716,7 +701,7 @@ func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp 
 		d := o.Embedding.D
 		hit, hitOrig, through := 0, 0, 0
 		for i := 0; i < o.N(); i++ {
-			far := g.through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
+			far := g.Through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
 			want := o.Labels[i]
 			if s == 1 {
 				want = target

@@ -29,8 +29,12 @@ type Gate struct {
 // Through says whether the gate sends an input, embedded as orig by the
 // original encoder and as filt by the filtered one, through the filtered
 // encoder.
-func (g *Gate) Through(orig, filt []float32) bool {
-	return stat.Dist(orig, filt) > g.Moved || (g.Centre != nil && stat.DistTo(orig, g.Centre) <= g.Near)
+func (g *Gate) Through(orig, filt []float32) bool { return g.Sends(stat.Dist(orig, filt), orig) }
+
+// Sends is Through for an input the mask moved by moved (the distance
+// between its two embeddings), embedded as orig by the original encoder.
+func (g *Gate) Sends(moved float64, orig []float32) bool {
+	return moved > g.Moved || (g.Centre != nil && stat.DistTo(orig, g.Centre) <= g.Near)
 }
 
 // Check says what is wrong with g, if anything.
