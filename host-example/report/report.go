@@ -483,14 +483,36 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 			line("carrying the data trigger (of sift's suspects)", d.Carriers, d.Why)
 		}
 		w("</ul>\n")
+		filterSmoothing(w, res.Smoothing)
 		filterGate(w, res.Gate)
 	}
+}
+
+// filterSmoothing shows the blurs the filter tried against a noise blend.
+func filterSmoothing(w func(string, ...any), sm *filter.Smoothing) {
+	if sm == nil || len(sm.Tried) == 0 {
+		return
+	}
+	if sm.Sigma > 0 {
+		w("<p>The found pattern is a noise blend: the filtered encoder <b>blurs its input</b> (Gaussian, sigma %.1f pixels of the data) instead of masking channels.</p>\n", sm.Sigma)
+	} else {
+		w("<p>The found pattern is a noise blend, but no blur undid it (%s); channels were masked instead.</p>\n", html.EscapeString(sm.Why))
+	}
+	w("<table><tr><th>sigma</th><th>found blend's z</th><th>largest z of a noise blend</th></tr>\n")
+	for _, t := range sm.Tried {
+		w("<tr><td>%.1f</td><td>%.1f</td><td>%.1f</td></tr>\n", t.Sigma, t.Z, t.Worst)
+	}
+	w("</table>\n")
 }
 
 // filterGate says whether the classifier is gated: which inputs go
 // through the filtered encoder, and the check that decided it.
 func filterGate(w func(string, ...any), g *filter.GateReport) {
 	if g == nil {
+		return
+	}
+	if g.On && g.Class {
+		w("<p>The classifier is <b>gated by class</b>: an input goes through the filtered (blurred) encoder when the original classifier labels it with the class it gives most of %d trusted images carrying the found blend (the trigger's target); every other input goes through the original encoder and a head trained on the same kept rows. The bootstrap stage's <code>gated</code> metric names the class.</p>\n", g.ProbeRows)
 		return
 	}
 	if !g.On {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -34,7 +35,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.4.0",
+		Version: "0.5.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -436,6 +437,17 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	if err != nil {
 		return "", err
 	}
+	gated := "yes"
+	if g.IsClass() {
+		c, share := g.ResolveClass(h.Predict, classShare, classRatio)
+		if g.Class == nil {
+			return fmt.Sprintf("no: the original classifier gives no class %.0f%% of the found trigger's rows and %.0f times the runner-up's (class %d: %.0f%%)", 100*classShare, classRatio, c, 100*share),
+				m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
+					return asClassifier(gm, emb, res.Head, "logits")
+				})
+		}
+		gated = fmt.Sprintf("yes: inputs the original classifier labels %d (%.0f%% of the found trigger's rows) go through the filtered encoder", c, 100*share)
+	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
 	if err != nil {
 		return "", err
@@ -464,8 +476,17 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	if err != nil {
 		return "", err
 	}
-	return "yes", arrowio.WriteFileAtomic(p.Export, b)
+	return gated, arrowio.WriteFileAtomic(p.Export, b)
 }
+
+// classShare and classRatio: the share of a class gate's probe rows the
+// original classifier must give one class, and how many times the
+// runner-up's, for the gate to be set: a trigger sends the inputs carrying
+// it to its target (chanfilter.Gate.ResolveClass).
+const (
+	classShare = 0.25
+	classRatio = 2.0
+)
 
 // classifierEncoder loads an encoder to build a classifier on: it takes
 // [0, 1] pixels, the normalisation the features were made with inside it

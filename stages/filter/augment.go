@@ -40,7 +40,7 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 	if len(pats) == 0 || b.p.AugmentShare == 0 {
 		return res, w.Close()
 	}
-	enc, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), Masks: masks, ORT: ort.Options{Device: b.p.Device}})
+	enc, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), Masks: masks, ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return nil, err
 	}

@@ -31,9 +31,12 @@ type bench struct {
 	rng     *rand.Rand
 	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
-	x       []float32 // the scan images in canonical form at the canvas's size, n of them
-	n       int
-	pre     encoder.Preprocess
+	// model is the encoder the session runs: the stage's, or a copy that
+	// blurs its input (setSmooth).
+	model *encoder.Model
+	x     []float32 // the scan images in canonical form at the canvas's size, n of them
+	n     int
+	pre   encoder.Preprocess
 	// canvas is the canonical form patterns are painted in: the data's
 	// resolution (its median image size) when the encoder's input is at
 	// least 1.5 times larger, else the encoder's. Painted images reach the
@@ -80,7 +83,7 @@ func upscale(h, w, dataH, dataW int) float64 {
 
 func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 	src := rand.NewPCG(p.Seed, 0x66696c)
-	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(src), src: src, pre: in.Model.Preprocess()}
+	b := &bench{p: p, in: in, t: in.Table, trusted: in.Trusted, rng: rand.New(src), src: src, pre: in.Model.Preprocess(), model: in.Model}
 	if b.trusted == nil {
 		return nil, plugin.PortError("trusted", plugin.BadInputf("not connected: the filter measures on trusted rows"))
 	}
@@ -127,7 +130,7 @@ func (b *bench) open() error {
 	for _, l := range b.t.Layers {
 		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name], Cap: b.caps[l.Name]})
 	}
-	s, err := b.in.Model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: b.p.Device}})
+	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return err
 	}
@@ -146,6 +149,20 @@ func (b *bench) setCaps(caps map[string][]float32) error {
 }
 
 func (b *bench) close() { b.sess.Close() }
+
+// setSmooth makes the bench measure the encoder with its input blurred by
+// a Gaussian of sigma input pixels (0: the encoder itself).
+func (b *bench) setSmooth(sigma float64) error {
+	m := b.in.Model
+	if sigma > 0 {
+		var err error
+		if m, err = m.Smoothed(sigma); err != nil {
+			return err
+		}
+	}
+	b.model = m
+	return b.open()
+}
 
 // distrust takes rows out of the trusted rows the filter's statistics come
 // from (the means of the mean fill, the caps, the regression fill and the

@@ -5,6 +5,8 @@
 //	scan    (scan.go)    search the encoder, black-box, for a small pattern
 //	                     that collapses diverse trusted images' embeddings,
 //	                     judged against random patterns of the same size
+//	smooth  (smooth.go)  when the found pattern is a noise blend: the least
+//	                     input blur that undoes it, instead of a mask
 //	score   (score.go)   each probed channel's suspicion (TAC, UCLC, probe)
 //	select  (select.go)  switch channels off, greedily, until the found
 //	                     pattern collapses no more than a random one; search
@@ -51,7 +53,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.11.0",
+		Version: "0.13.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -80,6 +82,7 @@ type Result struct {
 	ZAfter          *float64     `json:"z_after_mask,omitempty"`
 	UCLCUnavailable string       `json:"uclc_unavailable,omitempty"`
 	Clamp           *Clamp       `json:"clamp,omitempty"`
+	Smoothing       *Smoothing   `json:"smoothing,omitempty"`
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
@@ -151,6 +154,19 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if err := b.distrust(suspect); err != nil {
 			return nil, err
 		}
+		if res.Smoothing, err = b.smooth(ctx, sc, phase); err != nil {
+			return nil, err
+		}
+	}
+	if sm := res.Smoothing; sm != nil && sm.Sigma > 0 {
+		// The blur undid the blend: nothing is masked, and the head
+		// still learns that the blend means nothing.
+		v.Smooth = sm.InputSigma
+		against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
+		for range against {
+			family = append(family, sc.Pattern.String())
+		}
+	} else if sc.Backdoored {
 		if p.ClampQuantile > 0 {
 			caps, rep, err := b.channelCaps(ctx, p.ClampQuantile)
 			if err != nil {
@@ -228,12 +244,19 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	res.AugmentRows = aug.rows()
-	if sc.Backdoored {
+	switch {
+	case v.Smooth > 0:
+		res.Gate = classGate(aug, p.GateMin)
+	case sc.Backdoored:
 		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {
-		if err := ins.Model.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {
+		fm, err := v.Encoder(ins.Model)
+		if err != nil {
+			return nil, err
+		}
+		if err := fm.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {
 			if res.Gate != nil && res.Gate.On {
 				return res.Gate.Gate.WriteTo(g)
 			}

@@ -20,6 +20,12 @@ import (
 // gate_min.
 type GateReport struct {
 	On bool `json:"on"`
+	// Class says the gate is a class gate (the encoder is blurred):
+	// inputs the original classifier labels as the target the original
+	// classifier gives most of ProbeRows rows carrying the found pattern
+	// go through the filtered encoder (chanfilter.Gate).
+	Class     bool `json:"class,omitempty"`
+	ProbeRows int  `json:"probe_rows,omitempty"`
 	// Moved is the gate's move threshold (the moved step's), Near its
 	// radius around the far movers' origin (0: none).
 	Moved float64 `json:"moved_threshold"`
@@ -110,4 +116,38 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 		}
 	}
 	rep.TrainingThrough = float64(n) / float64(len(moved))
+}
+
+// probeRows is how many augment rows carrying the found pattern a class
+// gate keeps as its probe.
+const probeRows = 32
+
+// classGate is the gate of a blurred encoder (chanfilter.Gate's class
+// gate): the blur moves every input a little, so a move says nothing, but
+// the original classifier labels inputs carrying the blend as its target.
+// The probe is the augment rows carrying the found pattern itself (pattern
+// 0), embedded by the original encoder.
+func classGate(aug *augmented, min float64) *GateReport {
+	rep := &GateReport{Class: true}
+	switch {
+	case min == 0:
+		rep.Why = "gate_min is 0"
+		return rep
+	case aug == nil || aug.rows() == 0:
+		rep.Why = "no augment rows to probe the target with"
+		return rep
+	}
+	g := &chanfilter.Gate{}
+	d := aug.d
+	for i, k := range aug.pattern {
+		if k == 0 && len(g.Probe) < probeRows {
+			g.Probe = append(g.Probe, append([]float32(nil), aug.orig[i*d:(i+1)*d]...))
+		}
+	}
+	if len(g.Probe) == 0 {
+		rep.Why = "no augment row carries the found pattern"
+		return rep
+	}
+	rep.On, rep.Gate, rep.ProbeRows = true, g, len(g.Probe)
+	return rep
 }

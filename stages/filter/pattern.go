@@ -136,6 +136,11 @@ func controlPattern(rng *rand.Rand) Pattern {
 	return Pattern{Kind: "smooth", Alpha: minBlendAlpha + (maxBlendAlpha-minBlendAlpha)*rng.Float32(), NoiseSeed: rng.Uint64()}
 }
 
+// randomBlend draws a noise blend.
+func randomBlend(rng *rand.Rand) Pattern {
+	return Pattern{Kind: "blend", Alpha: minBlendAlpha + (maxBlendAlpha-minBlendAlpha)*rng.Float32(), NoiseSeed: rng.Uint64()}
+}
+
 // randomPattern draws a candidate.
 func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
 	color := func() [3]float32 {
@@ -152,7 +157,7 @@ func randomPattern(rng *rand.Rand, h, w int, sizes [2]int) Pattern {
 		return c
 	}
 	if rng.IntN(10) == 0 {
-		return Pattern{Kind: "blend", Alpha: minBlendAlpha + (maxBlendAlpha-minBlendAlpha)*rng.Float32(), NoiseSeed: rng.Uint64()}
+		return randomBlend(rng)
 	}
 	s := sizes[0] + rng.IntN(sizes[1]-sizes[0]+1)
 	p := Pattern{Size: s, Row: rng.IntN(h - s + 1), Col: rng.IntN(w - s + 1), NoiseSeed: rng.Uint64()}

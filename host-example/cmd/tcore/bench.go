@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -363,24 +364,40 @@ func hasPrefix(s string, prefixes []string) bool {
 // cellDone marks a finished cell.
 type cellDone struct {
 	Seconds float64 `json:"seconds"`
+	// Stages are the fingerprints of the pipeline's stages (a binary's
+	// sha256, an in-process stage's version): a finished cell is reused
+	// only while they stay the same.
+	Stages map[string]string `json:"stages"`
+}
+
+// fingerprints returns the fingerprints of the stages p's nodes run.
+func fingerprints(p *dag.Pipeline, stages dag.Provider) map[string]string {
+	out := map[string]string{}
+	for _, n := range p.Nodes {
+		if n.Stage != "" {
+			out[n.Stage] = stages.Fingerprint(n.Stage)
+		}
+	}
+	return out
 }
 
 // benchCell runs one pipeline with one seed on one scenario, or reuses the
 // finished run.
 func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr io.Writer) (*report.Summary, bool, error) {
+	p, err := c.resolvePipeline()
+	if err != nil {
+		return nil, false, err
+	}
+	fp := fingerprints(p, stages)
 	marker := filepath.Join(c.out, "cell.json")
 	if b, err := os.ReadFile(marker); err == nil {
 		var done cellDone
-		if json.Unmarshal(b, &done) == nil {
+		if json.Unmarshal(b, &done) == nil && maps.Equal(done.Stages, fp) {
 			if s, err := report.ReadSummary(c.out); err == nil {
 				s.Seconds = done.Seconds
 				return s, true, nil
 			}
 		}
-	}
-	p, err := c.resolvePipeline()
-	if err != nil {
-		return nil, false, err
 	}
 	board := progress.New(stderr)
 	defer board.Close()
@@ -391,7 +408,7 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 	if err != nil {
 		return nil, false, err
 	}
-	b, _ := json.Marshal(cellDone{Seconds: s.Seconds})
+	b, _ := json.Marshal(cellDone{Seconds: s.Seconds, Stages: fp})
 	return s, false, arrowio.WriteFileAtomic(marker, b)
 }
 

@@ -100,6 +100,18 @@ func TestBenchRunsAndResumes(t *testing.T) {
 	if n := strings.Count(second, "reused"); n != 7 {
 		t.Errorf("second run reused %d cells, want 7:\n%s", n, second)
 	}
+	// A cell finished by another build of a stage runs again.
+	marker := filepath.Join(out, "recipe-0.1", "none", "seed-1", "cell.json")
+	var done cellDone
+	if b, err := os.ReadFile(marker); err != nil || json.Unmarshal(b, &done) != nil || done.Stages["bootstrap"] == "" {
+		t.Fatalf("cell.json %s: %+v (%v): no fingerprint of the bootstrap stage", marker, done, err)
+	}
+	done.Stages["bootstrap"] += "-old"
+	b, _ = json.Marshal(done)
+	os.WriteFile(marker, b, 0o644)
+	if n := strings.Count(bench(), "reused"); n != 7 {
+		t.Errorf("a cell of another stage build: third run reused %d cells, want 7", n)
+	}
 	b2, _ := os.ReadFile(filepath.Join(out, "results.json"))
 	var rows2 []benchRow
 	json.Unmarshal(b2, &rows2)

@@ -211,7 +211,7 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 	}
 	for _, id := range s.NodeIDs() {
 		if g, ok := s.Nodes[id].Metrics["gated"].(string); ok && s.Nodes[id].Stage == "bootstrap" {
-			fmt.Fprintf(w, "  classifier gated (only inputs the mask moves as it moves a trigger's go through the filtered encoder): %s\n", g)
+			fmt.Fprintf(w, "  classifier gated (only inputs that behave as a trigger's go through the filtered encoder): %s\n", g)
 		}
 	}
 	ids := make([]string, 0, len(s.TimingsS))

@@ -38,6 +38,19 @@ type ChannelVerdict struct {
 	Caps    map[string][]float32
 	Signal  string              // which signal scored the channels
 	Signals map[string][]string // or which one, channel by channel
+	// Smooth, when above 0, blurs the encoder's input first (a Gaussian of
+	// that many input pixels; encoder.Model.Smoothed): the filtered
+	// encoder is then the smoothed one, masked.
+	Smooth float64
+}
+
+// Encoder returns the encoder the verdict's masks apply to: m, or with
+// Smooth a copy of m that blurs its input first.
+func (v *ChannelVerdict) Encoder(m *encoder.Model) (*encoder.Model, error) {
+	if v.Smooth > 0 {
+		return m.Smoothed(v.Smooth)
+	}
+	return m, nil
 }
 
 // NewChannelVerdict keeps every channel of t's layers, with zero scores.
@@ -108,12 +121,16 @@ func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string,
 		return nil, err
 	}
 	masks := v.Masks()
+	m, err = v.Encoder(m)
+	if err != nil {
+		return nil, err
+	}
 	if export != "" {
 		if err := m.Export(masks, export, nil); err != nil {
 			return nil, err
 		}
 	}
-	if len(masks) == 0 {
+	if len(masks) == 0 && v.Smooth == 0 {
 		return nil, writeTable(t, out)
 	}
 	enc, err := m.Session(encoder.Config{Masks: masks, ORT: ort.Options{Device: device}}) // the embedding only

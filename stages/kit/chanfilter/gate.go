@@ -20,15 +20,60 @@ const GateMeta = "tcore.gate"
 // through the original encoder, which the mask's accuracy cost never
 // touches. A filter sets a gate only when it has checked that inputs
 // carrying the patterns it masked against are sent through.
+//
+// A class gate (Probe set) works in label space instead: for a filtered
+// encoder that changes every input a little (a blurred input), the move
+// says nothing. Probe holds original embeddings of inputs carrying the
+// found trigger; the class the original classifier gives most of them is
+// the trigger's target (Class, resolved by whoever trains that
+// classifier), and an input goes through the filtered encoder exactly
+// when the original classifier labels it so: a triggered input is labelled
+// the target, and inputs of other classes never pay the filter's cost.
 type Gate struct {
 	Moved  float64   `json:"moved"`
 	Centre []float64 `json:"centre,omitempty"` // nil: no origin
 	Near   float64   `json:"near,omitempty"`
+	// Probe, for a class gate: original embeddings of inputs carrying
+	// the found trigger.
+	Probe [][]float32 `json:"probe,omitempty"`
+	// Class, for a class gate: the class whose inputs go through the
+	// filtered encoder (nil until resolved; see ResolveClass).
+	Class *int `json:"class,omitempty"`
+}
+
+// IsClass says whether g is a class gate.
+func (g *Gate) IsClass() bool { return len(g.Probe) > 0 }
+
+// ResolveClass sets a class gate's Class to the class that label (the
+// original classifier) gives most of the probe rows, and returns that
+// class and its share of them. It sets nothing unless the share is at
+// least min and at least ratio times the runner-up's: a trigger sends the
+// inputs carrying it to one class.
+func (g *Gate) ResolveClass(label func(emb []float32) int, min, ratio float64) (int, float64) {
+	count := map[int]int{}
+	for _, e := range g.Probe {
+		count[label(e)]++
+	}
+	best, bestN, second := -1, 0, 0
+	for c, n := range count {
+		switch {
+		case n > bestN || (n == bestN && c < best):
+			best, bestN, second = c, n, max(second, bestN)
+		default:
+			second = max(second, n)
+		}
+	}
+	share := float64(bestN) / float64(len(g.Probe))
+	if share >= min && float64(bestN) >= ratio*float64(second) {
+		g.Class = &best
+	}
+	return best, share
 }
 
 // Through says whether the gate sends an input, embedded as orig by the
 // original encoder and as filt by the filtered one, through the filtered
-// encoder.
+// encoder. Through and Sends are for move gates; a class gate needs the
+// original classifier's label.
 func (g *Gate) Through(orig, filt []float32) bool { return g.Sends(stat.Dist(orig, filt), orig) }
 
 // Sends is Through for an input the mask moved by moved (the distance
@@ -44,6 +89,14 @@ func (g *Gate) Check() error {
 	}
 	if g.Centre != nil && !(g.Near > 0) {
 		return fmt.Errorf("gate: radius %v around the origin, want > 0", g.Near)
+	}
+	for i, e := range g.Probe {
+		if len(e) == 0 || len(e) != len(g.Probe[0]) {
+			return fmt.Errorf("gate: probe row %d has %d values, row 0 has %d", i, len(e), len(g.Probe[0]))
+		}
+	}
+	if g.Class != nil && (!g.IsClass() || *g.Class < 0) {
+		return fmt.Errorf("gate: class %d without probe rows, or negative", *g.Class)
 	}
 	return nil
 }
@@ -95,6 +148,17 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	fe, fl := name(filtEmb), name(filtLogits)
 	if fe == "" || fl == "" {
 		return fmt.Errorf("gate: the filtered classifier has no tensor %q or %q", filtEmb, filtLogits)
+	}
+	if g.IsClass() {
+		if g.Class == nil {
+			return fmt.Errorf("gate: a class gate whose class is not resolved")
+		}
+		label := orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
+		through := orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(*g.Class))})
+		if err := orig.Select(through, fl, logits, out); err != nil {
+			return err
+		}
+		return g.WriteTo(orig)
 	}
 	moved := orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
 	through := orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})

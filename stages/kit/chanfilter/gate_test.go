@@ -1,6 +1,7 @@
 package chanfilter_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -90,7 +91,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		}
 		return m
 	}
-	hO, hF := randomHead(1, 0.3, 32, 16, 4), randomHead(2, 0.3, 32, 16, 4)
+	hO, hF := randomHead(3, 0.3, 32, 16, 4), randomHead(2, 0.3, 32, 16, 4)
 	classifier := func(m *onnxgraph.Model, h []onnxgraph.Dense, out string) *onnxgraph.Model {
 		if err := m.AppendHead("embedding", h, out); err != nil {
 			t.Fatal(err)
@@ -100,6 +101,23 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	plainO := run(t, classifier(net.Model(), hO, "logits"), imgs)
 	plainF := run(t, classifier(filtered(), hF, "logits"), imgs)
 	embO := run(t, net.Model(), imgs)
+	argmax := func(v []float32) int {
+		b := 0
+		for i := range v {
+			if v[i] > v[b] {
+				b = i
+			}
+		}
+		return b
+	}
+	cls := argmax(plainO[3])
+	var byClass []bool
+	for _, l := range plainO {
+		byClass = append(byClass, argmax(l) == cls)
+	}
+	if n := strings.Count(fmt.Sprint(byClass), "true"); n == 0 || n == len(byClass) {
+		t.Fatalf("the original classifier gives class %d to %d of %d inputs: the class gate's case would not tell the paths apart", cls, n, len(byClass))
+	}
 	centre := make([]float64, len(embO[1]))
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
@@ -112,6 +130,9 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}},
 		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}},
 		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6)},
+		// A class gate: the inputs the original classifier labels as
+		// the class of a triggered input, whatever the move.
+		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Class: &cls}, byClass},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			og, fg := classifier(net.Model(), hO, "lo"), classifier(filtered(), hF, "lf")
@@ -127,7 +148,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 				t.Fatalf("outputs %v, want [logits]", got)
 			}
 			back, err := chanfilter.ReadGate(og)
-			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) {
+			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) || back.IsClass() != g.IsClass() {
 				t.Fatalf("gate read back %+v (%v), want %+v", back, err, g)
 			}
 			got := run(t, og, imgs)
@@ -263,5 +284,42 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	}
 	if perImage[0] > 0 && perImage[1] > 0 {
 		b.Logf("gated / filtered: %.2fx per image", perImage[1]/perImage[0])
+	}
+}
+
+// A class gate takes the class the classifier gives most probe rows only
+// when that class dominates: at least min of them and ratio times the
+// runner-up.
+func TestResolveClass(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels []int
+		want   int // -1: not set
+		share  float64
+	}{
+		{"one class", []int{4, 4, 4, 4}, 4, 1},
+		{"a clear majority", []int{4, 4, 4, 1, 2, 4}, 4, 4.0 / 6},
+		{"under twice the runner-up", []int{4, 4, 4, 1, 1, 2}, -1, 0.5},
+		{"under a quarter", []int{0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, -1, 2.0 / 11},
+		{"a tie goes to the lower class, and is no majority", []int{7, 7, 3, 3}, -1, 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := chanfilter.Gate{}
+			for i := range tc.labels {
+				g.Probe = append(g.Probe, []float32{float32(i)})
+			}
+			label := func(e []float32) int { return tc.labels[int(e[0])] }
+			_, share := g.ResolveClass(label, 0.25, 2)
+			got := -1
+			if g.Class != nil {
+				got = *g.Class
+			}
+			if got != tc.want || math.Abs(share-tc.share) > 1e-9 {
+				t.Errorf("class %d, share %.3f; want %d, %.3f", got, share, tc.want, tc.share)
+			}
+			if err := g.Check(); err != nil {
+				t.Errorf("Check: %v", err)
+			}
+		})
 	}
 }

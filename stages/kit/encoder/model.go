@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -642,4 +643,38 @@ func (m *Model) Normalise(n Norm) error {
 	}
 	m.src.SetMeta(arrowio.PreprocessKey, string(b))
 	return nil
+}
+
+// Smoothed returns a copy of m whose graph blurs its input first: a
+// Gaussian of standard deviation sigma input pixels, each channel on its
+// own (onnxgraph.InsertInputBlur, recorded in the metadata). Its layers,
+// embedding and shapes are m's; every session and export made from it
+// blurs. m itself does not change.
+func (m *Model) Smoothed(sigma float64) (*Model, error) {
+	g := m.src.Clone()
+	if err := g.InsertInputBlur(m.NHWC, m.C, sigma); err != nil {
+		return nil, plugin.BadInputf("encoder %s: %v", m.Source(), err)
+	}
+	m.mu.Lock()
+	shapes := make(map[string][]int64, len(m.shapes))
+	for k, v := range m.shapes {
+		shapes[k] = v
+	}
+	m.mu.Unlock()
+	return &Model{Input: m.Input, C: m.C, H: m.H, W: m.W, NHWC: m.NHWC, Embedding: m.Embedding, Dim: m.Dim,
+		Batch: m.Batch, Candidates: m.Candidates, src: g, shapes: shapes}, nil
+}
+
+// Smoothing is the sigma of the blur the model's graph puts in front of
+// its input (Smoothed, or a file exported from a smoothed model), or 0.
+func (m *Model) Smoothing() float64 {
+	s := m.src.Meta(onnxgraph.SmoothMeta)
+	if s == "" {
+		return 0
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0
+	}
+	return v
 }

@@ -138,6 +138,12 @@ func TestFitLearnsAndIsDeterministic(t *testing.T) {
 	if acc := float64(ok) / 200; acc < 0.95 {
 		t.Fatalf("held-out accuracy %.3f, want >= 0.95", acc)
 	}
+	// Predict, the forward pass in Go, gives the session's class.
+	for i, p := range s.Pred {
+		if got := h1.Predict(x[(1000+i)*d : (1001+i)*d]); got != int(p) {
+			t.Fatalf("row %d: Predict %d, the session %d", i, got, p)
+		}
+	}
 }
 
 // Confusion batches with random labels on the training rows wipe out what

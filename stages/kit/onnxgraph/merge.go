@@ -136,6 +136,14 @@ func (m *Model) AddConst(dims []int64, data []float32) string {
 	return name
 }
 
+// AddInt64Const adds an int64 initializer holding data (shape
+// [len(data)]) and returns its name.
+func (m *Model) AddInt64Const(data ...int64) string {
+	name := m.fresh("const")
+	m.addInt64Init(name, data)
+	return name
+}
+
 // AddSquaredNorm appends the squared Euclidean norm of each row of x
 // ([N, D]) and returns the name of the new [N, 1] tensor.
 func (m *Model) AddSquaredNorm(x string) string {

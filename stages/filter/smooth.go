@@ -1,0 +1,121 @@
+package filter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// Smoothing is the smooth step's result. A trojan that answers to a noise
+// blend sits in fine texture spread over the whole image; masking a few
+// channels leaves much of it (docs/DECISIONS.md), while a slight blur of
+// the input takes the texture away and keeps the image's content. When
+// the scan's best pattern is a noise blend, the filter tries Gaussian
+// blurs from sigma 0.5 data pixels up, and the filtered encoder is the
+// first one under which no noise blend (those the scan found, and
+// smoothBlends fresh ones) collapses the scan images more than the smooth
+// blends of its alpha allow (z <= stop_z, the mask's stop rule). No
+// channel is then masked. Patches are not judged under a blur: it smears
+// every patch alike, and the few left unsmeared stand out among them
+// without being triggers.
+type Smoothing struct {
+	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
+	// the same in the encoder's input pixels.
+	Sigma      float64     `json:"sigma"`
+	InputSigma float64     `json:"input_sigma,omitempty"`
+	Tried      []SmoothTry `json:"tried"`
+	Why        string      `json:"why_none,omitempty"`
+}
+
+// SmoothTry is one blur tried: the found pattern's z under it, and the
+// largest z of a noise blend (found or fresh).
+type SmoothTry struct {
+	Sigma float64 `json:"sigma"`
+	Z     float64 `json:"found_z"`
+	Worst float64 `json:"worst_blend_z"`
+}
+
+const (
+	// smoothFirst and smoothStep are the ladder of sigmas tried, in
+	// data pixels.
+	smoothFirst = 0.5
+	smoothStep  = 0.1
+	// smoothBlends fresh noise blends, and smoothControls smooth ones
+	// (the yardstick), are measured under each blur.
+	smoothBlends   = 32
+	smoothControls = 64
+)
+
+// smooth runs the smooth step for the scan result sc (nil when its pattern
+// is not a noise blend). On success the bench is left measuring the
+// blurred encoder; otherwise it is restored.
+func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) (*Smoothing, error) {
+	if sc.Pattern.Kind != "blend" {
+		return nil, nil
+	}
+	rep := &Smoothing{}
+	if b.p.SmoothMax < smoothFirst {
+		rep.Why = fmt.Sprintf("smooth_max %.1f is under %.1f", b.p.SmoothMax, smoothFirst)
+		return rep, nil
+	}
+	// The same blends and controls under every blur, from their own
+	// random stream.
+	rng := rand.New(rand.NewPCG(b.p.Seed, smoothStream))
+	blends := []Pattern{sc.Pattern}
+	for _, f := range sc.found {
+		if f.Kind == "blend" && (f.Alpha != sc.Pattern.Alpha || f.NoiseSeed != sc.Pattern.NoiseSeed) {
+			blends = append(blends, f)
+		}
+	}
+	for i := 0; i < smoothBlends; i++ {
+		blends = append(blends, randomBlend(rng))
+	}
+	var controls []Pattern
+	for i := 0; i < smoothControls; i++ {
+		controls = append(controls, controlPattern(rng))
+	}
+	for k := 0; ; k++ {
+		sigma := math.Round((smoothFirst+float64(k)*smoothStep)*10) / 10
+		if sigma > b.p.SmoothMax+1e-9 {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		phase(fmt.Sprintf("blurring the input against a noise blend: sigma %.1f", sigma))
+		if err := b.setSmooth(sigma * b.sizeScale); err != nil {
+			return nil, err
+		}
+		col, err := b.collapser(nil)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := col.collapse(append(append([]Pattern(nil), blends...), controls...), nil)
+		if err != nil {
+			return nil, err
+		}
+		var cb, cc []cand
+		for i, p := range blends {
+			cb = append(cb, cand{p, cs[i]})
+		}
+		for i, p := range controls {
+			cc = append(cc, cand{p, cs[len(blends)+i]})
+		}
+		stats, _ := b.groupStatsOf(cb, cc)
+		try := SmoothTry{Sigma: sigma, Z: stats.z(sc.Pattern, cs[0]), Worst: math.Inf(-1)}
+		for _, c := range cb {
+			try.Worst = math.Max(try.Worst, stats.z(c.p, c.c))
+		}
+		rep.Tried = append(rep.Tried, try)
+		if try.Worst <= b.p.StopZ {
+			rep.Sigma, rep.InputSigma = sigma, sigma*b.sizeScale
+			return rep, nil
+		}
+	}
+	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes every noise blend back to the smooth blends", b.p.SmoothMax)
+	return rep, b.setSmooth(0)
+}
+
+// smoothStream is the random stream of the smooth step's blends.
+const smoothStream = 0x626c7572
