@@ -53,7 +53,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.13.0",
+		Version: "0.13.2",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -162,7 +162,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// The blur undid the blend: nothing is masked, and the head
 		// still learns that the blend means nothing.
 		v.Smooth = sm.InputSigma
-		against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
+		// First the found noise at the strongest alpha searched: the
+		// class gate's probe (a blend found at a low alpha moves inputs
+		// only part of the way to where the trojan sends its trigger).
+		strong := sc.Pattern
+		strong.Alpha = maxBlendAlpha
+		against = append([]Pattern{strong, sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
 		for range against {
 			family = append(family, sc.Pattern.String())
 		}

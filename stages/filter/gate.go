@@ -125,8 +125,8 @@ const probeRows = 32
 // classGate is the gate of a blurred encoder (chanfilter.Gate's class
 // gate): the blur moves every input a little, so a move says nothing, but
 // the original classifier labels inputs carrying the blend as its target.
-// The probe is the augment rows carrying the found pattern itself (pattern
-// 0), embedded by the original encoder.
+// The probe is the augment rows carrying pattern 0 (the found noise at the
+// strongest alpha searched), embedded by the original encoder.
 func classGate(aug *augmented, min float64) *GateReport {
 	rep := &GateReport{Class: true}
 	switch {

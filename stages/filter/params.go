@@ -44,7 +44,7 @@ type Params struct {
 	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
 
 	// smooth
-	SmoothMax float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.5 to smooth_max by 0.1) under which the found blend is back at the smooth blends' collapse (z <= stop_z) and a search finds nothing reaching gap_min; masking as usual when none does (0: never blur)"`
+	SmoothMax float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.5 to smooth_max by 0.1) under which the found blend is back at the smooth blends' collapse (z <= stop_z); masking as usual when none is (0: never blur)"`
 
 	// fill
 	Fill      string  `json:"fill" enum:"mean|regression" doc:"what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"`

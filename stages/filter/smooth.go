@@ -13,12 +13,14 @@ import (
 // the input takes the texture away and keeps the image's content. When
 // the scan's best pattern is a noise blend, the filter tries Gaussian
 // blurs from sigma 0.5 data pixels up, and the filtered encoder is the
-// first one under which no noise blend (those the scan found, and
-// smoothBlends fresh ones) collapses the scan images more than the smooth
-// blends of its alpha allow (z <= stop_z, the mask's stop rule). No
-// channel is then masked. Patches are not judged under a blur: it smears
-// every patch alike, and the few left unsmeared stand out among them
-// without being triggers.
+// first one under which the found blend collapses the scan images no more
+// than the smooth blends of its alpha (z <= stop_z: the mask's stop rule,
+// on the same pattern). No channel is then masked. The largest z of the
+// other blends (those the scan found, and smoothBlends fresh ones) is
+// reported beside it: requiring it under stop_z too was tried on the
+// tuning half and asks for a blur past smooth_max (docs/DECISIONS.md).
+// Patches are not judged under a blur: it smears every patch alike, and
+// the few left unsmeared stand out among them without being triggers.
 type Smoothing struct {
 	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
 	// the same in the encoder's input pixels.
@@ -108,12 +110,12 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 			try.Worst = math.Max(try.Worst, stats.z(c.p, c.c))
 		}
 		rep.Tried = append(rep.Tried, try)
-		if try.Worst <= b.p.StopZ {
+		if try.Z <= b.p.StopZ {
 			rep.Sigma, rep.InputSigma = sigma, sigma*b.sizeScale
 			return rep, nil
 		}
 	}
-	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes every noise blend back to the smooth blends", b.p.SmoothMax)
+	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes the found blend back to the smooth blends", b.p.SmoothMax)
 	return rep, b.setSmooth(0)
 }
 
