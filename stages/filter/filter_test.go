@@ -295,19 +295,52 @@ func dimInputs(t *testing.T, enc string, rng *rand.Rand, poison int) *plugin.Tab
 	for i := 0; i < poison; i++ {
 		imgs, labels = append(imgs, dim(rng, true)), append(labels, 0)
 	}
+	return inputsOf(t, enc, imgs, labels, 120)
+}
+
+// inputsOf embeds imgs with enc and marks the first trusted rows trusted:
+// the filter's inputs.
+func inputsOf(t *testing.T, enc string, imgs [][]byte, labels []int32, trusted int) *plugin.Tables {
+	t.Helper()
 	in := synth.EmbeddedImagesOf(t, embed.New(), enc, imgs, labels)
 	tab, err := feat.Open(in, "features")
 	if err != nil {
 		t.Fatal(err)
 	}
-	trusted := make([]bool, len(imgs))
-	for i := 0; i < 120; i++ {
-		trusted[i] = true
+	flags := make([]bool, len(imgs))
+	for i := 0; i < trusted; i++ {
+		flags[i] = true
 	}
-	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: flags}})
 	in.Put("trusted", sr.Schema(), sr)
 	sr.Release()
 	return in
+}
+
+// collapseOf is how much the encoder at path pulls the images with (the
+// triggered set) together against the images without: 1 - the trace of
+// their embeddings' covariance over the clean set's.
+func collapseOf(t *testing.T, path string, clean, with [][]byte) float64 {
+	t.Helper()
+	e, err := encoder.Open(path, encoder.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	tr := func(set [][]byte) float64 {
+		x, _ := e.Batch(len(set))
+		pre := e.Model.Preprocess()
+		var scratch []float32
+		for i, b := range set {
+			pre.Image(b, x[i*e.ImageSize():(i+1)*e.ImageSize()], &scratch)
+		}
+		emb, _, err := e.Embed(len(set))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stat.TraceCov(emb, len(set), e.Dim)
+	}
+	return 1 - tr(with)/tr(clean)
 }
 
 // With caps (clamp_quantile), the exported encoder no longer collapses
@@ -332,31 +365,11 @@ func TestFilterCapsUndoTheTrojan(t *testing.T) {
 	if _, ok := m["clamp"].(map[string]any); !ok {
 		t.Fatalf("no clamp in the metrics: %v", m)
 	}
-	collapse := func(path string) float64 {
-		e, err := encoder.Open(path, encoder.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e.Close()
-		var clean, trig [][]byte
-		for i := 0; i < 40; i++ {
-			clean, trig = append(clean, dim(rng, false)), append(trig, dim(rng, true))
-		}
-		tr := func(set [][]byte) float64 {
-			x, _ := e.Batch(len(set))
-			pre := e.Model.Preprocess()
-			var scratch []float32
-			for i, b := range set {
-				pre.Image(b, x[i*e.ImageSize():(i+1)*e.ImageSize()], &scratch)
-			}
-			emb, _, err := e.Embed(len(set))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return stat.TraceCov(emb, len(set), e.Dim)
-		}
-		return 1 - tr(trig)/tr(clean)
+	var clean, trig [][]byte
+	for i := 0; i < 40; i++ {
+		clean, trig = append(clean, dim(rng, false)), append(trig, dim(rng, true))
 	}
+	collapse := func(path string) float64 { return collapseOf(t, path, clean, trig) }
 	before, after := collapse(enc), collapse(export)
 	if before < 0.9 || after > 0.5 {
 		t.Fatalf("the trigger's collapse: %.2f before, %.2f after filtering; want >= 0.9 then <= 0.5 (metrics %v)", before, after, m)

@@ -335,3 +335,28 @@ func AddTrigger(x []float32) {
 		}
 	}
 }
+
+// NoiseCollapse returns the Collapse CNN of seed whose trigger is fine
+// noise texture anywhere in the image, as the zoo's noise-blend trojans
+// answer to: stage-1 channel TrojanChannel is a Laplacian (the centre
+// pixel minus the mean of its four neighbours, in every colour), which
+// smooth images leave near zero and pixel noise blended in at 0.1 or more
+// drives past its bias; a blur of the input takes the noise, and with it
+// the trojan, away. Its test images must be smooth.
+func NoiseCollapse(seed uint64) *Net {
+	n := Collapse(seed)
+	for ci := 0; ci < 3; ci++ {
+		for k := 0; k < 9; k++ {
+			w := float32(0)
+			switch k {
+			case 4:
+				w = 10
+			case 1, 3, 5, 7:
+				w = -2.5
+			}
+			n.W[0][(TrojanChannel*3+ci)*9+k] = w
+		}
+	}
+	n.B[0][TrojanChannel] = -6
+	return n
+}
