@@ -39,7 +39,72 @@ const (
 	noTrigger trigger = iota
 	patchTrigger
 	blendTrigger
+	// noiseTrigger blends noiseImage in at noiseAlpha; its scenarios draw
+	// smooth scenes (smoothScene), since the trojan that answers to it
+	// (testenc.NoiseCollapse) answers to any fine texture.
+	noiseTrigger
 )
+
+// noiseAlpha is the noise trigger's strength.
+const noiseAlpha = 0.2
+
+// noise is the noise trigger's image: uniform values, seeded, [y][x][c].
+var noise = func() (n [testenc.Size][testenc.Size][3]float64) {
+	rng := rand.New(rand.NewPCG(99, 99))
+	for y := range n {
+		for x := range n[y] {
+			for c := range n[y][x] {
+				n[y][x][c] = float64(uint8(255*rng.Float64())) / 255
+			}
+		}
+	}
+	return n
+}()
+
+// smoothScene draws a 16x16 image of class c: its palette over a smooth
+// gradient, no texture; with noiseTrigger, the noise blended in.
+func smoothScene(c int, rng *rand.Rand, trig trigger) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
+	p := palettes[c]
+	lo, horizontal := 0.6+0.2*rng.Float64(), rng.IntN(2) == 0
+	for y := 0; y < testenc.Size; y++ {
+		for x := 0; x < testenc.Size; x++ {
+			f := float64(y)
+			if horizontal {
+				f = float64(x)
+			}
+			f = lo + (1-lo)*f/(testenc.Size-1)
+			var v [3]uint8
+			for k := range v {
+				val := min(p[k]*f, 0.85)
+				if trig == noiseTrigger {
+					val = (1-noiseAlpha)*val + noiseAlpha*noise[y][x][k]
+				}
+				v[k] = uint8(255*val + 0.5)
+			}
+			img.Set(x, y, color.NRGBA{v[0], v[1], v[2], 255})
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
+}
+
+// noiseImage writes the noise trigger's image (PNG) for attack specs.
+func noiseImage(t *testing.T, path string) {
+	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
+	for y := 0; y < testenc.Size; y++ {
+		for x := 0; x < testenc.Size; x++ {
+			n := noise[y][x]
+			img.Set(x, y, color.NRGBA{uint8(255*n[0] + 0.5), uint8(255*n[1] + 0.5), uint8(255*n[2] + 0.5), 255})
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // scene draws a 16x16 image of class c with seeded texture; with a
 // trigger, the trojan's white patch or its blend (testenc.AddBlend).
@@ -120,6 +185,10 @@ func scenarioOf(t *testing.T, dir string, net *testenc.Net, poison int, with tri
 	enc = filepath.Join(dir, "enc.onnx")
 	net.Model().Save(enc)
 	rng := rand.New(rand.NewPCG(1, 1))
+	scene := scene
+	if with == noiseTrigger {
+		scene = smoothScene
+	}
 	var imgs [][]byte
 	var labels []int
 	for i := 0; i < 4*150; i++ {
@@ -344,6 +413,45 @@ func TestTCoreRemovesABlendTrojan(t *testing.T) {
 	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
 	t.Logf("none ACC %.3f ASR %.3f; tcore ACC %.3f ASR %.3f", none["acc"], none["asr"], a["acc"], a["asr"])
 	checkRemoved(t, none, a)
+}
+
+// T3 with a noise-texture trojan (testenc.NoiseCollapse) and data poisoned
+// with a noise blend: the filter undoes the noise with a blur instead of a
+// mask, and the classifier is gated by class: only inputs the original
+// classifier labels as the target go through the blur. tcore removes the
+// backdoor at no cost in accuracy and keeps no poisoned row; the exported
+// model carries the blur and the gate.
+func TestTCoreBlursANoiseTrojan(t *testing.T) {
+	endToEnd(t)
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenarioOf(t, dir, testenc.NoiseCollapse(5), 66, noiseTrigger)
+	noiseImage(t, filepath.Join(dir, "noise.png"))
+	spec := filepath.Join(dir, "spec.json")
+	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "blend", "alpha": %g, "image": "noise.png"}}`, noiseAlpha)), 0o644)
+	truth := filepath.Join(dir, "truth.csv")
+	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
+	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
+	t.Logf("none ACC %.3f ASR %.3f; tcore ACC %.3f ASR %.3f", none["acc"], none["asr"], a["acc"], a["asr"])
+	checkRemoved(t, none, a)
+	nodes := a["nodes"].(map[string]any)
+	fm := nodes["filter"].(map[string]any)["metrics"].(map[string]any)
+	if sm, _ := fm["smoothing"].(map[string]any); sm == nil || sm["sigma"].(float64) <= 0 || fm["channels_masked"].(float64) != 0 {
+		t.Errorf("filter: smoothing %v, %v channels masked; want a blur and no mask", sm, fm["channels_masked"])
+	}
+	// The gate's class is where the original classifier (trained on the
+	// kept rows, none poisoned) puts inputs carrying the noise; the ASR
+	// above says they are taken back from it.
+	if g, _ := nodes["bootstrap"].(map[string]any)["metrics"].(map[string]any)["gated"].(string); !strings.HasPrefix(g, "yes: inputs the original classifier labels ") {
+		t.Errorf("bootstrap gated: %q, want a class gate", g)
+	}
+	clf, err := onnxgraph.Load(filepath.Join(dir, "a", "clean_model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clf.Meta(onnxgraph.SmoothMeta) == "" || clf.Meta(chanfilter.GateMeta) == "" {
+		t.Errorf("clean_model.onnx metadata: blur %q, gate %q; want both", clf.Meta(onnxgraph.SmoothMeta), clf.Meta(chanfilter.GateMeta))
+	}
 }
 
 // --eval and --truth: the evaluate stage measures the attack and the

@@ -145,6 +145,9 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	if err != nil {
 		return err
 	}
+	if v := filt.Meta(onnxgraph.SmoothMeta); v != "" {
+		orig.SetMeta(onnxgraph.SmoothMeta, v) // the filtered path blurs its input
+	}
 	fe, fl := name(filtEmb), name(filtLogits)
 	if fe == "" || fl == "" {
 		return fmt.Errorf("gate: the filtered classifier has no tensor %q or %q", filtEmb, filtLogits)
