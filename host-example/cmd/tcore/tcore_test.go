@@ -92,11 +92,17 @@ func smoothScene(c int, rng *rand.Rand, trig trigger) []byte {
 
 // noiseImage writes the noise trigger's image (PNG) for attack specs.
 func noiseImage(t *testing.T, path string) {
+	writePNG(t, path, func(y, x int) [3]float64 { return noise[y][x] })
+}
+
+// writePNG writes the 16x16 image whose pixel (y, x) is at(y, x) (RGB in
+// [0, 1]) to path.
+func writePNG(t *testing.T, path string, at func(y, x int) [3]float64) {
 	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
 	for y := 0; y < testenc.Size; y++ {
 		for x := 0; x < testenc.Size; x++ {
-			n := noise[y][x]
-			img.Set(x, y, color.NRGBA{uint8(255*n[0] + 0.5), uint8(255*n[1] + 0.5), uint8(255*n[2] + 0.5), 255})
+			v := at(y, x)
+			img.Set(x, y, color.NRGBA{uint8(255*v[0] + 0.5), uint8(255*v[1] + 0.5), uint8(255*v[2] + 0.5), 255})
 		}
 	}
 	var b bytes.Buffer
@@ -141,18 +147,10 @@ func scene(c int, rng *rand.Rand, trig trigger) []byte {
 
 // blendImage writes the blend trojan's trigger image (PNG) for attack specs.
 func blendImage(t *testing.T, path string) {
-	img := image.NewNRGBA(image.Rect(0, 0, testenc.Size, testenc.Size))
-	for y := 0; y < testenc.Size; y++ {
-		for x := 0; x < testenc.Size; x++ {
-			v := uint8(255 * testenc.BlendPattern(y, x))
-			img.Set(x, y, color.NRGBA{v, v, v, 255})
-		}
-	}
-	var b bytes.Buffer
-	png.Encode(&b, img)
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writePNG(t, path, func(y, x int) [3]float64 {
+		v := float64(testenc.BlendPattern(y, x))
+		return [3]float64{v, v, v}
+	})
 }
 
 // writeImages writes rows (image, label) to a Parquet file.
@@ -401,18 +399,26 @@ func checkRemoved(t *testing.T, none, a map[string]any) {
 // poisoned with it. None follows the trigger; tcore must not, at no cost in
 // accuracy, and keeps no poisoned row.
 func TestTCoreRemovesABlendTrojan(t *testing.T) {
+	_, none, a := blendAttack(t, testenc.BlendCollapse(5), blendTrigger, blendImage, testenc.BlendAlpha)
+	checkRemoved(t, none, a)
+}
+
+// blendAttack runs none and tcore on T3 with a blend trigger: net's
+// encoder, 66 rows poisoned with trig, whose image image writes and whose
+// strength is alpha. It returns the folder and the two reports.
+func blendAttack(t *testing.T, net *testenc.Net, trig trigger, image func(*testing.T, string), alpha float64) (dir string, none, a map[string]any) {
 	endToEnd(t)
 	ortlib.Init(t)
-	dir := t.TempDir()
-	enc, train, test, _ := scenarioOf(t, dir, testenc.BlendCollapse(5), 66, blendTrigger)
-	blendImage(t, filepath.Join(dir, "checker.png"))
+	dir = t.TempDir()
+	enc, train, test, _ := scenarioOf(t, dir, net, 66, trig)
+	image(t, filepath.Join(dir, "trigger.png"))
 	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "blend", "alpha": %g, "image": "checker.png"}}`, testenc.BlendAlpha)), 0o644)
+	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "blend", "alpha": %g, "image": "trigger.png"}}`, alpha)), 0o644)
 	truth := filepath.Join(dir, "truth.csv")
-	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
-	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
+	none = runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
+	a = runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
 	t.Logf("none ACC %.3f ASR %.3f; tcore ACC %.3f ASR %.3f", none["acc"], none["asr"], a["acc"], a["asr"])
-	checkRemoved(t, none, a)
+	return dir, none, a
 }
 
 // T3 with a noise-texture trojan (testenc.NoiseCollapse) and data poisoned
@@ -422,17 +428,7 @@ func TestTCoreRemovesABlendTrojan(t *testing.T) {
 // backdoor at no cost in accuracy and keeps no poisoned row; the exported
 // model carries the blur and the gate.
 func TestTCoreBlursANoiseTrojan(t *testing.T) {
-	endToEnd(t)
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc, train, test, _ := scenarioOf(t, dir, testenc.NoiseCollapse(5), 66, noiseTrigger)
-	noiseImage(t, filepath.Join(dir, "noise.png"))
-	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "blend", "alpha": %g, "image": "noise.png"}}`, noiseAlpha)), 0o644)
-	truth := filepath.Join(dir, "truth.csv")
-	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
-	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
-	t.Logf("none ACC %.3f ASR %.3f; tcore ACC %.3f ASR %.3f", none["acc"], none["asr"], a["acc"], a["asr"])
+	dir, none, a := blendAttack(t, testenc.NoiseCollapse(5), noiseTrigger, noiseImage, noiseAlpha)
 	checkRemoved(t, none, a)
 	nodes := a["nodes"].(map[string]any)
 	fm := nodes["filter"].(map[string]any)["metrics"].(map[string]any)
