@@ -490,7 +490,11 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 
 // filterSmoothing shows the blurs the filter tried against a noise blend.
 func filterSmoothing(w func(string, ...any), sm *filter.Smoothing) {
-	if sm == nil || len(sm.Tried) == 0 {
+	if sm == nil {
+		return
+	}
+	if len(sm.Tried) == 0 {
+		w("<p>The found pattern is a noise blend; no blur was tried (%s).</p>\n", html.EscapeString(sm.Why))
 		return
 	}
 	if sm.Sigma > 0 {

@@ -20,14 +20,20 @@ import (
 // reported beside it: requiring it under stop_z too was tried on the
 // tuning half and asks for a blur past smooth_max (docs/DECISIONS.md).
 // Patches are not judged under a blur: it smears every patch alike, and
-// the few left unsmeared stand out among them without being triggers.
+// the few left unsmeared stand out among them without being triggers. A
+// blur is not tried at all when a patch among the scan's finds reaches
+// gap_min too: the encoder then answers to a patch, which a blur leaves.
 type Smoothing struct {
 	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
 	// the same in the encoder's input pixels.
 	Sigma      float64     `json:"sigma"`
 	InputSigma float64     `json:"input_sigma,omitempty"`
 	Tried      []SmoothTry `json:"tried"`
-	Why        string      `json:"why_none,omitempty"`
+	// Patch and PatchZ are the best patch among the scan's finds and its
+	// z: a blur is tried only while it is under gap_min.
+	Patch  string  `json:"best_patch,omitempty"`
+	PatchZ float64 `json:"best_patch_z"`
+	Why    string  `json:"why_none,omitempty"`
 }
 
 // SmoothTry is one blur tried: the found pattern's z under it, and the
@@ -57,6 +63,33 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 		return nil, nil
 	}
 	rep := &Smoothing{}
+	// A blur undoes texture, not a patch: when a patch the scan found
+	// stands out too, the encoder answers to it, and the mask is for it.
+	var patches []Pattern
+	for _, f := range sc.found {
+		if f.Kind != "blend" {
+			patches = append(patches, f)
+		}
+	}
+	if len(patches) > 0 {
+		col, err := b.collapser(nil)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := col.collapse(patches, nil)
+		if err != nil {
+			return nil, err
+		}
+		for i, p := range patches {
+			if z := sc.stats.z(p, cs[i]); z > rep.PatchZ || i == 0 {
+				rep.PatchZ, rep.Patch = z, p.String()
+			}
+		}
+		if rep.PatchZ >= b.p.GapMin {
+			rep.Why = fmt.Sprintf("a patch the scan found stands out too (%s, z %.1f >= gap_min %.1f): the mask is for it", rep.Patch, rep.PatchZ, b.p.GapMin)
+			return rep, nil
+		}
+	}
 	if b.p.SmoothMax < smoothFirst {
 		rep.Why = fmt.Sprintf("smooth_max %.1f is under %.1f", b.p.SmoothMax, smoothFirst)
 		return rep, nil
