@@ -94,6 +94,10 @@ type scanResult struct {
 	stats groupStats
 	// found are the refined best patterns, best first.
 	found []Pattern
+	// bestPatch is the best candidate that is not a noise blend (before
+	// refinement), bestPatchZ its z.
+	bestPatch  Pattern
+	bestPatchZ float64
 	// probe is, per probed layer and channel, the largest change (TAC's
 	// raw score) any random candidate caused; set when asked for.
 	probe [][]float64
@@ -212,6 +216,12 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	sort.SliceStable(cands, func(a, c int) bool {
 		return stats.z(cands[a].p, cands[a].c) > stats.z(cands[c].p, cands[c].c)
 	})
+	for _, c := range cands {
+		if c.p.Kind != "blend" {
+			res.bestPatch, res.bestPatchZ = c.p, stats.z(c.p, c.c)
+			break
+		}
+	}
 	top := append([]cand(nil), cands[:min(10, len(cands))]...)
 	for step := 0; step < refine; step += perRun {
 		if err := ctx.Err(); err != nil {

@@ -21,7 +21,7 @@ import (
 // tuning half and asks for a blur past smooth_max (docs/DECISIONS.md).
 // Patches are not judged under a blur: it smears every patch alike, and
 // the few left unsmeared stand out among them without being triggers. A
-// blur is not tried at all when a patch among the scan's finds reaches
+// blur is not tried at all when the scan's best patch candidate reaches
 // gap_min too: the encoder then answers to a patch, which a blur leaves.
 type Smoothing struct {
 	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
@@ -29,8 +29,8 @@ type Smoothing struct {
 	Sigma      float64     `json:"sigma"`
 	InputSigma float64     `json:"input_sigma,omitempty"`
 	Tried      []SmoothTry `json:"tried"`
-	// Patch and PatchZ are the best patch among the scan's finds and its
-	// z: a blur is tried only while it is under gap_min.
+	// Patch and PatchZ are the scan's best candidate that is not a noise
+	// blend and its z: a blur is tried only while it is under gap_min.
 	Patch  string  `json:"best_patch,omitempty"`
 	PatchZ float64 `json:"best_patch_z"`
 	Why    string  `json:"why_none,omitempty"`
@@ -63,32 +63,12 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 		return nil, nil
 	}
 	rep := &Smoothing{}
-	// A blur undoes texture, not a patch: when a patch the scan found
-	// stands out too, the encoder answers to it, and the mask is for it.
-	var patches []Pattern
-	for _, f := range sc.found {
-		if f.Kind != "blend" {
-			patches = append(patches, f)
-		}
-	}
-	if len(patches) > 0 {
-		col, err := b.collapser(nil)
-		if err != nil {
-			return nil, err
-		}
-		cs, err := col.collapse(patches, nil)
-		if err != nil {
-			return nil, err
-		}
-		for i, p := range patches {
-			if z := sc.stats.z(p, cs[i]); z > rep.PatchZ || i == 0 {
-				rep.PatchZ, rep.Patch = z, p.String()
-			}
-		}
-		if rep.PatchZ >= b.p.GapMin {
-			rep.Why = fmt.Sprintf("a patch the scan found stands out too (%s, z %.1f >= gap_min %.1f): the mask is for it", rep.Patch, rep.PatchZ, b.p.GapMin)
-			return rep, nil
-		}
+	// A blur undoes texture, not a patch: when a patch stands out too in
+	// the scan, the encoder answers to it, and the mask is for it.
+	rep.Patch, rep.PatchZ = sc.bestPatch.String(), sc.bestPatchZ
+	if sc.bestPatch.Kind != "" && rep.PatchZ >= b.p.GapMin {
+		rep.Why = fmt.Sprintf("a patch stands out in the scan too (%s, z %.1f >= gap_min %.1f): the mask is for it", rep.Patch, rep.PatchZ, b.p.GapMin)
+		return rep, nil
 	}
 	if b.p.SmoothMax < smoothFirst {
 		rep.Why = fmt.Sprintf("smooth_max %.1f is under %.1f", b.p.SmoothMax, smoothFirst)
