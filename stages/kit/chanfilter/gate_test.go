@@ -248,12 +248,40 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	if err := g.Compose(og, m.Embedding, "lo", filtered("lf"), m.Embedding, "lf", "logits"); err != nil {
 		b.Fatal(err)
 	}
+	// The class gate of a blurred encoder: the two paths share nothing
+	// (the blurred one reads another input).
+	sm, err := m.Smoothed(0.9)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blurred := func(out string) *onnxgraph.Model {
+		g, err := sm.Edit(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.AppendHead(m.Embedding, randomHead(2, 0.05, m.Dim, 512, 256, 10), out); err != nil {
+			b.Fatal(err)
+		}
+		return g
+	}
+	cg, err := m.Edit(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cg.AppendHead(m.Embedding, randomHead(1, 0.05, m.Dim, 512, 256, 10), "lo"); err != nil {
+		b.Fatal(err)
+	}
+	zero := 0
+	gc := chanfilter.Gate{Probe: [][]float32{make([]float32, m.Dim)}, Class: &zero}
+	if err := gc.Compose(cg, m.Embedding, "lo", blurred("lf"), m.Embedding, "lf", "logits"); err != nil {
+		b.Fatal(err)
+	}
 	const batch = 256
-	var perImage [2]float64
+	var perImage [4]float64
 	for k, c := range []struct {
 		name  string
 		model *onnxgraph.Model
-	}{{"filtered", filtered("logits")}, {"gated", og}} {
+	}{{"filtered", filtered("logits")}, {"gated", og}, {"blurred", blurred("logits")}, {"class-gated", cg}} {
 		b.Run(c.name, func(b *testing.B) {
 			p := filepath.Join(b.TempDir(), "clf.onnx")
 			if err := c.model.Save(p); err != nil {
@@ -284,6 +312,9 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	}
 	if perImage[0] > 0 && perImage[1] > 0 {
 		b.Logf("gated / filtered: %.2fx per image", perImage[1]/perImage[0])
+	}
+	if perImage[2] > 0 && perImage[3] > 0 {
+		b.Logf("blurred / filtered: %.2fx; class-gated / blurred: %.2fx per image", perImage[2]/perImage[0], perImage[3]/perImage[2])
 	}
 }
 
