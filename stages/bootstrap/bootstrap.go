@@ -428,10 +428,14 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 			why, g = "no: the encoder carries a gate, but no original_encoder is given", nil
 		}
 	}
-	if g == nil {
+	// ungated writes the filtered encoder and the final head alone.
+	ungated := func(why string) (string, error) {
 		return why, m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
 			return asClassifier(gm, emb, res.Head, "logits")
 		})
+	}
+	if g == nil {
+		return ungated(why)
 	}
 	h, err := originalHead(ctx, p, t, orig, res)
 	if err != nil {
@@ -441,10 +445,7 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	if g.IsClass() {
 		c, share := g.ResolveClass(h.Predict, classShare, classRatio)
 		if g.Class == nil {
-			return fmt.Sprintf("no: the original classifier gives no class %.0f%% of the found trigger's rows and %.0f times the runner-up's (class %d: %.0f%%)", 100*classShare, classRatio, c, 100*share),
-				m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
-					return asClassifier(gm, emb, res.Head, "logits")
-				})
+			return ungated(fmt.Sprintf("no: the original classifier gives no class %.0f%% of the found trigger's rows and %.0f times the runner-up's (class %d: %.0f%%)", 100*classShare, classRatio, c, 100*share))
 		}
 		gated = fmt.Sprintf("yes: inputs the original classifier labels %d (%.0f%% of the found trigger's rows) go through the filtered encoder", c, 100*share)
 	}

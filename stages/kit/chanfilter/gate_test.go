@@ -227,23 +227,19 @@ func BenchmarkGatedClassifier(b *testing.B) {
 		keep[i] = i%(l.Channels/13) != 0
 	}
 	masks := []encoder.Mask{{Layer: l.Name, Keep: keep}}
-	filtered := func(out string) *onnxgraph.Model {
-		g, err := m.Edit(masks)
+	// classifier is enc under masks with a seeded head whose logits are out.
+	classifier := func(enc *encoder.Model, masks []encoder.Mask, seed uint64, out string) *onnxgraph.Model {
+		g, err := enc.Edit(masks)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := g.AppendHead(m.Embedding, randomHead(2, 0.05, m.Dim, 512, 256, 10), out); err != nil {
+		if err := g.AppendHead(m.Embedding, randomHead(seed, 0.05, m.Dim, 512, 256, 10), out); err != nil {
 			b.Fatal(err)
 		}
 		return g
 	}
-	og, err := m.Edit(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := og.AppendHead(m.Embedding, randomHead(1, 0.05, m.Dim, 512, 256, 10), "lo"); err != nil {
-		b.Fatal(err)
-	}
+	filtered := func(out string) *onnxgraph.Model { return classifier(m, masks, 2, out) }
+	og := classifier(m, nil, 1, "lo")
 	g := chanfilter.Gate{Moved: 1}
 	if err := g.Compose(og, m.Embedding, "lo", filtered("lf"), m.Embedding, "lf", "logits"); err != nil {
 		b.Fatal(err)
@@ -254,23 +250,8 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	blurred := func(out string) *onnxgraph.Model {
-		g, err := sm.Edit(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := g.AppendHead(m.Embedding, randomHead(2, 0.05, m.Dim, 512, 256, 10), out); err != nil {
-			b.Fatal(err)
-		}
-		return g
-	}
-	cg, err := m.Edit(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cg.AppendHead(m.Embedding, randomHead(1, 0.05, m.Dim, 512, 256, 10), "lo"); err != nil {
-		b.Fatal(err)
-	}
+	blurred := func(out string) *onnxgraph.Model { return classifier(sm, nil, 2, out) }
+	cg := classifier(m, nil, 1, "lo")
 	zero := 0
 	gc := chanfilter.Gate{Probe: [][]float32{make([]float32, m.Dim)}, Class: &zero}
 	if err := gc.Compose(cg, m.Embedding, "lo", blurred("lf"), m.Embedding, "lf", "logits"); err != nil {
