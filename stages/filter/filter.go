@@ -53,7 +53,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.13.4",
+		Version: "0.14.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -140,6 +140,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	dist, suspect := make([]float32, t.N()), make([]bool, t.N())
 	var against []Pattern
 	var family []string // each pattern of against: the pattern it stems from
+	var caps map[string][]float32
+	var capped *scanResult // the capped encoder's first search, when the smooth step made it
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 		if sc.BestZ >= p.GapMin {
@@ -154,14 +156,19 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if err := b.distrust(suspect); err != nil {
 			return nil, err
 		}
-		if res.Smoothing, err = b.smooth(ctx, sc, phase); err != nil {
+		if p.ClampQuantile > 0 {
+			if caps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
+				return nil, err
+			}
+		}
+		if res.Smoothing, capped, err = b.smooth(ctx, sc, caps, phase); err != nil {
 			return nil, err
 		}
 	}
 	if sm := res.Smoothing; sm != nil && sm.Sigma > 0 {
 		// The blur undid the blend: nothing is masked, and the head
 		// still learns that the blend means nothing.
-		v.Smooth = sm.InputSigma
+		v.Smooth, res.Clamp = sm.InputSigma, nil
 		// First the found noise at the strongest alpha searched: the
 		// class gate's probe (a blend found at a low alpha moves inputs
 		// only part of the way to where the trojan sends its trigger).
@@ -172,15 +179,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			family = append(family, sc.Pattern.String())
 		}
 	} else if sc.Backdoored {
-		if p.ClampQuantile > 0 {
-			caps, rep, err := b.channelCaps(ctx, p.ClampQuantile)
-			if err != nil {
-				return nil, err
-			}
+		if caps != nil {
 			if err := b.setCaps(caps); err != nil {
 				return nil, err
 			}
-			v.Caps, res.Clamp = caps, rep
+			v.Caps = caps
 		}
 		sus, err := b.score(sc)
 		if err != nil {
@@ -189,7 +192,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		res.UCLCUnavailable = sus.uclcMissing
 		v.Score, v.Signals = sus.z, sus.signal
 		phase("choosing the channels to mask")
-		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil)
+		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil, capped)
 		if err != nil {
 			return nil, err
 		}

@@ -454,3 +454,64 @@ func TestFilterBlursANoiseTrojan(t *testing.T) {
 		t.Errorf("the noise's collapse: %.2f before, %.2f after filtering; want >= 0.5, then under a third of it", before, after)
 	}
 }
+
+// The smooth step blurs only when the encoder, its channels capped, does
+// not answer to a patch: on a patch trojan whose scan (as on the zoo's
+// T3-z12) had picked a noise blend, the capped search finds the patch and
+// the mask gets it; on a noise trojan it finds no patch, and the blur is
+// chosen. The test trojans' channels are silent on clean images, so any
+// cap undoes them: the patch case runs with caps that cut nothing, as the
+// zoo's trojans leave them.
+func TestSmoothBlursOnlyTexture(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		net   *testenc.Net
+		image func(*rand.Rand) []byte
+		pick  filter.Pattern
+		loose bool
+		blur  bool
+	}{
+		{"patch trojan, a noise blend picked", testenc.Collapse(5), func(r *rand.Rand) []byte { return dim(r, false) },
+			filter.Pattern{Kind: "blend", Alpha: 0.25, NoiseSeed: 42}, true, false},
+		{"patch trojan, a noise blend picked, its caps undo it", testenc.Collapse(5), func(r *rand.Rand) []byte { return dim(r, false) },
+			filter.Pattern{Kind: "blend", Alpha: 0.25, NoiseSeed: 42}, false, true},
+		{"noise trojan, the scan's own blend", testenc.NoiseCollapse(5), func(r *rand.Rand) []byte { return smoothImage(r, 0, 0) },
+			filter.Pattern{}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			var imgs [][]byte
+			var labels []int32
+			for i := 0; i < 200; i++ {
+				imgs, labels = append(imgs, tc.image(rng)), append(labels, int32(i%4))
+			}
+			in := inputsOf(t, enc, imgs, labels, 120)
+			defer in.Release()
+			ins, err := chanfilter.Open(in, enc, "expand.trusted")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ins.Release()
+			var p filter.Params
+			raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+			if err := filter.DecodeParams(raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			rep, capped, err := filter.SmoothPicked(context.Background(), p, ins, tc.pick, tc.loose)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("capped search: %s z %.1f; sigma %.1f; %s", rep.Capped, rep.CappedZ, rep.Sigma, rep.Why)
+			if rep.Capped == "" {
+				t.Fatalf("no capped search reported: %+v", rep)
+			}
+			if blurred := rep.Sigma > 0; blurred != tc.blur {
+				t.Errorf("blurred %v (sigma %.1f), want %v", blurred, rep.Sigma, tc.blur)
+			}
+			if !tc.blur && (capped == nil || capped.Kind == "blend") {
+				t.Errorf("the mask got %v from the capped search, want its patch", capped)
+			}
+		})
+	}
+}

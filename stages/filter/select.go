@@ -72,9 +72,9 @@ func (s *selection) againstNamed(h, w int, sizes [2]int) ([]Pattern, []string) {
 // and masks on while that search, or a neighbour of a pattern masked
 // against, still calls the encoder backdoored: at most max_masked of the
 // channels, rescans times. With search set it searches first (the encoder
-// changed since the scan: caps): when that search finds nothing, nothing
-// is masked.
-func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspicion, search bool) (*selection, error) {
+// changed since the scan: caps), or takes first as that search when it is
+// not nil: when that search finds nothing, nothing is masked.
+func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspicion, search bool, first *scanResult) (*selection, error) {
 	total := 0
 	for _, l := range b.t.Layers {
 		total += l.D
@@ -94,9 +94,12 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	}
 	for round := 0; ; round++ {
 		if search {
-			next, err := b.scan(ctx, s.keep, min(b.p.Candidates, b.p.RescanCands), b.p.Refine, found, false, nil)
-			if err != nil {
-				return nil, err
+			next := first
+			if round > 0 || next == nil {
+				var err error
+				if next, err = b.scan(ctx, s.keep, min(b.p.Candidates, b.p.RescanCands), b.p.Refine, found, false, nil); err != nil {
+					return nil, err
+				}
 			}
 			s.stats, found = next.stats, next.found
 			switch nb, nz, err := b.worst(s.keep, against(), s.stats); {

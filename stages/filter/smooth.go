@@ -21,8 +21,14 @@ import (
 // tuning half and asks for a blur past smooth_max (docs/DECISIONS.md).
 // Patches are not judged under a blur: it smears every patch alike, and
 // the few left unsmeared stand out among them without being triggers. A
-// blur is not tried at all when the scan's best patch candidate reaches
-// gap_min too: the encoder then answers to a patch, which a blur leaves.
+// blur is not tried at all when the encoder answers to a patch, which a
+// blur leaves: when the scan's best patch candidate reaches gap_min too,
+// or when a search of the encoder with its channels capped (clamp.go: the
+// outsized responses a noise blend drives into many channels are cut
+// there) finds a patch at the rescan gap. A noise-blend trojan is found
+// again as a blend under the caps; a patch trojan whose texture a noise
+// blend partly excites shows its patch there (docs/DECISIONS.md). That
+// search is the mask's first round then.
 type Smoothing struct {
 	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
 	// the same in the encoder's input pixels.
@@ -33,7 +39,11 @@ type Smoothing struct {
 	// blend and its z: a blur is tried only while it is under gap_min.
 	Patch  string  `json:"best_patch,omitempty"`
 	PatchZ float64 `json:"best_patch_z"`
-	Why    string  `json:"why_none,omitempty"`
+	// Capped and CappedZ are the best pattern of the search of the capped
+	// encoder and its z (empty when no caps were set).
+	Capped  string  `json:"capped_best,omitempty"`
+	CappedZ float64 `json:"capped_best_z,omitempty"`
+	Why     string  `json:"why_none,omitempty"`
 }
 
 // SmoothTry is one blur tried: the found pattern's z under it, and the
@@ -56,11 +66,13 @@ const (
 )
 
 // smooth runs the smooth step for the scan result sc (nil when its pattern
-// is not a noise blend). On success the bench is left measuring the
-// blurred encoder; otherwise it is restored.
-func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) (*Smoothing, error) {
+// is not a noise blend). With caps it first searches the capped encoder,
+// and returns that search when it finds a patch (the mask's first round).
+// On success the bench is left measuring the blurred encoder; otherwise it
+// is restored (uncapped, unblurred).
+func (b *bench) smooth(ctx context.Context, sc *scanResult, caps map[string][]float32, phase func(string)) (*Smoothing, *scanResult, error) {
 	if sc.Pattern.Kind != "blend" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	rep := &Smoothing{}
 	// A blur undoes texture, not a patch: when a patch stands out too in
@@ -68,11 +80,23 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 	rep.Patch, rep.PatchZ = sc.bestPatch.String(), sc.bestPatchZ
 	if sc.bestPatch.Kind != "" && rep.PatchZ >= b.p.GapMin {
 		rep.Why = fmt.Sprintf("a patch stands out in the scan too (%s, z %.1f >= gap_min %.1f): the mask is for it", rep.Patch, rep.PatchZ, b.p.GapMin)
-		return rep, nil
+		return rep, nil, nil
 	}
 	if b.p.SmoothMax < smoothFirst {
 		rep.Why = fmt.Sprintf("smooth_max %.1f is under %.1f", b.p.SmoothMax, smoothFirst)
-		return rep, nil
+		return rep, nil, nil
+	}
+	if caps != nil {
+		phase("searching the capped encoder")
+		capped, err := b.cappedSearch(ctx, sc, caps)
+		if err != nil {
+			return nil, nil, err
+		}
+		rep.Capped, rep.CappedZ = capped.Pattern.String(), capped.BestZ
+		if capped.Pattern.Kind != "blend" && capped.BestZ >= b.p.rescanGap() {
+			rep.Why = fmt.Sprintf("with its channels capped the encoder answers to a patch (%s, z %.1f >= %.1f): the mask is for it", rep.Capped, rep.CappedZ, b.p.rescanGap())
+			return rep, capped, nil
+		}
 	}
 	// The same blends and controls under every blur, from their own
 	// random stream.
@@ -96,19 +120,19 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		phase(fmt.Sprintf("blurring the input against a noise blend: sigma %.1f", sigma))
 		if err := b.setSmooth(sigma * b.sizeScale); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		col, err := b.collapser(nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cs, err := col.collapse(append(append([]Pattern(nil), blends...), controls...), nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var cb, cc []cand
 		for i, p := range blends {
@@ -125,11 +149,25 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, phase func(string)) 
 		rep.Tried = append(rep.Tried, try)
 		if try.Z <= b.p.StopZ {
 			rep.Sigma, rep.InputSigma = sigma, sigma*b.sizeScale
-			return rep, nil
+			return rep, nil, nil
 		}
 	}
 	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes the found blend back to the smooth blends", b.p.SmoothMax)
-	return rep, b.setSmooth(0)
+	return rep, nil, b.setSmooth(0)
+}
+
+// cappedSearch is the mask's first search (select.go) made ahead of it:
+// the encoder under caps, searched from the scan's finds. The bench is
+// left uncapped.
+func (b *bench) cappedSearch(ctx context.Context, sc *scanResult, caps map[string][]float32) (*scanResult, error) {
+	if err := b.setCaps(caps); err != nil {
+		return nil, err
+	}
+	res, err := b.scan(ctx, b.ones(), min(b.p.Candidates, b.p.RescanCands), b.p.Refine, sc.found, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	return res, b.setCaps(nil)
 }
 
 // smoothStream is the random stream of the smooth step's blends.
