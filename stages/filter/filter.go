@@ -5,7 +5,8 @@
 //	scan    (scan.go)    search the encoder, black-box, for a small pattern
 //	                     that collapses diverse trusted images' embeddings,
 //	                     judged against random patterns of the same size
-//	smooth  (smooth.go)  when the found pattern is a noise blend: the least
+//	smooth  (smooth.go)  when the found pattern is a noise blend and the
+//	                     capped encoder answers to no patch: the least
 //	                     input blur that undoes it, instead of a mask
 //	score   (score.go)   each probed channel's suspicion (TAC, UCLC, probe)
 //	select  (select.go)  switch channels off, greedily, until the found
