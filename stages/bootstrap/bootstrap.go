@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
@@ -35,7 +37,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.5.1",
+		Version: "0.6.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -443,11 +445,18 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	}
 	gated := "yes"
 	if g.IsClass() {
-		c, share := g.ResolveClass(h.Predict, classShare, classRatio)
-		if g.Class == nil {
-			return ungated(fmt.Sprintf("no: the original classifier gives no class %.0f%% of the found trigger's rows and %.0f times the runner-up's (class %d: %.0f%%)", 100*classShare, classRatio, c, 100*share))
+		minRows := max(2, int(math.Ceil(classMinShare*float64(len(g.Probe)))))
+		shares := g.ResolveClasses(h.Predict, minRows)
+		res.Metrics["gate_probe_classes"] = shares[:min(len(shares), 8)]
+		if len(g.Classes) == 0 {
+			return ungated(fmt.Sprintf("no: the original classifier gives no class %d of the found trigger's %d rows", minRows, len(g.Probe)))
 		}
-		gated = fmt.Sprintf("yes: inputs the original classifier labels %d (%.0f%% of the found trigger's rows) go through the filtered encoder", c, 100*share)
+		var names []string
+		covered := 0.0
+		for _, s := range shares[:len(g.Classes)] {
+			names, covered = append(names, strconv.Itoa(s.Class)), covered+s.Share
+		}
+		gated = fmt.Sprintf("yes: inputs the original classifier labels %s (%.0f%% of the found trigger's rows; no other class has %d of them) go through the filtered encoder", strings.Join(names, ", "), 100*covered, minRows)
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
 	if err != nil {
@@ -480,14 +489,11 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	return gated, arrowio.WriteFileAtomic(p.Export, b)
 }
 
-// classShare and classRatio: the share of a class gate's probe rows the
-// original classifier must give one class, and how many times the
-// runner-up's, for the gate to be set: a trigger sends the inputs carrying
-// it to its target (chanfilter.Gate.ResolveClass).
-const (
-	classShare = 0.25
-	classRatio = 2.0
-)
+// classMinShare is the share of a class gate's probe rows (and at least
+// two rows) that puts a class in the gate (chanfilter.Gate.ResolveClasses):
+// a class left out takes fewer of the inputs carrying the found trigger
+// than the attack success rate tcore aims to leave (5%).
+const classMinShare = 0.05
 
 // classifierEncoder loads an encoder to build a classifier on: it takes
 // [0, 1] pixels, the normalisation the features were made with inside it

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
@@ -24,11 +25,12 @@ const GateMeta = "tcore.gate"
 // A class gate (Probe set) works in label space instead: for a filtered
 // encoder that changes every input a little (a blurred input), the move
 // says nothing. Probe holds original embeddings of inputs carrying the
-// found trigger; the class the original classifier gives most of them is
-// the trigger's target (Class, resolved by whoever trains that
+// found trigger; the classes the original classifier gives them are where
+// a trigger sends inputs (Classes, resolved by whoever trains that
 // classifier), and an input goes through the filtered encoder exactly
-// when the original classifier labels it so: a triggered input is labelled
-// the target, and inputs of other classes never pay the filter's cost.
+// when the original classifier gives it one of those classes: a triggered
+// input is labelled so, and inputs of every other class never pay the
+// filter's cost.
 type Gate struct {
 	Moved  float64   `json:"moved"`
 	Centre []float64 `json:"centre,omitempty"` // nil: no origin
@@ -36,38 +38,49 @@ type Gate struct {
 	// Probe, for a class gate: original embeddings of inputs carrying
 	// the found trigger.
 	Probe [][]float32 `json:"probe,omitempty"`
-	// Class, for a class gate: the class whose inputs go through the
-	// filtered encoder (nil until resolved; see ResolveClass).
-	Class *int `json:"class,omitempty"`
+	// Classes, for a class gate: the classes whose inputs go through the
+	// filtered encoder (empty until resolved; see ResolveClasses).
+	Classes []int `json:"classes,omitempty"`
 }
 
 // IsClass says whether g is a class gate.
 func (g *Gate) IsClass() bool { return len(g.Probe) > 0 }
 
-// ResolveClass sets a class gate's Class to the class that label (the
-// original classifier) gives most of the probe rows, and returns that
-// class and its share of them. It sets nothing unless the share is at
-// least min and at least ratio times the runner-up's: a trigger sends the
-// inputs carrying it to one class.
-func (g *Gate) ResolveClass(label func(emb []float32) int, min, ratio float64) (int, float64) {
+// ClassShare is one class's share of a class gate's probe rows.
+type ClassShare struct {
+	Class int     `json:"class"`
+	Share float64 `json:"share"`
+}
+
+// ResolveClasses sets a class gate's Classes to every class that label
+// (the original classifier) gives at least minRows of the probe rows,
+// most rows first (ties: the lower class), and returns every class's
+// share in that order. A class left out holds fewer than minRows of the
+// inputs carrying the found trigger: the part of a trigger's inputs that
+// the gate lets past the filtered encoder into any one class is bounded
+// by that. Nothing is set when no class reaches minRows.
+func (g *Gate) ResolveClasses(label func(emb []float32) int, minRows int) []ClassShare {
 	count := map[int]int{}
 	for _, e := range g.Probe {
 		count[label(e)]++
 	}
-	best, bestN, second := -1, 0, 0
+	var shares []ClassShare
 	for c, n := range count {
-		switch {
-		case n > bestN || (n == bestN && c < best):
-			best, bestN, second = c, n, max(second, bestN)
-		default:
-			second = max(second, n)
+		shares = append(shares, ClassShare{c, float64(n) / float64(len(g.Probe))})
+	}
+	sort.Slice(shares, func(a, b int) bool {
+		if shares[a].Share != shares[b].Share {
+			return shares[a].Share > shares[b].Share
+		}
+		return shares[a].Class < shares[b].Class
+	})
+	g.Classes = nil
+	for _, s := range shares {
+		if count[s.Class] >= max(1, minRows) {
+			g.Classes = append(g.Classes, s.Class)
 		}
 	}
-	share := float64(bestN) / float64(len(g.Probe))
-	if share >= min && float64(bestN) >= ratio*float64(second) {
-		g.Class = &best
-	}
-	return best, share
+	return shares
 }
 
 // Through says whether the gate sends an input, embedded as orig by the
@@ -95,8 +108,12 @@ func (g *Gate) Check() error {
 			return fmt.Errorf("gate: probe row %d has %d values, row 0 has %d", i, len(e), len(g.Probe[0]))
 		}
 	}
-	if g.Class != nil && (!g.IsClass() || *g.Class < 0) {
-		return fmt.Errorf("gate: class %d without probe rows, or negative", *g.Class)
+	seen := map[int]bool{}
+	for _, c := range g.Classes {
+		if !g.IsClass() || c < 0 || seen[c] {
+			return fmt.Errorf("gate: classes %v: without probe rows, negative or repeated", g.Classes)
+		}
+		seen[c] = true
 	}
 	return nil
 }
@@ -153,11 +170,19 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 		return fmt.Errorf("gate: the filtered classifier has no tensor %q or %q", filtEmb, filtLogits)
 	}
 	if g.IsClass() {
-		if g.Class == nil {
-			return fmt.Errorf("gate: a class gate whose class is not resolved")
+		if len(g.Classes) == 0 {
+			return fmt.Errorf("gate: a class gate whose classes are not resolved")
 		}
 		label := orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
-		through := orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(*g.Class))})
+		through := ""
+		for _, c := range g.Classes {
+			is := orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(c))})
+			if through == "" {
+				through = is
+			} else {
+				through = orig.AddOp("Or", []string{through, is})
+			}
+		}
 		if err := orig.Select(through, fl, logits, out); err != nil {
 			return err
 		}

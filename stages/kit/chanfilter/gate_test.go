@@ -118,6 +118,17 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	if n := strings.Count(fmt.Sprint(byClass), "true"); n == 0 || n == len(byClass) {
 		t.Fatalf("the original classifier gives class %d to %d of %d inputs: the class gate's case would not tell the paths apart", cls, n, len(byClass))
 	}
+	// A second class, for a gate of two classes.
+	cls2 := -1
+	var byClasses []bool
+	for _, l := range plainO {
+		if c := argmax(l); c != cls && cls2 < 0 {
+			cls2 = c
+		}
+	}
+	for _, l := range plainO {
+		byClasses = append(byClasses, argmax(l) == cls || argmax(l) == cls2)
+	}
 	centre := make([]float64, len(embO[1]))
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
@@ -132,7 +143,8 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6)},
 		// A class gate: the inputs the original classifier labels as
 		// the class of a triggered input, whatever the move.
-		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Class: &cls}, byClass},
+		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls}}, byClass},
+		{"two classes", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls2, cls}}, byClasses},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			og, fg := classifier(net.Model(), hO, "lo"), classifier(filtered(), hF, "lf")
@@ -252,8 +264,7 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	}
 	blurred := func(out string) *onnxgraph.Model { return classifier(sm, nil, 2, out) }
 	cg := classifier(m, nil, 1, "lo")
-	zero := 0
-	gc := chanfilter.Gate{Probe: [][]float32{make([]float32, m.Dim)}, Class: &zero}
+	gc := chanfilter.Gate{Probe: [][]float32{make([]float32, m.Dim)}, Classes: []int{0}}
 	if err := gc.Compose(cg, m.Embedding, "lo", blurred("lf"), m.Embedding, "lf", "logits"); err != nil {
 		b.Fatal(err)
 	}
@@ -299,39 +310,47 @@ func BenchmarkGatedClassifier(b *testing.B) {
 	}
 }
 
-// A class gate takes the class the classifier gives most probe rows only
-// when that class dominates: at least min of them and ratio times the
-// runner-up.
-func TestResolveClass(t *testing.T) {
+// A class gate takes every class the classifier gives at least minRows
+// probe rows, most rows first; none when no class has that many.
+func TestResolveClasses(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		labels []int
-		want   int // -1: not set
-		share  float64
+		name    string
+		labels  []int
+		minRows int
+		want    []int
+		top     chanfilter.ClassShare
 	}{
-		{"one class", []int{4, 4, 4, 4}, 4, 1},
-		{"a clear majority", []int{4, 4, 4, 1, 2, 4}, 4, 4.0 / 6},
-		{"under twice the runner-up", []int{4, 4, 4, 1, 1, 2}, -1, 0.5},
-		{"under a quarter", []int{0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, -1, 2.0 / 11},
-		{"a tie goes to the lower class, and is no majority", []int{7, 7, 3, 3}, -1, 0.5},
+		{"one class", []int{4, 4, 4, 4}, 2, []int{4}, chanfilter.ClassShare{Class: 4, Share: 1}},
+		{"a majority and a single stray row", []int{4, 4, 4, 1, 4, 4}, 2, []int{4}, chanfilter.ClassShare{Class: 4, Share: 5.0 / 6}},
+		{"two classes, most rows first", []int{1, 4, 4, 1, 4, 2}, 2, []int{4, 1}, chanfilter.ClassShare{Class: 4, Share: 0.5}},
+		{"a tie goes to the lower class first", []int{7, 7, 3, 3}, 2, []int{3, 7}, chanfilter.ClassShare{Class: 3, Share: 0.5}},
+		{"spread: no class has two rows", []int{0, 1, 2, 3, 4, 5}, 2, nil, chanfilter.ClassShare{Class: 0, Share: 1.0 / 6}},
+		{"minRows 1 takes every class seen", []int{5, 2}, 1, []int{2, 5}, chanfilter.ClassShare{Class: 2, Share: 0.5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := chanfilter.Gate{}
+			g := chanfilter.Gate{Classes: []int{99}} // resolving replaces what was there
 			for i := range tc.labels {
 				g.Probe = append(g.Probe, []float32{float32(i)})
 			}
 			label := func(e []float32) int { return tc.labels[int(e[0])] }
-			_, share := g.ResolveClass(label, 0.25, 2)
-			got := -1
-			if g.Class != nil {
-				got = *g.Class
+			shares := g.ResolveClasses(label, tc.minRows)
+			if fmt.Sprint(g.Classes) != fmt.Sprint(tc.want) || len(shares) == 0 || shares[0].Class != tc.top.Class || math.Abs(shares[0].Share-tc.top.Share) > 1e-9 {
+				t.Errorf("classes %v, shares %v; want %v, first %v", g.Classes, shares, tc.want, tc.top)
 			}
-			if got != tc.want || math.Abs(share-tc.share) > 1e-9 {
-				t.Errorf("class %d, share %.3f; want %d, %.3f", got, share, tc.want, tc.share)
+			sum := 0.0
+			for _, s := range shares {
+				sum += s.Share
+			}
+			if math.Abs(sum-1) > 1e-9 {
+				t.Errorf("shares sum to %.3f", sum)
 			}
 			if err := g.Check(); err != nil {
 				t.Errorf("Check: %v", err)
 			}
 		})
+	}
+	bad := chanfilter.Gate{Probe: [][]float32{{1}}, Classes: []int{3, 3}}
+	if err := bad.Check(); err == nil {
+		t.Error("Check accepts a repeated class")
 	}
 }
