@@ -2,8 +2,11 @@ package filter
 
 import (
 	"fmt"
+	"math"
+	"sort"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // GateReport is the gate step's result. The mask costs accuracy on every
@@ -17,7 +20,9 @@ import (
 // the filter checks on its augment rows (trusted images carrying each
 // pattern it masked against) what share of each pattern's rows the gate
 // sends through, and sets the gate only when some pattern's share reaches
-// gate_min.
+// gate_min. A triggered input the gate keeps on the original path keeps
+// the backdoor, so the gate then lowers its move threshold (never raises
+// it) until that pattern's rows go through but for gateMiss of them.
 type GateReport struct {
 	On bool `json:"on"`
 	// Class says the gate is a class gate (the encoder is blurred):
@@ -26,10 +31,13 @@ type GateReport struct {
 	// go through the filtered encoder (chanfilter.Gate).
 	Class     bool `json:"class,omitempty"`
 	ProbeRows int  `json:"probe_rows,omitempty"`
-	// Moved is the gate's move threshold (the moved step's), Near its
-	// radius around the far movers' origin (0: none).
-	Moved float64 `json:"moved_threshold"`
-	Near  float64 `json:"origin_radius,omitempty"`
+	// Moved is the gate's move threshold, Near its radius around the far
+	// movers' origin (0: none). StepMoved is the moved step's threshold,
+	// where the check starts; Moved is lower when the best pattern needed
+	// it.
+	Moved     float64 `json:"moved_threshold"`
+	StepMoved float64 `json:"moved_step_threshold,omitempty"`
+	Near      float64 `json:"origin_radius,omitempty"`
 	// Patterns are the checked patterns, one per round masked against
 	// (with the pattern's neighbours) and the data trigger.
 	Patterns []GateCheck `json:"patterns,omitempty"`
@@ -72,9 +80,10 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 	if from != nil && from.Suspects > 0 {
 		g.Centre, g.Near = from.Centre, from.Threshold
 	}
-	rep.Moved, rep.Near = g.Moved, g.Near
+	rep.StepMoved, rep.Near = g.Moved, g.Near
 	idx := map[string]int{}
 	d := aug.d
+	fam := make([]int, len(aug.pattern)) // row -> its check
 	for i, k := range aug.pattern {
 		f := family[k]
 		j, ok := idx[f]
@@ -83,25 +92,63 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 			idx[f] = j
 			rep.Patterns = append(rep.Patterns, GateCheck{Pattern: f})
 		}
-		c := &rep.Patterns[j]
-		c.Rows++
-		if g.Through(aug.orig[i*d:(i+1)*d], aug.filt[i*d:(i+1)*d]) {
-			c.Through++
+		fam[i] = j
+		rep.Patterns[j].Rows++
+	}
+	check := func() (best float64, bestJ int) {
+		for j := range rep.Patterns {
+			rep.Patterns[j].Through = 0
 		}
+		for i, j := range fam {
+			if g.Through(aug.orig[i*d:(i+1)*d], aug.filt[i*d:(i+1)*d]) {
+				rep.Patterns[j].Through++
+			}
+		}
+		for j := range rep.Patterns {
+			c := &rep.Patterns[j]
+			c.Through /= float64(c.Rows)
+			if c.Through > best {
+				best, bestJ = c.Through, j
+			}
+		}
+		return best, bestJ
 	}
-	best := 0.0
-	for j := range rep.Patterns {
-		c := &rep.Patterns[j]
-		c.Through /= float64(c.Rows)
-		best = max(best, c.Through)
-	}
+	best, bestJ := check()
 	if best < min {
 		rep.Why = fmt.Sprintf("no pattern masked against sends gate_min %.0f%% of its rows through the filtered encoder (best %.1f%%): inputs carrying the trigger might not be either", 100*min, 100*best)
 		return rep
 	}
+	// The moves of the best pattern's rows that the origin does not send
+	// through, largest first: enough of them must clear the threshold.
+	var moves []float64
+	sent := 0
+	for i, j := range fam {
+		if j != bestJ {
+			continue
+		}
+		o, f := aug.orig[i*d:(i+1)*d], aug.filt[i*d:(i+1)*d]
+		if g.Sends(0, o) {
+			sent++
+			continue
+		}
+		moves = append(moves, stat.Dist(o, f))
+	}
+	sort.Sort(sort.Reverse(sort.Float64Slice(moves)))
+	if need := int(math.Ceil((1-gateMiss)*float64(rep.Patterns[bestJ].Rows))) - sent; need > 0 && need <= len(moves) {
+		if t := moves[need-1] * (1 - 1e-6); t < g.Moved {
+			g.Moved = t
+			check()
+		}
+	}
+	rep.Moved = g.Moved
 	rep.On, rep.Gate = true, g
 	return rep
 }
+
+// gateMiss is the share of the best checked pattern's rows a gate may keep
+// on the original path: the attack success rate tcore aims to leave at
+// most (5%).
+const gateMiss = 0.05
 
 // countTraining sets TrainingThrough from the training rows' moves and
 // their original embeddings x (D values each).

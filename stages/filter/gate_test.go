@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -9,6 +10,11 @@ import (
 // share moved[k] of them moved by 5 (the rest by 0.1), orig at the origin
 // unless atOrigin.
 func augmentedRows(moved []float64, perPattern int, atOrigin bool) *augmented {
+	return augmentedRowsBy(moved, perPattern, atOrigin, 0.1)
+}
+
+// augmentedRowsBy is augmentedRows with the rest moved by rest.
+func augmentedRowsBy(moved []float64, perPattern int, atOrigin bool, rest float32) *augmented {
 	a := &augmented{d: 2}
 	for k, share := range moved {
 		for i := 0; i < perPattern; i++ {
@@ -16,7 +22,7 @@ func augmentedRows(moved []float64, perPattern int, atOrigin bool) *augmented {
 			if atOrigin {
 				o = []float32{0.05, 0}
 			}
-			f := []float32{o[0] + 0.1, o[1]}
+			f := []float32{o[0] + rest, o[1]}
 			if float64(i) < share*float64(perPattern) {
 				f[0] = o[0] + 5
 			}
@@ -43,13 +49,21 @@ func TestGate(t *testing.T) {
 		why     string
 		shares  []float64
 		origins bool
+		thresh  float64 // the gate's move threshold when on
 	}{
-		{"a pattern moves its inputs", moved, nil, augmentedRows([]float64{0.9, 0.5, 0.02}, 20, false), two, 0.25, true, "", []float64{0.7, 0.05}, false},
-		{"no pattern reaches gate_min", moved, nil, augmentedRows([]float64{0.1, 0.2, 0.05}, 20, false), two, 0.25, false, "best 15.0%", []float64{0.15, 0.05}, false},
-		{"the origin sends inputs through", moved, from, augmentedRows([]float64{0, 0, 0}, 20, true), two, 0.25, true, "", []float64{1, 1}, true},
-		{"gate_min 0: no gate", moved, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0, false, "gate_min is 0", nil, false},
-		{"moved step off", &Moved{Why: "moved_z is 0"}, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0.25, false, "no move threshold (moved_z is 0)", nil, false},
-		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false},
+		// The best pattern sends 70% through at the moved step's
+		// threshold: the gate goes below its rows' smaller move, 0.1,
+		// and sends them all.
+		{"a pattern moves its inputs", moved, nil, augmentedRows([]float64{0.9, 0.5, 0.02}, 20, false), two, 0.25, true, "", []float64{1, 1}, false, 0.1},
+		// 97.5% of the best pattern's rows move by 5: the threshold stays.
+		{"a pattern moves nearly all its inputs", moved, nil, augmentedRowsBy([]float64{1, 0.95, 0}, 20, false, 0.5), two, 0.25, true, "", []float64{0.975, 0}, false, 1},
+		// 80% move by 5, the rest by 2: the gate goes just under 2.
+		{"the rest of a pattern's rows move less", &Moved{Threshold: 3}, nil, augmentedRowsBy([]float64{0.8, 0.8, 0}, 20, false, 2), two, 0.25, true, "", []float64{1, 1}, false, 2},
+		{"no pattern reaches gate_min", moved, nil, augmentedRows([]float64{0.1, 0.2, 0.05}, 20, false), two, 0.25, false, "best 15.0%", []float64{0.15, 0.05}, false, 0},
+		{"the origin sends inputs through", moved, from, augmentedRows([]float64{0, 0, 0}, 20, true), two, 0.25, true, "", []float64{1, 1}, true, 1},
+		{"gate_min 0: no gate", moved, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0, false, "gate_min is 0", nil, false, 0},
+		{"moved step off", &Moved{Why: "moved_z is 0"}, nil, augmentedRows([]float64{1, 1, 1}, 20, false), two, 0.25, false, "no move threshold (moved_z is 0)", nil, false, 0},
+		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min)
@@ -63,6 +77,9 @@ func TestGate(t *testing.T) {
 				if c := rep.Patterns[j]; c.Through != want {
 					t.Errorf("pattern %q: %.3f through, want %.3f", c.Pattern, c.Through, want)
 				}
+			}
+			if tc.on && (math.Abs(rep.Moved-tc.thresh) > 1e-3*tc.thresh || rep.Gate.Moved != rep.Moved) {
+				t.Errorf("threshold %g (gate %g), want just under or at %g", rep.Moved, rep.Gate.Moved, tc.thresh)
 			}
 			if tc.on && (rep.Gate.Centre != nil) != tc.origins {
 				t.Errorf("gate origin %v, want one: %v", rep.Gate.Centre, tc.origins)
