@@ -45,6 +45,8 @@ type GateReport struct {
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
 	Why             string  `json:"why_off,omitempty"`
+	// MoveWhy, for a class gate: why the move gate was not set.
+	MoveWhy string `json:"move_gate_why_off,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
 }
@@ -151,7 +153,10 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 const gateMiss = 0.05
 
 // countTraining sets TrainingThrough from the training rows' moves and
-// their original embeddings x (D values each).
+// their original embeddings x (D values each), and turns the gate off when
+// it sends more than gateMostThrough of the rows through the filtered
+// encoder: a threshold lowered that far is no gate (every input would pay
+// the filter's cost, and the two paths' compute besides).
 func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 	if !rep.On || len(moved) == 0 {
 		return
@@ -163,15 +168,24 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 		}
 	}
 	rep.TrainingThrough = float64(n) / float64(len(moved))
+	if rep.TrainingThrough > gateMostThrough {
+		rep.On, rep.Gate = false, nil
+		rep.Why = fmt.Sprintf("at the threshold %.2f that sends 95%% of the best pattern's images through, the gate sends %.0f%% of the training rows too: no gate", rep.Moved, 100*rep.TrainingThrough)
+	}
 }
+
+// gateMostThrough is the largest share of the training rows a gate may
+// send through the filtered encoder.
+const gateMostThrough = 0.5
 
 // probeRows is how many augment rows carrying the found pattern a class
 // gate keeps as its probe.
 const probeRows = 32
 
-// classGate is the gate of a blurred encoder (chanfilter.Gate's class
-// gate): the blur moves every input a little, so a move says nothing, but
-// the original classifier labels inputs carrying the blend as its target.
+// classGate is the fallback gate of a blurred encoder (chanfilter.Gate's
+// class gate), when its move gate does not pass the check: the original
+// classifier labels inputs carrying the blend as where the trojan sends
+// them.
 // The probe is the augment rows carrying pattern 0 (the found noise at the
 // strongest alpha searched), embedded by the original encoder.
 func classGate(aug *augmented, min float64) *GateReport {

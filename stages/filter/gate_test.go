@@ -87,3 +87,28 @@ func TestGate(t *testing.T) {
 		})
 	}
 }
+
+// A gate that would send most training rows through the filtered encoder
+// is turned off: it is no gate.
+func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		moved   []float32
+		on      bool
+		through float64
+	}{
+		{"a third through", []float32{0.5, 0.6, 3}, true, 1.0 / 3},
+		{"two thirds through", []float32{0.5, 2, 3}, false, 2.0 / 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25)
+			if !rep.On {
+				t.Fatalf("gate off before counting: %+v", rep)
+			}
+			rep.countTraining(tc.moved, make([]float32, 2*len(tc.moved)), 2)
+			if rep.On != tc.on || (rep.Gate != nil) != tc.on || math.Abs(rep.TrainingThrough-tc.through) > 1e-9 {
+				t.Errorf("on %v (gate %v), %.3f through; want %v, %.3f (%s)", rep.On, rep.Gate != nil, rep.TrainingThrough, tc.on, tc.through, rep.Why)
+			}
+		})
+	}
+}
