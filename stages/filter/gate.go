@@ -143,6 +143,10 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 		}
 	}
 	rep.Moved = g.Moved
+	if g.Moved <= 0 && rep.StepMoved > 0 {
+		rep.Why = "the best pattern's images need a move threshold of 0 to go through: any input that moves at all would, which is no gate"
+		return rep
+	}
 	rep.On, rep.Gate = true, g
 	return rep
 }
@@ -155,8 +159,10 @@ const gateMiss = 0.05
 // countTraining sets TrainingThrough from the training rows' moves and
 // their original embeddings x (D values each), and turns the gate off when
 // it sends more than gateMostThrough of the rows through the filtered
-// encoder: a threshold lowered that far is no gate (every input would pay
-// the filter's cost, and the two paths' compute besides).
+// encoder: a threshold lowered that far is no gate (nearly every input
+// would pay the filter's cost, and the two paths' compute besides). Below
+// that, every input the gate keeps on the original path is spared the
+// filter's accuracy cost at the same safety.
 func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 	if !rep.On || len(moved) == 0 {
 		return
@@ -176,7 +182,7 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 
 // gateMostThrough is the largest share of the training rows a gate may
 // send through the filtered encoder.
-const gateMostThrough = 0.5
+const gateMostThrough = 0.95
 
 // probeRows is how many augment rows carrying the found pattern a class
 // gate keeps as its probe.

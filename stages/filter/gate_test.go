@@ -98,7 +98,8 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		through float64
 	}{
 		{"a third through", []float32{0.5, 0.6, 3}, true, 1.0 / 3},
-		{"two thirds through", []float32{0.5, 2, 3}, false, 2.0 / 3},
+		{"two thirds through", []float32{0.5, 2, 3}, true, 2.0 / 3},
+		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25)
