@@ -516,7 +516,7 @@ func filterGate(w func(string, ...any), g *filter.GateReport) {
 		return
 	}
 	if g.On && g.Class {
-		w("<p>The classifier is <b>gated by class</b>: an input goes through the filtered (blurred) encoder when the original classifier labels it with a class it gives at least 5%% (and two) of %d trusted images carrying the found blend (where the trigger sends inputs); every other input goes through the original encoder and a head trained on the same kept rows. The bootstrap stage's <code>gated</code> metric names the classes, and <code>gate_probe_classes</code> lists the probe's classes. A move gate was checked first: %s.</p>\n", g.ProbeRows, html.EscapeString(g.MoveWhy))
+		w("<p>The classifier is <b>gated by class</b>: an input goes through the filtered (blurred) encoder when the original classifier labels it with a class it gives at least 5%% (and two) of %d trusted images carrying the found blend (where the trigger sends inputs); every other input goes through the original encoder and a head trained on the same kept rows. The bootstrap stage's <code>gated</code> metric names the classes, and <code>gate_probe_classes</code> lists the probe's classes.</p>\n", g.ProbeRows)
 		return
 	}
 	if !g.On {

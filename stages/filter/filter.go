@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.16.1",
+		Version: "0.16.2",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -253,17 +253,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	res.AugmentRows = aug.rows()
-	if sc.Backdoored {
-		// A blur moves every input a little, but undoes the blend: the
-		// inputs that carry it move far. The move gate is checked first
-		// there too; the class gate is the blur's fallback.
+	switch {
+	case v.Smooth > 0:
+		res.Gate = classGate(aug, p.GateMin)
+	case sc.Backdoored:
 		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
-		if v.Smooth > 0 && !res.Gate.On {
-			why := res.Gate.Why
-			res.Gate = classGate(aug, p.GateMin)
-			res.Gate.MoveWhy = why
-		}
 	}
 	if p.Export != "" {
 		fm, err := v.Encoder(ins.Model)

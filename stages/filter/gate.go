@@ -45,8 +45,6 @@ type GateReport struct {
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
 	Why             string  `json:"why_off,omitempty"`
-	// MoveWhy, for a class gate: why the move gate was not set.
-	MoveWhy string `json:"move_gate_why_off,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
 }
@@ -188,10 +186,11 @@ const gateMostThrough = 0.95
 // gate keeps as its probe.
 const probeRows = 32
 
-// classGate is the fallback gate of a blurred encoder (chanfilter.Gate's
-// class gate), when its move gate does not pass the check: the original
-// classifier labels inputs carrying the blend as where the trojan sends
-// them.
+// classGate is the gate of a blurred encoder (chanfilter.Gate's class
+// gate): the original classifier labels inputs carrying the blend as where
+// the trojan sends them. (A move gate, checked first, passed on no tuning
+// blend cell, and where it passed on a held-out one it had to be lowered
+// until it sent 64% of the rows through: docs/DECISIONS.md.)
 // The probe is the augment rows carrying pattern 0 (the found noise at the
 // strongest alpha searched), embedded by the original encoder.
 func classGate(aug *augmented, min float64) *GateReport {

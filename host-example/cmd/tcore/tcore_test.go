@@ -423,9 +423,8 @@ func blendAttack(t *testing.T, net *testenc.Net, trig trigger, image func(*testi
 
 // T3 with a noise-texture trojan (testenc.NoiseCollapse) and data poisoned
 // with a noise blend: the filter undoes the noise with a blur instead of a
-// mask, and the classifier is gated: the inputs that carry the noise move
-// far under the blur (else, by class, the inputs the original classifier
-// labels as the target) go through it. tcore removes the backdoor at no
+// mask, and the classifier is gated by class: the inputs the original
+// classifier labels as where the noise sends them go through the blur. tcore removes the backdoor at no
 // cost in accuracy and keeps no poisoned row; the exported model carries
 // the blur and the gate.
 func TestTCoreBlursANoiseTrojan(t *testing.T) {
@@ -440,8 +439,8 @@ func TestTCoreBlursANoiseTrojan(t *testing.T) {
 	// the blur.
 	g, _ := nodes["bootstrap"].(map[string]any)["metrics"].(map[string]any)["gated"].(string)
 	t.Logf("gated: %s; filter's gate: %v", g, fm["gate"])
-	if !strings.HasPrefix(g, "yes") {
-		t.Errorf("bootstrap gated: %q, want a gate", g)
+	if !strings.HasPrefix(g, "yes: inputs the original classifier labels ") {
+		t.Errorf("bootstrap gated: %q, want a class gate", g)
 	}
 	clf, err := onnxgraph.Load(filepath.Join(dir, "a", "clean_model.onnx"))
 	if err != nil {
