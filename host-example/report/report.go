@@ -528,7 +528,7 @@ func filterGate(w func(string, ...any), g *filter.GateReport) {
 		}
 		lowered := ""
 		if g.StepMoved > g.Moved {
-			lowered = fmt.Sprintf(" (the moved step's threshold was %.2f; the gate went lower until 95%% of the best pattern's images went through)", g.StepMoved)
+			lowered = fmt.Sprintf(" (the moved step's threshold was %.2f; the gate went lower until the share gate_through of the best pattern's images went through)", g.StepMoved)
 		}
 		w("<p>The classifier is <b>gated</b>: an input goes through the filtered encoder when the mask moves its embedding more than %.2f%s%s; every other input goes through the original encoder and a head trained on the same kept rows, without the mask's accuracy cost. It sends %.1f%% of the training rows through the filtered encoder.</p>\n", g.Moved, lowered, origin, 100*g.TrainingThrough)
 	}

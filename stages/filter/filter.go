@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.16.2",
+		Version: "0.17.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -257,7 +257,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	case v.Smooth > 0:
 		res.Gate = classGate(aug, p.GateMin)
 	case sc.Backdoored:
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin)
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

@@ -21,8 +21,9 @@ import (
 // pattern it masked against) what share of each pattern's rows the gate
 // sends through, and sets the gate only when some pattern's share reaches
 // gate_min. A triggered input the gate keeps on the original path keeps
-// the backdoor, so the gate then lowers its move threshold (never raises
-// it) until that pattern's rows go through but for gateMiss of them.
+// the backdoor: with gate_through set, the gate then lowers its move
+// threshold (never raises it) until that share of the pattern's rows goes
+// through.
 type GateReport struct {
 	On bool `json:"on"`
 	// Class says the gate is a class gate (the encoder is blurred):
@@ -60,7 +61,7 @@ type GateCheck struct {
 // gate decides the gate from the moved step's reports and checks it on
 // the augment rows aug, whose patterns belong to the families named in
 // family (pattern index -> family name; one share per family).
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min float64) *GateReport {
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -134,7 +135,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 		moves = append(moves, stat.Dist(o, f))
 	}
 	sort.Sort(sort.Reverse(sort.Float64Slice(moves)))
-	if need := int(math.Ceil((1-gateMiss)*float64(rep.Patterns[bestJ].Rows))) - sent; need > 0 && need <= len(moves) {
+	if need := int(math.Ceil(through*float64(rep.Patterns[bestJ].Rows))) - sent; through > 0 && need > 0 && need <= len(moves) {
 		if t := moves[need-1] * (1 - 1e-6); t < g.Moved {
 			g.Moved = t
 			check()
@@ -148,11 +149,6 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min float
 	rep.On, rep.Gate = true, g
 	return rep
 }
-
-// gateMiss is the share of the best checked pattern's rows a gate may keep
-// on the original path: the attack success rate tcore aims to leave at
-// most (5%).
-const gateMiss = 0.05
 
 // countTraining sets TrainingThrough from the training rows' moves and
 // their original embeddings x (D values each), and turns the gate off when
@@ -174,7 +170,7 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 	rep.TrainingThrough = float64(n) / float64(len(moved))
 	if rep.TrainingThrough > gateMostThrough {
 		rep.On, rep.Gate = false, nil
-		rep.Why = fmt.Sprintf("at the threshold %.2f that sends 95%% of the best pattern's images through, the gate sends %.0f%% of the training rows too: no gate", rep.Moved, 100*rep.TrainingThrough)
+		rep.Why = fmt.Sprintf("at its threshold %.2f the gate sends %.0f%% of the training rows through the filtered encoder: no gate", rep.Moved, 100*rep.TrainingThrough)
 	}
 }
 

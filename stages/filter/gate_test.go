@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min)
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95)
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95)
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -111,5 +111,13 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 				t.Errorf("on %v (gate %v), %.3f through; want %v, %.3f (%s)", rep.On, rep.Gate != nil, rep.TrainingThrough, tc.on, tc.through, rep.Why)
 			}
 		})
+	}
+}
+
+// With gate_through 0 the gate keeps the moved step's threshold.
+func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0)
+	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
+		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
 }

@@ -58,7 +58,8 @@ type Params struct {
 	MovedZ float64 `json:"moved_z" range:"[0,)" doc:"after masking, a training row whose embedding the mask moved more than this many robust standard deviations above the trusted rows' median move is a suspect: a row carrying the trigger moves as triggered inputs do (0: off)"`
 
 	// gate
-	GateMin float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
+	GateThrough float64 `json:"gate_through" range:"[0,1)" doc:"when the gate is set, lower its move threshold (never raise it) until this share of the best checked pattern's augment rows goes through the filtered encoder (0: keep the moved step's threshold); a trigger input kept on the original path keeps the backdoor, and each input sent through pays the mask's accuracy cost"`
+	GateMin     float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
 
 	// augment
 	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
