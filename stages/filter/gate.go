@@ -27,9 +27,9 @@ import (
 type GateReport struct {
 	On bool `json:"on"`
 	// Class says the gate is a class gate (the encoder is blurred):
-	// inputs the original classifier labels as the target the original
-	// classifier gives most of ProbeRows rows carrying the found pattern
-	// go through the filtered encoder (chanfilter.Gate).
+	// inputs the original classifier labels with a class it gives at
+	// least 5% of ProbeRows rows carrying the found pattern go through
+	// the filtered encoder (chanfilter.Gate.ResolveClasses).
 	Class     bool `json:"class,omitempty"`
 	ProbeRows int  `json:"probe_rows,omitempty"`
 	// Moved is the gate's move threshold, Near its radius around the far
@@ -81,7 +81,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 	if from != nil && from.Suspects > 0 {
 		g.Centre, g.Near = from.Centre, from.Threshold
 	}
-	rep.StepMoved, rep.Near = g.Moved, g.Near
+	rep.Moved, rep.StepMoved, rep.Near = g.Moved, g.Moved, g.Near
 	idx := map[string]int{}
 	d := aug.d
 	fam := make([]int, len(aug.pattern)) // row -> its check
@@ -119,8 +119,21 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		rep.Why = fmt.Sprintf("no pattern masked against sends gate_min %.0f%% of its rows through the filtered encoder (best %.1f%%): inputs carrying the trigger might not be either", 100*min, 100*best)
 		return rep
 	}
-	// The moves of the best pattern's rows that the origin does not send
+	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
+		return rep
+	}
+	rep.On, rep.Gate = true, g
+	return rep
+}
+
+// lower lowers g's move threshold (never raises it) until the share
+// through of check bestJ's rows goes through, and checks again (check).
+// It reports false, with Why, when that takes a threshold of 0: any input
+// that moves at all would go through, which is no gate.
+func (rep *GateReport) lower(g *chanfilter.Gate, aug *augmented, fam []int, bestJ int, through float64, check func() (float64, int)) bool {
+	// The moves of the check's rows that the origin does not send
 	// through, largest first: enough of them must clear the threshold.
+	d := aug.d
 	var moves []float64
 	sent := 0
 	for i, j := range fam {
@@ -135,19 +148,21 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		moves = append(moves, stat.Dist(o, f))
 	}
 	sort.Sort(sort.Reverse(sort.Float64Slice(moves)))
-	if need := int(math.Ceil(through*float64(rep.Patterns[bestJ].Rows))) - sent; through > 0 && need > 0 && need <= len(moves) {
-		if t := moves[need-1] * (1 - 1e-6); t < g.Moved {
-			g.Moved = t
-			check()
-		}
+	need := int(math.Ceil(through*float64(rep.Patterns[bestJ].Rows))) - sent
+	if need <= 0 || need > len(moves) {
+		return true
 	}
-	rep.Moved = g.Moved
-	if g.Moved <= 0 && rep.StepMoved > 0 {
+	t := moves[need-1] * (1 - 1e-6)
+	if t >= g.Moved {
+		return true
+	}
+	g.Moved, rep.Moved = t, t
+	check()
+	if t <= 0 {
 		rep.Why = "the best pattern's images need a move threshold of 0 to go through: any input that moves at all would, which is no gate"
-		return rep
+		return false
 	}
-	rep.On, rep.Gate = true, g
-	return rep
+	return true
 }
 
 // countTraining sets TrainingThrough from the training rows' moves and
