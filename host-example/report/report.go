@@ -502,9 +502,9 @@ func filterSmoothing(w func(string, ...any), sm *filter.Smoothing) {
 	} else {
 		w("<p>The found pattern is a noise blend, but no blur undid it (%s); channels were masked instead.</p>\n", html.EscapeString(sm.Why))
 	}
-	w("<table><tr><th>sigma</th><th>found blend's z</th><th>largest z of a noise blend</th></tr>\n")
+	w("<table><tr><th>sigma</th><th>found blend's collapse / a smooth blend's</th><th>found blend's z</th><th>largest z of a noise blend</th></tr>\n")
 	for _, t := range sm.Tried {
-		w("<tr><td>%.1f</td><td>%.1f</td><td>%.1f</td></tr>\n", t.Sigma, t.Z, t.Worst)
+		w("<tr><td>%.1f</td><td>%.2f</td><td>%.1f</td><td>%.1f</td></tr>\n", t.Sigma, t.Ratio, t.Z, t.Worst)
 	}
 	w("</table>\n")
 }

@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -513,5 +514,68 @@ func TestSmoothBlursOnlyTexture(t *testing.T) {
 				t.Errorf("the mask got %v from the capped search, want its patch", capped)
 			}
 		})
+	}
+}
+
+// The blur chosen is the first on the ladder under which the found blend
+// collapses the scan images at most smooth_ratio times as much as a smooth
+// blend of its alpha: every blur tried before it is above the ratio, and a
+// stricter ratio never chooses a lighter blur; one no blur reaches leaves
+// the encoder unblurred and says why.
+func TestSmoothRatioChoosesTheBlur(t *testing.T) {
+	_, enc, rng := encoderOf(t, testenc.NoiseCollapse(5))
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ {
+		imgs, labels = append(imgs, smoothImage(rng, 0, 0)), append(labels, int32(i%4))
+	}
+	in := inputsOf(t, enc, imgs, labels, 120)
+	defer in.Release()
+	ins, err := chanfilter.Open(in, enc, "expand.trusted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.Release()
+	last := 0.0
+	for _, ratio := range []float64{1.3, 0.5, 0.001} {
+		var p filter.Params
+		raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "",
+			"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "smooth_ratio": ratio, "smooth_max": 1.5})
+		if err := filter.DecodeParams(raw, &p); err != nil {
+			t.Fatal(err)
+		}
+		rep, _, err := filter.SmoothPicked(context.Background(), p, ins, filter.Pattern{}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range rep.Tried {
+			t.Logf("smooth_ratio %g: sigma %.1f ratio %.3f z %.2f", ratio, tr.Sigma, tr.Ratio, tr.Z)
+		}
+		if len(rep.Tried) == 0 {
+			t.Fatalf("smooth_ratio %g: no blur tried: %+v", ratio, rep)
+		}
+		for _, tr := range rep.Tried[:len(rep.Tried)-1] {
+			if tr.Ratio <= ratio {
+				t.Errorf("smooth_ratio %g: sigma %.1f (ratio %.3f) passed over", ratio, tr.Sigma, tr.Ratio)
+			}
+		}
+		end := rep.Tried[len(rep.Tried)-1]
+		switch {
+		case rep.Sigma > 0 && (end.Sigma != rep.Sigma || end.Ratio > ratio):
+			t.Errorf("smooth_ratio %g: chose sigma %.1f, the last tried is %+v", ratio, rep.Sigma, end)
+		case rep.Sigma == 0 && (end.Ratio <= ratio || rep.Why == ""):
+			t.Errorf("smooth_ratio %g: no blur chosen, the last tried is %+v, why %q", ratio, end, rep.Why)
+		}
+		sigma := rep.Sigma
+		if sigma == 0 {
+			sigma = math.Inf(1)
+		}
+		if sigma < last {
+			t.Errorf("smooth_ratio %g chose sigma %.1f, lighter than a looser ratio's %.1f", ratio, rep.Sigma, last)
+		}
+		last = sigma
+	}
+	if !math.IsInf(last, 1) {
+		t.Errorf("smooth_ratio 0.001 chose sigma %.1f: want no blur", last)
 	}
 }

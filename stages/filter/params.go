@@ -44,7 +44,8 @@ type Params struct {
 	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
 
 	// smooth
-	SmoothMax float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.5 to smooth_max by 0.1) under which the found blend is back at the smooth blends' collapse (z <= stop_z); masking as usual when none is (0: never blur)"`
+	SmoothMax   float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.5 to smooth_max by 0.1) under which the found blend collapses the scan images at most smooth_ratio times as much as a smooth blend of its alpha; masking as usual when none does (0: never blur)"`
+	SmoothRatio float64 `json:"smooth_ratio" range:"(0,)" doc:"a blur undoes the found noise blend when, under it, the blend collapses the scan images at most this many times as much as a smooth blend of the same alpha (blend_ratio is where the scan calls a blend a trigger)"`
 
 	// fill
 	Fill      string  `json:"fill" enum:"mean|regression" doc:"what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"`
@@ -72,7 +73,7 @@ var defaults = Params{
 	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5,
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
-	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, SmoothMax: 1.2,
+	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99,
 }
 

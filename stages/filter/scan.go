@@ -63,6 +63,22 @@ func (g groupStats) z(p Pattern, collapse float64) float64 {
 	return (collapse - s[0]) / s[1]
 }
 
+// blendRatio is how many times as much as a smooth blend of its alpha the
+// blend p collapses the scan images (collapse), from the controls' fit;
+// for a patch, or without a fit, the z's equivalent: 1 at the group's
+// median, blend_ratio at gap_min.
+func (g groupStats) blendRatio(p Pattern, collapse float64) float64 {
+	if p.Kind == "blend" && g.control != nil {
+		if ref := g.control.at(float64(p.Alpha)); ref > 1e-9 {
+			return collapse / ref
+		}
+	}
+	if g.gap <= 0 {
+		return 1
+	}
+	return 1 + g.z(p, collapse)*(g.ratio-1)/g.gap
+}
+
 // powerFit is y = exp(a) x^b, fitted by least squares on logs.
 type powerFit struct{ a, b float64 }
 

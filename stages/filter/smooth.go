@@ -13,9 +13,11 @@ import (
 // the input takes the texture away and keeps the image's content. When
 // the scan's best pattern is a noise blend, the filter tries Gaussian
 // blurs from sigma 0.5 data pixels up, and the filtered encoder is the
-// first one under which the found blend collapses the scan images no more
-// than the smooth blends of its alpha (z <= stop_z: the mask's stop rule,
-// on the same pattern). No channel is then masked. The largest z of the
+// first one under which the found blend collapses the scan images at most
+// smooth_ratio times as much as a smooth blend of its alpha (1.3: the
+// mask's own stop rule, back at the smooth blends' level, asked on the
+// tuning half for more blur than the attack needed; docs/DECISIONS.md).
+// No channel is then masked. The largest z of the
 // other blends (those the scan found, and smoothBlends fresh ones) is
 // reported beside it: requiring it under stop_z too was tried on the
 // tuning half and asks for a blur past smooth_max (docs/DECISIONS.md).
@@ -46,10 +48,12 @@ type Smoothing struct {
 	Why     string  `json:"why_none,omitempty"`
 }
 
-// SmoothTry is one blur tried: the found pattern's z under it, and the
-// largest z of a noise blend (found or fresh).
+// SmoothTry is one blur tried: the found pattern's collapse under it over
+// a smooth blend's of its alpha (Ratio, what smooth_ratio judges) and its
+// z, and the largest z of a noise blend (found or fresh).
 type SmoothTry struct {
 	Sigma float64 `json:"sigma"`
+	Ratio float64 `json:"found_ratio"`
 	Z     float64 `json:"found_z"`
 	Worst float64 `json:"worst_blend_z"`
 }
@@ -142,17 +146,17 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, caps map[string][]fl
 			cc = append(cc, cand{p, cs[len(blends)+i]})
 		}
 		stats, _ := b.groupStatsOf(cb, cc)
-		try := SmoothTry{Sigma: sigma, Z: stats.z(sc.Pattern, cs[0]), Worst: math.Inf(-1)}
+		try := SmoothTry{Sigma: sigma, Ratio: stats.blendRatio(sc.Pattern, cs[0]), Z: stats.z(sc.Pattern, cs[0]), Worst: math.Inf(-1)}
 		for _, c := range cb {
 			try.Worst = math.Max(try.Worst, stats.z(c.p, c.c))
 		}
 		rep.Tried = append(rep.Tried, try)
-		if try.Z <= b.p.StopZ {
+		if try.Ratio <= b.p.SmoothRatio {
 			rep.Sigma, rep.InputSigma = sigma, sigma*b.sizeScale
 			return rep, nil, nil
 		}
 	}
-	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes the found blend back to the smooth blends", b.p.SmoothMax)
+	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes the found blend to smooth_ratio %.2f of a smooth blend's collapse", b.p.SmoothMax, b.p.SmoothRatio)
 	return rep, nil, b.setSmooth(0)
 }
 
