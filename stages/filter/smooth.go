@@ -156,7 +156,7 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, caps map[string][]fl
 			return rep, nil, nil
 		}
 	}
-	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f takes the found blend to smooth_ratio %.2f of a smooth blend's collapse", b.p.SmoothMax, b.p.SmoothRatio)
+	rep.Why = fmt.Sprintf("no blur up to smooth_max %.1f brings the found blend's collapse within smooth_ratio %.2f times a smooth blend's", b.p.SmoothMax, b.p.SmoothRatio)
 	return rep, nil, b.setSmooth(0)
 }
 
