@@ -412,17 +412,58 @@ func smoothImage(rng *rand.Rand, noise float64, noiseSeed uint64) []byte {
 	return buf.Bytes()
 }
 
+// smoothStepInputs is the smooth-step tests' filter input: an encoder of
+// net, and 200 images of image (120 trusted) opened for the filter; both
+// released when the test ends.
+func smoothStepInputs(t *testing.T, net *testenc.Net, image func(*rand.Rand) []byte) (string, *chanfilter.Inputs) {
+	t.Helper()
+	_, enc, rng := encoderOf(t, net)
+	imgs, labels := labelled(rng, image)
+	in := inputsOf(t, enc, imgs, labels, 120)
+	t.Cleanup(in.Release)
+	ins, err := chanfilter.Open(in, enc, "expand.trusted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ins.Release)
+	return enc, ins
+}
+
+// smoothStepParams are the smooth-step tests' filter parameters: a small
+// scan of enc, with extra set over them.
+func smoothStepParams(t *testing.T, enc string, extra map[string]any) filter.Params {
+	t.Helper()
+	m := map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "",
+		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200}
+	for k, v := range extra {
+		m[k] = v
+	}
+	raw, _ := json.Marshal(m)
+	var p filter.Params
+	if err := filter.DecodeParams(raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// labelled draws the 200 images of the smooth-step tests, labelled over 4
+// classes in turn.
+func labelled(rng *rand.Rand, image func(*rand.Rand) []byte) ([][]byte, []int32) {
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ {
+		imgs, labels = append(imgs, image(rng)), append(labels, int32(i%4))
+	}
+	return imgs, labels
+}
+
 // On a trojan that answers to noise texture (testenc.NoiseCollapse), the
 // scan finds a noise blend, and the filter blurs the input instead of
 // masking: the exported encoder carries the blur and a class gate, and
 // noise blended into images no longer collapses their embeddings.
 func TestFilterBlursANoiseTrojan(t *testing.T) {
 	dir, enc, rng := encoderOf(t, testenc.NoiseCollapse(5))
-	var imgs [][]byte
-	var labels []int32
-	for i := 0; i < 200; i++ {
-		imgs, labels = append(imgs, smoothImage(rng, 0, 0)), append(labels, int32(i%4))
-	}
+	imgs, labels := labelled(rng, func(r *rand.Rand) []byte { return smoothImage(r, 0, 0) })
 	in := inputsOf(t, enc, imgs, labels, 120)
 	defer in.Release()
 	out := plugin.NewTables()
@@ -480,25 +521,8 @@ func TestSmoothBlursOnlyTexture(t *testing.T) {
 			filter.Pattern{}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, enc, rng := encoderOf(t, tc.net)
-			var imgs [][]byte
-			var labels []int32
-			for i := 0; i < 200; i++ {
-				imgs, labels = append(imgs, tc.image(rng)), append(labels, int32(i%4))
-			}
-			in := inputsOf(t, enc, imgs, labels, 120)
-			defer in.Release()
-			ins, err := chanfilter.Open(in, enc, "expand.trusted")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ins.Release()
-			var p filter.Params
-			raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
-			if err := filter.DecodeParams(raw, &p); err != nil {
-				t.Fatal(err)
-			}
+			enc, ins := smoothStepInputs(t, tc.net, tc.image)
+			p := smoothStepParams(t, enc, nil)
 			rep, capped, err := filter.SmoothPicked(context.Background(), p, ins, tc.pick, tc.loose)
 			if err != nil {
 				t.Fatal(err)
@@ -523,27 +547,10 @@ func TestSmoothBlursOnlyTexture(t *testing.T) {
 // stricter ratio never chooses a lighter blur; one no blur reaches leaves
 // the encoder unblurred and says why.
 func TestSmoothRatioChoosesTheBlur(t *testing.T) {
-	_, enc, rng := encoderOf(t, testenc.NoiseCollapse(5))
-	var imgs [][]byte
-	var labels []int32
-	for i := 0; i < 200; i++ {
-		imgs, labels = append(imgs, smoothImage(rng, 0, 0)), append(labels, int32(i%4))
-	}
-	in := inputsOf(t, enc, imgs, labels, 120)
-	defer in.Release()
-	ins, err := chanfilter.Open(in, enc, "expand.trusted")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ins.Release()
+	enc, ins := smoothStepInputs(t, testenc.NoiseCollapse(5), func(r *rand.Rand) []byte { return smoothImage(r, 0, 0) })
 	last := 0.0
 	for _, ratio := range []float64{1.3, 0.5, 0.001} {
-		var p filter.Params
-		raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "",
-			"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "smooth_ratio": ratio, "smooth_max": 1.5})
-		if err := filter.DecodeParams(raw, &p); err != nil {
-			t.Fatal(err)
-		}
+		p := smoothStepParams(t, enc, map[string]any{"smooth_ratio": ratio, "smooth_max": 1.5})
 		rep, _, err := filter.SmoothPicked(context.Background(), p, ins, filter.Pattern{}, false)
 		if err != nil {
 			t.Fatal(err)
