@@ -326,7 +326,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					row.fill(sum)
 					row.Seconds, row.Reused = sum.Seconds, reused
 					if s.Triggered != "" {
-						ev, err := runner.Eval{Model: filepath.Join(dir, "clean_model.onnx"), Data: s.Triggered, Device: c.device}.Run(ctx)
+						// The triggered set holds the target's label alone: the
+						// classifier's width is the run's class count.
+						classes := 0
+						if sum.Classes != nil {
+							classes = sum.Classes.N
+						}
+						ev, err := runner.Eval{Model: filepath.Join(dir, "clean_model.onnx"), Data: s.Triggered, Device: c.device, Classes: classes}.Run(ctx)
 						if err != nil {
 							return fmt.Errorf("bench: %s / %s: ASR on %s: %w", cell, name, s.Triggered, err)
 						}

@@ -15,14 +15,15 @@ import (
 )
 
 // tcore bench on Go-built data: a scenario poisoned beforehand (two seeds)
-// and one by a recipe at two rates, none and tcore; results per run and
+// and one by a recipe at two rates whose ASR is read on a triggered test
+// set (every row labelled with the target), none and tcore; results per run and
 // as mean ± sd over seeds; a second run reuses finished cells and reruns
 // the one whose completion marker is missing (an interrupted cell).
 func TestBenchRunsAndResumes(t *testing.T) {
 	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
-	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
+	enc, train, test, trig := scenario(t, dir, testenc.Collapse(5), 66)
 	spec := fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`, testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)
 	cfg := fmt.Sprintf(`{
   "test": %q,
@@ -31,9 +32,9 @@ func TestBenchRunsAndResumes(t *testing.T) {
   "scenarios": [
     {"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s, "seeds": [1, 2],
      "params": {"embed.mean": [0, 0, 0], "embed.std": [1, 1, 1]}},
-    {"id": "recipe", "encoder": "trojan", "train": %q, "poison": {"trigger": {"kind": "patch", "size": 3, "row": 12, "col": 12}, "target": 0}, "rates": [0.05, 0.1], "eval": %s}
+    {"id": "recipe", "encoder": "trojan", "train": %q, "poison": {"trigger": {"kind": "patch", "size": 3, "row": 12, "col": 12}, "target": 0}, "rates": [0.05, 0.1], "triggered": %q}
   ]
-}`, test, enc, smallTCore(t, dir), train, filepath.Join(dir, "truth.csv"), spec, train, spec)
+}`, test, enc, smallTCore(t, dir), train, filepath.Join(dir, "truth.csv"), spec, train, trig)
 	path := filepath.Join(dir, "bench.json")
 	os.WriteFile(path, []byte(cfg), 0o644)
 	out := filepath.Join(dir, "results")
