@@ -44,7 +44,7 @@ type Params struct {
 	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
 
 	// smooth
-	SmoothMax   float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.5 to smooth_max by 0.1) under which the found blend collapses the scan images at most smooth_ratio times as much as a smooth blend of its alpha; masking as usual when none does (0: never blur)"`
+	SmoothMax   float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.6 to smooth_max by 0.1) under which the found blend collapses the scan images at most smooth_ratio times as much as a smooth blend of its alpha; masking as usual when none does (0: never blur)"`
 	SmoothRatio float64 `json:"smooth_ratio" range:"(0,)" doc:"a blur undoes the found noise blend when, under it, the blend collapses the scan images at most this many times as much as a smooth blend of the same alpha (blend_ratio is where the scan calls a blend a trigger)"`
 
 	// fill
