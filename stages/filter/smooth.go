@@ -14,9 +14,9 @@ import (
 // the scan's best pattern is a noise blend, the filter tries Gaussian
 // blurs from sigma 0.6 data pixels up, and the filtered encoder is the
 // first one under which the found blend collapses the scan images at most
-// smooth_ratio times as much as a smooth blend of its alpha (1.3: the
-// mask's own stop rule, back at the smooth blends' level, asked on the
-// tuning half for more blur than the attack needed; docs/DECISIONS.md).
+// smooth_ratio (1.3) times as much as a smooth blend of its alpha. The
+// mask's own stop rule (a ratio of 1) asked on the tuning half for more
+// blur than the attacks needed (docs/DECISIONS.md).
 // No channel is then masked. The largest z of the
 // other blends (those the scan found, and smoothBlends fresh ones) is
 // reported beside it: requiring it under stop_z too was tried on the
