@@ -50,11 +50,11 @@ type groupStats struct {
 // gap_min; as much gives 0.
 func (g groupStats) z(p Pattern, collapse float64) float64 {
 	if p.Kind == "blend" && g.control != nil && g.ratio > 1 {
-		ref := g.control.at(float64(p.Alpha))
-		if ref <= 1e-9 {
+		r, ok := g.smoothRatio(p, collapse)
+		if !ok {
 			return 0
 		}
-		return g.gap * (collapse/ref - 1) / (g.ratio - 1)
+		return g.gap * (r - 1) / (g.ratio - 1)
 	}
 	s := g.groups[p.group()]
 	if s[1] <= 1e-9 {
@@ -68,15 +68,27 @@ func (g groupStats) z(p Pattern, collapse float64) float64 {
 // for a patch, or without a fit, the z's equivalent: 1 at the group's
 // median, blend_ratio at gap_min.
 func (g groupStats) blendRatio(p Pattern, collapse float64) float64 {
-	if p.Kind == "blend" && g.control != nil {
-		if ref := g.control.at(float64(p.Alpha)); ref > 1e-9 {
-			return collapse / ref
-		}
+	if r, ok := g.smoothRatio(p, collapse); ok {
+		return r
 	}
 	if g.gap <= 0 {
 		return 1
 	}
 	return 1 + g.z(p, collapse)*(g.ratio-1)/g.gap
+}
+
+// smoothRatio is collapse over the smooth blends' fitted collapse at the
+// blend p's alpha; false for a patch, without a fit, or where the fit is
+// about 0.
+func (g groupStats) smoothRatio(p Pattern, collapse float64) (float64, bool) {
+	if p.Kind != "blend" || g.control == nil {
+		return 0, false
+	}
+	ref := g.control.at(float64(p.Alpha))
+	if ref <= 1e-9 {
+		return 0, false
+	}
+	return collapse / ref, true
 }
 
 // powerFit is y = exp(a) x^b, fitted by least squares on logs.
