@@ -8,8 +8,7 @@ import (
 )
 
 // SmoothPicked runs the scan and then the smooth step as though the scan's
-// best pattern had been pick (its own when pick has no kind), and no patch
-// had stood out beside it: the
+// best pattern had been pick (its own when pick has no kind): the
 // smooth step's choice between a blur and the mask, on a real encoder and
 // real searches. With loose the caps are +Inf (they cut nothing: a trojan
 // whose responses stay within clean images' range, as the zoo's do, where
@@ -30,7 +29,6 @@ func SmoothPicked(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pa
 	if pick.Kind != "" {
 		picked.Pattern = pick
 	}
-	picked.bestPatch, picked.bestPatchZ = Pattern{}, 0
 	caps, _, err := b.channelCaps(ctx, p.ClampQuantile)
 	if err != nil {
 		return nil, nil, err

@@ -24,13 +24,14 @@ import (
 // Patches are not judged under a blur: it smears every patch alike, and
 // the few left unsmeared stand out among them without being triggers. A
 // blur is not tried at all when the encoder answers to a patch, which a
-// blur leaves: when the scan's best patch candidate reaches gap_min too,
-// or when a search of the encoder with its channels capped (clamp.go: the
-// outsized responses a noise blend drives into many channels are cut
-// there) finds a patch at the rescan gap. A noise-blend trojan is found
-// again as a blend under the caps; a patch trojan whose texture a noise
-// blend partly excites shows its patch there (docs/DECISIONS.md). That
-// search is the mask's first round then.
+// blur leaves: when a search of the encoder with its channels capped
+// (clamp.go: the outsized responses a noise blend drives into many
+// channels are cut there) finds a patch at the rescan gap. A noise-blend
+// trojan is found again as a blend under the caps; a patch trojan whose
+// texture a noise blend partly excites shows its patch there
+// (docs/DECISIONS.md). That search is the mask's first round then. The
+// scan's own best patch candidate is reported, not judged: a noise-blend
+// trojan answers to small noise patches as well (docs/DECISIONS.md).
 type Smoothing struct {
 	// Sigma is the blur chosen, in the data's pixels (0: none); InputSigma
 	// the same in the encoder's input pixels.
@@ -38,7 +39,7 @@ type Smoothing struct {
 	InputSigma float64     `json:"input_sigma,omitempty"`
 	Tried      []SmoothTry `json:"tried"`
 	// Patch and PatchZ are the scan's best candidate that is not a noise
-	// blend and its z: a blur is tried only while it is under gap_min.
+	// blend and its z (reported; the capped search decides).
 	Patch  string  `json:"best_patch,omitempty"`
 	PatchZ float64 `json:"best_patch_z"`
 	// Capped and CappedZ are the best pattern of the search of the capped
@@ -80,13 +81,7 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, caps map[string][]fl
 		return nil, nil, nil
 	}
 	rep := &Smoothing{}
-	// A blur undoes texture, not a patch: when a patch stands out too in
-	// the scan, the encoder answers to it, and the mask is for it.
 	rep.Patch, rep.PatchZ = sc.bestPatch.String(), sc.bestPatchZ
-	if sc.bestPatch.Kind != "" && rep.PatchZ >= b.p.GapMin {
-		rep.Why = fmt.Sprintf("a patch stands out in the scan too (%s, z %.1f >= gap_min %.1f): the mask is for it", rep.Patch, rep.PatchZ, b.p.GapMin)
-		return rep, nil, nil
-	}
 	if b.p.SmoothMax < smoothFirst {
 		rep.Why = fmt.Sprintf("smooth_max %.1f is under %.1f", b.p.SmoothMax, smoothFirst)
 		return rep, nil, nil
