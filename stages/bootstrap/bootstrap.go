@@ -23,6 +23,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 )
@@ -37,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.6.0",
+		Version: "0.7.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -49,7 +50,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -71,7 +72,10 @@ type Params struct {
 	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
 	Original      string  `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
 	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
-	Export        string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	// GateNeighbours widens a class gate by the found trigger's
+	// neighbourhood (docs/DECISIONS.md).
+	GateNeighbours int    `json:"gate_neighbours" range:"[0,)" doc:"when a class gate's probe rows' nearest kept rows (original embeddings, cosine; this many per row) are mostly of another class than the original classifier gives them most, the gate also takes every class holding 5% of those rows' labels (0: the classifier's labels alone)"`
+	Export         string `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -439,7 +443,7 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	if g == nil {
 		return ungated(why)
 	}
-	h, err := originalHead(ctx, p, t, orig, res)
+	h, rows, err := originalHead(ctx, p, t, orig, res)
 	if err != nil {
 		return "", err
 	}
@@ -448,15 +452,37 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 		minRows := max(2, int(math.Ceil(classMinShare*float64(len(g.Probe)))))
 		shares := g.ResolveClasses(h.Predict, minRows)
 		res.Metrics["gate_probe_classes"] = shares[:min(len(shares), 8)]
+		byHead := len(g.Classes)
+		why := ""
+		if p.GateNeighbours > 0 {
+			if d := len(g.Probe[0]); d != orig.Embedding.D {
+				return "", plugin.PortError("original", plugin.BadInputf("the gate's probe rows have %d values, the original embeddings %d", d, orig.Embedding.D))
+			}
+			near, err := neighbourLabels(orig, rows, p.GateNeighbours)
+			if err != nil {
+				return "", err
+			}
+			ns := g.NeighbourShares(near)
+			res.Metrics["gate_neighbour_classes"] = ns[:min(len(ns), 8)]
+			// When the classifier and the neighbourhood disagree about
+			// where the found trigger lands, the classifier is labelling
+			// a point off the data: both count.
+			if g.AddClasses(shares, ns, classMinShare) {
+				why = fmt.Sprintf("; their %d nearest kept rows are mostly of class %d, not the classifier's %d, so every class with %.0f%% of those is in too", p.GateNeighbours, ns[0].Class, shares[0].Class, 100*classMinShare)
+			}
+		}
 		if len(g.Classes) == 0 {
 			return ungated(fmt.Sprintf("no: the original classifier gives no class %d of the found trigger's %d rows", minRows, len(g.Probe)))
 		}
-		var names []string
-		covered := 0.0
-		for _, s := range shares[:len(g.Classes)] {
-			names, covered = append(names, strconv.Itoa(s.Class)), covered+s.Share
+		names := make([]string, len(g.Classes))
+		for i, c := range g.Classes {
+			names[i] = strconv.Itoa(c)
 		}
-		gated = fmt.Sprintf("yes: inputs the original classifier labels %s (%.0f%% of the found trigger's rows; no other class has %d of them) go through the filtered encoder", strings.Join(names, ", "), 100*covered, minRows)
+		covered := 0.0
+		for _, s := range shares[:byHead] {
+			covered += s.Share
+		}
+		gated = fmt.Sprintf("yes: inputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; no other class has %d of them%s)", strings.Join(names, ", "), 100*covered, minRows, why)
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
 	if err != nil {
@@ -487,6 +513,31 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 		return "", err
 	}
 	return gated, arrowio.WriteFileAtomic(p.Export, b)
+}
+
+// neighbourLabels returns, for an original embedding, the labels of its k
+// nearest rows of orig among rows (cosine).
+func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int, error) {
+	d := orig.Embedding.D
+	x := make([]float32, 0, len(rows)*d)
+	for _, i := range rows {
+		x = append(x, orig.Embedding.X[i*d:(i+1)*d]...)
+	}
+	ix, err := knn.NewIndex(x, d)
+	if err != nil {
+		return nil, err
+	}
+	return func(e []float32) []int {
+		nb, err := ix.Nearest(e, k)
+		if err != nil {
+			return nil
+		}
+		out := make([]int, len(nb))
+		for j, r := range nb {
+			out[j] = int(orig.Labels[rows[r]])
+		}
+		return out
+	}, nil
 }
 
 // classMinShare is the share of a class gate's probe rows (and at least
@@ -531,7 +582,7 @@ func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error
 // originalHead trains the gated classifier's second head: the final head's
 // settings, on the original embeddings (orig, matched to t by sample id)
 // of the rows res kept.
-func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Result) (*mlp.Head, error) {
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Result) (*mlp.Head, []int, error) {
 	row := make(map[uint64]int, orig.N())
 	for i, id := range orig.IDs {
 		row[id] = i
@@ -540,33 +591,33 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Resul
 	for k, kept := range res.Kept {
 		i, ok := row[t.IDs[k]]
 		if !ok {
-			return nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
+			return nil, nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
 		}
 		if orig.Labels[i] != t.Labels[k] {
-			return nil, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
+			return nil, nil, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
 		}
 		if kept {
 			rows = append(rows, i)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sizes := p.Sizes(orig.Embedding.D, nc)
 	cfg := p.Config()
 	cfg.Epochs, cfg.MaxSteps = p.FinalEpochs, p.MaxSteps
 	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer tr.Close()
 	h := mlp.NewHead(sizes, p.Seed+1000)
 	if _, err := tr.Fit(h, orig.Embedding.X, orig.Labels, rows, nil); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return h, nil
+	return h, rows, nil
 }

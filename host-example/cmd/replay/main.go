@@ -70,6 +70,8 @@ func run(args []string, stdout io.Writer) error {
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
 	gate := fs.Bool("gate", false, "with --moved-z values: also measure a gated classifier (test inputs the mask moved far, or near where the far-moved rows came from, go through the filtered encoder and the bootstrap head; the rest through the original encoder and a head trained on the same kept rows)")
 	probe := fs.Bool("probe-check", false, "only print, for a run whose scan found a noise blend, where the original encoder sends test images carrying the real trigger and the found noise at several alphas (a head on every training row; the nearest training rows' labels)")
+	gateList := fs.String("gate-classes", "", "only print, for these finished run folders (comma-separated) with a class gate, the classes bootstrap gave it and the labels of its probe rows' nearest kept rows, and whether --target is among them")
+	target := fs.Int("target", -1, "with --gate-classes: the attack's target class")
 	probeSeed := fs.Uint64("probe-seed", 1, "with --probe-check: the run's seed (the gate's head is trained with it + 1000)")
 	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
@@ -95,6 +97,9 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	ctx := context.Background()
+	if *gateList != "" {
+		return gateClasses(stdout, strings.Split(*gateList, ","), *target)
+	}
 	if *scanList != "" {
 		return scanOnly(ctx, *dir, strings.Split(*scanList, ","), vs, stdout)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,9 +17,12 @@ import (
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 )
 
 // probeCheckImages is how many test images the probe check pastes each
@@ -86,7 +88,10 @@ func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *a
 	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, rows, nil); err != nil {
 		return err
 	}
-	unit := normalised(t.Embedding.X, t.Embedding.D)
+	ix, err := knn.NewIndex(t.Embedding.X, t.Embedding.D)
+	if err != nil {
+		return err
+	}
 	m, err := encoder.Load(enc, "")
 	if err != nil {
 		return err
@@ -134,61 +139,20 @@ func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *a
 		for _, p := range sc.Pred {
 			head[int(p)]++
 		}
-		knn := make(map[int]int)
-		q := normalised(o.Embedding.X, o.Embedding.D)
+		near := make(map[int]int)
 		d := o.Embedding.D
 		for i := 0; i < o.N(); i++ {
-			for _, j := range nearest(q[i*d:(i+1)*d], unit, d, 10) {
-				knn[int(t.Labels[j])]++
+			nb, err := ix.Nearest(o.Embedding.X[i*d:(i+1)*d], 10)
+			if err != nil {
+				return err
+			}
+			for _, j := range nb {
+				near[int(t.Labels[j])]++
 			}
 		}
-		fmt.Fprintf(w, "  %-36s head %s | knn %s\n", c.name, topShares(head, o.N()), topShares(knn, 10*o.N()))
+		fmt.Fprintf(w, "  %-36s head %s | knn %s\n", c.name, topShares(head, o.N()), topShares(near, 10*o.N()))
 	}
 	return nil
-}
-
-// normalised returns x's rows (d values each) scaled to unit length.
-func normalised(x []float32, d int) []float32 {
-	out := make([]float32, len(x))
-	for i := 0; i+d <= len(x); i += d {
-		var s float64
-		for _, v := range x[i : i+d] {
-			s += float64(v) * float64(v)
-		}
-		n := float32(1 / math.Max(math.Sqrt(s), 1e-12))
-		for k, v := range x[i : i+d] {
-			out[i+k] = v * n
-		}
-	}
-	return out
-}
-
-// nearest returns the k rows of unit (d values each) nearest q (cosine).
-func nearest(q, unit []float32, d, k int) []int {
-	type hit struct {
-		i int
-		s float32
-	}
-	best := make([]hit, 0, k+1)
-	for j := 0; j+d <= len(unit); j += d {
-		var s float32
-		for t, v := range unit[j : j+d] {
-			s += v * q[t]
-		}
-		if len(best) == k && s <= best[k-1].s {
-			continue
-		}
-		best = append(best, hit{j / d, s})
-		sort.Slice(best, func(a, b int) bool { return best[a].s > best[b].s })
-		if len(best) > k {
-			best = best[:k]
-		}
-	}
-	out := make([]int, len(best))
-	for i, h := range best {
-		out[i] = h.i
-	}
-	return out
 }
 
 // topShares prints the six largest counts as class:share%.
@@ -207,4 +171,88 @@ func topShares(n map[int]int, total int) string {
 		parts = append(parts, fmt.Sprintf("%d:%.0f%%", x.c, 100*float64(x.n)/float64(total)))
 	}
 	return strings.Join(parts, " ")
+}
+
+// gateClasses prints, for each finished run folder with a class gate, the
+// classes bootstrap gave the gate (from its metrics) and the labels of
+// the probe rows' nearest kept rows (cosine, k 10, original embeddings),
+// each with its share, and whether target is among the classes with 5%.
+func gateClasses(w io.Writer, dirs []string, target int) error {
+	for _, dir := range dirs {
+		t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
+		if err != nil {
+			return err
+		}
+		g, err := onnxgraph.Load(filepath.Join(dir, "filtered_encoder.onnx"))
+		if err != nil {
+			return err
+		}
+		gate, err := chanfilter.ReadGate(g)
+		if err != nil {
+			return err
+		}
+		if gate == nil || !gate.IsClass() {
+			fmt.Fprintf(w, "%s: no class gate\n", dir)
+			continue
+		}
+		kept, err := readScores(filepath.Join(dir, "nodes", "bootstrap", "scores.arrow"), t, "bootstrap.kept")
+		if err != nil {
+			return err
+		}
+		d := t.Embedding.D
+		var sel []float32
+		var labels []int32
+		for i, k := range kept["bootstrap.kept"].B {
+			if k {
+				sel = append(sel, t.Embedding.X[i*d:(i+1)*d]...)
+				labels = append(labels, t.Labels[i])
+			}
+		}
+		ix, err := knn.NewIndex(sel, d)
+		if err != nil {
+			return err
+		}
+		near := map[int]int{}
+		for _, e := range gate.Probe {
+			nb, err := ix.Nearest(e, 10)
+			if err != nil {
+				return err
+			}
+			for _, j := range nb {
+				near[int(labels[j])]++
+			}
+		}
+		var node struct {
+			Metrics struct {
+				Classes []chanfilter.ClassShare `json:"gate_probe_classes"`
+			} `json:"metrics"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "nodes", "bootstrap", "node.json"))
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &node); err != nil {
+			return err
+		}
+		var head []string
+		inHead := false
+		for _, s := range node.Metrics.Classes {
+			if s.Share >= 0.05 {
+				head = append(head, fmt.Sprintf("%d:%.0f%%", s.Class, 100*s.Share))
+				inHead = inHead || s.Class == target
+			}
+		}
+		total := 10 * len(gate.Probe)
+		var kn []string
+		inKNN := false
+		for c, n := range near {
+			if float64(n) >= 0.05*float64(total) {
+				inKNN = inKNN || c == target
+				kn = append(kn, fmt.Sprintf("%d:%.0f%%", c, 100*float64(n)/float64(total)))
+			}
+		}
+		sort.Strings(kn)
+		fmt.Fprintf(w, "%s\n  head %s (target %v) | knn %s (target %v)\n", dir, strings.Join(head, " "), inHead, strings.Join(kn, " "), inKNN)
+	}
+	return nil
 }

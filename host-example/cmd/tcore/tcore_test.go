@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -448,6 +449,20 @@ func TestTCoreBlursANoiseTrojan(t *testing.T) {
 	}
 	if clf.Meta(onnxgraph.SmoothMeta) == "" || clf.Meta(chanfilter.GateMeta) == "" {
 		t.Errorf("clean_model.onnx metadata: blur %q, gate %q; want both", clf.Meta(onnxgraph.SmoothMeta), clf.Meta(chanfilter.GateMeta))
+	}
+	// The class most of the probe rows' nearest kept rows hold is in the
+	// gate (gate_neighbours): the classifier's own first class, or added.
+	gate, err := chanfilter.ReadGate(clf)
+	if err != nil || gate == nil {
+		t.Fatalf("the exported gate: %v, %v", gate, err)
+	}
+	near, _ := nodes["bootstrap"].(map[string]any)["metrics"].(map[string]any)["gate_neighbour_classes"].([]any)
+	if len(near) == 0 {
+		t.Fatal("bootstrap reports no gate_neighbour_classes")
+	}
+	top := int(near[0].(map[string]any)["class"].(float64))
+	if !slices.Contains(gate.Classes, top) {
+		t.Errorf("class %d holds most of the probe's neighbours but is not in the gate %v", top, gate.Classes)
 	}
 }
 

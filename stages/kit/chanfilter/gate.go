@@ -64,9 +64,62 @@ func (g *Gate) ResolveClasses(label func(emb []float32) int, minRows int) []Clas
 	for _, e := range g.Probe {
 		count[label(e)]++
 	}
+	shares := sortedShares(count, len(g.Probe))
+	g.Classes = nil
+	for _, s := range shares {
+		if count[s.Class] >= max(1, minRows) {
+			g.Classes = append(g.Classes, s.Class)
+		}
+	}
+	return shares
+}
+
+// NeighbourShares returns each class's share of the labels near gives the
+// probe rows (several per row: the labels of a row's nearest training
+// rows), most first (ties: the lower class).
+func (g *Gate) NeighbourShares(near func(emb []float32) []int) []ClassShare {
+	count, total := map[int]int{}, 0
+	for _, e := range g.Probe {
+		for _, c := range near(e) {
+			count[c]++
+			total++
+		}
+	}
+	return sortedShares(count, total)
+}
+
+// AddClasses widens a class gate by its probe's neighbourhood: when the
+// class that most of the probe rows' neighbour labels name (near, from
+// NeighbourShares) is not the one the classifier gave most of them (head,
+// from ResolveClasses), every class of near with at least minShare joins
+// Classes (in near's order, each once), and it says so. The original
+// classifier's label for an input off the data is arbitrary: the same
+// found trigger lands in different classes under heads that differ only in
+// their seed, while its nearest training rows do not move; where the two
+// agree, the classifier's classes stand (docs/DECISIONS.md).
+func (g *Gate) AddClasses(head, near []ClassShare, minShare float64) bool {
+	if len(near) == 0 || len(head) > 0 && head[0].Class == near[0].Class {
+		return false
+	}
+	in := map[int]bool{}
+	for _, c := range g.Classes {
+		in[c] = true
+	}
+	for _, s := range near {
+		if s.Share >= minShare && !in[s.Class] {
+			g.Classes = append(g.Classes, s.Class)
+			in[s.Class] = true
+		}
+	}
+	return true
+}
+
+// sortedShares turns counts out of total into shares, most first (ties:
+// the lower class).
+func sortedShares(count map[int]int, total int) []ClassShare {
 	var shares []ClassShare
 	for c, n := range count {
-		shares = append(shares, ClassShare{c, float64(n) / float64(len(g.Probe))})
+		shares = append(shares, ClassShare{c, float64(n) / float64(total)})
 	}
 	sort.Slice(shares, func(a, b int) bool {
 		if shares[a].Share != shares[b].Share {
@@ -74,12 +127,6 @@ func (g *Gate) ResolveClasses(label func(emb []float32) int, minRows int) []Clas
 		}
 		return shares[a].Class < shares[b].Class
 	})
-	g.Classes = nil
-	for _, s := range shares {
-		if count[s.Class] >= max(1, minRows) {
-			g.Classes = append(g.Classes, s.Class)
-		}
-	}
 	return shares
 }
 

@@ -354,3 +354,46 @@ func TestResolveClasses(t *testing.T) {
 		t.Error("Check accepts a repeated class")
 	}
 }
+
+// A class gate is widened by its probe's neighbours only when their first
+// class is not the classifier's: then every neighbour class with minShare
+// joins, most first, each once.
+func TestAddClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		head     []int // the classifier's label per probe row
+		near     [][]int
+		minShare float64
+		want     []int
+		widened  bool
+	}{
+		{"the classifier's class is not the neighbours'", []int{40, 40, 2}, [][]int{{2, 10, 2}, {2, 10, 11}, {2, 2, 2}}, 0.2, []int{40, 2, 10}, true},
+		{"they agree: the classifier's classes stand", []int{2, 2, 7}, [][]int{{2, 10, 2}, {2, 10, 11}, {2, 2, 7}}, 0.1, []int{2, 7}, false},
+		{"a class already in is not repeated", []int{7, 7, 2}, [][]int{{2, 2}, {2, 10}, {2, 7}}, 0.1, []int{7, 2, 10}, true},
+		{"under minShare stays out", []int{7, 7}, [][]int{{1, 1, 1, 1}, {1, 1, 1, 3}}, 0.2, []int{7, 1}, true},
+		{"ties go to the lower class first", []int{5, 5}, [][]int{{9, 4}, {4, 9}}, 0.5, []int{5, 4, 9}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var g chanfilter.Gate
+			for i := range tc.near {
+				g.Probe = append(g.Probe, []float32{float32(i)})
+			}
+			head := g.ResolveClasses(func(e []float32) int { return tc.head[int(e[0])] }, 1)
+			near := g.NeighbourShares(func(e []float32) []int { return tc.near[int(e[0])] })
+			widened := g.AddClasses(head, near, tc.minShare)
+			if fmt.Sprint(g.Classes) != fmt.Sprint(tc.want) || widened != tc.widened {
+				t.Errorf("classes %v (widened %v), neighbours %v; want %v (%v)", g.Classes, widened, near, tc.want, tc.widened)
+			}
+			sum := 0.0
+			for _, s := range near {
+				sum += s.Share
+			}
+			if math.Abs(sum-1) > 1e-9 {
+				t.Errorf("neighbour shares sum to %.3f", sum)
+			}
+			if err := g.Check(); err != nil {
+				t.Errorf("Check: %v", err)
+			}
+		})
+	}
+}
