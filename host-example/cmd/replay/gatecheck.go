@@ -54,29 +54,15 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if err != nil {
 		return err
 	}
-	var node struct {
-		Metrics filter.Result `json:"metrics"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "nodes", "filter", "node.json"))
+	res, err := readFilterResult(dir)
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, &node); err != nil {
-		return err
-	}
-	type named struct {
-		name string
-		pat  *filter.Pattern
-		trig *attack.Spec
-	}
-	cases := []named{{name: "clean"}}
-	if spec != nil {
-		cases = append(cases, named{name: "real trigger", trig: spec})
-	}
-	cases = append(cases, named{name: "found " + node.Metrics.Scan.Pattern.String(), pat: &node.Metrics.Scan.Pattern})
-	for k := range node.Metrics.Rounds {
-		r := &node.Metrics.Rounds[k]
-		cases = append(cases, named{name: fmt.Sprintf("round %d %s (masked %d)", k+1, r.Pattern.String(), len(r.Masked)), pat: &r.Pattern})
+	cases := baseCases(spec)
+	cases = append(cases, pasteCase{name: "found " + res.Scan.Pattern.String(), pat: &res.Scan.Pattern})
+	for k := range res.Rounds {
+		r := &res.Rounds[k]
+		cases = append(cases, pasteCase{name: fmt.Sprintf("round %d %s (masked %d)", k+1, r.Pattern.String(), len(r.Masked)), pat: &r.Pattern})
 	}
 	orig, err := encoder.Load(enc, "")
 	if err != nil {
@@ -90,21 +76,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	for _, c := range cases {
 		var tabs [2]*feat.Table
 		for k, m := range []*encoder.Model{orig, filt} {
-			r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
-			if err != nil {
-				return err
-			}
-			src, err := pasted(r, c.pat, c.trig, gateCheckImages)
-			r.Release()
-			if err != nil {
-				return err
-			}
-			err = embedAll(ctx, m, src, func(rr array.RecordReader) error {
-				tabs[k], err = feat.ReadAll(rr)
-				return err
-			})
-			src.Release()
-			if err != nil {
+			if tabs[k], err = embedPasted(ctx, m, test, c.pat, c.trig, gateCheckImages); err != nil {
 				return err
 			}
 		}
@@ -120,6 +92,61 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter\n", c.name, 100*float64(through)/float64(o.N()), o.N())
 	}
 	return nil
+}
+
+// pasteCase is what a check pastes on the test images: a filter pattern,
+// an attack trigger, or neither.
+type pasteCase struct {
+	name string
+	pat  *filter.Pattern
+	trig *attack.Spec
+}
+
+// baseCases are the clean images and, with spec, the real trigger.
+func baseCases(spec *attack.Spec) []pasteCase {
+	cases := []pasteCase{{name: "clean"}}
+	if spec != nil {
+		cases = append(cases, pasteCase{name: "real trigger", trig: spec})
+	}
+	return cases
+}
+
+// readFilterResult reads the filter's metrics from a finished run folder.
+func readFilterResult(dir string) (*filter.Result, error) {
+	var node struct {
+		Metrics filter.Result `json:"metrics"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes", "filter", "node.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &node); err != nil {
+		return nil, err
+	}
+	return &node.Metrics, nil
+}
+
+// embedPasted embeds the first n images of the test set with the filter
+// pattern pat or the attack trigger trig on each (neither: as they are)
+// under m.
+func embedPasted(ctx context.Context, m *encoder.Model, test string, pat *filter.Pattern, trig *attack.Spec, n int) (*feat.Table, error) {
+	r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	src, err := pasted(r, pat, trig, n)
+	r.Release()
+	if err != nil {
+		return nil, err
+	}
+	defer src.Release()
+	var out *feat.Table
+	err = embedAll(ctx, m, src, func(rr array.RecordReader) error {
+		var err error
+		out, err = feat.ReadAll(rr)
+		return err
+	})
+	return out, err
 }
 
 // pasted returns r's first n rows with the filter pattern pat or the

@@ -682,18 +682,11 @@ func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp 
 			rows = append(rows, pos[f.IDs[k]])
 		}
 	}
-	cfg := bp.Config()
-	cfg.Epochs, cfg.MaxSteps = bp.FinalEpochs, bp.MaxSteps
-	sizes := bp.Sizes(t.Embedding.D, nc)
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	tr, h, err := gateHead(t, nc, rows, bp)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	h := mlp.NewHead(sizes, bp.Seed+1000)
-	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, rows, nil); err != nil {
-		return err
-	}
 	var line strings.Builder
 	for s, what := range []string{"clean", "triggered"} {
 		o, fl := orig[s], filt[s]
@@ -733,6 +726,25 @@ func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp 
 	}
 	fmt.Fprintf(w, "  gated %s:%s\n", name, line.String())
 	return nil
+}
+
+// gateHead trains the original path's head of a gated classifier as
+// bootstrap does: t's rows, the final head's epochs and steps, seed + 1000.
+// The caller closes the trainer.
+func gateHead(t *feat.Table, nc int, rows []int, bp bootstrap.Params) (*mlp.Trainer, *mlp.Head, error) {
+	cfg := bp.Config()
+	cfg.Epochs, cfg.MaxSteps = bp.FinalEpochs, bp.MaxSteps
+	sizes := bp.Sizes(t.Embedding.D, nc)
+	tr, err := mlp.NewTrainer(sizes, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := mlp.NewHead(sizes, bp.Seed+1000)
+	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, rows, nil); err != nil {
+		tr.Close()
+		return nil, nil, err
+	}
+	return tr, h, nil
 }
 
 func fileExists(p string) bool {

@@ -10,18 +10,12 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/apache/arrow/go/v17/arrow/array"
-
-	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
-	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
-	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/knn"
-	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 )
 
@@ -36,25 +30,19 @@ var probeAlphas = []float32{0.15, 0.2, 0.25, 0.35, 0.5}
 // probeCheck prints, for a finished run whose scan found a noise blend,
 // where the original encoder sends test images carrying the real trigger
 // (spec) and the found noise at several alphas: the classes a head trained
-// on every training row gives them, and the labels of their nearest
-// training rows (cosine, k 10). A class gate must contain the class the
+// as bootstrap trains a gate's (the run's kept rows, seed + 1000) gives
+// them, and the labels of their nearest training rows (cosine, k 10). A class gate must contain the class the
 // real trigger is sent to; this says which probe would find it.
 func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *attack.Spec, seed uint64) error {
 	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
 	if err != nil {
 		return err
 	}
-	var node struct {
-		Metrics filter.Result `json:"metrics"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "nodes", "filter", "node.json"))
+	res, err := readFilterResult(dir)
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, &node); err != nil {
-		return err
-	}
-	found := node.Metrics.Scan.Pattern
+	found := res.Scan.Pattern
 	if found.Kind != "blend" {
 		return fmt.Errorf("probe check: the scan's pattern is %s, not a noise blend", found.String())
 	}
@@ -76,18 +64,11 @@ func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *a
 			rows = append(rows, i)
 		}
 	}
-	sizes := bp.Sizes(t.Embedding.D, nc)
-	cfg := bp.Config()
-	cfg.Epochs, cfg.MaxSteps = bp.FinalEpochs, bp.MaxSteps
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	tr, h, err := gateHead(t, nc, rows, bp)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	h := mlp.NewHead(sizes, bp.Seed+1000)
-	if _, err := tr.Fit(h, t.Embedding.X, t.Labels, rows, nil); err != nil {
-		return err
-	}
 	ix, err := knn.NewIndex(t.Embedding.X, t.Embedding.D)
 	if err != nil {
 		return err
@@ -96,38 +77,15 @@ func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *a
 	if err != nil {
 		return err
 	}
-	type named struct {
-		name string
-		pat  *filter.Pattern
-		trig *attack.Spec
-	}
-	cases := []named{{name: "clean"}}
-	if spec != nil {
-		cases = append(cases, named{name: "real trigger", trig: spec})
-	}
+	cases := baseCases(spec)
 	alphas := append([]float32{found.Alpha}, probeAlphas...)
 	for _, a := range alphas {
 		p := found
 		p.Alpha = a
-		cases = append(cases, named{name: "found noise " + p.String(), pat: &p})
+		cases = append(cases, pasteCase{name: "found noise " + p.String(), pat: &p})
 	}
 	for _, c := range cases {
-		r, err := arrowio.OpenDataset(ctx, test, arrowio.ReadOptions{})
-		if err != nil {
-			return err
-		}
-		src, err := pasted(r, c.pat, c.trig, probeCheckImages)
-		r.Release()
-		if err != nil {
-			return err
-		}
-		var o *feat.Table
-		err = embedAll(ctx, m, src, func(rr array.RecordReader) error {
-			var err error
-			o, err = feat.ReadAll(rr)
-			return err
-		})
-		src.Release()
+		o, err := embedPasted(ctx, m, test, c.pat, c.trig, probeCheckImages)
 		if err != nil {
 			return err
 		}
