@@ -530,7 +530,7 @@ func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int
 	return func(e []float32) []int {
 		nb, err := ix.Nearest(e, k)
 		if err != nil {
-			return nil
+			return nil // a probe row of another width: export checks the widths first
 		}
 		out := make([]int, len(nb))
 		for j, r := range nb {
