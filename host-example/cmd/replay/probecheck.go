@@ -170,15 +170,20 @@ func gateClasses(w io.Writer, dirs []string, target int) error {
 		if err != nil {
 			return err
 		}
-		near := map[int]int{}
-		for _, e := range gate.Probe {
+		var qerr error
+		near := gate.NeighbourShares(func(e []float32) []int {
 			nb, err := ix.Nearest(e, 10)
 			if err != nil {
-				return err
+				qerr = err
 			}
-			for _, j := range nb {
-				near[int(labels[j])]++
+			out := make([]int, len(nb))
+			for k, j := range nb {
+				out[k] = int(labels[j])
 			}
+			return out
+		})
+		if qerr != nil {
+			return qerr
 		}
 		var node struct {
 			Metrics struct {
@@ -192,25 +197,23 @@ func gateClasses(w io.Writer, dirs []string, target int) error {
 		if err := json.Unmarshal(b, &node); err != nil {
 			return err
 		}
-		var head []string
-		inHead := false
-		for _, s := range node.Metrics.Classes {
-			if s.Share >= 0.05 {
-				head = append(head, fmt.Sprintf("%d:%.0f%%", s.Class, 100*s.Share))
-				inHead = inHead || s.Class == target
-			}
-		}
-		total := 10 * len(gate.Probe)
-		var kn []string
-		inKNN := false
-		for c, n := range near {
-			if float64(n) >= 0.05*float64(total) {
-				inKNN = inKNN || c == target
-				kn = append(kn, fmt.Sprintf("%d:%.0f%%", c, 100*float64(n)/float64(total)))
-			}
-		}
-		sort.Strings(kn)
-		fmt.Fprintf(w, "%s\n  head %s (target %v) | knn %s (target %v)\n", dir, strings.Join(head, " "), inHead, strings.Join(kn, " "), inKNN)
+		head, inHead := sharesOver(node.Metrics.Classes, target)
+		kn, inKNN := sharesOver(near, target)
+		fmt.Fprintf(w, "%s\n  head %s (target %v) | knn %s (target %v)\n", dir, head, inHead, kn, inKNN)
 	}
 	return nil
+}
+
+// sharesOver prints the classes of shares with 5% or more as class:share%,
+// and says whether target is among them.
+func sharesOver(shares []chanfilter.ClassShare, target int) (string, bool) {
+	var parts []string
+	in := false
+	for _, s := range shares {
+		if s.Share >= 0.05 {
+			parts = append(parts, fmt.Sprintf("%d:%.0f%%", s.Class, 100*s.Share))
+			in = in || s.Class == target
+		}
+	}
+	return strings.Join(parts, " "), in
 }
