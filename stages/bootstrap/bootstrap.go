@@ -343,8 +343,9 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 // HeldOut scores every row for the admission rule heldout: two heads, each
 // trained on half the kept rows of every class (alternate rows of a seeded
 // shuffle), starting from prev's heads when set (warm rounds); a kept row
-// gets its loss under the head that did not see it, any other row the mean
-// of the two losses. It returns the scores and the two heads.
+// gets its loss and probabilities under the head that did not see it, any
+// other row the mean of the two heads' losses and probabilities (Pred is the
+// argmax of those probabilities). It returns the scores and the two heads.
 func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, kept []bool, nc int, prev [2]*mlp.Head) (*mlp.Scores, [2]*mlp.Head, error) {
 	var heads [2]*mlp.Head
 	byClass := make([][]int, nc)
@@ -381,15 +382,27 @@ func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, 
 		}
 		sc[f], heads[f] = s, h
 	}
-	out := &mlp.Scores{Loss: make([]float32, len(y)), PY: make([]float32, len(y)), Pred: sc[0].Pred}
+	out := &mlp.Scores{Loss: make([]float32, len(y)), PY: make([]float32, len(y)), Pred: make([]int32, len(y)), Prob: make([]float32, len(sc[0].Prob))}
 	for i := range y {
+		p := out.Prob[i*nc : (i+1)*nc]
 		if kept[i] {
 			other := 1 - fold[i]
 			out.Loss[i], out.PY[i] = sc[other].Loss[i], sc[other].PY[i]
-			continue
+			copy(p, sc[other].Prob[i*nc:(i+1)*nc])
+		} else {
+			out.Loss[i] = (sc[0].Loss[i] + sc[1].Loss[i]) / 2
+			out.PY[i] = (sc[0].PY[i] + sc[1].PY[i]) / 2
+			for c := range p {
+				p[c] = (sc[0].Prob[i*nc+c] + sc[1].Prob[i*nc+c]) / 2
+			}
 		}
-		out.Loss[i] = (sc[0].Loss[i] + sc[1].Loss[i]) / 2
-		out.PY[i] = (sc[0].PY[i] + sc[1].PY[i]) / 2
+		best := 0
+		for c := range p {
+			if p[c] > p[best] {
+				best = c
+			}
+		}
+		out.Pred[i] = int32(best)
 	}
 	return out, heads, nil
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
@@ -353,8 +354,41 @@ func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br
 	if err != nil {
 		return err
 	}
+	// each row's 10 nearest trusted rows (itself left out): the share
+	// carrying its label
+	var core []int
+	var cx []float32
+	d := t.Embedding.D
+	for i, k := range trusted {
+		if k {
+			core = append(core, i)
+			cx = append(cx, t.Embedding.X[i*d:(i+1)*d]...)
+		}
+	}
+	ix, err := knn.NewIndex(cx, d)
+	if err != nil {
+		return err
+	}
+	agree := make([]float64, len(t.IDs))
+	for i := range t.IDs {
+		nb, err := ix.Nearest(t.Embedding.X[i*d:(i+1)*d], 11)
+		if err != nil {
+			return err
+		}
+		m, same := 0, 0
+		for _, j := range nb {
+			if core[j] == i || m == 10 {
+				continue
+			}
+			m++
+			if t.Labels[core[j]] == t.Labels[i] {
+				same++
+			}
+		}
+		agree[i] = float64(same) / float64(max(m, 1))
+	}
 	var b strings.Builder
-	b.WriteString("id,label,poison,gain,min,agreeL,seed,trusted,flagged,loss_benign,loss_conf,kept,core_loss,core_py,core_pred")
+	b.WriteString("id,label,poison,gain,min,agreeL,seed,trusted,flagged,loss_benign,loss_conf,kept,core_loss,core_py,core_pred,core_pmax,knn_agree")
 	for l := range sr.Agree {
 		fmt.Fprintf(&b, ",a%d", l)
 	}
@@ -367,8 +401,8 @@ func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br
 	}
 	last := len(sr.Agree) - 1
 	for i, id := range t.IDs {
-		fmt.Fprintf(&b, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%d", id, t.Labels[i], b2i(poison[id]), sr.Gain[i], sr.Min[i], sr.Agree[last][i],
-			b2i(sr.Seed[i]), b2i(er.Trusted[i]), b2i(er.Flagged[i]), er.LossBenign[i], er.LossConf[i], b2i(br.Kept[i]), ho.Loss[i], ho.PY[i], ho.Pred[i])
+		fmt.Fprintf(&b, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%d,%.4f,%.2f", id, t.Labels[i], b2i(poison[id]), sr.Gain[i], sr.Min[i], sr.Agree[last][i],
+			b2i(sr.Seed[i]), b2i(er.Trusted[i]), b2i(er.Flagged[i]), er.LossBenign[i], er.LossConf[i], b2i(br.Kept[i]), ho.Loss[i], ho.PY[i], ho.Pred[i], ho.Prob[i*nc+int(ho.Pred[i])], agree[i])
 		for l := range sr.Agree {
 			fmt.Fprintf(&b, ",%.2f", sr.Agree[l][i])
 		}
