@@ -19,14 +19,17 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -77,6 +80,9 @@ func run(args []string, stdout io.Writer) error {
 	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
+	blurList := fs.String("blur-check", "", "only print, for these comma-separated blur sigmas (input pixels), how the training rows' 10-neighbour label agreement changes when the encoder blurs its input (with --truth: poisoned against clean rows); --dump names a CSV for the per-row values")
+	rawX := fs.String("raw", "", "only write the run's embeddings to this file: float32 little-endian, n rows of d, after an int32 header n, d")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +90,17 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if len(vs) == 0 {
 		vs = variants{"defaults={}"}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	movedZs := []movedRule{{z: -1}}
 	if *movedList != "" {
@@ -110,6 +127,9 @@ func run(args []string, stdout io.Writer) error {
 	t, err := readFeatures(filepath.Join(*dir, "nodes", "embed", "features.arrow"))
 	if err != nil {
 		return err
+	}
+	if *rawX != "" {
+		return writeRaw(*rawX, t)
 	}
 	// What bootstrap sees: the filter's outputs when it masked.
 	bt, testEnc := t, *enc
@@ -152,6 +172,17 @@ func run(args []string, stdout io.Writer) error {
 		if poison, err = readTruth(*truthPath); err != nil {
 			return err
 		}
+	}
+	if *blurList != "" {
+		var sigmas []float64
+		for _, f := range strings.Split(*blurList, ",") {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				return fmt.Errorf("--blur-check: %v", err)
+			}
+			sigmas = append(sigmas, v)
+		}
+		return blurCheck(ctx, stdout, *dir, *enc, t, poison, sigmas, *dump)
 	}
 	var images *plugin.Tables
 	loadImages := func() error {
@@ -387,8 +418,35 @@ func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br
 		}
 		agree[i] = float64(same) / float64(max(m, 1))
 	}
+	// each row's best class other than its label (held-out heads), and the
+	// most common other label among its 10 nearest trusted rows (-1: none)
+	other := make([]int, len(t.IDs))
+	knnOther := make([]int, len(t.IDs))
+	for i := range t.IDs {
+		best := -1
+		for c := 0; c < nc; c++ {
+			if int32(c) != t.Labels[i] && (best < 0 || ho.Prob[i*nc+c] > ho.Prob[i*nc+best]) {
+				best = c
+			}
+		}
+		other[i] = best
+		nb, err := ix.Nearest(t.Embedding.X[i*d:(i+1)*d], 11)
+		if err != nil {
+			return err
+		}
+		cnt := map[int32]int{}
+		knnOther[i] = -1
+		for _, j := range nb {
+			if l := t.Labels[core[j]]; core[j] != i && l != t.Labels[i] {
+				cnt[l]++
+				if knnOther[i] < 0 || cnt[l] > cnt[int32(knnOther[i])] || (cnt[l] == cnt[int32(knnOther[i])] && int(l) < knnOther[i]) {
+					knnOther[i] = int(l)
+				}
+			}
+		}
+	}
 	var b strings.Builder
-	b.WriteString("id,label,poison,gain,min,agreeL,seed,trusted,flagged,loss_benign,loss_conf,kept,core_loss,core_py,core_pred,core_pmax,knn_agree")
+	b.WriteString("id,label,poison,gain,min,agreeL,seed,trusted,flagged,loss_benign,loss_conf,kept,core_loss,core_py,core_pred,core_pmax,knn_agree,core_other,knn_other")
 	for l := range sr.Agree {
 		fmt.Fprintf(&b, ",a%d", l)
 	}
@@ -401,8 +459,8 @@ func dumpRows(path string, t *feat.Table, sr *sift.Result, er *expand.Result, br
 	}
 	last := len(sr.Agree) - 1
 	for i, id := range t.IDs {
-		fmt.Fprintf(&b, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%d,%.4f,%.2f", id, t.Labels[i], b2i(poison[id]), sr.Gain[i], sr.Min[i], sr.Agree[last][i],
-			b2i(sr.Seed[i]), b2i(er.Trusted[i]), b2i(er.Flagged[i]), er.LossBenign[i], er.LossConf[i], b2i(br.Kept[i]), ho.Loss[i], ho.PY[i], ho.Pred[i], ho.Prob[i*nc+int(ho.Pred[i])], agree[i])
+		fmt.Fprintf(&b, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%d,%.4f,%.2f,%d,%d", id, t.Labels[i], b2i(poison[id]), sr.Gain[i], sr.Min[i], sr.Agree[last][i],
+			b2i(sr.Seed[i]), b2i(er.Trusted[i]), b2i(er.Flagged[i]), er.LossBenign[i], er.LossConf[i], b2i(br.Kept[i]), ho.Loss[i], ho.PY[i], ho.Pred[i], ho.Prob[i*nc+int(ho.Pred[i])], agree[i], other[i], knnOther[i])
 		for l := range sr.Agree {
 			fmt.Fprintf(&b, ",%.2f", sr.Agree[l][i])
 		}
@@ -784,4 +842,16 @@ func gateHead(t *feat.Table, nc int, rows []int, bp bootstrap.Params) (*mlp.Trai
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// writeRaw writes t's embeddings as an int32 header (n, d) and n*d float32
+// values, little-endian, for analysis outside Go.
+func writeRaw(path string, t *feat.Table) error {
+	b := make([]byte, 8+4*len(t.Embedding.X))
+	binary.LittleEndian.PutUint32(b, uint32(t.N()))
+	binary.LittleEndian.PutUint32(b[4:], uint32(t.Embedding.D))
+	for i, v := range t.Embedding.X {
+		binary.LittleEndian.PutUint32(b[8+4*i:], math.Float32bits(v))
+	}
+	return os.WriteFile(path, b, 0o644)
 }
