@@ -55,6 +55,8 @@ type bench struct {
 	// scanImages is how many trusted images the scan collapses
 	// (scanImages(p, ...)).
 	scanImages int
+	// held are the training images in canonical form, once read (images).
+	held Images
 }
 
 // scanImages is the scan's image count for an encoder input of h x w:

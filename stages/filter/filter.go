@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.20.0",
+		Version: "0.21.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -85,6 +85,7 @@ type Result struct {
 	Clamp           *Clamp       `json:"clamp,omitempty"`
 	Smoothing       *Smoothing   `json:"smoothing,omitempty"`
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
+	ClassSplit      *ClassSplit  `json:"class_split,omitempty"`
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
 	Moved           *Moved       `json:"moved,omitempty"`
@@ -230,6 +231,21 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			for i, c := range carrier {
 				suspect[i] = suspect[i] || c || sus[i]
 			}
+		}
+	}
+	if p.SplitZ > 0 {
+		phase("looking for a trigger planted in one class's images")
+		rep, carrier, pats, err := b.classSplit(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.ClassSplit = rep
+		for i, c := range carrier {
+			suspect[i] = suspect[i] || c
+		}
+		for _, pat := range pats {
+			against = append(against, pat)
+			family = append(family, "a trigger planted in one class's images (delta)")
 		}
 	}
 	// The filtered encoder is exported once the gate is known (it goes

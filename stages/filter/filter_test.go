@@ -104,6 +104,11 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 				t.Fatal(err)
 			}
 			b, _ := json.Marshal(m)
+			// The class split ran on every run's images (split_z on by
+			// default) and reports what it found.
+			if _, ok := m["class_split"].(map[string]any); !ok {
+				t.Errorf("no class_split in the metrics: %s", b)
+			}
 			masked := strings.Contains(string(b), `"stage1:0"`) || strings.Contains(string(b), `"stage2:0"`)
 			if masked != tc.backdoor {
 				t.Errorf("trojan channel masked: %v, want %v; metrics %s", masked, tc.backdoor, b)

@@ -2,6 +2,8 @@ package filter
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -42,42 +44,15 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 		return nil, rep, nil
 	}
 	// The pattern is estimated in canonical form, where it is painted.
-	pre := b.canvas
-	size := pre.CanonicalSize()
-	// One pass: the mean image of the suspects, of each class's trusted
-	// rows, and every row kept for the projection.
-	n := b.t.N()
-	row := map[uint64]int{}
-	for i, id := range b.t.IDs {
-		row[id] = i
-	}
-	x := make([]float32, n*size)
-	r, err := b.in.Images.Reader()
-	if err != nil {
+	size := b.canvas.CanonicalSize()
+	im, err := b.images(ctx)
+	if errors.Is(err, errTooManyImages) {
+		rep.Why = err.Error()
+		return nil, rep, nil
+	} else if err != nil {
 		return nil, nil, err
 	}
-	defer r.Release()
-	var scratch []float32
-	for r.Next() {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
-		}
-		rec := r.Record()
-		ids := rec.Column(0).(*array.Uint64)
-		imgs := rec.Column(2).(*array.Binary)
-		for k := 0; k < ids.Len(); k++ {
-			i, ok := row[ids.Value(k)]
-			if !ok {
-				continue
-			}
-			if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
-				return nil, nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(k), err))
-			}
-		}
-	}
-	if err := r.Err(); err != nil {
-		return nil, nil, err
-	}
+	n, x := b.t.N(), im.X
 	mean := func(sel func(i int) bool) ([]float64, int) {
 		m := make([]float64, size)
 		c := 0
@@ -159,3 +134,70 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 
 // minSuspects is the fewest rows a mean image is taken over.
 const minSuspects = 20
+
+// maxImageValues bounds the training images the filter holds in canonical
+// form (images): 1 GiB of float32.
+const maxImageValues = 1 << 28
+
+// errTooManyImages says the training images are more than the filter
+// holds; the steps that need them then do not run.
+var errTooManyImages = errors.New("the training images are more than the filter holds")
+
+// images returns every training row's image in canonical form at the
+// canvas's size, in the table's row order, read once per run.
+func (b *bench) images(ctx context.Context) (Images, error) {
+	if b.held.X != nil {
+		return b.held, nil
+	}
+	pre := b.canvas
+	size := pre.CanonicalSize()
+	n := b.t.N()
+	if n*size > maxImageValues {
+		return Images{}, fmt.Errorf("%w: %d images of %d values, at most %d values", errTooManyImages, n, size, maxImageValues)
+	}
+	row := make(map[uint64]int, n)
+	for i, id := range b.t.IDs {
+		row[id] = i
+	}
+	x := make([]float32, n*size)
+	r, err := b.in.Images.Reader()
+	if err != nil {
+		return Images{}, err
+	}
+	defer r.Release()
+	var scratch []float32
+	for r.Next() {
+		if err := ctx.Err(); err != nil {
+			return Images{}, err
+		}
+		rec := r.Record()
+		ids := rec.Column(0).(*array.Uint64)
+		imgs := rec.Column(2).(*array.Binary)
+		for k := 0; k < ids.Len(); k++ {
+			i, ok := row[ids.Value(k)]
+			if !ok {
+				continue
+			}
+			if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
+				return Images{}, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(k), err))
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return Images{}, err
+	}
+	b.held = Images{X: x, N: n, C: 3, H: pre.H, W: pre.W}
+	return b.held, nil
+}
+
+// classSplit runs SplitClasses on the training images (SplitClasses):
+// the report, the carriers and the patterns.
+func (b *bench) classSplit(ctx context.Context) (*ClassSplit, []bool, []Pattern, error) {
+	im, err := b.images(ctx)
+	if errors.Is(err, errTooManyImages) {
+		return &ClassSplit{Why: err.Error()}, make([]bool, b.t.N()), nil, nil
+	} else if err != nil {
+		return nil, nil, nil, err
+	}
+	return SplitClasses(im, b.t.Labels, SplitParams{Z: b.p.SplitZ, Sigma: b.p.SplitSigma, K: b.p.SplitK, MinRows: 2 * minSuspects})
+}

@@ -83,6 +83,7 @@ func run(args []string, stdout io.Writer) error {
 	blurList := fs.String("blur-check", "", "only print, for these comma-separated blur sigmas (input pixels), how the training rows' 10-neighbour label agreement changes when the encoder blurs its input (with --truth: poisoned against clean rows); --dump names a CSV for the per-row values")
 	rawX := fs.String("raw", "", "only write the run's embeddings to this file: float32 little-endian, n rows of d, after an int32 header n, d")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
+	splitOnly := fs.Bool("split", false, "only run the filter's class split (split_z) on the run's training images with each variant's filter parameters, and count the carriers it finds among poisoned and clean rows (with --truth)")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -129,7 +130,10 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *rawX != "" {
-		return writeRaw(*rawX, t)
+		if err := writeRaw(*rawX, t); err != nil {
+			return err
+		}
+		return writePixels(ctx, *rawX+".px", *dir, *enc, t)
 	}
 	// What bootstrap sees: the filter's outputs when it masked.
 	bt, testEnc := t, *enc
@@ -172,6 +176,9 @@ func run(args []string, stdout io.Writer) error {
 		if poison, err = readTruth(*truthPath); err != nil {
 			return err
 		}
+	}
+	if *splitOnly {
+		return splitCheck(ctx, stdout, *dir, *enc, t, poison, vs)
 	}
 	if *blurList != "" {
 		var sigmas []float64
@@ -854,4 +861,105 @@ func writeRaw(path string, t *feat.Table) error {
 		binary.LittleEndian.PutUint32(b[8+4*i:], math.Float32bits(v))
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// writePixels writes the run's training images in the encoder's canonical
+// form (RGB planes in [0, 1]) in t's row order: an int32 header (n, size)
+// and n*size float32 values, little-endian.
+func writePixels(ctx context.Context, path, dir, enc string, t *feat.Table) error {
+	im, err := loadPixels(ctx, dir, enc, t)
+	if err != nil {
+		return err
+	}
+	x := im.X
+	b := make([]byte, 8+4*len(x))
+	binary.LittleEndian.PutUint32(b, uint32(t.N()))
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(x)/t.N()))
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[8+4*i:], math.Float32bits(v))
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// loadPixels reads the run's training images in the encoder's canonical
+// form, in t's row order.
+func loadPixels(ctx context.Context, dir, enc string, t *feat.Table) (filter.Images, error) {
+	m, err := encoder.Load(enc, "")
+	if err != nil {
+		return filter.Images{}, err
+	}
+	pre := m.Preprocess()
+	size := pre.CanonicalSize()
+	row := map[uint64]int{}
+	for i, id := range t.IDs {
+		row[id] = i
+	}
+	x := make([]float32, t.N()*size)
+	r, err := arrowio.OpenDataset(ctx, filepath.Join(dir, "nodes", "train", "table.arrow"), arrowio.ReadOptions{})
+	if err != nil {
+		return filter.Images{}, err
+	}
+	defer r.Release()
+	var scratch []float32
+	for r.Next() {
+		rec := r.Record()
+		ids, imgs := rec.Column(0).(*array.Uint64), rec.Column(2).(*array.Binary)
+		for k := 0; k < ids.Len(); k++ {
+			if i, ok := row[ids.Value(k)]; ok {
+				if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
+					return filter.Images{}, err
+				}
+			}
+		}
+	}
+	return filter.Images{X: x, N: t.N(), C: 3, H: pre.H, W: pre.W}, nil
+}
+
+// splitCheck runs the filter's class split on the run's training images
+// with each variant's filter parameters and prints what it flags and, with
+// ground truth, how many poisoned and clean rows it calls carriers.
+func splitCheck(ctx context.Context, w io.Writer, dir, enc string, t *feat.Table, poison map[uint64]bool, vs variants) error {
+	im, err := loadPixels(ctx, dir, enc, t)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		name, raw, _ := strings.Cut(v, "=")
+		var over map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(raw), &over); err != nil {
+			return fmt.Errorf("--variant %s: %v", name, err)
+		}
+		var p filter.Params
+		fp := over["filter"]
+		if len(fp) == 0 {
+			fp = json.RawMessage(`{}`)
+		}
+		var m map[string]any
+		json.Unmarshal(fp, &m)
+		m["encoder"] = enc
+		fp, _ = json.Marshal(m)
+		if err := filter.DecodeParams(fp, &p); err != nil {
+			return err
+		}
+		rep, carrier, pats, err := filter.SplitClasses(im, t.Labels, filter.SplitParams{Z: p.SplitZ, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 40})
+		if err != nil {
+			return err
+		}
+		cp, cc, np := 0, 0, 0
+		for i, id := range t.IDs {
+			if poison[id] {
+				np++
+			}
+			if carrier[i] {
+				if poison[id] {
+					cp++
+				} else {
+					cc++
+				}
+			}
+		}
+		b, _ := json.Marshal(rep)
+		fmt.Fprintf(w, "%-16s carriers: %d of %d poisoned, %d clean; %d patterns; %s\n", name, cp, np, cc, len(pats), b)
+	}
+	return nil
 }

@@ -1,0 +1,322 @@
+package filter
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
+)
+
+// ClassSplit is what the filter found of a trigger planted in the images of
+// one class (SplitClasses): the classes whose images split into rows that
+// share one fine-grained pattern and rows that do not, and the rows that
+// carry it.
+type ClassSplit struct {
+	// Separation is, per class searched, how far apart the two groups of
+	// its rows lie (SplitClasses); MedianSeparation and SeparationSD are
+	// their median and robust standard deviation over the classes.
+	MedianSeparation float64      `json:"median_separation"`
+	SeparationSD     float64      `json:"separation_sd"`
+	Flagged          []SplitClass `json:"flagged,omitempty"`
+	Carriers         int          `json:"carriers"`
+	Why              string       `json:"why_none,omitempty"`
+}
+
+// SplitClass is one class whose images split.
+type SplitClass struct {
+	Class      int32   `json:"class"`
+	Rows       int     `json:"rows"`
+	Separation float64 `json:"separation"`
+	Z          float64 `json:"z"`
+	// Cut is the cosine with the class's pattern above which a row
+	// carries it; Carriers how many of the class's rows do.
+	Cut      float64 `json:"cut"`
+	Carriers int     `json:"carriers"`
+}
+
+// SplitParams are SplitClasses' parameters (the filter's split_*).
+type SplitParams struct {
+	// Z flags a class whose separation lies this many robust standard
+	// deviations above the classes' median (0: off).
+	Z float64
+	// Sigma is the Gaussian (pixels) whose blur each image's high-pass
+	// detail is taken against.
+	Sigma float64
+	// K puts the cut this many robust standard deviations above the
+	// median cosine of the class's other rows.
+	K float64
+	// MinRows is the fewest rows a class needs to be searched.
+	MinRows int
+}
+
+// Images are n images of c planes of h x w values (canonical form, RGB
+// planes in [0, 1]), one after the other.
+type Images struct {
+	X       []float32
+	N, C, H int
+	W       int
+}
+
+func (im Images) size() int           { return im.C * im.H * im.W }
+func (im Images) row(i int) []float32 { return im.X[i*im.size() : (i+1)*im.size()] }
+
+// SplitClasses looks, in every class, for part of its images sharing one
+// fine-grained pattern the rest lack: the mark a trigger pasted or blended
+// into many images of one label (a dirty-label attack) leaves however the
+// encoder sees them. Each image's detail (the image minus its Gaussian blur,
+// unit length) is compared by cosine with its class's mean detail; the
+// cosines split at the cut that leaves the least variance within the two
+// groups, and the class's separation is the distance between the groups'
+// means over their pooled standard deviation. Natural classes separate
+// alike; a class whose separation stands p.Z robust standard deviations
+// above the median is flagged. In a flagged class the pattern is sharpened
+// to the detail the upper group has beyond the lower, and a row carries it
+// when its cosine with it lies p.K robust standard deviations above the
+// lower group's median. It returns the report, which rows carry a pattern,
+// and for each flagged class its pattern in the pixels (the carriers' mean
+// image minus the class's other rows' mean).
+func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool, []Pattern, error) {
+	if len(labels) != im.N || len(im.X) != im.N*im.size() {
+		return nil, nil, nil, fmt.Errorf("filter: %d labels and %d values for %d images of %d", len(labels), len(im.X), im.N, im.size())
+	}
+	rep := &ClassSplit{}
+	carrier := make([]bool, im.N)
+	byClass := map[int32][]int{}
+	for i, l := range labels {
+		byClass[l] = append(byClass[l], i)
+	}
+	var classes []int32
+	for c, rows := range byClass {
+		if len(rows) >= max(p.MinRows, 4) {
+			classes = append(classes, c)
+		}
+	}
+	sort.Slice(classes, func(a, b int) bool { return classes[a] < classes[b] })
+	if p.Z <= 0 || len(classes) < 3 {
+		rep.Why = "off, or fewer than 3 classes with enough rows"
+		return rep, carrier, nil, nil
+	}
+	hp := newHighPass(im, p.Sigma)
+	type found struct {
+		c        int32
+		sep, cut float64
+		cos      []float64
+	}
+	var all []found
+	seps := make([]float64, 0, len(classes))
+	for _, c := range classes {
+		rows := byClass[c]
+		cos := hp.cosines(rows, unit(hp.mean(rows)))
+		sep, cut := split1D(cos)
+		all = append(all, found{c, sep, cut, cos})
+		seps = append(seps, sep)
+	}
+	med, sd := stat.Robust(seps)
+	rep.MedianSeparation, rep.SeparationSD = med, sd
+	var pats []Pattern
+	for _, f := range all {
+		z := (f.sep - med) / math.Max(sd, 1e-9)
+		if z < p.Z {
+			continue
+		}
+		rows := byClass[f.c]
+		var upper, lower []int
+		for k, i := range rows {
+			if f.cos[k] > f.cut {
+				upper = append(upper, i)
+			} else {
+				lower = append(lower, i)
+			}
+		}
+		// The upper group's detail beyond the lower's: the class's own
+		// detail cancels.
+		sharp := hp.mean(upper)
+		for j, v := range hp.mean(lower) {
+			sharp[j] -= v
+		}
+		cos := hp.cosines(rows, unit(sharp))
+		var low []float64
+		for k := range rows {
+			if f.cos[k] <= f.cut {
+				low = append(low, cos[k])
+			}
+		}
+		lm, lsd := stat.Robust(low)
+		cut := lm + p.K*lsd
+		sc := SplitClass{Class: f.c, Rows: len(rows), Separation: f.sep, Z: z, Cut: cut}
+		var in, out []int
+		for k, i := range rows {
+			if cos[k] > cut {
+				carrier[i] = true
+				in = append(in, i)
+			} else {
+				out = append(out, i)
+			}
+		}
+		sc.Carriers = len(in)
+		rep.Carriers += len(in)
+		rep.Flagged = append(rep.Flagged, sc)
+		if len(in) > 0 && len(out) > 0 {
+			delta := make([]float32, im.size())
+			meanInto(delta, im, in, 1)
+			meanInto(delta, im, out, -1)
+			pats = append(pats, Pattern{Kind: "delta", Delta: delta})
+		}
+	}
+	if len(rep.Flagged) == 0 {
+		rep.Why = "no class's images split apart"
+	}
+	return rep, carrier, pats, nil
+}
+
+// meanInto adds sign times the mean of rows' images to dst.
+func meanInto(dst []float32, im Images, rows []int, sign float64) {
+	acc := make([]float64, len(dst))
+	for _, i := range rows {
+		for j, v := range im.row(i) {
+			acc[j] += float64(v)
+		}
+	}
+	for j := range dst {
+		dst[j] += float32(sign * acc[j] / float64(len(rows)))
+	}
+}
+
+// split1D splits v at the cut that leaves the least variance within the
+// two groups (each at least 5% of v and 2 values) and returns the distance
+// between the groups' means over their pooled standard deviation, and the
+// cut (the midpoint between the groups' nearest values).
+func split1D(v []float64) (sep, cut float64) {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	n := len(s)
+	cs, cs2 := make([]float64, n+1), make([]float64, n+1)
+	for i, x := range s {
+		cs[i+1], cs2[i+1] = cs[i]+x, cs2[i]+x*x
+	}
+	lo := max(2, n/20)
+	best, bk := math.Inf(1), -1
+	var bm1, bm2 float64
+	for k := lo; k <= n-lo; k++ {
+		m1, m2 := cs[k]/float64(k), (cs[n]-cs[k])/float64(n-k)
+		w := (cs2[k] - float64(k)*m1*m1 + cs2[n] - cs2[k] - float64(n-k)*m2*m2) / float64(n)
+		if w < best {
+			best, bk, bm1, bm2 = w, k, m1, m2
+		}
+	}
+	if bk < 0 {
+		return 0, math.Inf(1)
+	}
+	return (bm2 - bm1) / math.Sqrt(math.Max(best, 1e-12)), (s[bk-1] + s[bk]) / 2
+}
+
+// highPass turns images into their unit-length detail: the image minus its
+// Gaussian blur (each plane on its own, borders reflected).
+type highPass struct {
+	im     Images
+	kernel []float32
+	buf    []float32
+}
+
+func newHighPass(im Images, sigma float64) *highPass {
+	return &highPass{im: im, kernel: onnxgraph.GaussianKernel(sigma), buf: make([]float32, 2*im.size())}
+}
+
+// detail returns row i's unit-length detail (in a buffer reused by the next
+// call).
+func (h *highPass) detail(i int) []float32 {
+	x := h.im.row(i)
+	tmp, out := h.buf[:len(x)], h.buf[len(x):]
+	r := len(h.kernel) / 2
+	H, W := h.im.H, h.im.W
+	refl := func(i, n int) int {
+		for i < 0 || i >= n {
+			if i < 0 {
+				i = -i
+			}
+			if i >= n {
+				i = 2*(n-1) - i
+			}
+		}
+		return i
+	}
+	for c := 0; c < h.im.C; c++ {
+		p := x[c*H*W : (c+1)*H*W]
+		t := tmp[c*H*W : (c+1)*H*W]
+		o := out[c*H*W : (c+1)*H*W]
+		for y := 0; y < H; y++ {
+			for xx := 0; xx < W; xx++ {
+				var s float32
+				for k, w := range h.kernel {
+					s += w * p[y*W+refl(xx+k-r, W)]
+				}
+				t[y*W+xx] = s
+			}
+		}
+		for y := 0; y < H; y++ {
+			for xx := 0; xx < W; xx++ {
+				var s float32
+				for k, w := range h.kernel {
+					s += w * t[refl(y+k-r, H)*W+xx]
+				}
+				o[y*W+xx] = p[y*W+xx] - s
+			}
+		}
+	}
+	var n float64
+	for _, v := range out {
+		n += float64(v) * float64(v)
+	}
+	if n > 0 {
+		s := float32(1 / math.Sqrt(n))
+		for j := range out {
+			out[j] *= s
+		}
+	}
+	return out
+}
+
+// mean returns the mean of rows' details.
+func (h *highPass) mean(rows []int) []float64 {
+	m := make([]float64, h.im.size())
+	for _, i := range rows {
+		for j, v := range h.detail(i) {
+			m[j] += float64(v)
+		}
+	}
+	for j := range m {
+		m[j] /= float64(max(len(rows), 1))
+	}
+	return m
+}
+
+// unit scales v to unit length in place (a zero vector stays zero) and
+// returns it.
+func unit(v []float64) []float64 {
+	var n float64
+	for _, x := range v {
+		n += x * x
+	}
+	if n > 0 {
+		s := 1 / math.Sqrt(n)
+		for j := range v {
+			v[j] *= s
+		}
+	}
+	return v
+}
+
+// cosines returns each row's detail's cosine with the unit vector u.
+func (h *highPass) cosines(rows []int, u []float64) []float64 {
+	out := make([]float64, len(rows))
+	for k, i := range rows {
+		var d float64
+		for j, v := range h.detail(i) {
+			d += float64(v) * u[j]
+		}
+		out[k] = d
+	}
+	return out
+}

@@ -1,0 +1,148 @@
+package filter_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tcore-dev/tcore/stages/filter"
+)
+
+// splitData makes classes x per images of 32 x 32: each a smooth gradient
+// of its class's colours plus its own fine noise (the detail natural images
+// have), and, when plant is set, planted more images of the other classes'
+// content carrying plant's pattern and labelled 0 (a dirty-label attack).
+// It returns the images, the labels and which rows carry the pattern.
+func splitData(classes, per, planted int, plant func(img []float32)) (filter.Images, []int32, []bool) {
+	const h, w = 32, 32
+	rng := rand.New(rand.NewPCG(7, 11))
+	n := classes*per + planted
+	im := filter.Images{X: make([]float32, n*3*h*w), N: n, C: 3, H: h, W: w}
+	labels := make([]int32, n)
+	carries := make([]bool, n)
+	for i := 0; i < n; i++ {
+		c := i % classes
+		img := im.X[i*3*h*w : (i+1)*3*h*w]
+		for ch := 0; ch < 3; ch++ {
+			a := 0.2 + 0.6*float64((c*7+ch*3)%10)/10
+			gx, gy := rng.Float64()-0.5, rng.Float64()-0.5
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					v := a + 0.3*(gx*float64(x)+gy*float64(y))/float64(w) + 0.03*rng.NormFloat64()
+					img[ch*h*w+y*w+x] = float32(min(1, max(0, v)))
+				}
+			}
+		}
+		labels[i] = int32(c)
+		if i >= classes*per {
+			plant(img)
+			labels[i], carries[i] = 0, true
+		}
+	}
+	return im, labels, carries
+}
+
+// TestSplitClassesFindsAPlantedTrigger: a noise blend or a checkerboard
+// patch planted in images relabelled to one class is found, with its
+// carriers and nothing else; clean classes are not flagged, and the step
+// is off at split_z 0.
+func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
+	noise := make([]float32, 3*32*32)
+	nr := rand.New(rand.NewPCG(3, 5))
+	for i := range noise {
+		noise[i] = nr.Float32()
+	}
+	blend := func(img []float32) {
+		for j := range img {
+			img[j] = 0.85*img[j] + 0.15*noise[j]
+		}
+	}
+	checker := func(img []float32) {
+		for ch := 0; ch < 3; ch++ {
+			for y := 26; y < 30; y++ {
+				for x := 2; x < 6; x++ {
+					img[ch*32*32+y*32+x] = float32((x + y) % 2)
+				}
+			}
+		}
+	}
+	p := filter.SplitParams{Z: 5, Sigma: 1, K: 6, MinRows: 40}
+	for _, tc := range []struct {
+		name    string
+		planted int
+		plant   func([]float32)
+		p       filter.SplitParams
+		flagged bool
+	}{
+		{"blend 0.15", 120, blend, p, true},
+		{"checkerboard 4x4", 120, checker, p, true},
+		{"a few blended", 30, blend, p, true},
+		{"clean", 0, nil, p, false},
+		{"off", 120, blend, filter.SplitParams{Z: 0, Sigma: 1, K: 6, MinRows: 40}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			im, labels, carries := splitData(8, 60, tc.planted, tc.plant)
+			rep, carrier, pats, err := filter.SplitClasses(im, labels, tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.flagged {
+				if len(rep.Flagged) != 0 || rep.Carriers != 0 || len(pats) != 0 || rep.Why == "" {
+					t.Fatalf("flagged %+v, %d carriers, %d patterns, why %q; want nothing flagged and a reason", rep.Flagged, rep.Carriers, len(pats), rep.Why)
+				}
+				return
+			}
+			if len(rep.Flagged) != 1 || rep.Flagged[0].Class != 0 || len(pats) != 1 {
+				t.Fatalf("flagged %+v with %d patterns; want class 0 alone, one pattern", rep.Flagged, len(pats))
+			}
+			for i := range carrier {
+				if carrier[i] != carries[i] {
+					t.Fatalf("row %d (label %d): carrier %v, planted %v", i, labels[i], carrier[i], carries[i])
+				}
+			}
+			if pats[0].Kind != "delta" || len(pats[0].Delta) != 3*32*32 {
+				t.Fatalf("pattern %q of %d values, want a delta of %d", pats[0].Kind, len(pats[0].Delta), 3*32*32)
+			}
+		})
+	}
+}
+
+// TestSplitClassesRejectsBadShapes: labels or values that do not match the
+// images are an error, not a silent partial search.
+func TestSplitClassesRejectsBadShapes(t *testing.T) {
+	im, labels, _ := splitData(4, 10, 0, nil)
+	p := filter.SplitParams{Z: 5, Sigma: 1, K: 6}
+	if _, _, _, err := filter.SplitClasses(im, labels[1:], p); err == nil {
+		t.Fatal("one label short: no error")
+	}
+	im.X = im.X[:len(im.X)-1]
+	if _, _, _, err := filter.SplitClasses(im, labels, p); err == nil {
+		t.Fatal("one value short: no error")
+	}
+}
+
+// SplitClasses on 8 classes of 60 images, 90 more of which carry a 4x4
+// checkerboard and the label 0.
+func ExampleSplitClasses() {
+	im, labels, _ := splitData(8, 60, 90, func(img []float32) {
+		for ch := 0; ch < 3; ch++ {
+			for y := 0; y < 4; y++ {
+				for x := 0; x < 4; x++ {
+					img[ch*32*32+y*32+x] = float32((x + y) % 2)
+				}
+			}
+		}
+	})
+	rep, _, pats, err := filter.SplitClasses(im, labels, filter.SplitParams{Z: 5, Sigma: 1, K: 6, MinRows: 40})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, f := range rep.Flagged {
+		fmt.Printf("class %d: %d of its %d rows carry a pattern\n", f.Class, f.Carriers, f.Rows)
+	}
+	fmt.Println(len(pats), "pattern:", pats[0].Kind)
+	// Output:
+	// class 0: 90 of its 150 rows carry a pattern
+	// 1 pattern: delta
+}
