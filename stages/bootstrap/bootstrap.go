@@ -38,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.7.0",
+		Version: "0.8.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -165,6 +165,35 @@ func Excluded(a, b []bool) []bool {
 	return out
 }
 
+// Restart keeps, for each class whose trusted rows (start) were all
+// excluded, every row of the class that is not excluded, and returns them:
+// a class whose trusted core was all suspects (a trigger planted in its
+// images, found by the filter) would otherwise never be admitted, since
+// held-out admission takes nothing of a class with no kept rows. kept is
+// updated in place.
+func Restart(kept, start, exclude []bool, labels []int32) []int {
+	if exclude == nil {
+		return nil
+	}
+	trusted, left := map[int32]int{}, map[int32]int{}
+	for i, s := range start {
+		if s {
+			trusted[labels[i]]++
+			if !exclude[i] {
+				left[labels[i]]++
+			}
+		}
+	}
+	var out []int
+	for i, l := range labels {
+		if trusted[l] > 0 && left[l] == 0 && !exclude[i] && !kept[i] {
+			kept[i] = true
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // Result is bootstrap's verdict and head.
 type Result struct {
 	Kept    []bool
@@ -204,6 +233,10 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		if res.Kept[i] {
 			res.Round[i] = 0
 		}
+	}
+	restarted := Restart(res.Kept, start, exclude, y)
+	for _, i := range restarted {
+		res.Round[i] = 0
 	}
 	rows := func() []int {
 		var out []int
@@ -334,7 +367,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	for _, i := range final {
 		perClass[strconv.Itoa(int(y[i]))]++
 	}
-	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "kept": len(final),
+	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "restarted": len(restarted), "kept": len(final),
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": naug}
 	return res, nil

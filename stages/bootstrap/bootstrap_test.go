@@ -206,3 +206,50 @@ func TestCleanLabelPoisonIsNeverKept(t *testing.T) {
 		})
 	}
 }
+
+// TestRestart: a class whose trusted rows were all excluded starts from
+// its rows that are not; a class with a trusted row left, or rows never
+// trusted, does not change.
+func TestRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		start, exclude, want []bool
+		labels               []int32
+		restarted            int
+	}{
+		{"all of class 1's trusted rows excluded",
+			[]bool{true, false, true, true, false, false},
+			[]bool{false, false, true, true, false, true},
+			[]bool{true, false, false, false, true, false},
+			[]int32{0, 0, 1, 1, 1, 1}, 1},
+		{"one trusted row of class 1 left",
+			[]bool{true, false, true, true, false, false},
+			[]bool{false, false, true, false, false, false},
+			[]bool{true, false, false, true, false, false},
+			[]int32{0, 0, 1, 1, 1, 1}, 0},
+		{"class 1 never trusted",
+			[]bool{true, false, false, false},
+			[]bool{false, false, true, false},
+			[]bool{true, false, false, false},
+			[]int32{0, 0, 1, 1}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kept := make([]bool, len(tc.start))
+			for i := range kept {
+				kept[i] = tc.start[i] && !tc.exclude[i]
+			}
+			got := bootstrap.Restart(kept, tc.start, tc.exclude, tc.labels)
+			if len(got) != tc.restarted {
+				t.Errorf("restarted %v, want %d rows", got, tc.restarted)
+			}
+			for i := range kept {
+				if kept[i] != tc.want[i] {
+					t.Fatalf("kept %v, want %v", kept, tc.want)
+				}
+			}
+		})
+	}
+	if got := bootstrap.Restart([]bool{true}, []bool{true}, nil, []int32{0}); got != nil {
+		t.Errorf("no exclusions: restarted %v", got)
+	}
+}

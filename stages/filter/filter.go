@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.21.0",
+		Version: "0.21.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -144,6 +144,25 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	var family []string // each pattern of against: the pattern it stems from
 	var caps map[string][]float32
 	var capped *scanResult // the capped encoder's first search, when the smooth step made it
+	// A trigger planted in one class's images: its carriers are suspects
+	// from here on, so that the caps, the fills and the augment images are
+	// taken from trusted rows without them.
+	var splitPats []Pattern
+	if p.SplitZ > 0 {
+		phase("looking for a trigger planted in one class's images")
+		rep, carrier, pats, err := b.classSplit(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.ClassSplit, splitPats = rep, pats
+		for i, c := range carrier {
+			suspect[i] = suspect[i] || c
+		}
+		if err := b.distrust(carrier); err != nil {
+			return nil, err
+		}
+		v.Fill = b.means
+	}
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 		if sc.BestZ >= p.GapMin {
@@ -233,20 +252,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 		}
 	}
-	if p.SplitZ > 0 {
-		phase("looking for a trigger planted in one class's images")
-		rep, carrier, pats, err := b.classSplit(ctx)
-		if err != nil {
-			return nil, err
-		}
-		res.ClassSplit = rep
-		for i, c := range carrier {
-			suspect[i] = suspect[i] || c
-		}
-		for _, pat := range pats {
-			against = append(against, pat)
-			family = append(family, "a trigger planted in one class's images (delta)")
-		}
+	for _, pat := range splitPats {
+		against = append(against, pat)
+		family = append(family, "a trigger planted in one class's images (delta)")
 	}
 	// The filtered encoder is exported once the gate is known (it goes
 	// into its metadata).
