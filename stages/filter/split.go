@@ -71,10 +71,12 @@ func (im Images) row(i int) []float32 { return im.X[i*im.size() : (i+1)*im.size(
 // groups, and the class's separation is the distance between the groups'
 // means over their pooled standard deviation. Natural classes separate
 // alike; a class whose separation stands p.Z robust standard deviations
-// above the median is flagged. In a flagged class the pattern is sharpened
-// to the detail the upper group has beyond the lower, and a row carries it
-// when its cosine with it lies p.K robust standard deviations above the
-// lower group's median. It returns the report, which rows carry a pattern,
+// above the median is flagged. In a flagged class the group whose details
+// agree more with each other (coherence: a trigger is one pattern in every
+// image carrying it) carries the pattern, which is sharpened to the detail
+// that group has beyond the other; a row carries it when its cosine with it
+// lies p.K robust standard deviations above the other group's median. It
+// returns the report, which rows carry a pattern,
 // and for each flagged class its pattern in the pixels (the carriers' mean
 // image minus the class's other rows' mean).
 func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool, []Pattern, error) {
@@ -130,16 +132,26 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 				lower = append(lower, i)
 			}
 		}
-		// The upper group's detail beyond the lower's: the class's own
-		// detail cancels.
-		sharp := hp.mean(upper)
-		for j, v := range hp.mean(lower) {
-			sharp[j] -= v
+		// Which group carries the pattern: the one whose details agree
+		// more with each other (a trigger is one pattern in every image
+		// that carries it; natural images each have their own). The
+		// class's mean detail leans to whichever group is larger, so the
+		// split alone does not say.
+		mu, ml := hp.mean(upper), hp.mean(lower)
+		carry, upperCarries := mu, coherence(mu, len(upper)) >= coherence(ml, len(lower))
+		other := ml
+		if !upperCarries {
+			carry, other = ml, mu
 		}
-		cos := hp.cosines(rows, unit(sharp))
+		// The carrying group's detail beyond the other's: the class's own
+		// detail cancels.
+		for j, v := range other {
+			carry[j] -= v
+		}
+		cos := hp.cosines(rows, unit(carry))
 		var low []float64
 		for k := range rows {
-			if f.cos[k] <= f.cut {
+			if (f.cos[k] > f.cut) != upperCarries {
 				low = append(low, cos[k])
 			}
 		}
@@ -290,6 +302,20 @@ func (h *highPass) mean(rows []int) []float64 {
 		m[j] /= float64(max(len(rows), 1))
 	}
 	return m
+}
+
+// coherence is the mean pairwise cosine of n unit vectors whose mean is m:
+// (n |m|^2 - 1) / (n - 1), the share of their direction they have in
+// common (about 0 for unrelated vectors, whatever n).
+func coherence(m []float64, n int) float64 {
+	if n < 2 {
+		return 0
+	}
+	var s float64
+	for _, v := range m {
+		s += v * v
+	}
+	return (float64(n)*s - 1) / float64(n-1)
 }
 
 // unit scales v to unit length in place (a zero vector stays zero) and
