@@ -3,7 +3,9 @@ package filter
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
@@ -225,15 +227,53 @@ func split1D(v []float64) (sep, cut float64) {
 }
 
 // highPass turns images into their unit-length detail: the image minus its
-// Gaussian blur (each plane on its own, borders reflected).
+// Gaussian blur (each plane on its own, borders reflected). It is not safe
+// for concurrent use (its buffer); clone gives each goroutine its own.
 type highPass struct {
 	im     Images
 	kernel []float32
+	// xs and ys are, per output column and row, the reflected input
+	// column and row of each kernel tap.
+	xs, ys [][]int
 	buf    []float32
 }
 
 func newHighPass(im Images, sigma float64) *highPass {
-	return &highPass{im: im, kernel: onnxgraph.GaussianKernel(sigma), buf: make([]float32, 2*im.size())}
+	k := onnxgraph.GaussianKernel(sigma)
+	taps := func(n int) [][]int {
+		r := len(k) / 2
+		out := make([][]int, n)
+		for i := range out {
+			out[i] = make([]int, len(k))
+			for j := range k {
+				out[i][j] = reflect(i+j-r, n)
+			}
+		}
+		return out
+	}
+	return &highPass{im: im, kernel: k, xs: taps(im.W), ys: taps(im.H), buf: make([]float32, 2*im.size())}
+}
+
+// clone returns a highPass sharing h's images and tables with its own
+// buffer.
+func (h *highPass) clone() *highPass {
+	c := *h
+	c.buf = make([]float32, len(h.buf))
+	return &c
+}
+
+// reflect maps i into [0, n) as a mirror at the borders that does not
+// repeat the edge (ONNX Pad's reflect mode).
+func reflect(i, n int) int {
+	for n > 1 && (i < 0 || i >= n) {
+		if i < 0 {
+			i = -i
+		}
+		if i >= n {
+			i = 2*(n-1) - i
+		}
+	}
+	return min(max(i, 0), n-1)
 }
 
 // detail returns row i's unit-length detail (in a buffer reused by the next
@@ -241,37 +281,27 @@ func newHighPass(im Images, sigma float64) *highPass {
 func (h *highPass) detail(i int) []float32 {
 	x := h.im.row(i)
 	tmp, out := h.buf[:len(x)], h.buf[len(x):]
-	r := len(h.kernel) / 2
 	H, W := h.im.H, h.im.W
-	refl := func(i, n int) int {
-		for i < 0 || i >= n {
-			if i < 0 {
-				i = -i
-			}
-			if i >= n {
-				i = 2*(n-1) - i
-			}
-		}
-		return i
-	}
 	for c := 0; c < h.im.C; c++ {
 		p := x[c*H*W : (c+1)*H*W]
 		t := tmp[c*H*W : (c+1)*H*W]
 		o := out[c*H*W : (c+1)*H*W]
 		for y := 0; y < H; y++ {
+			row := p[y*W : (y+1)*W]
 			for xx := 0; xx < W; xx++ {
 				var s float32
-				for k, w := range h.kernel {
-					s += w * p[y*W+refl(xx+k-r, W)]
+				for k, j := range h.xs[xx] {
+					s += h.kernel[k] * row[j]
 				}
 				t[y*W+xx] = s
 			}
 		}
 		for y := 0; y < H; y++ {
+			ys := h.ys[y]
 			for xx := 0; xx < W; xx++ {
 				var s float32
-				for k, w := range h.kernel {
-					s += w * t[refl(y+k-r, H)*W+xx]
+				for k, j := range ys {
+					s += h.kernel[k] * t[j*W+xx]
 				}
 				o[y*W+xx] = p[y*W+xx] - s
 			}
@@ -334,15 +364,25 @@ func unit(v []float64) []float64 {
 	return v
 }
 
-// cosines returns each row's detail's cosine with the unit vector u.
+// cosines returns each row's detail's cosine with the unit vector u. Rows
+// are spread over the CPUs; each cosine is computed as it would be alone.
 func (h *highPass) cosines(rows []int, u []float64) []float64 {
 	out := make([]float64, len(rows))
-	for k, i := range rows {
-		var d float64
-		for j, v := range h.detail(i) {
-			d += float64(v) * u[j]
-		}
-		out[k] = d
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(rows)/64))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(hp *highPass, lo, hi int) {
+			defer wg.Done()
+			for k := lo; k < hi; k++ {
+				var d float64
+				for j, v := range hp.detail(rows[k]) {
+					d += float64(v) * u[j]
+				}
+				out[k] = d
+			}
+		}(h.clone(), w*len(rows)/workers, (w+1)*len(rows)/workers)
 	}
+	wg.Wait()
 	return out
 }
