@@ -78,9 +78,9 @@ func (im Images) row(i int) []float32 { return im.X[i*im.size() : (i+1)*im.size(
 // image carrying it) carries the pattern, which is sharpened to the detail
 // that group has beyond the other; a row carries it when its cosine with it
 // lies p.K robust standard deviations above the other group's median. It
-// returns the report, which rows carry a pattern,
-// and for each flagged class its pattern in the pixels (the carriers' mean
-// image minus the class's other rows' mean).
+// returns the report, which rows carry a pattern, and for each flagged
+// class its pattern in the pixels (the carriers' mean image minus the
+// class's other rows' mean).
 func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool, []Pattern, error) {
 	if len(labels) != im.N || len(im.X) != im.N*im.size() {
 		return nil, nil, nil, fmt.Errorf("filter: %d labels and %d values for %d images of %d", len(labels), len(im.X), im.N, im.size())
