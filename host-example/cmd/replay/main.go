@@ -84,6 +84,7 @@ func run(args []string, stdout io.Writer) error {
 	rawX := fs.String("raw", "", "only write the run's embeddings to this file: float32 little-endian, n rows of d, after an int32 header n, d")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
 	splitOnly := fs.Bool("split", false, "only run the filter's class split (split_z) on the run's training images with each variant's filter parameters, and count the carriers it finds among poisoned and clean rows (with --truth)")
+	noAug := fs.Bool("no-augment", false, "leave out the filter's augment rows from the final head")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +147,9 @@ func run(args []string, stdout io.Writer) error {
 		testEnc = filepath.Join(*dir, "filtered_encoder.onnx")
 		if aug, err = readFeatures(filepath.Join(*dir, "nodes", "filter", "augment.arrow")); err != nil {
 			return err
+		}
+		if *noAug {
+			aug = nil
 		}
 		sc, err := readScores(filepath.Join(*dir, "nodes", "filter", "scores.arrow"), bt, "filter.suspect")
 		if err != nil {
