@@ -112,6 +112,12 @@ func (p Params) uses(signal string) bool {
 	return false
 }
 
+// Split is the class split's parameters (SplitClasses) as the filter runs
+// it: a class needs twice the rows a mean image is taken over.
+func (p Params) Split() SplitParams {
+	return SplitParams{Z: p.SplitZ, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 2 * minSuspects}
+}
+
 // rescanGap is the z a search on the masked encoder must reach to mask on.
 func (p Params) rescanGap() float64 {
 	if p.RescanGap > 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/plugin"
+	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
@@ -149,45 +150,55 @@ func (b *bench) images(ctx context.Context) (Images, error) {
 	if b.held.X != nil {
 		return b.held, nil
 	}
-	pre := b.canvas
-	size := pre.CanonicalSize()
-	n := b.t.N()
-	if n*size > maxImageValues {
-		return Images{}, fmt.Errorf("%w: %d images of %d values, at most %d values", errTooManyImages, n, size, maxImageValues)
-	}
-	row := make(map[uint64]int, n)
-	for i, id := range b.t.IDs {
-		row[id] = i
-	}
-	x := make([]float32, n*size)
 	r, err := b.in.Images.Reader()
 	if err != nil {
 		return Images{}, err
 	}
 	defer r.Release()
+	im, err := LoadImages(ctx, r, b.t.IDs, b.canvas)
+	if err != nil {
+		return Images{}, err
+	}
+	b.held = im
+	return im, nil
+}
+
+// LoadImages reads the images of r (columns sample_id, label, image) whose
+// ids are in ids, in canonical form at pre's size and in ids' order. More
+// than maxImageValues values are refused (errTooManyImages); an image that
+// does not decode is a bad input naming its sample_id.
+func LoadImages(ctx context.Context, r array.RecordReader, ids []uint64, pre encoder.Preprocess) (Images, error) {
+	size, n := pre.CanonicalSize(), len(ids)
+	if n*size > maxImageValues {
+		return Images{}, fmt.Errorf("%w: %d images of %d values, at most %d values", errTooManyImages, n, size, maxImageValues)
+	}
+	row := make(map[uint64]int, n)
+	for i, id := range ids {
+		row[id] = i
+	}
+	x := make([]float32, n*size)
 	var scratch []float32
 	for r.Next() {
 		if err := ctx.Err(); err != nil {
 			return Images{}, err
 		}
 		rec := r.Record()
-		ids := rec.Column(0).(*array.Uint64)
+		rids := rec.Column(0).(*array.Uint64)
 		imgs := rec.Column(2).(*array.Binary)
-		for k := 0; k < ids.Len(); k++ {
-			i, ok := row[ids.Value(k)]
+		for k := 0; k < rids.Len(); k++ {
+			i, ok := row[rids.Value(k)]
 			if !ok {
 				continue
 			}
 			if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
-				return Images{}, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", ids.Value(k), err))
+				return Images{}, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", rids.Value(k), err))
 			}
 		}
 	}
 	if err := r.Err(); err != nil {
 		return Images{}, err
 	}
-	b.held = Images{X: x, N: n, C: 3, H: pre.H, W: pre.W}
-	return b.held, nil
+	return Images{X: x, N: n, C: 3, H: pre.H, W: pre.W}, nil
 }
 
 // classSplit runs SplitClasses on the training images (SplitClasses):
@@ -199,5 +210,5 @@ func (b *bench) classSplit(ctx context.Context) (*ClassSplit, []bool, []Pattern,
 	} else if err != nil {
 		return nil, nil, nil, err
 	}
-	return SplitClasses(im, b.t.Labels, SplitParams{Z: b.p.SplitZ, Sigma: b.p.SplitSigma, K: b.p.SplitK, MinRows: 2 * minSuspects})
+	return SplitClasses(im, b.t.Labels, b.p.Split())
 }

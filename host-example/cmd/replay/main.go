@@ -886,37 +886,18 @@ func writePixels(ctx context.Context, path, dir, enc string, t *feat.Table) erro
 }
 
 // loadPixels reads the run's training images in the encoder's canonical
-// form, in t's row order.
+// form, in t's row order (filter.LoadImages).
 func loadPixels(ctx context.Context, dir, enc string, t *feat.Table) (filter.Images, error) {
 	m, err := encoder.Load(enc, "")
 	if err != nil {
 		return filter.Images{}, err
 	}
-	pre := m.Preprocess()
-	size := pre.CanonicalSize()
-	row := map[uint64]int{}
-	for i, id := range t.IDs {
-		row[id] = i
-	}
-	x := make([]float32, t.N()*size)
 	r, err := arrowio.OpenDataset(ctx, filepath.Join(dir, "nodes", "train", "table.arrow"), arrowio.ReadOptions{})
 	if err != nil {
 		return filter.Images{}, err
 	}
 	defer r.Release()
-	var scratch []float32
-	for r.Next() {
-		rec := r.Record()
-		ids, imgs := rec.Column(0).(*array.Uint64), rec.Column(2).(*array.Binary)
-		for k := 0; k < ids.Len(); k++ {
-			if i, ok := row[ids.Value(k)]; ok {
-				if err := pre.Pixels(imgs.Value(k), x[i*size:(i+1)*size], &scratch); err != nil {
-					return filter.Images{}, err
-				}
-			}
-		}
-	}
-	return filter.Images{X: x, N: t.N(), C: 3, H: pre.H, W: pre.W}, nil
+	return filter.LoadImages(ctx, r, t.IDs, m.Preprocess())
 }
 
 // splitCheck runs the filter's class split on the run's training images
@@ -945,7 +926,7 @@ func splitCheck(ctx context.Context, w io.Writer, dir, enc string, t *feat.Table
 		if err := filter.DecodeParams(fp, &p); err != nil {
 			return err
 		}
-		rep, carrier, pats, err := filter.SplitClasses(im, t.Labels, filter.SplitParams{Z: p.SplitZ, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 40})
+		rep, carrier, pats, err := filter.SplitClasses(im, t.Labels, p.Split())
 		if err != nil {
 			return err
 		}
