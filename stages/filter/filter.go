@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.21.2",
+		Version: "0.22.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -148,7 +148,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	// from here on, so that the caps, the fills and the augment images are
 	// taken from trusted rows without them.
 	var splitPats []Pattern
-	if p.SplitZ > 0 {
+	if p.SplitZ > 0 || p.SplitGap > 0 {
 		phase("looking for a trigger planted in one class's images")
 		rep, carrier, pats, err := b.classSplit(ctx)
 		if err != nil {

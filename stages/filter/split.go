@@ -17,21 +17,31 @@ import (
 // carry it.
 type ClassSplit struct {
 	// Separation is, per class searched, how far apart the two groups of
-	// its rows lie (SplitClasses); MedianSeparation and SeparationSD are
-	// their median and robust standard deviation over the classes.
+	// its rows lie in their detail (SplitClasses); MedianSeparation and
+	// SeparationSD are their median and robust standard deviation over the
+	// classes.
 	MedianSeparation float64      `json:"median_separation"`
 	SeparationSD     float64      `json:"separation_sd"`
 	Flagged          []SplitClass `json:"flagged,omitempty"`
-	Carriers         int          `json:"carriers"`
-	Why              string       `json:"why_none,omitempty"`
+	// Carriers counts the rows that carry a pattern (once, if two views
+	// found them).
+	Carriers int    `json:"carriers"`
+	Why      string `json:"why_none,omitempty"`
 }
 
-// SplitClass is one class whose images split.
+// SplitClass is one class whose images split, in one view of them.
 type SplitClass struct {
-	Class      int32   `json:"class"`
+	Class int32 `json:"class"`
+	// View is what of the images split: "detail" (their fine detail) or
+	// "sharpness" (where they are sharp and where smoothed).
+	View       string  `json:"view"`
 	Rows       int     `json:"rows"`
 	Separation float64 `json:"separation"`
-	Z          float64 `json:"z"`
+	// Z is the detail's separation against the other classes'; Gap how
+	// far the sharpness groups' medians lie apart, in robust standard
+	// deviations of the lower group.
+	Z   float64 `json:"z,omitempty"`
+	Gap float64 `json:"gap,omitempty"`
 	// Cut is the cosine with the class's pattern above which a row
 	// carries it; Carriers how many of the class's rows do.
 	Cut      float64 `json:"cut"`
@@ -40,9 +50,13 @@ type SplitClass struct {
 
 // SplitParams are SplitClasses' parameters (the filter's split_*).
 type SplitParams struct {
-	// Z flags a class whose separation lies this many robust standard
-	// deviations above the classes' median (0: off).
+	// Z flags a class whose detail's separation lies this many robust
+	// standard deviations above the classes' median (0: off).
 	Z float64
+	// Gap flags a class whose sharpness splits into groups whose medians
+	// lie this many robust standard deviations of the lower group apart
+	// (0: that view is off).
+	Gap float64
 	// Sigma is the Gaussian (pixels) whose blur each image's high-pass
 	// detail is taken against.
 	Sigma float64
@@ -65,22 +79,32 @@ func (im Images) size() int           { return im.C * im.H * im.W }
 func (im Images) row(i int) []float32 { return im.X[i*im.size() : (i+1)*im.size()] }
 
 // SplitClasses looks, in every class, for part of its images sharing one
-// fine-grained pattern the rest lack: the mark a trigger pasted or blended
-// into many images of one label (a dirty-label attack) leaves however the
-// encoder sees them. Each image's detail (the image minus its Gaussian blur,
-// unit length) is compared by cosine with its class's mean detail; the
-// cosines split at the cut that leaves the least variance within the two
-// groups, and the class's separation is the distance between the groups'
-// means over their pooled standard deviation. Natural classes separate
-// alike; a class whose separation stands p.Z robust standard deviations
-// above the median is flagged. In a flagged class the group whose details
-// agree more with each other (coherence: a trigger is one pattern in every
-// image carrying it) carries the pattern, which is sharpened to the detail
-// that group has beyond the other; a row carries it when its cosine with it
-// lies p.K robust standard deviations above the other group's median. It
-// returns the report, which rows carry a pattern, and for each flagged
-// class its pattern in the pixels (the carriers' mean image minus the
-// class's other rows' mean).
+// fine-grained pattern the rest lack: the mark a trigger pasted, blended or
+// warped into many images of one label (a dirty-label attack) leaves however
+// the encoder sees them. It looks in two views of each image, each a unit
+// vector compared by cosine with its class's mean, whose cosines split at the
+// cut that leaves the least variance within the two groups:
+//
+//   - detail, the image minus its Gaussian blur: a pasted or blended pattern
+//     adds the same detail to every carrier. The class's separation is the
+//     distance between the groups' means over their pooled standard
+//     deviation; natural classes separate alike, and a class whose
+//     separation stands p.Z robust standard deviations above the median is
+//     flagged.
+//   - sharpness, per pixel the log ratio of the energy of one-pixel steps to
+//     that of two-pixel steps, less the mean over all images: a warp or a
+//     blend resamples every carrier alike, smoothing the same places. The
+//     class is flagged when the upper group's median lies p.Gap robust
+//     standard deviations of the lower group above the lower's median.
+//
+// In a flagged class the group whose vectors agree more with each other
+// (coherence: a trigger is one pattern in every image carrying it) carries
+// the pattern, which is sharpened to what that group has beyond the other; a
+// row carries it when its cosine with it lies p.K robust standard deviations
+// above the other group's median. It returns the report, which rows carry a
+// pattern, and for each class flagged in its detail the pattern in the pixels
+// (the carriers' mean image minus the class's other rows' mean; a warp has
+// none).
 func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool, []Pattern, error) {
 	if len(labels) != im.N || len(im.X) != im.N*im.size() {
 		return nil, nil, nil, fmt.Errorf("filter: %d labels and %d values for %d images of %d", len(labels), len(im.X), im.N, im.size())
@@ -98,91 +122,145 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 		}
 	}
 	sort.Slice(classes, func(a, b int) bool { return classes[a] < classes[b] })
-	if p.Z <= 0 || len(classes) < 3 {
+	if (p.Z <= 0 && p.Gap <= 0) || len(classes) < 3 {
 		rep.Why = "off, or fewer than 3 classes with enough rows"
 		return rep, carrier, nil, nil
 	}
-	hp := newHighPass(im, p.Sigma)
-	type found struct {
-		c        int32
-		sep, cut float64
-		cos      []float64
-	}
-	var all []found
-	seps := make([]float64, 0, len(classes))
-	for _, c := range classes {
-		rows := byClass[c]
-		cos := hp.cosines(rows, unit(hp.mean(rows)))
-		sep, cut := split1D(cos)
-		all = append(all, found{c, sep, cut, cos})
-		seps = append(seps, sep)
-	}
-	med, sd := stat.Robust(seps)
-	rep.MedianSeparation, rep.SeparationSD = med, sd
 	var pats []Pattern
-	for _, f := range all {
-		z := (f.sep - med) / math.Max(sd, 1e-9)
-		if z < p.Z {
-			continue
+	if p.Z > 0 {
+		hp := newHighPass(im, p.Sigma)
+		splits := splitEach(hp, classes, byClass)
+		seps := make([]float64, len(splits))
+		for k, s := range splits {
+			seps[k] = s.sep
 		}
-		rows := byClass[f.c]
-		var upper, lower []int
-		for k, i := range rows {
-			if f.cos[k] > f.cut {
-				upper = append(upper, i)
-			} else {
-				lower = append(lower, i)
+		med, sd := stat.Robust(seps)
+		rep.MedianSeparation, rep.SeparationSD = med, sd
+		for _, s := range splits {
+			z := (s.sep - med) / math.Max(sd, 1e-9)
+			if z < p.Z {
+				continue
+			}
+			sc, in, out := s.carriers(hp, byClass[s.c], p.K)
+			sc.View, sc.Z = "detail", z
+			rep.Flagged = append(rep.Flagged, sc)
+			mark(carrier, in)
+			if len(in) > 0 && len(out) > 0 {
+				delta := make([]float32, im.size())
+				meanInto(delta, im, in, 1)
+				meanInto(delta, im, out, -1)
+				pats = append(pats, Pattern{Kind: "delta", Delta: delta})
 			}
 		}
-		// Which group carries the pattern: the one whose details agree
-		// more with each other (a trigger is one pattern in every image
-		// that carries it; natural images each have their own). The
-		// class's mean detail leans to whichever group is larger, so the
-		// split alone does not say.
-		mu, ml := hp.mean(upper), hp.mean(lower)
-		carry, upperCarries := mu, coherence(mu, len(upper)) >= coherence(ml, len(lower))
-		other := ml
-		if !upperCarries {
-			carry, other = ml, mu
-		}
-		// The carrying group's detail beyond the other's: the class's own
-		// detail cancels.
-		for j, v := range other {
-			carry[j] -= v
-		}
-		cos := hp.cosines(rows, unit(carry))
-		var low []float64
-		for k := range rows {
-			if (f.cos[k] > f.cut) != upperCarries {
-				low = append(low, cos[k])
+	}
+	if sh := newSharpness(im); p.Gap > 0 && sh != nil {
+		for _, s := range splitEach(sh, classes, byClass) {
+			if s.gap < p.Gap {
+				continue
 			}
+			sc, in, _ := s.carriers(sh, byClass[s.c], p.K)
+			sc.View, sc.Gap = "sharpness", s.gap
+			rep.Flagged = append(rep.Flagged, sc)
+			mark(carrier, in)
 		}
-		lm, lsd := stat.Robust(low)
-		cut := lm + p.K*lsd
-		sc := SplitClass{Class: f.c, Rows: len(rows), Separation: f.sep, Z: z, Cut: cut}
-		var in, out []int
-		for k, i := range rows {
-			if cos[k] > cut {
-				carrier[i] = true
-				in = append(in, i)
-			} else {
-				out = append(out, i)
-			}
-		}
-		sc.Carriers = len(in)
-		rep.Carriers += len(in)
-		rep.Flagged = append(rep.Flagged, sc)
-		if len(in) > 0 && len(out) > 0 {
-			delta := make([]float32, im.size())
-			meanInto(delta, im, in, 1)
-			meanInto(delta, im, out, -1)
-			pats = append(pats, Pattern{Kind: "delta", Delta: delta})
+	}
+	for _, c := range carrier {
+		if c {
+			rep.Carriers++
 		}
 	}
 	if len(rep.Flagged) == 0 {
 		rep.Why = "no class's images split apart"
 	}
 	return rep, carrier, pats, nil
+}
+
+// mark sets carrier[i] for each of rows.
+func mark(carrier []bool, rows []int) {
+	for _, i := range rows {
+		carrier[i] = true
+	}
+}
+
+// classSplit is one class's rows split in one view: their cosines with the
+// class's mean vector, the cut between the two groups, the groups'
+// separation (distance of means over pooled sd) and gap (distance of medians
+// over the lower group's robust sd).
+type classSplit struct {
+	c             int32
+	cos           []float64
+	sep, cut, gap float64
+}
+
+// splitEach splits every class's rows in view v.
+func splitEach(v imageView, classes []int32, byClass map[int32][]int) []classSplit {
+	out := make([]classSplit, 0, len(classes))
+	for _, c := range classes {
+		rows := byClass[c]
+		cos := cosines(v, rows, unit(meanOf(v, rows)))
+		sep, cut := split1D(cos)
+		var up, lo []float64
+		for _, x := range cos {
+			if x > cut {
+				up = append(up, x)
+			} else {
+				lo = append(lo, x)
+			}
+		}
+		mu, _ := stat.Robust(up)
+		ml, sl := stat.Robust(lo)
+		out = append(out, classSplit{c: c, cos: cos, sep: sep, cut: cut, gap: (mu - ml) / math.Max(sl, 1e-9)})
+	}
+	return out
+}
+
+// carriers finds which of the class's rows carry its pattern in view v
+// (SplitClasses): the more coherent group's mean less the other's, and a
+// cut k robust standard deviations above the other group's median cosine
+// with it. It returns the class's report (without its view) and the rows
+// in and out.
+func (s classSplit) carriers(v imageView, rows []int, k float64) (SplitClass, []int, []int) {
+	var upper, lower []int
+	for j, i := range rows {
+		if s.cos[j] > s.cut {
+			upper = append(upper, i)
+		} else {
+			lower = append(lower, i)
+		}
+	}
+	// Which group carries the pattern: the one whose vectors agree more
+	// with each other (a trigger is one pattern in every image that
+	// carries it; natural images each have their own). The class's mean
+	// leans to whichever group is larger, so the split alone does not say.
+	mu, ml := meanOf(v, upper), meanOf(v, lower)
+	carry, upperCarries := mu, coherence(mu, len(upper)) >= coherence(ml, len(lower))
+	other := ml
+	if !upperCarries {
+		carry, other = ml, mu
+	}
+	// The carrying group's vector beyond the other's: the class's own
+	// share cancels.
+	for j, x := range other {
+		carry[j] -= x
+	}
+	cos := cosines(v, rows, unit(carry))
+	var low []float64
+	for j := range rows {
+		if (s.cos[j] > s.cut) != upperCarries {
+			low = append(low, cos[j])
+		}
+	}
+	lm, lsd := stat.Robust(low)
+	cut := lm + k*lsd
+	var in, out []int
+	for j, i := range rows {
+		if cos[j] > cut {
+			in = append(in, i)
+		} else {
+			out = append(out, i)
+		}
+	}
+	return SplitClass{Class: s.c, Rows: len(rows), Separation: s.sep, Cut: cut, Carriers: len(in)}, in, out
 }
 
 // meanInto adds sign times the mean of rows' images to dst.
@@ -256,7 +334,7 @@ func newHighPass(im Images, sigma float64) *highPass {
 
 // clone returns a highPass sharing h's images and tables with its own
 // buffer.
-func (h *highPass) clone() *highPass {
+func (h *highPass) clone() imageView {
 	c := *h
 	c.buf = make([]float32, len(h.buf))
 	return &c
@@ -276,9 +354,11 @@ func reflect(i, n int) int {
 	return min(max(i, 0), n-1)
 }
 
-// detail returns row i's unit-length detail (in a buffer reused by the next
+func (h *highPass) dim() int { return h.im.size() }
+
+// vec returns row i's unit-length detail (in a buffer reused by the next
 // call).
-func (h *highPass) detail(i int) []float32 {
+func (h *highPass) vec(i int) []float32 {
 	x := h.im.row(i)
 	tmp, out := h.buf[:len(x)], h.buf[len(x):]
 	H, W := h.im.H, h.im.W
@@ -307,25 +387,42 @@ func (h *highPass) detail(i int) []float32 {
 			}
 		}
 	}
+	return unit32(out)
+}
+
+// unit32 scales v to unit length in place (a zero vector stays zero) and
+// returns it.
+func unit32(v []float32) []float32 {
 	var n float64
-	for _, v := range out {
-		n += float64(v) * float64(v)
+	for _, x := range v {
+		n += float64(x) * float64(x)
 	}
 	if n > 0 {
 		s := float32(1 / math.Sqrt(n))
-		for j := range out {
-			out[j] *= s
+		for j := range v {
+			v[j] *= s
 		}
 	}
-	return out
+	return v
 }
 
-// mean returns the mean of rows' details.
-func (h *highPass) mean(rows []int) []float64 {
-	m := make([]float64, h.im.size())
+// imageView is one way of seeing a row's image as a unit vector, which the class
+// split compares by cosine. An imageView is not safe for concurrent use (its
+// buffers); clone gives each goroutine its own.
+type imageView interface {
+	// vec returns row i's unit vector, in a buffer reused by the next call.
+	vec(i int) []float32
+	dim() int
+	clone() imageView
+}
+
+// meanOf returns the mean of rows' vectors in view v (summed in row order,
+// so that it does not depend on the CPUs).
+func meanOf(v imageView, rows []int) []float64 {
+	m := make([]float64, v.dim())
 	for _, i := range rows {
-		for j, v := range h.detail(i) {
-			m[j] += float64(v)
+		for j, x := range v.vec(i) {
+			m[j] += float64(x)
 		}
 	}
 	for j := range m {
@@ -364,24 +461,25 @@ func unit(v []float64) []float64 {
 	return v
 }
 
-// cosines returns each row's detail's cosine with the unit vector u. Rows
-// are spread over the CPUs; each cosine is computed as it would be alone.
-func (h *highPass) cosines(rows []int, u []float64) []float64 {
+// cosines returns each row's vector's cosine in view v with the unit vector
+// u. Rows are spread over the CPUs; each cosine is computed as it would be
+// alone.
+func cosines(v imageView, rows []int, u []float64) []float64 {
 	out := make([]float64, len(rows))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(rows)/64))
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
-		go func(hp *highPass, lo, hi int) {
+		go func(v imageView, lo, hi int) {
 			defer wg.Done()
 			for k := lo; k < hi; k++ {
 				var d float64
-				for j, v := range hp.detail(rows[k]) {
-					d += float64(v) * u[j]
+				for j, x := range v.vec(rows[k]) {
+					d += float64(x) * u[j]
 				}
 				out[k] = d
 			}
-		}(h.clone(), w*len(rows)/workers, (w+1)*len(rows)/workers)
+		}(v.clone(), w*len(rows)/workers, (w+1)*len(rows)/workers)
 	}
 	wg.Wait()
 	return out

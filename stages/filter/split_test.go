@@ -2,7 +2,9 @@ package filter_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/tcore-dev/tcore/stages/filter"
@@ -53,10 +55,35 @@ func splitDataTextured(classes, per, planted int, plant func(img []float32), tex
 	return im, labels, carries
 }
 
-// TestSplitClassesFindsAPlantedTrigger: a noise blend or a checkerboard
-// patch planted in images relabelled to one class is found, with its
-// carriers and nothing else; clean classes are not flagged, and the step
-// is off at split_z 0.
+// warp resamples img (3 planes of 32 x 32) bilinearly along a fixed smooth
+// field of sub-pixel shifts (up to amp pixels), as WaNet does: no pattern is
+// added, the same places of every warped image are smoothed.
+func warp(amp float64) func(img []float32) {
+	return func(img []float32) {
+		const h, w = 32, 32
+		src := append([]float32(nil), img...)
+		for ch := 0; ch < 3; ch++ {
+			p := src[ch*h*w : (ch+1)*h*w]
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					fx := float64(x) + amp*math.Sin(2*math.Pi*float64(y)/13+0.7)
+					fy := float64(y) + amp*math.Cos(2*math.Pi*float64(x)/11+1.9)
+					fx, fy = min(max(fx, 0), w-1.001), min(max(fy, 0), h-1.001)
+					x0, y0 := int(fx), int(fy)
+					ax, ay := float32(fx-float64(x0)), float32(fy-float64(y0))
+					at := func(yy, xx int) float32 { return p[yy*w+xx] }
+					v := (1-ay)*((1-ax)*at(y0, x0)+ax*at(y0, x0+1)) + ay*((1-ax)*at(y0+1, x0)+ax*at(y0+1, x0+1))
+					img[ch*h*w+y*w+x] = v
+				}
+			}
+		}
+	}
+}
+
+// TestSplitClassesFindsAPlantedTrigger: a noise blend, a checkerboard patch
+// or a warp planted in images relabelled to one class is found, in the view
+// that sees it, with its carriers and nothing else; clean classes are not
+// flagged, and each view is off at its parameter 0.
 func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 	noise := make([]float32, 3*32*32)
 	nr := rand.New(rand.NewPCG(3, 5))
@@ -77,25 +104,33 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 			}
 		}
 	}
-	p := filter.SplitParams{Z: 5, Sigma: 1, K: 6, MinRows: 40}
+	p := filter.SplitParams{Z: 5, Gap: 8, Sigma: 1, K: 6, MinRows: 40}
+	detailOnly, sharpOnly := p, p
+	detailOnly.Gap, sharpOnly.Z = 0, 0
 	for _, tc := range []struct {
 		name     string
 		planted  int
 		plant    func([]float32)
 		textured bool
 		p        filter.SplitParams
-		flagged  bool
+		// views are the views expected to flag class 0 (none: nothing
+		// flagged).
+		views []string
 	}{
-		{"blend 0.15", 120, blend, false, p, true},
-		{"checkerboard 4x4", 120, checker, false, p, true},
-		{"a few blended", 30, blend, false, p, true},
+		{"blend 0.15", 120, blend, false, p, []string{"detail", "sharpness"}},
+		{"blend 0.15, detail only", 120, blend, false, detailOnly, []string{"detail"}},
+		{"checkerboard 4x4", 120, checker, false, p, []string{"detail", "sharpness"}},
+		{"a few blended", 30, blend, false, p, []string{"detail", "sharpness"}},
 		// The planted rows are a third of the class, whose own rows share
 		// a texture: the class's mean detail is theirs, and the carriers
 		// are still the planted rows, not the class's own.
-		{"checkerboard among textured classes", 30, checker, true, p, true},
-		{"clean", 0, nil, false, p, false},
-		{"clean, textured classes", 0, nil, true, p, false},
-		{"off", 120, blend, false, filter.SplitParams{Z: 0, Sigma: 1, K: 6, MinRows: 40}, false},
+		{"checkerboard among textured classes", 30, checker, true, p, []string{"detail", "sharpness"}},
+		{"warp 0.5 px", 120, warp(0.5), false, p, []string{"sharpness"}},
+		{"warp 0.5 px, sharpness only", 120, warp(0.5), false, sharpOnly, []string{"sharpness"}},
+		{"warp 0.5 px, detail only", 120, warp(0.5), false, detailOnly, nil},
+		{"clean", 0, nil, false, p, nil},
+		{"clean, textured classes", 0, nil, true, p, nil},
+		{"off", 120, blend, false, filter.SplitParams{Sigma: 1, K: 6, MinRows: 40}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im, labels, carries := splitDataTextured(8, 60, tc.planted, tc.plant, tc.textured)
@@ -109,14 +144,31 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 			if tc.textured {
 				slack = 2
 			}
-			if !tc.flagged {
+			if len(tc.views) == 0 {
 				if rep.Carriers != 0 || len(pats) != 0 || (!tc.textured && (len(rep.Flagged) != 0 || rep.Why == "")) {
 					t.Fatalf("flagged %+v, %d carriers, %d patterns, why %q; want nothing flagged and a reason", rep.Flagged, rep.Carriers, len(pats), rep.Why)
 				}
 				return
 			}
-			if len(pats) != 1 {
-				t.Fatalf("flagged %+v with %d patterns; want one pattern, class 0's", rep.Flagged, len(pats))
+			var views []string
+			for _, f := range rep.Flagged {
+				if f.Class != 0 && f.Carriers > 0 {
+					t.Fatalf("class %d flagged in its %s with %d carriers", f.Class, f.View, f.Carriers)
+				}
+				if f.Class == 0 {
+					views = append(views, f.View)
+				}
+			}
+			if !slices.Equal(views, tc.views) {
+				t.Fatalf("class 0 flagged in %v, want %v (%+v)", views, tc.views, rep.Flagged)
+			}
+			// A pattern in the pixels comes from the detail view only.
+			wantPats := 0
+			if slices.Contains(tc.views, "detail") {
+				wantPats = 1
+			}
+			if len(pats) != wantPats {
+				t.Fatalf("%d patterns, want %d", len(pats), wantPats)
 			}
 			wrong := 0
 			for i := range carrier {
@@ -132,7 +184,7 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 			if wrong > slack {
 				t.Fatalf("%d of class 0's own rows are carriers, want at most %d", wrong, slack)
 			}
-			if pats[0].Kind != "delta" || len(pats[0].Delta) != 3*32*32 {
+			if wantPats == 1 && (pats[0].Kind != "delta" || len(pats[0].Delta) != 3*32*32) {
 				t.Fatalf("pattern %q of %d values, want a delta of %d", pats[0].Kind, len(pats[0].Delta), 3*32*32)
 			}
 		})
