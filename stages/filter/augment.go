@@ -109,15 +109,23 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			// The patterns take turns; one found planted in this row's
+			// class passes its turn to the next that may be painted on it.
+			k, label := (written+len(ids))%len(pats), b.t.Labels[row]
+			for j := 0; j < len(pats) && !pats[k].paintsOn(label); j++ {
+				k = (k + 1) % len(pats)
+			}
+			if !pats[k].paintsOn(label) {
+				continue
+			}
 			dst := stage[len(ids)*size : (len(ids)+1)*size]
 			if err := b.canvas.Pixels(imgs.Value(i), canon, &scratch); err != nil {
 				return nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
-			k := (written + len(ids)) % len(pats)
 			b.paint(dst, canon, &pats[k], &resampled)
 			res.pattern = append(res.pattern, k)
 			ids = append(ids, col.Value(i))
-			labels = append(labels, b.t.Labels[row])
+			labels = append(labels, label)
 			if len(ids) == bs {
 				if err := flush(); err != nil {
 					return nil, err

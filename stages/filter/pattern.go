@@ -23,7 +23,15 @@ type Pattern struct {
 	// Delta is the additive pattern of kind delta, one value per input
 	// value of the model (not reported).
 	Delta []float32 `json:"-"`
+	// Targeted says the pattern was found planted in the images of class
+	// Target (the class split): augment rows never paint it on that
+	// class's images, which would teach the attack itself.
+	Targeted bool  `json:"targeted,omitempty"`
+	Target   int32 `json:"target,omitempty"`
 }
+
+// paintsOn says whether augment rows may carry p on an image of class l.
+func (p Pattern) paintsOn(l int32) bool { return !p.Targeted || p.Target != l }
 
 // String describes p in a few words ("blend alpha 0.15", "solid 4x4 at
 // (0,28)").

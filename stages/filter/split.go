@@ -149,7 +149,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 				delta := make([]float32, im.size())
 				meanInto(delta, im, in, 1)
 				meanInto(delta, im, out, -1)
-				pats = append(pats, Pattern{Kind: "delta", Delta: delta})
+				pats = append(pats, Pattern{Kind: "delta", Delta: delta, Targeted: true, Target: s.c})
 			}
 		}
 	}

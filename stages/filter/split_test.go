@@ -187,6 +187,11 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 			if wantPats == 1 && (pats[0].Kind != "delta" || len(pats[0].Delta) != 3*32*32) {
 				t.Fatalf("pattern %q of %d values, want a delta of %d", pats[0].Kind, len(pats[0].Delta), 3*32*32)
 			}
+			// The pattern names the class it was planted in, so that
+			// augment rows never paint it on that class's images.
+			if wantPats == 1 && (!pats[0].Targeted || pats[0].Target != 0) {
+				t.Fatalf("pattern targets class %d (targeted %v), want class 0", pats[0].Target, pats[0].Targeted)
+			}
 		})
 	}
 }
@@ -206,7 +211,7 @@ func TestSplitClassesRejectsBadShapes(t *testing.T) {
 }
 
 // SplitClasses on 8 classes of 60 images, 90 more of which carry a 4x4
-// checkerboard and the label 0.
+// checkerboard and the label 0: both views find the same carriers.
 func ExampleSplitClasses() {
 	im, labels, _ := splitData(8, 60, 90, func(img []float32) {
 		for ch := 0; ch < 3; ch++ {
@@ -217,16 +222,17 @@ func ExampleSplitClasses() {
 			}
 		}
 	})
-	rep, _, pats, err := filter.SplitClasses(im, labels, filter.SplitParams{Z: 5, Sigma: 1, K: 6, MinRows: 40})
+	rep, _, pats, err := filter.SplitClasses(im, labels, filter.SplitParams{Z: 5, Gap: 8, Sigma: 1, K: 6, MinRows: 40})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	for _, f := range rep.Flagged {
-		fmt.Printf("class %d: %d of its %d rows carry a pattern\n", f.Class, f.Carriers, f.Rows)
+		fmt.Printf("class %d, %s: %d of its %d rows carry a pattern\n", f.Class, f.View, f.Carriers, f.Rows)
 	}
-	fmt.Println(len(pats), "pattern:", pats[0].Kind)
+	fmt.Println(rep.Carriers, "carriers;", len(pats), "pattern:", pats[0].Kind)
 	// Output:
-	// class 0: 90 of its 150 rows carry a pattern
-	// 1 pattern: delta
+	// class 0, detail: 90 of its 150 rows carry a pattern
+	// class 0, sharpness: 90 of its 150 rows carry a pattern
+	// 90 carriers; 1 pattern: delta
 }
