@@ -402,18 +402,24 @@ func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, 
 		if len(halves[f]) == 0 {
 			halves[f] = halves[1-f]
 		}
-		h := mlp.NewHead(sizes, seed*2+uint64(f))
+		heads[f] = mlp.NewHead(sizes, seed*2+uint64(f))
 		if prev[f] != nil {
-			h = prev[f].Clone()
+			heads[f] = prev[f].Clone()
 		}
-		if _, err := tr.Fit(h, x, y, halves[f], nil); err != nil {
-			return nil, heads, err
+	}
+	// The two halves' heads train side by side (mlp.Together).
+	half := func(f int) func() error {
+		return func() error {
+			if _, err := tr.Fit(heads[f], x, y, halves[f], nil); err != nil {
+				return err
+			}
+			var err error
+			sc[f], err = tr.Score(heads[f], x, y)
+			return err
 		}
-		s, err := tr.Score(h, x, y)
-		if err != nil {
-			return nil, heads, err
-		}
-		sc[f], heads[f] = s, h
+	}
+	if err := mlp.Together(half(0), half(1)); err != nil {
+		return nil, heads, err
 	}
 	out := &mlp.Scores{Loss: make([]float32, len(y)), PY: make([]float32, len(y)), Pred: make([]int32, len(y)), Prob: make([]float32, len(sc[0].Prob))}
 	for i := range y {

@@ -158,19 +158,26 @@ func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params,
 				trusted = append(trusted, i)
 			}
 		}
+		// The benign head (trusted rows) and the confusion head (every
+		// row) do not depend on each other: they train side by side.
 		fs := mlp.NewHead(sizes, p.Seed+uint64(2*r))
-		if _, err := tr.Fit(fs, x, y, trusted, nil); err != nil {
-			return nil, err
-		}
-		sb, err := tr.Score(fs, x, y)
-		if err != nil {
-			return nil, err
-		}
 		fct := mlp.NewHead(sizes, p.Seed+uint64(2*r+1))
-		if _, err := tr.Fit(fct, x, y, all, &mlp.Confusion{Rows: trusted, Every: p.ConfusionEvery, Weight: p.ConfusionWeight}); err != nil {
-			return nil, err
-		}
-		sc, err := tr.Score(fct, x, y)
+		var sb, sc *mlp.Scores
+		err := mlp.Together(func() error {
+			if _, err := tr.Fit(fs, x, y, trusted, nil); err != nil {
+				return err
+			}
+			var err error
+			sb, err = tr.Score(fs, x, y)
+			return err
+		}, func() error {
+			if _, err := tr.Fit(fct, x, y, all, &mlp.Confusion{Rows: trusted, Every: p.ConfusionEvery, Weight: p.ConfusionWeight}); err != nil {
+				return err
+			}
+			var err error
+			sc, err = tr.Score(fct, x, y)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -508,4 +509,30 @@ func (t *Trainer) Score(h *Head, x []float32, y []int32) (*Scores, error) {
 		s.Loss[i] = float32(math.Log(z) - float64(row[y[i]]-mx))
 	}
 	return s, nil
+}
+
+// Together runs fns at once, each on its own goroutine, waits for all of
+// them and returns the first error in fns' order. Heads that do not depend
+// on each other (the two halves of a held-out pair, a benign and a
+// confusion head) train side by side: one Fit keeps about one core busy
+// however many intra-op threads its session has, its batches being small.
+// A Trainer's sessions may be run from several goroutines, and each Fit and
+// Score computes what it would alone.
+func Together(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package mlp
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -234,4 +235,88 @@ func allRows(n int) []int {
 		rows[i] = i
 	}
 	return rows
+}
+
+// Two heads trained side by side (Together) on one Trainer end with the
+// same weights, bit for bit, as trained one after the other; an error of
+// either is returned.
+func TestTogetherMatchesOneAfterTheOther(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 2000, 32, 4
+	x, y := blobs(n, d, c, 5)
+	sizes := []int{d, 64, c}
+	tr, err := NewTrainer(sizes, DefaultConfig(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	halves := [2][]int{}
+	for i := 0; i < n; i++ {
+		halves[i%2] = append(halves[i%2], i)
+	}
+	fit := func(h *Head, rows []int) func() error {
+		return func() error { _, err := tr.Fit(h, x, y, rows, nil); return err }
+	}
+	var alone, together [2]*Head
+	for f := range alone {
+		alone[f] = NewHead(sizes, uint64(f))
+		if err := fit(alone[f], halves[f])(); err != nil {
+			t.Fatal(err)
+		}
+		together[f] = NewHead(sizes, uint64(f))
+	}
+	if err := Together(fit(together[0], halves[0]), fit(together[1], halves[1])); err != nil {
+		t.Fatal(err)
+	}
+	for f := range alone {
+		for l := range alone[f].W {
+			if !slices.Equal(alone[f].W[l], together[f].W[l]) || !slices.Equal(alone[f].B[l], together[f].B[l]) {
+				t.Fatalf("head %d layer %d differs trained side by side", f, l)
+			}
+		}
+	}
+	if err := Together(fit(NewHead(sizes, 1), halves[0]), fit(NewHead(sizes, 2), nil)); err == nil {
+		t.Fatal("a fit with no rows: no error from Together")
+	}
+}
+
+// BenchmarkFitPair trains two default heads (256 -> 512 -> 256 -> 10) for
+// one epoch over 10,000 rows each, one after the other and side by side
+// (Together); compare the two rows/s figures of one run.
+func BenchmarkFitPair(b *testing.B) {
+	ortlib.Init(b)
+	const n, d, c = 20000, 256, 10
+	x, y := blobs(n, d, c, 1)
+	var halves [2][]int
+	for i := 0; i < n; i++ {
+		halves[i%2] = append(halves[i%2], i)
+	}
+	cfg := DefaultConfig(1)
+	cfg.Epochs, cfg.MinSteps = 1, 0
+	sizes := []int{d, 512, 256, c}
+	tr, err := NewTrainer(sizes, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	fit := func(f int) func() error {
+		h := NewHead(sizes, uint64(f))
+		return func() error { _, err := tr.Fit(h, x, y, halves[f], nil); return err }
+	}
+	for _, mode := range []string{"one after the other", "together"} {
+		b.Run(mode, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				var err error
+				if mode == "together" {
+					err = Together(fit(0), fit(1))
+				} else if err = fit(0)(); err == nil {
+					err = fit(1)()
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
 }
