@@ -59,7 +59,7 @@ type Params struct {
 	SplitZ     float64 `json:"split_z" range:"[0,)" doc:"look in every class for part of its images sharing a fine-grained pattern the rest lack (a trigger planted in many images of one label): a class whose images split this many robust standard deviations further apart than the classes' median is flagged, and its rows carrying the pattern are suspects (0: off)"`
 	SplitGap   float64 `json:"split_gap" range:"[0,)" doc:"look in every class for part of its images smoothed in the same places (a warp or blend resampling many images of one label): a class whose images' sharpness maps split into groups whose medians lie this many robust standard deviations of the lower group apart is flagged, and its rows carrying the pattern are suspects (0: off)"`
 	SplitSigma float64 `json:"split_sigma" range:"(0,)" doc:"the Gaussian blur (data pixels) an image's fine-grained detail is taken against for split_z"`
-	SplitK     float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its detail's cosine with it lies this many robust standard deviations above the median of the class's rows that do not"`
+	SplitK     float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its cosine with it (in the view that flagged the class) lies this many robust standard deviations above the median of the class's rows that do not"`
 
 	// moved
 	MovedZ float64 `json:"moved_z" range:"[0,)" doc:"after masking, a training row whose embedding the mask moved more than this many robust standard deviations above the trusted rows' median move is a suspect: a row carrying the trigger moves as triggered inputs do (0: off)"`
@@ -81,7 +81,7 @@ var defaults = Params{
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99,
-	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 6,
+	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5,
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.
