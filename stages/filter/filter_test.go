@@ -597,3 +597,46 @@ func TestSmoothRatioChoosesTheBlur(t *testing.T) {
 		t.Errorf("smooth_ratio 0.001 chose sigma %.1f: want no blur", last)
 	}
 }
+
+// A noise blended into 60 images labelled 0 (a dirty-label attack on a clean
+// encoder) is found by the class split, and its pattern goes into the
+// augment rows, but never onto an image of class 0: that row would carry the
+// trigger with the attack's own label.
+func TestAugmentNeverPaintsATriggerOnItsClass(t *testing.T) {
+	dir, enc, rng := encoderOf(t, testenc.Clean(5))
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ { // each with its own fine noise
+		imgs, labels = append(imgs, smoothImage(rng, 0.1, uint64(1000+i))), append(labels, int32(i%4))
+	}
+	for i := 0; i < 60; i++ { // one noise, blended in
+		imgs, labels = append(imgs, smoothImage(rng, 0.25, 99)), append(labels, 0)
+	}
+	in := inputsOf(t, enc, imgs, labels, 120)
+	defer in.Release()
+	out := plugin.NewTables()
+	defer out.Release()
+	params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m["class_split"])
+	if !strings.Contains(string(b), `"view":"detail"`) || !strings.Contains(string(b), `"class":0`) {
+		t.Fatalf("class 0's blend not found in its detail: %s", b)
+	}
+	rows, zero := 0, 0
+	for _, r := range out.Get("augment").Records {
+		labs := r.Column(1).(*array.Int32)
+		for i := 0; i < labs.Len(); i++ {
+			rows++
+			if labs.Value(i) == 0 {
+				zero++
+			}
+		}
+	}
+	if rows == 0 || zero > 0 {
+		t.Fatalf("%d augment rows, %d of class 0; want some, none of class 0 (class split %s)", rows, zero, b)
+	}
+}
