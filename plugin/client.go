@@ -575,13 +575,17 @@ func (s *outputSink) consume(ps PortSpec, pr *io.PipeReader, open func() (array.
 		return w.Close()
 	}()
 	if err != nil {
-		pr.CloseWithError(err)
-		s.mu.Lock()
 		// What a plugin sends wrong is the plugin's fault, not the
 		// user's input: an internal error, though the check is the one
-		// that calls bad rows of a dataset bad input.
-		s.errs = append(s.errs, &Error{Port: ps.Name, Code: CodeInternal, Msg: err.Error()})
+		// that calls bad rows of a dataset bad input. It is recorded
+		// before the pipe closes: the sender's failed write then finds
+		// it (firstErr) instead of the bare error, whichever goroutine
+		// runs first.
+		perr := &Error{Port: ps.Name, Code: CodeInternal, Msg: err.Error()}
+		s.mu.Lock()
+		s.errs = append(s.errs, perr)
 		s.mu.Unlock()
+		pr.CloseWithError(perr)
 	}
 }
 

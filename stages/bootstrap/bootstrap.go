@@ -217,7 +217,13 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	sizes := p.Sizes(d, nc)
 	cfg := p.Config()
 	cfg.MaxSteps = p.MaxSteps
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	// Held-out admission trains its two halves' heads side by side
+	// (HeldOut, mlp.Together); the final head trains alone, on cfg.
+	rcfg := cfg
+	if p.Admit == "heldout" {
+		rcfg = cfg.Paired()
+	}
+	tr, err := mlp.NewTrainer(sizes, rcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +258,7 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	}
 	var warm *mlp.Trainer
 	if p.WarmEpochs > 0 {
-		wcfg := cfg
+		wcfg := rcfg
 		wcfg.Epochs = p.WarmEpochs
 		if warm, err = mlp.NewTrainer(sizes, wcfg); err != nil {
 			return nil, err

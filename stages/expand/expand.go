@@ -137,7 +137,8 @@ func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params,
 	sizes := p.Sizes(d, nc)
 	cfg := p.Config()
 	cfg.MaxSteps = p.MaxSteps
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	// Each round's two heads train side by side (mlp.Together).
+	tr, err := mlp.NewTrainer(sizes, cfg.Paired())
 	if err != nil {
 		return nil, err
 	}

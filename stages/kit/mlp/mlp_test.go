@@ -281,8 +281,9 @@ func TestTogetherMatchesOneAfterTheOther(t *testing.T) {
 }
 
 // BenchmarkFitPair trains two default heads (256 -> 512 -> 256 -> 10) for
-// one epoch over 10,000 rows each, one after the other and side by side
-// (Together); compare the two rows/s figures of one run.
+// one epoch over 10,000 rows each, one after the other, side by side
+// (Together), and side by side on a Paired trainer; compare the rows/s
+// figures of one run.
 func BenchmarkFitPair(b *testing.B) {
 	ortlib.Init(b)
 	const n, d, c = 20000, 256, 10
@@ -299,18 +300,28 @@ func BenchmarkFitPair(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer tr.Close()
-	fit := func(f int) func() error {
+	paired, err := NewTrainer(sizes, cfg.Paired())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer paired.Close()
+	fit := func(tr *Trainer, f int) func() error {
 		h := NewHead(sizes, uint64(f))
 		return func() error { _, err := tr.Fit(h, x, y, halves[f], nil); return err }
 	}
-	for _, mode := range []string{"one after the other", "together"} {
+	for _, mode := range []string{"one after the other", "together", "together, paired threads"} {
 		b.Run(mode, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				var err error
-				if mode == "together" {
-					err = Together(fit(0), fit(1))
-				} else if err = fit(0)(); err == nil {
-					err = fit(1)()
+				switch mode {
+				case "together":
+					err = Together(fit(tr, 0), fit(tr, 1))
+				case "together, paired threads":
+					err = Together(fit(paired, 0), fit(paired, 1))
+				default:
+					if err = fit(tr, 0)(); err == nil {
+						err = fit(tr, 1)()
+					}
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -318,5 +329,36 @@ func BenchmarkFitPair(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
+	}
+}
+
+// A fit ends with the same weights, bit for bit, whatever the intra-op
+// thread count of its trainer's sessions (Config.Paired relies on it).
+func TestThreadsDoNotChangeAFit(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 4000, 256, 10
+	x, y := blobs(n, d, c, 5)
+	sizes := []int{d, 512, 256, c}
+	var heads []*Head
+	for _, threads := range []int{1, 2, 3} {
+		cfg := DefaultConfig(7)
+		cfg.ORT.Threads = threads
+		tr, err := NewTrainer(sizes, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := NewHead(sizes, 3)
+		if _, err := tr.Fit(h, x, y, allRows(n), nil); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+		heads = append(heads, h)
+	}
+	for k := 1; k < len(heads); k++ {
+		for l := range heads[0].W {
+			if !slices.Equal(heads[0].W[l], heads[k].W[l]) || !slices.Equal(heads[0].B[l], heads[k].B[l]) {
+				t.Fatalf("layer %d differs at %d threads from 1 thread", l, k+1)
+			}
+		}
 	}
 }

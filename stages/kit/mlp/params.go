@@ -34,3 +34,17 @@ func (h HeadParams) Config() Config {
 	cfg.Epochs, cfg.ORT = h.Epochs, ort.Options{Device: h.Device}
 	return cfg
 }
+
+// Paired returns c for a trainer whose heads train two at a time
+// (Together): its sessions get half the intra-op threads they would
+// otherwise have (at least one), so that the two fits share the CPUs
+// instead of contending for them (BenchmarkFitPair). A fit's result does
+// not depend on its thread count (TestThreadsDoNotChangeAFit).
+func (c Config) Paired() Config {
+	t := c.ORT.Threads
+	if t <= 0 {
+		t = ort.DefaultThreads()
+	}
+	c.ORT.Threads = max(1, t/2)
+	return c
+}
