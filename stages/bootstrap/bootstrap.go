@@ -415,12 +415,8 @@ func HeldOut(tr *mlp.Trainer, sizes []int, seed uint64, x []float32, y []int32, 
 	}
 	// The two halves' heads train side by side (mlp.Together).
 	half := func(f int) func() error {
-		return func() error {
-			if _, err := tr.Fit(heads[f], x, y, halves[f], nil); err != nil {
-				return err
-			}
-			var err error
-			sc[f], err = tr.Score(heads[f], x, y)
+		return func() (err error) {
+			sc[f], err = tr.FitScore(heads[f], x, y, halves[f], nil)
 			return err
 		}
 	}

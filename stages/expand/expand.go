@@ -164,19 +164,11 @@ func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params,
 		fs := mlp.NewHead(sizes, p.Seed+uint64(2*r))
 		fct := mlp.NewHead(sizes, p.Seed+uint64(2*r+1))
 		var sb, sc *mlp.Scores
-		err := mlp.Together(func() error {
-			if _, err := tr.Fit(fs, x, y, trusted, nil); err != nil {
-				return err
-			}
-			var err error
-			sb, err = tr.Score(fs, x, y)
+		err := mlp.Together(func() (err error) {
+			sb, err = tr.FitScore(fs, x, y, trusted, nil)
 			return err
-		}, func() error {
-			if _, err := tr.Fit(fct, x, y, all, &mlp.Confusion{Rows: trusted, Every: p.ConfusionEvery, Weight: p.ConfusionWeight}); err != nil {
-				return err
-			}
-			var err error
-			sc, err = tr.Score(fct, x, y)
+		}, func() (err error) {
+			sc, err = tr.FitScore(fct, x, y, all, &mlp.Confusion{Rows: trusted, Every: p.ConfusionEvery, Weight: p.ConfusionWeight})
 			return err
 		})
 		if err != nil {

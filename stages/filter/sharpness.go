@@ -22,7 +22,7 @@ type sharpness struct {
 // [0, 1]).
 const sharpEps = 1e-4
 
-// newSharpness returns the sharpness imageView of im, or nil when its images
+// newSharpness returns the sharpness view of im, or nil when its images
 // are smaller than 4 x 4 or there are none.
 func newSharpness(im Images) *sharpness {
 	if im.H < 4 || im.W < 4 || im.N == 0 {

@@ -153,7 +153,11 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 			}
 		}
 	}
-	if sh := newSharpness(im); p.Gap > 0 && sh != nil {
+	var sh *sharpness
+	if p.Gap > 0 {
+		sh = newSharpness(im) // a pass over every image: only when the view is on
+	}
+	if sh != nil {
 		for _, s := range splitEach(sh, classes, byClass) {
 			if s.gap < p.Gap {
 				continue

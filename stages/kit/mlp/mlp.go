@@ -479,6 +479,15 @@ type Scores struct {
 	PY   []float32 // probability of the given label
 }
 
+// FitScore fits h on rows (Fit) and then scores every row of x (Score): a
+// head of a pair trained side by side (Together).
+func (t *Trainer) FitScore(h *Head, x []float32, y []int32, rows []int, conf *Confusion) (*Scores, error) {
+	if _, err := t.Fit(h, x, y, rows, conf); err != nil {
+		return nil, err
+	}
+	return t.Score(h, x, y)
+}
+
 // Score runs h on the n rows of x and scores them against labels y.
 func (t *Trainer) Score(h *Head, x []float32, y []int32) (*Scores, error) {
 	n := len(y)
