@@ -38,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.8.0",
+		Version: "0.9.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -47,10 +47,10 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "augment", Kind: arrowio.KindFeatures, Optional: true, Doc: "extra rows for the final head only (filter.augment: trusted images carrying the found trigger, with their own labels)"},
 			{Name: "original", Kind: arrowio.KindFeatures, Optional: true, Doc: "the training rows' embeddings under the original encoder (embed.features): when the encoder carries a gate (filter.gate), a second head is trained on the kept rows' original embeddings and the exported classifier is gated"},
 		},
-		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred"}},
+		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -74,8 +74,9 @@ type Params struct {
 	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
 	// GateNeighbours widens a class gate by the found trigger's
 	// neighbourhood (docs/DECISIONS.md).
-	GateNeighbours int    `json:"gate_neighbours" range:"[0,)" doc:"when a class gate's probe rows' nearest kept rows (original embeddings, cosine; this many per row) are mostly of another class than the original classifier gives them most, the gate also takes every class holding 5% of those rows' labels (0: the classifier's labels alone)"`
-	Export         string `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	GateNeighbours int     `json:"gate_neighbours" range:"[0,)" doc:"when a class gate's probe rows' nearest kept rows (original embeddings, cosine; this many per row) are mostly of another class than the original classifier gives them most, the gate also takes every class holding 5% of those rows' labels (0: the classifier's labels alone)"`
+	Relabel        float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
+	Export         string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -149,7 +150,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		res.Metrics["exported"], res.Metrics["gated"] = p.Export, gated
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
-		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred}})
+		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred},
+		{Name: "bootstrap.label", I: res.Label}})
 }
 
 // Excluded is the rows never to keep: marked in a or in b (either may be
@@ -196,7 +198,11 @@ func Restart(kept, start, exclude []bool, labels []int32) []int {
 
 // Result is bootstrap's verdict and head.
 type Result struct {
-	Kept    []bool
+	Kept []bool
+	// Label is the label each row trained the final head with: its own
+	// when kept, another class when relabelled (Params.Relabel), -1 when
+	// left out.
+	Label   []int32
 	Round   []int32
 	Loss    []float32
 	Pred    []int32
@@ -338,35 +344,49 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	final := rows()
 	fcfg := cfg
 	fcfg.Epochs = p.FinalEpochs
-	res.Head = mlp.NewHead(sizes, p.Seed+1000)
 	ftr, err := mlp.NewTrainer(sizes, fcfg)
 	if err != nil {
 		return nil, err
 	}
 	defer ftr.Close()
-	fx, fy, frows := x, y, final
-	naug := 0
 	if aug != nil && aug.N() > 0 {
 		for _, l := range aug.Labels {
 			if int(l) < 0 || int(l) >= nc {
 				return nil, plugin.PortError("augment", plugin.BadInputf("label %d outside the %d classes", l, nc))
 			}
 		}
-		naug = aug.N()
-		fx = append(append(make([]float32, 0, len(x)+len(aug.Embedding.X)), x...), aug.Embedding.X...)
-		fy = append(append(make([]int32, 0, n+naug), y...), aug.Labels...)
-		frows = append([]int(nil), final...)
-		for i := 0; i < naug; i++ {
-			frows = append(frows, n+i)
+	}
+	res.Label = make([]int32, n)
+	for i := range res.Label {
+		res.Label[i] = -1
+		if res.Kept[i] {
+			res.Label[i] = y[i]
 		}
 	}
-	trainLoss, err := ftr.Fit(res.Head, fx, fy, frows, nil)
+	trainLoss, sc, err := finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000)
 	if err != nil {
 		return nil, err
 	}
-	sc, err := ftr.Score(res.Head, x, y)
-	if err != nil {
-		return nil, err
+	relabelled := 0
+	if p.Relabel > 0 {
+		// Suspects that the final head confidently gives another class
+		// join it under that class, and the head trains again: a
+		// poisoned row carries its source's content under the target's
+		// label, and relabelled it teaches the head that the trigger
+		// does not make the target (docs/ALGORITHM.md, stage 4). Rows
+		// never admitted but not suspected stay out: they are the hard
+		// rows of clean data, and relabelled they cost accuracy.
+		for i := 0; i < n; i++ {
+			if pr := sc.Pred[i]; exclude != nil && exclude[i] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= p.Relabel {
+				res.Label[i] = pr
+				relabelled++
+			}
+		}
+		if relabelled > 0 {
+			if trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res.Loss, res.Pred = sc.Loss, sc.Pred
 	perClass := map[string]int{}
@@ -375,8 +395,43 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	}
 	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "restarted": len(restarted), "kept": len(final),
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
-		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": naug}
+		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": augRows(aug), "relabelled": relabelled}
 	return res, nil
+}
+
+// finalHead trains res.Head afresh (seed) on the rows res labels (Label
+// not -1, with that label) and aug's rows, and scores every row under its
+// given label y.
+func finalHead(tr *mlp.Trainer, res *Result, sizes []int, x []float32, y []int32, aug *feat.Table, seed uint64) (float64, *mlp.Scores, error) {
+	n := len(res.Label)
+	fx, fy := x, res.Label
+	var frows []int
+	for i, l := range res.Label {
+		if l >= 0 {
+			frows = append(frows, i)
+		}
+	}
+	if aug != nil && aug.N() > 0 {
+		fx = append(append(make([]float32, 0, len(x)+len(aug.Embedding.X)), x...), aug.Embedding.X...)
+		fy = append(append(make([]int32, 0, n+aug.N()), res.Label...), aug.Labels...)
+		for i := 0; i < aug.N(); i++ {
+			frows = append(frows, n+i)
+		}
+	}
+	res.Head = mlp.NewHead(sizes, seed)
+	loss, err := tr.Fit(res.Head, fx, fy, frows, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	sc, err := tr.Score(res.Head, x, y)
+	return loss, sc, err
+}
+
+func augRows(aug *feat.Table) int {
+	if aug == nil {
+		return 0
+	}
+	return aug.N()
 }
 
 // HeldOut scores every row for the admission rule heldout: two heads, each

@@ -253,3 +253,70 @@ func TestRestart(t *testing.T) {
 		t.Errorf("no exclusions: restarted %v", got)
 	}
 }
+
+// Dirty-label poison left out as suspects: with relabel on, the final head
+// takes the poisoned rows back under the class their content shows (their
+// source), never under the target's label they came with; kept rows keep
+// their own labels, and rows left out that are not suspects stay out;
+// with relabel off, every row left out is -1.
+func TestRelabelGivesLeftOutPoisonItsSource(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 120, Classes: 4, Poison: 60, Target: 1, Seed: 3})
+	tab := set.Table
+	start := make([]bool, tab.N())
+	flipped := 0
+	for i := range start {
+		start[i] = i%3 == 0 && !set.IsPoison[i]
+		// Mislabelled rows that are no suspects: never admitted, and the
+		// head gives them their true class, but they must stay out.
+		if !start[i] && !set.IsPoison[i] && tab.Labels[i] == 0 && flipped < 10 {
+			tab.Labels[i] = 3
+			flipped++
+		}
+	}
+	cases := []struct {
+		name    string
+		relabel float32
+	}{{"off", 0}, {"on", 0.9}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := params(t, map[string]any{"epochs": 10, "final_epochs": 20, "rounds": 3, "relabel": tc.relabel})
+			res, err := bootstrap.Bootstrap(context.Background(), tab, start, set.IsPoison, nil, p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var moved, toSource, poisonMoved int
+			for i, l := range res.Label {
+				switch {
+				case res.Kept[i] && l != tab.Labels[i]:
+					t.Fatalf("kept row %d trained as %d, its label is %d", i, l, tab.Labels[i])
+				case res.Kept[i]:
+				case l == tab.Labels[i]:
+					t.Fatalf("row %d left out but trained under its own label %d", i, l)
+				case l >= 0 && !set.IsPoison[i]:
+					t.Fatalf("row %d is no suspect, but relabelled %d", i, l)
+				case l >= 0:
+					moved++
+					if set.IsPoison[i] {
+						poisonMoved++
+						if l == set.Source[i] {
+							toSource++
+						}
+					}
+				}
+			}
+			if got := res.Metrics["relabelled"]; got != moved {
+				t.Fatalf("metrics relabelled %v, %d rows relabelled", got, moved)
+			}
+			if tc.relabel == 0 {
+				if moved != 0 {
+					t.Fatalf("relabel off, %d rows relabelled", moved)
+				}
+				return
+			}
+			if poisonMoved < 30 || float64(toSource) < 0.9*float64(poisonMoved) {
+				t.Fatalf("%d of 60 poisoned rows relabelled, %d to their source class; want >= 30, 90%% to the source", poisonMoved, toSource)
+			}
+		})
+	}
+}

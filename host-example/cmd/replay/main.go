@@ -85,6 +85,7 @@ func run(args []string, stdout io.Writer) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
 	splitOnly := fs.Bool("split", false, "only run the filter's class split (split_z) on the run's training images with each variant's filter parameters, and count the carriers it finds among poisoned and clean rows (with --truth)")
 	noAug := fs.Bool("no-augment", false, "leave out the filter's augment rows from the final head")
+	oracle := fs.Bool("oracle", false, "with --truth: also train the final head (bootstrap's epochs, steps and seed) on every row, on every clean row, and on the kept rows alone, and count the clean rows left out per class")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -309,6 +310,11 @@ func run(args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", vname, 100*acc, asr,
 				purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
+			if *oracle {
+				if err := oracleHeads(stdout, vbt, vaug, br, bootstrap.Excluded(vexclude, never), bp, poison, clean, trig, spec); err != nil {
+					return err
+				}
+			}
 			if *gate && g != nil && trig != nil {
 				oclean, otrig, err := testEmbeddings(ctx, *enc, *test, spec, filepath.Dir(*dir))
 				if err != nil {
@@ -701,6 +707,9 @@ func readScores(path string, t *feat.Table, names ...string) (map[string]feat.Co
 	return feat.Scores(r, path, t, names...)
 }
 
+// origLabel is each training row's label before poisoning (readTruth).
+var origLabel = map[uint64]int32{}
+
 func readTruth(path string) (map[uint64]bool, error) {
 	rec, err := arrowio.ReadTruth(path)
 	if err != nil {
@@ -709,8 +718,12 @@ func readTruth(path string) (map[uint64]bool, error) {
 	defer rec.Release()
 	out := map[uint64]bool{}
 	ids, ps := rec.Column(0).(*array.Uint64), rec.Column(1).(*array.Boolean)
+	orig, _ := rec.Column(2).(*array.Int32)
 	for i := 0; i < ids.Len(); i++ {
 		out[ids.Value(i)] = ps.Value(i)
+		if orig != nil {
+			origLabel[ids.Value(i)] = orig.Value(i)
+		}
 	}
 	return out, nil
 }
@@ -947,4 +960,132 @@ func splitCheck(ctx context.Context, w io.Writer, dir, enc string, t *feat.Table
 		fmt.Fprintf(w, "%-16s carriers: %d of %d poisoned, %d clean; %d patterns; %s\n", name, cp, np, cc, len(pats), b)
 	}
 	return nil
+}
+
+// oracleHeads prints the ACC and ASR of final heads trained on every row,
+// on every clean row (truth) and on br's kept rows, and the clean rows
+// br left out per class: where a final head's accuracy is lost.
+func oracleHeads(w io.Writer, t *feat.Table, aug *feat.Table, br *bootstrap.Result, suspect []bool, bp bootstrap.Params, poison map[uint64]bool, clean, trig *feat.Table, spec *attack.Spec) error {
+	nc := 0
+	for _, l := range t.Labels {
+		nc = max(nc, int(l)+1)
+	}
+	// Rows left out that the final head gives another class with
+	// probability q or more, relabelled as that class.
+	str, err := mlp.NewTrainer(br.Head.Sizes, mlp.DefaultConfig(1))
+	if err != nil {
+		return err
+	}
+	sc, err := str.Score(br.Head, t.Embedding.X, t.Labels)
+	str.Close()
+	if err != nil {
+		return err
+	}
+	type variant struct {
+		q       float32
+		suspect bool
+	}
+	for _, v := range []variant{{1.01, false}, {0.5, false}, {0.9, false}, {0.5, true}, {0.7, true}, {0.9, true}} {
+		q := v.q
+		var accs, asrs []float64
+		y := append([]int32(nil), t.Labels...)
+		var rows []int
+		var re, rePoison, reRight int
+		for i := range y {
+			if br.Kept[i] {
+				rows = append(rows, i)
+				continue
+			}
+			if v.suspect && (suspect == nil || !suspect[i]) {
+				continue
+			}
+			if p := sc.Pred[i]; p != y[i] && sc.Prob[i*nc+int(p)] >= q {
+				y[i] = p
+				rows = append(rows, i)
+				re++
+				if poison[t.IDs[i]] {
+					rePoison++
+					if o, ok := origLabel[t.IDs[i]]; ok && o == p {
+						reRight++
+					}
+				}
+			}
+		}
+		fx := t.Embedding.X
+		if aug != nil && aug.N() > 0 {
+			fx = append(append([]float32(nil), fx...), aug.Embedding.X...)
+			y = append(y, aug.Labels...)
+			for i := 0; i < aug.N(); i++ {
+				rows = append(rows, t.N()+i)
+			}
+		}
+		for k := uint64(1); k <= 3; k++ {
+			cfg := bp.Config()
+			cfg.Epochs, cfg.MaxSteps = bp.FinalEpochs, bp.MaxSteps
+			tr, err := mlp.NewTrainer(bp.Sizes(t.Embedding.D, nc), cfg)
+			if err != nil {
+				return err
+			}
+			h := mlp.NewHead(bp.Sizes(t.Embedding.D, nc), bp.Seed+1000*k)
+			_, err = tr.Fit(h, fx, y, rows, nil)
+			tr.Close()
+			if err != nil {
+				return err
+			}
+			acc, err := accuracy(h, clean, -1)
+			if err != nil {
+				return err
+			}
+			accs = append(accs, 100*acc)
+			if trig != nil && spec != nil {
+				a, err := accuracy(h, trig, int32(spec.Target))
+				if err != nil {
+					return err
+				}
+				asrs = append(asrs, 100*a)
+			}
+		}
+		asr := "—"
+		if asrs != nil {
+			asr = fmt.Sprintf("%.1f %v", mean64(asrs), fmtList(asrs))
+		}
+		fmt.Fprintf(w, "  relabel q=%.2f suspects-only=%v: %d rows (%d poisoned, %d to their source)  ACC %5.1f %v  ASR %s\n", q, v.suspect, re, rePoison, reRight, mean64(accs), fmtList(accs), asr)
+	}
+	left, total := make([]int, nc), make([]int, nc)
+	for i, l := range t.Labels {
+		if poison[t.IDs[i]] {
+			continue
+		}
+		total[l]++
+		if !br.Kept[i] {
+			left[l]++
+		}
+	}
+	var b strings.Builder
+	for c := range left {
+		if left[c] > 0 {
+			fmt.Fprintf(&b, " %d:%d/%d", c, left[c], total[c])
+		}
+	}
+	fmt.Fprintf(w, "  clean rows left out by class:%s\n", b.String())
+	return nil
+}
+
+func fmtList(v []float64) string {
+	var b strings.Builder
+	for i, x := range v {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.1f", x)
+	}
+	return "[" + b.String() + "]"
+}
+
+func mean64(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(max(1, len(v)))
 }

@@ -210,6 +210,9 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 		fmt.Fprintf(w, "  encoder scan: best same-size z %.1f (gap_min %.0f): %s\n", sc.BestZ, sc.GapMin, verdict)
 	}
 	for _, id := range s.NodeIDs() {
+		if r := fmt.Sprint(s.Nodes[id].Metrics["relabelled"]); s.Nodes[id].Stage == "bootstrap" && r != "0" && r != "<nil>" {
+			fmt.Fprintf(w, "  relabelled %s rows left out: the final head trained on them under the class it gives them (bootstrap.label in samples.parquet)\n", r)
+		}
 		if g, ok := s.Nodes[id].Metrics["gated"].(string); ok && s.Nodes[id].Stage == "bootstrap" {
 			fmt.Fprintf(w, "  classifier gated (only inputs that behave as a trigger's go through the filtered encoder): %s\n", g)
 		}
