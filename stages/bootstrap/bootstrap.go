@@ -38,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.0",
+		Version: "0.9.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -375,9 +375,15 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		// label, and relabelled it teaches the head that the trigger
 		// does not make the target (docs/ALGORITHM.md, stage 4). Rows
 		// never admitted but not suspected stay out: they are the hard
-		// rows of clean data, and relabelled they cost accuracy.
+		// rows of clean data, and relabelled they cost accuracy. Only
+		// suspects of a class the suspects crowd (Crowded) move, and
+		// never into such a class: poison carries its target's label,
+		// while the suspects of clean data (rows a mask moved) spread
+		// over the classes, and the filtered head may still send some of
+		// them to a trojan's target, which relabelled would teach it.
+		crowded := Crowded(exclude, y, nc)
 		for i := 0; i < n; i++ {
-			if pr := sc.Pred[i]; exclude != nil && exclude[i] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= p.Relabel {
+			if pr := sc.Pred[i]; exclude != nil && exclude[i] && crowded[y[i]] && !crowded[pr] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= p.Relabel {
 				res.Label[i] = pr
 				relabelled++
 			}
@@ -397,6 +403,30 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": augRows(aug), "relabelled": relabelled}
 	return res, nil
+}
+
+// Crowded marks the classes that hold at least twice their share of all
+// rows among the suspects (and 1% of the rows): the classes a poisoning
+// attack's labels point to. nil suspects: none.
+func Crowded(suspect []bool, labels []int32, nc int) []bool {
+	out := make([]bool, nc)
+	if suspect == nil {
+		return out
+	}
+	all, sus := make([]int, nc), make([]int, nc)
+	ns := 0
+	for i, l := range labels {
+		all[l]++
+		if suspect[i] {
+			sus[l]++
+			ns++
+		}
+	}
+	n := len(labels)
+	for c := range out {
+		out[c] = ns > 0 && sus[c]*n >= 2*all[c]*ns && sus[c]*100 >= n
+	}
+	return out
 }
 
 // finalHead trains res.Head afresh (seed) on the rows res labels (Label

@@ -320,3 +320,45 @@ func TestRelabelGivesLeftOutPoisonItsSource(t *testing.T) {
 		})
 	}
 }
+
+// Crowded takes the classes whose share of the suspects is at least twice
+// their share of the rows: a poisoning attack's target, not the spread of
+// suspects on clean data.
+func TestCrowded(t *testing.T) {
+	// 1,000 rows, 100 per class.
+	labels := make([]int32, 1000)
+	for i := range labels {
+		labels[i] = int32(i % 10)
+	}
+	mark := func(f func(i int) bool) []bool {
+		s := make([]bool, len(labels))
+		for i := range s {
+			s[i] = f(i)
+		}
+		return s
+	}
+	cases := []struct {
+		name    string
+		suspect []bool
+		want    []int32
+	}{
+		{"none", nil, nil},
+		{"poison labelled 3", mark(func(i int) bool { return labels[i] == 3 && i < 500 || i%97 == 0 }), []int32{3}},
+		{"spread over every class", mark(func(i int) bool { return i%7 == 0 }), nil},
+		{"two targets", mark(func(i int) bool { return labels[i] == 1 || labels[i] == 8 }), []int32{1, 8}},
+		{"too few rows (under 1%)", mark(func(i int) bool { return labels[i] == 5 && i < 60 }), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []int32
+			for c, on := range bootstrap.Crowded(tc.suspect, labels, 10) {
+				if on {
+					got = append(got, int32(c))
+				}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("crowded classes %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
