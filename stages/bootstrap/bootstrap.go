@@ -369,22 +369,9 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	}
 	relabelled := 0
 	if p.Relabel > 0 {
-		// Suspects that the final head confidently gives another class
-		// join it under that class, and the head trains again: a
-		// poisoned row carries its source's content under the target's
-		// label, and relabelled it teaches the head that the trigger
-		// does not make the target (docs/ALGORITHM.md, stage 4). Rows
-		// never admitted but not suspected stay out: they are the hard
-		// rows of clean data, and relabelled they cost accuracy. Only
-		// suspects of a class the suspects crowd (Crowded) move, and
-		// never into such a class: poison carries its target's label,
-		// while the suspects of clean data (rows a mask moved) spread
-		// over the classes, and the filtered head may still send some of
-		// them to a trojan's target, which relabelled would teach it.
-		crowded := Crowded(exclude, y, nc)
-		for i := 0; i < n; i++ {
-			if pr := sc.Pred[i]; exclude != nil && exclude[i] && crowded[y[i]] && !crowded[pr] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= p.Relabel {
-				res.Label[i] = pr
+		for i, l := range Relabels(sc, exclude, y, nc, p.Relabel) {
+			if l >= 0 {
+				res.Label[i] = l
 				relabelled++
 			}
 		}
@@ -403,6 +390,30 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": augRows(aug), "relabelled": relabelled}
 	return res, nil
+}
+
+// Relabels gives, per row, the class a suspect joins the final head
+// under (-1: none): suspects that the final head (its scores sc under the
+// rows' labels y) gives another class with probability q or more. A
+// poisoned row carries its source's content under the target's label,
+// and relabelled it teaches the head that the trigger does not make the
+// target (docs/ALGORITHM.md, stage 4). Rows never admitted but not
+// suspected stay out: they are the hard rows of clean data, and
+// relabelled they cost accuracy. Only suspects of a class the suspects
+// crowd (Crowded) move, and never into such a class: poison carries its
+// target's label, while the suspects of clean data (rows a mask moved)
+// spread over the classes, and the filtered head may still send some of
+// them to a trojan's target, which relabelled would teach it.
+func Relabels(sc *mlp.Scores, suspect []bool, y []int32, nc int, q float32) []int32 {
+	out := make([]int32, len(y))
+	crowded := Crowded(suspect, y, nc)
+	for i := range out {
+		out[i] = -1
+		if pr := sc.Pred[i]; suspect != nil && suspect[i] && crowded[y[i]] && !crowded[pr] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= q {
+			out[i] = pr
+		}
+	}
+	return out
 }
 
 // Crowded marks the classes that hold at least twice their share of all

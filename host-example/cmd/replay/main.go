@@ -981,12 +981,43 @@ func oracleHeads(w io.Writer, t *feat.Table, aug *feat.Table, br *bootstrap.Resu
 	if err != nil {
 		return err
 	}
+	// Each variant gives a left-out row the label it joins the head
+	// under (-1: stays out).
 	type variant struct {
-		q       float32
-		suspect bool
+		name string
+		move func(i int) int32
 	}
-	for _, v := range []variant{{1.01, false}, {0.5, false}, {0.9, false}, {0.5, true}, {0.7, true}, {0.9, true}} {
-		q := v.q
+	other := func(q float32, only []bool) func(int) int32 {
+		return func(i int) int32 {
+			if p := sc.Pred[i]; (only == nil || only[i]) && p != t.Labels[i] && sc.Prob[i*nc+int(p)] >= q {
+				return p
+			}
+			return -1
+		}
+	}
+	agree := func(q float32) func(int) int32 {
+		return func(i int) int32 {
+			if p := sc.Pred[i]; (suspect == nil || !suspect[i]) && p == t.Labels[i] && sc.Prob[i*nc+int(p)] >= q {
+				return p
+			}
+			return -1
+		}
+	}
+	none := make([]bool, t.N())
+	sus := suspect
+	if sus == nil {
+		sus = none
+	}
+	variants := []variant{{"off", func(int) int32 { return -1 }}, {"every row left out, 0.5", other(0.5, nil)}, {"every row left out, 0.9", other(0.9, nil)},
+		{"suspects, 0.5", other(0.5, sus)}, {"suspects, 0.9", other(0.9, sus)}}
+	for _, q := range []float32{0.5, 0.9} {
+		rl := bootstrap.Relabels(sc, suspect, t.Labels, nc, q)
+		variants = append(variants, variant{fmt.Sprintf("bootstrap's rule (crowded classes), %.1f", q), func(i int) int32 { return rl[i] }})
+	}
+	for _, q := range []float32{0.5, 0.7, 0.9} {
+		variants = append(variants, variant{fmt.Sprintf("non-suspects the head agrees with, %.1f", q), agree(q)})
+	}
+	for _, v := range variants {
 		var accs, asrs []float64
 		y := append([]int32(nil), t.Labels...)
 		var rows []int
@@ -996,10 +1027,7 @@ func oracleHeads(w io.Writer, t *feat.Table, aug *feat.Table, br *bootstrap.Resu
 				rows = append(rows, i)
 				continue
 			}
-			if v.suspect && (suspect == nil || !suspect[i]) {
-				continue
-			}
-			if p := sc.Pred[i]; p != y[i] && sc.Prob[i*nc+int(p)] >= q {
+			if p := v.move(i); p >= 0 {
 				y[i] = p
 				rows = append(rows, i)
 				re++
@@ -1049,7 +1077,7 @@ func oracleHeads(w io.Writer, t *feat.Table, aug *feat.Table, br *bootstrap.Resu
 		if asrs != nil {
 			asr = fmt.Sprintf("%.1f %v", mean64(asrs), fmtList(asrs))
 		}
-		fmt.Fprintf(w, "  relabel q=%.2f suspects-only=%v: %d rows (%d poisoned, %d to their source)  ACC %5.1f %v  ASR %s\n", q, v.suspect, re, rePoison, reRight, mean64(accs), fmtList(accs), asr)
+		fmt.Fprintf(w, "  %s: %d rows joined (%d poisoned, %d under their source's label)  ACC %5.1f %v  ASR %s\n", v.name, re, rePoison, reRight, mean64(accs), fmtList(accs), asr)
 	}
 	left, total := make([]int, nc), make([]int, nc)
 	for i, l := range t.Labels {
