@@ -362,3 +362,64 @@ func TestCrowded(t *testing.T) {
 		})
 	}
 }
+
+// TestRelabels checks which suspects the relabel rule moves: only
+// suspects of a crowded class, only to a class that is not crowded, only
+// at the head's probability q or more, never rows that are not suspects.
+func TestRelabels(t *testing.T) {
+	// 1,000 rows, 100 per class; 60 suspects in class 3 and 60 in class
+	// 8 (both crowded).
+	const nc = 10
+	labels := make([]int32, 1000)
+	for i := range labels {
+		labels[i] = int32(i / 100)
+	}
+	suspect := make([]bool, len(labels))
+	for i := 0; i < 60; i++ {
+		suspect[300+i], suspect[800+i] = true, true
+	}
+	suspect[10] = true // a lone suspect of class 0, not crowded
+	// scores: row i predicted as pred[i] with probability prob[i]
+	score := func(pred map[int]int32, prob map[int]float32) *mlp.Scores {
+		sc := &mlp.Scores{Prob: make([]float32, len(labels)*nc), Pred: make([]int32, len(labels))}
+		for i, l := range labels {
+			p, q := l, float32(0.9)
+			if c, ok := pred[i]; ok {
+				p, q = c, prob[i]
+			}
+			sc.Pred[i] = p
+			sc.Prob[i*nc+int(p)] = q
+		}
+		return sc
+	}
+	cases := []struct {
+		name string
+		pred map[int]int32
+		prob map[int]float32
+		want map[int]int32
+	}{
+		{"confident move out of the crowded class", map[int]int32{300: 7, 301: 2}, map[int]float32{300: 0.8, 301: 0.6}, map[int]int32{300: 7, 301: 2}},
+		{"under q stays", map[int]int32{300: 7}, map[int]float32{300: 0.4}, nil},
+		{"a suspect of a class not crowded stays", map[int]int32{10: 4}, map[int]float32{10: 0.99}, nil},
+		{"a row that is not a suspect stays", map[int]int32{370: 4, 500: 1}, map[int]float32{370: 0.99, 500: 0.99}, nil},
+		{"never into a crowded class", map[int]int32{305: 8, 306: 5}, map[int]float32{305: 0.99, 306: 0.99}, map[int]int32{306: 5}},
+		{"agreeing with its label stays", nil, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[int]int32{}
+			for i, l := range bootstrap.Relabels(score(tc.pred, tc.prob), suspect, labels, nc, 0.5) {
+				if l >= 0 {
+					got[i] = l
+				}
+			}
+			want := tc.want
+			if want == nil {
+				want = map[int]int32{}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("relabelled %v, want %v", got, want)
+			}
+		})
+	}
+}
