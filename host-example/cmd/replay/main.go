@@ -85,7 +85,7 @@ func run(args []string, stdout io.Writer) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
 	splitOnly := fs.Bool("split", false, "only run the filter's class split (split_z) on the run's training images with each variant's filter parameters, and count the carriers it finds among poisoned and clean rows (with --truth)")
 	noAug := fs.Bool("no-augment", false, "leave out the filter's augment rows from the final head")
-	oracle := fs.Bool("oracle", false, "with --truth: also train the final head (bootstrap's epochs, steps and seed) on every row, on every clean row, and on the kept rows alone, and count the clean rows left out per class")
+	oracle := fs.Bool("oracle", false, "with --truth: also train the final head (bootstrap's epochs, steps and seed) on every row, on every clean row, and on the kept rows alone, and count the clean rows left out per class; then, with three head seeds each, heads on the kept rows and the left-out rows each rule lets join (relabel rules, agreeing non-suspects), scored by each variant's own final head: give a variant {\"bootstrap\":{\"relabel\":0}} to judge the rules from the head before any relabelling")
 	var vs variants
 	fs.Var(&vs, "variant", "name=JSON of per-stage parameter overrides ({\"sift\": {...}, \"expand\": {...}, \"bootstrap\": {...}}); repeatable")
 	if err := fs.Parse(args); err != nil {
