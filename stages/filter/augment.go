@@ -17,6 +17,7 @@ import (
 // gate's check.
 type augmented struct {
 	pattern    []int
+	label      []int32 // each row's own label
 	orig, filt []float32
 	d          int
 }
@@ -123,7 +124,7 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 				return nil, plugin.PortError("images", plugin.BadInputf("sample_id %d: %v", col.Value(i), err))
 			}
 			b.paint(dst, canon, &pats[k], &resampled)
-			res.pattern = append(res.pattern, k)
+			res.pattern, res.label = append(res.pattern, k), append(res.label, label)
 			ids = append(ids, col.Value(i))
 			labels = append(labels, label)
 			if len(ids) == bs {

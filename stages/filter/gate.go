@@ -203,7 +203,8 @@ const probeRows = 32
 // blend cell, and where it passed on a held-out one it had to be lowered
 // until it sent 64% of the rows through: docs/DECISIONS.md.)
 // The probe is the augment rows carrying pattern 0 (the found noise at the
-// strongest alpha searched), embedded by the original encoder.
+// strongest alpha searched), embedded by the original encoder, with their
+// own labels.
 func classGate(aug *augmented, min float64) *GateReport {
 	rep := &GateReport{Class: true}
 	switch {
@@ -219,6 +220,7 @@ func classGate(aug *augmented, min float64) *GateReport {
 	for i, k := range aug.pattern {
 		if k == 0 && len(g.Probe) < probeRows {
 			g.Probe = append(g.Probe, append([]float32(nil), aug.orig[i*d:(i+1)*d]...))
+			g.ProbeLabels = append(g.ProbeLabels, int(aug.label[i]))
 		}
 	}
 	if len(g.Probe) == 0 {

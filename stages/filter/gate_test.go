@@ -26,7 +26,7 @@ func augmentedRowsBy(moved []float64, perPattern int, atOrigin bool, rest float3
 			if float64(i) < share*float64(perPattern) {
 				f[0] = o[0] + 5
 			}
-			a.pattern = append(a.pattern, k)
+			a.pattern, a.label = append(a.pattern, k), append(a.label, int32(i%3))
 			a.orig = append(a.orig, o...)
 			a.filt = append(a.filt, f...)
 		}
@@ -119,5 +119,27 @@ func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
 	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0)
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
+	}
+}
+
+// A class gate's probe is the rows carrying the found pattern (pattern 0),
+// at most probeRows of them, each with its own label.
+func TestClassGateProbe(t *testing.T) {
+	aug := augmentedRows([]float64{0.5, 0.5}, probeRows+8, false)
+	rep := classGate(aug, 0.25)
+	if !rep.On || !rep.Class || rep.ProbeRows != probeRows {
+		t.Fatalf("class gate %+v, want on with %d probe rows", rep, probeRows)
+	}
+	g := rep.Gate
+	if len(g.ProbeLabels) != len(g.Probe) {
+		t.Fatalf("%d probe labels for %d probe rows", len(g.ProbeLabels), len(g.Probe))
+	}
+	for i, l := range g.ProbeLabels {
+		if l != i%3 {
+			t.Fatalf("probe row %d has label %d, want its own %d", i, l, i%3)
+		}
+	}
+	if off := classGate(aug, 0); off.On {
+		t.Error("a class gate with gate_min 0")
 	}
 }

@@ -38,6 +38,11 @@ type Gate struct {
 	// Probe, for a class gate: original embeddings of inputs carrying
 	// the found trigger.
 	Probe [][]float32 `json:"probe,omitempty"`
+	// ProbeLabels, when set, are the probe rows' own labels: a probe row
+	// the original classifier (or its neighbourhood) still gives its own
+	// label says nothing about where the trigger sends inputs, and does
+	// not count (ResolveClasses, NeighbourShares).
+	ProbeLabels []int `json:"probe_labels,omitempty"`
 	// Classes, for a class gate: the classes whose inputs go through the
 	// filtered encoder (empty until resolved; see ResolveClasses).
 	Classes []int `json:"classes,omitempty"`
@@ -55,14 +60,21 @@ type ClassShare struct {
 // ResolveClasses sets a class gate's Classes to every class that label
 // (the original classifier) gives at least minRows of the probe rows,
 // most rows first (ties: the lower class), and returns every class's
-// share in that order. A class left out holds fewer than minRows of the
-// inputs carrying the found trigger: the part of a trigger's inputs that
-// the gate lets past the filtered encoder into any one class is bounded
-// by that. Nothing is set when no class reaches minRows.
+// share of the probe rows in that order. A class left out holds fewer
+// than minRows of the inputs carrying the found trigger: the part of a
+// trigger's inputs that the gate lets past the filtered encoder into any
+// one class is bounded by that. Nothing is set when no class reaches
+// minRows. With ProbeLabels, a row given its own label is not counted
+// (the shares then sum to the share of rows moved to another class): a
+// found trigger that only partly works leaves rows of many classes where
+// they were, and each such class would otherwise send all its inputs
+// through the filtered encoder and pay its cost.
 func (g *Gate) ResolveClasses(label func(emb []float32) int, minRows int) []ClassShare {
 	count := map[int]int{}
-	for _, e := range g.Probe {
-		count[label(e)]++
+	for i, e := range g.Probe {
+		if l := label(e); !g.own(i, l) {
+			count[l]++
+		}
 	}
 	shares := sortedShares(count, len(g.Probe))
 	g.Classes = nil
@@ -76,12 +88,15 @@ func (g *Gate) ResolveClasses(label func(emb []float32) int, minRows int) []Clas
 
 // NeighbourShares returns each class's share of the labels near gives the
 // probe rows (several per row: the labels of a row's nearest training
-// rows), most first (ties: the lower class).
+// rows), most first (ties: the lower class). With ProbeLabels, a row's
+// own label among its neighbours' is not counted (as in ResolveClasses).
 func (g *Gate) NeighbourShares(near func(emb []float32) []int) []ClassShare {
 	count, total := map[int]int{}, 0
-	for _, e := range g.Probe {
+	for i, e := range g.Probe {
 		for _, c := range near(e) {
-			count[c]++
+			if !g.own(i, c) {
+				count[c]++
+			}
 			total++
 		}
 	}
@@ -113,6 +128,10 @@ func (g *Gate) AddClasses(head, near []ClassShare, minShare float64) bool {
 	}
 	return true
 }
+
+// own says whether class c is probe row i's own label (false without
+// ProbeLabels).
+func (g *Gate) own(i, c int) bool { return i < len(g.ProbeLabels) && g.ProbeLabels[i] == c }
 
 // sortedShares turns counts out of total into shares, most first (ties:
 // the lower class).
@@ -154,6 +173,9 @@ func (g *Gate) Check() error {
 		if len(e) == 0 || len(e) != len(g.Probe[0]) {
 			return fmt.Errorf("gate: probe row %d has %d values, row 0 has %d", i, len(e), len(g.Probe[0]))
 		}
+	}
+	if len(g.ProbeLabels) > 0 && len(g.ProbeLabels) != len(g.Probe) {
+		return fmt.Errorf("gate: %d probe labels for %d probe rows", len(g.ProbeLabels), len(g.Probe))
 	}
 	seen := map[int]bool{}
 	for _, c := range g.Classes {

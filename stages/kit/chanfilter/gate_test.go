@@ -397,3 +397,48 @@ func TestAddClasses(t *testing.T) {
 		})
 	}
 }
+
+// With the probe rows' own labels, a row the classifier (or its
+// neighbourhood) leaves in its own class does not count: a found trigger
+// that moves a few rows of each class to the target must not put every
+// class it left alone into the gate.
+func TestOwnLabelsDoNotCount(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		own   []int
+		head  []int   // the classifier's label per probe row
+		near  [][]int // the neighbours' labels per probe row
+		want  []int   // classes after ResolveClasses (minRows 2)
+		share float64 // the first class's share
+		first int     // the first neighbour class
+	}{
+		{"rows left in their class (2, 4) stay out", []int{2, 2, 4, 4, 7, 9}, []int{2, 2, 4, 4, 38, 38}, [][]int{{2}, {2}, {4}, {4}, {38}, {38}}, []int{38}, 2.0 / 6, 38},
+		{"rows moved to another class count", []int{1, 3, 5, 6, 7, 9}, []int{2, 2, 38, 38, 38, 9}, [][]int{{2}, {2}, {38}, {38}, {38}, {9}}, []int{38, 2}, 3.0 / 6, 38},
+		{"nothing moved: no class", []int{1, 2, 3, 1, 2, 3}, []int{1, 2, 3, 1, 2, 3}, [][]int{{1}, {2}, {3}, {1}, {2}, {3}}, nil, 0, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := chanfilter.Gate{ProbeLabels: tc.own}
+			for i := range tc.own {
+				g.Probe = append(g.Probe, []float32{float32(i)})
+			}
+			shares := g.ResolveClasses(func(e []float32) int { return tc.head[int(e[0])] }, 2)
+			if fmt.Sprint(g.Classes) != fmt.Sprint(tc.want) {
+				t.Errorf("classes %v, want %v (shares %v)", g.Classes, tc.want, shares)
+			}
+			if len(shares) > 0 && math.Abs(shares[0].Share-tc.share) > 1e-9 || len(shares) == 0 && tc.share != 0 {
+				t.Errorf("shares %v, want the first at %.3f", shares, tc.share)
+			}
+			near := g.NeighbourShares(func(e []float32) []int { return tc.near[int(e[0])] })
+			if first := -1; len(near) > 0 && near[0].Class != tc.first || len(near) == 0 && tc.first != first {
+				t.Errorf("neighbour shares %v, want %d first", near, tc.first)
+			}
+			if err := g.Check(); err != nil {
+				t.Errorf("Check: %v", err)
+			}
+		})
+	}
+	bad := chanfilter.Gate{Probe: [][]float32{{1}, {2}}, ProbeLabels: []int{3}}
+	if err := bad.Check(); err == nil {
+		t.Error("Check accepts one probe label for two probe rows")
+	}
+}
