@@ -84,6 +84,12 @@ func probeCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *a
 		p.Alpha = a
 		cases = append(cases, pasteCase{name: "found noise " + p.String(), pat: &p})
 	}
+	// Other noises at the found alpha: where noise as such sends inputs.
+	for k := uint64(1); k <= 2; k++ {
+		p := found
+		p.NoiseSeed = found.NoiseSeed + k
+		cases = append(cases, pasteCase{name: fmt.Sprintf("another noise (seed +%d) ", k) + p.String(), pat: &p})
+	}
 	for _, c := range cases {
 		o, err := embedPasted(ctx, m, test, c.pat, c.trig, probeCheckImages)
 		if err != nil {
