@@ -599,27 +599,22 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	}
 	gated := "yes"
 	if g.IsClass() {
-		minRows := max(2, int(math.Ceil(classMinShare*float64(len(g.Probe)))))
-		shares := g.ResolveClasses(h.Predict, minRows)
+		shares, ns, widened, minRows, err := ClassGate(g, h.Predict, orig, rows, p.GateNeighbours)
+		if err != nil {
+			return "", plugin.PortError("original", plugin.BadInput(err))
+		}
 		res.Metrics["gate_probe_classes"] = shares[:min(len(shares), 8)]
-		byHead := len(g.Classes)
-		why := ""
-		if p.GateNeighbours > 0 {
-			if d := len(g.Probe[0]); d != orig.Embedding.D {
-				return "", plugin.PortError("original", plugin.BadInputf("the gate's probe rows have %d values, the original embeddings %d", d, orig.Embedding.D))
-			}
-			near, err := neighbourLabels(orig, rows, p.GateNeighbours)
-			if err != nil {
-				return "", err
-			}
-			ns := g.NeighbourShares(near)
+		if ns != nil {
 			res.Metrics["gate_neighbour_classes"] = ns[:min(len(ns), 8)]
-			// When the classifier and the neighbourhood disagree about
-			// where the found trigger lands, the classifier is labelling
-			// a point off the data: both count.
-			if g.AddClasses(shares, ns, classMinShare) {
-				why = fmt.Sprintf("; their %d nearest kept rows are mostly of class %d, not the classifier's %d, so every class with %.0f%% of those is in too", p.GateNeighbours, ns[0].Class, shares[0].Class, 100*classMinShare)
-			}
+		}
+		byHead := len(g.Classes) - widened
+		why := ""
+		switch {
+		case len(ns) == 0:
+		case len(shares) == 0:
+			why = fmt.Sprintf("; the classifier moves none of them out of its own class, their %d nearest kept rows are mostly of class %d, so every class with %.0f%% of those is in", p.GateNeighbours, ns[0].Class, 100*classMinShare)
+		case ns[0].Class != shares[0].Class:
+			why = fmt.Sprintf("; their %d nearest kept rows are mostly of class %d, not the classifier's %d, so every class with %.0f%% of those is in too", p.GateNeighbours, ns[0].Class, shares[0].Class, 100*classMinShare)
 		}
 		if len(g.Classes) == 0 {
 			return ungated(fmt.Sprintf("no: the original classifier gives no class %d of the found trigger's %d rows", minRows, len(g.Probe)))
@@ -688,6 +683,36 @@ func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int
 		}
 		return out
 	}, nil
+}
+
+// ClassGate resolves a class gate's classes as the exported classifier
+// uses them: every class the original classifier (predict) gives
+// classMinShare of the probe rows (and two rows), and, with neighbours >
+// 0, when the probe rows' neighbours nearest kept rows (orig's rows, by
+// cosine) mostly carry another class than the classifier's first, every
+// class with classMinShare of those labels too. It returns the
+// classifier's shares, the neighbours' (nil without neighbours), how many
+// classes the neighbours added, and the row count a class needed.
+func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table, rows []int, neighbours int) (head, near []chanfilter.ClassShare, widened, minRows int, err error) {
+	minRows = max(2, int(math.Ceil(classMinShare*float64(len(g.Probe)))))
+	head = g.ResolveClasses(predict, minRows)
+	if neighbours <= 0 {
+		return head, nil, 0, minRows, nil
+	}
+	if d := len(g.Probe[0]); d != orig.Embedding.D {
+		return nil, nil, 0, 0, fmt.Errorf("the gate's probe rows have %d values, the original embeddings %d", d, orig.Embedding.D)
+	}
+	nl, err := neighbourLabels(orig, rows, neighbours)
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
+	near = g.NeighbourShares(nl)
+	// When the classifier and the neighbourhood disagree about where the
+	// found trigger lands, the classifier is labelling a point off the
+	// data: both count.
+	before := len(g.Classes)
+	g.AddClasses(head, near, classMinShare)
+	return head, near, len(g.Classes) - before, minRows, nil
 }
 
 // classMinShare is the share of a class gate's probe rows (and at least

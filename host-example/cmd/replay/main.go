@@ -72,6 +72,7 @@ func run(args []string, stdout io.Writer) error {
 	truthPath := fs.String("truth", "", "ground truth of the training set")
 	refilter := fs.Bool("filter", false, "rerun the filter for every variant")
 	dump := fs.String("dump", "", "write per-row scores of the first variant (CSV) to this file")
+	classKeep := fs.String("class-keep", "", "comma-separated probabilities q: for a run whose filtered encoder carries a class gate, measure the gated classifier (classes resolved as bootstrap does) when an input of a gated class keeps the original classifier's class where the filtered path still gives that class at least q")
 	gate := fs.Bool("gate", false, "with --moved-z values: also measure a gated classifier (test inputs the mask moved far, or near where the far-moved rows came from, go through the filtered encoder and the bootstrap head; the rest through the original encoder and a head trained on the same kept rows)")
 	probe := fs.Bool("probe-check", false, "only print, for a run whose scan found a noise blend, where the original encoder sends test images carrying the real trigger and the found noise at several alphas (a head on every training row; the nearest training rows' labels)")
 	gateList := fs.String("gate-classes", "", "only print, for these finished run folders (comma-separated) with a class gate, the classes bootstrap gave it and the labels of its probe rows' nearest kept rows, and whether --target is among them")
@@ -312,6 +313,19 @@ func run(args []string, stdout io.Writer) error {
 				purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 			if *oracle {
 				if err := oracleHeads(stdout, vbt, vaug, br, bootstrap.Excluded(vexclude, never), bp, poison, clean, trig, spec); err != nil {
+					return err
+				}
+			}
+			if *classKeep != "" && trig != nil {
+				var qs []float64
+				for _, f := range strings.Split(*classKeep, ",") {
+					q, err := strconv.ParseFloat(f, 64)
+					if err != nil {
+						return fmt.Errorf("--class-keep: %v", err)
+					}
+					qs = append(qs, q)
+				}
+				if err := classKeepCheck(ctx, stdout, vname, *dir, *enc, *test, spec, t, vbt, br, bp, [2]*feat.Table{clean, trig}, qs); err != nil {
 					return err
 				}
 			}
@@ -841,6 +855,97 @@ func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp 
 		fmt.Fprintf(&line, " %s: %.1f%% (original head alone %.1f%%, %.1f%% filtered)", what, 100*float64(hit)/n, 100*float64(hitOrig)/n, 100*float64(through)/n)
 	}
 	fmt.Fprintf(w, "  gated %s:%s\n", name, line.String())
+	return nil
+}
+
+// classKeepCheck measures a class-gated classifier on the test set
+// (clean, and carrying the attack's trigger) as bootstrap exports it, and
+// with a keep rule for each q: an input whose original class is gated
+// keeps that class when the filtered path still gives it at least q.
+func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test string, spec *attack.Spec, t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params, filt [2]*feat.Table, qs []float64) error {
+	m, err := encoder.Load(filepath.Join(dir, "filtered_encoder.onnx"), "")
+	if err != nil {
+		return err
+	}
+	g, err := chanfilter.ReadGate(m.Graph())
+	if err != nil {
+		return err
+	}
+	if g == nil || !g.IsClass() {
+		fmt.Fprintf(w, "  class-keep %s: the filtered encoder carries no class gate\n", name)
+		return nil
+	}
+	oclean, otrig, err := testEmbeddings(ctx, enc, test, spec, filepath.Dir(dir))
+	if err != nil {
+		return err
+	}
+	nc, _ := t.Classes()
+	pos := map[uint64]int{}
+	for i, id := range t.IDs {
+		pos[id] = i
+	}
+	var rows []int
+	for k, kept := range br.Kept {
+		if kept {
+			rows = append(rows, pos[f.IDs[k]])
+		}
+	}
+	tr, h, err := gateHead(t, nc, rows, bp)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, bp.GateNeighbours); err != nil {
+		return err
+	}
+	gated := map[int32]bool{}
+	for _, c := range g.Classes {
+		gated[int32(c)] = true
+	}
+	fmt.Fprintf(w, "  class-keep %s: gate classes %v\n", name, g.Classes)
+	var po, pf [2]*mlp.Scores
+	for s, o := range [2]*feat.Table{oclean, otrig} {
+		if o.N() != filt[s].N() {
+			return fmt.Errorf("class-keep: test sets of %d and %d rows", o.N(), filt[s].N())
+		}
+		if po[s], err = tr.Score(h, o.Embedding.X, o.Labels); err != nil {
+			return err
+		}
+		if pf[s], err = tr.Score(br.Head, filt[s].Embedding.X, filt[s].Labels); err != nil {
+			return err
+		}
+	}
+	for _, q := range append([]float64{math.Inf(1)}, qs...) {
+		var res [2]float64
+		through := 0
+		for s := range po {
+			n, hit := po[s].Pred, 0
+			for i, c := range n {
+				pred := c
+				if gated[c] {
+					if p := pf[s].Prob[i*nc+int(c)]; float64(p) < q {
+						pred = pf[s].Pred[i]
+						if s == 0 {
+							through++
+						}
+					}
+				}
+				want := filt[s].Labels[i]
+				if s == 1 {
+					want = int32(spec.Target)
+				}
+				if pred == want {
+					hit++
+				}
+			}
+			res[s] = 100 * float64(hit) / float64(len(n))
+		}
+		label := "as exported (no keep)"
+		if !math.IsInf(q, 1) {
+			label = fmt.Sprintf("keep at q=%.2f", q)
+		}
+		fmt.Fprintf(w, "  class-keep %s: %-22s ACC %.1f%%  ASR %.1f%%  (clean inputs through the filtered path: %.1f%%)\n", name, label, res[0], res[1], 100*float64(through)/float64(oclean.N()))
+	}
 	return nil
 }
 
