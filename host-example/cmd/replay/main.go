@@ -187,13 +187,9 @@ func run(args []string, stdout io.Writer) error {
 		return splitCheck(ctx, stdout, *dir, *enc, t, poison, vs)
 	}
 	if *blurList != "" {
-		var sigmas []float64
-		for _, f := range strings.Split(*blurList, ",") {
-			v, err := strconv.ParseFloat(f, 64)
-			if err != nil {
-				return fmt.Errorf("--blur-check: %v", err)
-			}
-			sigmas = append(sigmas, v)
+		sigmas, err := floats("blur-check", *blurList)
+		if err != nil {
+			return err
 		}
 		return blurCheck(ctx, stdout, *dir, *enc, t, poison, sigmas, *dump)
 	}
@@ -317,13 +313,9 @@ func run(args []string, stdout io.Writer) error {
 				}
 			}
 			if *classKeep != "" && trig != nil {
-				var qs []float64
-				for _, f := range strings.Split(*classKeep, ",") {
-					q, err := strconv.ParseFloat(f, 64)
-					if err != nil {
-						return fmt.Errorf("--class-keep: %v", err)
-					}
-					qs = append(qs, q)
+				qs, err := floats("class-keep", *classKeep)
+				if err != nil {
+					return err
 				}
 				if err := classKeepCheck(ctx, stdout, vname, *dir, *enc, *test, spec, t, vbt, br, bp, [2]*feat.Table{clean, trig}, qs); err != nil {
 					return err
@@ -801,18 +793,7 @@ func movedExclude(t, f *feat.Table, trusted, exclude []bool, r movedRule) ([]boo
 // of t. orig and filt are the clean and triggered test sets under each
 // encoder, row for row.
 func gated(w io.Writer, name string, t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params, g *chanfilter.Gate, orig, filt [2]*feat.Table, target int32) error {
-	nc, _ := t.Classes()
-	pos := map[uint64]int{}
-	for i, id := range t.IDs {
-		pos[id] = i
-	}
-	var rows []int
-	for k, kept := range br.Kept {
-		if kept {
-			rows = append(rows, pos[f.IDs[k]])
-		}
-	}
-	tr, h, err := gateHead(t, nc, rows, bp)
+	_, _, tr, h, err := keptHead(t, f, br, bp)
 	if err != nil {
 		return err
 	}
@@ -879,18 +860,7 @@ func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test strin
 	if err != nil {
 		return err
 	}
-	nc, _ := t.Classes()
-	pos := map[uint64]int{}
-	for i, id := range t.IDs {
-		pos[id] = i
-	}
-	var rows []int
-	for k, kept := range br.Kept {
-		if kept {
-			rows = append(rows, pos[f.IDs[k]])
-		}
-	}
-	tr, h, err := gateHead(t, nc, rows, bp)
+	nc, rows, tr, h, err := keptHead(t, f, br, bp)
 	if err != nil {
 		return err
 	}
@@ -947,6 +917,45 @@ func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test strin
 		fmt.Fprintf(w, "  class-keep %s: %-22s ACC %.1f%%  ASR %.1f%%  (clean inputs through the filtered path: %.1f%%)\n", name, label, res[0], res[1], 100*float64(through)/float64(oclean.N()))
 	}
 	return nil
+}
+
+// floats parses the comma-separated numbers of flag name's value v.
+func floats(name, v string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(v, ",") {
+		x, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %v", name, err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+// keptHead trains the original path's head (gateHead) on the rows of t
+// that bootstrap kept among f's rows; it returns t's class count and those
+// rows too. The caller closes the trainer.
+func keptHead(t, f *feat.Table, br *bootstrap.Result, bp bootstrap.Params) (int, []int, *mlp.Trainer, *mlp.Head, error) {
+	nc, _ := t.Classes()
+	rows := keptRows(t, f, br)
+	tr, h, err := gateHead(t, nc, rows, bp)
+	return nc, rows, tr, h, err
+}
+
+// keptRows are the rows of t (by sample_id) that bootstrap kept among
+// f's rows.
+func keptRows(t, f *feat.Table, br *bootstrap.Result) []int {
+	pos := map[uint64]int{}
+	for i, id := range t.IDs {
+		pos[id] = i
+	}
+	var rows []int
+	for k, kept := range br.Kept {
+		if kept {
+			rows = append(rows, pos[f.IDs[k]])
+		}
+	}
+	return rows
 }
 
 // gateHead trains the original path's head of a gated classifier as
