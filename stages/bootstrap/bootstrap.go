@@ -688,7 +688,7 @@ func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int
 // ClassGate resolves a class gate's classes as the exported classifier
 // uses them: every class the original classifier (predict) gives
 // classMinShare of the probe rows (and two rows), and, with neighbours >
-// 0, when the probe rows' neighbours nearest kept rows (orig's rows, by
+// 0, when the probe rows' nearest kept rows (orig's rows, by
 // cosine) mostly carry another class than the classifier's first, every
 // class with classMinShare of those labels too. It returns the
 // classifier's shares, the neighbours' (nil without neighbours), how many
