@@ -309,18 +309,35 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 }
 
 // ScanEncoder runs only the scan step: whether the encoder looks
-// backdoored, on the trusted rows of ins, with p's scan parameters.
-func ScanEncoder(ctx context.Context, p Params, ins *chanfilter.Inputs, progress plugin.Progress) (*Scan, error) {
+// backdoored, on the trusted rows of ins, with p's scan parameters. It
+// also judges each pattern of judge as the scan judges its candidates
+// (its z against the random candidates of its group; a diagnostic: how
+// the scan sees a known trigger), returning one z per pattern.
+func ScanEncoder(ctx context.Context, p Params, ins *chanfilter.Inputs, progress plugin.Progress, judge ...Pattern) (*Scan, []float64, error) {
 	b, err := newBench(p, ins)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer b.close()
 	sc, err := b.scan(ctx, nil, p.Candidates, p.Refine, nil, false, progress)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &sc.Scan, nil
+	var zs []float64
+	if len(judge) > 0 {
+		col, err := b.collapser(nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		cs, err := col.collapse(judge, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range judge {
+			zs = append(zs, sc.stats.z(judge[i], cs[i]))
+		}
+	}
+	return &sc.Scan, zs, nil
 }
 
 // DecodeParams fills p from defaults and raw (a JSON object of filter

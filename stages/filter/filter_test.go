@@ -640,3 +640,51 @@ func TestAugmentNeverPaintsATriggerOnItsClass(t *testing.T) {
 		t.Fatalf("%d augment rows, %d of class 0; want some, none of class 0 (class split %s)", rows, zero, b)
 	}
 }
+
+// TestScanEncoderJudgesAKnownTrigger: the scan's judgement of a given
+// pattern (replay --judge) puts the trojan's real trigger far above the
+// random patterns of its size, a black patch at the same place not, and
+// the clean encoder's real trigger not either.
+func TestScanEncoderJudgesAKnownTrigger(t *testing.T) {
+	ortlib.Init(t)
+	white := filter.Pattern{Kind: "solid", Size: testenc.PatchSize, Row: testenc.PatchAt, Col: testenc.PatchAt, Colors: [2][3]float32{{1, 1, 1}}}
+	black := white
+	black.Colors = [2][3]float32{}
+	for _, tc := range []struct {
+		name    string
+		net     *testenc.Net
+		trigger bool // the white patch stands out
+	}{
+		{"trojan", testenc.Collapse(5), true},
+		{"clean", testenc.Clean(5), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			in := dimInputs(t, enc, rng, 0)
+			defer in.Release()
+			ins, err := chanfilter.Open(in, enc, "expand.trusted")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ins.Release()
+			var p filter.Params
+			raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "scan_images": 32, "candidates": 200, "refine": 20})
+			if err := filter.DecodeParams(raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			sc, zs, err := filter.ScanEncoder(context.Background(), p, ins, nil, white, black)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(zs) != 2 {
+				t.Fatalf("%d judged patterns, want 2", len(zs))
+			}
+			if got := zs[0] >= p.GapMin; got != tc.trigger {
+				t.Errorf("white patch at the trigger's place: z %.1f, stands out %v, want %v (scan's best %s z %.1f)", zs[0], got, tc.trigger, sc.Pattern.String(), sc.BestZ)
+			}
+			if zs[1] >= p.GapMin {
+				t.Errorf("black patch at the trigger's place: z %.1f, stands out", zs[1])
+			}
+		})
+	}
+}

@@ -81,6 +81,7 @@ func run(args []string, stdout io.Writer) error {
 	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
+	judge := fs.String("judge", "", "with --scan: a JSON array of filter patterns (kind, size, row, col, colors in [0,1], alpha, noise_seed) to judge as the scan judges its candidates (z against the random candidates), e.g. the real trigger")
 	blurList := fs.String("blur-check", "", "only print, for these comma-separated blur sigmas (input pixels), how the training rows' 10-neighbour label agreement changes when the encoder blurs its input (with --truth: poisoned against clean rows); --dump names a CSV for the per-row values")
 	rawX := fs.String("raw", "", "only write the run's embeddings to this file: float32 little-endian, n rows of d, after an int32 header n, d")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
@@ -123,7 +124,13 @@ func run(args []string, stdout io.Writer) error {
 		return gateClasses(stdout, strings.Split(*gateList, ","), *target)
 	}
 	if *scanList != "" {
-		return scanOnly(ctx, *dir, strings.Split(*scanList, ","), vs, stdout)
+		var pats []filter.Pattern
+		if *judge != "" {
+			if err := json.Unmarshal([]byte(*judge), &pats); err != nil {
+				return fmt.Errorf("--judge: %w", err)
+			}
+		}
+		return scanOnly(ctx, *dir, strings.Split(*scanList, ","), vs, pats, stdout)
 	}
 	if *dir == "" || *enc == "" || *test == "" {
 		return errors.New("--run, --encoder and --test are required")
@@ -338,7 +345,7 @@ func run(args []string, stdout io.Writer) error {
 // scanOnly scans each encoder with each variant's filter parameters on the
 // run's images and trusted rows (the run's own encoder's features give the
 // layer names; the scan itself needs only the images).
-func scanOnly(ctx context.Context, dir string, encs []string, vs variants, stdout io.Writer) error {
+func scanOnly(ctx context.Context, dir string, encs []string, vs variants, judge []filter.Pattern, stdout io.Writer) error {
 	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
 	if err != nil {
 		return err
@@ -382,12 +389,15 @@ func scanOnly(ctx context.Context, dir string, encs []string, vs variants, stdou
 			if err := filter.DecodeParams(fp, &p); err != nil {
 				return err
 			}
-			sc, err := filter.ScanEncoder(ctx, p, ins, nil)
+			sc, zs, err := filter.ScanEncoder(ctx, p, ins, nil, judge...)
 			if err != nil {
 				return err
 			}
 			pat, _ := json.Marshal(sc.Pattern)
 			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s blend median %.3f smooth median %.3f\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat, sc.RandomMedian["blend"], sc.RandomMedian["smooth"])
+			for i, jp := range judge {
+				fmt.Fprintf(stdout, "  judged %-36s z %7.1f\n", jp.String(), zs[i])
+			}
 		}
 	}
 	return nil
