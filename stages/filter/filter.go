@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.24.0",
+		Version: "0.25.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -170,9 +170,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 	} else {
 		phase("the found trigger's region")
-		// The region is where the original encoder sends the pattern.
-		if res.Region, dist, suspect, err = b.region(sc.Pattern); err != nil {
+		// The region is where the original encoder sends the pattern. Its
+		// rows join the class split's carriers as suspects.
+		var near []bool
+		if res.Region, dist, near, err = b.region(sc.Pattern); err != nil {
 			return nil, err
+		}
+		for i, r := range near {
+			suspect[i] = suspect[i] || r
 		}
 		if err := b.distrust(suspect); err != nil {
 			return nil, err

@@ -688,3 +688,67 @@ func TestScanEncoderJudgesAKnownTrigger(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitCarriersStaySuspectsOnATrojan: a trigger planted in one class's
+// images is found by the class split whatever the encoder; its carriers
+// stay suspects when the scan also calls the encoder backdoored (the
+// found trigger's region used to replace them).
+func TestSplitCarriersStaySuspectsOnATrojan(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		net        *testenc.Net
+		backdoored bool
+	}{
+		{"clean encoder", testenc.Clean(5), false},
+		{"trojaned encoder", testenc.Collapse(5), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, tc.net)
+			var imgs [][]byte
+			var labels []int32
+			for i := 0; i < 200; i++ {
+				imgs, labels = append(imgs, smoothImage(rng, 0.1, uint64(1000+i))), append(labels, int32(i%4))
+			}
+			for i := 0; i < 60; i++ { // one noise blended into class 0's images
+				imgs, labels = append(imgs, smoothImage(rng, 0.25, 99)), append(labels, 0)
+			}
+			in := inputsOf(t, enc, imgs, labels, 120)
+			defer in.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m["encoder_scan"])
+			if got := strings.Contains(string(b), `"backdoored":true`); got != tc.backdoored {
+				t.Fatalf("scan %s: backdoored %v, want %v", b, got, tc.backdoored)
+			}
+			var carriers struct {
+				Carriers int `json:"carriers"`
+			}
+			cs, _ := json.Marshal(m["class_split"])
+			json.Unmarshal(cs, &carriers)
+			if carriers.Carriers < 30 {
+				t.Fatalf("class split found %d carriers, want most of the 60 planted rows: %s", carriers.Carriers, cs)
+			}
+			planted := 0
+			for _, r := range out.Get("scores").Records {
+				ids := r.Column(0).(*array.Uint64)
+				sus := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+				for i := 0; i < ids.Len(); i++ {
+					if sus.Value(i) && ids.Value(i) >= 200 {
+						planted++
+					}
+				}
+			}
+			if planted < 54 {
+				rg, _ := json.Marshal(m["trigger_region"])
+				mv, _ := json.Marshal(m["moved"])
+				t.Errorf("%d of the 60 planted rows are suspects (the class split found %d carriers; region %s, moved %s), want 54", planted, carriers.Carriers, rg, mv)
+			}
+		})
+	}
+}
