@@ -604,15 +604,7 @@ func TestSmoothRatioChoosesTheBlur(t *testing.T) {
 // trigger with the attack's own label.
 func TestAugmentNeverPaintsATriggerOnItsClass(t *testing.T) {
 	dir, enc, rng := encoderOf(t, testenc.Clean(5))
-	var imgs [][]byte
-	var labels []int32
-	for i := 0; i < 200; i++ { // each with its own fine noise
-		imgs, labels = append(imgs, smoothImage(rng, 0.1, uint64(1000+i))), append(labels, int32(i%4))
-	}
-	for i := 0; i < 60; i++ { // one noise, blended in
-		imgs, labels = append(imgs, smoothImage(rng, 0.25, 99)), append(labels, 0)
-	}
-	in := inputsOf(t, enc, imgs, labels, 120)
+	in := plantedBlendInputs(t, enc, rng)
 	defer in.Release()
 	out := plugin.NewTables()
 	defer out.Release()
@@ -639,6 +631,23 @@ func TestAugmentNeverPaintsATriggerOnItsClass(t *testing.T) {
 	if rows == 0 || zero > 0 {
 		t.Fatalf("%d augment rows, %d of class 0; want some, none of class 0 (class split %s)", rows, zero, b)
 	}
+}
+
+// plantedBlendInputs embeds, with enc, 200 smooth images of four classes,
+// each with its own fine noise, and 60 of class 0 (ids 200-259) with one
+// noise blended in: a trigger planted in class 0's images. The first 120
+// rows are trusted.
+func plantedBlendInputs(t *testing.T, enc string, rng *rand.Rand) *plugin.Tables {
+	t.Helper()
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 200; i++ {
+		imgs, labels = append(imgs, smoothImage(rng, 0.1, uint64(1000+i))), append(labels, int32(i%4))
+	}
+	for i := 0; i < 60; i++ {
+		imgs, labels = append(imgs, smoothImage(rng, 0.25, 99)), append(labels, 0)
+	}
+	return inputsOf(t, enc, imgs, labels, 120)
 }
 
 // TestScanEncoderJudgesAKnownTrigger: the scan's judgement of a given
@@ -704,15 +713,7 @@ func TestSplitCarriersStaySuspectsOnATrojan(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, enc, rng := encoderOf(t, tc.net)
-			var imgs [][]byte
-			var labels []int32
-			for i := 0; i < 200; i++ {
-				imgs, labels = append(imgs, smoothImage(rng, 0.1, uint64(1000+i))), append(labels, int32(i%4))
-			}
-			for i := 0; i < 60; i++ { // one noise blended into class 0's images
-				imgs, labels = append(imgs, smoothImage(rng, 0.25, 99)), append(labels, 0)
-			}
-			in := inputsOf(t, enc, imgs, labels, 120)
+			in := plantedBlendInputs(t, enc, rng)
 			defer in.Release()
 			out := plugin.NewTables()
 			defer out.Release()
