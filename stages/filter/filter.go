@@ -36,7 +36,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/plugin"
@@ -55,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.26.0",
+		Version: "0.25.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -142,8 +141,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	v.Fill = b.means
 	dist, suspect := make([]float32, t.N()), make([]bool, t.N())
 	var against []Pattern
-	var family []string   // each pattern of against: the pattern it stems from
-	var mustFamily string // the family the move gate must send through (gate)
+	var family []string // each pattern of against: the pattern it stems from
 	var caps map[string][]float32
 	var capped *scanResult // the capped encoder's first search, when the smooth step made it
 	// A trigger planted in one class's images: its carriers are suspects
@@ -242,15 +240,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 				family = append(family, sc.Pattern.String())
 			}
 		}
-		// The scan's best pattern is the strongest evidence of the
-		// trigger: the gate must send its rows through too, also when the
-		// rounds masked against other patterns.
-		mustFamily = sc.Pattern.String()
-		if !slices.Contains(family, mustFamily) {
-			mustFamily = "the scan's best, " + mustFamily
-			against = append(against, sc.Pattern)
-			family = append(family, mustFamily)
-		}
 	}
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
 		phase("looking for a trigger in the suspected rows")
@@ -297,7 +286,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	case v.Smooth > 0:
 		res.Gate = classGate(aug, p.GateMin)
 	case sc.Backdoored:
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, mustFamily, p.GateMin, p.GateThrough)
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

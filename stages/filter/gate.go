@@ -20,7 +20,7 @@ import (
 // the filter checks on its augment rows (trusted images carrying each
 // pattern it masked against) what share of each pattern's rows the gate
 // sends through, and sets the gate only when some pattern's share reaches
-// gate_min and the scan's best pattern's share does too. A triggered input the gate keeps on the original path keeps
+// gate_min. A triggered input the gate keeps on the original path keeps
 // the backdoor: with gate_through set, the gate then lowers its move
 // threshold (never raises it) until that share of the pattern's rows goes
 // through.
@@ -60,10 +60,8 @@ type GateCheck struct {
 
 // gate decides the gate from the moved step's reports and checks it on
 // the augment rows aug, whose patterns belong to the families named in
-// family (pattern index -> family name; one share per family). Some
-// family must send gate_min of its rows through, and the family must (the
-// scan's best pattern; "" or absent: none) too.
-func gate(moved *Moved, from *Region, aug *augmented, family []string, must string, min, through float64) *GateReport {
+// family (pattern index -> family name; one share per family).
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -122,10 +120,6 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, must stri
 		return rep
 	}
 	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
-		return rep
-	}
-	if j, ok := idx[must]; ok && rep.Patterns[j].Through < min {
-		rep.Why = fmt.Sprintf("%s sends %.1f%% of its rows through the filtered encoder, under gate_min %.0f%%: inputs carrying the trigger might stay on the original path", must, 100*rep.Patterns[j].Through, 100*min)
 		return rep
 	}
 	rep.On, rep.Gate = true, g

@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, "", tc.min, 0.95)
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95)
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, "", 0.25, 0.95)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95)
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, "", 0.25, 0)
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0)
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -141,30 +141,5 @@ func TestClassGateProbe(t *testing.T) {
 	}
 	if off := classGate(aug, 0); off.On {
 		t.Error("a class gate with gate_min 0")
-	}
-}
-
-// TestGateMust: the scan's best pattern must go through as well as some
-// family: a gate that moves one round's pattern but keeps the scan's best
-// on the original path is off.
-func TestGateMust(t *testing.T) {
-	two := []string{"solid 4x4 at (0,0)", "solid 4x4 at (0,0)", "checker 3x3 at (5,5)"}
-	for _, tc := range []struct {
-		name string
-		must string
-		on   bool
-		why  string
-	}{
-		{"no family must", "", true, ""},
-		{"the scan's best moves", "solid 4x4 at (0,0)", true, ""},
-		{"the scan's best stays", "checker 3x3 at (5,5)", false, "checker 3x3 at (5,5) sends 0.0% of its rows"},
-		{"a family the rows lack", "noise 3x3 at (1,1)", true, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRowsBy([]float64{1, 0.95, 0}, 20, false, 0.5), two, tc.must, 0.25, 0)
-			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
-				t.Fatalf("on %v (gate %v), why %q; want on %v, why containing %q", rep.On, rep.Gate != nil, rep.Why, tc.on, tc.why)
-			}
-		})
 	}
 }
