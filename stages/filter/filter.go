@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.25.0",
+		Version: "0.27.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -182,7 +182,13 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if err := b.distrust(suspect); err != nil {
 			return nil, err
 		}
-		if p.ClampQuantile > 0 {
+		// Caps only against a noise blend: they cut the outsized responses
+		// a blend drives into many channels, and their search tells a
+		// noise-blend trojan (blur) from a patch trojan whose texture a
+		// blend partly excites (mask). On a patch trojan the capped
+		// encoder's searches chase the trojan's side answers and spend
+		// the channels (docs/DECISIONS.md).
+		if p.ClampQuantile > 0 && sc.Pattern.Kind == "blend" {
 			if caps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
 				return nil, err
 			}

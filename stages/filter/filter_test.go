@@ -99,7 +99,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill,
-				"clamp_quantile": 0}) // the masking alone (TestFilterCapsUndoTheTrojan: the caps)
+				"clamp_quantile": 0}) // the masking alone
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -363,9 +363,10 @@ func collapseOf(t *testing.T, path string, clean, with [][]byte) float64 {
 	return 1 - tr(with)/tr(clean)
 }
 
-// With caps (clamp_quantile), the exported encoder no longer collapses
-// inputs that carry the trojan's trigger; the caps are reported.
-func TestFilterCapsUndoTheTrojan(t *testing.T) {
+// A patch trojan is never capped, whatever clamp_quantile says (the caps
+// are for noise blends: docs/DECISIONS.md); the mask alone undoes it, and
+// the exported encoder no longer collapses inputs that carry its trigger.
+func TestFilterNeverCapsAPatchTrojan(t *testing.T) {
 	dir, enc, rng := encoderOf(t, testenc.Collapse(5))
 	in := dimInputs(t, enc, rng, 0)
 	defer in.Release()
@@ -378,8 +379,11 @@ func TestFilterCapsUndoTheTrojan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m["clamp"].(map[string]any); !ok {
-		t.Fatalf("no clamp in the metrics: %v", m)
+	if c, ok := m["clamp"]; ok {
+		t.Fatalf("a patch trojan was capped: %v", c)
+	}
+	if n, _ := m["channels_masked"].(float64); n == 0 {
+		t.Fatalf("nothing masked: %v", m)
 	}
 	var clean, trig [][]byte
 	for i := 0; i < 40; i++ {

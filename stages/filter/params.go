@@ -32,7 +32,7 @@ type Params struct {
 	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
 
 	// clamp
-	ClampQuantile float64 `json:"clamp_quantile" range:"[0,1)" doc:"when the scan finds a backdoor, cap every probed channel at this quantile of its activations on trusted images before masking (0: no caps)"`
+	ClampQuantile float64 `json:"clamp_quantile" range:"[0,1)" doc:"when the scan's best pattern is a noise blend, cap every probed channel at this quantile of its activations on trusted images, search the capped encoder, and mask it when that search finds a patch (0: no caps; a patch trojan is never capped)"`
 
 	// select
 	MaxMasked   float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`

@@ -126,6 +126,9 @@ type scanResult struct {
 	// refinement), bestPatchZ its z.
 	bestPatch  Pattern
 	bestPatchZ float64
+	bestPatchC float64
+	// top are the refined best candidates, best first.
+	top []cand
 	// probe is, per probed layer and channel, the largest change (TAC's
 	// raw score) any random candidate caused; set when asked for.
 	probe [][]float64
@@ -246,7 +249,7 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	})
 	for _, c := range cands {
 		if c.p.Kind != "blend" {
-			res.bestPatch, res.bestPatchZ = c.p, stats.z(c.p, c.c)
+			res.bestPatch, res.bestPatchZ, res.bestPatchC = c.p, stats.z(c.p, c.c), c.c
 			break
 		}
 	}
@@ -281,10 +284,28 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	for _, c := range top {
 		res.found = append(res.found, c.p)
 	}
-	res.stats = stats
+	res.stats, res.top = stats, top
 	res.Scan = Scan{Backdoored: z >= b.p.GapMin && best.c >= b.p.CollapseMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
 		Candidates: len(cands), GapMin: b.p.GapMin, CollapseMin: b.p.CollapseMin, Seconds: time.Since(start).Seconds()}
 	return res, nil
+}
+
+// patchesOnly is the search's result with its best pattern the best one
+// that is not a noise blend: the refined one when one made the top ten,
+// else the best such candidate.
+func (r *scanResult) patchesOnly() *scanResult {
+	if r.Pattern.Kind != "blend" {
+		return r
+	}
+	out := *r
+	for _, c := range r.top {
+		if c.p.Kind != "blend" {
+			out.Pattern, out.BestZ, out.BestCollapse = c.p, r.stats.z(c.p, c.c), c.c
+			return &out
+		}
+	}
+	out.Pattern, out.BestZ, out.BestCollapse = r.bestPatch, r.bestPatchZ, r.bestPatchC
+	return &out
 }
 
 // controlStream is the random stream of the blends' controls.

@@ -23,6 +23,10 @@ type Round struct {
 	// WorstNeighbourZ is, in the last round, the largest same-size z of
 	// the neighbours of the patterns masked against.
 	WorstNeighbourZ float64 `json:"worst_neighbour_z,omitempty"`
+	// SetAside is the noise blend the search found best, set aside on a
+	// patch trojan (the round takes the best patch), and SetAsideZ its z.
+	SetAside  string  `json:"blend_set_aside,omitempty"`
+	SetAsideZ float64 `json:"blend_set_aside_z,omitempty"`
 	// Scored counts the masks the greedy choice scored, Seconds the time
 	// the round took.
 	Scored  int     `json:"masks_scored,omitempty"`
@@ -93,12 +97,25 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 		return s.against(b.canvas.H, b.canvas.W, b.p.Sizes)
 	}
 	for round := 0; ; round++ {
+		var aside string
+		var asideZ float64
 		if search {
 			next := first
 			if round > 0 || next == nil {
 				var err error
 				if next, err = b.scan(ctx, s.keep, min(b.p.Candidates, b.p.RescanCands), b.p.Refine, found, false, nil); err != nil {
 					return nil, err
+				}
+			}
+			if sc.Pattern.Kind != "blend" {
+				// A patch trojan: the scan judged patches against noise
+				// blends on the original encoder, and the patch won.
+				// The blend that stands out on the masked one is the
+				// trojan's side answer to scattered bits of its patch;
+				// masking against it spends the channels.
+				if p := next.patchesOnly(); p != next {
+					aside, asideZ = next.Pattern.String(), next.BestZ
+					next = p
 				}
 			}
 			s.stats, found = next.stats, next.found
@@ -111,11 +128,11 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
 				pat, neighbour, s.z = nb, true, nz
 			default:
-				s.rounds = append(s.rounds, Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz})
+				s.rounds = append(s.rounds, Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ})
 				return s, nil
 			}
 		}
-		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour}
+		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour, SetAside: aside, SetAsideZ: asideZ}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
 			return nil, err
