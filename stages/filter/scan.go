@@ -120,8 +120,6 @@ func fitPower(xs, ys []float64) *powerFit {
 type scanResult struct {
 	Scan
 	stats groupStats
-	// found are the refined best patterns, best first.
-	found []Pattern
 	// bestPatch is the best candidate that is not a noise blend (before
 	// refinement), bestPatchZ its z.
 	bestPatch  Pattern
@@ -281,13 +279,19 @@ func (b *bench) scan(ctx context.Context, keep map[string][]bool, candidates, re
 	})
 	best := top[0]
 	z := stats.z(best.p, best.c)
-	for _, c := range top {
-		res.found = append(res.found, c.p)
-	}
 	res.stats, res.top = stats, top
 	res.Scan = Scan{Backdoored: z >= b.p.GapMin && best.c >= b.p.CollapseMin, BestZ: z, BestCollapse: best.c, Pattern: best.p, RandomMedian: med,
 		Candidates: len(cands), GapMin: b.p.GapMin, CollapseMin: b.p.CollapseMin, Seconds: time.Since(start).Seconds()}
 	return res, nil
+}
+
+// found are the refined best patterns, best first (top's patterns).
+func (r *scanResult) found() []Pattern {
+	ps := make([]Pattern, len(r.top))
+	for i, c := range r.top {
+		ps[i] = c.p
+	}
+	return ps
 }
 
 // patchesOnly is the search's result with its best pattern the best one

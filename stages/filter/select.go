@@ -85,7 +85,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	}
 	limit := max(1, int(b.p.MaxMasked*float64(total)))
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
-	pat, found := sc.Pattern, sc.found
+	pat, found := sc.Pattern, sc.found()
 	neighbour := false
 	// against is what a search on the masked encoder also tries: the
 	// patterns masked against and their neighbours (the scan's pattern
@@ -118,7 +118,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 					next = p
 				}
 			}
-			s.stats, found = next.stats, next.found
+			s.stats, found = next.stats, next.found()
 			switch nb, nz, err := b.worst(s.keep, against(), s.stats); {
 			case err != nil:
 				return nil, err

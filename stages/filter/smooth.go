@@ -102,7 +102,7 @@ func (b *bench) smooth(ctx context.Context, sc *scanResult, caps map[string][]fl
 	// random stream.
 	rng := rand.New(rand.NewPCG(b.p.Seed, smoothStream))
 	blends := []Pattern{sc.Pattern}
-	for _, f := range sc.found {
+	for _, f := range sc.found() {
 		if f.Kind == "blend" && (f.Alpha != sc.Pattern.Alpha || f.NoiseSeed != sc.Pattern.NoiseSeed) {
 			blends = append(blends, f)
 		}
@@ -163,7 +163,7 @@ func (b *bench) cappedSearch(ctx context.Context, sc *scanResult, caps map[strin
 	if err := b.setCaps(caps); err != nil {
 		return nil, err
 	}
-	res, err := b.scan(ctx, b.ones(), min(b.p.Candidates, b.p.RescanCands), b.p.Refine, sc.found, false, nil)
+	res, err := b.scan(ctx, b.ones(), min(b.p.Candidates, b.p.RescanCands), b.p.Refine, sc.found(), false, nil)
 	if err != nil {
 		return nil, err
 	}
