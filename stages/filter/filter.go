@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.27.0",
+		Version: "0.28.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -143,7 +143,8 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	var against []Pattern
 	var family []string // each pattern of against: the pattern it stems from
 	var caps map[string][]float32
-	var capped *scanResult // the capped encoder's first search, when the smooth step made it
+	var exportCaps map[string][]float32 // caps of the filtered encoder alone (clamp_patch export)
+	var capped *scanResult              // the capped encoder's first search, when the smooth step made it
 	// A trigger planted in one class's images: its carriers are suspects
 	// from here on, so that the caps, the fills and the augment images are
 	// taken from trusted rows without them.
@@ -182,14 +183,22 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if err := b.distrust(suspect); err != nil {
 			return nil, err
 		}
-		// Caps only against a noise blend: they cut the outsized responses
-		// a blend drives into many channels, and their search tells a
-		// noise-blend trojan (blur) from a patch trojan whose texture a
-		// blend partly excites (mask). On a patch trojan the capped
-		// encoder's searches chase the trojan's side answers and spend
-		// the channels (docs/DECISIONS.md).
+		// The search is capped only against a noise blend: the caps cut
+		// the outsized responses a blend drives into many channels, and
+		// their search tells a noise-blend trojan (blur) from a patch
+		// trojan whose texture a blend partly excites (mask). On a patch
+		// trojan the capped encoder's searches chase the trojan's side
+		// answers and spend the channels; its caps go into the filtered
+		// encoder alone, after the channels are chosen
+		// (docs/DECISIONS.md).
 		if p.ClampQuantile > 0 && sc.Pattern.Kind == "blend" {
 			if caps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
+				return nil, err
+			}
+		} else if p.ClampQuantile > 0 && p.ClampPatch == "export" {
+			// The channels are chosen uncapped; the caps go into the
+			// filtered encoder only.
+			if exportCaps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
 				return nil, err
 			}
 		}
@@ -229,6 +238,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Keep = sel.keep
+		if exportCaps != nil {
+			v.Caps = exportCaps
+		}
 		res.Masked, res.Rounds, res.ChannelsMasked = sel.masked, sel.rounds, len(sel.masked)
 		res.CollapseAfter, res.ZAfter = &sel.collapse, &sel.z
 		phase("filling the masked channels")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -363,36 +364,52 @@ func collapseOf(t *testing.T, path string, clean, with [][]byte) float64 {
 	return 1 - tr(with)/tr(clean)
 }
 
-// A patch trojan is never capped, whatever clamp_quantile says (the caps
-// are for noise blends: docs/DECISIONS.md); the mask alone undoes it, and
-// the exported encoder no longer collapses inputs that carry its trigger.
-func TestFilterNeverCapsAPatchTrojan(t *testing.T) {
+// TestFilterCapsOfAPatchTrojan: the search for a patch trojan's channels
+// is never capped; with clamp_patch "export" the same channels are masked
+// and the filtered encoder alone carries the caps. Either way the
+// filtered encoder undoes the trigger.
+func TestFilterCapsOfAPatchTrojan(t *testing.T) {
 	dir, enc, rng := encoderOf(t, testenc.Collapse(5))
 	in := dimInputs(t, enc, rng, 0)
 	defer in.Release()
-	out := plugin.NewTables()
-	defer out.Release()
-	export := filepath.Join(dir, "filtered.onnx")
-	params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "", "clamp_quantile": 0.99,
-		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
-	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c, ok := m["clamp"]; ok {
-		t.Fatalf("a patch trojan was capped: %v", c)
-	}
-	if n, _ := m["channels_masked"].(float64); n == 0 {
-		t.Fatalf("nothing masked: %v", m)
-	}
 	var clean, trig [][]byte
 	for i := 0; i < 40; i++ {
 		clean, trig = append(clean, dim(rng, false)), append(trig, dim(rng, true))
 	}
-	collapse := func(path string) float64 { return collapseOf(t, path, clean, trig) }
-	before, after := collapse(enc), collapse(export)
-	if before < 0.9 || after > 0.5 {
-		t.Fatalf("the trigger's collapse: %.2f before, %.2f after filtering; want >= 0.9 then <= 0.5 (metrics %v)", before, after, m)
+	masked := map[string]any{}
+	for _, tc := range []struct {
+		clampPatch string
+		capped     bool
+	}{
+		{"off", false},
+		{"export", true},
+	} {
+		t.Run(tc.clampPatch, func(t *testing.T) {
+			out := plugin.NewTables()
+			defer out.Release()
+			export := filepath.Join(dir, "filtered-"+tc.clampPatch+".onnx")
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "", "clamp_quantile": 0.99,
+				"clamp_patch": tc.clampPatch, "scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := m["clamp"]; ok != tc.capped {
+				t.Fatalf("clamp reported: %v, want %v (metrics %v)", ok, tc.capped, m)
+			}
+			if n, _ := m["channels_masked"].(float64); n == 0 {
+				t.Fatalf("nothing masked: %v", m)
+			}
+			masked[tc.clampPatch] = m["masked"]
+			collapse := func(path string) float64 { return collapseOf(t, path, clean, trig) }
+			before, after := collapse(enc), collapse(export)
+			if before < 0.9 || after > 0.5 {
+				t.Fatalf("the trigger's collapse: %.2f before, %.2f after filtering; want >= 0.9 then <= 0.5 (metrics %v)", before, after, m)
+			}
+		})
+	}
+	if a, b := fmt.Sprint(masked["off"]), fmt.Sprint(masked["export"]); a != b {
+		t.Fatalf("the export caps changed the channels chosen: %s without, %s with", a, b)
 	}
 }
 

@@ -32,7 +32,8 @@ type Params struct {
 	Signals []string `json:"signals" enum:"tac|uclc|probe" doc:"per-channel suspicion signals whose largest robust z scores a channel: tac (change under the found pattern), uclc (kernel Lipschitz bound), probe (largest change under the random patches of the scan)"`
 
 	// clamp
-	ClampQuantile float64 `json:"clamp_quantile" range:"[0,1)" doc:"when the scan's best pattern is a noise blend, cap every probed channel at this quantile of its activations on trusted images, search the capped encoder, and mask it when that search finds a patch (0: no caps; a patch trojan is never capped)"`
+	ClampQuantile float64 `json:"clamp_quantile" range:"[0,1)" doc:"when the scan's best pattern is a noise blend, cap every probed channel at this quantile of its activations on trusted images, search the capped encoder, and mask it when that search finds a patch (0: no caps; a patch trojan's search is never capped, see clamp_patch)"`
+	ClampPatch    string  `json:"clamp_patch" enum:"off|export" doc:"when the scan's best pattern is a patch: off (no caps) or export (the channels are chosen on the uncapped encoder, then the filtered encoder also caps every probed channel at clamp_quantile, cutting what outsized responses of the trigger the mask left)"`
 
 	// select
 	MaxMasked   float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`
@@ -80,7 +81,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, SmoothMax: 1.2, SmoothRatio: 1.3,
-	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99,
+	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
 	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5,
 }
 
