@@ -204,6 +204,13 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 	return &c, nil
 }
 
+// pipelineDir is the folder a pipeline's run gets inside a bench cell or
+// a demo: a built-in's name, or a pipeline file's name without ".json"
+// (runs/cfg/tcore-x.json runs in tcore-x).
+func pipelineDir(pl string) string {
+	return strings.TrimSuffix(filepath.Base(pl), ".json")
+}
+
 // checkPoison validates a recipe as the poison stage would (rate aside).
 func checkPoison(raw json.RawMessage) error {
 	var m map[string]json.RawMessage
@@ -311,7 +318,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			var cellRows []benchRow
 			for _, pl := range s.Pipelines {
-				name := strings.TrimSuffix(filepath.Base(pl), ".json")
+				name := pipelineDir(pl)
 				for _, seed := range s.Seeds {
 					dir := filepath.Join(c.out, cell, name, fmt.Sprintf("seed-%d", seed))
 					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir, CleanASR: cleanASR}

@@ -52,10 +52,15 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// Every pipeline is resolved before anything runs: a misspelt name
 	// must not cost the poisoning and the runs before it.
+	dirs := map[string]string{} // folder -> the pipeline that runs there
 	for _, pl := range strings.Split(*list, ",") {
 		if _, err := pipelines.Resolve(pl); err != nil {
 			return usagef("demo: --pipelines: %v", err)
 		}
+		if other, ok := dirs[pipelineDir(pl)]; ok {
+			return usagef("demo: --pipelines: %q and %q would both run in %s", other, pl, filepath.Join(c.out, pipelineDir(pl)))
+		}
+		dirs[pipelineDir(pl)] = pl
 	}
 	path, err := manifestPath(c.manifest)
 	if err != nil {
@@ -109,7 +114,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "training with pipeline %s\n", pl)
 		rc := c
 		rc.train, rc.pipeline, rc.evalSpec, rc.truth = images, pl, specPath, truth
-		rc.out = filepath.Join(c.out, pl)
+		rc.out = filepath.Join(c.out, pipelineDir(pl))
 		if _, err := rc.execute(ctx, stderr); err != nil {
 			return fmt.Errorf("pipeline %s: %w", pl, err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/tcore-dev/tcore/arrowio"
+	"github.com/tcore-dev/tcore/host-example/pipelines"
 	"github.com/tcore-dev/tcore/internal/browser"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
@@ -606,5 +607,43 @@ func TestNormalisationTravelsIntoTheModel(t *testing.T) {
 				t.Errorf("tcore eval on the exported model: %.3f, the run said %.3f", ev.Accuracy, given["acc"])
 			}
 		})
+	}
+}
+
+// A pipeline runs in a folder named after it (a file without ".json"), in
+// a demo as in a bench cell; two pipelines that would share one are
+// refused before anything is poisoned or run.
+func TestDemoPipelineFolders(t *testing.T) {
+	for _, tc := range []struct{ pipeline, dir string }{
+		{"tcore", "tcore"},
+		{"none", "none"},
+		{filepath.Join("runs", "cfg", "tcore-x.json"), "tcore-x"},
+		{"tcore-y.json", "tcore-y"},
+	} {
+		if got := pipelineDir(tc.pipeline); got != tc.dir {
+			t.Errorf("pipelineDir(%q) = %q, want %q", tc.pipeline, got, tc.dir)
+		}
+	}
+	dir := t.TempDir()
+	p, ok := pipelines.Get("none")
+	if !ok {
+		t.Fatal("no built-in none pipeline")
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "none.json")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	var so, se bytes.Buffer
+	code := run([]string{"demo", "--pipelines", "none," + file, "--out", out}, &so, &se)
+	if code == 0 || !strings.Contains(se.String(), "would both run in") {
+		t.Fatalf("exit %d, stderr %q: want a refusal naming the shared folder", code, se.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "poisoned")); !os.IsNotExist(err) {
+		t.Errorf("the refused demo poisoned the data anyway (%v)", err)
 	}
 }
