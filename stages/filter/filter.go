@@ -196,8 +196,6 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 				return nil, err
 			}
 		} else if p.ClampQuantile > 0 && p.ClampPatch == "export" {
-			// The channels are chosen uncapped; the caps go into the
-			// filtered encoder only.
 			if exportCaps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
 				return nil, err
 			}
