@@ -57,6 +57,10 @@ type bench struct {
 	scanImages int
 	// held are the training images in canonical form, once read (images).
 	held Images
+	// tail scores masks from a layer on (openTails; nil until then);
+	// noTails runs every score through the whole network.
+	tail    *tails
+	noTails bool
 }
 
 // scanImages is the scan's image count for an encoder input of h x w:
@@ -128,11 +132,7 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 // as outputs, a run-time mask on every probed layer (fill: the trusted
 // means) and the caps, if any, built in.
 func (b *bench) open() error {
-	var mi []encoder.Mask
-	for _, l := range b.t.Layers {
-		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name], Cap: b.caps[l.Name]})
-	}
-	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: mi, ORT: ort.Options{Device: b.p.Device}})
+	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,19 @@ func (b *bench) open() error {
 		b.sess.Close()
 	}
 	b.sess = s
+	b.tail.close()
+	b.tail = nil
 	return nil
+}
+
+// maskInputs are the bench's run-time masks: one per probed layer, whose
+// switched-off channels take the trusted means, capped by the caps.
+func (b *bench) maskInputs() []encoder.Mask {
+	var mi []encoder.Mask
+	for _, l := range b.t.Layers {
+		mi = append(mi, encoder.Mask{Layer: l.Name, Fill: b.means[l.Name], Cap: b.caps[l.Name]})
+	}
+	return mi
 }
 
 // setCaps builds caps into the bench's session: from now on every step
@@ -150,7 +162,11 @@ func (b *bench) setCaps(caps map[string][]float32) error {
 	return b.open()
 }
 
-func (b *bench) close() { b.sess.Close() }
+func (b *bench) close() {
+	b.sess.Close()
+	b.tail.close()
+	b.tail = nil
+}
 
 // setSmooth makes the bench measure the encoder with its input blurred by
 // a Gaussian of sigma input pixels (0: the encoder itself).
@@ -418,17 +434,7 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 		for k, v := range vs {
 			b.inputs(x[k*n*size:(k+1)*n*size], v.pat)
 			for li, l := range b.t.Layers {
-				kp := v.keep[l.Name]
-				m := ms[li][k*n*l.D : (k+1)*n*l.D]
-				for c := 0; c < l.D; c++ {
-					on := float32(1)
-					if (kp != nil && !kp[c]) || (v.extra != nil && v.extra.layer == l.Name && v.extra.c == c) {
-						on = 0
-					}
-					for i := 0; i < n; i++ {
-						m[i*l.D+c] = on
-					}
-				}
+				b.setKeep(ms[li][k*n*l.D:(k+1)*n*l.D], li, n, v.keep, v.extra)
 			}
 		}
 		emb, layers, err := b.sess.Embed(rows)

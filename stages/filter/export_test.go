@@ -46,3 +46,54 @@ func SmoothPicked(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pa
 	}
 	return rep, &capped.Pattern, nil
 }
+
+// ScoresBothWays scores switching off each probed channel in turn (with
+// the first channel of every layer already off) against the scan's best
+// pattern, once through the tails and once through the whole network. It
+// returns both, as (collapse, change) pairs, and how many probed layers
+// had a tail.
+func ScoresBothWays(ctx context.Context, p Params, ins *chanfilter.Inputs) (tail, whole [][2]float64, tails int, err error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer b.close()
+	sc, err := b.firstScan(ctx, nil)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	keep := b.ones()
+	var extra []*channel
+	for _, l := range b.t.Layers {
+		keep[l.Name][0] = false
+		for c := 1; c < l.D; c++ {
+			extra = append(extra, &channel{l.Name, c})
+		}
+	}
+	extra = append(extra, nil)
+	ref, err := b.embed(keep, nil)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	pairs := func() ([][2]float64, error) {
+		s, err := b.scoreMasks(keep, extra, sc.Pattern, ref[0])
+		out := make([][2]float64, len(s))
+		for i, v := range s {
+			out[i] = [2]float64{v.collapse, v.change}
+		}
+		return out, err
+	}
+	if tail, err = pairs(); err != nil {
+		return nil, nil, 0, err
+	}
+	for _, s := range b.tail.from {
+		if s != nil {
+			tails++
+		}
+	}
+	b.noTails = true
+	b.tail.close()
+	b.tail = nil
+	whole, err = pairs()
+	return tail, whole, tails, err
+}

@@ -442,6 +442,27 @@ func smoothImage(rng *rand.Rand, noise float64, noiseSeed uint64) []byte {
 	return buf.Bytes()
 }
 
+// scanInputs opens an encoder of net and unpoisoned dim images for the
+// filter (released when the test ends), with the parameters of a small
+// scan of that many candidates (a tenth refined).
+func scanInputs(t *testing.T, net *testenc.Net, candidates int) (*chanfilter.Inputs, filter.Params) {
+	t.Helper()
+	_, enc, rng := encoderOf(t, net)
+	in := dimInputs(t, enc, rng, 0)
+	t.Cleanup(in.Release)
+	ins, err := chanfilter.Open(in, enc, "expand.trusted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ins.Release)
+	var p filter.Params
+	raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "scan_images": 32, "candidates": candidates, "refine": candidates / 10})
+	if err := filter.DecodeParams(raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	return ins, p
+}
+
 // smoothStepInputs is the smooth-step tests' filter input: an encoder of
 // net, and 200 images of image (120 trusted) opened for the filter; both
 // released when the test ends.
@@ -689,19 +710,7 @@ func TestScanEncoderJudgesAKnownTrigger(t *testing.T) {
 		{"clean", testenc.Clean(5), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, enc, rng := encoderOf(t, tc.net)
-			in := dimInputs(t, enc, rng, 0)
-			defer in.Release()
-			ins, err := chanfilter.Open(in, enc, "expand.trusted")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ins.Release()
-			var p filter.Params
-			raw, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "scan_images": 32, "candidates": 200, "refine": 20})
-			if err := filter.DecodeParams(raw, &p); err != nil {
-				t.Fatal(err)
-			}
+			ins, p := scanInputs(t, tc.net, 200)
 			sc, zs, err := filter.ScanEncoder(context.Background(), p, ins, nil, white, black)
 			if err != nil {
 				t.Fatal(err)
@@ -772,5 +781,33 @@ func TestSplitCarriersStaySuspectsOnATrojan(t *testing.T) {
 				t.Errorf("%d of the 60 planted rows are suspects (the class split found %d carriers; region %s, moved %s), want 54", planted, carriers.Carriers, rg, mv)
 			}
 		})
+	}
+}
+
+// Scoring a mask through the network after its layer gives the scores the
+// whole network gives, bit for bit: on the collapse trojan, whose stage 3
+// a gate passes around (scored whole) and whose stages 1 and 2 cut it.
+func TestTailScoresEqualWholeScores(t *testing.T) {
+	ortlib.Init(t)
+	ins, p := scanInputs(t, testenc.Collapse(5), 100)
+	tail, whole, tails, err := filter.ScoresBothWays(context.Background(), p, ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tails != 2 {
+		t.Errorf("%d probed layers with a tail, want 2 (stage 3 does not cut the network)", tails)
+	}
+	if len(tail) != len(whole) || len(tail) == 0 {
+		t.Fatalf("%d and %d scores", len(tail), len(whole))
+	}
+	moved := false
+	for i := range tail {
+		if tail[i] != whole[i] {
+			t.Fatalf("mask %d: tail (collapse, change) %v, whole network %v", i, tail[i], whole[i])
+		}
+		moved = moved || whole[i][0] != whole[len(whole)-1][0]
+	}
+	if !moved {
+		t.Fatal("no channel changes the collapse: the comparison tests nothing")
 	}
 }

@@ -193,26 +193,22 @@ func (b *bench) scoreMasks(keep map[string][]bool, extra []*channel, pat Pattern
 	if ref != nil {
 		refVar = stat.TraceCov(ref, n, d) * float64(n)
 	}
-	views := make([]view, 0, 2*len(extra))
-	for _, e := range extra {
-		views = append(views, view{keep: keep, extra: e}, view{pat: &pat, keep: keep, extra: e})
-	}
 	out := make([]maskScore, len(extra))
-	var cleanTr float64
-	err := b.run(views, func(k int, emb []float32, _ [][]float32) {
-		if k%2 == 0 {
-			cleanTr = stat.TraceCov(emb, n, d)
+	cleanTr := make([]float64, len(extra))
+	err := b.scorePairs(keep, extra, &pat, func(k int, clean bool, emb []float32) {
+		if clean {
+			cleanTr[k] = stat.TraceCov(emb, n, d)
 			if ref != nil && refVar > 0 {
 				var ss float64
 				for i, v := range emb {
 					e := float64(v - ref[i])
 					ss += e * e
 				}
-				out[k/2].change = ss / refVar
+				out[k].change = ss / refVar
 			}
 			return
 		}
-		out[k/2].collapse = collapseOf(stat.TraceCov(emb, n, d), cleanTr)
+		out[k].collapse = collapseOf(stat.TraceCov(emb, n, d), cleanTr[k])
 	})
 	return out, err
 }

@@ -57,7 +57,19 @@ type Config struct {
 	// per sample (see Encoder.Masks): each entry's Layer, Fill and Cap are
 	// used, its Keep is not.
 	MaskInputs []Mask
-	ORT        ort.Options
+	// PreMask makes Embed also return, after the probed layers, each
+	// MaskInputs layer's values before its run-time mask ([n, Dims...],
+	// capped when the layer has a Cap): what a session From that layer
+	// takes as input.
+	PreMask bool
+	// From, when set, names a layer where the session starts: its input is
+	// that layer's values ([n, Dims...], as PreMask returns them) instead of
+	// the image, and only the network after it runs. Masks and MaskInputs
+	// of layers before From are left out (their effect is in the input);
+	// From's own run-time mask applies. A layer that does not cut the
+	// network in two (a skip connection passes around it) is an error.
+	From string
+	ORT  ort.Options
 }
 
 // Encoder is a session of one variant of a Model (see Model.Session).
@@ -71,9 +83,12 @@ type Encoder struct {
 	Dim       int
 	// Layers are the probed layers, in output order.
 	Layers []Layer
-	// Switchable are the layers of Config.MaskInputs, in order.
+	// Switchable are the layers of Config.MaskInputs, in order (with
+	// Config.From, those from From on).
 	Switchable []Layer
-	sess       *ort.Session
+	// From is the layer the session starts at (Config.From), or zero.
+	From Layer
+	sess *ort.Session
 }
 
 // Open loads the encoder at path and prepares one session of it: a
@@ -86,12 +101,25 @@ func Open(path string, cfg Config) (*Encoder, error) {
 	return m.Session(cfg)
 }
 
-// ImageSize is the number of float32 values of one preprocessed image.
-func (e *Encoder) ImageSize() int { return e.C * e.H * e.W }
+// ImageSize is the number of float32 values of one preprocessed image
+// (with Config.From, of one sample of that layer).
+func (e *Encoder) ImageSize() int {
+	if e.From.Tensor != "" {
+		n := 1
+		for _, d := range e.From.Dims {
+			n *= int(d)
+		}
+		return n
+	}
+	return e.C * e.H * e.W
+}
 
 func (e *Encoder) inDims() [][]int64 {
 	dims := [][]int64{{int64(e.C), int64(e.H), int64(e.W)}}
-	if e.NHWC {
+	switch {
+	case e.From.Tensor != "":
+		dims = [][]int64{e.From.Dims}
+	case e.NHWC:
 		dims = [][]int64{{int64(e.H), int64(e.W), int64(e.C)}}
 	}
 	for _, l := range e.Switchable {

@@ -406,14 +406,36 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 	}
 	e := &Encoder{Model: m, Layers: layers, Input: m.Input, C: m.C, H: m.H, W: m.W, NHWC: m.NHWC, Embedding: m.Embedding, Dim: m.Dim}
 	g := m.src.Clone()
-	if err := m.applyMasks(g, cfg.Masks); err != nil {
+	if cfg.From != "" {
+		if e.From, err = m.Layer(cfg.From); err != nil {
+			return nil, err
+		}
+		if err := g.CutAt(e.From.Tensor, e.From.Dims, m.Batch); err != nil {
+			return nil, plugin.BadInput(err)
+		}
+		e.Input = onnxgraph.Input{Name: e.From.Tensor, Elem: m.Input.Elem, Shape: append([]int64{max(m.Batch, -1)}, e.From.Dims...)}
+	}
+	masks := cfg.Masks
+	if cfg.From != "" {
+		masks = nil
+		for _, mk := range cfg.Masks {
+			if l, err := m.Layer(mk.Layer); err == nil && g.HasTensor(l.Tensor) {
+				masks = append(masks, mk)
+			}
+		}
+	}
+	if err := m.applyMasks(g, masks); err != nil {
 		return nil, err
 	}
-	inputs := []string{m.Input.Name}
+	inputs := []string{e.Input.Name}
+	var pre []string // each run-time mask's input values
 	for i, mk := range cfg.MaskInputs {
 		l, err := m.Layer(mk.Layer)
 		if err != nil {
 			return nil, err
+		}
+		if !g.HasTensor(l.Tensor) {
+			continue // before From
 		}
 		if len(mk.Fill) != l.Channels {
 			return nil, plugin.BadInputf("mask input for layer %q has %d fill values, the layer has %d channels", mk.Layer, len(mk.Fill), l.Channels)
@@ -422,15 +444,20 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 			if len(mk.Cap) != l.Channels {
 				return nil, plugin.BadInputf("cap for layer %q has %d values, the layer has %d channels", mk.Layer, len(mk.Cap), l.Channels)
 			}
-			if err := g.InsertClamp(l.Tensor, l.Rank, mk.Cap); err != nil {
-				return nil, err
+			// From's input comes capped (PreMask's values).
+			if l.Tensor != e.From.Tensor {
+				if err := g.InsertClamp(l.Tensor, l.Rank, mk.Cap); err != nil {
+					return nil, err
+				}
 			}
 		}
 		name := fmt.Sprintf("tcore_keep_%d", i)
-		if err := g.InsertMaskInput(l.Tensor, l.Rank, mk.Fill, name); err != nil {
+		raw, err := g.InsertMaskInput(l.Tensor, l.Rank, mk.Fill, name)
+		if err != nil {
 			return nil, err
 		}
 		inputs = append(inputs, name)
+		pre = append(pre, raw)
 		e.Switchable = append(e.Switchable, l)
 	}
 	outs := []string{m.Embedding}
@@ -447,6 +474,12 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 		}
 		outs = append(outs, name)
 		dims = append(dims, []int64{int64(l.Channels)})
+	}
+	if cfg.PreMask {
+		for i, raw := range pre {
+			outs = append(outs, raw)
+			dims = append(dims, e.Switchable[i].Dims)
+		}
 	}
 	if err := g.SetOutputs(outs...); err != nil {
 		return nil, err

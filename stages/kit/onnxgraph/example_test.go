@@ -33,7 +33,7 @@ func ExampleModel_AppendHead() {
 // tensor, a keep value per sample and channel.
 func ExampleModel_InsertMaskInput() {
 	m := testenc.Clean(1).Model()
-	if err := m.InsertMaskInput("stage1", 4, make([]float32, 8), "keep_stage1"); err != nil {
+	if _, err := m.InsertMaskInput("stage1", 4, make([]float32, 8), "keep_stage1"); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -43,4 +43,21 @@ func ExampleModel_InsertMaskInput() {
 	// Output:
 	// image [-1 3 16 16]
 	// keep_stage1 [-1 8 1 1]
+}
+
+// The network after a layer: the layer's tensor becomes the only input.
+func ExampleModel_CutAt() {
+	m := testenc.Clean(1).Model()
+	if err := m.CutAt("stage2", []int64{16, 8, 8}, 0); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, in := range m.Inputs() {
+		fmt.Println(in.Name, in.Shape)
+	}
+	// A tensor the cut removed is gone, and so is the output it was.
+	fmt.Println(m.HasTensor("stage1"), m.OutputNames())
+	// Output:
+	// stage2 [-1 16 8 8]
+	// false [embedding stage2 stage3]
 }

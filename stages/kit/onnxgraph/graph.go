@@ -559,17 +559,18 @@ func (m *Model) detach(tensor string) detached {
 // (shape [N, C, 1, 1], [N, 1, C] or [N, C] for tensors of rank 4, 3 and
 // 2), and channel c of sample i becomes x*k + (1-k)*fill[c] for that
 // input's value k. One session then scores many masks, a different one
-// per sample of a batch if need be.
-func (m *Model) InsertMaskInput(tensor string, rank int, fill []float32, input string) error {
+// per sample of a batch if need be. It returns the name of the tensor
+// the mask reads: tensor's values before the mask.
+func (m *Model) InsertMaskInput(tensor string, rank int, fill []float32, input string) (string, error) {
 	if !m.HasTensor(tensor) {
-		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to mask", m.source, ErrModel, tensor)
+		return "", fmt.Errorf("onnxgraph: %s: %w: no tensor %q to mask", m.source, ErrModel, tensor)
 	}
 	if m.HasTensor(input) {
-		return fmt.Errorf("onnxgraph: %s: %w: the mask input %q is already a tensor of the graph", m.source, ErrModel, input)
+		return "", fmt.Errorf("onnxgraph: %s: %w: the mask input %q is already a tensor of the graph", m.source, ErrModel, input)
 	}
 	dims, err := maskDims(rank, len(fill))
 	if err != nil {
-		return fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
+		return "", fmt.Errorf("onnxgraph: %s: tensor %q: %w", m.source, tensor, err)
 	}
 	vi := floatValueInfo(input, rank)
 	shape := vi.Type.GetTensorType().Shape
@@ -586,7 +587,7 @@ func (m *Model) InsertMaskInput(tensor string, rank int, fill []float32, input s
 	m.addNode("Sub", []string{raw.from, fName}, []string{diff})
 	m.addNode("Mul", []string{diff, input}, []string{prod})
 	m.addNode("Add", []string{prod, fName}, []string{raw.to})
-	return m.sort()
+	return raw.from, m.sort()
 }
 
 // sort puts the nodes in topological order (new nodes are appended at the
