@@ -530,7 +530,11 @@ func filterGate(w func(string, ...any), g *filter.GateReport) {
 		if g.StepMoved > g.Moved {
 			lowered = fmt.Sprintf(" (the moved step's threshold was %.2f; the gate went lower until the share gate_through of the best pattern's images went through)", g.StepMoved)
 		}
-		w("<p>The classifier is <b>gated</b>: an input goes through the filtered encoder when the mask moves its embedding more than %.2f%s%s; every other input goes through the original encoder and a head trained on the same kept rows, without the mask's accuracy cost. It sends %.1f%% of the training rows through the filtered encoder.</p>\n", g.Moved, lowered, origin, 100*g.TrainingThrough)
+		classes := ""
+		if g.ProbeRows > 0 {
+			classes = fmt.Sprintf(", or the original classifier labels it with a class it gives at least 5%% (and two) of %d trusted images carrying the patterns masked against (where the trigger sends inputs; the bootstrap stage's <code>gated</code> metric names the classes)", g.ProbeRows)
+		}
+		w("<p>The classifier is <b>gated</b>: an input goes through the filtered encoder when the mask moves its embedding more than %.2f%s%s%s; every other input goes through the original encoder and a head trained on the same kept rows, without the mask's accuracy cost. It sends %.1f%% of the training rows through the filtered encoder by their moves.</p>\n", g.Moved, lowered, origin, classes, 100*g.TrainingThrough)
 	}
 	if len(g.Patterns) > 0 {
 		w("<p>The check (trusted images carrying each pattern masked against; the gate needs one pattern to send gate_min of them through):</p>\n<table><tr><th>pattern</th><th>images</th><th>sent through the filtered encoder</th></tr>\n")

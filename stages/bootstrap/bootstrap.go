@@ -38,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.2",
+		Version: "0.9.3",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -616,18 +616,26 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 		case ns[0].Class != shares[0].Class:
 			why = fmt.Sprintf("; their %d nearest kept rows are mostly of class %d, not the classifier's %d, so every class with %.0f%% of those is in too", p.GateNeighbours, ns[0].Class, shares[0].Class, 100*classMinShare)
 		}
-		if len(g.Classes) == 0 {
+		switch {
+		case len(g.Classes) == 0 && g.Both:
+			gated = fmt.Sprintf("yes: inputs the mask moves far go through the filtered encoder (the original classifier gives no class %d of the found trigger's %d rows)", minRows, len(g.Probe))
+		case len(g.Classes) == 0:
 			return ungated(fmt.Sprintf("no: the original classifier gives no class %d of the found trigger's %d rows", minRows, len(g.Probe)))
+		default:
+			names := make([]string, len(g.Classes))
+			for i, c := range g.Classes {
+				names[i] = strconv.Itoa(c)
+			}
+			covered := 0.0
+			for _, s := range shares[:byHead] {
+				covered += s.Share
+			}
+			also := ""
+			if g.Both {
+				also = "inputs the mask moves far and "
+			}
+			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; no other class has %d of them%s)", also, strings.Join(names, ", "), 100*covered, minRows, why)
 		}
-		names := make([]string, len(g.Classes))
-		for i, c := range g.Classes {
-			names[i] = strconv.Itoa(c)
-		}
-		covered := 0.0
-		for _, s := range shares[:byHead] {
-			covered += s.Share
-		}
-		gated = fmt.Sprintf("yes: inputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; no other class has %d of them%s)", strings.Join(names, ", "), 100*covered, minRows, why)
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
 	if err != nil {

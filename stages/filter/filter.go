@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.28.1",
+		Version: "0.29.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -257,6 +257,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 		}
 	}
+	masked := len(against) // the patterns masked against, before any data trigger
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
 		phase("looking for a trigger in the suspected rows")
 		carrier := make([]bool, t.N())
@@ -302,7 +303,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	case v.Smooth > 0:
 		res.Gate = classGate(aug, p.GateMin)
 	case sc.Backdoored:
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough)
+		probeFrom := 0
+		if p.GateClasses == "found" {
+			probeFrom = masked
+		}
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probeFrom)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

@@ -29,7 +29,8 @@ type GateReport struct {
 	// Class says the gate is a class gate (the encoder is blurred):
 	// inputs the original classifier labels with a class it gives at
 	// least 5% of ProbeRows rows carrying the found pattern go through
-	// the filtered encoder (chanfilter.Gate.ResolveClasses).
+	// the filtered encoder (chanfilter.Gate.ResolveClasses). A move gate
+	// with ProbeRows has such a class part too (gate_classes "found").
 	Class     bool `json:"class,omitempty"`
 	ProbeRows int  `json:"probe_rows,omitempty"`
 	// Moved is the gate's move threshold, Near its radius around the far
@@ -60,8 +61,11 @@ type GateCheck struct {
 
 // gate decides the gate from the moved step's reports and checks it on
 // the augment rows aug, whose patterns belong to the families named in
-// family (pattern index -> family name; one share per family).
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64) *GateReport {
+// family (pattern index -> family name; one share per family). With
+// probeFrom > 0 the gate gets a class part (chanfilter.Gate.Both) whose
+// probe is augment rows carrying the first probeFrom patterns (the ones
+// masked against), embedded by the original encoder, with their own labels.
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probeFrom int) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -123,7 +127,25 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		return rep
 	}
 	rep.On, rep.Gate = true, g
+	if probeFrom > 0 {
+		probe(g, aug, func(k int) bool { return k < probeFrom })
+		g.Both = len(g.Probe) > 0
+		rep.ProbeRows = len(g.Probe)
+	}
 	return rep
+}
+
+// probe gives g probe rows: the first probeRows augment rows whose
+// pattern index is one of want's, embedded by the original encoder, with
+// their own labels.
+func probe(g *chanfilter.Gate, aug *augmented, want func(k int) bool) {
+	d := aug.d
+	for i, k := range aug.pattern {
+		if want(k) && len(g.Probe) < probeRows {
+			g.Probe = append(g.Probe, append([]float32(nil), aug.orig[i*d:(i+1)*d]...))
+			g.ProbeLabels = append(g.ProbeLabels, int(aug.label[i]))
+		}
+	}
 }
 
 // lower lowers g's move threshold (never raises it) until the share
@@ -216,13 +238,7 @@ func classGate(aug *augmented, min float64) *GateReport {
 		return rep
 	}
 	g := &chanfilter.Gate{}
-	d := aug.d
-	for i, k := range aug.pattern {
-		if k == 0 && len(g.Probe) < probeRows {
-			g.Probe = append(g.Probe, append([]float32(nil), aug.orig[i*d:(i+1)*d]...))
-			g.ProbeLabels = append(g.ProbeLabels, int(aug.label[i]))
-		}
-	}
+	probe(g, aug, func(k int) bool { return k == 0 })
 	if len(g.Probe) == 0 {
 		rep.Why = "no augment row carries the found pattern"
 		return rep

@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95)
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0)
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0)
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0)
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0)
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -141,5 +141,49 @@ func TestClassGateProbe(t *testing.T) {
 	}
 	if off := classGate(aug, 0); off.On {
 		t.Error("a class gate with gate_min 0")
+	}
+}
+
+// gate_classes "found": a move gate gets a class part whose probe is the
+// rows carrying the patterns masked against (the first probeFrom), not a
+// data trigger's, each with its own label; without it, none.
+func TestMoveGateClassPart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		probeFrom int
+		rows      int
+	}{
+		{"off", 0, 0},
+		{"the patterns masked against", 2, probeRows},
+		{"one pattern of few rows", 1, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			per := 10
+			if tc.rows == probeRows {
+				per = probeRows
+			}
+			aug := augmentedRows([]float64{1, 1, 1}, per, false)
+			for i, k := range aug.pattern {
+				if k == 2 { // a data trigger's rows
+					aug.orig[2*i], aug.orig[2*i+1] = 99, 99
+				}
+			}
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data"}, 0.25, 0, tc.probeFrom)
+			if !rep.On {
+				t.Fatalf("gate off: %s", rep.Why)
+			}
+			g := rep.Gate
+			if g.Both != (tc.rows > 0) || len(g.Probe) != tc.rows || rep.ProbeRows != tc.rows || g.IsMove() != true {
+				t.Fatalf("both %v with %d probe rows (report %d), want %d", g.Both, len(g.Probe), rep.ProbeRows, tc.rows)
+			}
+			for i, e := range g.Probe {
+				if e[0] == 99 || g.ProbeLabels[i] != i%per%3 {
+					t.Fatalf("probe row %d: %v label %d: a data trigger's row, or not its own label", i, e, g.ProbeLabels[i])
+				}
+			}
+			if err := g.Check(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -31,6 +31,13 @@ const GateMeta = "tcore.gate"
 // when the original classifier gives it one of those classes: a triggered
 // input is labelled so, and inputs of every other class never pay the
 // filter's cost.
+//
+// With Both, a move gate has a class part too: an input goes through when
+// either sends it. A triggered input the mask does not move far enough
+// still goes through when the original classifier already gives it the
+// class the trigger sends inputs to, so that the gated classifier's attack
+// success is never above the filtered path's own; a clean input pays the
+// mask's cost only when it moves far or is labelled with such a class.
 type Gate struct {
 	Moved  float64   `json:"moved"`
 	Centre []float64 `json:"centre,omitempty"` // nil: no origin
@@ -46,10 +53,19 @@ type Gate struct {
 	// Classes, for a class gate: the classes whose inputs go through the
 	// filtered encoder (empty until resolved; see ResolveClasses).
 	Classes []int `json:"classes,omitempty"`
+	// Both makes a gate with Probe a move gate with a class part: Moved,
+	// Centre and Near apply as well as Classes (none resolved: the move
+	// gate alone).
+	Both bool `json:"both,omitempty"`
 }
 
-// IsClass says whether g is a class gate.
+// IsClass says whether g has a class part (probe rows whose classes the
+// classifier's trainer resolves): a class gate, or a move gate with Both.
 func (g *Gate) IsClass() bool { return len(g.Probe) > 0 }
+
+// IsMove says whether g has a move part: a move gate, with or without a
+// class part.
+func (g *Gate) IsMove() bool { return len(g.Probe) == 0 || g.Both }
 
 // ClassShare is one class's share of a class gate's probe rows.
 type ClassShare struct {
@@ -174,6 +190,9 @@ func (g *Gate) Check() error {
 			return fmt.Errorf("gate: probe row %d has %d values, row 0 has %d", i, len(e), len(g.Probe[0]))
 		}
 	}
+	if g.Both && len(g.Probe) == 0 {
+		return fmt.Errorf("gate: a move gate with a class part but no probe rows")
+	}
 	if len(g.ProbeLabels) > 0 && len(g.ProbeLabels) != len(g.Probe) {
 		return fmt.Errorf("gate: %d probe labels for %d probe rows", len(g.ProbeLabels), len(g.Probe))
 	}
@@ -238,12 +257,25 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	if fe == "" || fl == "" {
 		return fmt.Errorf("gate: the filtered classifier has no tensor %q or %q", filtEmb, filtLogits)
 	}
-	if g.IsClass() {
-		if len(g.Classes) == 0 {
-			return fmt.Errorf("gate: a class gate whose classes are not resolved")
+	if g.IsClass() && !g.Both && len(g.Classes) == 0 {
+		return fmt.Errorf("gate: a class gate whose classes are not resolved")
+	}
+	through := ""
+	if g.IsMove() {
+		moved := orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
+		through = orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
+		if g.Centre != nil {
+			c := make([]float32, len(g.Centre))
+			for i, v := range g.Centre {
+				c[i] = float32(v)
+			}
+			far := orig.AddSquaredNorm(orig.AddOp("Sub", []string{emb, orig.AddConst([]int64{1, int64(len(c))}, c)}))
+			outside := orig.AddOp("Greater", []string{far, orig.AddConst([]int64{1}, []float32{float32(g.Near * g.Near)})})
+			through = orig.AddOp("Or", []string{through, orig.AddOp("Not", []string{outside})})
 		}
+	}
+	if g.IsClass() && len(g.Classes) > 0 {
 		label := orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
-		through := ""
 		for _, c := range g.Classes {
 			is := orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(c))})
 			if through == "" {
@@ -252,21 +284,6 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 				through = orig.AddOp("Or", []string{through, is})
 			}
 		}
-		if err := orig.Select(through, fl, logits, out); err != nil {
-			return err
-		}
-		return g.WriteTo(orig)
-	}
-	moved := orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
-	through := orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
-	if g.Centre != nil {
-		c := make([]float32, len(g.Centre))
-		for i, v := range g.Centre {
-			c[i] = float32(v)
-		}
-		far := orig.AddSquaredNorm(orig.AddOp("Sub", []string{emb, orig.AddConst([]int64{1, int64(len(c))}, c)}))
-		outside := orig.AddOp("Greater", []string{far, orig.AddConst([]int64{1}, []float32{float32(g.Near * g.Near)})})
-		through = orig.AddOp("Or", []string{through, orig.AddOp("Not", []string{outside})})
 	}
 	if err := orig.Select(through, fl, logits, out); err != nil {
 		return err

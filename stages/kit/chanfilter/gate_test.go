@@ -129,6 +129,15 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	for _, l := range plainO {
 		byClasses = append(byClasses, argmax(l) == cls || argmax(l) == cls2)
 	}
+	// A gate of both, on the class of a clean input (cls2).
+	moved := []bool{false, false, false, true, true, true}
+	var byClass2 []bool
+	for _, l := range plainO {
+		byClass2 = append(byClass2, argmax(l) == cls2)
+	}
+	if both := fmt.Sprint(or(byClass2, moved)); both == fmt.Sprint(moved) || both == fmt.Sprint(byClass2) {
+		t.Fatalf("the class gate takes %v, the move gate %v: a gate of both would not tell them apart", byClass2, moved)
+	}
 	centre := make([]float64, len(embO[1]))
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
@@ -145,6 +154,10 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		// the class of a triggered input, whatever the move.
 		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls}}, byClass},
 		{"two classes", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls2, cls}}, byClasses},
+		// Both: moved far, or labelled with a gated class.
+		{"moved or the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, or(byClass2, moved)},
+		{"both, nothing moves, the class", chanfilter.Gate{Moved: 1e6, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, byClass2},
+		{"both, no class resolved: the move gate", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}}, moved},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			og, fg := classifier(net.Model(), hO, "lo"), classifier(filtered(), hF, "lf")
@@ -160,7 +173,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 				t.Fatalf("outputs %v, want [logits]", got)
 			}
 			back, err := chanfilter.ReadGate(og)
-			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) || back.IsClass() != g.IsClass() {
+			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) || back.IsClass() != g.IsClass() || back.IsMove() != g.IsMove() {
 				t.Fatalf("gate read back %+v (%v), want %+v", back, err, g)
 			}
 			got := run(t, og, imgs)
@@ -179,6 +192,15 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	}
 }
 
+// or is a[i] || b[i] for each i.
+func or(a, b []bool) []bool {
+	out := make([]bool, len(a))
+	for i := range a {
+		out[i] = a[i] || b[i]
+	}
+	return out
+}
+
 func TestReadGate(t *testing.T) {
 	for _, tc := range []struct {
 		name, meta string
@@ -191,6 +213,8 @@ func TestReadGate(t *testing.T) {
 		{"no threshold", `{"centre": [0, 1], "near": 1}`, "", false},
 		{"negative threshold", `{"moved": -1}`, "moved threshold -1", false},
 		{"origin without radius", `{"moved": 1, "centre": [0, 1]}`, "radius 0", false},
+		{"both without probe rows", `{"moved": 1, "both": true}`, "no probe rows", false},
+		{"both", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3]}`, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testenc.Clean(1).Model()
