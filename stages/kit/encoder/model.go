@@ -413,7 +413,11 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 		if err := g.CutAt(e.From.Tensor, e.From.Dims, m.Batch); err != nil {
 			return nil, plugin.BadInput(err)
 		}
-		e.Input = onnxgraph.Input{Name: e.From.Tensor, Elem: m.Input.Elem, Shape: append([]int64{max(m.Batch, -1)}, e.From.Dims...)}
+		batch := int64(-1) // symbolic, as onnxgraph.Input says
+		if m.Batch > 0 {
+			batch = m.Batch
+		}
+		e.Input = onnxgraph.Input{Name: e.From.Tensor, Elem: m.Input.Elem, Shape: append([]int64{batch}, e.From.Dims...)}
 	}
 	masks := cfg.Masks
 	if cfg.From != "" {
