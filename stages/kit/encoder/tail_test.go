@@ -82,26 +82,28 @@ func TestTailSessionEqualsTheWholeNetwork(t *testing.T) {
 					copy(x[i*len(im):], im)
 				}
 			}
-			// Image i switches off channel i of every layer (some
-			// masks off, each a different one).
-			setMasks := func(ms [][]float32, layers []encoder.Layer) {
-				for li, l := range layers {
+			// masked runs the batch filled in e with image i
+			// switching off channel i of every layer (some masks off,
+			// each a different one).
+			masked := func(e *encoder.Encoder) ([]float32, [][]float32) {
+				ms, err := e.Masks(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for li, l := range e.Switchable {
 					for i := 0; i < n; i++ {
 						for ch := 0; ch < l.Channels; ch++ {
 							ms[li][i*l.Channels+ch] = b2f(ch != i)
 						}
 					}
 				}
+				emb, outs, err := e.Embed(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return emb, outs
 			}
-			ms, err := full.Masks(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			setMasks(ms, full.Switchable)
-			emb, outs, err := full.Embed(n)
-			if err != nil {
-				t.Fatal(err)
-			}
+			emb, outs := masked(full)
 			if len(outs) != 3 {
 				t.Fatalf("PreMask: %d extra outputs, want 3", len(outs))
 			}
@@ -115,15 +117,7 @@ func TestTailSessionEqualsTheWholeNetwork(t *testing.T) {
 				t.Fatal(err)
 			}
 			copy(tx, pre)
-			tms, err := tail.Masks(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			setMasks(tms, tail.Switchable)
-			got, _, err := tail.Embed(n)
-			if err != nil {
-				t.Fatal(err)
-			}
+			got, _ := masked(tail)
 			moved := false
 			for i := range want {
 				if got[i] != want[i] {
