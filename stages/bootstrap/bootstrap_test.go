@@ -15,6 +15,7 @@ import (
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/expand"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/sift"
@@ -419,6 +420,63 @@ func TestRelabels(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("relabelled %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestClassRule: a move gate's class part takes the classes holding
+// class_part_share of its probe rows and is never widened; a class gate
+// keeps 5% and its neighbourhood.
+func TestClassRule(t *testing.T) {
+	// 32 probe rows: 12 the classifier puts in class 3, 3 in class 9,
+	// 2 in class 0, the rest in their own class 5 (not counted).
+	probe := make([][]float32, 32)
+	own := make([]int, 32)
+	for i := range probe {
+		c := float32(5)
+		switch {
+		case i < 12:
+			c = 3
+		case i < 15:
+			c = 9
+		case i < 17:
+			c = 0
+		}
+		probe[i], own[i] = []float32{c}, 5
+	}
+	predict := func(e []float32) int { return int(e[0]) }
+	cases := []struct {
+		name  string
+		both  bool
+		over  map[string]any
+		want  []int
+		share float64
+	}{
+		{"class part at the default share", true, nil, []int{3, 9, 0}, 0.05},
+		{"class part at 15%", true, map[string]any{"class_part_share": 0.15}, []int{3}, 0.15},
+		{"class part at 10%", true, map[string]any{"class_part_share": 0.1}, []int{3}, 0.1},
+		{"class gate ignores class_part_share", false, map[string]any{"class_part_share": 0.5, "gate_neighbours": 0}, []int{3, 9, 0}, 0.05},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := params(t, tc.over)
+			g := &chanfilter.Gate{Probe: probe, ProbeLabels: own, Both: tc.both}
+			nb, share := p.ClassRule(g)
+			if tc.both && nb != 0 {
+				t.Errorf("a class part is widened by %d neighbours", nb)
+			}
+			if share != tc.share {
+				t.Errorf("share %v, want %v", share, tc.share)
+			}
+			if nb > 0 {
+				nb = 0 // no kept rows here to widen by; the neighbourhood has its own tests
+			}
+			if _, _, _, _, err := bootstrap.ClassGate(g, predict, nil, nil, nb, share); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(g.Classes, tc.want) {
+				t.Errorf("classes %v, want %v", g.Classes, tc.want)
 			}
 		})
 	}

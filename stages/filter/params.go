@@ -43,6 +43,7 @@ type Params struct {
 	RescanCands int     `json:"rescan_candidates" range:"[20,)" doc:"random candidates of each search on the masked encoder"`
 	RescanGap   float64 `json:"rescan_gap" range:"[0,)" doc:"mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"`
 	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
+	SweepZ      float64 `json:"sweep_z" range:"[0,)" doc:"after a search on the masked encoder (and the neighbours), mask on while a patch already masked against, moved over the whole image (a grid of steps its own size), still reaches this same-size z somewhere: a trojan that answers to its trigger over a field of positions (0: off)"`
 
 	// smooth
 	SmoothMax   float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.6 to smooth_max by 0.1) under which the found blend collapses the scan images at most smooth_ratio times as much as a smooth blend of its alpha; masking as usual when none does (0: never blur)"`

@@ -257,3 +257,52 @@ func neighbours(p Pattern, h, w int, sizes [2]int) []Pattern {
 	}
 	return out
 }
+
+// sweep returns the patches among ps moved over the whole image: each
+// distinct patch (kind, size, colours, noise) at every position of a grid
+// whose step is its size, the last row and column flush with the image's
+// edges, its own positions left out. A trojan may answer to its trigger
+// over a field of positions: masking until the found point of the field
+// is back at the median can leave the trigger's own point, further away
+// than a neighbour reaches, working. Blends and data triggers have no
+// position and are left out.
+func sweep(ps []Pattern, h, w int) []Pattern {
+	type look struct {
+		kind   string
+		size   int
+		colors [2][3]float32
+		noise  uint64
+	}
+	at := map[look]map[[2]int]bool{}
+	var order []look
+	for _, p := range ps {
+		if p.Kind == "blend" || p.Kind == "delta" || p.Kind == "smooth" || p.Size <= 0 || p.Size > h || p.Size > w {
+			continue
+		}
+		k := look{p.Kind, p.Size, p.Colors, p.NoiseSeed}
+		if at[k] == nil {
+			at[k] = map[[2]int]bool{}
+			order = append(order, k)
+		}
+		at[k][[2]int{p.Row, p.Col}] = true
+	}
+	steps := func(n, s int) []int {
+		var out []int
+		for v := 0; v+s < n; v += s {
+			out = append(out, v)
+		}
+		return append(out, n-s)
+	}
+	var out []Pattern
+	for _, k := range order {
+		for _, r := range steps(h, k.size) {
+			for _, c := range steps(w, k.size) {
+				if at[k][[2]int{r, c}] {
+					continue
+				}
+				out = append(out, Pattern{Kind: k.kind, Size: k.size, Row: r, Col: c, Colors: k.colors, NoiseSeed: k.noise})
+			}
+		}
+	}
+	return out
+}

@@ -61,6 +61,54 @@ func TestNeighbours(t *testing.T) {
 // A noise blend is judged by how much more it collapses the scan images
 // than a smooth blend of the same alpha: blend_ratio times as much is
 // gap_min, as much is 0, whatever the noise blends do among themselves.
+func TestSweep(t *testing.T) {
+	yellow := [2][3]float32{{1, 1, 0}}
+	cases := []struct {
+		name string
+		ps   []Pattern
+		h, w int
+		want int      // patterns swept
+		must [][3]int // (size, row, col) that must be among them
+		not  [][3]int // that must not
+	}{
+		{"a 3x3 tiles a 32x32 image, its own place left out", []Pattern{{Kind: "solid", Size: 3, Row: 9, Col: 5, Colors: yellow}}, 32, 32, 11*11 - 0,
+			[][3]int{{3, 0, 0}, {3, 29, 0}, {3, 29, 29}, {3, 27, 3}}, [][3]int{{3, 9, 5}}},
+		{"a 4x4 on a grid point is not swept onto itself", []Pattern{{Kind: "checker", Size: 4, Row: 4, Col: 8, Colors: yellow}}, 32, 32, 8*8 - 1,
+			[][3]int{{4, 28, 28}, {4, 0, 0}}, [][3]int{{4, 4, 8}}},
+		{"the same look twice is swept once", []Pattern{{Kind: "solid", Size: 4, Row: 0, Col: 0, Colors: yellow}, {Kind: "solid", Size: 4, Row: 1, Col: 1, Colors: yellow}}, 32, 32, 8*8 - 1,
+			nil, [][3]int{{4, 0, 0}}},
+		{"another colour is another look", []Pattern{{Kind: "solid", Size: 8, Row: 0, Col: 0, Colors: yellow}, {Kind: "solid", Size: 8, Row: 0, Col: 0}}, 32, 32, 2 * (4*4 - 1),
+			nil, nil},
+		{"blends and data triggers have no place", []Pattern{{Kind: "blend", Alpha: 0.1}, {Kind: "delta"}}, 32, 32, 0, nil, nil},
+		{"a patch as large as the image has nowhere to go", []Pattern{{Kind: "solid", Size: 16, Row: 0, Col: 0}}, 16, 16, 0, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sweep(tc.ps, tc.h, tc.w)
+			if len(got) != tc.want {
+				t.Fatalf("%d patterns swept, want %d", len(got), tc.want)
+			}
+			at := map[[3]int]bool{}
+			for _, q := range got {
+				if q.Row < 0 || q.Col < 0 || q.Row+q.Size > tc.h || q.Col+q.Size > tc.w {
+					t.Fatalf("%v leaves the %dx%d image", q, tc.h, tc.w)
+				}
+				at[[3]int{q.Size, q.Row, q.Col}] = true
+			}
+			for _, m := range tc.must {
+				if !at[m] {
+					t.Errorf("size %d at (%d,%d) not swept", m[0], m[1], m[2])
+				}
+			}
+			for _, m := range tc.not {
+				if at[m] {
+					t.Errorf("size %d at (%d,%d) swept, want it left out", m[0], m[1], m[2])
+				}
+			}
+		})
+	}
+}
+
 func TestBlendJudgedAgainstSmoothControls(t *testing.T) {
 	var alphas, cs []float64
 	for i := 0; i < 40; i++ {

@@ -3,6 +3,7 @@ package filter
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -23,6 +24,12 @@ type Round struct {
 	// WorstNeighbourZ is, in the last round, the largest same-size z of
 	// the neighbours of the patterns masked against.
 	WorstNeighbourZ float64 `json:"worst_neighbour_z,omitempty"`
+	// Swept is set when the pattern is a patch masked against moved
+	// elsewhere on the image (sweep_z), not the search's best;
+	// WorstSweptZ is, in the last round, the largest same-size z of the
+	// swept patches (when sweep_z is on).
+	Swept       bool    `json:"swept,omitempty"`
+	WorstSweptZ float64 `json:"worst_swept_z,omitempty"`
 	// SetAside is the noise blend the search found best, set aside on a
 	// patch trojan (the round takes the best patch), and SetAsideZ its z.
 	SetAside  string  `json:"blend_set_aside,omitempty"`
@@ -51,6 +58,17 @@ type selection struct {
 func (s *selection) against(h, w int, sizes [2]int) []Pattern {
 	pats, _ := s.againstNamed(h, w, sizes)
 	return pats
+}
+
+// maskedAgainst returns the patterns of the rounds that masked.
+func (s *selection) maskedAgainst() []Pattern {
+	var out []Pattern
+	for _, r := range s.rounds {
+		if len(r.Masked) > 0 {
+			out = append(out, r.Pattern)
+		}
+	}
+	return out
 }
 
 // againstNamed is against with, for each pattern, the round's pattern it
@@ -86,7 +104,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	limit := max(1, int(b.p.MaxMasked*float64(total)))
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
 	pat, found := sc.Pattern, sc.found()
-	neighbour := false
+	neighbour, swept := false, false
 	// against is what a search on the masked encoder also tries: the
 	// patterns masked against and their neighbours (the scan's pattern
 	// before any round).
@@ -95,6 +113,18 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			return append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, b.p.Sizes)...)
 		}
 		return s.against(b.canvas.H, b.canvas.W, b.p.Sizes)
+	}
+	// sweptZ is the worst of the patches masked against, moved over the
+	// image (sweep_z; -Inf when off).
+	sweptZ := func() (Pattern, float64, error) {
+		if b.p.SweepZ <= 0 {
+			return Pattern{}, math.Inf(-1), nil
+		}
+		ps := []Pattern{sc.Pattern}
+		if len(s.rounds) > 0 {
+			ps = s.maskedAgainst()
+		}
+		return b.worst(s.keep, sweep(ps, b.canvas.H, b.canvas.W), s.stats)
 	}
 	for round := 0; ; round++ {
 		var aside string
@@ -119,20 +149,34 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 				}
 			}
 			s.stats, found = next.stats, next.found()
-			switch nb, nz, err := b.worst(s.keep, against(), s.stats); {
-			case err != nil:
+			nb, nz, err := b.worst(s.keep, against(), s.stats)
+			if err != nil {
 				return nil, err
+			}
+			switch {
 			case next.BestZ >= b.p.rescanGap():
-				pat, neighbour = next.Pattern, false
+				pat, neighbour, swept = next.Pattern, false, false
 				s.z, s.collapse = next.BestZ, next.BestCollapse
 			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
-				pat, neighbour, s.z = nb, true, nz
+				pat, neighbour, swept, s.z = nb, true, false, nz
 			default:
-				s.rounds = append(s.rounds, Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ})
+				sw, sz, err := sweptZ()
+				if err != nil {
+					return nil, err
+				}
+				if sz >= b.p.SweepZ {
+					pat, neighbour, swept, s.z = sw, false, true, sz
+					break
+				}
+				last := Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ}
+				if b.p.SweepZ > 0 {
+					last.WorstSweptZ = sz
+				}
+				s.rounds = append(s.rounds, last)
 				return s, nil
 			}
 		}
-		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour, SetAside: aside, SetAsideZ: asideZ}
+		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour, Swept: swept, SetAside: aside, SetAsideZ: asideZ}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
 			return nil, err

@@ -875,7 +875,8 @@ func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test strin
 		return err
 	}
 	defer tr.Close()
-	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, bp.GateNeighbours); err != nil {
+	nb, share := bp.ClassRule(g)
+	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, nb, share); err != nil {
 		return err
 	}
 	gated := map[int32]bool{}
