@@ -38,7 +38,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.4",
+		Version: "0.9.5",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -50,7 +50,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.05, Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -77,9 +77,10 @@ type Params struct {
 	GateNeighbours int `json:"gate_neighbours" range:"[0,)" doc:"when a class gate's probe rows' nearest kept rows (original embeddings, cosine; this many per row) are mostly of another class than the original classifier gives them most, the gate also takes every class holding 5% of those rows' labels (0: the classifier's labels alone)"`
 	// ClassPartShare is the share of the probe rows that puts a class in
 	// a move gate's class part.
-	ClassPartShare float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (the patterns masked against on trusted images), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
-	Relabel        float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
-	Export         string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	ClassPartClasses int     `json:"class_part_classes" range:"[0,)" doc:"a move gate's class part takes at most this many classes, most probe rows first (0: every class with class_part_share)"`
+	ClassPartShare   float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (the patterns masked against on trusted images), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
+	Relabel          float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
+	Export           string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -602,8 +603,7 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	}
 	gated := "yes"
 	if g.IsClass() {
-		neighbours, share := p.ClassRule(g)
-		shares, ns, widened, minRows, err := ClassGate(g, h.Predict, orig, rows, neighbours, share)
+		shares, ns, widened, minRows, err := ClassGate(g, h.Predict, orig, rows, p.ClassRule(g))
 		if err != nil {
 			return "", plugin.PortError("original", plugin.BadInput(err))
 		}
@@ -698,16 +698,20 @@ func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int
 }
 
 // ClassGate resolves a class gate's classes as the exported classifier
-// uses them: every class the original classifier (predict) gives share
-// of the probe rows (and two rows), and, with neighbours >
-// 0, when the probe rows' nearest kept rows (orig's rows, by
+// uses them: every class the original classifier (predict) gives
+// rule.Share of the probe rows (and two rows), at most rule.Most of them,
+// and, with rule.Neighbours > 0, when the probe rows' nearest kept rows (orig's rows, by
 // cosine) mostly carry another class than the classifier's first, every
 // class with classMinShare of those labels too. It returns the
 // classifier's shares, the neighbours' (nil without neighbours), how many
 // classes the neighbours added, and the row count a class needed.
-func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table, rows []int, neighbours int, share float64) (head, near []chanfilter.ClassShare, widened, minRows int, err error) {
-	minRows = max(2, int(math.Ceil(share*float64(len(g.Probe)))))
+func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table, rows []int, rule ClassRule) (head, near []chanfilter.ClassShare, widened, minRows int, err error) {
+	minRows = max(2, int(math.Ceil(rule.Share*float64(len(g.Probe)))))
 	head = g.ResolveClasses(predict, minRows)
+	if rule.Most > 0 && len(g.Classes) > rule.Most {
+		g.Classes = g.Classes[:rule.Most]
+	}
+	neighbours := rule.Neighbours
 	if neighbours <= 0 {
 		return head, nil, 0, minRows, nil
 	}
@@ -727,15 +731,25 @@ func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table
 	return head, near, len(g.Classes) - before, minRows, nil
 }
 
-// ClassRule returns how g's classes are resolved (ClassGate's neighbours
-// and share): a class gate takes 5% of the probe rows and the
-// neighbourhood (gate_neighbours), a move gate's class part
-// class_part_share and no neighbourhood.
-func (p Params) ClassRule(g *chanfilter.Gate) (neighbours int, share float64) {
+// ClassRule is how a gate's classes are resolved (ClassGate): the share
+// of the probe rows a class needs (and two rows), at most Most classes,
+// most rows first (0: no limit), and the neighbours each probe row's
+// labels widen the gate by (0: none).
+type ClassRule struct {
+	Share      float64
+	Most       int
+	Neighbours int
+}
+
+// ClassRule returns how g's classes are resolved: a class gate takes 5%
+// of the probe rows and the neighbourhood (gate_neighbours), a move gate's
+// class part class_part_share, at most class_part_classes classes, and no
+// neighbourhood.
+func (p Params) ClassRule(g *chanfilter.Gate) ClassRule {
 	if g.Both {
-		return 0, p.ClassPartShare
+		return ClassRule{Share: p.ClassPartShare, Most: p.ClassPartClasses}
 	}
-	return p.GateNeighbours, classMinShare
+	return ClassRule{Share: classMinShare, Neighbours: p.GateNeighbours}
 }
 
 // classMinShare is the share of the probe rows' neighbour labels that puts

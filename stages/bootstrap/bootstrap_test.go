@@ -426,8 +426,8 @@ func TestRelabels(t *testing.T) {
 }
 
 // TestClassRule: a move gate's class part takes the classes holding
-// class_part_share of its probe rows and is never widened; a class gate
-// keeps 5% and its neighbourhood.
+// class_part_share of its probe rows, at most class_part_classes of them,
+// and is never widened; a class gate keeps 5% and its neighbourhood.
 func TestClassRule(t *testing.T) {
 	// 32 probe rows: 12 the classifier puts in class 3, 3 in class 9,
 	// 2 in class 0, the rest in their own class 5 (not counted).
@@ -447,37 +447,37 @@ func TestClassRule(t *testing.T) {
 	}
 	predict := func(e []float32) int { return int(e[0]) }
 	cases := []struct {
-		name  string
-		both  bool
-		over  map[string]any
-		want  []int
-		share float64
+		name string
+		both bool
+		over map[string]any
+		want []int
+		rule bootstrap.ClassRule
 	}{
-		{"class part at the default share", true, nil, []int{3, 9, 0}, 0.05},
-		{"class part at 15%", true, map[string]any{"class_part_share": 0.15}, []int{3}, 0.15},
-		{"class part at 10%", true, map[string]any{"class_part_share": 0.1}, []int{3}, 0.1},
-		{"class gate ignores class_part_share", false, map[string]any{"class_part_share": 0.5, "gate_neighbours": 0}, []int{3, 9, 0}, 0.05},
+		{"class part at the defaults", true, nil, []int{3}, bootstrap.ClassRule{Share: 0.15, Most: 1}},
+		{"class part at 5%, any number", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}},
+		{"class part at 10%, any number", true, map[string]any{"class_part_share": 0.1, "class_part_classes": 0}, []int{3}, bootstrap.ClassRule{Share: 0.1}},
+		{"class part of two classes at most", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 2}, []int{3, 9}, bootstrap.ClassRule{Share: 0.05, Most: 2}},
+		{"class part where no class has the share", true, map[string]any{"class_part_share": 0.5}, nil, bootstrap.ClassRule{Share: 0.5, Most: 1}},
+		{"class gate ignores the class part's rule", false, map[string]any{"class_part_share": 0.5, "class_part_classes": 1, "gate_neighbours": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := params(t, tc.over)
 			g := &chanfilter.Gate{Probe: probe, ProbeLabels: own, Both: tc.both}
-			nb, share := p.ClassRule(g)
-			if tc.both && nb != 0 {
-				t.Errorf("a class part is widened by %d neighbours", nb)
+			rule := p.ClassRule(g)
+			if rule != tc.rule {
+				t.Fatalf("rule %+v, want %+v", rule, tc.rule)
 			}
-			if share != tc.share {
-				t.Errorf("share %v, want %v", share, tc.share)
-			}
-			if nb > 0 {
-				nb = 0 // no kept rows here to widen by; the neighbourhood has its own tests
-			}
-			if _, _, _, _, err := bootstrap.ClassGate(g, predict, nil, nil, nb, share); err != nil {
+			if _, _, _, _, err := bootstrap.ClassGate(g, predict, nil, nil, rule); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(g.Classes, tc.want) {
 				t.Errorf("classes %v, want %v", g.Classes, tc.want)
 			}
 		})
+	}
+	// A class gate is widened by its neighbourhood by default.
+	if r := params(t, nil).ClassRule(&chanfilter.Gate{Probe: probe}); r.Neighbours != 10 {
+		t.Errorf("a class gate's rule %+v, want 10 neighbours", r)
 	}
 }

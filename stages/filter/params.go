@@ -68,7 +68,7 @@ type Params struct {
 
 	// gate
 	GateThrough float64 `json:"gate_through" range:"[0,1)" doc:"when the gate is set, lower its move threshold (never raise it) until this share of the best checked pattern's augment rows goes through the filtered encoder (0: keep the moved step's threshold); a trigger input kept on the original path keeps the backdoor, and each input sent through pays the mask's accuracy cost"`
-	GateClasses string  `json:"gate_classes" enum:"off|found" doc:"with a move gate, found also sends through the filtered encoder every input the original classifier labels with a class where it puts at least 5% of the trusted images carrying the patterns masked against (classes resolved by bootstrap, as for a class gate): a triggered input the mask does not move far still goes through when the trigger already sends it to its target; off: the move gate alone"`
+	GateClasses string  `json:"gate_classes" enum:"off|found" doc:"with a move gate, found also sends through the filtered encoder every input the original classifier labels with the class where it puts the most of the trusted images carrying the patterns masked against (resolved by bootstrap: class_part_share, class_part_classes): a triggered input the mask does not move far still goes through when the trigger already sends it to its target; off: the move gate alone"`
 	GateMin     float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
 
 	// augment
@@ -82,7 +82,7 @@ var defaults = Params{
 	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5,
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
-	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClasses: "off", SmoothMax: 1.2, SmoothRatio: 1.3,
+	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClasses: "found", SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
 	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5,
 }

@@ -875,8 +875,7 @@ func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test strin
 		return err
 	}
 	defer tr.Close()
-	nb, share := bp.ClassRule(g)
-	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, nb, share); err != nil {
+	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, bp.ClassRule(g)); err != nil {
 		return err
 	}
 	gated := map[int32]bool{}
