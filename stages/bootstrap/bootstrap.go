@@ -638,7 +638,11 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 			if g.Both {
 				also = "inputs the mask moves far and "
 			}
-			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; no other class has %d of them%s)", also, strings.Join(names, ", "), 100*covered, minRows, why)
+			rest := fmt.Sprintf("no other class has %d of them", minRows)
+			if byHead < len(shares) && shares[byHead].Share*float64(len(g.Probe)) >= float64(minRows)-1e-9 {
+				rest = fmt.Sprintf("the most of any class; at most %d in the part", p.ClassPartClasses)
+			}
+			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; %s%s)", also, strings.Join(names, ", "), 100*covered, rest, why)
 		}
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
