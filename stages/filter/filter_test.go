@@ -115,6 +115,17 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if masked != tc.backdoor {
 				t.Errorf("trojan channel masked: %v, want %v; metrics %s", masked, tc.backdoor, b)
 			}
+			// Each round says how far its pattern pulled the scan images
+			// together before it masked: the first, the scan's own call.
+			if rounds, _ := m["rounds"].([]any); tc.backdoor && len(rounds) == 0 {
+				t.Errorf("no rounds in the metrics: %s", b)
+			} else if tc.backdoor {
+				scan, _ := m["encoder_scan"].(map[string]any)
+				first, _ := rounds[0].(map[string]any)
+				if c, _ := first["collapse_before"].(float64); c != scan["best_collapse"] || c < 0.25 {
+					t.Errorf("first round's collapse_before %v, want the scan's best_collapse %v (at least collapse_min)", first["collapse_before"], scan["best_collapse"])
+				}
+			}
 			// The regression fill reports its guard: whichever fill it
 			// kept, the trojan's pattern must not collapse again.
 			if fill, ok := m["fill"].(map[string]any); tc.fill == "regression" && tc.backdoor {
@@ -809,5 +820,50 @@ func TestTailScoresEqualWholeScores(t *testing.T) {
 	}
 	if !moved {
 		t.Fatal("no channel changes the collapse: the comparison tests nothing")
+	}
+}
+
+// A search on the masked encoder calls on z alone unless
+// rescan_collapse_min asks its pattern to pull the images together too.
+// With a rescan_gap this low, the masked collapse trojan's side answers
+// reach it; they do not collapse the images as the trigger did.
+func TestRescanCollapseMinDecides(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.onnx")
+	testenc.Collapse(5).Model().Save(enc)
+	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
+	defer in.Release()
+	for _, tc := range []struct {
+		min         float64
+		wantMoreOne bool // masked in more than one round
+	}{{0, true}, {0.25, false}} {
+		out := plugin.NewTables()
+		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
+			"candidates": 400, "refine": 40, "rescan_candidates": 200, "rescan_gap": 0.5, "clamp_quantile": 0,
+			"rescan_collapse_min": tc.min})
+		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+		out.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(m["rounds"])
+		var rounds []filter.Round
+		if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
+			t.Fatalf("rescan_collapse_min %g: rounds %s (%v)", tc.min, b, err)
+		}
+		masking := 0
+		for i, r := range rounds {
+			if len(r.Masked) == 0 {
+				continue
+			}
+			masking++
+			if i > 0 && !r.Neighbour && r.CollapseBefore < tc.min {
+				t.Errorf("rescan_collapse_min %g: round %d masked against %s at collapse %.3f", tc.min, i, r.Pattern, r.CollapseBefore)
+			}
+		}
+		if (masking > 1) != tc.wantMoreOne {
+			t.Errorf("rescan_collapse_min %g: %d masking rounds, want more than one: %v; rounds %s", tc.min, masking, tc.wantMoreOne, b)
+		}
 	}
 }

@@ -36,14 +36,15 @@ type Params struct {
 	ClampPatch    string  `json:"clamp_patch" enum:"off|export" doc:"when the scan's best pattern is a patch: off (no caps) or export (the channels are chosen on the uncapped encoder, then the filtered encoder also caps every probed channel at clamp_quantile, cutting what outsized responses of the trigger the mask left)"`
 
 	// select
-	MaxMasked   float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`
-	Choice      string  `json:"choice" enum:"collapse|collapse_per_change" doc:"greedy choice of the next channel to mask: the one whose masking lowers the found pattern's collapse the most (collapse), or the most per change of the clean images' embeddings (collapse_per_change)"`
-	StopZ       float64 `json:"stop_z" doc:"mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"`
-	Rescans     int     `json:"rescans" range:"[0,)" doc:"after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"`
-	RescanCands int     `json:"rescan_candidates" range:"[20,)" doc:"random candidates of each search on the masked encoder"`
-	RescanGap   float64 `json:"rescan_gap" range:"[0,)" doc:"mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"`
-	NeighbourZ  float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
-	SweepZ      float64 `json:"sweep_z" range:"[0,)" doc:"after a search on the masked encoder (and the neighbours), mask on while a patch already masked against, moved over the whole image (a grid of steps its own size), still reaches this same-size z somewhere: a trojan that answers to its trigger over a field of positions (0: off)"`
+	MaxMasked         float64 `json:"max_masked" range:"(0,1]" doc:"mask at most this fraction of the probed channels"`
+	Choice            string  `json:"choice" enum:"collapse|collapse_per_change" doc:"greedy choice of the next channel to mask: the one whose masking lowers the found pattern's collapse the most (collapse), or the most per change of the clean images' embeddings (collapse_per_change)"`
+	StopZ             float64 `json:"stop_z" doc:"mask until the found pattern's same-size z falls to this (0: the random patterns' median collapse)"`
+	Rescans           int     `json:"rescans" range:"[0,)" doc:"after masking, search the masked encoder again (from the patterns found) and mask on while it still looks backdoored, this many times at most"`
+	RescanCands       int     `json:"rescan_candidates" range:"[20,)" doc:"random candidates of each search on the masked encoder"`
+	RescanGap         float64 `json:"rescan_gap" range:"[0,)" doc:"mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"`
+	RescanCollapseMin float64 `json:"rescan_collapse_min" range:"[0,1)" doc:"a search on the masked encoder masks on only when its best pattern also takes at least this share of the scan images' spread away, as collapse_min asks of the first scan (0: z alone)"`
+	NeighbourZ        float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
+	SweepZ            float64 `json:"sweep_z" range:"[0,)" doc:"after a search on the masked encoder (and the neighbours), mask on while a patch already masked against, moved over the whole image (a grid of steps its own size), still reaches this same-size z somewhere: a trojan that answers to its trigger over a field of positions (0: off)"`
 
 	// smooth
 	SmoothMax   float64 `json:"smooth_max" range:"[0,)" doc:"when the found pattern is a noise blend, blur the encoder's input instead of masking channels: the smallest Gaussian sigma (data pixels, 0.6 to smooth_max by 0.1) under which the found blend collapses the scan images at most smooth_ratio times as much as a smooth blend of its alpha; masking as usual when none does (0: never blur)"`

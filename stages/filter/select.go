@@ -13,11 +13,15 @@ import (
 // Round is one round of masking: the pattern the search found on the
 // encoder masked so far, and what masking its channels did to it.
 type Round struct {
-	Pattern  Pattern  `json:"pattern"`
-	ZBefore  float64  `json:"z_before"`
-	ZAfter   float64  `json:"z_after"`
-	Masked   []string `json:"masked"`
-	Searched int      `json:"candidates_searched,omitempty"`
+	Pattern Pattern `json:"pattern"`
+	ZBefore float64 `json:"z_before"`
+	ZAfter  float64 `json:"z_after"`
+	// CollapseBefore is the share of the scan images' spread the round's
+	// pattern took away before the round masked (0 when the pattern is a
+	// neighbour or a swept patch, which are judged by z alone).
+	CollapseBefore float64  `json:"collapse_before,omitempty"`
+	Masked         []string `json:"masked"`
+	Searched       int      `json:"candidates_searched,omitempty"`
 	// Neighbour is set when the pattern is a neighbour of one masked
 	// against before, not the search's best.
 	Neighbour bool `json:"neighbour,omitempty"`
@@ -105,6 +109,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
 	pat, found := sc.Pattern, sc.found()
 	neighbour, swept := false, false
+	collapse := sc.BestCollapse
 	// against is what a search on the masked encoder also tries: the
 	// patterns masked against and their neighbours (the scan's pattern
 	// before any round).
@@ -154,11 +159,13 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 				return nil, err
 			}
 			switch {
-			case next.BestZ >= b.p.rescanGap():
+			case next.BestZ >= b.p.rescanGap() && next.BestCollapse >= b.p.RescanCollapseMin:
 				pat, neighbour, swept = next.Pattern, false, false
 				s.z, s.collapse = next.BestZ, next.BestCollapse
+				collapse = next.BestCollapse
 			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
 				pat, neighbour, swept, s.z = nb, true, false, nz
+				collapse = 0
 			default:
 				sw, sz, err := sweptZ()
 				if err != nil {
@@ -166,9 +173,10 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 				}
 				if sz >= b.p.SweepZ {
 					pat, neighbour, swept, s.z = sw, false, true, sz
+					collapse = 0
 					break
 				}
-				last := Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ}
+				last := Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, CollapseBefore: next.BestCollapse, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ}
 				if b.p.SweepZ > 0 {
 					last.WorstSweptZ = sz
 				}
@@ -176,7 +184,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 				return s, nil
 			}
 		}
-		r := Round{Pattern: pat, ZBefore: s.z, Neighbour: neighbour, Swept: swept, SetAside: aside, SetAsideZ: asideZ}
+		r := Round{Pattern: pat, ZBefore: s.z, CollapseBefore: collapse, Neighbour: neighbour, Swept: swept, SetAside: aside, SetAsideZ: asideZ}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
 			return nil, err
