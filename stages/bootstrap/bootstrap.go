@@ -603,15 +603,16 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 	}
 	gated := "yes"
 	if g.IsClass() {
-		shares, ns, widened, minRows, err := ClassGate(g, h.Predict, orig, rows, p.ClassRule(g))
+		cl, err := ClassGate(g, h.Predict, orig, rows, p.ClassRule(g))
 		if err != nil {
 			return "", plugin.PortError("original", plugin.BadInput(err))
 		}
+		shares, ns, minRows := cl.Head, cl.Near, cl.MinRows
 		res.Metrics["gate_probe_classes"] = shares[:min(len(shares), 8)]
 		if ns != nil {
 			res.Metrics["gate_neighbour_classes"] = ns[:min(len(ns), 8)]
 		}
-		byHead := len(g.Classes) - widened
+		byHead := len(g.Classes) - cl.Widened
 		why := ""
 		switch {
 		case len(ns) == 0:
@@ -639,7 +640,7 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 				also = "inputs the mask moves far and "
 			}
 			rest := fmt.Sprintf("no other class has %d of them", minRows)
-			if byHead < len(shares) && shares[byHead].Share*float64(len(g.Probe)) >= float64(minRows)-1e-9 {
+			if cl.Cut > 0 {
 				rest = fmt.Sprintf("the most of any class; at most %d in the part", p.ClassPartClasses)
 			}
 			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; %s%s)", also, strings.Join(names, ", "), 100*covered, rest, why)
@@ -701,38 +702,49 @@ func neighbourLabels(orig *feat.Table, rows []int, k int) (func([]float32) []int
 	}, nil
 }
 
+// Classes is what ClassGate found: the original classifier's shares of
+// the probe rows (most first), the neighbours' (nil without neighbours),
+// the row count a class needed, how many qualifying classes the rule's
+// Most left out, and how many the neighbours added.
+type Classes struct {
+	Head, Near []chanfilter.ClassShare
+	MinRows    int
+	Cut        int
+	Widened    int
+}
+
 // ClassGate resolves a class gate's classes as the exported classifier
 // uses them: every class the original classifier (predict) gives
 // rule.Share of the probe rows (and two rows), at most rule.Most of them,
-// and, with rule.Neighbours > 0, when the probe rows' nearest kept rows (orig's rows, by
-// cosine) mostly carry another class than the classifier's first, every
-// class with classMinShare of those labels too. It returns the
-// classifier's shares, the neighbours' (nil without neighbours), how many
-// classes the neighbours added, and the row count a class needed.
-func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table, rows []int, rule ClassRule) (head, near []chanfilter.ClassShare, widened, minRows int, err error) {
-	minRows = max(2, int(math.Ceil(rule.Share*float64(len(g.Probe)))))
-	head = g.ResolveClasses(predict, minRows)
+// and, with rule.Neighbours > 0, when the probe rows' nearest kept rows
+// (orig's rows, by cosine) mostly carry another class than the
+// classifier's first, every class with classMinShare of those labels too.
+func ClassGate(g *chanfilter.Gate, predict func([]float32) int, orig *feat.Table, rows []int, rule ClassRule) (Classes, error) {
+	var c Classes
+	c.MinRows = max(2, int(math.Ceil(rule.Share*float64(len(g.Probe)))))
+	c.Head = g.ResolveClasses(predict, c.MinRows)
 	if rule.Most > 0 && len(g.Classes) > rule.Most {
+		c.Cut = len(g.Classes) - rule.Most
 		g.Classes = g.Classes[:rule.Most]
 	}
-	neighbours := rule.Neighbours
-	if neighbours <= 0 {
-		return head, nil, 0, minRows, nil
+	if rule.Neighbours <= 0 {
+		return c, nil
 	}
 	if d := len(g.Probe[0]); d != orig.Embedding.D {
-		return nil, nil, 0, 0, fmt.Errorf("the gate's probe rows have %d values, the original embeddings %d", d, orig.Embedding.D)
+		return Classes{}, fmt.Errorf("the gate's probe rows have %d values, the original embeddings %d", d, orig.Embedding.D)
 	}
-	nl, err := neighbourLabels(orig, rows, neighbours)
+	nl, err := neighbourLabels(orig, rows, rule.Neighbours)
 	if err != nil {
-		return nil, nil, 0, 0, err
+		return Classes{}, err
 	}
-	near = g.NeighbourShares(nl)
+	c.Near = g.NeighbourShares(nl)
 	// When the classifier and the neighbourhood disagree about where the
 	// found trigger lands, the classifier is labelling a point off the
 	// data: both count.
 	before := len(g.Classes)
-	g.AddClasses(head, near, classMinShare)
-	return head, near, len(g.Classes) - before, minRows, nil
+	g.AddClasses(c.Head, c.Near, classMinShare)
+	c.Widened = len(g.Classes) - before
+	return c, nil
 }
 
 // ClassRule is how a gate's classes are resolved (ClassGate): the share

@@ -452,13 +452,14 @@ func TestClassRule(t *testing.T) {
 		over map[string]any
 		want []int
 		rule bootstrap.ClassRule
+		cut  int // qualifying classes the rule's Most leaves out
 	}{
-		{"class part at the defaults", true, nil, []int{3}, bootstrap.ClassRule{Share: 0.15, Most: 1}},
-		{"class part at 5%, any number", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}},
-		{"class part at 10%, any number", true, map[string]any{"class_part_share": 0.1, "class_part_classes": 0}, []int{3}, bootstrap.ClassRule{Share: 0.1}},
-		{"class part of two classes at most", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 2}, []int{3, 9}, bootstrap.ClassRule{Share: 0.05, Most: 2}},
-		{"class part where no class has the share", true, map[string]any{"class_part_share": 0.5}, nil, bootstrap.ClassRule{Share: 0.5, Most: 1}},
-		{"class gate ignores the class part's rule", false, map[string]any{"class_part_share": 0.5, "class_part_classes": 1, "gate_neighbours": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}},
+		{"class part at the defaults", true, nil, []int{3}, bootstrap.ClassRule{Share: 0.15, Most: 1}, 0},
+		{"class part at 5%, any number", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}, 0},
+		{"class part at 10%, any number", true, map[string]any{"class_part_share": 0.1, "class_part_classes": 0}, []int{3}, bootstrap.ClassRule{Share: 0.1}, 0},
+		{"class part of two classes at most", true, map[string]any{"class_part_share": 0.05, "class_part_classes": 2}, []int{3, 9}, bootstrap.ClassRule{Share: 0.05, Most: 2}, 1},
+		{"class part where no class has the share", true, map[string]any{"class_part_share": 0.5}, nil, bootstrap.ClassRule{Share: 0.5, Most: 1}, 0},
+		{"class gate ignores the class part's rule", false, map[string]any{"class_part_share": 0.5, "class_part_classes": 1, "gate_neighbours": 0}, []int{3, 9, 0}, bootstrap.ClassRule{Share: 0.05}, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -468,8 +469,12 @@ func TestClassRule(t *testing.T) {
 			if rule != tc.rule {
 				t.Fatalf("rule %+v, want %+v", rule, tc.rule)
 			}
-			if _, _, _, _, err := bootstrap.ClassGate(g, predict, nil, nil, rule); err != nil {
+			c, err := bootstrap.ClassGate(g, predict, nil, nil, rule)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if c.Cut != tc.cut {
+				t.Errorf("%d classes cut, want %d", c.Cut, tc.cut)
 			}
 			if !reflect.DeepEqual(g.Classes, tc.want) {
 				t.Errorf("classes %v, want %v", g.Classes, tc.want)

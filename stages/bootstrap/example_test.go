@@ -18,7 +18,7 @@ func ExampleParams_ClassRule() {
 
 	part := &chanfilter.Gate{Probe: probe, Both: true}
 	fmt.Printf("%+v\n", p.ClassRule(part))
-	if _, _, _, _, err := bootstrap.ClassGate(part, predict, nil, nil, p.ClassRule(part)); err != nil {
+	if _, err := bootstrap.ClassGate(part, predict, nil, nil, p.ClassRule(part)); err != nil {
 		fmt.Println(err)
 	}
 	fmt.Println("class part:", part.Classes)

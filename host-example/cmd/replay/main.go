@@ -875,7 +875,7 @@ func classKeepCheck(ctx context.Context, w io.Writer, name, dir, enc, test strin
 		return err
 	}
 	defer tr.Close()
-	if _, _, _, _, err := bootstrap.ClassGate(g, h.Predict, t, rows, bp.ClassRule(g)); err != nil {
+	if _, err := bootstrap.ClassGate(g, h.Predict, t, rows, bp.ClassRule(g)); err != nil {
 		return err
 	}
 	gated := map[int32]bool{}
