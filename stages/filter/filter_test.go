@@ -304,6 +304,55 @@ func TestCollapseMinDecides(t *testing.T) {
 	}
 }
 
+// TestAnchorsFallback: with anchors "fallback" a scan whose random
+// candidates make no call judges the anchored patches; on a clean encoder
+// none of them makes a call, on a trojan whose white-pixel detector the
+// corner patches reach the encoder is called backdoored.
+func TestAnchorsFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		net        *testenc.Net
+		backdoored bool
+	}{
+		{"clean", testenc.Clean(5), false},
+		{"trojan", testenc.Collapse(5), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			in := dimInputs(t, enc, rng, 0)
+			defer in.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			// Few random candidates: the anchored patches are judged
+			// whenever they make no call.
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
+				"candidates": 20, "refine": 0, "rescans": 0, "anchors": "fallback"})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m["encoder_scan"])
+			var sc struct {
+				Backdoored bool    `json:"backdoored"`
+				Anchors    int     `json:"anchors_judged"`
+				AnchorZ    float64 `json:"anchor_best_z"`
+				FromAnchor bool    `json:"from_anchor"`
+			}
+			json.Unmarshal(b, &sc)
+			if sc.Backdoored != tc.backdoored {
+				t.Fatalf("backdoored %v, want %v (%s)", sc.Backdoored, tc.backdoored, b)
+			}
+			if !tc.backdoored && sc.Anchors != 3*9*10 {
+				t.Errorf("no call, %d anchored patches judged, want %d (%s)", sc.Anchors, 3*9*10, b)
+			}
+			if sc.FromAnchor && (sc.Anchors == 0 || sc.AnchorZ < 6) {
+				t.Errorf("a call from an anchored patch of z %.1f among %d (%s)", sc.AnchorZ, sc.Anchors, b)
+			}
+			t.Logf("%s", b)
+		})
+	}
+}
+
 // dimInputs embeds 200 dim images of four classes (row i of class i%4) and
 // poison triggered ones of class 0 with enc, as the filter's inputs: the
 // images and their features, the first 120 rows trusted.

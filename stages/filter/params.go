@@ -26,6 +26,7 @@ type Params struct {
 	Sizes           [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels (patterns are painted at the data's size and resampled to the encoder's input when the images are at least 1.5 times smaller)"`
 	GapMin          float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
 	CollapseMin     float64 `json:"collapse_min" range:"[0,1)" doc:"the encoder looks backdoored only when the best pattern also takes at least this share of the scan images' spread (the trace of their embeddings' covariance) away: a trigger pulls its images together"`
+	Anchors         string  `json:"anchors" enum:"off|fallback" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches gap_min and collapse_min: a small trigger in a corner is one of some 8,000 places and looks a random scan rarely lands on (off: random candidates only)"`
 	BlendRatio      float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
 	// score
@@ -80,7 +81,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5,
+	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off",
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClasses: "found", SmoothMax: 1.2, SmoothRatio: 1.3,

@@ -306,3 +306,47 @@ func sweep(ps []Pattern, h, w int) []Pattern {
 	}
 	return out
 }
+
+// places returns 0, last/2 and last, each once.
+func places(last int) []int {
+	out := []int{0}
+	for _, v := range []int{last / 2, last} {
+		if v != out[len(out)-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// anchored returns the patches a patch trigger is most often planted as:
+// at the image's four corners, the middles of its four edges and its
+// centre, in the three smallest sizes of sizes, each a solid patch of one
+// of the eight saturated colours or a black-and-white checker of either
+// phase. A random scan samples about one candidate per size and place
+// among thousands, so it misses a small trigger there whenever the
+// trojan answers to it alone, not over a field.
+func anchored(h, w int, sizes [2]int) []Pattern {
+	var looks [][2][3]float32
+	for c := 0; c < 8; c++ {
+		looks = append(looks, [2][3]float32{{float32(c >> 2 & 1), float32(c >> 1 & 1), float32(c & 1)}})
+	}
+	black, white := [3]float32{}, [3]float32{1, 1, 1}
+	var out []Pattern
+	for s := sizes[0]; s <= min(sizes[1], sizes[0]+2); s++ {
+		if s > h || s > w {
+			break
+		}
+		rows, cols := places(h-s), places(w-s)
+		for _, r := range rows {
+			for _, c := range cols {
+				for _, l := range looks {
+					out = append(out, Pattern{Kind: "solid", Size: s, Row: r, Col: c, Colors: l})
+				}
+				out = append(out,
+					Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{black, white}},
+					Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{white, black}})
+			}
+		}
+	}
+	return out
+}

@@ -162,3 +162,47 @@ func TestSmoothBlendIsSmooth(t *testing.T) {
 		}
 	}
 }
+
+func TestAnchored(t *testing.T) {
+	cases := []struct {
+		name  string
+		h, w  int
+		sizes [2]int
+		want  int       // patterns
+		must  []Pattern // that must be among them
+	}{
+		{"three sizes, nine places, ten looks", 32, 32, [2]int{3, 10}, 3 * 9 * 10, []Pattern{
+			{Kind: "checker", Size: 3, Row: 29, Col: 29, Colors: [2][3]float32{{}, {1, 1, 1}}},
+			{Kind: "checker", Size: 3, Row: 29, Col: 0, Colors: [2][3]float32{{1, 1, 1}, {}}},
+			{Kind: "solid", Size: 3, Row: 14, Col: 0, Colors: [2][3]float32{{0, 1, 1}}},
+			{Kind: "solid", Size: 5, Row: 27, Col: 27, Colors: [2][3]float32{{1, 1, 1}}},
+			{Kind: "solid", Size: 4, Row: 14, Col: 14},
+		}},
+		{"a range of two sizes gives two", 32, 32, [2]int{3, 4}, 2 * 9 * 10, nil},
+		{"a small image: places once, sizes larger than it left out", 4, 4, [2]int{3, 10}, 4*10 + 1*10, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := anchored(tc.h, tc.w, tc.sizes)
+			if len(got) != tc.want {
+				t.Fatalf("%d patterns, want %d", len(got), tc.want)
+			}
+			key := func(p Pattern) string { return fmt.Sprintf("%s %v", p.String(), p.Colors) }
+			seen := map[string]bool{}
+			for _, p := range got {
+				if p.Row < 0 || p.Col < 0 || p.Row+p.Size > tc.h || p.Col+p.Size > tc.w || p.Size < tc.sizes[0] || p.Size > tc.sizes[1] {
+					t.Fatalf("%v leaves the %dx%d image or the sizes %v", p, tc.h, tc.w, tc.sizes)
+				}
+				if seen[key(p)] {
+					t.Fatalf("%s twice", key(p))
+				}
+				seen[key(p)] = true
+			}
+			for _, m := range tc.must {
+				if !seen[key(m)] {
+					t.Errorf("%s missing", key(m))
+				}
+			}
+		})
+	}
+}
