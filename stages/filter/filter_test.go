@@ -305,9 +305,10 @@ func TestCollapseMinDecides(t *testing.T) {
 }
 
 // TestAnchorsFallback: with anchors "fallback" a scan whose random
-// candidates make no call judges the anchored patches; on a clean encoder
-// none of them makes a call, on a trojan whose white-pixel detector the
-// corner patches reach the encoder is called backdoored.
+// candidates make no call judges the anchored patches, and on a clean
+// encoder none of them makes a call; the trojan stays called (here by a
+// random noise patch: its white-pixel detector answers anywhere), and a
+// call made from an anchored patch must have reached gap_min.
 func TestAnchorsFallback(t *testing.T) {
 	for _, tc := range []struct {
 		name       string

@@ -353,16 +353,23 @@ func (b *bench) groupStatsOf(cands, controls []cand) (groupStats, map[string]flo
 // worst returns, among ps, the pattern that collapses the scan images the
 // most under keep, judged by stats, and its z.
 func (b *bench) worst(keep map[string][]bool, ps []Pattern, stats groupStats) (Pattern, float64, error) {
+	c, z, err := b.worstCand(keep, ps, stats)
+	return c.p, z, err
+}
+
+// worstCand is worst with the pattern's collapse (-Inf z when ps is
+// empty).
+func (b *bench) worstCand(keep map[string][]bool, ps []Pattern, stats groupStats) (cand, float64, error) {
 	if len(ps) == 0 {
-		return Pattern{}, math.Inf(-1), nil
+		return cand{}, math.Inf(-1), nil
 	}
 	col, err := b.collapser(keep)
 	if err != nil {
-		return Pattern{}, 0, err
+		return cand{}, 0, err
 	}
 	cs, err := col.collapse(ps, nil)
 	if err != nil {
-		return Pattern{}, 0, err
+		return cand{}, 0, err
 	}
 	best, bz := 0, math.Inf(-1)
 	for i := range ps {
@@ -370,7 +377,7 @@ func (b *bench) worst(keep map[string][]bool, ps []Pattern, stats groupStats) (P
 			best, bz = i, z
 		}
 	}
-	return ps[best], bz, nil
+	return cand{ps[best], cs[best]}, bz, nil
 }
 
 // scanMemo remembers first scans within a process (a scan is
@@ -423,31 +430,17 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 // never changed by it.
 func (b *bench) anchorCheck(res *scanResult) error {
 	ps := anchored(b.canvas.H, b.canvas.W, b.p.Sizes)
-	if len(ps) == 0 {
-		return nil
-	}
-	col, err := b.collapser(nil)
-	if err != nil {
+	c, z, err := b.worstCand(nil, ps, res.stats)
+	if err != nil || len(ps) == 0 {
 		return err
 	}
-	cs, err := col.collapse(ps, nil)
-	if err != nil {
-		return err
-	}
-	best, bz := 0, math.Inf(-1)
-	for i := range ps {
-		if z := res.stats.z(ps[i], cs[i]); z > bz {
-			best, bz = i, z
-		}
-	}
-	res.Anchors, res.AnchorZ = len(ps), bz
-	if bz < b.p.GapMin || cs[best] < b.p.CollapseMin {
+	res.Anchors, res.AnchorZ = len(ps), z
+	if z < b.p.GapMin || c.c < b.p.CollapseMin {
 		return nil
 	}
-	c := cand{ps[best], cs[best]}
 	res.Backdoored, res.FromAnchor = true, true
-	res.BestZ, res.BestCollapse, res.Pattern = bz, c.c, c.p
-	res.bestPatch, res.bestPatchZ, res.bestPatchC = c.p, bz, c.c
+	res.BestZ, res.BestCollapse, res.Pattern = z, c.c, c.p
+	res.bestPatch, res.bestPatchZ, res.bestPatchC = c.p, z, c.c
 	res.top = append([]cand{c}, res.top[:min(len(res.top), 9)]...)
 	return nil
 }
