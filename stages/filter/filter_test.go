@@ -308,15 +308,23 @@ func TestCollapseMinDecides(t *testing.T) {
 // candidates make no call judges the anchored patches, and on a clean
 // encoder none of them makes a call; the trojan stays called (here by a
 // random noise patch: its white-pixel detector answers anywhere), and a
-// call made from an anchored patch must have reached gap_min.
+// call made from an anchored patch must have reached anchor_z (gap_min
+// when 0). With a bar under the clean encoder's best anchored z (and no
+// collapse asked) the anchored patches make the call: anchor_z is the bar
+// they are held to, not gap_min.
 func TestAnchorsFallback(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		net        *testenc.Net
-		backdoored bool
+		name        string
+		net         *testenc.Net
+		anchorZ     float64
+		collapseMin float64
+		backdoored  bool
+		fromAnchor  bool
 	}{
-		{"clean", testenc.Clean(5), false},
-		{"trojan", testenc.Collapse(5), true},
+		{"clean", testenc.Clean(5), 0, 0.25, false, false},
+		{"clean, bar 4.5", testenc.Clean(5), 4.5, 0.25, false, false},
+		{"clean, bar 0.01, no collapse asked", testenc.Clean(5), 0.01, 0, true, true},
+		{"trojan", testenc.Collapse(5), 0, 0.25, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, enc, rng := encoderOf(t, tc.net)
@@ -327,7 +335,7 @@ func TestAnchorsFallback(t *testing.T) {
 			// Few random candidates: the anchored patches are judged
 			// whenever they make no call.
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-				"candidates": 20, "refine": 0, "rescans": 0, "anchors": "fallback"})
+				"candidates": 20, "refine": 0, "rescans": 0, "anchors": "fallback", "anchor_z": tc.anchorZ, "collapse_min": tc.collapseMin})
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -343,11 +351,18 @@ func TestAnchorsFallback(t *testing.T) {
 			if sc.Backdoored != tc.backdoored {
 				t.Fatalf("backdoored %v, want %v (%s)", sc.Backdoored, tc.backdoored, b)
 			}
-			if !tc.backdoored && sc.Anchors != 3*9*10 {
-				t.Errorf("no call, %d anchored patches judged, want %d (%s)", sc.Anchors, 3*9*10, b)
+			if (!tc.backdoored || tc.fromAnchor) && sc.Anchors != 3*9*10 {
+				t.Errorf("%d anchored patches judged, want %d (%s)", sc.Anchors, 3*9*10, b)
 			}
-			if sc.FromAnchor && (sc.Anchors == 0 || sc.AnchorZ < 6) {
-				t.Errorf("a call from an anchored patch of z %.1f among %d (%s)", sc.AnchorZ, sc.Anchors, b)
+			if sc.FromAnchor != tc.fromAnchor {
+				t.Errorf("from_anchor %v, want %v (%s)", sc.FromAnchor, tc.fromAnchor, b)
+			}
+			bar := tc.anchorZ
+			if bar == 0 {
+				bar = 6
+			}
+			if sc.FromAnchor && sc.AnchorZ < bar {
+				t.Errorf("a call from an anchored patch of z %.2f, under anchor_z %g (%s)", sc.AnchorZ, bar, b)
 			}
 			t.Logf("%s", b)
 		})

@@ -26,7 +26,8 @@ type Params struct {
 	Sizes           [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels (patterns are painted at the data's size and resampled to the encoder's input when the images are at least 1.5 times smaller)"`
 	GapMin          float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
 	CollapseMin     float64 `json:"collapse_min" range:"[0,1)" doc:"the encoder looks backdoored only when the best pattern also takes at least this share of the scan images' spread (the trace of their embeddings' covariance) away: a trigger pulls its images together"`
-	Anchors         string  `json:"anchors" enum:"off|fallback" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches gap_min and collapse_min: a random scan lands within a pixel of a small trigger's place, in its look, about once in thousands of draws (off: random candidates only)"`
+	Anchors         string  `json:"anchors" enum:"off|fallback" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches anchor_z and collapse_min: a random scan lands within a pixel of a small trigger's place, in its look, about once in thousands of draws (off: random candidates only)"`
+	AnchorZ         float64 `json:"anchor_z" range:"[0,)" doc:"the same-size z the best anchored patch must reach for anchors \"fallback\" to call the encoder backdoored (0: gap_min): 270 fixed patches are a far smaller search than the random candidates, so a clean encoder's best of them stands lower"`
 	BlendRatio      float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
 	// score
@@ -128,6 +129,14 @@ func (p Params) Split() SplitParams {
 func (p Params) rescanGap() float64 {
 	if p.RescanGap > 0 {
 		return p.RescanGap
+	}
+	return p.GapMin
+}
+
+// anchorZ is the z the best anchored patch must reach to make the call.
+func (p Params) anchorZ() float64 {
+	if p.AnchorZ > 0 {
+		return p.AnchorZ
 	}
 	return p.GapMin
 }

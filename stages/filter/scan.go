@@ -29,9 +29,11 @@ type Scan struct {
 	Seconds      float64            `json:"seconds"`
 	// Anchors counts the anchored patches judged because the random
 	// candidates made no call (anchors "fallback"), AnchorZ the best
-	// one's same-size z; FromAnchor is set when that one made the call.
+	// one's same-size z and AnchorBar the z it had to reach (anchor_z);
+	// FromAnchor is set when that one made the call.
 	Anchors    int     `json:"anchors_judged,omitempty"`
 	AnchorZ    float64 `json:"anchor_best_z,omitempty"`
+	AnchorBar  float64 `json:"anchor_z,omitempty"`
 	FromAnchor bool    `json:"from_anchor,omitempty"`
 }
 
@@ -396,6 +398,7 @@ type memoScan struct {
 func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanResult, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%v\x00%d\x00%s\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.CollapseMin, b.p.BlendRatio, b.p.Seed, b.p.Anchors)
+	fmt.Fprintf(h, "%v\x00", b.p.anchorZ())
 	if st, err := os.Stat(b.in.Model.Source()); err == nil {
 		fmt.Fprintf(h, "%d\x00%d\x00", st.Size(), st.ModTime().UnixNano())
 	}
@@ -424,7 +427,7 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 
 // anchorCheck judges the anchored patches on the unmasked encoder against
 // the random candidates' statistics of res, and makes the best of them
-// res's call when it reaches gap_min and collapse_min (it then heads the
+// res's call when it reaches anchor_z and collapse_min (it then heads the
 // found patterns the searches on the masked encoder start from). It
 // draws nothing from the random source: a scan that made its call is
 // never changed by it.
@@ -434,8 +437,8 @@ func (b *bench) anchorCheck(res *scanResult) error {
 	if err != nil || len(ps) == 0 {
 		return err
 	}
-	res.Anchors, res.AnchorZ = len(ps), z
-	if z < b.p.GapMin || c.c < b.p.CollapseMin {
+	res.Anchors, res.AnchorZ, res.AnchorBar = len(ps), z, b.p.anchorZ()
+	if z < b.p.anchorZ() || c.c < b.p.CollapseMin {
 		return nil
 	}
 	res.Backdoored, res.FromAnchor = true, true
