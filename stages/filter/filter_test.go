@@ -932,3 +932,62 @@ func TestRescanCollapseMinDecides(t *testing.T) {
 		}
 	}
 }
+
+// TestAnchorsRescans: with anchors "rescans", when the search on the
+// masked encoder finds nothing to mask on (rescan_gap out of reach,
+// neighbours off), the best anchored patch on the masked encoder masks on
+// when it reaches anchor_z, and only then; "fallback" never judges them
+// after the first scan.
+func TestAnchorsRescans(t *testing.T) {
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.onnx")
+	testenc.Collapse(5).Model().Save(enc)
+	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
+	defer in.Release()
+	for _, tc := range []struct {
+		anchors      string
+		anchorZ      float64
+		wantAnchored bool // some round masked against an anchored patch
+		wantJudged   bool // the last round reports the anchored patches' best
+	}{
+		{"fallback", 0.5, false, false},
+		{"rescans", 100, false, true},
+		{"rescans", 0.5, true, false},
+	} {
+		out := plugin.NewTables()
+		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
+			"candidates": 400, "refine": 40, "rescan_candidates": 200, "rescan_gap": 100, "neighbour_z": 0, "clamp_quantile": 0,
+			"anchors": tc.anchors, "anchor_z": tc.anchorZ})
+		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+		out.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(m["rounds"])
+		var rounds []filter.Round
+		if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
+			t.Fatalf("anchors %s: rounds %s (%v)", tc.anchors, b, err)
+		}
+		anchoredRounds := 0
+		for i, r := range rounds {
+			if !r.Anchored {
+				continue
+			}
+			anchoredRounds++
+			if i == 0 || len(r.Masked) == 0 || r.ZBefore < tc.anchorZ {
+				t.Errorf("anchors %s, anchor_z %g: round %d against anchored %s at z %.2f masked %d", tc.anchors, tc.anchorZ, i, r.Pattern, r.ZBefore, len(r.Masked))
+			}
+		}
+		if (anchoredRounds > 0) != tc.wantAnchored {
+			t.Errorf("anchors %s, anchor_z %g: %d rounds against anchored patches, want some: %v; rounds %s", tc.anchors, tc.anchorZ, anchoredRounds, tc.wantAnchored, b)
+		}
+		last := rounds[len(rounds)-1]
+		if judged := last.WorstAnchorZ != 0; judged != tc.wantJudged {
+			t.Errorf("anchors %s, anchor_z %g: last round's worst_anchor_z %.2f, want it reported: %v; rounds %s", tc.anchors, tc.anchorZ, last.WorstAnchorZ, tc.wantJudged, b)
+		}
+		if tc.wantJudged && last.WorstAnchorZ >= tc.anchorZ {
+			t.Errorf("anchors %s: stopped with an anchored patch at z %.2f >= anchor_z %g", tc.anchors, last.WorstAnchorZ, tc.anchorZ)
+		}
+	}
+}

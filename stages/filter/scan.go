@@ -414,7 +414,7 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 	if err != nil {
 		return nil, err
 	}
-	if !res.Backdoored && b.p.Anchors == "fallback" {
+	if !res.Backdoored && b.p.Anchors != "off" {
 		if err := b.anchorCheck(res); err != nil {
 			return nil, err
 		}

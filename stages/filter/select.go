@@ -34,6 +34,12 @@ type Round struct {
 	// swept patches (when sweep_z is on).
 	Swept       bool    `json:"swept,omitempty"`
 	WorstSweptZ float64 `json:"worst_swept_z,omitempty"`
+	// Anchored is set when the pattern is the best of the anchored
+	// patches on the masked encoder (anchors "rescans"), not the search's
+	// best; WorstAnchorZ is, in the last round, their largest same-size z
+	// (when anchors is "rescans").
+	Anchored     bool    `json:"anchored,omitempty"`
+	WorstAnchorZ float64 `json:"worst_anchor_z,omitempty"`
 	// SetAside is the noise blend the search found best, set aside on a
 	// patch trojan (the round takes the best patch), and SetAsideZ its z.
 	SetAside  string  `json:"blend_set_aside,omitempty"`
@@ -108,7 +114,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	limit := max(1, int(b.p.MaxMasked*float64(total)))
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
 	pat, found := sc.Pattern, sc.found()
-	neighbour, swept := false, false
+	neighbour, swept, anch := false, false, false
 	collapse := sc.BestCollapse
 	// against is what a search on the masked encoder also tries: the
 	// patterns masked against and their neighbours (the scan's pattern
@@ -130,6 +136,14 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			ps = s.maskedAgainst()
 		}
 		return b.worst(s.keep, sweep(ps, b.canvas.H, b.canvas.W), s.stats)
+	}
+	// anchoredZ is the best of the anchored patches on the masked encoder
+	// (anchors "rescans"; -Inf otherwise).
+	anchoredZ := func() (cand, float64, error) {
+		if b.p.Anchors != "rescans" {
+			return cand{}, math.Inf(-1), nil
+		}
+		return b.worstCand(s.keep, anchored(b.canvas.H, b.canvas.W, b.p.Sizes), s.stats)
 	}
 	for round := 0; ; round++ {
 		var aside string
@@ -160,11 +174,11 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			}
 			switch {
 			case next.BestZ >= b.p.rescanGap() && next.BestCollapse >= b.p.RescanCollapseMin:
-				pat, neighbour, swept = next.Pattern, false, false
+				pat, neighbour, swept, anch = next.Pattern, false, false, false
 				s.z, s.collapse = next.BestZ, next.BestCollapse
 				collapse = next.BestCollapse
 			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
-				pat, neighbour, swept, s.z = nb, true, false, nz
+				pat, neighbour, swept, anch, s.z = nb, true, false, false, nz
 				collapse = 0
 			default:
 				sw, sz, err := sweptZ()
@@ -172,19 +186,31 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 					return nil, err
 				}
 				if sz >= b.p.SweepZ {
-					pat, neighbour, swept, s.z = sw, false, true, sz
+					pat, neighbour, swept, anch, s.z = sw, false, true, false, sz
 					collapse = 0
+					break
+				}
+				ac, az, err := anchoredZ()
+				if err != nil {
+					return nil, err
+				}
+				if az >= b.p.anchorZ() && ac.c >= b.p.RescanCollapseMin {
+					pat, neighbour, swept, anch, s.z = ac.p, false, false, true, az
+					s.collapse, collapse = ac.c, ac.c
 					break
 				}
 				last := Round{Pattern: next.Pattern, ZBefore: next.BestZ, ZAfter: next.BestZ, CollapseBefore: next.BestCollapse, Searched: next.Candidates, WorstNeighbourZ: nz, SetAside: aside, SetAsideZ: asideZ}
 				if b.p.SweepZ > 0 {
 					last.WorstSweptZ = sz
 				}
+				if !math.IsInf(az, -1) {
+					last.WorstAnchorZ = az
+				}
 				s.rounds = append(s.rounds, last)
 				return s, nil
 			}
 		}
-		r := Round{Pattern: pat, ZBefore: s.z, CollapseBefore: collapse, Neighbour: neighbour, Swept: swept, SetAside: aside, SetAsideZ: asideZ}
+		r := Round{Pattern: pat, ZBefore: s.z, CollapseBefore: collapse, Neighbour: neighbour, Swept: swept, Anchored: anch, SetAside: aside, SetAsideZ: asideZ}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
 			return nil, err
