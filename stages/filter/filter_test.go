@@ -270,11 +270,7 @@ func TestFilterRejectsBadParams(t *testing.T) {
 // gap_min of 0) without pulling the images together: collapse_min decides,
 // and the run says so.
 func TestCollapseMinDecides(t *testing.T) {
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.onnx")
-	testenc.Clean(5).Model().Save(enc)
-	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 0)
+	enc, in := savedDimInputs(t, testenc.Clean(5), 0)
 	defer in.Release()
 	for _, tc := range []struct {
 		collapseMin float64
@@ -893,30 +889,13 @@ func TestTailScoresEqualWholeScores(t *testing.T) {
 // With a rescan_gap this low, the masked collapse trojan's side answers
 // reach it; they do not collapse the images as the trigger did.
 func TestRescanCollapseMinDecides(t *testing.T) {
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.onnx")
-	testenc.Collapse(5).Model().Save(enc)
-	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
+	enc, in := savedDimInputs(t, testenc.Collapse(5), 20)
 	defer in.Release()
 	for _, tc := range []struct {
 		min         float64
 		wantMoreOne bool // masked in more than one round
 	}{{0, true}, {0.25, false}} {
-		out := plugin.NewTables()
-		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-			"candidates": 400, "refine": 40, "rescan_candidates": 200, "rescan_gap": 0.5, "clamp_quantile": 0,
-			"rescan_collapse_min": tc.min})
-		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-		out.Release()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(m["rounds"])
-		var rounds []filter.Round
-		if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
-			t.Fatalf("rescan_collapse_min %g: rounds %s (%v)", tc.min, b, err)
-		}
+		rounds, b := roundsOf(t, in, map[string]any{"encoder": enc, "rescan_gap": 0.5, "rescan_collapse_min": tc.min})
 		masking := 0
 		for i, r := range rounds {
 			if len(r.Masked) == 0 {
@@ -939,11 +918,7 @@ func TestRescanCollapseMinDecides(t *testing.T) {
 // when it reaches anchor_z, and only then; "fallback" never judges them
 // after the first scan.
 func TestAnchorsRescans(t *testing.T) {
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.onnx")
-	testenc.Collapse(5).Model().Save(enc)
-	in := dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), 20)
+	enc, in := savedDimInputs(t, testenc.Collapse(5), 20)
 	defer in.Release()
 	for _, tc := range []struct {
 		anchors      string
@@ -955,20 +930,8 @@ func TestAnchorsRescans(t *testing.T) {
 		{"rescans", 100, false, true},
 		{"rescans", 0.5, true, false},
 	} {
-		out := plugin.NewTables()
-		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-			"candidates": 400, "refine": 40, "rescan_candidates": 200, "rescan_gap": 100, "neighbour_z": 0, "clamp_quantile": 0,
+		rounds, b := roundsOf(t, in, map[string]any{"encoder": enc, "rescan_gap": 100, "neighbour_z": 0,
 			"anchors": tc.anchors, "anchor_z": tc.anchorZ})
-		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-		out.Release()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(m["rounds"])
-		var rounds []filter.Round
-		if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
-			t.Fatalf("anchors %s: rounds %s (%v)", tc.anchors, b, err)
-		}
 		anchoredRounds := 0
 		for i, r := range rounds {
 			if !r.Anchored {
@@ -990,4 +953,39 @@ func TestAnchorsRescans(t *testing.T) {
 			t.Errorf("anchors %s: stopped with an anchored patch at z %.2f >= anchor_z %g", tc.anchors, last.WorstAnchorZ, tc.anchorZ)
 		}
 	}
+}
+
+// roundsOf runs the filter on in with a small scan (sizes 2-5, 32 scan
+// images, 400 candidates, 200 per rescan, no caps) and params over it,
+// and returns its masking rounds (at least one) and their JSON.
+func roundsOf(t *testing.T, in *plugin.Tables, params map[string]any) ([]filter.Round, []byte) {
+	t.Helper()
+	p := map[string]any{"sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
+		"candidates": 400, "refine": 40, "rescan_candidates": 200, "clamp_quantile": 0}
+	for k, v := range params {
+		p[k] = v
+	}
+	raw, _ := json.Marshal(p)
+	out := plugin.NewTables()
+	defer out.Release()
+	m, err := plugin.Local(filter.New()).Run(context.Background(), raw, in, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m["rounds"])
+	var rounds []filter.Round
+	if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
+		t.Fatalf("params %v: rounds %s (%v)", params, b, err)
+	}
+	return rounds, b
+}
+
+// savedDimInputs saves net as an ONNX file and embeds dimInputs (with
+// poison triggered rows, random source (3, 4)) with it.
+func savedDimInputs(t *testing.T, net *testenc.Net, poison int) (string, *plugin.Tables) {
+	t.Helper()
+	ortlib.Init(t)
+	enc := filepath.Join(t.TempDir(), "enc.onnx")
+	net.Model().Save(enc)
+	return enc, dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), poison)
 }
