@@ -912,45 +912,46 @@ func TestRescanCollapseMinDecides(t *testing.T) {
 	}
 }
 
-// TestAnchorsRescans: with anchors "rescans", when the search on the
+// TestRescanAnchors: with rescan_anchors on, when the search on the
 // masked encoder finds nothing to mask on (rescan_gap out of reach,
 // neighbours off), the best anchored patch on the masked encoder masks on
-// when it reaches anchor_z, and only then; "fallback" never judges them
-// after the first scan.
-func TestAnchorsRescans(t *testing.T) {
+// when it reaches anchor_z, and only then ("borders" never at the
+// centre); off never judges them after the first scan.
+func TestRescanAnchors(t *testing.T) {
 	enc, in := savedDimInputs(t, testenc.Collapse(5), 20)
 	defer in.Release()
 	for _, tc := range []struct {
-		anchors      string
+		anchors      string // rescan_anchors
 		anchorZ      float64
 		wantAnchored bool // some round masked against an anchored patch
 		wantJudged   bool // the last round reports the anchored patches' best
 	}{
-		{"fallback", 0.5, false, false},
-		{"rescans", 100, false, true},
-		{"rescans", 0.5, true, false},
+		{"off", 0.5, false, false},
+		{"all", 100, false, true},
+		{"all", 0.5, true, false},
+		{"borders", 0.5, true, false},
 	} {
 		rounds, b := roundsOf(t, in, map[string]any{"encoder": enc, "rescan_gap": 100, "neighbour_z": 0,
-			"anchors": tc.anchors, "anchor_z": tc.anchorZ})
+			"rescan_anchors": tc.anchors, "anchor_z": tc.anchorZ})
 		anchoredRounds := 0
 		for i, r := range rounds {
 			if !r.Anchored {
 				continue
 			}
 			anchoredRounds++
-			if i == 0 || len(r.Masked) == 0 || r.ZBefore < tc.anchorZ {
-				t.Errorf("anchors %s, anchor_z %g: round %d against anchored %s at z %.2f masked %d", tc.anchors, tc.anchorZ, i, r.Pattern, r.ZBefore, len(r.Masked))
+			if i == 0 || len(r.Masked) == 0 || r.ZBefore < tc.anchorZ || (tc.anchors == "borders" && r.Pattern.Row == (testenc.Size-r.Pattern.Size)/2 && r.Pattern.Col == (testenc.Size-r.Pattern.Size)/2) {
+				t.Errorf("rescan_anchors %s, anchor_z %g: round %d against anchored %s at z %.2f masked %d", tc.anchors, tc.anchorZ, i, r.Pattern, r.ZBefore, len(r.Masked))
 			}
 		}
 		if (anchoredRounds > 0) != tc.wantAnchored {
-			t.Errorf("anchors %s, anchor_z %g: %d rounds against anchored patches, want some: %v; rounds %s", tc.anchors, tc.anchorZ, anchoredRounds, tc.wantAnchored, b)
+			t.Errorf("rescan_anchors %s, anchor_z %g: %d rounds against anchored patches, want some: %v; rounds %s", tc.anchors, tc.anchorZ, anchoredRounds, tc.wantAnchored, b)
 		}
 		last := rounds[len(rounds)-1]
 		if judged := last.WorstAnchorZ != 0; judged != tc.wantJudged {
-			t.Errorf("anchors %s, anchor_z %g: last round's worst_anchor_z %.2f, want it reported: %v; rounds %s", tc.anchors, tc.anchorZ, last.WorstAnchorZ, tc.wantJudged, b)
+			t.Errorf("rescan_anchors %s, anchor_z %g: last round's worst_anchor_z %.2f, want it reported: %v; rounds %s", tc.anchors, tc.anchorZ, last.WorstAnchorZ, tc.wantJudged, b)
 		}
 		if tc.wantJudged && last.WorstAnchorZ >= tc.anchorZ {
-			t.Errorf("anchors %s: stopped with an anchored patch at z %.2f >= anchor_z %g", tc.anchors, last.WorstAnchorZ, tc.anchorZ)
+			t.Errorf("rescan_anchors %s: stopped with an anchored patch at z %.2f >= anchor_z %g", tc.anchors, last.WorstAnchorZ, tc.anchorZ)
 		}
 	}
 }

@@ -26,7 +26,7 @@ type Params struct {
 	Sizes           [2]int  `json:"sizes" range:"[1,)" doc:"patch sizes searched (min, max), in the data's pixels (patterns are painted at the data's size and resampled to the encoder's input when the images are at least 1.5 times smaller)"`
 	GapMin          float64 `json:"gap_min" doc:"the encoder looks backdoored when the best same-size z reaches this"`
 	CollapseMin     float64 `json:"collapse_min" range:"[0,1)" doc:"the encoder looks backdoored only when the best pattern also takes at least this share of the scan images' spread (the trace of their embeddings' covariance) away: a trigger pulls its images together"`
-	Anchors         string  `json:"anchors" enum:"off|fallback|rescans" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches anchor_z and collapse_min: a random scan lands within a pixel of a small trigger's place, in its look, about once in thousands of draws ; rescans: fallback, and when a search on the masked encoder (with the neighbours and sweep_z) finds nothing to mask on, mask on against the best anchored patch on the masked encoder while it reaches anchor_z (and rescan_collapse_min): a trigger whose trojan also answers elsewhere is found away from its place first (off: random candidates only)"`
+	Anchors         string  `json:"anchors" enum:"off|fallback" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches anchor_z and collapse_min: a random scan lands within a pixel of a small trigger's place, in its look, about once in thousands of draws  (off: random candidates only)"`
 	AnchorZ         float64 `json:"anchor_z" range:"[0,)" doc:"the same-size z the best anchored patch must reach for anchors \"fallback\" to call the encoder backdoored (0: gap_min): 270 fixed patches are a far smaller search than the random candidates, so a clean encoder's best of them stands lower"`
 	BlendRatio      float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
@@ -46,6 +46,7 @@ type Params struct {
 	RescanGap         float64 `json:"rescan_gap" range:"[0,)" doc:"mask on while a search on the masked encoder reaches this same-size z (0: gap_min)"`
 	RescanCollapseMin float64 `json:"rescan_collapse_min" range:"[0,1)" doc:"a search on the masked encoder masks on only when its best pattern also takes at least this share of the scan images' spread away, as collapse_min asks of the first scan (0: z alone)"`
 	NeighbourZ        float64 `json:"neighbour_z" range:"[0,)" doc:"after a search on the masked encoder, mask on while a neighbour of a pattern already masked against (grown, shrunk or moved by a pixel or two) still reaches this same-size z (0: off)"`
+	RescanAnchors     string  `json:"rescan_anchors" enum:"off|all|borders" doc:"when a search on the masked encoder (with the neighbours and sweep_z) finds nothing to mask on, judge the anchored patches (see anchors) on the masked encoder and mask on against the best of them while it reaches anchor_z (and rescan_collapse_min): a trojan that also answers away from its trigger is found there first, and its mask can leave the trigger's own place; all: corners, edge middles and centre; borders: without the centre, where masked encoders' side answers stand out (off: none)"`
 	SweepZ            float64 `json:"sweep_z" range:"[0,)" doc:"after a search on the masked encoder (and the neighbours), mask on while a patch already masked against, moved over the whole image (a grid of steps its own size), still reaches this same-size z somewhere: a trojan that answers to its trigger over a field of positions (0: off)"`
 
 	// smooth
@@ -82,7 +83,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off",
+	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off", RescanAnchors: "off",
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClasses: "found", SmoothMax: 1.2, SmoothRatio: 1.3,
@@ -133,7 +134,8 @@ func (p Params) rescanGap() float64 {
 	return p.GapMin
 }
 
-// anchorZ is the z the best anchored patch must reach to make the call.
+// anchorZ is the z the best anchored patch must reach to make the call
+// (anchors) or to mask on (rescan_anchors).
 func (p Params) anchorZ() float64 {
 	if p.AnchorZ > 0 {
 		return p.AnchorZ

@@ -320,12 +320,12 @@ func places(last int) []int {
 
 // anchored returns the patches a patch trigger is most often planted as:
 // at the image's four corners, the middles of its four edges and its
-// centre, in the three smallest sizes of sizes, each a solid patch of one
-// of the eight saturated colours or a black-and-white checker of either
-// phase. A random scan samples about one candidate per size and place
-// among thousands, so it misses a small trigger there whenever the
-// trojan answers to it alone, not over a field.
-func anchored(h, w int, sizes [2]int) []Pattern {
+// centre (left out when centre is false), in the three smallest sizes of
+// sizes, each a solid patch of one of the eight saturated colours or a
+// black-and-white checker of either phase. A random scan samples about
+// one candidate per size and place among thousands, so it misses a small
+// trigger there whenever the trojan answers to it alone, not over a field.
+func anchored(h, w int, sizes [2]int, centre bool) []Pattern {
 	var looks [][2][3]float32
 	for c := 0; c < 8; c++ {
 		looks = append(looks, [2][3]float32{{float32(c >> 2 & 1), float32(c >> 1 & 1), float32(c & 1)}})
@@ -339,6 +339,9 @@ func anchored(h, w int, sizes [2]int) []Pattern {
 		rows, cols := places(h-s), places(w-s)
 		for _, r := range rows {
 			for _, c := range cols {
+				if !centre && len(rows) == 3 && len(cols) == 3 && r == rows[1] && c == cols[1] {
+					continue
+				}
 				for _, l := range looks {
 					out = append(out, Pattern{Kind: "solid", Size: s, Row: r, Col: c, Colors: l})
 				}

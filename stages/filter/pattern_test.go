@@ -168,22 +168,29 @@ func TestAnchored(t *testing.T) {
 		name  string
 		h, w  int
 		sizes [2]int
-		want  int       // patterns
-		must  []Pattern // that must be among them
+		// borders leaves out the centre
+		borders bool
+		want    int       // patterns
+		must    []Pattern // that must be among them
 	}{
-		{"three sizes, nine places, ten looks", 32, 32, [2]int{3, 10}, 3 * 9 * 10, []Pattern{
+		{"three sizes, nine places, ten looks", 32, 32, [2]int{3, 10}, false, 3 * 9 * 10, []Pattern{
 			{Kind: "checker", Size: 3, Row: 29, Col: 29, Colors: [2][3]float32{{}, {1, 1, 1}}},
 			{Kind: "checker", Size: 3, Row: 29, Col: 0, Colors: [2][3]float32{{1, 1, 1}, {}}},
 			{Kind: "solid", Size: 3, Row: 14, Col: 0, Colors: [2][3]float32{{0, 1, 1}}},
 			{Kind: "solid", Size: 5, Row: 27, Col: 27, Colors: [2][3]float32{{1, 1, 1}}},
 			{Kind: "solid", Size: 4, Row: 14, Col: 14},
 		}},
-		{"a range of two sizes gives two", 32, 32, [2]int{3, 4}, 2 * 9 * 10, nil},
-		{"a small image: places once, sizes larger than it left out", 4, 4, [2]int{3, 10}, 4*10 + 1*10, nil},
+		{"a range of two sizes gives two", 32, 32, [2]int{3, 4}, false, 2 * 9 * 10, nil},
+		{"a small image: places once, sizes larger than it left out", 4, 4, [2]int{3, 10}, false, 4*10 + 1*10, nil},
+		{"borders: eight places", 32, 32, [2]int{3, 10}, true, 3 * 8 * 10, []Pattern{
+			{Kind: "checker", Size: 3, Row: 29, Col: 29, Colors: [2][3]float32{{}, {1, 1, 1}}},
+			{Kind: "solid", Size: 3, Row: 14, Col: 0, Colors: [2][3]float32{{0, 1, 1}}},
+			{Kind: "solid", Size: 4, Row: 0, Col: 14},
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := anchored(tc.h, tc.w, tc.sizes)
+			got := anchored(tc.h, tc.w, tc.sizes, !tc.borders)
 			if len(got) != tc.want {
 				t.Fatalf("%d patterns, want %d", len(got), tc.want)
 			}
@@ -197,6 +204,11 @@ func TestAnchored(t *testing.T) {
 					t.Fatalf("%s twice", key(p))
 				}
 				seen[key(p)] = true
+			}
+			for _, p := range got {
+				if tc.borders && p.Row == (tc.h-p.Size)/2 && p.Col == (tc.w-p.Size)/2 {
+					t.Errorf("borders: %s at the centre", key(p))
+				}
 			}
 			for _, m := range tc.must {
 				if !seen[key(m)] {

@@ -414,7 +414,7 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 	if err != nil {
 		return nil, err
 	}
-	if !res.Backdoored && b.p.Anchors != "off" {
+	if !res.Backdoored && b.p.Anchors == "fallback" {
 		if err := b.anchorCheck(res); err != nil {
 			return nil, err
 		}
@@ -432,7 +432,7 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 // draws nothing from the random source: a scan that made its call is
 // never changed by it.
 func (b *bench) anchorCheck(res *scanResult) error {
-	ps := anchored(b.canvas.H, b.canvas.W, b.p.Sizes)
+	ps := anchored(b.canvas.H, b.canvas.W, b.p.Sizes, true)
 	c, z, err := b.worstCand(nil, ps, res.stats)
 	if err != nil || len(ps) == 0 {
 		return err

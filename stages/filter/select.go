@@ -35,9 +35,9 @@ type Round struct {
 	Swept       bool    `json:"swept,omitempty"`
 	WorstSweptZ float64 `json:"worst_swept_z,omitempty"`
 	// Anchored is set when the pattern is the best of the anchored
-	// patches on the masked encoder (anchors "rescans"), not the search's
+	// patches on the masked encoder (rescan_anchors), not the search's
 	// best; WorstAnchorZ is, in the last round, their largest same-size z
-	// (when anchors is "rescans").
+	// (when rescan_anchors is on).
 	Anchored     bool    `json:"anchored,omitempty"`
 	WorstAnchorZ float64 `json:"worst_anchor_z,omitempty"`
 	// SetAside is the noise blend the search found best, set aside on a
@@ -138,12 +138,12 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 		return b.worst(s.keep, sweep(ps, b.canvas.H, b.canvas.W), s.stats)
 	}
 	// anchoredZ is the best of the anchored patches on the masked encoder
-	// (anchors "rescans"; -Inf otherwise).
+	// (rescan_anchors; -Inf when off).
 	anchoredZ := func() (cand, float64, error) {
-		if b.p.Anchors != "rescans" {
+		if b.p.RescanAnchors == "off" {
 			return cand{}, math.Inf(-1), nil
 		}
-		return b.worstCand(s.keep, anchored(b.canvas.H, b.canvas.W, b.p.Sizes), s.stats)
+		return b.worstCand(s.keep, anchored(b.canvas.H, b.canvas.W, b.p.Sizes, b.p.RescanAnchors == "all"), s.stats)
 	}
 	for round := 0; ; round++ {
 		var aside string
