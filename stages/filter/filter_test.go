@@ -276,20 +276,7 @@ func TestCollapseMinDecides(t *testing.T) {
 		collapseMin float64
 		backdoored  bool
 	}{{0, true}, {0.9, false}} {
-		out := plugin.NewTables()
-		params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-			"candidates": 200, "refine": 20, "rescans": 0, "gap_min": 0, "collapse_min": tc.collapseMin})
-		m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-		out.Release()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(m["encoder_scan"])
-		var sc struct {
-			Backdoored   bool    `json:"backdoored"`
-			BestCollapse float64 `json:"best_collapse"`
-		}
-		json.Unmarshal(b, &sc)
+		sc, b, m := scanOf(t, in, map[string]any{"encoder": enc, "candidates": 200, "refine": 20, "rescans": 0, "gap_min": 0, "collapse_min": tc.collapseMin})
 		if sc.Backdoored != tc.backdoored {
 			t.Errorf("collapse_min %g: backdoored %v, want %v (%s)", tc.collapseMin, sc.Backdoored, tc.backdoored, b)
 		}
@@ -326,24 +313,10 @@ func TestAnchorsFallback(t *testing.T) {
 			_, enc, rng := encoderOf(t, tc.net)
 			in := dimInputs(t, enc, rng, 0)
 			defer in.Release()
-			out := plugin.NewTables()
-			defer out.Release()
 			// Few random candidates: the anchored patches are judged
 			// whenever they make no call.
-			params, _ := json.Marshal(map[string]any{"encoder": enc, "sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-				"candidates": 20, "refine": 0, "rescans": 0, "anchors": "fallback", "anchor_z": tc.anchorZ, "collapse_min": tc.collapseMin})
-			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := json.Marshal(m["encoder_scan"])
-			var sc struct {
-				Backdoored bool    `json:"backdoored"`
-				Anchors    int     `json:"anchors_judged"`
-				AnchorZ    float64 `json:"anchor_best_z"`
-				FromAnchor bool    `json:"from_anchor"`
-			}
-			json.Unmarshal(b, &sc)
+			sc, b, _ := scanOf(t, in, map[string]any{"encoder": enc, "candidates": 20, "refine": 0, "rescans": 0,
+				"anchors": "fallback", "anchor_z": tc.anchorZ, "collapse_min": tc.collapseMin})
 			if sc.Backdoored != tc.backdoored {
 				t.Fatalf("backdoored %v, want %v (%s)", sc.Backdoored, tc.backdoored, b)
 			}
@@ -956,10 +929,10 @@ func TestRescanAnchors(t *testing.T) {
 	}
 }
 
-// roundsOf runs the filter on in with a small scan (sizes 2-5, 32 scan
+// runSmall runs the filter on in with a small scan (sizes 2-5, 32 scan
 // images, 400 candidates, 200 per rescan, no caps) and params over it,
-// and returns its masking rounds (at least one) and their JSON.
-func roundsOf(t *testing.T, in *plugin.Tables, params map[string]any) ([]filter.Round, []byte) {
+// and returns its metrics.
+func runSmall(t *testing.T, in *plugin.Tables, params map[string]any) map[string]any {
 	t.Helper()
 	p := map[string]any{"sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
 		"candidates": 400, "refine": 40, "rescan_candidates": 200, "clamp_quantile": 0}
@@ -973,7 +946,25 @@ func roundsOf(t *testing.T, in *plugin.Tables, params map[string]any) ([]filter.
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(m["rounds"])
+	return m
+}
+
+// scanOf is runSmall's first scan, its JSON and the run's metrics.
+func scanOf(t *testing.T, in *plugin.Tables, params map[string]any) (filter.Scan, []byte, map[string]any) {
+	t.Helper()
+	m := runSmall(t, in, params)
+	b, _ := json.Marshal(m["encoder_scan"])
+	var sc filter.Scan
+	if err := json.Unmarshal(b, &sc); err != nil {
+		t.Fatalf("params %v: encoder_scan %s (%v)", params, b, err)
+	}
+	return sc, b, m
+}
+
+// roundsOf is runSmall's masking rounds (at least one) and their JSON.
+func roundsOf(t *testing.T, in *plugin.Tables, params map[string]any) ([]filter.Round, []byte) {
+	t.Helper()
+	b, _ := json.Marshal(runSmall(t, in, params)["rounds"])
 	var rounds []filter.Round
 	if err := json.Unmarshal(b, &rounds); err != nil || len(rounds) == 0 {
 		t.Fatalf("params %v: rounds %s (%v)", params, b, err)

@@ -204,8 +204,6 @@ func TestAnchored(t *testing.T) {
 					t.Fatalf("%s twice", key(p))
 				}
 				seen[key(p)] = true
-			}
-			for _, p := range got {
 				if tc.borders && p.Row == (tc.h-p.Size)/2 && p.Col == (tc.w-p.Size)/2 {
 					t.Errorf("borders: %s at the centre", key(p))
 				}

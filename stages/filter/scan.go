@@ -397,8 +397,7 @@ type memoScan struct {
 // memoised.
 func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanResult, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%v\x00%d\x00%s\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.CollapseMin, b.p.BlendRatio, b.p.Seed, b.p.Anchors)
-	fmt.Fprintf(h, "%v\x00", b.p.anchorZ())
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%v\x00%v\x00%v\x00%v\x00%d\x00%s\x00%v\x00", b.in.Model.Source(), b.p.Candidates, b.p.Refine, b.p.Sizes, b.p.GapMin, b.p.CollapseMin, b.p.BlendRatio, b.p.Seed, b.p.Anchors, b.p.anchorZ())
 	if st, err := os.Stat(b.in.Model.Source()); err == nil {
 		fmt.Fprintf(h, "%d\x00%d\x00", st.Size(), st.ModTime().UnixNano())
 	}

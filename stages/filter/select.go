@@ -114,7 +114,9 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 	limit := max(1, int(b.p.MaxMasked*float64(total)))
 	s := &selection{keep: b.ones(), stats: sc.stats, collapse: sc.BestCollapse, z: sc.BestZ}
 	pat, found := sc.Pattern, sc.found()
-	neighbour, swept, anch := false, false, false
+	// from is where the round's pattern came from: "" (the search's best
+	// or the scan's), "neighbour", "swept" or "anchored".
+	from := ""
 	collapse := sc.BestCollapse
 	// against is what a search on the masked encoder also tries: the
 	// patterns masked against and their neighbours (the scan's pattern
@@ -174,11 +176,11 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			}
 			switch {
 			case next.BestZ >= b.p.rescanGap() && next.BestCollapse >= b.p.RescanCollapseMin:
-				pat, neighbour, swept, anch = next.Pattern, false, false, false
+				pat, from = next.Pattern, ""
 				s.z, s.collapse = next.BestZ, next.BestCollapse
 				collapse = next.BestCollapse
 			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
-				pat, neighbour, swept, anch, s.z = nb, true, false, false, nz
+				pat, from, s.z = nb, "neighbour", nz
 				collapse = 0
 			default:
 				sw, sz, err := sweptZ()
@@ -186,7 +188,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 					return nil, err
 				}
 				if sz >= b.p.SweepZ {
-					pat, neighbour, swept, anch, s.z = sw, false, true, false, sz
+					pat, from, s.z = sw, "swept", sz
 					collapse = 0
 					break
 				}
@@ -195,7 +197,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 					return nil, err
 				}
 				if az >= b.p.anchorZ() && ac.c >= b.p.RescanCollapseMin {
-					pat, neighbour, swept, anch, s.z = ac.p, false, false, true, az
+					pat, from, s.z = ac.p, "anchored", az
 					s.collapse, collapse = ac.c, ac.c
 					break
 				}
@@ -210,7 +212,7 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 				return s, nil
 			}
 		}
-		r := Round{Pattern: pat, ZBefore: s.z, CollapseBefore: collapse, Neighbour: neighbour, Swept: swept, Anchored: anch, SetAside: aside, SetAsideZ: asideZ}
+		r := Round{Pattern: pat, ZBefore: s.z, CollapseBefore: collapse, Neighbour: from == "neighbour", Swept: from == "swept", Anchored: from == "anchored", SetAside: aside, SetAsideZ: asideZ}
 		start := time.Now()
 		if err := b.greedy(ctx, s, b.pool(sus, s.keep), pat, limit, &r); err != nil {
 			return nil, err
