@@ -97,3 +97,13 @@ func ScoresBothWays(ctx context.Context, p Params, ins *chanfilter.Inputs) (tail
 	whole, err = pairs()
 	return tail, whole, tails, err
 }
+
+// ShiftOn runs the shift check on the unmasked encoder.
+func ShiftOn(ctx context.Context, p Params, ins *chanfilter.Inputs) (*Shifted, error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	return b.shiftCheck(ctx, nil)
+}

@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.35.0",
+		Version: "0.36.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -85,6 +85,7 @@ type Result struct {
 	Clamp           *Clamp       `json:"clamp,omitempty"`
 	Smoothing       *Smoothing   `json:"smoothing,omitempty"`
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
+	Shift           *Shifted     `json:"shift,omitempty"`
 	ClassSplit      *ClassSplit  `json:"class_split,omitempty"`
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
@@ -254,6 +255,16 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			against = append([]Pattern{sc.Pattern}, neighbours(sc.Pattern, b.canvas.H, b.canvas.W, p.Sizes)...)
 			for range against {
 				family = append(family, sc.Pattern.String())
+			}
+		}
+		if p.ShiftZ > 0 && len(sel.masked) > 0 {
+			phase("judging patterns by the move of the mean on the masked encoder")
+			if res.Shift, err = b.shiftCheck(ctx, sel.keep); err != nil {
+				return nil, err
+			}
+			if res.Shift.Added {
+				against = append(against, res.Shift.Pattern)
+				family = append(family, res.Shift.Pattern.String())
 			}
 		}
 	}

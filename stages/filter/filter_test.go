@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -980,4 +981,92 @@ func savedDimInputs(t *testing.T, net *testenc.Net, poison int) (string, *plugin
 	enc := filepath.Join(t.TempDir(), "enc.onnx")
 	net.Model().Save(enc)
 	return enc, dimInputs(t, enc, rand.New(rand.NewPCG(3, 4)), poison)
+}
+
+// TestShiftCheckSeparates: the trojan's answer moves the scan images'
+// mean embedding far past any pattern's move on a clean encoder (the
+// check judges random candidates and the anchored patches), and the check
+// gives the same answer twice.
+func TestShiftCheckSeparates(t *testing.T) {
+	best := map[string]float64{}
+	for _, tc := range []struct {
+		name string
+		net  *testenc.Net
+	}{
+		{"trojan", testenc.Collapse(5)},
+		{"clean", testenc.Clean(5)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ins, p := scanInputs(t, tc.net, 100)
+			p.RescanCands, p.ShiftZ = 200, 8
+			a, err := filter.ShiftOn(context.Background(), p, ins)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Judged != 200+240 {
+				t.Errorf("%d patterns judged, want 200 random and 240 anchored", a.Judged)
+			}
+			if a.Added != (a.Z >= 8) {
+				t.Errorf("added %v at z %.2f, shift_z 8", a.Added, a.Z)
+			}
+			b, err := filter.ShiftOn(context.Background(), p, ins)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("two checks differ: %+v, %+v", a, b)
+			}
+			best[tc.name] = a.Z
+			t.Logf("best %s: z %.2f, shift %.3f", a.Pattern, a.Z, a.Shift)
+		})
+	}
+	if best["trojan"] < 8 || best["trojan"] < 10*best["clean"] {
+		t.Errorf("best shift z: trojan %.2f, clean %.2f; want the trojan at 8 or more and ten times the clean encoder's", best["trojan"], best["clean"])
+	}
+}
+
+// TestShiftZ: the check runs only on a masked encoder and only when
+// shift_z is on; its pattern joins the augment rows only when its z
+// reaches shift_z, and the bar changes nothing else about the check.
+func TestShiftZ(t *testing.T) {
+	enc, in := savedDimInputs(t, testenc.Collapse(5), 20)
+	defer in.Release()
+	cleanEnc, cleanIn := savedDimInputs(t, testenc.Clean(5), 0)
+	defer cleanIn.Release()
+	var seen []filter.Shifted
+	for _, tc := range []struct {
+		name    string
+		in      *plugin.Tables
+		enc     string
+		shiftZ  float64
+		checked bool
+	}{
+		{"off", in, enc, 0, false},
+		{"low bar", in, enc, 0.01, true},
+		{"high bar", in, enc, 1000, true},
+		{"clean encoder, not masked", cleanIn, cleanEnc, 0.01, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := runSmall(t, tc.in, map[string]any{"encoder": tc.enc, "shift_z": tc.shiftZ})
+			raw, ok := m["shift"]
+			if ok != tc.checked {
+				t.Fatalf("shift report present %v, want %v (masked %v)", ok, tc.checked, m["channels_masked"])
+			}
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(raw)
+			var s filter.Shifted
+			if err := json.Unmarshal(b, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Added != (s.Z >= tc.shiftZ) {
+				t.Errorf("added %v at z %.2f, shift_z %g", s.Added, s.Z, tc.shiftZ)
+			}
+			seen = append(seen, s)
+		})
+	}
+	if len(seen) == 2 && (!reflect.DeepEqual(seen[0].Pattern, seen[1].Pattern) || seen[0].Z != seen[1].Z) {
+		t.Errorf("the bar changed the check: %+v, %+v", seen[0], seen[1])
+	}
 }
