@@ -318,7 +318,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if p.GateClasses == "found" {
 			probeFrom = masked
 		}
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probeFrom)
+		shifted := ""
+		if res.Shift != nil && res.Shift.Added {
+			shifted = res.Shift.Pattern.String()
+		}
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probeFrom, shifted)
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

@@ -65,7 +65,7 @@ type GateCheck struct {
 // probeFrom > 0 the gate gets a class part (chanfilter.Gate.Both) whose
 // probe is augment rows carrying the first probeFrom patterns (the ones
 // masked against), embedded by the original encoder, with their own labels.
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probeFrom int) *GateReport {
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probeFrom int, shifted string) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -124,6 +124,9 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		return rep
 	}
 	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
+		return rep
+	}
+	if j, ok := idx[shifted]; ok && shifted != "" && !rep.lower(g, aug, fam, j, shiftThrough, check) {
 		return rep
 	}
 	rep.On, rep.Gate = true, g
@@ -210,6 +213,13 @@ func (rep *GateReport) countTraining(moved []float32, x []float32, d int) {
 		rep.Why = fmt.Sprintf("at its threshold %.2f the gate sends %.0f%% of the training rows through the filtered encoder: no gate", rep.Moved, 100*rep.TrainingThrough)
 	}
 }
+
+// shiftThrough is the share of the shift check's pattern's augment rows
+// (shifted, its family) that a gate must send through the filtered
+// encoder: the pattern still moves the masked encoder's embeddings, and an
+// input carrying it that stays on the original path keeps the backdoor
+// (5% through is issue 10's ASR target).
+const shiftThrough = 0.95
 
 // gateMostThrough is the largest share of the training rows a gate may
 // send through the filtered encoder.

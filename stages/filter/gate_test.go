@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0)
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, "")
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, "")
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,9 +116,40 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0)
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, "")
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
+	}
+}
+
+// The shift check's pattern (shifted) must go through: the threshold is
+// lowered until shiftThrough of its rows do, even with gate_through 0 and
+// when another pattern sends more through; a name that no augment row
+// carries changes nothing.
+func TestGateLowersForTheShiftedPattern(t *testing.T) {
+	fams := []string{"solid 4x4 at (0,0)", "solid 3x3 at (14,0)"}
+	for _, tc := range []struct {
+		name    string
+		shifted string
+		thresh  float64 // at most this
+		through float64 // the shifted family's share, at least
+	}{
+		{"none", "", 1, 0},
+		{"not among the rows", "checker 3x3 at (1,1)", 1, 0},
+		{"the second family", fams[1], 0.11, shiftThrough},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, tc.shifted)
+			if !rep.On {
+				t.Fatalf("gate off: %s", rep.Why)
+			}
+			if rep.Moved > tc.thresh || (tc.thresh == 1 && rep.Moved != 1) {
+				t.Errorf("threshold %.3f, want %v", rep.Moved, tc.thresh)
+			}
+			if got := rep.Patterns[1].Through; got < tc.through || (tc.through == 0 && got != 0.5) {
+				t.Errorf("shifted family's share through %.3f, want at least %.2f", got, tc.through)
+			}
+		})
 	}
 }
 
@@ -168,7 +199,7 @@ func TestMoveGateClassPart(t *testing.T) {
 					aug.orig[2*i], aug.orig[2*i+1] = 99, 99
 				}
 			}
-			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data"}, 0.25, 0, tc.probeFrom)
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data"}, 0.25, 0, tc.probeFrom, "")
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
