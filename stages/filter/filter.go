@@ -265,6 +265,16 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			if res.Shift.Added {
 				against = append(against, res.Shift.Pattern)
 				family = append(family, res.Shift.Pattern.String())
+				// Rows near where the original encoder sends the
+				// pattern carry it (T3: poisoned rows the mask left
+				// learnable), as for the scan's pattern.
+				var near []bool
+				if res.Shift.Region, _, near, err = b.region(res.Shift.Pattern); err != nil {
+					return nil, err
+				}
+				for i, r := range near {
+					suspect[i] = suspect[i] || r
+				}
 			}
 		}
 	}

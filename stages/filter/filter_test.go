@@ -1026,8 +1026,9 @@ func TestShiftCheckSeparates(t *testing.T) {
 }
 
 // TestShiftZ: the check runs only on a masked encoder and only when
-// shift_z is on; its pattern joins the augment rows only when its z
-// reaches shift_z, and the bar changes nothing else about the check.
+// shift_z is on; its pattern joins the augment rows (and its region the
+// suspects) only when its z reaches shift_z, and the bar changes nothing
+// else about the check.
 func TestShiftZ(t *testing.T) {
 	enc, in := savedDimInputs(t, testenc.Collapse(5), 20)
 	defer in.Release()
@@ -1062,6 +1063,9 @@ func TestShiftZ(t *testing.T) {
 			}
 			if s.Added != (s.Z >= tc.shiftZ) {
 				t.Errorf("added %v at z %.2f, shift_z %g", s.Added, s.Z, tc.shiftZ)
+			}
+			if (s.Region != nil) != s.Added {
+				t.Errorf("added %v, region %+v: an added pattern's region, and only its, is reported", s.Added, s.Region)
 			}
 			seen = append(seen, s)
 		})

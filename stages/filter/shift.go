@@ -26,8 +26,11 @@ type Shifted struct {
 	Shift float64 `json:"shift"`
 	// Added is set when Z reached shift_z: the pattern's rows joined the
 	// augment rows (the head learns that it means nothing) and the gate's
-	// probe.
+	// probe, and the gate sends shiftThrough of them through.
 	Added bool `json:"added"`
+	// Region is, when Added, where the original encoder sends Pattern:
+	// its rows become suspects, as the scan's pattern's do.
+	Region *Region `json:"region,omitempty"`
 }
 
 // shiftStream is the random stream of the shift check's candidates, apart
