@@ -264,7 +264,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 			if res.Shift.Added {
 				against = append(against, res.Shift.Pattern)
-				family = append(family, res.Shift.Pattern.String())
+				family = append(family, res.Shift.added())
 				// Rows near where the original encoder sends the
 				// pattern carry it (T3: poisoned rows the mask left
 				// learnable), as for the scan's pattern.
@@ -328,11 +328,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if p.GateClasses == "found" {
 			probeFrom = masked
 		}
-		shifted := ""
-		if res.Shift != nil && res.Shift.Added {
-			shifted = res.Shift.Pattern.String()
-		}
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probeFrom, shifted)
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probeFrom, res.Shift.added())
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

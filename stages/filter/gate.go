@@ -65,6 +65,8 @@ type GateCheck struct {
 // probeFrom > 0 the gate gets a class part (chanfilter.Gate.Both) whose
 // probe is augment rows carrying the first probeFrom patterns (the ones
 // masked against), embedded by the original encoder, with their own labels.
+// With shifted naming a family (the shift check's pattern), the threshold
+// is lowered until shiftThrough of that family's rows go through.
 func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probeFrom int, shifted string) *GateReport {
 	rep := &GateReport{}
 	switch {
@@ -126,7 +128,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
 		return rep
 	}
-	if j, ok := idx[shifted]; ok && shifted != "" && !rep.lower(g, aug, fam, j, shiftThrough, check) {
+	if j, ok := idx[shifted]; ok && !rep.lower(g, aug, fam, j, shiftThrough, check) {
 		return rep
 	}
 	rep.On, rep.Gate = true, g

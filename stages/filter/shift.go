@@ -40,7 +40,8 @@ const shiftStream = 0x7368696674
 // shiftCheck judges, under keep, random candidates (rescan_candidates of
 // them) and the anchored patches (rescan_anchors' set; borders when that
 // is off) by how far each moves the scan images' mean embedding, as a
-// same-size robust z against the random candidates of its group.
+// same-size robust z against the random candidates of its group (the
+// scan's groupStats, without blend controls).
 func (b *bench) shiftCheck(ctx context.Context, keep map[string][]bool) (*Shifted, error) {
 	h, w := b.canvas.H, b.canvas.W
 	rng := rand.New(rand.NewPCG(b.p.Seed, shiftStream))
@@ -57,7 +58,7 @@ func (b *bench) shiftCheck(ctx context.Context, keep map[string][]bool) (*Shifte
 	}
 	n, d := b.n, b.sess.Dim
 	var base float64
-	clean := make([]float64, d)
+	var clean []float64
 	shift := make([]float64, len(ps))
 	err := b.run(views, func(k int, emb []float32, _ [][]float32) {
 		m := stat.Mean(emb, d, nil)
@@ -65,11 +66,7 @@ func (b *bench) shiftCheck(ctx context.Context, keep map[string][]bool) (*Shifte
 			base, clean = stat.TraceCov(emb, n, d), m
 			return
 		}
-		var s float64
-		for j, v := range m {
-			s += (v - clean[j]) * (v - clean[j])
-		}
-		shift[k-1] = s / math.Max(base, 1e-12)
+		shift[k-1] = stat.Dist2(m, clean) / math.Max(base, 1e-12)
 	})
 	if err != nil {
 		return nil, err
@@ -77,25 +74,26 @@ func (b *bench) shiftCheck(ctx context.Context, keep map[string][]bool) (*Shifte
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	byGroup := map[int][]float64{}
-	for i := range random {
-		byGroup[ps[i].group()] = append(byGroup[ps[i].group()], shift[i])
+	cands := make([]cand, random)
+	for i := range cands {
+		cands[i] = cand{ps[i], shift[i]}
 	}
-	stats := map[int][2]float64{}
-	for g, xs := range byGroup {
-		m, sd := stat.Robust(xs)
-		stats[g] = [2]float64{m, sd}
-	}
+	stats, _ := b.groupStatsOf(cands, nil)
 	rep := &Shifted{Judged: len(ps), Z: math.Inf(-1)}
 	for i, p := range ps {
-		s, ok := stats[p.group()]
-		if !ok || s[1] <= 1e-12 {
-			continue
-		}
-		if z := (shift[i] - s[0]) / s[1]; z > rep.Z {
+		if z := stats.z(p, shift[i]); z > rep.Z {
 			rep.Pattern, rep.Z, rep.Shift = p, z, shift[i]
 		}
 	}
 	rep.Added = b.p.ShiftZ > 0 && rep.Z >= b.p.ShiftZ
 	return rep, nil
+}
+
+// added is the added pattern's name (its gate family), "" when the check
+// did not run or added nothing.
+func (s *Shifted) added() string {
+	if s == nil || !s.Added {
+		return ""
+	}
+	return s.Pattern.String()
 }

@@ -171,7 +171,7 @@ func lloyd(pts [][]float64, centre [2][]float64) ([]int, float64) {
 		changed := false
 		for i, p := range pts {
 			c := 0
-			if dist2(p, centre[1]) < dist2(p, centre[0]) {
+			if Dist2(p, centre[1]) < Dist2(p, centre[0]) {
 				c = 1
 			}
 			if c != assign[i] {
@@ -202,7 +202,7 @@ func lloyd(pts [][]float64, centre [2][]float64) ([]int, float64) {
 	}
 	var sse float64
 	for i, p := range pts {
-		sse += dist2(p, centre[assign[i]])
+		sse += Dist2(p, centre[assign[i]])
 	}
 	return assign, sse
 }
@@ -228,7 +228,9 @@ func DistTo(v []float32, c []float64) float64 {
 	return math.Sqrt(s)
 }
 
-func dist2(a, b []float64) float64 {
+// Dist2 returns the squared Euclidean distance between a and b (of one
+// length).
+func Dist2(a, b []float64) float64 {
 	var s float64
 	for i := range a {
 		s += (a[i] - b[i]) * (a[i] - b[i])
