@@ -68,6 +68,10 @@ bench: build
 		END { split("one-way round-trip", ds, " "); for (i = 1; i <= 2; i++) { d = ds[i]; \
 			if (mb["in-process/" d] > 0) printf "boundary %s: plugin %.3fx, plugin-files %.3fx of in process (%s / %s / %s MB/s)\n", d, \
 				mb["plugin/" d] / mb["in-process/" d], mb["plugin-files/" d] / mb["in-process/" d], mb["plugin/" d], mb["plugin-files/" d], mb["in-process/" d] } }'
+	$(GO) test -run '^$$' -bench TrainingStep -benchtime 200x ./stages/kit/mlp/ | awk '{ print } \
+		/^BenchmarkTrainingStep\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
+		END { if (ns["one-graph"] > 0) printf "head training step: %.2fx faster as one graph (%.2f ms) than gradients then Adam in Go (%.2f ms)\n", \
+			ns["grads-then-adam-in-go"] / ns["one-graph"], ns["one-graph"] / 1e6, ns["grads-then-adam-in-go"] / 1e6 }'
 	$(GO) build -trimpath -o bin/embed-bench ./host-example/cmd/embed-bench
 	bin/embed-bench --encoder ../shared/models/enc_clean.onnx --data ../shared/datasets/cifar10/test.parquet
 

@@ -7,10 +7,13 @@
 //
 // # How it runs
 //
-// The forward and backward passes of a batch are one ONNX graph run by ONNX
-// Runtime (its matrix products are an order of magnitude faster than Go's
-// here); the Adam update runs in Go on the weights, which ONNX Runtime reads
-// in place.
+// A training step (the forward and backward passes of a batch and Adam's
+// update) is one ONNX graph run by ONNX Runtime, whose matrix products are
+// an order of magnitude faster than Go's here. It reads the weights and
+// Adam's moments from one set of Go-owned buffers and writes the next ones
+// into another, the two swapped after each step, so no step allocates or
+// copies; the update is the same float32 arithmetic as Go's (the
+// package's tests check it bit for bit).
 //
 // # Formula
 //
@@ -24,6 +27,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
@@ -156,7 +160,7 @@ type Confusion struct {
 // Trainer holds the ONNX Runtime sessions for one head shape.
 type Trainer struct {
 	sizes []int
-	step  *ortgo.DynamicAdvancedSession
+	step  *ortgo.DynamicAdvancedSession // graphStep: a whole training step
 	fwd   *ortgo.DynamicAdvancedSession
 	cfg   Config
 }
@@ -173,23 +177,29 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 		cfg.LR = 1e-3
 	}
 	t := &Trainer{sizes: sizes, cfg: cfg}
-	stepModel, fwdModel, err := graphs(len(sizes) - 1)
+	L := len(sizes) - 1
+	stepModel, err := graph(L, graphStep)
 	if err != nil {
 		return nil, err
 	}
-	ins := []string{"x", "y"}
-	for l := 0; l+1 < len(sizes); l++ {
-		ins = append(ins, fmt.Sprintf("w%d", l), fmt.Sprintf("b%d", l))
+	fwdModel, err := graph(L, graphForward)
+	if err != nil {
+		return nil, err
 	}
-	outs := []string{"loss"}
-	for l := 0; l+1 < len(sizes); l++ {
-		outs = append(outs, fmt.Sprintf("dw%d", l), fmt.Sprintf("db%d", l))
+	names := paramNames(L)
+	prefixed := func(prefix string) []string {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = prefix + n
+		}
+		return out
 	}
+	ins := slices.Concat([]string{"x", "y"}, names, prefixed("m_"), prefixed("v_"), []string{"c1", "c2", "lr"})
+	outs := slices.Concat([]string{"loss"}, prefixed("next_"), prefixed("next_m_"), prefixed("next_v_"))
 	if t.step, err = ort.NewRawSession(stepModel, ins, outs, cfg.ORT); err != nil {
 		return nil, err
 	}
-	fins := append([]string{"x"}, ins[2:]...)
-	if t.fwd, err = ort.NewRawSession(fwdModel, fins, []string{"logits"}, cfg.ORT); err != nil {
+	if t.fwd, err = ort.NewRawSession(fwdModel, append([]string{"x"}, names...), []string{"logits"}, cfg.ORT); err != nil {
 		t.step.Destroy()
 		return nil, err
 	}
@@ -202,9 +212,24 @@ func (t *Trainer) Close() {
 	t.fwd.Destroy()
 }
 
-// graphs builds the training step (loss and gradients) and the forward
-// pass for an MLP of L layers.
-func graphs(L int) (step, fwd []byte, err error) {
+// The graphs of a head of L layers.
+const (
+	graphForward = iota // x, weights -> logits
+	graphGrads          // x, y, weights -> loss per row, gradients
+	graphStep           // x, y, weights, Adam's moments, c1, c2, lr -> loss per row, the next weights and moments
+)
+
+// graph builds one of the graphs of an MLP of L layers.
+// graphStep is a whole training step: the gradients of graphGrads and
+// Adam's update of the weights and moments (the package doc's formula,
+// each operation in float32 in the order Go would compute it, so that the
+// two agree bit for bit: TestStepGraphEqualsAdamInGo). The inputs of the
+// forward and backward passes are declared as they always were (every
+// dimension symbolic), because ONNX Runtime picks its kernels by the
+// declared shapes and so the trained heads stay what they were; Adam's
+// moments are declared without a shape, as ONNX Runtime would otherwise
+// plan their buffers by the symbolic names and take a bias for a batch.
+func graph(L, kind int) ([]byte, error) {
 	build := func(train bool) ([]byte, error) {
 		b := onnxgraph.NewBuilder("x", []int64{-1, -1}, 13)
 		if train {
@@ -260,17 +285,48 @@ func graphs(L int) (step, fwd []byte, err error) {
 			}
 		}
 		b.Output("loss", 1)
-		for l := 0; l < L; l++ {
-			b.Output(fmt.Sprintf("dw%d", l), 2)
-			b.Output(fmt.Sprintf("db%d", l), 1)
+		if kind == graphGrads {
+			for l := 0; l < L; l++ {
+				b.Output(fmt.Sprintf("dw%d", l), 2)
+				b.Output(fmt.Sprintf("db%d", l), 1)
+			}
+			return b.Model().Bytes()
+		}
+		for _, n := range []string{"c1", "c2", "lr"} {
+			b.AddInput(n, []int64{1})
+		}
+		scalar := func(v float32) string { return b.Const([]int64{1}, []float32{v}) }
+		b1, omb1, b2, omb2, eps := scalar(adamB1), scalar(1-adamB1), scalar(adamB2), scalar(1-adamB2), scalar(adamEps)
+		for _, name := range paramNames(L) {
+			rank := 2
+			if name[0] == 'b' {
+				rank = 1
+			}
+			b.AddInput("m_"+name, nil)
+			b.AddInput("v_"+name, nil)
+			g := "d" + name
+			m := b.Op("Add", "next_m_"+name, []string{b.Op("Mul", "", []string{b1, "m_" + name}), b.Op("Mul", "", []string{omb1, g})})
+			v := b.Op("Add", "next_v_"+name, []string{b.Op("Mul", "", []string{b2, "v_" + name}), b.Op("Mul", "", []string{b.Op("Mul", "", []string{omb2, g}), g})})
+			num := b.Op("Mul", "", []string{"lr", b.Op("Div", "", []string{m, "c1"})})
+			den := b.Op("Add", "", []string{b.Op("Sqrt", "", []string{b.Op("Div", "", []string{v, "c2"})}), eps})
+			b.Op("Sub", "next_"+name, []string{name, b.Op("Div", "", []string{num, den})})
+			b.Output("next_"+name, rank)
+			b.Output("next_m_"+name, rank)
+			b.Output("next_v_"+name, rank)
 		}
 		return b.Model().Bytes()
 	}
-	if step, err = build(true); err != nil {
-		return nil, nil, err
+	return build(kind != graphForward)
+}
+
+// paramNames are a head's weights in the order the graphs take them: w0,
+// b0, w1, b1, ...
+func paramNames(L int) []string {
+	var out []string
+	for l := 0; l < L; l++ {
+		out = append(out, fmt.Sprintf("w%d", l), fmt.Sprintf("b%d", l))
 	}
-	fwd, err = build(false)
-	return step, fwd, err
+	return out
 }
 
 // weightTensors wraps the head's weights (in place) as ORT inputs.
@@ -298,32 +354,143 @@ func (t *Trainer) weightTensors(h *Head) ([]ortgo.Value, func(), error) {
 	return vals, free, nil
 }
 
-// adam is the optimiser state of one head.
+// Adam's constants (the package doc's formula).
+const adamB1, adamB2, adamEps = 0.9, 0.999, 1e-8
+
+// adam is the optimiser state of one Fit: two sets of tensors for the
+// weights and their moments, one that a step reads and one it writes,
+// swapped after each step. Set 0's weights are the head's own slices.
 type adam struct {
-	m, v [][]float32
-	t    int
+	w, m, v    [2][]*ortgo.Tensor[float32]
+	sc         []float32 // c1, c2, lr: the step's bias corrections and learning rate
+	c1, c2, lr *ortgo.Tensor[float32]
+	cur        int // the set the next step reads
+	t          int // steps taken
 }
 
-func newAdam(h *Head) *adam {
-	a := &adam{}
-	for l := range h.W {
-		a.m = append(a.m, make([]float32, len(h.W[l])), make([]float32, len(h.B[l])))
-		a.v = append(a.v, make([]float32, len(h.W[l])), make([]float32, len(h.B[l])))
+func newAdam(h *Head, lr float32) (*adam, error) {
+	a := &adam{sc: []float32{0, 0, lr}}
+	wrap := func(data []float32, dims ...int) (*ortgo.Tensor[float32], error) {
+		shape := make([]int64, len(dims))
+		for i, d := range dims {
+			shape[i] = int64(d)
+		}
+		return ortgo.NewTensor(ortgo.NewShape(shape...), data)
 	}
-	return a
+	for set := 0; set < 2; set++ {
+		for l := range h.W {
+			in, out := h.Sizes[l], h.Sizes[l+1]
+			for _, p := range []struct {
+				data []float32
+				dims []int
+			}{{h.W[l], []int{in, out}}, {h.B[l], []int{out}}} {
+				w := p.data
+				if set == 1 {
+					w = make([]float32, len(p.data))
+				}
+				for _, add := range []struct {
+					to   *[]*ortgo.Tensor[float32]
+					data []float32
+				}{{&a.w[set], w}, {&a.m[set], make([]float32, len(w))}, {&a.v[set], make([]float32, len(w))}} {
+					t, err := wrap(add.data, p.dims...)
+					if err != nil {
+						a.destroy()
+						return nil, err
+					}
+					*add.to = append(*add.to, t)
+				}
+			}
+		}
+	}
+	var err error
+	for i, dst := range []**ortgo.Tensor[float32]{&a.c1, &a.c2, &a.lr} {
+		if *dst, err = wrap(a.sc[i:i+1], 1); err != nil {
+			a.destroy()
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
-func (a *adam) update(params [][]float32, grads [][]float32, lr float32) {
-	const b1, b2, eps = 0.9, 0.999, 1e-8
+// next sets the bias corrections of the next step and returns its inputs
+// after x and y, and its outputs after the loss.
+func (a *adam) next() (in, out []ortgo.Value) {
 	a.t++
-	c1 := float32(1 - math.Pow(b1, float64(a.t)))
-	c2 := float32(1 - math.Pow(b2, float64(a.t)))
-	for i, p := range params {
-		g, m, v := grads[i], a.m[i], a.v[i]
-		for j := range p {
-			m[j] = b1*m[j] + (1-b1)*g[j]
-			v[j] = b2*v[j] + (1-b2)*g[j]*g[j]
-			p[j] -= lr * (m[j] / c1) / (float32(math.Sqrt(float64(v[j]/c2))) + eps)
+	a.sc[0] = float32(1 - math.Pow(adamB1, float64(a.t)))
+	a.sc[1] = float32(1 - math.Pow(adamB2, float64(a.t)))
+	r, w := a.cur, 1-a.cur
+	for _, set := range [][]*ortgo.Tensor[float32]{a.w[r], a.m[r], a.v[r]} {
+		for _, t := range set {
+			in = append(in, t)
+		}
+	}
+	in = append(in, a.c1, a.c2, a.lr)
+	for _, set := range [][]*ortgo.Tensor[float32]{a.w[w], a.m[w], a.v[w]} {
+		for _, t := range set {
+			out = append(out, t)
+		}
+	}
+	return in, out
+}
+
+// done swaps the sets after a step ran.
+func (a *adam) done() { a.cur = 1 - a.cur }
+
+// finish leaves the last step's weights in h.
+func (a *adam) finish(h *Head) {
+	if a.cur == 0 {
+		return
+	}
+	for l := range h.W {
+		copy(h.W[l], a.w[1][2*l].GetData())
+		copy(h.B[l], a.w[1][2*l+1].GetData())
+	}
+}
+
+func (a *adam) destroy() {
+	for set := 0; set < 2; set++ {
+		for _, ts := range [][]*ortgo.Tensor[float32]{a.w[set], a.m[set], a.v[set]} {
+			for _, t := range ts {
+				t.Destroy()
+			}
+		}
+	}
+	for _, t := range []*ortgo.Tensor[float32]{a.c1, a.c2, a.lr} {
+		if t != nil {
+			t.Destroy()
+		}
+	}
+}
+
+// stepBufs are one batch size's tensors for training steps, made once per
+// Fit: the batch's inputs, its labels and the loss per row, which ONNX
+// Runtime writes in place (outputs it allocated itself would cost a copy
+// into Go memory at every step).
+type stepBufs struct {
+	x, y, loss []float32
+	xt, yt, lt *ortgo.Tensor[float32]
+}
+
+func newStepBufs(h *Head, k int) (*stepBufs, error) {
+	d, c := h.Sizes[0], h.Sizes[len(h.Sizes)-1]
+	sb := &stepBufs{x: make([]float32, k*d), y: make([]float32, k*c), loss: make([]float32, k)}
+	var err error
+	if sb.xt, err = ortgo.NewTensor(ortgo.NewShape(int64(k), int64(d)), sb.x); err == nil {
+		if sb.yt, err = ortgo.NewTensor(ortgo.NewShape(int64(k), int64(c)), sb.y); err == nil {
+			sb.lt, err = ortgo.NewTensor(ortgo.NewShape(int64(k)), sb.loss)
+		}
+	}
+	if err != nil {
+		sb.destroy()
+		return nil, err
+	}
+	return sb, nil
+}
+
+func (sb *stepBufs) destroy() {
+	for _, t := range []*ortgo.Tensor[float32]{sb.xt, sb.yt, sb.lt} {
+		if t != nil {
+			t.Destroy()
 		}
 	}
 }
@@ -352,18 +519,17 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		}
 	}
 	bs := t.cfg.Batch
-	xb := make([]float32, bs*d)
-	yb := make([]float32, bs*c)
-	wts, free, err := t.weightTensors(h)
+	opt, err := newAdam(h, t.cfg.LR)
 	if err != nil {
 		return 0, err
 	}
-	defer free()
-	opt := newAdam(h)
-	params := [][]float32{}
-	for l := range h.W {
-		params = append(params, h.W[l], h.B[l])
-	}
+	defer opt.destroy()
+	bufs := map[int]*stepBufs{} // by batch size: a full batch and, once an epoch, a short one
+	defer func() {
+		for _, sb := range bufs {
+			sb.destroy()
+		}
+	}()
 	draw := func() int {
 		if t.cfg.Balanced {
 			cl := classes[rng.IntN(len(classes))]
@@ -373,37 +539,27 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		return rows[rng.IntN(len(rows))]
 	}
 	run := func(k int, weight float32, pick func() (int, int32)) (float64, error) {
-		clear(yb[:k*c])
+		sb := bufs[k]
+		if sb == nil {
+			if sb, err = newStepBufs(h, k); err != nil {
+				return 0, err
+			}
+			bufs[k] = sb
+		}
+		clear(sb.y)
 		for i := 0; i < k; i++ {
 			r, lbl := pick()
-			copy(xb[i*d:(i+1)*d], x[r*d:(r+1)*d])
-			yb[i*c+int(lbl)] = weight
+			copy(sb.x[i*d:(i+1)*d], x[r*d:(r+1)*d])
+			sb.y[i*c+int(lbl)] = weight
 		}
-		xt, err := ortgo.NewTensor(ortgo.NewShape(int64(k), int64(d)), xb[:k*d])
-		if err != nil {
-			return 0, err
-		}
-		defer xt.Destroy()
-		yt, err := ortgo.NewTensor(ortgo.NewShape(int64(k), int64(c)), yb[:k*c])
-		if err != nil {
-			return 0, err
-		}
-		defer yt.Destroy()
-		outs := make([]ortgo.Value, 1+len(params))
-		if err := t.step.Run(append([]ortgo.Value{xt, yt}, wts...), outs); err != nil {
+		in, out := opt.next()
+		if err := t.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
 			return 0, fmt.Errorf("mlp: training step: %w", err)
 		}
-		grads := make([][]float32, len(params))
-		for i := range params {
-			grads[i] = outs[1+i].(*ortgo.Tensor[float32]).GetData()
-		}
-		opt.update(params, grads, t.cfg.LR)
+		opt.done()
 		var loss float64
-		for _, l := range outs[0].(*ortgo.Tensor[float32]).GetData() {
+		for _, l := range sb.loss {
 			loss += float64(l)
-		}
-		for _, o := range outs {
-			o.Destroy()
 		}
 		return loss / float64(k), nil
 	}
@@ -440,6 +596,7 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		}
 		last = sum / float64(steps)
 	}
+	opt.finish(h)
 	return last, nil
 }
 

@@ -9,17 +9,19 @@ import (
 	ortgo "github.com/yalue/onnxruntime_go"
 
 	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // The graph's gradients agree with finite differences of its own loss.
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
 	ortlib.Init(t)
 	sizes := []int{3, 4, 2}
-	tr, err := NewTrainer(sizes, DefaultConfig(1))
+	sess, err := gradSession(sizes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tr.Close()
+	defer sess.Destroy()
+	tr := &Trainer{sizes: sizes}
 	h := NewHead(sizes, 3)
 	rng := rand.New(rand.NewPCG(2, 2))
 	const B = 5
@@ -42,7 +44,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		defer xt.Destroy()
 		defer yt.Destroy()
 		outs := make([]ortgo.Value, 5)
-		if err := tr.step.Run(append([]ortgo.Value{xt, yt}, wts...), outs); err != nil {
+		if err := sess.Run(append([]ortgo.Value{xt, yt}, wts...), outs); err != nil {
 			t.Fatal(err)
 		}
 		var loss float64
@@ -73,6 +75,130 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			if math.Abs(num-float64(grads[pi][j])) > 2e-3+0.02*math.Abs(num) {
 				t.Fatalf("param %d[%d]: graph gradient %v, finite difference %v", pi, j, grads[pi][j], num)
 			}
+		}
+	}
+}
+
+// gradSession runs graphGrads for a head of the given sizes: x, y and the
+// weights in, the loss per row and the gradients out.
+func gradSession(sizes []int) (*ortgo.DynamicAdvancedSession, error) {
+	L := len(sizes) - 1
+	model, err := graph(L, graphGrads)
+	if err != nil {
+		return nil, err
+	}
+	var outs []string
+	for _, n := range paramNames(L) {
+		outs = append(outs, "d"+n)
+	}
+	return ort.NewRawSession(model, append([]string{"x", "y"}, paramNames(L)...), append([]string{"loss"}, outs...), ort.Options{})
+}
+
+// adamInGo is Adam's update as the package doc writes it, in Go: the
+// reference for the step graph's.
+type adamInGo struct {
+	m, v [][]float32
+	t    int
+}
+
+func (a *adamInGo) update(params, grads [][]float32, lr float32) {
+	const b1, b2, eps = adamB1, adamB2, adamEps
+	if a.m == nil {
+		for _, p := range params {
+			a.m = append(a.m, make([]float32, len(p)))
+			a.v = append(a.v, make([]float32, len(p)))
+		}
+	}
+	a.t++
+	c1 := float32(1 - math.Pow(b1, float64(a.t)))
+	c2 := float32(1 - math.Pow(b2, float64(a.t)))
+	for i, p := range params {
+		g, m, v := grads[i], a.m[i], a.v[i]
+		for j := range p {
+			m[j] = b1*m[j] + (1-b1)*g[j]
+			v[j] = b2*v[j] + (1-b2)*g[j]*g[j]
+			p[j] -= lr * (m[j] / c1) / (float32(math.Sqrt(float64(v[j]/c2))) + eps)
+		}
+	}
+}
+
+// The step graph's weights after each of 30 steps equal, bit for bit,
+// the gradient graph's gradients put through Adam in Go: the update moved
+// into ONNX Runtime is the same arithmetic.
+func TestStepGraphEqualsAdamInGo(t *testing.T) {
+	ortlib.Init(t)
+	sizes := []int{64, 256, 128, 3}
+	const B = 128
+	cfg := DefaultConfig(1)
+	tr, err := NewTrainer(sizes, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	grads, err := gradSession(sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer grads.Destroy()
+	inGraph := NewHead(sizes, 7)
+	ref := inGraph.Clone()
+	opt, err := newAdam(inGraph, cfg.LR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.destroy()
+	sb, err := newStepBufs(inGraph, B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.destroy()
+	var refOpt adamInGo
+	rng := rand.New(rand.NewPCG(4, 4))
+	for step := 0; step < 30; step++ {
+		clear(sb.y)
+		for i := range sb.x {
+			sb.x[i] = float32(rng.NormFloat64())
+		}
+		for i := 0; i < B; i++ {
+			sb.y[i*3+rng.IntN(3)] = 1
+		}
+		in, out := opt.next()
+		if err := tr.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
+			t.Fatal(err)
+		}
+		opt.done()
+		wts, free, err := tr.weightTensors(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gouts := make([]ortgo.Value, 1+2*(len(sizes)-1))
+		if err := grads.Run(append([]ortgo.Value{sb.xt, sb.yt}, wts...), gouts); err != nil {
+			t.Fatal(err)
+		}
+		var params, gs [][]float32
+		for l := range ref.W {
+			params = append(params, ref.W[l], ref.B[l])
+		}
+		for _, o := range gouts[1:] {
+			gs = append(gs, o.(*ortgo.Tensor[float32]).GetData())
+		}
+		refOpt.update(params, gs, cfg.LR)
+		for _, o := range gouts {
+			o.Destroy()
+		}
+		free()
+		for i, tt := range opt.w[opt.cur] {
+			for j, v := range tt.GetData() {
+				if math.Float32bits(v) != math.Float32bits(params[i][j]) {
+					t.Fatalf("step %d, param %d[%d]: graph %v, Adam in Go %v", step, i, j, v, params[i][j])
+				}
+			}
+		}
+	}
+	opt.finish(inGraph)
+	for l := range ref.W {
+		if !slices.Equal(inGraph.W[l], ref.W[l]) || !slices.Equal(inGraph.B[l], ref.B[l]) {
+			t.Fatalf("layer %d: the head's weights after finish differ from the last step's", l)
 		}
 	}
 }
@@ -361,4 +487,92 @@ func TestThreadsDoNotChangeAFit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkTrainingStep compares, in one run, a training step of the
+// default head on 256-value embeddings (batch 256) as this package runs it
+// (one graph that also updates the weights, into buffers made once) with
+// the way it ran before: a gradient graph whose outputs ONNX Runtime
+// allocates and Go copies, then Adam in Go. `make bench` prints the ratio.
+func BenchmarkTrainingStep(b *testing.B) {
+	ortlib.Init(b)
+	sizes := []int{256, 512, 256, 10}
+	const B = 256
+	fill := func(sb *stepBufs) {
+		rng := rand.New(rand.NewPCG(1, 1))
+		for i := range sb.x {
+			sb.x[i] = float32(rng.NormFloat64())
+		}
+		for i := 0; i < B; i++ {
+			sb.y[i*10+i%10] = 1
+		}
+	}
+	b.Run("one-graph", func(b *testing.B) {
+		cfg := DefaultConfig(1)
+		tr, err := NewTrainer(sizes, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
+		h := NewHead(sizes, 1)
+		opt, err := newAdam(h, cfg.LR)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer opt.destroy()
+		sb, err := newStepBufs(h, B)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sb.destroy()
+		fill(sb)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			in, out := opt.next()
+			if err := tr.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
+				b.Fatal(err)
+			}
+			opt.done()
+		}
+	})
+	b.Run("grads-then-adam-in-go", func(b *testing.B) {
+		grads, err := gradSession(sizes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer grads.Destroy()
+		tr := &Trainer{sizes: sizes}
+		h := NewHead(sizes, 1)
+		sb, err := newStepBufs(h, B)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sb.destroy()
+		fill(sb)
+		wts, free, err := tr.weightTensors(h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer free()
+		var params [][]float32
+		for l := range h.W {
+			params = append(params, h.W[l], h.B[l])
+		}
+		var opt adamInGo
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			outs := make([]ortgo.Value, 1+len(params))
+			if err := grads.Run(append([]ortgo.Value{sb.xt, sb.yt}, wts...), outs); err != nil {
+				b.Fatal(err)
+			}
+			gs := make([][]float32, len(params))
+			for j := range params {
+				gs[j] = outs[1+j].(*ortgo.Tensor[float32]).GetData()
+			}
+			opt.update(params, gs, 1e-3)
+			for _, o := range outs {
+				o.Destroy()
+			}
+		}
+	})
 }
