@@ -16,11 +16,7 @@ import (
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
 	ortlib.Init(t)
 	sizes := []int{3, 4, 2}
-	sess, err := gradSession(sizes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Destroy()
+	sess := gradSession(t, sizes)
 	tr := &Trainer{sizes: sizes}
 	h := NewHead(sizes, 3)
 	rng := rand.New(rand.NewPCG(2, 2))
@@ -80,18 +76,61 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 }
 
 // gradSession runs graphGrads for a head of the given sizes: x, y and the
-// weights in, the loss per row and the gradients out.
-func gradSession(sizes []int) (*ortgo.DynamicAdvancedSession, error) {
+// weights in, the loss per row and the gradients out. The test's cleanup
+// releases it.
+func gradSession(tb testing.TB, sizes []int) *ortgo.DynamicAdvancedSession {
 	L := len(sizes) - 1
 	model, err := graph(L, graphGrads)
 	if err != nil {
-		return nil, err
+		tb.Fatal(err)
 	}
 	var outs []string
 	for _, n := range paramNames(L) {
 		outs = append(outs, "d"+n)
 	}
-	return ort.NewRawSession(model, append([]string{"x", "y"}, paramNames(L)...), append([]string{"loss"}, outs...), ort.Options{})
+	sess, err := ort.NewRawSession(model, append([]string{"x", "y"}, paramNames(L)...), append([]string{"loss"}, outs...), ort.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sess.Destroy() })
+	return sess
+}
+
+// stepper runs training steps of h's trainer (default config) on batches
+// of B rows put into sb; the test's cleanup releases it.
+type stepper struct {
+	tr  *Trainer
+	opt *adam
+	sb  *stepBufs
+}
+
+func newStepper(tb testing.TB, h *Head, B int) *stepper {
+	cfg := DefaultConfig(1)
+	tr, err := NewTrainer(h.Sizes, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(tr.Close)
+	opt, err := newAdam(h, cfg.LR)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(opt.destroy)
+	sb, err := newStepBufs(h, B)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sb.destroy)
+	return &stepper{tr: tr, opt: opt, sb: sb}
+}
+
+// step runs one training step on sb's batch.
+func (s *stepper) step(tb testing.TB) {
+	in, out := s.opt.next()
+	if err := s.tr.step.Run(append([]ortgo.Value{s.sb.xt, s.sb.yt}, in...), append([]ortgo.Value{s.sb.lt}, out...)); err != nil {
+		tb.Fatal(err)
+	}
+	s.opt.done()
 }
 
 // adamInGo is Adam's update as the package doc writes it, in Go: the
@@ -130,28 +169,11 @@ func TestStepGraphEqualsAdamInGo(t *testing.T) {
 	sizes := []int{64, 256, 128, 3}
 	const B = 128
 	cfg := DefaultConfig(1)
-	tr, err := NewTrainer(sizes, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	grads, err := gradSession(sizes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer grads.Destroy()
+	grads := gradSession(t, sizes)
 	inGraph := NewHead(sizes, 7)
 	ref := inGraph.Clone()
-	opt, err := newAdam(inGraph, cfg.LR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer opt.destroy()
-	sb, err := newStepBufs(inGraph, B)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.destroy()
+	st := newStepper(t, inGraph, B)
+	tr, opt, sb := st.tr, st.opt, st.sb
 	var refOpt adamInGo
 	rng := rand.New(rand.NewPCG(4, 4))
 	for step := 0; step < 30; step++ {
@@ -162,11 +184,7 @@ func TestStepGraphEqualsAdamInGo(t *testing.T) {
 		for i := 0; i < B; i++ {
 			sb.y[i*3+rng.IntN(3)] = 1
 		}
-		in, out := opt.next()
-		if err := tr.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
-			t.Fatal(err)
-		}
-		opt.done()
+		st.step(t)
 		wts, free, err := tr.weightTensors(ref)
 		if err != nil {
 			t.Fatal(err)
@@ -508,39 +526,15 @@ func BenchmarkTrainingStep(b *testing.B) {
 		}
 	}
 	b.Run("one-graph", func(b *testing.B) {
-		cfg := DefaultConfig(1)
-		tr, err := NewTrainer(sizes, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer tr.Close()
-		h := NewHead(sizes, 1)
-		opt, err := newAdam(h, cfg.LR)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer opt.destroy()
-		sb, err := newStepBufs(h, B)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer sb.destroy()
-		fill(sb)
+		st := newStepper(b, NewHead(sizes, 1), B)
+		fill(st.sb)
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			in, out := opt.next()
-			if err := tr.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
-				b.Fatal(err)
-			}
-			opt.done()
+			st.step(b)
 		}
 	})
 	b.Run("grads-then-adam-in-go", func(b *testing.B) {
-		grads, err := gradSession(sizes)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer grads.Destroy()
+		grads := gradSession(b, sizes)
 		tr := &Trainer{sizes: sizes}
 		h := NewHead(sizes, 1)
 		sb, err := newStepBufs(h, B)
