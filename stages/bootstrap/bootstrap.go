@@ -142,12 +142,27 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if aug.N() > 0 && aug.Embedding.D != t.Embedding.D {
 		return nil, plugin.PortError("augment", plugin.BadInputf("embedding of %d values, the features have %d", aug.Embedding.D, t.Embedding.D))
 	}
-	res, err := Bootstrap(ctx, t, start, exclude, aug, p, progress)
+	var gs *gateSetup
+	if p.Export != "" {
+		if gs, err = setUpGate(p, in, t, masks); err != nil {
+			return nil, err
+		}
+	}
+	var alongside func(kept []bool) error
+	if gs != nil && gs.gate != nil {
+		// The gated classifier's second head needs only the kept rows:
+		// it trains beside the final head.
+		alongside = func(kept []bool) (err error) {
+			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept, true)
+			return err
+		}
+	}
+	res, err := bootstrap(ctx, t, start, exclude, aug, p, progress, alongside)
 	if err != nil {
 		return nil, err
 	}
 	if p.Export != "" {
-		gated, err := export(ctx, p, in, t, masks, res)
+		gated, err := export(ctx, p, t, masks, res, gs)
 		if err != nil {
 			return nil, err
 		}
@@ -218,6 +233,14 @@ type Result struct {
 // marked in exclude (nil: none) are never kept. The final head also trains
 // on aug's rows (nil: none).
 func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *feat.Table, p Params, progress plugin.Progress) (*Result, error) {
+	return bootstrap(ctx, t, start, exclude, aug, p, progress, nil)
+}
+
+// bootstrap is Bootstrap; alongside (nil: none), given the kept rows, runs
+// beside the final head's first fit (mlp.Together), both on paired
+// trainers: a head's fit keeps about one core busy, and its result does
+// not depend on its threads.
+func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *feat.Table, p Params, progress plugin.Progress, alongside func(kept []bool) error) (*Result, error) {
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
 		return nil, err
@@ -348,6 +371,9 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	final := rows()
 	fcfg := cfg
 	fcfg.Epochs = p.FinalEpochs
+	if alongside != nil {
+		fcfg = fcfg.Paired()
+	}
 	ftr, err := mlp.NewTrainer(sizes, fcfg)
 	if err != nil {
 		return nil, err
@@ -367,7 +393,18 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			res.Label[i] = y[i]
 		}
 	}
-	trainLoss, sc, err := finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000)
+	var trainLoss float64
+	var sc *mlp.Scores
+	first := func() (err error) {
+		trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000)
+		return err
+	}
+	if alongside == nil {
+		err = first()
+	} else {
+		kept := append([]bool(nil), res.Kept...)
+		err = mlp.Together(first, func() error { return alongside(kept) })
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +417,16 @@ func Bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			}
 		}
 		if relabelled > 0 {
-			if trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
+			rtr := ftr
+			if alongside != nil {
+				// Alone now: the trainer with every thread.
+				fcfg.ORT.Threads = cfg.ORT.Threads
+				if rtr, err = mlp.NewTrainer(sizes, fcfg); err != nil {
+					return nil, err
+				}
+				defer rtr.Close()
+			}
+			if trainLoss, sc, err = finalHead(rtr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
 				return nil, err
 			}
 		}
@@ -564,30 +610,49 @@ func sum(xs []int) int {
 // through the filtered encoder and the final head only where the gate says
 // so, through the original encoder and the second head elsewhere. It
 // reports whether the classifier is gated, or why not.
-func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask, res *Result) (string, error) {
+// gateSetup is what the export needs to know before bootstrap trains:
+// the filtered encoder, its gate (nil: the classifier is not gated, for
+// why), the original features, and then the second head and its rows.
+type gateSetup struct {
+	m    *encoder.Model
+	gate *chanfilter.Gate
+	why  string
+	orig *feat.Table
+	head *mlp.Head
+	rows []int
+}
+
+// setUpGate reads the filtered encoder and decides whether the exported
+// classifier is gated.
+func setUpGate(p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask) (*gateSetup, error) {
 	m, err := classifierEncoder(p.Encoder, p.Embedding, t.Preprocess)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	g, err := chanfilter.ReadGate(m.Graph())
 	if err != nil {
-		return "", plugin.BadInput(err)
+		return nil, plugin.BadInput(err)
 	}
-	why := "no: the encoder carries no gate"
-	var orig *feat.Table
+	gs := &gateSetup{m: m, why: "no: the encoder carries no gate"}
 	if g != nil {
-		orig, err = feat.Open(in, "original")
+		gs.orig, err = feat.Open(in, "original")
 		switch {
 		case errors.Is(err, plugin.ErrNotConnected):
-			why, g = "no: the encoder carries a gate, but the original input is not connected", nil
+			gs.why, g = "no: the encoder carries a gate, but the original input is not connected", nil
 		case err != nil:
-			return "", err
+			return nil, err
 		case len(masks) > 0:
-			why, g = "no: the encoder carries a gate, but channels switch more off", nil
+			gs.why, g = "no: the encoder carries a gate, but channels switch more off", nil
 		case p.Original == "":
-			why, g = "no: the encoder carries a gate, but no original_encoder is given", nil
+			gs.why, g = "no: the encoder carries a gate, but no original_encoder is given", nil
 		}
 	}
+	gs.gate = g
+	return gs, nil
+}
+
+func export(ctx context.Context, p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup) (string, error) {
+	m, g, orig := gs.m, gs.gate, gs.orig
 	// ungated writes the filtered encoder and the final head alone.
 	ungated := func(why string) (string, error) {
 		return why, m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
@@ -595,11 +660,14 @@ func export(ctx context.Context, p Params, in plugin.Inputs, t *feat.Table, mask
 		})
 	}
 	if g == nil {
-		return ungated(why)
+		return ungated(gs.why)
 	}
-	h, rows, err := originalHead(ctx, p, t, orig, res)
-	if err != nil {
-		return "", err
+	h, rows := gs.head, gs.rows
+	if h == nil {
+		var err error
+		if h, rows, err = originalHead(ctx, p, t, orig, res.Kept, false); err != nil {
+			return "", err
+		}
 	}
 	gated := "yes"
 	if g.IsClass() {
@@ -808,15 +876,15 @@ func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error
 }
 
 // originalHead trains the gated classifier's second head: the final head's
-// settings, on the original embeddings (orig, matched to t by sample id)
-// of the rows res kept.
-func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Result) (*mlp.Head, []int, error) {
+// settings (on a paired trainer when paired), on the original embeddings
+// (orig, matched to t by sample id) of the kept rows.
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows []bool, paired bool) (*mlp.Head, []int, error) {
 	row := make(map[uint64]int, orig.N())
 	for i, id := range orig.IDs {
 		row[id] = i
 	}
 	var rows []int
-	for k, kept := range res.Kept {
+	for k, kept := range keptRows {
 		i, ok := row[t.IDs[k]]
 		if !ok {
 			return nil, nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
@@ -838,6 +906,9 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, res *Resul
 	sizes := p.Sizes(orig.Embedding.D, nc)
 	cfg := p.Config()
 	cfg.Epochs, cfg.MaxSteps = p.FinalEpochs, p.MaxSteps
+	if paired {
+		cfg = cfg.Paired()
+	}
 	tr, err := mlp.NewTrainer(sizes, cfg)
 	if err != nil {
 		return nil, nil, err

@@ -1,0 +1,63 @@
+package bootstrap
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/tcore-dev/tcore/internal/ortlib"
+	"github.com/tcore-dev/tcore/internal/synth"
+	"github.com/tcore-dev/tcore/plugin"
+)
+
+// A fit beside the final head (the gated classifier's second head, which
+// the stage trains there) changes nothing of bootstrap's result, with and
+// without a relabelled second final head; it is handed the rows bootstrap
+// kept, and its error is bootstrap's.
+func TestAlongsideChangesNothing(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 80, Classes: 4, Poison: 40, Target: 1, Seed: 3})
+	tab := set.Table
+	start := make([]bool, tab.N())
+	for i := range start {
+		start[i] = i%3 == 0 && !set.IsPoison[i]
+	}
+	for _, relabel := range []float32{0, 0.9} {
+		raw, _ := json.Marshal(map[string]any{"epochs": 5, "final_epochs": 10, "rounds": 2, "relabel": relabel})
+		var p Params
+		if err := plugin.DecodeParams(New().Spec(), raw, &p); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		alone, err := Bootstrap(ctx, tab, start, set.IsPoison, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var handed []bool
+		beside, err := bootstrap(ctx, tab, start, set.IsPoison, nil, p, nil, func(kept []bool) error {
+			handed = kept
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(alone.Head, beside.Head) || !reflect.DeepEqual(alone.Kept, beside.Kept) ||
+			!reflect.DeepEqual(alone.Label, beside.Label) || !reflect.DeepEqual(alone.Loss, beside.Loss) {
+			t.Fatalf("relabel %v: bootstrap with a fit beside its final head differs from bootstrap alone", relabel)
+		}
+		if !reflect.DeepEqual(handed, alone.Kept) {
+			t.Fatalf("relabel %v: the fit beside was not handed the kept rows", relabel)
+		}
+		if relabel > 0 && alone.Metrics["relabelled"].(int) == 0 {
+			t.Fatalf("relabel %v: no row relabelled, so the second final head did not run", relabel)
+		}
+		boom := errors.New("boom")
+		short := p
+		short.Rounds = 1
+		if _, err := bootstrap(ctx, tab, start, set.IsPoison, nil, short, nil, func([]bool) error { return boom }); !errors.Is(err, boom) {
+			t.Fatalf("relabel %v: the fit beside failed, bootstrap returned %v", relabel, err)
+		}
+	}
+}
