@@ -153,7 +153,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// The gated classifier's second head needs only the kept rows:
 		// it trains beside the final head.
 		alongside = func(kept []bool) (err error) {
-			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept, true)
+			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept)
 			return err
 		}
 	}
@@ -162,7 +162,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	if p.Export != "" {
-		gated, err := export(ctx, p, t, masks, res, gs)
+		gated, err := export(p, t, masks, res, gs)
 		if err != nil {
 			return nil, err
 		}
@@ -371,10 +371,11 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	final := rows()
 	fcfg := cfg
 	fcfg.Epochs = p.FinalEpochs
+	firstCfg := fcfg
 	if alongside != nil {
-		fcfg = fcfg.Paired()
+		firstCfg = fcfg.Paired()
 	}
-	ftr, err := mlp.NewTrainer(sizes, fcfg)
+	ftr, err := mlp.NewTrainer(sizes, firstCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +421,6 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			rtr := ftr
 			if alongside != nil {
 				// Alone now: the trainer with every thread.
-				fcfg.ORT.Threads = cfg.ORT.Threads
 				if rtr, err = mlp.NewTrainer(sizes, fcfg); err != nil {
 					return nil, err
 				}
@@ -651,7 +651,7 @@ func setUpGate(p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask) 
 	return gs, nil
 }
 
-func export(ctx context.Context, p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup) (string, error) {
+func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup) (string, error) {
 	m, g, orig := gs.m, gs.gate, gs.orig
 	// ungated writes the filtered encoder and the final head alone.
 	ungated := func(why string) (string, error) {
@@ -662,13 +662,8 @@ func export(ctx context.Context, p Params, t *feat.Table, masks []encoder.Mask, 
 	if g == nil {
 		return ungated(gs.why)
 	}
+	// The second head trained beside the final head (Run's alongside).
 	h, rows := gs.head, gs.rows
-	if h == nil {
-		var err error
-		if h, rows, err = originalHead(ctx, p, t, orig, res.Kept, false); err != nil {
-			return "", err
-		}
-	}
 	gated := "yes"
 	if g.IsClass() {
 		cl, err := ClassGate(g, h.Predict, orig, rows, p.ClassRule(g))
@@ -876,9 +871,9 @@ func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error
 }
 
 // originalHead trains the gated classifier's second head: the final head's
-// settings (on a paired trainer when paired), on the original embeddings
-// (orig, matched to t by sample id) of the kept rows.
-func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows []bool, paired bool) (*mlp.Head, []int, error) {
+// settings on a paired trainer (it trains beside the final head), on the
+// original embeddings (orig, matched to t by sample id) of the kept rows.
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows []bool) (*mlp.Head, []int, error) {
 	row := make(map[uint64]int, orig.N())
 	for i, id := range orig.IDs {
 		row[id] = i
@@ -906,10 +901,7 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows [
 	sizes := p.Sizes(orig.Embedding.D, nc)
 	cfg := p.Config()
 	cfg.Epochs, cfg.MaxSteps = p.FinalEpochs, p.MaxSteps
-	if paired {
-		cfg = cfg.Paired()
-	}
-	tr, err := mlp.NewTrainer(sizes, cfg)
+	tr, err := mlp.NewTrainer(sizes, cfg.Paired())
 	if err != nil {
 		return nil, nil, err
 	}
