@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.36.0",
+		Version: "0.37.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -87,6 +87,7 @@ type Result struct {
 	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
 	Shift           *Shifted     `json:"shift,omitempty"`
 	ClassSplit      *ClassSplit  `json:"class_split,omitempty"`
+	Planted         *Planted     `json:"planted,omitempty"`
 	Fill            *FillReport  `json:"fill,omitempty"`
 	Region          *Region      `json:"trigger_region,omitempty"`
 	Moved           *Moved       `json:"moved,omitempty"`
@@ -161,6 +162,24 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			suspect[i] = suspect[i] || c
 		}
 		if err := b.distrust(carrier); err != nil {
+			return nil, err
+		}
+		v.Fill = b.means
+	}
+	// Patches pasted into one label's images: their carriers are suspects
+	// too, and the patches join the patterns the augment rows carry.
+	var plantedPats []Pattern
+	if p.PlantedRatio > 0 {
+		phase("looking for patches pasted into one label's images")
+		rep, carrier, pats, err := b.planted(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.Planted, plantedPats = rep, pats
+		for i, c := range carrier {
+			suspect[i] = suspect[i] || c
+		}
+		if err := b.distrust(suspect); err != nil {
 			return nil, err
 		}
 		v.Fill = b.means
@@ -298,6 +317,10 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	for _, pat := range splitPats {
 		against = append(against, pat)
 		family = append(family, "a trigger planted in one class's images (delta)")
+	}
+	for _, pat := range plantedPats {
+		against = append(against, pat)
+		family = append(family, "a patch pasted into one label's images")
 	}
 	// The filtered encoder is exported once the gate is known (it goes
 	// into its metadata).

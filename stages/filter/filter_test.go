@@ -1020,6 +1020,9 @@ func TestShiftCheckSeparates(t *testing.T) {
 			t.Logf("best %s: z %.2f, shift %.3f", a.Pattern, a.Z, a.Shift)
 		})
 	}
+	if len(best) < 2 {
+		return // a subtest skipped (no ONNX Runtime)
+	}
 	if best["trojan"] < 8 || best["trojan"] < 10*best["clean"] {
 		t.Errorf("best shift z: trojan %.2f, clean %.2f; want the trojan at 8 or more and ten times the clean encoder's", best["trojan"], best["clean"])
 	}

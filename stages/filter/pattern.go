@@ -8,8 +8,9 @@ import (
 
 // Pattern is a candidate trigger: a patch (solid colour, two-colour
 // checkerboard or binary noise) of Size x Size pixels at (Row, Col), a
-// full-image blend with noise at Alpha, or (kind delta) an additive
-// full-image pattern estimated from the data. Kind smooth is no trigger
+// full-image blend with noise at Alpha, (kind delta) an additive
+// full-image pattern estimated from the data, or (kind pasted) a patch
+// found pasted into the data, pixel for pixel. Kind smooth is no trigger
 // but the blends' control: a blend at Alpha with a smooth random colour
 // field.
 type Pattern struct {
@@ -23,6 +24,11 @@ type Pattern struct {
 	// Delta is the additive pattern of kind delta, one value per input
 	// value of the model (not reported).
 	Delta []float32 `json:"-"`
+	// Width and Pixels are the pasted patch's (kind pasted): Size rows by
+	// Width columns at (Row, Col), its pixels as RGB planes of that box,
+	// values in [0, 1] (not reported).
+	Width  int       `json:"width,omitempty"`
+	Pixels []float32 `json:"-"`
 	// Targeted says the pattern was found planted in the images of class
 	// Target (the class split): augment rows never paint it on that
 	// class's images, which would teach the attack itself.
@@ -41,6 +47,8 @@ func (p Pattern) String() string {
 		return fmt.Sprintf("%s alpha %.2f", p.Kind, p.Alpha)
 	case "delta":
 		return "the data trigger (delta)"
+	case "pasted":
+		return fmt.Sprintf("pasted %dx%d at (%d,%d)", p.Size, p.Width, p.Row, p.Col)
 	}
 	return fmt.Sprintf("%s %dx%d at (%d,%d)", p.Kind, p.Size, p.Size, p.Row, p.Col)
 }
@@ -85,6 +93,19 @@ func (p Pattern) Apply(x []float32, h, w int) {
 	case "delta":
 		for i, d := range p.Delta {
 			x[i] = min(1, max(0, x[i]+d))
+		}
+		return
+	case "pasted":
+		k := 0
+		for c := 0; c < 3; c++ {
+			for dy := 0; dy < p.Size; dy++ {
+				for dx := 0; dx < p.Width; dx++ {
+					if y, xx := p.Row+dy, p.Col+dx; y < h && xx < w {
+						x[c*plane+y*w+xx] = p.Pixels[k]
+					}
+					k++
+				}
+			}
 		}
 		return
 	case "smooth":

@@ -1,0 +1,240 @@
+package filter
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sort"
+)
+
+// Planted is what the planted check found: patches that many training
+// images of one label carry pixel for pixel at one place, and that images
+// of that label hardly carry anywhere else.
+type Planted struct {
+	Found []PlantedPatch `json:"found,omitempty"`
+	// Carriers is how many rows carry a found patch (suspects from then on).
+	Carriers int    `json:"carriers"`
+	Why      string `json:"why_none,omitempty"`
+}
+
+// PlantedPatch is one patch the planted check found: the box (Pattern, of
+// kind "pasted", with the carriers' pixels), the label its carriers share,
+// how many rows carry it, and the natural level it was judged against (the
+// most rows of that label that carry one of its 3x3 contents at a box more
+// than plantedAway pixels away).
+type PlantedPatch struct {
+	Pattern   Pattern `json:"pattern"`
+	Label     int32   `json:"label"`
+	Rows      int     `json:"rows"`
+	Elsewhere int     `json:"elsewhere"`
+}
+
+// plantedSide is the side of the boxes the planted check compares: the
+// smallest patch trigger; a larger pasted patch contains such boxes, each
+// shared by its carriers.
+const plantedSide = 3
+
+// plantedAway is how far (pixels, in row or column) a box must lie from
+// another for its count to be the other's natural level: beyond the
+// largest patch triggers searched (8 px), so that a box inside the same
+// pasted patch is never its own reference.
+const plantedAway = 8
+
+// plantedMinRows is the fewest carriers a planted patch has, at least;
+// and at least 0.25% of the rows: on GTSRB's clean training set 13 images
+// of one sign share a 3x3 of its symbol at one place (0.1%), and the
+// attacks poison 1% of the rows or more.
+const plantedMinRows = 10
+
+// PlantedPatches looks for patches pasted into the training images (a
+// patch trigger of dirty-label or clean-label poisoning): at every 3x3 box
+// of the images (in canonical form, values k/255 as decoded), a content
+// (the box's bytes) that at least max(10, 0.25% of the rows) rows of one
+// label share exactly, that is at least half of all the rows carrying it
+// there (a watermark on every class's images is no attack on one label),
+// and that reaches ratio times (+1) the most rows of that label carrying
+// it at any box more than plantedAway pixels away. Natural contents (a
+// white sky, a black border) repeat over neighbouring places; a pasted
+// patch sits at one. Boxes found on one label within plantedAway pixels of
+// each other form one patch. It returns the report, each row's carrier
+// flag and the patches as patterns (augment rows paint them, never on
+// their label's images).
+func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool, []Pattern) {
+	n := im.N
+	carrier := make([]bool, n)
+	rep := &Planted{}
+	if im.C != 3 || im.H < plantedSide || im.W < plantedSide || n == 0 {
+		rep.Why = "no 3-channel images of at least 3x3 pixels"
+		return rep, carrier, nil
+	}
+	q := make([]uint8, len(im.X))
+	for i, v := range im.X {
+		q[i] = uint8(math.Round(float64(min(1, max(0, v))) * 255))
+	}
+	size, plane := im.size(), im.H*im.W
+	hash := func(i, r, c int) uint64 {
+		h := uint64(14695981039346656037)
+		base := q[i*size:]
+		for ch := 0; ch < 3; ch++ {
+			for dy := 0; dy < plantedSide; dy++ {
+				row := base[ch*plane+(r+dy)*im.W+c:]
+				for dx := 0; dx < plantedSide; dx++ {
+					h = (h ^ uint64(row[dx])) * 1099511628211
+				}
+			}
+		}
+		return h
+	}
+	type key struct {
+		h uint64
+		y int32
+	}
+	rows, cols := im.H-plantedSide+1, im.W-plantedSide+1
+	minRows := max(plantedMinRows, n/400)
+	// counts: for each content and label seen at least twice at a box, its
+	// count at every box (the natural level of the others).
+	counts := map[key][]int32{}
+	type cand struct {
+		k    key
+		r, c int
+		n    int32
+	}
+	var cands []cand
+	local, total := map[key]int32{}, map[uint64]int32{}
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			clear(local)
+			clear(total)
+			for i := 0; i < n; i++ {
+				h := hash(i, r, c)
+				local[key{h, labels[i]}]++
+				total[h]++
+			}
+			for k, m := range local {
+				if m < 2 {
+					continue
+				}
+				v := counts[k]
+				if v == nil {
+					v = make([]int32, rows*cols)
+					counts[k] = v
+				}
+				v[r*cols+c] = m
+				if int(m) >= minRows && 2*m >= total[k.h] {
+					cands = append(cands, cand{k, r, c, m})
+				}
+			}
+		}
+	}
+	type hit struct {
+		cand
+		away int32
+	}
+	var hits []hit
+	for _, cd := range cands {
+		var away int32
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cols; c++ {
+				if max(abs(r-cd.r), abs(c-cd.c)) > plantedAway {
+					away = max(away, counts[cd.k][r*cols+c])
+				}
+			}
+		}
+		if float64(cd.n) >= ratio*float64(away+1) {
+			hits = append(hits, hit{cd, away})
+		}
+	}
+	// Deterministic order: by label, then place.
+	sort.Slice(hits, func(a, b int) bool {
+		if hits[a].k.y != hits[b].k.y {
+			return hits[a].k.y < hits[b].k.y
+		}
+		if hits[a].r != hits[b].r {
+			return hits[a].r < hits[b].r
+		}
+		return hits[a].c < hits[b].c
+	})
+	used := make([]bool, len(hits))
+	for a := range hits {
+		if used[a] {
+			continue
+		}
+		// The boxes of one label near this one: one patch.
+		group := []hit{hits[a]}
+		used[a] = true
+		for b := a + 1; b < len(hits); b++ {
+			if !used[b] && hits[b].k.y == hits[a].k.y && max(abs(hits[b].r-hits[a].r), abs(hits[b].c-hits[a].c)) <= plantedAway {
+				group, used[b] = append(group, hits[b]), true
+			}
+		}
+		r0, c0, r1, c1 := rows, cols, 0, 0
+		var away int32
+		in := make([]int, 0)
+		seen := map[int]int{}
+		for _, g := range group {
+			r0, c0, r1, c1 = min(r0, g.r), min(c0, g.c), max(r1, g.r+plantedSide), max(c1, g.c+plantedSide)
+			away = max(away, g.away)
+			for i := 0; i < n; i++ {
+				if labels[i] == g.k.y && hash(i, g.r, g.c) == g.k.h {
+					if seen[i] == 0 {
+						in = append(in, i)
+					}
+					seen[i]++
+				}
+			}
+		}
+		sort.Ints(in)
+		// The patch's pixels: those of a row that carries every box of it.
+		src := in[0]
+		for _, i := range in {
+			if seen[i] == len(group) {
+				src = i
+				break
+			}
+		}
+		pat := Pattern{Kind: "pasted", Row: r0, Col: c0, Size: r1 - r0, Width: c1 - c0, Targeted: true, Target: hits[a].k.y}
+		for ch := 0; ch < 3; ch++ {
+			for y := r0; y < r1; y++ {
+				for x := c0; x < c1; x++ {
+					pat.Pixels = append(pat.Pixels, im.X[src*size+ch*plane+y*im.W+x])
+				}
+			}
+		}
+		for _, i := range in {
+			carrier[i] = true
+		}
+		rep.Found = append(rep.Found, PlantedPatch{Pattern: pat, Label: hits[a].k.y, Rows: len(in), Elsewhere: int(away)})
+	}
+	pats := make([]Pattern, len(rep.Found))
+	for i, f := range rep.Found {
+		pats[i] = f.Pattern
+	}
+	for _, c := range carrier {
+		if c {
+			rep.Carriers++
+		}
+	}
+	if len(rep.Found) == 0 {
+		rep.Why = "no 3x3 content shared by one label's images at one place far more than elsewhere"
+	}
+	return rep, carrier, pats
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// planted runs PlantedPatches on the training images (planted_ratio).
+func (b *bench) planted(ctx context.Context) (*Planted, []bool, []Pattern, error) {
+	im, err := b.images(ctx)
+	if errors.Is(err, errTooManyImages) {
+		return &Planted{Why: err.Error()}, make([]bool, b.t.N()), nil, nil
+	} else if err != nil {
+		return nil, nil, nil, err
+	}
+	rep, carrier, pats := PlantedPatches(im, b.t.Labels, b.p.PlantedRatio)
+	return rep, carrier, pats, nil
+}
