@@ -1077,3 +1077,100 @@ func TestShiftZ(t *testing.T) {
 		t.Errorf("the bar changed the check: %+v, %+v", seen[0], seen[1])
 	}
 }
+
+// TestFilterPlantedPatch: with planted_ratio on, a 3x3 checker pasted into
+// 60 images labelled 0 (half of them trusted, as the data stages trust
+// poisoned rows on T3) is found whatever the encoder, every carrier is a
+// suspect, and the patch joins the augment rows; off, no check runs.
+func TestFilterPlantedPatch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		net   *testenc.Net
+		ratio float64
+	}{
+		{"clean encoder", testenc.Clean(5), 10},
+		{"trojaned encoder", testenc.Collapse(5), 10},
+		{"off", testenc.Clean(5), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, tc.net)
+			var imgs [][]byte
+			var labels []int32
+			for i := 0; i < 260; i++ {
+				b := smoothImage(rng, 0.1, uint64(1000+i))
+				l := int32(i % 4)
+				if i >= 200 {
+					b, l = pasteChecker(t, b), 0
+				}
+				imgs, labels = append(imgs, b), append(labels, l)
+			}
+			in := inputsOf(t, enc, imgs, labels, 120)
+			defer in.Release()
+			trusted := make([]bool, 260)
+			for i := range trusted {
+				trusted[i] = i < 120 || (i >= 200 && i < 230)
+			}
+			tab, _ := feat.Open(in, "features")
+			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+			in.Put("trusted", sr.Schema(), sr)
+			sr.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": tc.ratio})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ratio == 0 {
+				if m["planted"] != nil {
+					t.Fatalf("planted_ratio 0 ran the check: %v", m["planted"])
+				}
+				return
+			}
+			b, _ := json.Marshal(m["planted"])
+			var pl filter.Planted
+			if err := json.Unmarshal(b, &pl); err != nil || len(pl.Found) != 1 || pl.Carriers != 60 || pl.Found[0].Label != 0 || pl.Found[0].Pattern.Row != 0 || pl.Found[0].Pattern.Col != 0 {
+				t.Fatalf("planted %+v: want one patch at (0,0) of label 0 with its 60 carriers", pl)
+			}
+			sus := 0
+			for _, r := range out.Get("scores").Records {
+				ids := r.Column(0).(*array.Uint64)
+				s := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+				for i := 0; i < ids.Len(); i++ {
+					if s.Value(i) && ids.Value(i) >= 200 {
+						sus++
+					}
+				}
+			}
+			if sus != 60 {
+				t.Errorf("%d of the 60 carriers are suspects", sus)
+			}
+			if n, _ := m["augment_rows"].(float64); n == 0 {
+				t.Errorf("no augment rows carry the found patch")
+			}
+		})
+	}
+}
+
+// pasteChecker pastes a black-and-white 3x3 checker at (0,0) into a PNG.
+func pasteChecker(t *testing.T, b []byte) []byte {
+	t.Helper()
+	src, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image.NewNRGBA(src.Bounds())
+	for y := 0; y < testenc.Size; y++ {
+		for x := 0; x < testenc.Size; x++ {
+			img.Set(x, y, src.At(x, y))
+			if x < 3 && y < 3 {
+				v := uint8(255 * ((x + y) % 2))
+				img.Set(x, y, color.NRGBA{v, v, v, 255})
+			}
+		}
+	}
+	var buf bytes.Buffer
+	png.Encode(&buf, img)
+	return buf.Bytes()
+}
