@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sort"
+	"sync"
 )
 
 // Planted is what the planted check found: patches that many training
@@ -67,23 +69,24 @@ func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool,
 		rep.Why = "no 3-channel images of at least 3x3 pixels"
 		return rep, carrier, nil
 	}
-	q := make([]uint8, len(im.X))
-	for i, v := range im.X {
-		q[i] = uint8(math.Round(float64(min(1, max(0, v))) * 255))
-	}
-	size, plane := im.size(), im.H*im.W
-	hash := func(i, r, c int) uint64 {
-		h := uint64(14695981039346656037)
-		base := q[i*size:]
+	size, plane, w := im.size(), im.H*im.W, im.W
+	// A pixel's bytes (RGB), and a box's hash: three pixels down make a
+	// column's value, three columns a box's (a polynomial in a 64-bit
+	// odd constant over 24-bit pixels, then mixed).
+	pixel := func(img []float32, y, x int) uint64 {
+		var v uint64
 		for ch := 0; ch < 3; ch++ {
-			for dy := 0; dy < plantedSide; dy++ {
-				row := base[ch*plane+(r+dy)*im.W+c:]
-				for dx := 0; dx < plantedSide; dx++ {
-					h = (h ^ uint64(row[dx])) * 1099511628211
-				}
-			}
+			v = v<<8 | uint64(math.Round(float64(min(1, max(0, img[ch*plane+y*w+x])))*255))
 		}
-		return h
+		return v
+	}
+	column := func(img []float32, r, x int) uint64 {
+		return (pixel(img, r, x)*plantedPrime+pixel(img, r+1, x))*plantedPrime + pixel(img, r+2, x)
+	}
+	boxHash := func(a, b, c uint64) uint64 { return mix64((a*plantedPrime+b)*plantedPrime + c) }
+	hash := func(i, r, c int) uint64 {
+		img := im.X[i*size : (i+1)*size]
+		return boxHash(column(img, r, c), column(img, r, c+1), column(img, r, c+2))
 	}
 	type key struct {
 		h uint64
@@ -91,40 +94,80 @@ func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool,
 	}
 	rows, cols := im.H-plantedSide+1, im.W-plantedSide+1
 	minRows := max(plantedMinRows, n/400)
-	// counts: for each content and label seen at least twice at a box, its
-	// count at every box (the natural level of the others).
-	counts := map[key][]int32{}
 	type cand struct {
 		k    key
 		r, c int
 		n    int32
 	}
-	var cands []cand
-	local, total := map[key]int32{}, map[uint64]int32{}
+	type seen struct {
+		k key
+		m int32
+	}
+	// Per box, each content and label seen at least twice there, and the
+	// candidates; box rows are counted in parallel, each by one worker.
+	boxes := make([][]seen, rows*cols)
+	found := make([][]cand, rows*cols)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range max(1, min(runtime.GOMAXPROCS(0), rows)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hs := make([]uint64, cols*n)
+			cv := make([]uint64, w)
+			local, total := map[key]int32{}, map[uint64]int32{}
+			for r := range next {
+				for i := 0; i < n; i++ {
+					img := im.X[i*size : (i+1)*size]
+					for x := range cv {
+						cv[x] = column(img, r, x)
+					}
+					for c := 0; c < cols; c++ {
+						hs[c*n+i] = boxHash(cv[c], cv[c+1], cv[c+2])
+					}
+				}
+				for c := 0; c < cols; c++ {
+					clear(local)
+					clear(total)
+					for i, h := range hs[c*n : (c+1)*n] {
+						local[key{h, labels[i]}]++
+						total[h]++
+					}
+					var box []seen
+					var cs []cand
+					for k, m := range local {
+						if m < 2 {
+							continue
+						}
+						box = append(box, seen{k, m})
+						if int(m) >= minRows && 2*m >= total[k.h] {
+							cs = append(cs, cand{k, r, c, m})
+						}
+					}
+					boxes[r*cols+c], found[r*cols+c] = box, cs
+				}
+			}
+		}()
+	}
 	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			clear(local)
-			clear(total)
-			for i := 0; i < n; i++ {
-				h := hash(i, r, c)
-				local[key{h, labels[i]}]++
-				total[h]++
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	// counts: for each content and label seen at least twice at a box, its
+	// count at every box (the natural level of the others).
+	counts := map[key][]int32{}
+	var cands []cand
+	for b, box := range boxes {
+		for _, e := range box {
+			v := counts[e.k]
+			if v == nil {
+				v = make([]int32, rows*cols)
+				counts[e.k] = v
 			}
-			for k, m := range local {
-				if m < 2 {
-					continue
-				}
-				v := counts[k]
-				if v == nil {
-					v = make([]int32, rows*cols)
-					counts[k] = v
-				}
-				v[r*cols+c] = m
-				if int(m) >= minRows && 2*m >= total[k.h] {
-					cands = append(cands, cand{k, r, c, m})
-				}
-			}
+			v[b] = e.m
 		}
+		cands = append(cands, found[b]...)
 	}
 	type hit struct {
 		cand
@@ -152,7 +195,10 @@ func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool,
 		if hits[a].r != hits[b].r {
 			return hits[a].r < hits[b].r
 		}
-		return hits[a].c < hits[b].c
+		if hits[a].c != hits[b].c {
+			return hits[a].c < hits[b].c
+		}
+		return hits[a].k.h < hits[b].k.h
 	})
 	used := make([]bool, len(hits))
 	for a := range hits {
@@ -218,6 +264,18 @@ func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool,
 		rep.Why = "no 3x3 content shared by one label's images at one place far more than elsewhere"
 	}
 	return rep, carrier, pats
+}
+
+// plantedPrime is the odd constant of the planted check's polynomial hash.
+const plantedPrime = 0x9E3779B97F4A7C15
+
+// mix64 is SplitMix64's finaliser: every bit of x moves every bit out.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xBF58476D1CE4E5B9
+	x ^= x >> 27
+	x *= 0x94D049BB133111EB
+	return x ^ x>>31
 }
 
 func abs(v int) int {
