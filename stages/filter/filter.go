@@ -183,6 +183,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Fill = b.means
+		if !sc.Backdoored && p.PlantedZ > 0 && len(pats) > 0 {
+			if sc, err = b.plantedCall(sc, pats); err != nil {
+				return nil, err
+			}
+			res.Scan = sc.Scan
+		}
 	}
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)

@@ -1100,7 +1100,7 @@ func TestFilterPlantedPatch(t *testing.T) {
 				b := smoothImage(rng, 0.1, uint64(1000+i))
 				l := int32(i % 4)
 				if i >= 200 {
-					b, l = pasteChecker(t, b), 0
+					b, l = pasteAt(t, b, 0, 3, true), 0
 				}
 				imgs, labels = append(imgs, b), append(labels, l)
 			}
@@ -1153,8 +1153,61 @@ func TestFilterPlantedPatch(t *testing.T) {
 	}
 }
 
-// pasteChecker pastes a black-and-white 3x3 checker at (0,0) into a PNG.
-func pasteChecker(t *testing.T, b []byte) []byte {
+// TestPlantedZ: the trojan's own trigger pasted into 60 images labelled 0
+// (T3) makes the call through planted_z when the random scan makes none
+// (its bar out of reach here), and masking follows; off, or on a clean
+// encoder, no call.
+func TestPlantedZ(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		net      *testenc.Net
+		plantedZ float64
+		call     bool
+	}{
+		{"trojan", testenc.Collapse(5), 4.5, true},
+		{"trojan, off", testenc.Collapse(5), 0, false},
+		{"clean", testenc.Clean(5), 4.5, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, tc.net)
+			var imgs [][]byte
+			var labels []int32
+			for i := 0; i < 260; i++ {
+				b := smoothImage(rng, 0.1, uint64(1000+i))
+				l := int32(i % 4)
+				if i >= 200 {
+					b, l = pasteAt(t, b, testenc.PatchAt, testenc.PatchSize, false), 0
+				}
+				imgs, labels = append(imgs, b), append(labels, l)
+			}
+			in := inputsOf(t, enc, imgs, labels, 120)
+			defer in.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gap_min": 100,
+				"planted_ratio": 10, "planted_z": tc.plantedZ})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m["encoder_scan"])
+			var sc filter.Scan
+			json.Unmarshal(b, &sc)
+			masked, _ := m["channels_masked"].(float64)
+			if sc.Backdoored != tc.call || sc.FromPlanted != tc.call || (masked > 0) != tc.call {
+				t.Fatalf("scan %s, %v channels masked: want a call from the planted patch: %v", b, masked, tc.call)
+			}
+			if tc.plantedZ > 0 && sc.PlantedZ == 0 {
+				t.Errorf("the planted patch was not judged: %s", b)
+			}
+		})
+	}
+}
+
+// pasteAt pastes a size x size patch at (at, at) into a PNG: white, or a
+// black-and-white checker.
+func pasteAt(t *testing.T, b []byte, at, size int, checker bool) []byte {
 	t.Helper()
 	src, err := png.Decode(bytes.NewReader(b))
 	if err != nil {
@@ -1164,8 +1217,11 @@ func pasteChecker(t *testing.T, b []byte) []byte {
 	for y := 0; y < testenc.Size; y++ {
 		for x := 0; x < testenc.Size; x++ {
 			img.Set(x, y, src.At(x, y))
-			if x < 3 && y < 3 {
-				v := uint8(255 * ((x + y) % 2))
+			if x >= at && x < at+size && y >= at && y < at+size {
+				v := uint8(255)
+				if checker {
+					v = uint8(255 * ((x + y) % 2))
+				}
 				img.Set(x, y, color.NRGBA{v, v, v, 255})
 			}
 		}

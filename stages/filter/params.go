@@ -68,6 +68,7 @@ type Params struct {
 	SplitSigma float64 `json:"split_sigma" range:"(0,)" doc:"the Gaussian blur (data pixels) an image's fine-grained detail is taken against for split_z"`
 	// planted
 	PlantedRatio float64 `json:"planted_ratio" range:"[0,)" doc:"look for patches pasted into the training images: a 3x3 content that at least max(10, 0.25% of the rows) images of one label share pixel for pixel at one place (and at least half of the images carrying it there), and that reaches this many times (+1) the most images of that label carrying it anywhere more than 8 pixels away; its carriers are suspects and augment rows carry it on other labels' images (0: off)"`
+	PlantedZ     float64 `json:"planted_z" range:"[0,)" doc:"when the random candidates make no call, judge the patches planted_ratio found pasted into the data on the encoder against the same random statistics, and call the encoder backdoored on the best of them when its same-size z reaches this and collapse_min (0: off)"`
 	SplitK       float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its cosine with it (in the view that flagged the class) lies this many robust standard deviations above the median of the class's rows that do not"`
 
 	// moved

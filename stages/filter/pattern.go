@@ -24,11 +24,13 @@ type Pattern struct {
 	// Delta is the additive pattern of kind delta, one value per input
 	// value of the model (not reported).
 	Delta []float32 `json:"-"`
-	// Width and Pixels are the pasted patch's (kind pasted): Size rows by
-	// Width columns at (Row, Col), its pixels as RGB planes of that box,
-	// values in [0, 1] (not reported).
+	// Width, Pixels and Box are the pasted patch's (kind pasted): it
+	// paints Size rows by Width columns at (Row, Col) from Pixels, the RGB
+	// planes of a box of Box[0] x Box[1] pixels (values in [0, 1]), tiled
+	// when a neighbour or a refinement resized it (not reported).
 	Width  int       `json:"width,omitempty"`
 	Pixels []float32 `json:"-"`
+	Box    [2]int    `json:"-"`
 	// Targeted says the pattern was found planted in the images of class
 	// Target (the class split): augment rows never paint it on that
 	// class's images, which would teach the attack itself.
@@ -96,14 +98,16 @@ func (p Pattern) Apply(x []float32, h, w int) {
 		}
 		return
 	case "pasted":
-		k := 0
+		bh, bw := p.Box[0], p.Box[1]
+		if bh <= 0 || bw <= 0 || len(p.Pixels) != 3*bh*bw {
+			return
+		}
 		for c := 0; c < 3; c++ {
 			for dy := 0; dy < p.Size; dy++ {
 				for dx := 0; dx < p.Width; dx++ {
-					if y, xx := p.Row+dy, p.Col+dx; y < h && xx < w {
-						x[c*plane+y*w+xx] = p.Pixels[k]
+					if y, xx := p.Row+dy, p.Col+dx; y >= 0 && y < h && xx >= 0 && xx < w {
+						x[c*plane+y*w+xx] = p.Pixels[c*bh*bw+(dy%bh)*bw+dx%bw]
 					}
-					k++
 				}
 			}
 		}

@@ -238,7 +238,7 @@ func PlantedPatches(im Images, labels []int32, ratio float64) (*Planted, []bool,
 				break
 			}
 		}
-		pat := Pattern{Kind: "pasted", Row: r0, Col: c0, Size: r1 - r0, Width: c1 - c0, Targeted: true, Target: hits[a].k.y}
+		pat := Pattern{Kind: "pasted", Row: r0, Col: c0, Size: r1 - r0, Width: c1 - c0, Box: [2]int{r1 - r0, c1 - c0}, Targeted: true, Target: hits[a].k.y}
 		for ch := 0; ch < 3; ch++ {
 			for y := r0; y < r1; y++ {
 				for x := c0; x < c1; x++ {

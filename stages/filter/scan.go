@@ -35,6 +35,11 @@ type Scan struct {
 	AnchorZ    float64 `json:"anchor_best_z,omitempty"`
 	AnchorBar  float64 `json:"anchor_z,omitempty"`
 	FromAnchor bool    `json:"from_anchor,omitempty"`
+	// PlantedZ is the best same-size z of the patches found pasted into
+	// the data (planted_z), judged on the encoder when the random
+	// candidates made no call; FromPlanted is set when that one made it.
+	PlantedZ    float64 `json:"planted_best_z,omitempty"`
+	FromPlanted bool    `json:"from_planted,omitempty"`
 }
 
 // groupStats judge a pattern's collapse against random candidates.
@@ -422,6 +427,29 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 		scanMemo.Store(key, memoScan{res: res, rng: state})
 	}
 	return res, nil
+}
+
+// plantedCall judges the patches found pasted into the data (ps) on the
+// unmasked encoder against the random candidates' statistics of res, and
+// returns a copy of res whose call the best of them makes when it reaches
+// planted_z and collapse_min; res itself (the scan's memo) is unchanged.
+// A patch pasted into the data that also collapses the encoder's inputs is
+// the encoder's trigger too (T3).
+func (b *bench) plantedCall(res *scanResult, ps []Pattern) (*scanResult, error) {
+	c, z, err := b.worstCand(nil, ps, res.stats)
+	if err != nil || len(ps) == 0 {
+		return res, err
+	}
+	out := *res
+	out.PlantedZ = z
+	if z < b.p.PlantedZ || c.c < b.p.CollapseMin {
+		return &out, nil
+	}
+	out.Backdoored, out.FromPlanted = true, true
+	out.BestZ, out.BestCollapse, out.Pattern = z, c.c, c.p
+	out.bestPatch, out.bestPatchZ, out.bestPatchC = c.p, z, c.c
+	out.top = append([]cand{c}, res.top[:min(len(res.top), 9)]...)
+	return &out, nil
 }
 
 // anchorCheck judges the anchored patches on the unmasked encoder against
