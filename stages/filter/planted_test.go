@@ -128,3 +128,12 @@ func TestPlantedRatio(t *testing.T) {
 		})
 	}
 }
+
+// A checkerboard pasted into 40 images labelled 0 is found where it was
+// pasted, with its carriers.
+func ExamplePlantedPatches() {
+	im, labels, _ := splitData(10, 60, 40, func(img []float32) { paste(img, 29, 0, 3, true, [3]float32{}) })
+	rep, carrier, pats := filter.PlantedPatches(im, labels, 10)
+	fmt.Println(len(pats), pats[0], "label", rep.Found[0].Label, "carriers", rep.Carriers, carrier[len(carrier)-1])
+	// Output: 1 pasted 3x3 at (29,0) label 0 carriers 40 true
+}
