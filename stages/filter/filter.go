@@ -158,10 +158,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		res.ClassSplit, splitPats = rep, pats
-		for i, c := range carrier {
-			suspect[i] = suspect[i] || c
-		}
-		if err := b.distrust(carrier); err != nil {
+		if err := b.suspectAlso(suspect, carrier); err != nil {
 			return nil, err
 		}
 		v.Fill = b.means
@@ -176,10 +173,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		res.Planted, plantedPats = rep, pats
-		for i, c := range carrier {
-			suspect[i] = suspect[i] || c
-		}
-		if err := b.distrust(suspect); err != nil {
+		if err := b.suspectAlso(suspect, carrier); err != nil {
 			return nil, err
 		}
 		v.Fill = b.means

@@ -1094,17 +1094,7 @@ func TestFilterPlantedPatch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, enc, rng := encoderOf(t, tc.net)
-			var imgs [][]byte
-			var labels []int32
-			for i := 0; i < 260; i++ {
-				b := smoothImage(rng, 0.1, uint64(1000+i))
-				l := int32(i % 4)
-				if i >= 200 {
-					b, l = pasteAt(t, b, 0, 3, true), 0
-				}
-				imgs, labels = append(imgs, b), append(labels, l)
-			}
-			in := inputsOf(t, enc, imgs, labels, 120)
+			in := pastedInputs(t, enc, rng, 0, 3, true)
 			defer in.Release()
 			trusted := make([]bool, 260)
 			for i := range trusted {
@@ -1170,17 +1160,7 @@ func TestPlantedZ(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, enc, rng := encoderOf(t, tc.net)
-			var imgs [][]byte
-			var labels []int32
-			for i := 0; i < 260; i++ {
-				b := smoothImage(rng, 0.1, uint64(1000+i))
-				l := int32(i % 4)
-				if i >= 200 {
-					b, l = pasteAt(t, b, testenc.PatchAt, testenc.PatchSize, false), 0
-				}
-				imgs, labels = append(imgs, b), append(labels, l)
-			}
-			in := inputsOf(t, enc, imgs, labels, 120)
+			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
 			defer in.Release()
 			out := plugin.NewTables()
 			defer out.Release()
@@ -1203,6 +1183,24 @@ func TestPlantedZ(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pastedInputs embeds, with enc, 200 smooth images of four classes and 60
+// more (ids 200-259) carrying a patch pasted at (at, at) and labelled 0 (a
+// dirty-label patch attack); the first 120 rows are trusted.
+func pastedInputs(t *testing.T, enc string, rng *rand.Rand, at, size int, checker bool) *plugin.Tables {
+	t.Helper()
+	var imgs [][]byte
+	var labels []int32
+	for i := 0; i < 260; i++ {
+		b := smoothImage(rng, 0.1, uint64(1000+i))
+		l := int32(i % 4)
+		if i >= 200 {
+			b, l = pasteAt(t, b, at, size, checker), 0
+		}
+		imgs, labels = append(imgs, b), append(labels, l)
+	}
+	return inputsOf(t, enc, imgs, labels, 120)
 }
 
 // pasteAt pastes a size x size patch at (at, at) into a PNG: white, or a
