@@ -2,7 +2,6 @@ package filter
 
 import (
 	"context"
-	"errors"
 	"math"
 	"runtime"
 	"sort"
@@ -287,11 +286,9 @@ func abs(v int) int {
 
 // planted runs PlantedPatches on the training images (planted_ratio).
 func (b *bench) planted(ctx context.Context) (*Planted, []bool, []Pattern, error) {
-	im, err := b.images(ctx)
-	if errors.Is(err, errTooManyImages) {
-		return &Planted{Why: err.Error()}, make([]bool, b.t.N()), nil, nil
-	} else if err != nil {
-		return nil, nil, nil, err
+	im, why, err := b.imagesOrWhy(ctx)
+	if err != nil || why != "" {
+		return &Planted{Why: why}, make([]bool, b.t.N()), nil, err
 	}
 	rep, carrier, pats := PlantedPatches(im, b.t.Labels, b.p.PlantedRatio)
 	return rep, carrier, pats, nil

@@ -46,12 +46,12 @@ func (b *bench) dataTrigger(ctx context.Context, suspect, carrier []bool) (*Patt
 	}
 	// The pattern is estimated in canonical form, where it is painted.
 	size := b.canvas.CanonicalSize()
-	im, err := b.images(ctx)
-	if errors.Is(err, errTooManyImages) {
-		rep.Why = err.Error()
-		return nil, rep, nil
-	} else if err != nil {
+	im, why, err := b.imagesOrWhy(ctx)
+	if err != nil {
 		return nil, nil, err
+	} else if why != "" {
+		rep.Why = why
+		return nil, rep, nil
 	}
 	n, x := b.t.N(), im.X
 	mean := func(sel func(i int) bool) ([]float64, int) {
@@ -163,6 +163,17 @@ func (b *bench) images(ctx context.Context) (Images, error) {
 	return im, nil
 }
 
+// imagesOrWhy is images for the steps that do nothing when the training
+// images are more than the filter holds: then it returns why, to be
+// reported, and no error.
+func (b *bench) imagesOrWhy(ctx context.Context) (Images, string, error) {
+	im, err := b.images(ctx)
+	if errors.Is(err, errTooManyImages) {
+		return Images{}, err.Error(), nil
+	}
+	return im, "", err
+}
+
 // LoadImages reads the images of r (columns sample_id, label, image) whose
 // ids are in ids, in canonical form at pre's size and in ids' order. More
 // than maxImageValues values are refused (errTooManyImages); an image that
@@ -204,11 +215,9 @@ func LoadImages(ctx context.Context, r array.RecordReader, ids []uint64, pre enc
 // classSplit runs SplitClasses on the training images (SplitClasses):
 // the report, the carriers and the patterns.
 func (b *bench) classSplit(ctx context.Context) (*ClassSplit, []bool, []Pattern, error) {
-	im, err := b.images(ctx)
-	if errors.Is(err, errTooManyImages) {
-		return &ClassSplit{Why: err.Error()}, make([]bool, b.t.N()), nil, nil
-	} else if err != nil {
-		return nil, nil, nil, err
+	im, why, err := b.imagesOrWhy(ctx)
+	if err != nil || why != "" {
+		return &ClassSplit{Why: why}, make([]bool, b.t.N()), nil, err
 	}
 	return SplitClasses(im, b.t.Labels, b.p.Split())
 }
