@@ -190,15 +190,6 @@ func (b *bench) setSmooth(sigma float64) error {
 // region names them. The scan images stay, so that every collapse stays
 // comparable with the first scan's random patterns. Nothing changes when
 // fewer than 8 trusted rows would be left.
-// suspectAlso marks rows as suspects too (in suspect) and distrusts every
-// suspect from then on.
-func (b *bench) suspectAlso(suspect, rows []bool) error {
-	for i, r := range rows {
-		suspect[i] = suspect[i] || r
-	}
-	return b.distrust(suspect)
-}
-
 func (b *bench) distrust(rows []bool) error {
 	t := make([]bool, len(b.trusted))
 	n, changed := 0, false
@@ -215,6 +206,15 @@ func (b *bench) distrust(rows []bool) error {
 	b.trusted = t
 	b.means = b.t.LayerMeans(t)
 	return b.open()
+}
+
+// suspectAlso marks rows as suspects too (in suspect) and distrusts every
+// suspect from then on.
+func (b *bench) suspectAlso(suspect, rows []bool) error {
+	for i, r := range rows {
+		suspect[i] = suspect[i] || r
+	}
+	return b.distrust(suspect)
 }
 
 // channelStd is each channel's standard deviation over all rows of l.

@@ -90,6 +90,13 @@ type benchRow struct {
 }
 
 func loadBenchConfig(path string) (*benchConfig, error) {
+	return readBenchConfig(path, fileExists)
+}
+
+// readBenchConfig reads and checks a bench config, asking exists whether
+// each file it names is there (a check of the config alone passes one that
+// always says yes).
+func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, usagef("bench: %v", err)
@@ -123,7 +130,7 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 	}
 	for k, v := range c.Encoders {
 		c.Encoders[k] = rel(v)
-		if !fileExists(c.Encoders[k]) {
+		if !exists(c.Encoders[k]) {
 			return nil, bad("encoders."+k, "%s: no such file", c.Encoders[k])
 		}
 	}
@@ -149,7 +156,7 @@ func loadBenchConfig(path string) (*benchConfig, error) {
 			s.Test = c.Test
 		}
 		for field, f := range map[string]string{"train": s.Train, "truth": s.Truth, "test": s.Test, "triggered": s.Triggered} {
-			if f != "" && !fileExists(f) {
+			if f != "" && !exists(f) {
 				return nil, bad(at+"."+field, "%s: no such file", f)
 			}
 		}
