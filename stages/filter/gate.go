@@ -62,12 +62,12 @@ type GateCheck struct {
 // gate decides the gate from the moved step's reports and checks it on
 // the augment rows aug, whose patterns belong to the families named in
 // family (pattern index -> family name; one share per family). With
-// probeFrom > 0 the gate gets a class part (chanfilter.Gate.Both) whose
-// probe is augment rows carrying the first probeFrom patterns (the ones
-// masked against), embedded by the original encoder, with their own labels.
+// probes the gate gets a class part (chanfilter.Gate.Both) whose probe is,
+// for each of probes, the first probeRows augment rows whose pattern index
+// it wants, embedded by the original encoder, with their own labels.
 // With shifted naming a family (the shift check's pattern), the threshold
 // is lowered until shiftThrough of that family's rows go through.
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probeFrom int, shifted string) *GateReport {
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probes []func(k int) bool, shifted string) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -132,21 +132,24 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		return rep
 	}
 	rep.On, rep.Gate = true, g
-	if probeFrom > 0 {
-		probe(g, aug, func(k int) bool { return k < probeFrom })
+	if len(probes) > 0 {
+		for _, want := range probes {
+			probe(g, aug, want)
+		}
 		g.Both = len(g.Probe) > 0
 		rep.ProbeRows = len(g.Probe)
 	}
 	return rep
 }
 
-// probe gives g probe rows: the first probeRows augment rows whose
+// probe adds to g's probe rows the first probeRows augment rows whose
 // pattern index is one of want's, embedded by the original encoder, with
 // their own labels.
 func probe(g *chanfilter.Gate, aug *augmented, want func(k int) bool) {
-	d := aug.d
+	d, n := aug.d, 0
 	for i, k := range aug.pattern {
-		if want(k) && len(g.Probe) < probeRows {
+		if want(k) && n < probeRows {
+			n++
 			g.Probe = append(g.Probe, append([]float32(nil), aug.orig[i*d:(i+1)*d]...))
 			g.ProbeLabels = append(g.ProbeLabels, int(aug.label[i]))
 		}

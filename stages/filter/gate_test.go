@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, "")
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, nil, "")
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, "")
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, nil, "")
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, "")
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, nil, "")
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -139,7 +139,7 @@ func TestGateLowersForTheShiftedPattern(t *testing.T) {
 		{"the second family", fams[1], 0.11, shiftThrough},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, tc.shifted)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, nil, tc.shifted)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -176,30 +176,35 @@ func TestClassGateProbe(t *testing.T) {
 }
 
 // gate_classes "found": a move gate gets a class part whose probe is the
-// rows carrying the patterns masked against (the first probeFrom), not a
-// data trigger's, each with its own label; without it, none.
+// rows carrying the patterns masked against (pattern index < 2), not a data
+// trigger's, each with its own label; "planted" adds up to probeRows rows
+// of a planted patch (pattern 3); without either, none.
 func TestMoveGateClassPart(t *testing.T) {
+	masked := func(k int) bool { return k < 2 }
+	planted := func(k int) bool { return k == 3 }
 	for _, tc := range []struct {
-		name      string
-		probeFrom int
-		rows      int
+		name   string
+		probes []func(int) bool
+		per    int
+		rows   int
 	}{
-		{"off", 0, 0},
-		{"the patterns masked against", 2, probeRows},
-		{"one pattern of few rows", 1, 10},
+		{"off", nil, 10, 0},
+		{"the patterns masked against", []func(int) bool{masked}, probeRows, probeRows},
+		{"one pattern of few rows", []func(int) bool{func(k int) bool { return k < 1 }}, 10, 10},
+		{"and the planted patch", []func(int) bool{masked, planted}, probeRows, 2 * probeRows},
+		{"and the planted patch, few rows", []func(int) bool{masked, planted}, 10, 20 + 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			per := 10
-			if tc.rows == probeRows {
-				per = probeRows
-			}
-			aug := augmentedRows([]float64{1, 1, 1}, per, false)
+			aug := augmentedRows([]float64{1, 1, 1, 1}, tc.per, false)
 			for i, k := range aug.pattern {
-				if k == 2 { // a data trigger's rows
+				switch k {
+				case 2: // a data trigger's rows
 					aug.orig[2*i], aug.orig[2*i+1] = 99, 99
+				case 3: // a planted patch's
+					aug.orig[2*i+1] = 7
 				}
 			}
-			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data"}, 0.25, 0, tc.probeFrom, "")
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, tc.probes, "")
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -207,10 +212,22 @@ func TestMoveGateClassPart(t *testing.T) {
 			if g.Both != (tc.rows > 0) || len(g.Probe) != tc.rows || rep.ProbeRows != tc.rows || g.IsMove() != true {
 				t.Fatalf("both %v with %d probe rows (report %d), want %d", g.Both, len(g.Probe), rep.ProbeRows, tc.rows)
 			}
+			fromPlanted := 0
 			for i, e := range g.Probe {
-				if e[0] == 99 || g.ProbeLabels[i] != i%per%3 {
+				if e[0] == 99 || g.ProbeLabels[i] != i%tc.per%3 {
 					t.Fatalf("probe row %d: %v label %d: a data trigger's row, or not its own label", i, e, g.ProbeLabels[i])
 				}
+				if e[1] == 7 {
+					fromPlanted++
+				}
+			}
+			if want := 0; len(tc.probes) == 2 {
+				want = min(tc.per, probeRows)
+				if fromPlanted != want {
+					t.Fatalf("%d probe rows carry the planted patch, want %d", fromPlanted, want)
+				}
+			} else if fromPlanted != want {
+				t.Fatalf("%d probe rows carry the planted patch, want none", fromPlanted)
 			}
 			if err := g.Check(); err != nil {
 				t.Fatal(err)
