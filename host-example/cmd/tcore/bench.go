@@ -211,6 +211,28 @@ func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error
 	return &c, nil
 }
 
+// checkBenchParams checks every scenario's pipelines, with its params
+// set, against the stages' specs (path is the config's file, for the
+// error): a parameter a stage does not have, or a value it refuses, stops
+// the bench before its first cell, not when that scenario's turn comes.
+func checkBenchParams(path string, c *benchConfig, stages dag.Provider) error {
+	for i, s := range c.Scenarios {
+		for _, p := range s.Pipelines {
+			pl, err := pipelines.Resolve(p)
+			if err == nil {
+				err = pl.Set(s.Params)
+			}
+			if err == nil {
+				_, err = pl.Shape(stages)
+			}
+			if err != nil {
+				return usagef("bench: %s: scenarios[%d] (%s).params: %v", path, i, s.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
 // pipelineDir is the folder a pipeline's run gets inside a bench cell or
 // a demo: a built-in's name, or a pipeline file's name without ".json"
 // (runs/cfg/tcore-x.json runs in tcore-x).
@@ -270,6 +292,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	stages, err := c.provider(log)
 	if err != nil {
+		return err
+	}
+	if err := checkBenchParams(cfgPath, cfg, stages); err != nil {
 		return err
 	}
 	var rows []benchRow
