@@ -410,6 +410,11 @@ func effectiveParams(spec plugin.Spec, given json.RawMessage) (string, error) {
 	return string(b), nil
 }
 
+// HashPath returns the sha256 (hex) of a file, or of every file of a
+// folder (names and contents): how the cache counts a dataset or a file
+// parameter.
+func HashPath(path string) (string, error) { return hashPath(path) }
+
 // hashPath hashes a file, or every file of a folder (names and contents).
 func hashPath(path string) (string, error) {
 	h := sha256.New()

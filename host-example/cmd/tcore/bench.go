@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -413,6 +415,33 @@ type cellDone struct {
 	// sha256, an in-process stage's version): a finished cell is reused
 	// only while they stay the same.
 	Stages map[string]string `json:"stages"`
+	// Run identifies what the cell ran (runKey): the pipeline with the
+	// scenario's params, the seed, the eval spec and the files by content.
+	// A cell is reused only while it stays the same too.
+	Run string `json:"run"`
+}
+
+// runKey identifies what a bench cell runs: the pipeline p with its
+// params, the seed, the device, the eval spec, and the training, test,
+// encoder and truth files by content (a file rebuilt at the same path is
+// another run).
+func (c *runConfig) runKey(p *dag.Pipeline) (string, error) {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	if err := enc.Encode([]any{p, c.seed, c.device, string(c.spec)}); err != nil {
+		return "", err
+	}
+	for _, f := range []string{c.train, c.test, c.encoder, c.truth} {
+		sum := ""
+		if f != "" {
+			var err error
+			if sum, err = dag.HashPath(f); err != nil {
+				return "", err
+			}
+		}
+		enc.Encode(sum)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fingerprints returns the fingerprints of the stages p's nodes run.
@@ -434,10 +463,14 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 		return nil, false, err
 	}
 	fp := fingerprints(p, stages)
+	key, err := c.runKey(p)
+	if err != nil {
+		return nil, false, err
+	}
 	marker := filepath.Join(c.out, "cell.json")
 	if b, err := os.ReadFile(marker); err == nil {
 		var done cellDone
-		if json.Unmarshal(b, &done) == nil && maps.Equal(done.Stages, fp) {
+		if json.Unmarshal(b, &done) == nil && maps.Equal(done.Stages, fp) && done.Run == key {
 			if s, err := report.ReadSummary(c.out); err == nil {
 				s.Seconds = done.Seconds
 				return s, true, nil
@@ -453,7 +486,7 @@ func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr i
 	if err != nil {
 		return nil, false, err
 	}
-	b, _ := json.Marshal(cellDone{Seconds: s.Seconds, Stages: fp})
+	b, _ := json.Marshal(cellDone{Seconds: s.Seconds, Stages: fp, Run: key})
 	return s, false, arrowio.WriteFileAtomic(marker, b)
 }
 

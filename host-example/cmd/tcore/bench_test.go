@@ -121,6 +121,16 @@ func TestBenchRunsAndResumes(t *testing.T) {
 			t.Errorf("row %d changed on resume: %+v vs %+v", i, rows[i], rows2[i])
 		}
 	}
+	// A scenario whose params changed runs again (its four cells); the
+	// other scenario's are reused.
+	os.WriteFile(path, []byte(strings.Replace(cfg, `"embed.mean": [0, 0, 0]`, `"embed.mean": [0, 0, 0.25]`, 1)), 0o644)
+	if n := strings.Count(bench(), "reused"); n != 4 {
+		t.Errorf("pre's params changed: fourth run reused %d cells, want recipe's 4", n)
+	}
+	b, _ = os.ReadFile(filepath.Join(out, "pre", "none", "seed-1", "report.json"))
+	if !strings.Contains(string(b), `\"mean\":[0,0,0.25]`) {
+		t.Errorf("pre / none after its params changed: the report does not show the new mean")
+	}
 }
 
 func TestBenchConfigErrorsNameTheField(t *testing.T) {
