@@ -78,7 +78,7 @@ type Params struct {
 	// ClassPartShare is the share of the probe rows that puts a class in
 	// a move gate's class part.
 	ClassPartClasses int     `json:"class_part_classes" range:"[0,)" doc:"a move gate's class part takes at most this many classes, most probe rows first (0: every class with class_part_share)"`
-	ClassPartShare   float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (the patterns masked against on trusted images), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
+	ClassPartShare   float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (trusted images carrying the patterns masked against, and the patches filter's planted check found), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
 	Relabel          float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
 	Export           string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams

@@ -1236,3 +1236,50 @@ func pasteAt(t *testing.T, b []byte, at, size int, checker bool) []byte {
 	png.Encode(&buf, img)
 	return buf.Bytes()
 }
+
+// TestGateProbeTakesThePlantedPatch: on a T3-like input (the trojan's own
+// trigger pasted into 60 images labelled 0, half of them trusted), the
+// gate's class part probes with the found patterns' rows alone under
+// gate_classes "found", and with the planted patch's rows as well under
+// "planted" (the default).
+func TestGateProbeTakesThePlantedPatch(t *testing.T) {
+	rows := map[string]int{}
+	for _, classes := range []string{"found", "planted"} {
+		t.Run(classes, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, testenc.Collapse(5))
+			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
+			defer in.Release()
+			trusted := make([]bool, 260)
+			for i := range trusted {
+				trusted[i] = i < 120 || (i >= 200 && i < 230)
+			}
+			tab, _ := feat.Open(in, "features")
+			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+			in.Put("trusted", sr.Schema(), sr)
+			sr.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gate_classes": classes})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pl filter.Planted
+			b, _ := json.Marshal(m["planted"])
+			if json.Unmarshal(b, &pl); len(pl.Found) != 1 {
+				t.Fatalf("planted %s: want the pasted trigger found", b)
+			}
+			var g filter.GateReport
+			b, _ = json.Marshal(m["gate"])
+			if json.Unmarshal(b, &g); !g.On || g.ProbeRows == 0 {
+				t.Fatalf("gate %s: want a move gate with a class part", b)
+			}
+			rows[classes] = g.ProbeRows
+		})
+	}
+	t.Logf("probe rows: found %d, planted %d", rows["found"], rows["planted"])
+	if rows["planted"] <= rows["found"] {
+		t.Errorf("probe rows: found %d, planted %d: the planted patch's rows did not join", rows["found"], rows["planted"])
+	}
+}
