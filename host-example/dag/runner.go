@@ -340,7 +340,7 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 	h := sha256.New()
 	enc := json.NewEncoder(h)
 	if n.Input != "" {
-		sum, err := hashPath(inputs[n.Input])
+		sum, err := HashPath(inputs[n.Input])
 		if err != nil {
 			return "", plugin.BadInputf("input %q: %v", n.Input, err)
 		}
@@ -361,7 +361,7 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 				continue
 			}
 			if path, ok := pm[name].(string); ok && path != "" {
-				sum, err := hashPath(path)
+				sum, err := HashPath(path)
 				if err != nil {
 					return "", plugin.BadInputf("node %q: parameter %q: %v", n.ID, name, err)
 				}
@@ -413,10 +413,7 @@ func effectiveParams(spec plugin.Spec, given json.RawMessage) (string, error) {
 // HashPath returns the sha256 (hex) of a file, or of every file of a
 // folder (names and contents): how the cache counts a dataset or a file
 // parameter.
-func HashPath(path string) (string, error) { return hashPath(path) }
-
-// hashPath hashes a file, or every file of a folder (names and contents).
-func hashPath(path string) (string, error) {
+func HashPath(path string) (string, error) {
 	h := sha256.New()
 	st, err := os.Stat(path)
 	if err != nil {

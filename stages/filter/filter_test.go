@@ -1104,14 +1104,7 @@ func TestFilterPlantedPatch(t *testing.T) {
 			dir, enc, rng := encoderOf(t, tc.net)
 			in := pastedInputs(t, enc, rng, 0, 3, true)
 			defer in.Release()
-			trusted := make([]bool, 260)
-			for i := range trusted {
-				trusted[i] = i < 120 || (i >= 200 && i < 230)
-			}
-			tab, _ := feat.Open(in, "features")
-			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
-			in.Put("trusted", sr.Schema(), sr)
-			sr.Release()
+			trustHalfTheCarriers(in)
 			out := plugin.NewTables()
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
@@ -1193,6 +1186,20 @@ func TestPlantedZ(t *testing.T) {
 	}
 }
 
+// trustHalfTheCarriers gives pastedInputs' rows a trusted column: the
+// first 120 rows and half of the 60 carriers (ids 200-229), as the
+// trusted set of a T3 run holds some of the poisoned rows.
+func trustHalfTheCarriers(in *plugin.Tables) {
+	trusted := make([]bool, 260)
+	for i := range trusted {
+		trusted[i] = i < 120 || (i >= 200 && i < 230)
+	}
+	tab, _ := feat.Open(in, "features")
+	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
+	in.Put("trusted", sr.Schema(), sr)
+	sr.Release()
+}
+
 // pastedInputs embeds, with enc, 200 smooth images of four classes and 60
 // more (ids 200-259) carrying a patch pasted at (at, at) and labelled 0 (a
 // dirty-label patch attack); the first 120 rows are trusted.
@@ -1249,14 +1256,7 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 			dir, enc, rng := encoderOf(t, testenc.Collapse(5))
 			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
 			defer in.Release()
-			trusted := make([]bool, 260)
-			for i := range trusted {
-				trusted[i] = i < 120 || (i >= 200 && i < 230)
-			}
-			tab, _ := feat.Open(in, "features")
-			sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
-			in.Put("trusted", sr.Schema(), sr)
-			sr.Release()
+			trustHalfTheCarriers(in)
 			out := plugin.NewTables()
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",

@@ -132,13 +132,10 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		return rep
 	}
 	rep.On, rep.Gate = true, g
-	if len(probes) > 0 {
-		for _, want := range probes {
-			probe(g, aug, want)
-		}
-		g.Both = len(g.Probe) > 0
-		rep.ProbeRows = len(g.Probe)
+	for _, want := range probes {
+		probe(g, aug, want)
 	}
+	g.Both, rep.ProbeRows = len(g.Probe) > 0, len(g.Probe)
 	return rep
 }
 

@@ -200,35 +200,30 @@ func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error
 		if s.Reference != "" && !seen[s.Reference] {
 			return nil, bad(at+".reference", "%q is not a scenario listed before this one", s.Reference)
 		}
-		for _, p := range s.Pipelines {
-			pl, err := pipelines.Resolve(p)
-			if err != nil {
-				return nil, bad(at+".pipelines", "%v", err)
-			}
-			if err := pl.Set(s.Params); err != nil {
-				return nil, bad(at+".params", "%v", err)
-			}
-		}
 	}
 	return &c, nil
 }
 
 // checkBenchParams checks every scenario's pipelines, with its params
 // set, against the stages' specs (path is the config's file, for the
-// error): a parameter a stage does not have, or a value it refuses, stops
-// the bench before its first cell, not when that scenario's turn comes.
+// error): an unknown pipeline, a node it lacks, a parameter a stage does
+// not have or a value it refuses stops the bench before its first cell,
+// not when that scenario's turn comes.
 func checkBenchParams(path string, c *benchConfig, stages dag.Provider) error {
 	for i, s := range c.Scenarios {
+		bad := func(field string, err error) error {
+			return usagef("bench: %s: scenarios[%d].%s (%s): %v", path, i, field, s.ID, err)
+		}
 		for _, p := range s.Pipelines {
 			pl, err := pipelines.Resolve(p)
-			if err == nil {
-				err = pl.Set(s.Params)
-			}
-			if err == nil {
-				_, err = pl.Shape(stages)
-			}
 			if err != nil {
-				return usagef("bench: %s: scenarios[%d] (%s).params: %v", path, i, s.ID, err)
+				return bad("pipelines", err)
+			}
+			if err := pl.Set(s.Params); err != nil {
+				return bad("params", err)
+			}
+			if _, err := pl.Shape(stages); err != nil {
+				return bad("params", err)
 			}
 		}
 	}

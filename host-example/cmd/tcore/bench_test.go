@@ -165,10 +165,11 @@ func TestBenchConfigErrorsNameTheField(t *testing.T) {
 }
 
 // TestCommittedBenchConfigsLoad: every bench config in testdata/bench
-// passes the checks `tcore bench` makes when it loads one (unknown fields,
-// scenario ids, encoders, recipes, the stage nodes its params name),
-// though the files it names (the zoo's encoders, the shared sets) need not
-// exist here.
+// passes the checks `tcore bench` makes before its first cell (unknown
+// fields, scenario ids, encoders, recipes, pipelines, and the stage
+// parameters its params name, against the built-in stages' specs), though
+// the files it names (the zoo's encoders, the shared sets) need not exist
+// here.
 func TestCommittedBenchConfigsLoad(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "..", "testdata", "bench", "*.json"))
 	if err != nil || len(paths) == 0 {
