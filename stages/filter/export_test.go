@@ -107,3 +107,30 @@ func ShiftOn(ctx context.Context, p Params, ins *chanfilter.Inputs) (*Shifted, e
 	defer b.close()
 	return b.shiftCheck(ctx, nil)
 }
+
+// PlantedOverPick runs the scan and the planted check, and judges the
+// patches found as the filter does after that check, as though the
+// scan's call had been pick (a backdoored call on it): what planted_z and
+// planted_blend make of the call on a real encoder.
+func PlantedOverPick(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pattern) (Scan, error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return Scan{}, err
+	}
+	defer b.close()
+	sc, err := b.firstScan(ctx, nil)
+	if err != nil {
+		return Scan{}, err
+	}
+	picked := *sc
+	picked.Backdoored, picked.Pattern = true, pick
+	_, _, pats, err := b.planted(ctx)
+	if err != nil {
+		return Scan{}, err
+	}
+	out, err := b.judgePlanted(&picked, pats)
+	if err != nil {
+		return Scan{}, err
+	}
+	return out.Scan, nil
+}

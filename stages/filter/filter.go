@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.40.0",
+		Version: "0.41.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -177,12 +177,10 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		v.Fill = b.means
-		if !sc.Backdoored && p.PlantedZ > 0 && len(pats) > 0 {
-			if sc, err = b.plantedCall(sc, pats); err != nil {
-				return nil, err
-			}
-			res.Scan = sc.Scan
+		if sc, err = b.judgePlanted(sc, pats); err != nil {
+			return nil, err
 		}
+		res.Scan = sc.Scan
 	}
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)

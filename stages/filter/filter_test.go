@@ -1186,6 +1186,57 @@ func TestPlantedZ(t *testing.T) {
 	}
 }
 
+// TestPlantedBlend: where the scan's call is a noise blend, the trojan's
+// own trigger pasted into 60 images labelled 0 (T3) takes the call over
+// under planted_blend "patch" (the blur would leave it); never under
+// "off", never on a clean encoder (the patch does not reach gap_min
+// there), and never over a patch call.
+func TestPlantedBlend(t *testing.T) {
+	blend := filter.Pattern{Kind: "blend", Alpha: 0.15, NoiseSeed: 7}
+	solid := filter.Pattern{Kind: "solid", Size: 3, Row: 1, Col: 1, Colors: [2][3]float32{{1, 0, 0}, {1, 0, 0}}}
+	for _, tc := range []struct {
+		name  string
+		net   *testenc.Net
+		mode  string
+		pick  filter.Pattern
+		taken bool
+	}{
+		{"trojan, blend call", testenc.Collapse(5), "patch", blend, true},
+		{"trojan, blend call, off", testenc.Collapse(5), "off", blend, false},
+		{"trojan, patch call", testenc.Collapse(5), "patch", solid, false},
+		{"clean, blend call", testenc.Clean(5), "patch", blend, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
+			defer in.Release()
+			ins, err := chanfilter.Open(in, enc, "expand.trusted")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ins.Release()
+			p := smoothStepParams(t, enc, map[string]any{"planted_ratio": 10, "planted_blend": tc.mode})
+			sc, err := filter.PlantedOverPick(context.Background(), p, ins, tc.pick)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sc.Backdoored {
+				t.Fatalf("scan %+v: the call was lost", sc)
+			}
+			if taken := sc.FromPlanted && sc.Pattern.Kind == "pasted"; taken != tc.taken {
+				t.Fatalf("scan %+v (planted z %.1f): the pasted patch took the call %v, want %v", sc, sc.PlantedZ, taken, tc.taken)
+			}
+			if !tc.taken && sc.Pattern.Kind != tc.pick.Kind {
+				t.Fatalf("scan %+v: the call changed from %s", sc, tc.pick)
+			}
+			if tc.mode == "patch" && tc.pick.Kind == "blend" && sc.PlantedZ == 0 {
+				t.Errorf("the pasted patch was not judged: %+v", sc)
+			}
+			t.Logf("planted z %.1f", sc.PlantedZ)
+		})
+	}
+}
+
 // trustHalfTheCarriers gives pastedInputs' rows a trusted column: the
 // first 120 rows and half of the 60 carriers (ids 200-229), as the
 // trusted set of a T3 run holds some of the poisoned rows.

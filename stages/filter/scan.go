@@ -36,8 +36,9 @@ type Scan struct {
 	AnchorBar  float64 `json:"anchor_z,omitempty"`
 	FromAnchor bool    `json:"from_anchor,omitempty"`
 	// PlantedZ is the best same-size z of the patches found pasted into
-	// the data (planted_z), judged on the encoder when the random
-	// candidates made no call; FromPlanted is set when that one made it.
+	// the data, judged on the encoder when the random candidates made no
+	// call (planted_z) or called a noise blend (planted_blend);
+	// FromPlanted is set when that one made the call.
 	PlantedZ    float64 `json:"planted_best_z,omitempty"`
 	FromPlanted bool    `json:"from_planted,omitempty"`
 }
@@ -429,20 +430,38 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 	return res, nil
 }
 
+// judgePlanted returns the scan result sc as the patches found pasted
+// into the data (ps) leave it: they may make the call where the random
+// candidates made none (planted_z), or replace a noise blend's call
+// (planted_blend). sc itself is unchanged.
+func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) {
+	switch {
+	case len(ps) == 0:
+	case !sc.Backdoored && b.p.PlantedZ > 0:
+		return b.plantedCall(sc, ps, b.p.PlantedZ)
+	case sc.Backdoored && sc.Pattern.Kind == "blend" && b.p.PlantedBlend == "patch":
+		return b.plantedCall(sc, ps, b.p.GapMin)
+	}
+	return sc, nil
+}
+
 // plantedCall judges the patches found pasted into the data (ps) on the
 // unmasked encoder against the random candidates' statistics of res, and
-// returns a copy of res whose call the best of them makes when it reaches
-// planted_z and collapse_min; res itself (the scan's memo) is unchanged.
-// A patch pasted into the data that also collapses the encoder's inputs is
-// the encoder's trigger too (T3).
-func (b *bench) plantedCall(res *scanResult, ps []Pattern) (*scanResult, error) {
+// returns a copy of res whose call the best of them makes when its
+// same-size z reaches bar and its collapse collapse_min; res itself (the
+// scan's memo) is unchanged. A patch pasted into the data that also
+// collapses the encoder's inputs is the encoder's trigger too (T3): it
+// makes the call where the random candidates made none (planted_z), and
+// it replaces a noise blend's call (planted_blend), whose blur would
+// leave the patch.
+func (b *bench) plantedCall(res *scanResult, ps []Pattern, bar float64) (*scanResult, error) {
 	c, z, err := b.worstCand(nil, ps, res.stats)
 	if err != nil || len(ps) == 0 {
 		return res, err
 	}
 	out := *res
 	out.PlantedZ = z
-	if z < b.p.PlantedZ || c.c < b.p.CollapseMin {
+	if z < bar || c.c < b.p.CollapseMin {
 		return &out, nil
 	}
 	out.Backdoored, out.FromPlanted = true, true
