@@ -86,9 +86,13 @@ type benchRow struct {
 	Masked    int      `json:"channels_masked"`
 	ScanZ     *float64 `json:"scan_z"`
 	CleanASR  *float64 `json:"clean_asr"` // the reference's clean model on this trigger
-	Seconds   float64  `json:"seconds"`
-	Dir       string   `json:"dir"`
-	Reused    bool     `json:"reused"`
+	// ASRFrom says what ASR was measured on: "eval" (tcore painted the
+	// trigger of the scenario's eval spec onto the test set's non-target
+	// images), or the scenario's triggered test set.
+	ASRFrom string  `json:"asr_from,omitempty"`
+	Seconds float64 `json:"seconds"`
+	Dir     string  `json:"dir"`
+	Reused  bool    `json:"reused"`
 }
 
 func loadBenchConfig(path string) (*benchConfig, error) {
@@ -360,6 +364,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 						return fmt.Errorf("bench: %s / %s / seed %d: %w", cell, name, seed, err)
 					}
 					row.fill(sum)
+					if row.ASR != nil {
+						row.ASRFrom = "eval"
+					}
 					row.Seconds, row.Reused = sum.Seconds, reused
 					if s.Triggered != "" {
 						// The triggered set holds the target's label alone: the
@@ -372,7 +379,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 						if err != nil {
 							return fmt.Errorf("bench: %s / %s: ASR on %s: %w", cell, name, s.Triggered, err)
 						}
-						row.ASR = &ev.ACC
+						row.ASR, row.ASRFrom = &ev.ACC, s.Triggered
 					}
 					state := fmt.Sprintf("%.0fs", row.Seconds)
 					if reused {
@@ -616,6 +623,7 @@ func benchMarkdown(rows []benchRow) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
 			meanSD(a.ACC, 100, 1), meanSD(a.ASR, 100, 1), pct(a.CleanASR), meanSD(a.Masked, 1, 0))
 	}
+	b.WriteString(asrNote(rows))
 	b.WriteString("\nEvery run:\n\n| " + strings.Join(benchHeader, " | ") + " |\n|")
 	for range benchHeader {
 		b.WriteString(" --- |")
@@ -625,6 +633,37 @@ func benchMarkdown(rows []benchRow) string {
 		b.WriteString("| " + strings.Join(r.cells(), " | ") + " |\n")
 	}
 	return b.String()
+}
+
+// asrNote says what the ASR column was measured on: the trigger painted
+// from the eval spec, or a scenario's triggered test set (the two can
+// differ for the same attack), naming the scenarios of each.
+func asrNote(rows []benchRow) string {
+	var order []string
+	by := map[string][]string{}
+	for _, r := range rows {
+		if r.ASRFrom == "" {
+			continue
+		}
+		if _, ok := by[r.ASRFrom]; !ok {
+			order = append(order, r.ASRFrom)
+		}
+		if l := by[r.ASRFrom]; len(l) == 0 || l[len(l)-1] != r.Scenario {
+			by[r.ASRFrom] = append(l, r.Scenario)
+		}
+	}
+	if len(order) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, from := range order {
+		what := "the trigger of its eval spec painted by tcore onto the test set's non-target images"
+		if from != "eval" {
+			what = "the triggered test set " + filepath.Base(from)
+		}
+		parts = append(parts, fmt.Sprintf("%s: %s", strings.Join(by[from], ", "), what))
+	}
+	return "\nASR % is the accuracy, against the target label, on non-target test images carrying the trigger; " + strings.Join(parts, "; ") + ".\n"
 }
 
 func writeBench(dir string, rows []benchRow) error {

@@ -81,6 +81,13 @@ func TestBenchRunsAndResumes(t *testing.T) {
 	if md, _ := os.ReadFile(filepath.Join(out, "results.md")); !strings.Contains(string(md), "| pre | tuning | — | none | 2 |") || !strings.Contains(string(md), "±") {
 		t.Errorf("results.md lacks the two-seed summary of pre:\n%s", md)
 	}
+	// The ASR column says what it was read on, per scenario.
+	if md, _ := os.ReadFile(filepath.Join(out, "results.md")); !strings.Contains(string(md), "pre: the trigger of its eval spec") || !strings.Contains(string(md), "recipe: the triggered test set "+filepath.Base(trig)) {
+		t.Errorf("results.md does not say what each scenario's ASR was read on:\n%s", md)
+	}
+	if rows[0].ASRFrom != "eval" || rows[4].ASRFrom != trig {
+		t.Errorf("asr_from %q, %q: want eval for pre and the triggered set for recipe", rows[0].ASRFrom, rows[4].ASRFrom)
+	}
 	// A scenario's params reach its pipelines' nodes (an identity
 	// normalisation here: the results stay those of the encoder alone).
 	for _, pl := range []string{"none", strings.TrimSuffix(filepath.Base(smallTCore(t, dir)), ".json")} {
