@@ -25,13 +25,48 @@ type augmented struct {
 // rows returns how many rows were written.
 func (a *augmented) rows() int { return len(a.pattern) }
 
+// turns is the order in which the augment rows take the patterns, as
+// indices into them, repeated cyclically. With by nil, every pattern takes
+// its turn; otherwise by names each pattern's family, and the families
+// take turns (in order of first appearance), each going round its own
+// patterns.
+func turns(n int, by []string) []int {
+	if by == nil {
+		seq := make([]int, n)
+		for i := range seq {
+			seq[i] = i
+		}
+		return seq
+	}
+	var names []string
+	members := map[string][]int{}
+	most := 0
+	for k := 0; k < n; k++ {
+		f := by[k]
+		if _, ok := members[f]; !ok {
+			names = append(names, f)
+		}
+		members[f] = append(members[f], k)
+		most = max(most, len(members[f]))
+	}
+	var seq []int
+	for r := 0; r < most; r++ {
+		for _, f := range names {
+			m := members[f]
+			seq = append(seq, m[r%len(m)])
+		}
+	}
+	return seq
+}
+
 // augment writes the augment output: augment_share of the rows, trusted
 // images, each with one of pats pasted in, embedded by the encoder under
 // masks, with their own labels: rows for the head to learn that the
-// pattern means nothing; the patterns take the rows in turn. Nothing is
-// written but the schema when there is no pattern. Each row is embedded by
-// the original encoder too.
-func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, out plugin.Outputs) (*augmented, error) {
+// pattern means nothing; the patterns take the rows in the order turns
+// gives them (family names each pattern's family). Nothing is written but
+// the schema when there is no pattern. Each row is embedded by the
+// original encoder too.
+func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, family []string, out plugin.Outputs) (*augmented, error) {
 	res := &augmented{}
 	schema := b.sess.FeaturesSchema() // masks do not change it
 	w, err := out.Create("augment", schema)
@@ -52,6 +87,11 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 	}
 	defer orig.Close()
 	res.d = enc.Dim
+	var by []string
+	if b.p.AugmentTurns == "families" {
+		by = family
+	}
+	seq := turns(len(pats), by)
 	want := b.pickTrusted(max(1, int(b.p.AugmentShare*float64(len(b.trusted)))))
 	r, err := b.in.Images.Reader()
 	if err != nil {
@@ -112,10 +152,11 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 			}
 			// The patterns take turns; one found planted in this row's
 			// class passes its turn to the next that may be painted on it.
-			k, label := (written+len(ids))%len(pats), b.t.Labels[row]
-			for j := 0; j < len(pats) && !pats[k].paintsOn(label); j++ {
-				k = (k + 1) % len(pats)
+			at, label := (written+len(ids))%len(seq), b.t.Labels[row]
+			for j := 0; j < len(seq) && !pats[seq[at]].paintsOn(label); j++ {
+				at = (at + 1) % len(seq)
 			}
+			k := seq[at]
 			if !pats[k].paintsOn(label) {
 				continue
 			}

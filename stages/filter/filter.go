@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.41.0",
+		Version: "0.42.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -336,7 +336,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 	}
 	phase("augment rows")
-	aug, err := b.augment(ctx, v.Masks(), against, out)
+	aug, err := b.augment(ctx, v.Masks(), against, family, out)
 	if err != nil {
 		return nil, err
 	}

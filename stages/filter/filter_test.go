@@ -1237,6 +1237,55 @@ func TestPlantedBlend(t *testing.T) {
 	}
 }
 
+// TestAugmentTurnsByFamily: on a T3-like input, the patch found pasted
+// into the data is one pattern beside the found pattern's neighbours; under
+// augment_turns "families" it gets as many augment rows as each found
+// family, under "patterns" only one turn in as many as there are patterns.
+func TestAugmentTurnsByFamily(t *testing.T) {
+	const pasted = "a patch pasted into one label's images"
+	share := map[string]float64{}
+	for _, turns := range []string{"patterns", "families"} {
+		t.Run(turns, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, testenc.Collapse(5))
+			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
+			defer in.Release()
+			trustHalfTheCarriers(in)
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "augment_share": 1, "augment_turns": turns})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g filter.GateReport
+			b, _ := json.Marshal(m["gate"])
+			json.Unmarshal(b, &g)
+			all, mine, families := 0, 0, 0
+			for _, c := range g.Patterns {
+				all += c.Rows
+				families++
+				if c.Pattern == pasted {
+					mine = c.Rows
+				}
+			}
+			if mine == 0 || families < 2 {
+				t.Fatalf("gate %s: want the pasted patch's rows beside a found pattern's", b)
+			}
+			share[turns] = float64(mine) / float64(all)
+			t.Logf("%s: %d of %d augment rows carry the pasted patch (%d families)", turns, mine, all, families)
+			// The patch is never pasted on its own label's images (a
+			// quarter of them here): their turns pass to the next family.
+			if turns == "families" && share[turns] < 0.6/float64(families) {
+				t.Errorf("families: the pasted patch has %.2f of the rows, want about 3/4 of 1/%d", share[turns], families)
+			}
+		})
+	}
+	if share["families"] <= share["patterns"] {
+		t.Errorf("the pasted patch's share: %.2f under families, %.2f under patterns", share["families"], share["patterns"])
+	}
+}
+
 // trustHalfTheCarriers gives pastedInputs' rows a trusted column: the
 // first 120 rows and half of the 60 carriers (ids 200-229), as the
 // trusted set of a T3 run holds some of the poisoned rows.

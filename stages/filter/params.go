@@ -81,6 +81,7 @@ type Params struct {
 	GateMin     float64 `json:"gate_min" range:"[0,1]" doc:"the filtered encoder carries a gate (the classifier sends an input through it only when the mask moves the input more than the moved step's threshold, or it sits where the far-moved rows started; the rest through the original encoder) when some pattern masked against has at least this share of its augment rows sent through (0: no gate)"`
 
 	// augment
+	AugmentTurns string  `json:"augment_turns" enum:"patterns|families" doc:"how the augment rows share out the patterns: patterns: each pattern masked against (a found pattern's neighbours each count as one) and each data trigger takes a row in turn; families: each family (a found pattern with its neighbours; each data trigger alone) takes a row in turn, and its patterns take turns inside it, so that a trigger found in the data gets as many rows as a found pattern's neighbours together"`
 	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
 }
 
@@ -92,7 +93,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClasses: "planted", SmoothMax: 1.2, SmoothRatio: 1.3,
-	AugmentShare: 0.2, SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
+	AugmentShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
 	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off",
 }
 
