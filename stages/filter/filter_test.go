@@ -1246,18 +1246,7 @@ func TestAugmentTurnsByFamily(t *testing.T) {
 	share := map[string]float64{}
 	for _, turns := range []string{"patterns", "families"} {
 		t.Run(turns, func(t *testing.T) {
-			dir, enc, rng := encoderOf(t, testenc.Collapse(5))
-			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
-			defer in.Release()
-			trustHalfTheCarriers(in)
-			out := plugin.NewTables()
-			defer out.Release()
-			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "augment_share": 1, "augment_turns": turns})
-			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := runOnPastedTrigger(t, map[string]any{"augment_share": 1, "augment_turns": turns})
 			var g filter.GateReport
 			b, _ := json.Marshal(m["gate"])
 			json.Unmarshal(b, &g)
@@ -1284,6 +1273,30 @@ func TestAugmentTurnsByFamily(t *testing.T) {
 	if share["families"] <= share["patterns"] {
 		t.Errorf("the pasted patch's share: %.2f under families, %.2f under patterns", share["families"], share["patterns"])
 	}
+}
+
+// runOnPastedTrigger runs the filter stage, with a small scan and extra
+// over its parameters, on a T3-like input: the trojan's own trigger pasted
+// into 60 images labelled 0, half of them trusted. It returns the metrics.
+func runOnPastedTrigger(t *testing.T, extra map[string]any) map[string]any {
+	t.Helper()
+	dir, enc, rng := encoderOf(t, testenc.Collapse(5))
+	in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
+	defer in.Release()
+	trustHalfTheCarriers(in)
+	out := plugin.NewTables()
+	defer out.Release()
+	p := map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0}
+	for k, v := range extra {
+		p[k] = v
+	}
+	params, _ := json.Marshal(p)
+	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // trustHalfTheCarriers gives pastedInputs' rows a trusted column: the
@@ -1353,18 +1366,7 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 	rows := map[string]int{}
 	for _, classes := range []string{"found", "planted"} {
 		t.Run(classes, func(t *testing.T) {
-			dir, enc, rng := encoderOf(t, testenc.Collapse(5))
-			in := pastedInputs(t, enc, rng, testenc.PatchAt, testenc.PatchSize, false)
-			defer in.Release()
-			trustHalfTheCarriers(in)
-			out := plugin.NewTables()
-			defer out.Release()
-			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gate_classes": classes})
-			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := runOnPastedTrigger(t, map[string]any{"gate_classes": classes})
 			var pl filter.Planted
 			b, _ := json.Marshal(m["planted"])
 			if json.Unmarshal(b, &pl); len(pl.Found) != 1 {
