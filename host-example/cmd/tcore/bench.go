@@ -365,7 +365,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					}
 					row.fill(sum)
 					if row.ASR != nil {
-						row.ASRFrom = "eval"
+						row.ASRFrom = asrFromEval
 					}
 					row.Seconds, row.Reused = sum.Seconds, reused
 					if s.Triggered != "" {
@@ -635,6 +635,10 @@ func benchMarkdown(rows []benchRow) string {
 	return b.String()
 }
 
+// asrFromEval is a row's ASRFrom when tcore painted the eval spec's
+// trigger (the alternative is the triggered test set's path).
+const asrFromEval = "eval"
+
 // asrNote says what the ASR column was measured on: the trigger painted
 // from the eval spec, or a scenario's triggered test set (the two can
 // differ for the same attack), naming the scenarios of each.
@@ -658,7 +662,7 @@ func asrNote(rows []benchRow) string {
 	var parts []string
 	for _, from := range order {
 		what := "the trigger of its eval spec painted by tcore onto the test set's non-target images"
-		if from != "eval" {
+		if from != asrFromEval {
 			what = "the triggered test set " + filepath.Base(from)
 		}
 		parts = append(parts, fmt.Sprintf("%s: %s", strings.Join(by[from], ", "), what))
