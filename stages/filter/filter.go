@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.42.0",
+		Version: "0.43.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -352,7 +352,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if first := len(against) - len(plantedPats); p.GateClasses == "planted" && len(plantedPats) > 0 {
 			probes = append(probes, func(k int) bool { return k >= first })
 		}
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, probes, res.Shift.added())
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(moved, b.trusted, p.GateClean), probes, res.Shift.added())
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 	}
 	if p.Export != "" {

@@ -34,11 +34,13 @@ type GateReport struct {
 	Class     bool `json:"class,omitempty"`
 	ProbeRows int  `json:"probe_rows,omitempty"`
 	// Moved is the gate's move threshold, Near its radius around the far
-	// movers' origin (0: none). StepMoved is the moved step's threshold,
-	// where the check starts; Moved is lower when the best pattern needed
-	// it.
-	Moved     float64 `json:"moved_threshold"`
-	StepMoved float64 `json:"moved_step_threshold,omitempty"`
+	// movers' origin (0: none). StepMoved is the moved step's threshold;
+	// the check starts at it, or at CleanCeiling (gate_clean's quantile
+	// of the trusted rows' moves) when that is lower. Moved is lower
+	// still when the best pattern needed it (gate_through).
+	Moved        float64 `json:"moved_threshold"`
+	StepMoved    float64 `json:"moved_step_threshold,omitempty"`
+	CleanCeiling float64 `json:"clean_ceiling,omitempty"`
 	Near      float64 `json:"origin_radius,omitempty"`
 	// Patterns are the checked patterns, one per round masked against
 	// (with the pattern's neighbours) and the data trigger.
@@ -65,9 +67,11 @@ type GateCheck struct {
 // probes the gate gets a class part (chanfilter.Gate.Both) whose probe is,
 // for each of probes, the first probeRows augment rows whose pattern index
 // it wants, embedded by the original encoder, with their own labels.
-// With shifted naming a family (the shift check's pattern), the threshold
-// is lowered until shiftThrough of that family's rows go through.
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through float64, probes []func(k int) bool, shifted string) *GateReport {
+// A ceiling above 0 caps the moved step's threshold (gate_clean; see
+// cleanCeiling). With shifted naming a family (the shift check's
+// pattern), the threshold is lowered until shiftThrough of that family's
+// rows go through.
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through, ceiling float64, probes []func(k int) bool, shifted string) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -88,6 +92,9 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		g.Centre, g.Near = from.Centre, from.Threshold
 	}
 	rep.Moved, rep.StepMoved, rep.Near = g.Moved, g.Moved, g.Near
+	if ceiling > 0 && ceiling < g.Moved {
+		g.Moved, rep.Moved, rep.CleanCeiling = ceiling, ceiling, ceiling
+	}
 	idx := map[string]int{}
 	d := aug.d
 	fam := make([]int, len(aug.pattern)) // row -> its check
@@ -137,6 +144,27 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 	}
 	g.Both, rep.ProbeRows = len(g.Probe) > 0, len(g.Probe)
 	return rep
+}
+
+// cleanCeiling is the (1 - share) quantile of the trusted rows' moves
+// (moved, one per training row): a move gate at that threshold sends at
+// least share of clean inputs through the filtered encoder. It is 0 (no
+// ceiling) when share is 0, nothing was masked, or no trusted row moved.
+func cleanCeiling(moved []float32, trusted []bool, share float64) float64 {
+	if share <= 0 || moved == nil {
+		return 0
+	}
+	var tr []float64
+	for i, ok := range trusted {
+		if ok {
+			tr = append(tr, float64(moved[i]))
+		}
+	}
+	if len(tr) == 0 {
+		return 0
+	}
+	sort.Float64s(tr)
+	return tr[int((1-share)*float64(len(tr)-1))]
 }
 
 // probe adds to g's probe rows the first probeRows augment rows whose

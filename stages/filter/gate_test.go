@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, nil, "")
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, nil, "")
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, nil, "")
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, nil, "")
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, nil, "")
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, nil, "")
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -139,7 +139,7 @@ func TestGateLowersForTheShiftedPattern(t *testing.T) {
 		{"the second family", fams[1], 0.11, shiftThrough},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, nil, tc.shifted)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, nil, tc.shifted)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -204,7 +204,7 @@ func TestMoveGateClassPart(t *testing.T) {
 					aug.orig[2*i+1] = 7
 				}
 			}
-			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, tc.probes, "")
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, 0, tc.probes, "")
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -233,5 +233,51 @@ func TestMoveGateClassPart(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// gate_clean caps the moved step's threshold at a quantile of the trusted
+// rows' moves: a pattern whose rows move by 2, under the step's 3, goes
+// through only under the cap; the cap never raises the threshold and 0
+// (no quantile) leaves it alone.
+func TestGateCleanCeiling(t *testing.T) {
+	// Trusted rows moved 0.1, 0.2, ..., 1.0; row 10 (untrusted) by 9.
+	moved := []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 9}
+	trusted := []bool{true, true, true, true, true, true, true, true, true, true, false}
+	for _, tc := range []struct {
+		name    string
+		share   float64
+		step    float64
+		ceiling float64 // cleanCeiling's value
+		thresh  float64 // the gate's threshold
+		through float64 // the pattern's rows through
+	}{
+		{"off", 0, 3, 0, 3, 0},
+		{"a tenth of clean rows through", 0.1, 3, 0.9, 0.9, 1},
+		{"a fifth", 0.2, 3, 0.8, 0.8, 1},
+		{"never raised", 0.1, 0.5, 0.9, 0.5, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cleanCeiling(moved, trusted, tc.share)
+			if math.Abs(c-tc.ceiling) > 1e-6 {
+				t.Fatalf("cleanCeiling %g, want %g", c, tc.ceiling)
+			}
+			rep := gate(&Moved{Threshold: tc.step}, nil, augmentedRowsBy([]float64{0}, 20, false, 2), []string{"solid 4x4 at (0,0)"}, 0.25, 0, c, nil, "")
+			if tc.through == 0 {
+				if rep.On {
+					t.Fatalf("gate on at %g without a ceiling: %+v", rep.Moved, rep)
+				}
+				return
+			}
+			if !rep.On || math.Abs(rep.Moved-tc.thresh) > 1e-6 || rep.Gate.Moved != rep.Moved || rep.StepMoved != tc.step || rep.Patterns[0].Through != tc.through {
+				t.Errorf("gate %+v, want on at %g (step %g) with %g through", rep, tc.thresh, tc.step, tc.through)
+			}
+		})
+	}
+	if c := cleanCeiling(make([]float32, len(moved)), trusted, 0.1); c != 0 {
+		t.Errorf("no trusted row moved: ceiling %g, want 0", c)
+	}
+	if c := cleanCeiling(nil, trusted, 0.1); c != 0 {
+		t.Errorf("nothing masked: ceiling %g, want 0", c)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -21,6 +22,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // gateCheckImages is how many test images the gate check pastes each
@@ -73,6 +75,22 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		return err
 	}
 	fmt.Fprintf(w, "gate check: moved threshold %.3f, origin %v\n", g.Moved, g.Centre != nil)
+	// The sweep: move thresholds at quantiles of the trusted training
+	// rows' moves (how many clean rows each would send through).
+	var trustedMoves []float64
+	for i, ok := range tr["expand.trusted"].B {
+		if ok {
+			d := t.Embedding.D
+			trustedMoves = append(trustedMoves, stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d]))
+		}
+	}
+	sort.Float64s(trustedMoves)
+	sweep := []float64{0.99, 0.95, 0.9, 0.8, 0.7}
+	var at []float64
+	for _, q := range sweep {
+		at = append(at, trustedMoves[int(q*float64(len(trustedMoves)-1))])
+	}
+	fmt.Fprintf(w, "sweep: thresholds at the trusted rows' move quantiles %v: %.3f\n", sweep, at)
 	for _, c := range cases {
 		var tabs [2]*feat.Table
 		for k, m := range []*encoder.Model{orig, filt} {
@@ -89,7 +107,17 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 				through++
 			}
 		}
-		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter\n", c.name, 100*float64(through)/float64(o.N()), o.N())
+		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter; sweep", c.name, 100*float64(through)/float64(o.N()), o.N())
+		for _, th := range at {
+			n := 0
+			for i := 0; i < o.N(); i++ {
+				if stat.Dist(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d]) > th {
+					n++
+				}
+			}
+			fmt.Fprintf(w, " %5.1f%%", 100*float64(n)/float64(o.N()))
+		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }
