@@ -41,7 +41,7 @@ type GateReport struct {
 	Moved        float64 `json:"moved_threshold"`
 	StepMoved    float64 `json:"moved_step_threshold,omitempty"`
 	CleanCeiling float64 `json:"clean_ceiling,omitempty"`
-	Near      float64 `json:"origin_radius,omitempty"`
+	Near         float64 `json:"origin_radius,omitempty"`
 	// Patterns are the checked patterns, one per round masked against
 	// (with the pattern's neighbours) and the data trigger.
 	Patterns []GateCheck `json:"patterns,omitempty"`
