@@ -1270,6 +1270,11 @@ func TestAugmentTurnsByFamily(t *testing.T) {
 			}
 		})
 	}
+	if len(share) < 2 {
+		// A subtest skipped (no ONNX Runtime) or failed: nothing to
+		// compare.
+		t.Skip("a subtest did not finish")
+	}
 	if share["families"] <= share["patterns"] {
 		t.Errorf("the pasted patch's share: %.2f under families, %.2f under patterns", share["families"], share["patterns"])
 	}
@@ -1379,6 +1384,11 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 			}
 			rows[classes] = g.ProbeRows
 		})
+	}
+	if len(rows) < 2 {
+		// A subtest skipped (no ONNX Runtime) or failed: nothing to
+		// compare.
+		t.Skip("a subtest did not finish")
 	}
 	t.Logf("probe rows: found %d, planted %d", rows["found"], rows["planted"])
 	if rows["planted"] <= rows["found"] {
