@@ -154,12 +154,7 @@ func cleanCeiling(moved []float32, trusted []bool, share float64) float64 {
 	if share <= 0 || moved == nil {
 		return 0
 	}
-	var tr []float64
-	for i, ok := range trusted {
-		if ok {
-			tr = append(tr, float64(moved[i]))
-		}
-	}
+	tr := trustedMoves(moved, trusted)
 	if len(tr) == 0 {
 		return 0
 	}

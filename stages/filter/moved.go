@@ -40,12 +40,7 @@ func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) 
 		rep.Why = "nothing masked"
 		return suspect, rep
 	}
-	var tr []float64
-	for i, m := range moved {
-		if trusted[i] {
-			tr = append(tr, float64(m))
-		}
-	}
+	tr := trustedMoves(moved, trusted)
 	if len(tr) == 0 {
 		rep.Why = "no trusted rows"
 		return suspect, rep
@@ -68,6 +63,17 @@ func MovedSuspects(moved []float32, trusted []bool, z float64) ([]bool, *Moved) 
 		}
 	}
 	return suspect, rep
+}
+
+// trustedMoves are the moves (one per training row) of the trusted rows.
+func trustedMoves(moved []float32, trusted []bool) []float64 {
+	var tr []float64
+	for i, m := range moved {
+		if trusted[i] {
+			tr = append(tr, float64(m))
+		}
+	}
+	return tr
 }
 
 const (

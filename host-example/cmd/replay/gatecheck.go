@@ -100,21 +100,22 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		}
 		o, fl := tabs[0], tabs[1]
 		d := o.Embedding.D
-		through := 0
+		// Each image's move once: the gate's count, then the sweep's.
+		through, swept := 0, make([]int, len(at))
 		for i := 0; i < o.N(); i++ {
-			far := g.Through(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d])
-			if far {
+			orig := o.Embedding.X[i*d : (i+1)*d]
+			move := stat.Dist(orig, fl.Embedding.X[i*d:(i+1)*d])
+			if g.Sends(move, orig) {
 				through++
+			}
+			for k, th := range at {
+				if move > th {
+					swept[k]++
+				}
 			}
 		}
 		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter; sweep", c.name, 100*float64(through)/float64(o.N()), o.N())
-		for _, th := range at {
-			n := 0
-			for i := 0; i < o.N(); i++ {
-				if stat.Dist(o.Embedding.X[i*d:(i+1)*d], fl.Embedding.X[i*d:(i+1)*d]) > th {
-					n++
-				}
-			}
+		for _, n := range swept {
 			fmt.Fprintf(w, " %5.1f%%", 100*float64(n)/float64(o.N()))
 		}
 		fmt.Fprintln(w)
