@@ -26,6 +26,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the bootstrap stage.
@@ -38,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.6",
+		Version: "0.9.7",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -50,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -79,8 +80,11 @@ type Params struct {
 	// a move gate's class part.
 	ClassPartClasses int     `json:"class_part_classes" range:"[0,)" doc:"a move gate's class part takes at most this many classes, most probe rows first (0: every class with class_part_share)"`
 	ClassPartShare   float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (trusted images carrying the patterns masked against, and the patches filter's planted check found), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
-	Relabel          float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
-	Export           string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	// GateVeto vetoes a move gate's classes on inputs the mask moved
+	// (docs/DECISIONS.md, bootstrap 0.9.7).
+	GateVeto string  `json:"gate_veto" enum:"off|moved" doc:"with moved, the gated classifier gives an input that the mask moves past the gate's threshold and that the filtered head still puts in one of the gate's class part's classes the filtered head's best other class: its trigger was undone only in part (off: the filtered head's class)"`
+	Relabel  float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
+	Export   string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -147,6 +151,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if gs, err = setUpGate(p, in, t, masks); err != nil {
 			return nil, err
 		}
+		gs.trusted = start
 	}
 	var alongside func(kept []bool) error
 	if gs != nil && gs.gate != nil {
@@ -620,6 +625,9 @@ type gateSetup struct {
 	orig *feat.Table
 	head *mlp.Head
 	rows []int
+	// trusted marks the trusted rows of the features (the veto's
+	// per-class moves).
+	trusted []bool
 }
 
 // setUpGate reads the filtered encoder and decides whether the exported
@@ -707,6 +715,13 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				rest = fmt.Sprintf("the most of any class; at most %d in the part", p.ClassPartClasses)
 			}
 			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; %s%s)", also, strings.Join(names, ", "), 100*covered, rest, why)
+			if g.Both && p.GateVeto == "moved" {
+				if g.VetoMoved, err = VetoThresholds(t, orig, gs.trusted, g); err != nil {
+					return "", err
+				}
+				res.Metrics["gate_veto_moved"] = g.VetoMoved
+				gated += fmt.Sprintf("; an input the filtered head still labels %s gets its best other class when the mask moved it farther than %.0f%% of that class's trusted rows", strings.Join(names, " or "), 100*vetoQuantile)
+			}
 		}
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
@@ -868,6 +883,47 @@ func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error
 		return g.RenameInput(in.Name, "image")
 	}
 	return nil
+}
+
+// vetoQuantile is the share of a class's trusted rows that the mask moves
+// less than the veto's threshold for that class: the moved step's bar
+// (about the 99th percentile of every trusted row's move), per class.
+const vetoQuantile = 0.99
+
+// VetoThresholds returns, for each class of g's class part, the vetoQuantile
+// quantile of the moves (original against filtered embedding, matched by
+// sample id) of the trusted rows of that class, and at least g's move
+// threshold. A class without trusted rows gets g's threshold.
+func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]float64, error) {
+	row := make(map[uint64]int, orig.N())
+	for i, id := range orig.IDs {
+		row[id] = i
+	}
+	d := t.Embedding.D
+	if orig.Embedding.D != d {
+		return nil, plugin.PortError("original", plugin.BadInputf("embedding of %d values, the features have %d", orig.Embedding.D, d))
+	}
+	moves := map[int][]float64{}
+	for k, ok := range trusted {
+		if !ok {
+			continue
+		}
+		i, found := row[t.IDs[k]]
+		if !found {
+			return nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
+		}
+		c := int(t.Labels[k])
+		moves[c] = append(moves[c], stat.Dist(t.Embedding.X[k*d:(k+1)*d], orig.Embedding.X[i*d:(i+1)*d]))
+	}
+	out := make([]float64, len(g.Classes))
+	for j, c := range g.Classes {
+		out[j] = g.Moved
+		if ms := moves[c]; len(ms) > 0 {
+			sort.Float64s(ms)
+			out[j] = max(g.Moved, ms[int(vetoQuantile*float64(len(ms)-1))])
+		}
+	}
+	return out, nil
 }
 
 // originalHead trains the gated classifier's second head: the final head's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -484,5 +485,60 @@ func TestClassRule(t *testing.T) {
 	// A class gate is widened by its neighbourhood by default.
 	if r := params(t, nil).ClassRule(&chanfilter.Gate{Probe: probe}); r.Neighbours != 10 {
 		t.Errorf("a class gate's rule %+v, want 10 neighbours", r)
+	}
+}
+
+// The veto's threshold for a class is the 0.99 quantile of that class's
+// trusted rows' moves (original against filtered embedding, rows matched
+// by sample id), never below the gate's own; untrusted rows do not count.
+func TestVetoThresholds(t *testing.T) {
+	const n = 300
+	filt := &feat.Table{Embedding: feat.Matrix{Name: "embedding", D: 2}}
+	orig := &feat.Table{Embedding: feat.Matrix{Name: "embedding", D: 2}}
+	trusted := make([]bool, n)
+	for i := 0; i < n; i++ {
+		// Class 0 moves by i/100 (0 .. 1.49), class 1 by 10 + i/100;
+		// the untrusted rows of class 0 move by 50.
+		c := int32(i % 2)
+		trusted[i] = i < 200 || c == 1
+		filt.IDs, filt.Labels = append(filt.IDs, uint64(i)), append(filt.Labels, c)
+		filt.Embedding.X = append(filt.Embedding.X, 1, 2)
+		// The original table holds the rows in reverse order.
+		j := n - 1 - i
+		orig.IDs, orig.Labels = append(orig.IDs, uint64(j)), append(orig.Labels, int32(j%2))
+		mj := float32(j/2)/100 + 10*float32(j%2)
+		if !(j < 200 || j%2 == 1) {
+			mj = 50
+		}
+		orig.Embedding.X = append(orig.Embedding.X, 1+mj, 2)
+	}
+	for _, tc := range []struct {
+		name    string
+		moved   float64
+		classes []int
+		want    []float64
+	}{
+		// Class 0's trusted rows move 0 .. 0.99 (100 rows): the 0.99
+		// quantile is row 98's 0.98; class 1's 150 rows 10 .. 11.49 (row 147: 11.47).
+		{"each class its own", 0.5, []int{0, 1}, []float64{0.98, 11.47}},
+		{"never below the gate", 5, []int{0}, []float64{5}},
+		{"a class without trusted rows gets the gate's", 0.5, []int{7}, []float64{0.5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &chanfilter.Gate{Moved: tc.moved, Both: true, Probe: [][]float32{{0, 0}}, Classes: tc.classes}
+			got, err := bootstrap.VetoThresholds(filt, orig, trusted, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range tc.want {
+				if math.Abs(got[i]-tc.want[i]) > 1e-4 {
+					t.Fatalf("thresholds %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+	short := &feat.Table{IDs: orig.IDs[1:], Labels: orig.Labels[1:], Embedding: feat.Matrix{D: 2, X: orig.Embedding.X[2:]}}
+	if _, err := bootstrap.VetoThresholds(filt, short, trusted, &chanfilter.Gate{Both: true, Probe: [][]float32{{0, 0}}, Classes: []int{0}}); err == nil {
+		t.Fatal("an original table without a trusted row's sample id: no error")
 	}
 }

@@ -78,6 +78,7 @@ func run(args []string, stdout io.Writer) error {
 	gateList := fs.String("gate-classes", "", "only print, for these finished run folders (comma-separated) with a class gate, the classes bootstrap gave it and the labels of its probe rows' nearest kept rows, and whether --target is among them")
 	target := fs.Int("target", -1, "with --gate-classes: the attack's target class")
 	probeSeed := fs.Uint64("probe-seed", 1, "with --probe-check: the run's seed (the gate's head is trained with it + 1000)")
+	veto := fs.Bool("veto-check", false, "only print, for a run with a gated classifier, its clean accuracy and attack success on test images with and without a veto: inputs sent through the filtered encoder, moved past a threshold and labelled with a gate class by the filtered head get its best other class")
 	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
@@ -179,6 +180,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if *check {
 		return gateCheck(ctx, stdout, *dir, *enc, *test, spec)
+	}
+	if *veto {
+		return vetoCheck(ctx, stdout, *dir, *enc, *test, spec)
 	}
 	clean, trig, err := testEmbeddings(ctx, testEnc, *test, spec, filepath.Dir(*dir))
 	if err != nil {

@@ -57,6 +57,14 @@ type Gate struct {
 	// Centre and Near apply as well as Classes (none resolved: the move
 	// gate alone).
 	Both bool `json:"both,omitempty"`
+	// VetoMoved, for a move gate with a class part, holds one move
+	// threshold per class of Classes: an input the mask moved more than
+	// Classes[i]'s threshold (and Moved) that the filtered classifier
+	// still gives Classes[i] gets the filtered classifier's best class
+	// outside Classes. The mask undid its trigger only in part, and the
+	// class the trigger sends inputs to is then the attack's answer, not
+	// the image's. Empty: no veto.
+	VetoMoved []float64 `json:"veto_moved,omitempty"`
 }
 
 // IsClass says whether g has a class part (probe rows whose classes the
@@ -193,6 +201,14 @@ func (g *Gate) Check() error {
 	if g.Both && len(g.Probe) == 0 {
 		return fmt.Errorf("gate: a move gate with a class part but no probe rows")
 	}
+	if len(g.VetoMoved) > 0 && (!g.Both || len(g.VetoMoved) != len(g.Classes)) {
+		return fmt.Errorf("gate: %d veto thresholds for a gate with class part %v (both %v): want one per class of a move gate's class part", len(g.VetoMoved), g.Classes, g.Both)
+	}
+	for _, v := range g.VetoMoved {
+		if !(v >= 0) || math.IsInf(v, 0) {
+			return fmt.Errorf("gate: veto threshold %v, want a number >= 0", v)
+		}
+	}
 	if len(g.ProbeLabels) > 0 && len(g.ProbeLabels) != len(g.Probe) {
 		return fmt.Errorf("gate: %d probe labels for %d probe rows", len(g.ProbeLabels), len(g.Probe))
 	}
@@ -260,9 +276,9 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	if g.IsClass() && !g.Both && len(g.Classes) == 0 {
 		return fmt.Errorf("gate: a class gate whose classes are not resolved")
 	}
-	through := ""
+	through, moved := "", ""
 	if g.IsMove() {
-		moved := orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
+		moved = orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
 		through = orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
 		if g.Centre != nil {
 			c := make([]float32, len(g.Centre))
@@ -285,8 +301,39 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 			}
 		}
 	}
+	if len(g.VetoMoved) > 0 && moved != "" {
+		fl = g.veto(orig, fl, moved)
+	}
 	if err := orig.Select(through, fl, logits, out); err != nil {
 		return err
 	}
 	return g.WriteTo(orig)
+}
+
+// vetoPenalty is what the veto takes off a vetoed class's logit: enough
+// that no other class's logit is below it.
+const vetoPenalty = 1e9
+
+// veto appends to m the filtered logits fl with Classes' logits lowered by
+// vetoPenalty on the inputs that fl gives Classes[i] and that moved
+// (the squared move, [N, 1]) puts past VetoMoved[i] and Moved, and
+// returns their name.
+func (g *Gate) veto(m *onnxgraph.Model, fl, moved string) string {
+	depth := m.AddOp("Gather", []string{m.AddOp("Shape", []string{fl}), m.AddInt64Const(1)}, onnxgraph.IntAttr("axis", 0))
+	values := m.AddConst([]int64{2}, []float32{0, -vetoPenalty})
+	label := m.AddOp("ArgMax", []string{fl}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
+	penalty, vetoed := "", ""
+	for i, c := range g.Classes {
+		one := m.AddOp("OneHot", []string{m.AddInt64Const(int64(c)), depth, values}, onnxgraph.IntAttr("axis", -1))
+		th := max(g.Moved, g.VetoMoved[i])
+		far := m.AddOp("Greater", []string{moved, m.AddConst([]int64{1}, []float32{float32(th * th)})})
+		is := m.AddOp("And", []string{far, m.AddOp("Equal", []string{label, m.AddInt64Const(int64(c))})})
+		if penalty == "" {
+			penalty, vetoed = one, is
+		} else {
+			penalty, vetoed = m.AddOp("Add", []string{penalty, one}), m.AddOp("Or", []string{vetoed, is})
+		}
+	}
+	lowered := m.AddOp("Add", []string{fl, penalty})
+	return m.AddOp("Where", []string{vetoed, lowered, fl})
 }

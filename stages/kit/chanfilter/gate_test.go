@@ -138,6 +138,18 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	if both := fmt.Sprint(or(byClass2, moved)); both == fmt.Sprint(moved) || both == fmt.Sprint(byClass2) {
 		t.Fatalf("the class gate takes %v, the move gate %v: a gate of both would not tell them apart", byClass2, moved)
 	}
+	// A veto on the class the filtered classifier gives a triggered
+	// input: moved inputs it still gives that class get their best other
+	// class; inputs the class part alone sends through keep it.
+	vc := argmax(plainF[3])
+	var byClassVC, vetoed []bool
+	for i, l := range plainO {
+		byClassVC = append(byClassVC, argmax(l) == vc)
+		vetoed = append(vetoed, moved[i] && argmax(plainF[i]) == vc)
+	}
+	if n := strings.Count(fmt.Sprint(vetoed), "true"); n == 0 {
+		t.Fatalf("no moved input is given class %d by the filtered classifier: the veto's case vetoes nothing", vc)
+	}
 	centre := make([]float64, len(embO[1]))
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
@@ -146,18 +158,22 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		name    string
 		gate    chanfilter.Gate
 		through []bool
+		vetoed  []bool // inputs that must get the filtered logits' best class but the veto's
 	}{
-		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}},
-		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}},
-		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6)},
+		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}, nil},
+		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}, nil},
+		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6), nil},
 		// A class gate: the inputs the original classifier labels as
 		// the class of a triggered input, whatever the move.
-		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls}}, byClass},
-		{"two classes", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls2, cls}}, byClasses},
+		{"class of a triggered input", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls}}, byClass, nil},
+		{"two classes", chanfilter.Gate{Moved: 1e6, Probe: [][]float32{embO[3]}, Classes: []int{cls2, cls}}, byClasses, nil},
 		// Both: moved far, or labelled with a gated class.
-		{"moved or the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, or(byClass2, moved)},
-		{"both, nothing moves, the class", chanfilter.Gate{Moved: 1e6, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, byClass2},
-		{"both, no class resolved: the move gate", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}}, moved},
+		{"moved or the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, or(byClass2, moved), nil},
+		{"both, nothing moves, the class", chanfilter.Gate{Moved: 1e6, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, byClass2, nil},
+		{"both, no class resolved: the move gate", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}}, moved, nil},
+		{"veto: moved and still the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}}, or(byClassVC, moved), vetoed},
+		{"veto: the gate's threshold when the class's is below it", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0}}, or(byClassVC, moved), vetoed},
+		{"veto: no input moves past the class's threshold", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{1e6}}, or(byClassVC, moved), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			og, fg := classifier(net.Model(), hO, "lo"), classifier(filtered(), hF, "lf")
@@ -176,11 +192,20 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) || back.IsClass() != g.IsClass() || back.IsMove() != g.IsMove() {
 				t.Fatalf("gate read back %+v (%v), want %+v", back, err, g)
 			}
+			if fmt.Sprint(back.VetoMoved) != fmt.Sprint(g.VetoMoved) {
+				t.Fatalf("gate read back with veto thresholds %v, want %v", back.VetoMoved, g.VetoMoved)
+			}
 			got := run(t, og, imgs)
 			for i := range imgs {
 				want := plainO[i]
 				if tc.through[i] {
 					want = plainF[i]
+				}
+				if tc.vetoed != nil && tc.vetoed[i] {
+					if a, v := argmax(got[i]), argmax(want); a == v || a != secondBest(want, v) {
+						t.Fatalf("input %d: class %d, want %d (the filtered classifier's best but its %d)", i, a, secondBest(want, v), v)
+					}
+					continue
 				}
 				for k := range want {
 					if math.Abs(float64(got[i][k]-want[k])) > 1e-4 {
@@ -190,6 +215,17 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// secondBest is the index of v's largest value other than skip.
+func secondBest(v []float32, skip int) int {
+	b := -1
+	for i := range v {
+		if i != skip && (b < 0 || v[i] > v[b]) {
+			b = i
+		}
+	}
+	return b
 }
 
 // or is a[i] || b[i] for each i.
@@ -215,6 +251,10 @@ func TestReadGate(t *testing.T) {
 		{"origin without radius", `{"moved": 1, "centre": [0, 1]}`, "radius 0", false},
 		{"both without probe rows", `{"moved": 1, "both": true}`, "no probe rows", false},
 		{"both", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3]}`, "", false},
+		{"veto", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5]}`, "", false},
+		{"veto thresholds not one per class", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5, 2]}`, "2 veto thresholds", false},
+		{"veto without a class part", `{"moved": 1, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5]}`, "1 veto thresholds", false},
+		{"negative veto threshold", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [-1]}`, "veto threshold -1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testenc.Clean(1).Model()
