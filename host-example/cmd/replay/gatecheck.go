@@ -36,15 +36,7 @@ const gateCheckImages = 500
 // check for itself must send the found patterns through whenever it sends
 // the real trigger.
 func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *attack.Spec) error {
-	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
-	if err != nil {
-		return err
-	}
-	f, err := readFeatures(filepath.Join(dir, "nodes", "filter", "features.arrow"))
-	if err != nil {
-		return err
-	}
-	tr, err := readScores(filepath.Join(dir, "nodes", "expand", "scores.arrow"), t, "expand.trusted")
+	t, f, trusted, err := readMoves(dir)
 	if err != nil {
 		return err
 	}
@@ -52,7 +44,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if err != nil {
 		return err
 	}
-	_, g, err := movedExclude(t, f, tr["expand.trusted"].B, sus["filter.suspect"].B, movedRule{z: 2.5, from: true})
+	_, g, err := movedExclude(t, f, trusted, sus["filter.suspect"].B, movedRule{z: 2.5, from: true})
 	if err != nil {
 		return err
 	}
@@ -78,7 +70,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	// The sweep: move thresholds at quantiles of the trusted training
 	// rows' moves (how many clean rows each would send through).
 	var trustedMoves []float64
-	for i, ok := range tr["expand.trusted"].B {
+	for i, ok := range trusted {
 		if ok {
 			d := t.Embedding.D
 			trustedMoves = append(trustedMoves, stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d]))
@@ -121,6 +113,23 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+// readMoves reads a finished run's training rows under the original
+// encoder (embed) and the filtered one (filter), and expand's trusted
+// rows: what the mask's moves are measured on.
+func readMoves(dir string) (orig, filt *feat.Table, trusted []bool, err error) {
+	if orig, err = readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow")); err != nil {
+		return nil, nil, nil, err
+	}
+	if filt, err = readFeatures(filepath.Join(dir, "nodes", "filter", "features.arrow")); err != nil {
+		return nil, nil, nil, err
+	}
+	tr, err := readScores(filepath.Join(dir, "nodes", "expand", "scores.arrow"), orig, "expand.trusted")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return orig, filt, tr["expand.trusted"].B, nil
 }
 
 // pasteCase is what a check pastes on the test images: a filter pattern,

@@ -27,22 +27,14 @@ const vetoCheckImages = -1
 // the mask moved more than a threshold, and that the filtered head puts
 // in one of the gate's classes gets the filtered head's best other class.
 func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *attack.Spec) error {
-	t, err := readFeatures(filepath.Join(dir, "nodes", "embed", "features.arrow"))
-	if err != nil {
-		return err
-	}
-	f, err := readFeatures(filepath.Join(dir, "nodes", "filter", "features.arrow"))
-	if err != nil {
-		return err
-	}
-	tr, err := readScores(filepath.Join(dir, "nodes", "expand", "scores.arrow"), t, "expand.trusted")
+	t, f, trusted, err := readMoves(dir)
 	if err != nil {
 		return err
 	}
 	var trustedMoves []float64
 	byClass := map[int][]float64{}
 	d := t.Embedding.D
-	for i, ok := range tr["expand.trusted"].B {
+	for i, ok := range trusted {
 		if ok {
 			m := stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d])
 			trustedMoves = append(trustedMoves, m)
