@@ -31,17 +31,14 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if err != nil {
 		return err
 	}
-	var trustedMoves []float64
 	byClass := map[int][]float64{}
 	d := t.Embedding.D
 	for i, ok := range trusted {
 		if ok {
 			m := stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d])
-			trustedMoves = append(trustedMoves, m)
 			byClass[int(t.Labels[i])] = append(byClass[int(t.Labels[i])], m)
 		}
 	}
-	sort.Float64s(trustedMoves)
 	for _, ms := range byClass {
 		sort.Float64s(ms)
 	}
@@ -82,23 +79,54 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		return err
 	}
 	models = append(models, filt)
-	// Thresholds: the gate's, quantiles of every trusted row's move, and
-	// (negative: -q) the q quantile of the vetoed class's trusted rows'
-	// moves.
-	ths := []float64{gate.Moved}
-	names := []string{fmt.Sprintf("gate %.3f", gate.Moved)}
-	for _, q := range []float64{0.99, 0.95} {
-		ths = append(ths, trustedMoves[int(q*float64(len(trustedMoves)-1))])
-		names = append(names, fmt.Sprintf("q%.2f %.3f", q, ths[len(ths)-1]))
+	// The found pattern's region under the original encoder, as the
+	// filter draws it: the centroid of test images carrying the pattern,
+	// the 90th percentile of their distances to it, and the 1st
+	// percentile of the trusted rows' distances.
+	res, err := readFilterResult(dir)
+	if err != nil {
+		return err
 	}
-	for _, q := range []float64{0.99, 0.95} {
-		ths = append(ths, -q)
-		cs := ""
-		for _, c := range gate.Classes {
-			cs += fmt.Sprintf(" %d:%.3f", c, classQ(c, q))
+	pe, err := embedPasted(ctx, models[0], test, &res.Scan.Pattern, nil, gateCheckImages)
+	if err != nil {
+		return err
+	}
+	centre := stat.Mean(pe.Embedding.X, d, nil)
+	var pd, td []float64
+	for i := 0; i < pe.N(); i++ {
+		pd = append(pd, stat.DistTo(pe.Embedding.X[i*d:(i+1)*d], centre))
+	}
+	for i, ok := range trusted {
+		if ok {
+			td = append(td, stat.DistTo(t.Embedding.X[i*d:(i+1)*d], centre))
 		}
-		names = append(names, fmt.Sprintf("class q%.2f%s", q, cs))
 	}
+	sort.Float64s(pd)
+	sort.Float64s(td)
+	radius, q01 := pd[int(0.9*float64(len(pd)-1))], td[int(0.01*float64(len(td)-1))]
+	// The veto variants: each says whether an input the gate sends
+	// through, moved by move, that the filtered head gives class p,
+	// embedded as oe by the original encoder, is vetoed.
+	type variant struct {
+		name string
+		veto func(move float64, p int, oe []float32) bool
+	}
+	in := func(p int) bool { return slices.Contains(gate.Classes, p) }
+	vs := []variant{{fmt.Sprintf("gate %.3f", gate.Moved), func(m float64, p int, _ []float32) bool { return m > gate.Moved && in(p) }}}
+	cs := ""
+	for _, c := range gate.Classes {
+		cs += fmt.Sprintf(" %d:%.3f", c, classQ(c, 0.99))
+	}
+	vs = append(vs, variant{"class q0.99" + cs, func(m float64, p int, _ []float32) bool { return m > max(gate.Moved, classQ(p, 0.99)) && in(p) }})
+	for _, r := range []struct {
+		name string
+		r    float64
+	}{{"region r90", radius}, {"region max(r90,q01)", max(radius, q01)}} {
+		vs = append(vs, variant{fmt.Sprintf("%s %.3f", r.name, r.r), func(m float64, p int, oe []float32) bool {
+			return m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= r.r
+		}})
+	}
+	fmt.Fprintf(w, "region of %s: radius %.3f, trusted q01 %.3f\n", res.Scan.Pattern.String(), radius, q01)
 	fmt.Fprintf(w, "veto check: gate moved %.3f, classes %v (both %v)\n", gate.Moved, gate.Classes, gate.Both)
 	for _, c := range baseCases(spec) {
 		var tabs [4]*feat.Table
@@ -110,8 +138,8 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		o, ol, fl, fe := tabs[0], tabs[1], tabs[2], tabs[3]
 		k := ol.Embedding.D
 		n, hit := 0, 0
-		vetoHit := make([]int, len(ths))
-		vetoed := make([]int, len(ths))
+		vetoHit := make([]int, len(vs))
+		vetoed := make([]int, len(vs))
 		for i := 0; i < o.N(); i++ {
 			label := int(o.Labels[i])
 			want := label
@@ -133,12 +161,9 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			if pred == want {
 				hit++
 			}
-			for j, th := range ths {
+			for j, v := range vs {
 				p := pred
-				if th < 0 {
-					th = max(gate.Moved, classQ(p, -th))
-				}
-				if through && move > th && slices.Contains(gate.Classes, p) {
+				if through && v.veto(move, p, oe) {
 					p = argmaxNot(lf, gate.Classes)
 					vetoed[j]++
 				}
@@ -152,8 +177,8 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			what = "ASR"
 		}
 		fmt.Fprintf(w, "  %-14s %s %6.2f%% of %d; with the veto:", c.name, what, 100*float64(hit)/float64(n), n)
-		for j := range ths {
-			fmt.Fprintf(w, "  [%s] %6.2f%% (%d vetoed)", names[j], 100*float64(vetoHit[j])/float64(n), vetoed[j])
+		for j, v := range vs {
+			fmt.Fprintf(w, "  [%s] %6.2f%% (%d vetoed)", v.name, 100*float64(vetoHit[j])/float64(n), vetoed[j])
 		}
 		fmt.Fprintln(w)
 	}
