@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -108,25 +110,52 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	// through, moved by move, that the filtered head gives class p,
 	// embedded as oe by the original encoder, is vetoed.
 	type variant struct {
-		name string
-		veto func(move float64, p int, oe []float32) bool
+		name  string
+		veto  func(move float64, p int, oe []float32) bool
+		never []int // the classes a vetoed input never gets (nil: the gate's)
 	}
 	in := func(p int) bool { return slices.Contains(gate.Classes, p) }
-	vs := []variant{{fmt.Sprintf("gate %.3f", gate.Moved), func(m float64, p int, _ []float32) bool { return m > gate.Moved && in(p) }}}
+	vs := []variant{{fmt.Sprintf("gate %.3f", gate.Moved), func(m float64, p int, _ []float32) bool { return m > gate.Moved && in(p) }, nil}}
 	cs := ""
 	for _, c := range gate.Classes {
 		cs += fmt.Sprintf(" %d:%.3f", c, classQ(c, 0.99))
 	}
-	vs = append(vs, variant{"class q0.99" + cs, func(m float64, p int, _ []float32) bool { return m > max(gate.Moved, classQ(p, 0.99)) && in(p) }})
+	vs = append(vs, variant{"class q0.99" + cs, func(m float64, p int, _ []float32) bool { return m > max(gate.Moved, classQ(p, 0.99)) && in(p) }, nil})
 	for _, r := range []struct {
 		name string
 		r    float64
 	}{{"region r90", radius}, {"region max(r90,q01)", max(radius, q01)}} {
 		vs = append(vs, variant{fmt.Sprintf("%s %.3f", r.name, r.r), func(m float64, p int, oe []float32) bool {
 			return m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= r.r
-		}})
+		}, nil})
 	}
 	fmt.Fprintf(w, "region of %s: radius %.3f, trusted q01 %.3f\n", res.Scan.Pattern.String(), radius, q01)
+	// The classes a vetoed input never gets in the last variant: every
+	// class holding 5% of the gate's probe rows (bootstrap's
+	// gate_probe_classes, its first 8).
+	var node struct {
+		Metrics struct {
+			Shares []chanfilter.ClassShare `json:"gate_probe_classes"`
+		} `json:"metrics"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes", "bootstrap", "node.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &node); err != nil {
+		return err
+	}
+	never := append([]int(nil), gate.Classes...)
+	for _, sh := range node.Metrics.Shares {
+		if sh.Share >= 0.05 && !slices.Contains(never, sh.Class) {
+			never = append(never, sh.Class)
+		}
+	}
+	fmt.Fprintf(w, "classes a vetoed input never gets (last variant): %v\n", never)
+	rr := max(radius, q01)
+	vs = append(vs, variant{fmt.Sprintf("region %.3f, never %v", rr, never), func(m float64, p int, oe []float32) bool {
+		return m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
+	}, never})
 	fmt.Fprintf(w, "veto check: gate moved %.3f, classes %v (both %v)\n", gate.Moved, gate.Classes, gate.Both)
 	for _, c := range baseCases(spec) {
 		var tabs [4]*feat.Table
@@ -164,7 +193,11 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			for j, v := range vs {
 				p := pred
 				if through && v.veto(move, p, oe) {
-					p = argmaxNot(lf, gate.Classes)
+					never := gate.Classes
+					if v.never != nil {
+						never = v.never
+					}
+					p = argmaxNot(lf, never)
 					vetoed[j]++
 				}
 				if p == want {
