@@ -156,6 +156,12 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	vs = append(vs, variant{fmt.Sprintf("region %.3f, never %v", rr, never), func(m float64, p int, oe []float32) bool {
 		return m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
 	}, never})
+	// The last variant again, only where the filter found the region
+	// apart from the trusted rows (it flagged the rows inside it).
+	apart := res.Region != nil && res.Region.Why == "" && res.Region.Threshold > 0
+	vs = append(vs, variant{fmt.Sprintf("apart %v: region %.3f, never %v", apart, rr, never), func(m float64, p int, oe []float32) bool {
+		return apart && m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
+	}, never})
 	fmt.Fprintf(w, "veto check: gate moved %.3f, classes %v (both %v)\n", gate.Moved, gate.Classes, gate.Both)
 	for _, c := range baseCases(spec) {
 		var tabs [4]*feat.Table
