@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +40,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.7",
+		Version: "0.9.8",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -715,12 +716,28 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				rest = fmt.Sprintf("the most of any class; at most %d in the part", p.ClassPartClasses)
 			}
 			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; %s%s)", also, strings.Join(names, ", "), 100*covered, rest, why)
-			if g.Both && p.GateVeto == "moved" {
+			switch {
+			case g.Both && p.GateVeto == "moved":
 				if g.VetoMoved, err = VetoThresholds(t, orig, gs.trusted, g); err != nil {
 					return "", err
 				}
 				res.Metrics["gate_veto_moved"] = g.VetoMoved
 				gated += fmt.Sprintf("; an input the filtered head still labels %s gets its best other class when the mask moved it farther than %.0f%% of that class's trusted rows", strings.Join(names, " or "), 100*vetoQuantile)
+			case g.Both && p.GateVeto == "region" && g.RegionCentre != nil:
+				g.VetoMoved = make([]float64, len(g.Classes))
+				for i := range g.VetoMoved {
+					g.VetoMoved[i] = g.Moved
+				}
+				g.VetoNever = append([]int(nil), g.Classes...)
+				for _, sh := range shares {
+					if sh.Share >= classMinShare && !slices.Contains(g.VetoNever, sh.Class) {
+						g.VetoNever = append(g.VetoNever, sh.Class)
+					}
+				}
+				res.Metrics["gate_veto_never"] = g.VetoNever
+				gated += fmt.Sprintf("; an input the mask moves far that the filtered head still labels %s and that the original encoder puts in the found pattern's region gets the filtered head's best class outside %v", strings.Join(names, " or "), g.VetoNever)
+			case g.Both && p.GateVeto == "region":
+				gated += "; no veto: the filter found the found pattern's region not apart from the trusted rows"
 			}
 		}
 	}

@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.44.0",
+		Version: "0.45.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -354,6 +354,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(moved, b.trusted, p.GateClean), probes, res.Shift.added())
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
+		if r := res.Region; res.Gate.On && r != nil && r.Why == "" && r.Threshold > 0 {
+			// Where the original encoder sends the found pattern, when
+			// it is apart from the trusted rows: bootstrap's veto may
+			// need it (gate_veto region).
+			res.Gate.Gate.RegionCentre, res.Gate.Gate.RegionNear = r.Centre, r.Threshold
+		}
 	}
 	if p.Export != "" {
 		fm, err := v.Encoder(ins.Model)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
@@ -65,6 +66,15 @@ type Gate struct {
 	// class the trigger sends inputs to is then the attack's answer, not
 	// the image's. Empty: no veto.
 	VetoMoved []float64 `json:"veto_moved,omitempty"`
+	// Region, when set, is where the original encoder sends the found
+	// pattern (RegionCentre, within RegionNear): the filter records it
+	// when it found the region apart from the trusted rows. With it, the
+	// veto also needs the input's original embedding inside the region.
+	RegionCentre []float64 `json:"region_centre,omitempty"`
+	RegionNear   float64   `json:"region_near,omitempty"`
+	// VetoNever are the classes a vetoed input never gets (empty:
+	// Classes); it holds Classes.
+	VetoNever []int `json:"veto_never,omitempty"`
 }
 
 // IsClass says whether g has a class part (probe rows whose classes the
@@ -209,6 +219,14 @@ func (g *Gate) Check() error {
 			return fmt.Errorf("gate: veto threshold %v, want a number >= 0", v)
 		}
 	}
+	if g.RegionCentre != nil && !(g.RegionNear > 0) {
+		return fmt.Errorf("gate: region radius %v, want > 0", g.RegionNear)
+	}
+	for _, c := range g.Classes {
+		if len(g.VetoNever) > 0 && !slices.Contains(g.VetoNever, c) {
+			return fmt.Errorf("gate: veto_never %v leaves out class %d of the class part", g.VetoNever, c)
+		}
+	}
 	if len(g.ProbeLabels) > 0 && len(g.ProbeLabels) != len(g.Probe) {
 		return fmt.Errorf("gate: %d probe labels for %d probe rows", len(g.ProbeLabels), len(g.Probe))
 	}
@@ -302,7 +320,7 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 		}
 	}
 	if len(g.VetoMoved) > 0 && moved != "" {
-		fl = g.veto(orig, fl, moved)
+		fl = g.veto(orig, emb, fl, moved)
 	}
 	if err := orig.Select(through, fl, logits, out); err != nil {
 		return err
@@ -314,24 +332,46 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 // that no other class's logit is below it.
 const vetoPenalty = 1e9
 
-// veto appends to m the filtered logits fl with Classes' logits lowered by
-// vetoPenalty on the inputs that fl gives Classes[i] and that moved
-// (the squared move, [N, 1]) puts past VetoMoved[i] and Moved, and
+// veto appends to m the filtered logits fl with VetoNever's (or Classes')
+// logits lowered by vetoPenalty on the inputs that fl gives Classes[i],
+// that moved (the squared move, [N, 1]) puts past VetoMoved[i] and Moved,
+// and, with a region, whose original embedding emb lies inside it; and
 // returns their name.
-func (g *Gate) veto(m *onnxgraph.Model, fl, moved string) string {
+func (g *Gate) veto(m *onnxgraph.Model, emb, fl, moved string) string {
 	depth := m.AddOp("Gather", []string{m.AddOp("Shape", []string{fl}), m.AddInt64Const(1)}, onnxgraph.IntAttr("axis", 0))
 	values := m.AddConst([]int64{2}, []float32{0, -vetoPenalty})
 	label := m.AddOp("ArgMax", []string{fl}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
-	penalty, vetoed := "", ""
+	vetoed := ""
 	for i, c := range g.Classes {
-		one := m.AddOp("OneHot", []string{m.AddInt64Const(int64(c)), depth, values}, onnxgraph.IntAttr("axis", -1))
 		th := max(g.Moved, g.VetoMoved[i])
 		far := m.AddOp("Greater", []string{moved, m.AddConst([]int64{1}, []float32{float32(th * th)})})
 		is := m.AddOp("And", []string{far, m.AddOp("Equal", []string{label, m.AddInt64Const(int64(c))})})
-		if penalty == "" {
-			penalty, vetoed = one, is
+		if vetoed == "" {
+			vetoed = is
 		} else {
-			penalty, vetoed = m.AddOp("Add", []string{penalty, one}), m.AddOp("Or", []string{vetoed, is})
+			vetoed = m.AddOp("Or", []string{vetoed, is})
+		}
+	}
+	if g.RegionCentre != nil {
+		c := make([]float32, len(g.RegionCentre))
+		for i, v := range g.RegionCentre {
+			c[i] = float32(v)
+		}
+		far := m.AddSquaredNorm(m.AddOp("Sub", []string{emb, m.AddConst([]int64{1, int64(len(c))}, c)}))
+		outside := m.AddOp("Greater", []string{far, m.AddConst([]int64{1}, []float32{float32(g.RegionNear * g.RegionNear)})})
+		vetoed = m.AddOp("And", []string{vetoed, m.AddOp("Not", []string{outside})})
+	}
+	never := g.VetoNever
+	if len(never) == 0 {
+		never = g.Classes
+	}
+	penalty := ""
+	for _, c := range never {
+		one := m.AddOp("OneHot", []string{m.AddInt64Const(int64(c)), depth, values}, onnxgraph.IntAttr("axis", -1))
+		if penalty == "" {
+			penalty = one
+		} else {
+			penalty = m.AddOp("Add", []string{penalty, one})
 		}
 	}
 	lowered := m.AddOp("Add", []string{fl, penalty})

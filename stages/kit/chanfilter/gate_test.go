@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,6 +151,19 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	if n := strings.Count(fmt.Sprint(vetoed), "true"); n == 0 {
 		t.Fatalf("no moved input is given class %d by the filtered classifier: the veto's case vetoes nothing", vc)
 	}
+	// With a region, only a vetoed input whose original embedding lies in
+	// it: a region around the first vetoed input's.
+	first := strings.Index(strings.ReplaceAll(strings.Trim(fmt.Sprint(vetoed), "[]"), "false", "f"), "true")
+	first = strings.Count(strings.ReplaceAll(strings.Trim(fmt.Sprint(vetoed), "[]"), "false", "f")[:first], " ")
+	inRegion := make([]bool, len(vetoed))
+	inRegion[first] = true
+	region := make([]float64, len(embO[first]))
+	for i, v := range embO[first] {
+		region[i] = float64(v)
+	}
+	// Classes a vetoed input never gets: the veto's class and the
+	// filtered classifier's next class for the first vetoed input.
+	never := []int{vc, secondBest(plainF[first], vc)}
 	centre := make([]float64, len(embO[1]))
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
@@ -158,7 +172,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		name    string
 		gate    chanfilter.Gate
 		through []bool
-		vetoed  []bool // inputs that must get the filtered logits' best class but the veto's
+		vetoed  []bool // inputs that must get the filtered logits' best class outside the gate's never set
 	}{
 		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}, nil},
 		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}, nil},
@@ -173,6 +187,8 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		{"both, no class resolved: the move gate", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}}, moved, nil},
 		{"veto: moved and still the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}}, or(byClassVC, moved), vetoed},
 		{"veto: the gate's threshold when the class's is below it", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0}}, or(byClassVC, moved), vetoed},
+		{"veto: inside the region only", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, RegionCentre: region, RegionNear: 1e-3}, or(byClassVC, moved), inRegion},
+		{"veto: never the class's neighbour either", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, VetoNever: never}, or(byClassVC, moved), vetoed},
 		{"veto: no input moves past the class's threshold", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{1e6}}, or(byClassVC, moved), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,7 +198,14 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			if err := g.Compose(og, "embedding", "lo", fg, "embedding", "lf", "logits"); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(og.P.Graph.Initializer); n >= inits {
+			// The gate's own constants (tcore/const_N) do not count.
+			n := 0
+			for _, in := range og.P.Graph.Initializer {
+				if !strings.HasPrefix(in.Name, "tcore/const_") {
+					n++
+				}
+			}
+			if n >= inits {
 				t.Errorf("%d initializers after the merge, %d before: the encoders' shared weights are not shared", n, inits)
 			}
 			if got := og.OutputNames(); len(got) != 1 || got[0] != "logits" {
@@ -202,8 +225,12 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 					want = plainF[i]
 				}
 				if tc.vetoed != nil && tc.vetoed[i] {
-					if a, v := argmax(got[i]), argmax(want); a == v || a != secondBest(want, v) {
-						t.Fatalf("input %d: class %d, want %d (the filtered classifier's best but its %d)", i, a, secondBest(want, v), v)
+					never := tc.gate.VetoNever
+					if len(never) == 0 {
+						never = tc.gate.Classes
+					}
+					if a, b := argmax(got[i]), bestOutside(want, never); a != b {
+						t.Fatalf("input %d: class %d, want %d (the filtered classifier's best outside %v)", i, a, b, never)
 					}
 					continue
 				}
@@ -215,6 +242,18 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bestOutside is the index of v's largest value whose index is not in
+// skip.
+func bestOutside(v []float32, skip []int) int {
+	b := -1
+	for i := range v {
+		if !slices.Contains(skip, i) && (b < 0 || v[i] > v[b]) {
+			b = i
+		}
+	}
+	return b
 }
 
 // secondBest is the index of v's largest value other than skip.
@@ -254,6 +293,8 @@ func TestReadGate(t *testing.T) {
 		{"veto", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5]}`, "", false},
 		{"veto thresholds not one per class", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5, 2]}`, "2 veto thresholds", false},
 		{"veto without a class part", `{"moved": 1, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5]}`, "1 veto thresholds", false},
+		{"region without radius", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "region_centre": [0, 1]}`, "region radius 0", false},
+		{"veto_never without the class part's class", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "veto_never": [4]}`, "leaves out class 3", false},
 		{"negative veto threshold", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [-1]}`, "veto threshold -1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
