@@ -912,10 +912,7 @@ const vetoQuantile = 0.99
 // sample id) of the trusted rows of that class, and at least g's move
 // threshold. A class without trusted rows gets g's threshold.
 func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]float64, error) {
-	row := make(map[uint64]int, orig.N())
-	for i, id := range orig.IDs {
-		row[id] = i
-	}
+	row := rowOf(orig)
 	d := t.Embedding.D
 	if orig.Embedding.D != d {
 		return nil, plugin.PortError("original", plugin.BadInputf("embedding of %d values, the features have %d", orig.Embedding.D, d))
@@ -943,14 +940,20 @@ func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]
 	return out, nil
 }
 
+// rowOf maps each sample id of t to its row.
+func rowOf(t *feat.Table) map[uint64]int {
+	row := make(map[uint64]int, t.N())
+	for i, id := range t.IDs {
+		row[id] = i
+	}
+	return row
+}
+
 // originalHead trains the gated classifier's second head: the final head's
 // settings on a paired trainer (it trains beside the final head), on the
 // original embeddings (orig, matched to t by sample id) of the kept rows.
 func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows []bool) (*mlp.Head, []int, error) {
-	row := make(map[uint64]int, orig.N())
-	for i, id := range orig.IDs {
-		row[id] = i
-	}
+	row := rowOf(orig)
 	var rows []int
 	for k, kept := range keptRows {
 		i, ok := row[t.IDs[k]]

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -191,19 +189,11 @@ func gateClasses(w io.Writer, dirs []string, target int) error {
 		if qerr != nil {
 			return qerr
 		}
-		var node struct {
-			Metrics struct {
-				Classes []chanfilter.ClassShare `json:"gate_probe_classes"`
-			} `json:"metrics"`
-		}
-		b, err := os.ReadFile(filepath.Join(dir, "nodes", "bootstrap", "node.json"))
+		shares, err := readProbeShares(dir)
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(b, &node); err != nil {
-			return err
-		}
-		head, inHead := sharesOver(node.Metrics.Classes, target)
+		head, inHead := sharesOver(shares, target)
 		kn, inKNN := sharesOver(near, target)
 		fmt.Fprintf(w, "%s\n  head %s (target %v) | knn %s (target %v)\n", dir, head, inHead, kn, inKNN)
 	}

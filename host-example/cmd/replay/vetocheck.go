@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/tcore-dev/tcore/stages/bootstrap"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
@@ -22,6 +23,25 @@ import (
 // and with the real trigger (-1: all, as the bench scores them).
 const vetoCheckImages = -1
 
+// readProbeShares reads bootstrap's gate_probe_classes (the classes the
+// original classifier gives the gate's probe rows, the first 8) from a
+// finished run folder.
+func readProbeShares(dir string) ([]chanfilter.ClassShare, error) {
+	var node struct {
+		Metrics struct {
+			Shares []chanfilter.ClassShare `json:"gate_probe_classes"`
+		} `json:"metrics"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes", "bootstrap", "node.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &node); err != nil {
+		return nil, err
+	}
+	return node.Metrics.Shares, nil
+}
+
 // vetoCheck prints, for a finished run whose clean_model.onnx is a gated
 // classifier with a class part, the gated classifier's accuracy on clean
 // test images and its attack success on triggered ones, as exported and
@@ -33,25 +53,7 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	if err != nil {
 		return err
 	}
-	byClass := map[int][]float64{}
 	d := t.Embedding.D
-	for i, ok := range trusted {
-		if ok {
-			m := stat.Dist(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d])
-			byClass[int(t.Labels[i])] = append(byClass[int(t.Labels[i])], m)
-		}
-	}
-	for _, ms := range byClass {
-		sort.Float64s(ms)
-	}
-	// classQ is the q quantile of the trusted rows' moves of class c.
-	classQ := func(c int, q float64) float64 {
-		ms := byClass[c]
-		if len(ms) == 0 {
-			return 0
-		}
-		return ms[int(q*float64(len(ms)-1))]
-	}
 	g0, err := onnxgraph.Load(filepath.Join(dir, "clean_model.onnx"))
 	if err != nil {
 		return err
@@ -116,11 +118,15 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	}
 	in := func(p int) bool { return slices.Contains(gate.Classes, p) }
 	vs := []variant{{fmt.Sprintf("gate %.3f", gate.Moved), func(m float64, p int, _ []float32) bool { return m > gate.Moved && in(p) }, nil}}
-	cs := ""
-	for _, c := range gate.Classes {
-		cs += fmt.Sprintf(" %d:%.3f", c, classQ(c, 0.99))
+	// bootstrap's gate_veto "moved": each class's own threshold.
+	perClass, err := bootstrap.VetoThresholds(f, t, trusted, gate)
+	if err != nil {
+		return err
 	}
-	vs = append(vs, variant{"class q0.99" + cs, func(m float64, p int, _ []float32) bool { return m > max(gate.Moved, classQ(p, 0.99)) && in(p) }, nil})
+	vs = append(vs, variant{fmt.Sprintf("class q0.99 %v", perClass), func(m float64, p int, _ []float32) bool {
+		k := slices.Index(gate.Classes, p)
+		return k >= 0 && m > perClass[k]
+	}, nil})
 	for _, r := range []struct {
 		name string
 		r    float64
@@ -133,20 +139,12 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	// The classes a vetoed input never gets in the last variant: every
 	// class holding 5% of the gate's probe rows (bootstrap's
 	// gate_probe_classes, its first 8).
-	var node struct {
-		Metrics struct {
-			Shares []chanfilter.ClassShare `json:"gate_probe_classes"`
-		} `json:"metrics"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "nodes", "bootstrap", "node.json"))
+	shares, err := readProbeShares(dir)
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, &node); err != nil {
-		return err
-	}
 	never := append([]int(nil), gate.Classes...)
-	for _, sh := range node.Metrics.Shares {
+	for _, sh := range shares {
 		if sh.Share >= 0.05 && !slices.Contains(never, sh.Class) {
 			never = append(never, sh.Class)
 		}
@@ -188,10 +186,10 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			oe := o.Embedding.X[i*d : (i+1)*d]
 			move := stat.Dist(oe, fe.Embedding.X[i*d:(i+1)*d])
 			lo, lf := ol.Embedding.X[i*k:(i+1)*k], fl.Embedding.X[i*k:(i+1)*k]
-			through := gate.Sends(move, oe) || (gate.Both && slices.Contains(gate.Classes, argmax(lo, -1)))
-			pred := argmax(lo, -1)
+			through := gate.Sends(move, oe) || (gate.Both && slices.Contains(gate.Classes, argmaxNot(lo, nil)))
+			pred := argmaxNot(lo, nil)
 			if through {
-				pred = argmax(lf, -1)
+				pred = argmaxNot(lf, nil)
 			}
 			if pred == want {
 				hit++
@@ -224,18 +222,8 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 	return nil
 }
 
-// argmax is the index of the largest value of x other than skip.
-func argmax(x []float32, skip int) int {
-	best := -1
-	for i, v := range x {
-		if i != skip && (best < 0 || v > x[best]) {
-			best = i
-		}
-	}
-	return best
-}
-
-// argmaxNot is the index of the largest value of x not in skip.
+// argmaxNot is the index of the largest value of x whose index is not in
+// skip (nil: the largest).
 func argmaxNot(x []float32, skip []int) int {
 	best := -1
 	for i, v := range x {

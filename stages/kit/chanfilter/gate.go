@@ -299,24 +299,13 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 		moved = orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
 		through = orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
 		if g.Centre != nil {
-			c := make([]float32, len(g.Centre))
-			for i, v := range g.Centre {
-				c[i] = float32(v)
-			}
-			far := orig.AddSquaredNorm(orig.AddOp("Sub", []string{emb, orig.AddConst([]int64{1, int64(len(c))}, c)}))
-			outside := orig.AddOp("Greater", []string{far, orig.AddConst([]int64{1}, []float32{float32(g.Near * g.Near)})})
-			through = orig.AddOp("Or", []string{through, orig.AddOp("Not", []string{outside})})
+			through = or(orig, through, within(orig, emb, g.Centre, g.Near))
 		}
 	}
 	if g.IsClass() && len(g.Classes) > 0 {
 		label := orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
 		for _, c := range g.Classes {
-			is := orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(c))})
-			if through == "" {
-				through = is
-			} else {
-				through = orig.AddOp("Or", []string{through, is})
-			}
+			through = or(orig, through, orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(c))}))
 		}
 	}
 	if len(g.VetoMoved) > 0 && moved != "" {
@@ -326,6 +315,29 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 		return err
 	}
 	return g.WriteTo(orig)
+}
+
+// within appends to m whether emb (the original embedding, [N, D]) lies
+// within near of centre, and returns its name (bool, [N, 1]).
+func within(m *onnxgraph.Model, emb string, centre []float64, near float64) string {
+	c := make([]float32, len(centre))
+	for i, v := range centre {
+		c[i] = float32(v)
+	}
+	far := m.AddSquaredNorm(m.AddOp("Sub", []string{emb, m.AddConst([]int64{1, int64(len(c))}, c)}))
+	return m.AddOp("Not", []string{m.AddOp("Greater", []string{far, m.AddConst([]int64{1}, []float32{float32(near * near)})})})
+}
+
+// or appends a || b to m and returns its name; b alone when a is "".
+func or(m *onnxgraph.Model, a, b string) string { return combine(m, "Or", a, b) }
+
+// combine appends op(a, b) to m and returns its name; b alone when a is
+// "" (the first term of a sum or a disjunction).
+func combine(m *onnxgraph.Model, op, a, b string) string {
+	if a == "" {
+		return b
+	}
+	return m.AddOp(op, []string{a, b})
 }
 
 // vetoPenalty is what the veto takes off a vetoed class's logit: enough
@@ -345,21 +357,10 @@ func (g *Gate) veto(m *onnxgraph.Model, emb, fl, moved string) string {
 	for i, c := range g.Classes {
 		th := max(g.Moved, g.VetoMoved[i])
 		far := m.AddOp("Greater", []string{moved, m.AddConst([]int64{1}, []float32{float32(th * th)})})
-		is := m.AddOp("And", []string{far, m.AddOp("Equal", []string{label, m.AddInt64Const(int64(c))})})
-		if vetoed == "" {
-			vetoed = is
-		} else {
-			vetoed = m.AddOp("Or", []string{vetoed, is})
-		}
+		vetoed = or(m, vetoed, m.AddOp("And", []string{far, m.AddOp("Equal", []string{label, m.AddInt64Const(int64(c))})}))
 	}
 	if g.RegionCentre != nil {
-		c := make([]float32, len(g.RegionCentre))
-		for i, v := range g.RegionCentre {
-			c[i] = float32(v)
-		}
-		far := m.AddSquaredNorm(m.AddOp("Sub", []string{emb, m.AddConst([]int64{1, int64(len(c))}, c)}))
-		outside := m.AddOp("Greater", []string{far, m.AddConst([]int64{1}, []float32{float32(g.RegionNear * g.RegionNear)})})
-		vetoed = m.AddOp("And", []string{vetoed, m.AddOp("Not", []string{outside})})
+		vetoed = m.AddOp("And", []string{vetoed, within(m, emb, g.RegionCentre, g.RegionNear)})
 	}
 	never := g.VetoNever
 	if len(never) == 0 {
@@ -368,11 +369,7 @@ func (g *Gate) veto(m *onnxgraph.Model, emb, fl, moved string) string {
 	penalty := ""
 	for _, c := range never {
 		one := m.AddOp("OneHot", []string{m.AddInt64Const(int64(c)), depth, values}, onnxgraph.IntAttr("axis", -1))
-		if penalty == "" {
-			penalty = one
-		} else {
-			penalty = m.AddOp("Add", []string{penalty, one})
-		}
+		penalty = combine(m, "Add", penalty, one)
 	}
 	lowered := m.AddOp("Add", []string{fl, penalty})
 	return m.AddOp("Where", []string{vetoed, lowered, fl})
