@@ -724,16 +724,7 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				res.Metrics["gate_veto_moved"] = g.VetoMoved
 				gated += fmt.Sprintf("; an input the filtered head still labels %s gets its best other class when the mask moved it farther than %.0f%% of that class's trusted rows", strings.Join(names, " or "), 100*vetoQuantile)
 			case g.Both && p.GateVeto == "region" && g.RegionCentre != nil:
-				g.VetoMoved = make([]float64, len(g.Classes))
-				for i := range g.VetoMoved {
-					g.VetoMoved[i] = g.Moved
-				}
-				g.VetoNever = append([]int(nil), g.Classes...)
-				for _, sh := range shares {
-					if sh.Share >= classMinShare && !slices.Contains(g.VetoNever, sh.Class) {
-						g.VetoNever = append(g.VetoNever, sh.Class)
-					}
-				}
+				RegionVeto(g, shares)
 				res.Metrics["gate_veto_never"] = g.VetoNever
 				gated += fmt.Sprintf("; an input the mask moves far that the filtered head still labels %s and that the original encoder puts in the found pattern's region gets the filtered head's best class outside %v", strings.Join(names, " or "), g.VetoNever)
 			case g.Both && p.GateVeto == "region":
@@ -906,6 +897,24 @@ func asClassifier(g *onnxgraph.Model, emb string, h *mlp.Head, out string) error
 // less than the veto's threshold for that class: the moved step's bar
 // (about the 99th percentile of every trusted row's move), per class.
 const vetoQuantile = 0.99
+
+// RegionVeto sets g's veto for gate_veto "region": every class of g's
+// class part vetoed at g's own move threshold, and the classes a vetoed
+// input may not be given: the class part's and every class that holds
+// classMinShare of the probe rows the original classifier moved out of
+// their own class (shares, as ClassGate's Head).
+func RegionVeto(g *chanfilter.Gate, shares []chanfilter.ClassShare) {
+	g.VetoMoved = make([]float64, len(g.Classes))
+	for i := range g.VetoMoved {
+		g.VetoMoved[i] = g.Moved
+	}
+	g.VetoNever = append([]int(nil), g.Classes...)
+	for _, sh := range shares {
+		if sh.Share >= classMinShare && !slices.Contains(g.VetoNever, sh.Class) {
+			g.VetoNever = append(g.VetoNever, sh.Class)
+		}
+	}
+}
 
 // VetoThresholds returns, for each class of g's class part, the vetoQuantile
 // quantile of the moves (original against filtered embedding, matched by

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -540,5 +541,35 @@ func TestVetoThresholds(t *testing.T) {
 	short := &feat.Table{IDs: orig.IDs[1:], Labels: orig.Labels[1:], Embedding: feat.Matrix{D: 2, X: orig.Embedding.X[2:]}}
 	if _, err := bootstrap.VetoThresholds(filt, short, trusted, &chanfilter.Gate{Both: true, Probe: [][]float32{{0, 0}}, Classes: []int{0}}); err == nil {
 		t.Fatal("an original table without a trusted row's sample id: no error")
+	}
+}
+
+func TestRegionVeto(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		classes []int
+		shares  []chanfilter.ClassShare
+		never   []int
+	}{
+		{"the class part and every class with 5% of the probe rows", []int{3}, []chanfilter.ClassShare{{Class: 3, Share: 0.8}, {Class: 5, Share: 0.1}, {Class: 1, Share: 0.04}}, []int{3, 5}},
+		{"5% exactly is in", []int{3}, []chanfilter.ClassShare{{Class: 3, Share: 0.9}, {Class: 2, Share: 0.05}}, []int{3, 2}},
+		{"a class part's class is listed once", []int{3, 5}, []chanfilter.ClassShare{{Class: 5, Share: 0.5}, {Class: 3, Share: 0.3}, {Class: 0, Share: 0.2}}, []int{3, 5, 0}},
+		{"a class part's class holding few probe rows stays out of reach", []int{4}, []chanfilter.ClassShare{{Class: 6, Share: 0.97}, {Class: 4, Share: 0.03}}, []int{4, 6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &chanfilter.Gate{Moved: 1.25, Both: true, Classes: tc.classes}
+			bootstrap.RegionVeto(g, tc.shares)
+			if !slices.Equal(g.VetoNever, tc.never) {
+				t.Errorf("VetoNever %v, want %v", g.VetoNever, tc.never)
+			}
+			if len(g.VetoMoved) != len(tc.classes) {
+				t.Fatalf("VetoMoved %v for classes %v", g.VetoMoved, tc.classes)
+			}
+			for i, m := range g.VetoMoved {
+				if m != g.Moved {
+					t.Errorf("VetoMoved[%d] = %v, want the gate's threshold %v", i, m, g.Moved)
+				}
+			}
+		})
 	}
 }
