@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/tcore-dev/tcore/internal/tabletest"
@@ -99,6 +100,42 @@ func TestPaintAtDataResolution(t *testing.T) {
 			}
 			if changed == 0 {
 				t.Fatal("the pattern changed nothing")
+			}
+		})
+	}
+}
+
+// The scan's images, painted on every core on upscaled data, are each
+// what painting that image alone gives.
+func TestInputsPaintEachImageAsAlone(t *testing.T) {
+	const side, model, n = 8, 56, 5
+	canvas := encoder.Preprocess{C: 3, H: side, W: side}
+	for _, tc := range []struct {
+		name  string
+		model int
+	}{{"upscaled", model}, {"same size", side}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pre := encoder.Preprocess{C: 3, H: tc.model, W: tc.model}
+			b := &bench{pre: pre, canvas: canvas, sizeScale: upscale(tc.model, tc.model, side, side), n: n}
+			rng := rand.New(rand.NewPCG(3, 4))
+			b.x = make([]float32, n*canvas.CanonicalSize())
+			for i := range b.x {
+				b.x[i] = rng.Float32()
+			}
+			pat := &Pattern{Kind: "checker", Size: 4, Row: 2, Col: 3, Colors: [2][3]float32{{1, 1, 0}, {0, 0, 1}}}
+			size := pre.C * pre.H * pre.W
+			got := make([]float32, n*size)
+			b.inputs(got, pat)
+			var scratch []float32
+			for i := 0; i < n; i++ {
+				canon := append([]float32(nil), b.x[i*canvas.CanonicalSize():(i+1)*canvas.CanonicalSize()]...)
+				want := make([]float32, size)
+				b.paint(want, canon, pat, &scratch)
+				for j := range want {
+					if math.Float32bits(got[i*size+j]) != math.Float32bits(want[j]) {
+						t.Fatalf("image %d, value %d: %v, painted alone %v", i, j, got[i*size+j], want[j])
+					}
+				}
 			}
 		})
 	}

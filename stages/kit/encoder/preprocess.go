@@ -114,12 +114,6 @@ func (p Preprocess) Resample(dst, src []float32, h, w int) {
 // channel order, the normalisation, CHW or HWC.
 func (p Preprocess) Layout(dst, src []float32) {
 	plane := p.H * p.W
-	at := func(c, i int) int { // index of channel c, pixel i in dst
-		if p.NHWC {
-			return i*p.C + c
-		}
-		return c*plane + i
-	}
 	for c := 0; c < p.C; c++ {
 		sc := c
 		if p.BGR {
@@ -129,23 +123,46 @@ func (p Preprocess) Layout(dst, src []float32) {
 		if p.Mean != nil {
 			m, s = p.Mean[c], p.Std[c]
 		}
-		for i := 0; i < plane; i++ {
-			var v float32
-			if p.C == 1 {
-				v = 0.299*src[i] + 0.587*src[plane+i] + 0.114*src[2*plane+i]
-			} else {
-				v = src[sc*plane+i]
+		in := src[sc*plane : (sc+1)*plane]
+		switch {
+		case p.C == 1:
+			r, g, b := src[:plane], src[plane:2*plane], src[2*plane:3*plane]
+			for i := range r {
+				v := 0.299*r[i] + 0.587*g[i] + 0.114*b[i]
+				dst[i] = (v - m) / s
 			}
-			dst[at(c, i)] = (v - m) / s
+		case p.NHWC:
+			for i, v := range in {
+				dst[i*p.C+c] = (v - m) / s
+			}
+		case p.Mean == nil:
+			// (v - 0) / 1 is v itself.
+			copy(dst[c*plane:(c+1)*plane], in)
+		default:
+			out := dst[c*plane : (c+1)*plane]
+			for i, v := range in {
+				out[i] = (v - m) / s
+			}
 		}
 	}
 }
 
 // resize scales a w x h plane to dw x dh by bilinear interpolation with
-// half-pixel centres (as PyTorch's align_corners=False).
+// half-pixel centres (as PyTorch's align_corners=False). Each output
+// column's source columns and weight are worked out once, not per row.
 func resize(dst []float32, dw, dh int, src []float32, w, h int) {
 	sx := float32(w) / float32(dw)
 	sy := float32(h) / float32(dh)
+	x0s, x1s, txs := make([]int, dw), make([]int, dw), make([]float32, dw)
+	for x := range dw {
+		fx := (float32(x)+0.5)*sx - 0.5
+		if fx < 0 {
+			fx = 0
+		}
+		x0s[x] = int(fx)
+		x1s[x] = min(x0s[x]+1, w-1)
+		txs[x] = fx - float32(x0s[x])
+	}
 	for y := 0; y < dh; y++ {
 		fy := (float32(y)+0.5)*sy - 0.5
 		if fy < 0 {
@@ -154,17 +171,12 @@ func resize(dst []float32, dw, dh int, src []float32, w, h int) {
 		y0 := int(fy)
 		y1 := min(y0+1, h-1)
 		ty := fy - float32(y0)
-		for x := 0; x < dw; x++ {
-			fx := (float32(x)+0.5)*sx - 0.5
-			if fx < 0 {
-				fx = 0
-			}
-			x0 := int(fx)
-			x1 := min(x0+1, w-1)
-			tx := fx - float32(x0)
-			a := src[y0*w+x0]*(1-tx) + src[y0*w+x1]*tx
-			b := src[y1*w+x0]*(1-tx) + src[y1*w+x1]*tx
-			dst[y*dw+x] = a*(1-ty) + b*ty
+		r0, r1, out := src[y0*w:(y0+1)*w], src[y1*w:(y1+1)*w], dst[y*dw:(y+1)*dw]
+		for x, tx := range txs {
+			x0, x1 := x0s[x], x1s[x]
+			a := r0[x0]*(1-tx) + r0[x1]*tx
+			b := r1[x0]*(1-tx) + r1[x1]*tx
+			out[x] = a*(1-ty) + b*ty
 		}
 	}
 }
