@@ -72,6 +72,10 @@ bench: build
 		/^BenchmarkTrainingStep\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
 		END { if (ns["one-graph"] > 0) printf "head training step: %.2fx faster as one graph (%.2f ms) than gradients then Adam in Go (%.2f ms)\n", \
 			ns["grads-then-adam-in-go"] / ns["one-graph"], ns["one-graph"] / 1e6, ns["grads-then-adam-in-go"] / 1e6 }'
+	$(GO) test -run '^$$' -bench PaintInput -benchtime 300x ./stages/kit/encoder/ | awk '{ print } \
+		/^BenchmarkPaintInput\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
+		END { if (ns["stage"] > 0) printf "a 32-px image painted for a 224-px encoder: %.2fx faster (%.0f us) than its per-pixel definition (%.0f us)\n", \
+			ns["definition"] / ns["stage"], ns["stage"] / 1e3, ns["definition"] / 1e3 }'
 	$(GO) build -trimpath -o bin/embed-bench ./host-example/cmd/embed-bench
 	bin/embed-bench --encoder ../shared/models/enc_clean.onnx --data ../shared/datasets/cifar10/test.parquet
 
