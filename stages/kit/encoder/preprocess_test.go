@@ -14,24 +14,22 @@ import (
 // Resample must reproduce bit for bit.
 func refResample(p encoder.Preprocess, dst, src []float32, h, w int) {
 	sx, sy := float32(w)/float32(p.W), float32(h)/float32(p.H)
+	// source is the two source indices and the second one's weight of
+	// output index i, at scale s over n source pixels.
+	source := func(i int, s float32, n int) (int, int, float32) {
+		f := (float32(i)+0.5)*s - 0.5
+		if f < 0 {
+			f = 0
+		}
+		i0 := int(f)
+		return i0, min(i0+1, n-1), f - float32(i0)
+	}
 	for c := 0; c < 3; c++ {
 		in, out := src[c*h*w:(c+1)*h*w], dst[c*p.H*p.W:(c+1)*p.H*p.W]
 		for y := 0; y < p.H; y++ {
-			fy := (float32(y)+0.5)*sy - 0.5
-			if fy < 0 {
-				fy = 0
-			}
-			y0 := int(fy)
-			y1 := min(y0+1, h-1)
-			ty := fy - float32(y0)
+			y0, y1, ty := source(y, sy, h)
 			for x := 0; x < p.W; x++ {
-				fx := (float32(x)+0.5)*sx - 0.5
-				if fx < 0 {
-					fx = 0
-				}
-				x0 := int(fx)
-				x1 := min(x0+1, w-1)
-				tx := fx - float32(x0)
+				x0, x1, tx := source(x, sx, w)
 				a := in[y0*w+x0]*(1-tx) + in[y0*w+x1]*tx
 				b := in[y1*w+x0]*(1-tx) + in[y1*w+x1]*tx
 				out[y*p.W+x] = a*(1-ty) + b*ty
@@ -40,28 +38,27 @@ func refResample(p encoder.Preprocess, dst, src []float32, h, w int) {
 	}
 }
 
-// refLayout is Layout written value by value.
+// refLayout is Layout written value by value, pixel after pixel.
 func refLayout(p encoder.Preprocess, dst, src []float32) {
 	plane := p.H * p.W
-	for c := 0; c < p.C; c++ {
-		sc := c
-		if p.BGR {
-			sc = 2 - c
-		}
-		m, s := float32(0), float32(1)
-		if p.Mean != nil {
-			m, s = p.Mean[c], p.Std[c]
-		}
-		for i := 0; i < plane; i++ {
-			v := src[sc*plane+i]
-			if p.C == 1 {
-				v = 0.299*src[i] + 0.587*src[plane+i] + 0.114*src[2*plane+i]
+	for i := 0; i < plane; i++ {
+		r, g, b := src[i], src[plane+i], src[2*plane+i]
+		for c := 0; c < p.C; c++ {
+			v := [3]float32{r, g, b}[c]
+			switch {
+			case p.C == 1:
+				v = 0.299*r + 0.587*g + 0.114*b
+			case p.BGR:
+				v = [3]float32{b, g, r}[c]
 			}
-			at := c*plane + i
+			if p.Mean != nil {
+				v = (v - p.Mean[c]) / p.Std[c]
+			}
 			if p.NHWC {
-				at = i*p.C + c
+				dst[i*p.C+c] = v
+			} else {
+				dst[c*plane+i] = v
 			}
-			dst[at] = (v - m) / s
 		}
 	}
 }
