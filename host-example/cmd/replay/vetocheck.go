@@ -136,30 +136,37 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		}, nil})
 	}
 	fmt.Fprintf(w, "region of %s: radius %.3f, trusted q01 %.3f\n", res.Scan.Pattern.String(), radius, q01)
-	// The classes a vetoed input never gets in the last variant: every
-	// class holding 5% of the gate's probe rows (bootstrap's
-	// gate_probe_classes, its first 8).
+	// The classes a vetoed input never gets in the last variants, as
+	// bootstrap's gate_veto "region" draws them (from its
+	// gate_probe_classes, the first 8 classes).
 	shares, err := readProbeShares(dir)
 	if err != nil {
 		return err
 	}
-	never := append([]int(nil), gate.Classes...)
-	for _, sh := range shares {
-		if sh.Share >= 0.05 && !slices.Contains(never, sh.Class) {
-			never = append(never, sh.Class)
-		}
-	}
-	fmt.Fprintf(w, "classes a vetoed input never gets (last variant): %v\n", never)
+	rv := *gate
+	bootstrap.RegionVeto(&rv, shares)
+	never := rv.VetoNever
+	fmt.Fprintf(w, "classes a vetoed input never gets (last variants): %v\n", never)
 	rr := max(radius, q01)
 	vs = append(vs, variant{fmt.Sprintf("region %.3f, never %v", rr, never), func(m float64, p int, oe []float32) bool {
 		return m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
 	}, never})
-	// The last variant again, only where the filter found the region
-	// apart from the trusted rows (it flagged the rows inside it).
-	apart := res.Region != nil && res.Region.Why == "" && res.Region.Threshold > 0
-	vs = append(vs, variant{fmt.Sprintf("apart %v: region %.3f, never %v", apart, rr, never), func(m float64, p int, oe []float32) bool {
-		return apart && m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
-	}, never})
+	// gate_veto "region" itself: the region the filter recorded in the
+	// gate (drawn on its scan images, only where it found the region apart
+	// from the trusted rows). Runs older than filter 0.45.0 carry none; for
+	// them, the last variant again where the filter's report says apart.
+	stage := func(m float64, p int, oe []float32) bool {
+		return gate.RegionCentre != nil && m > gate.Moved && in(p) && stat.DistTo(oe, gate.RegionCentre) <= gate.RegionNear
+	}
+	name := fmt.Sprintf("stage: recorded region %.3f, never %v", gate.RegionNear, never)
+	if gate.RegionCentre == nil {
+		apart := res.Region != nil && res.Region.Why == "" && res.Region.Threshold > 0
+		stage = func(m float64, p int, oe []float32) bool {
+			return apart && m > gate.Moved && in(p) && stat.DistTo(oe, centre) <= rr
+		}
+		name = fmt.Sprintf("no recorded region; apart %v: region %.3f, never %v", apart, rr, never)
+	}
+	vs = append(vs, variant{name, stage, never})
 	fmt.Fprintf(w, "veto check: gate moved %.3f, classes %v (both %v)\n", gate.Moved, gate.Classes, gate.Both)
 	for _, c := range baseCases(spec) {
 		var tabs [4]*feat.Table
