@@ -462,3 +462,48 @@ func TestBusyRunFolderIsRefused(t *testing.T) {
 		t.Fatalf("after the first run ended: %v", err)
 	}
 }
+
+// TestCopiedRunFolderIsReused: a parameter naming a file inside the run
+// folder (bound from "$run") counts relative to it, so a copy of the run
+// folder reuses every node; naming another file there runs the node again.
+func TestCopiedRunFolderIsReused(t *testing.T) {
+	data := writeDataset(t, 30, -1)
+	r := &dag.Runner{Stages: dag.Plugins{Catalog: catalog}}
+	run := func(dir, note string) *dag.Result {
+		t.Helper()
+		p := pipeline(t, `{"name": "note", "nodes": [{"id": "train", "input": "train"},
+		  {"id": "echo", "stage": "echo", "params": {"note": "$run/`+note+`"}}],
+		  "edges": [{"from": "train.table", "to": "echo.images"}]}`)
+		if err := p.Bind(dag.Plugins{Catalog: catalog}, dag.Bindings{RunDir: dir}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.Run(context.Background(), p, map[string]string{"train": data}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := filepath.Join(t.TempDir(), "first")
+	if res := run(first, "note.json"); res.Nodes["echo"].Cached {
+		t.Fatal("the first run reused a node")
+	}
+	copied := filepath.Join(t.TempDir(), "copied")
+	if err := os.CopyFS(copied, os.DirFS(first)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		note   string
+		reused bool
+	}{
+		{"note.json", true},
+		{"other.json", false},
+	} {
+		res := run(copied, tc.note)
+		if got := res.Nodes["echo"].Cached; got != tc.reused {
+			t.Errorf("note $run/%s in a copied run folder: echo reused = %v, want %v", tc.note, got, tc.reused)
+		}
+		if _, err := os.Stat(filepath.Join(copied, tc.note)); err != nil {
+			t.Errorf("note $run/%s: %v", tc.note, err)
+		}
+	}
+}

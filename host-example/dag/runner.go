@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -206,7 +207,7 @@ func contains(xs []string, x string) bool {
 
 // runNode runs (or reuses) one node.
 func (r *Runner) runNode(ctx context.Context, pl *plan, n *Node, inputs map[string]string, upstream map[string]*NodeResult, dir string) (*NodeResult, error) {
-	key, err := r.cacheKey(pl, n, inputs, upstream)
+	key, err := r.cacheKey(pl, n, inputs, upstream, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -335,8 +336,10 @@ func (r *Runner) readInput(ctx context.Context, path string, outs *fileOutputs, 
 
 // cacheKey hashes what determines a node's outputs: the stage's code
 // fingerprint and parameters (defaults filled in), or the input dataset's
-// content and read options; and the content hashes of its inputs.
-func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream map[string]*NodeResult) (string, error) {
+// content and read options; and the content hashes of its inputs. A
+// parameter naming a path inside the run folder dir counts relative to it,
+// so a copied or moved run folder still reuses its nodes.
+func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream map[string]*NodeResult, dir string) (string, error) {
 	h := sha256.New()
 	enc := json.NewEncoder(h)
 	if n.Input != "" {
@@ -350,7 +353,7 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 		if err != nil {
 			return "", err
 		}
-		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), params})
+		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), runRelative(params, dir)})
 		// Files named by parameters (an encoder, a model: their role says
 		// so) count by content.
 		var pm map[string]any
@@ -385,6 +388,27 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// runRelative rewrites the string parameters that name a path inside the
+// run folder dir as "$run/..." (params: canonical JSON of an object).
+func runRelative(params, dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return params
+	}
+	var m map[string]any
+	if json.Unmarshal([]byte(params), &m) != nil {
+		return params
+	}
+	prefix := abs + string(filepath.Separator)
+	for k, v := range m {
+		if s, ok := v.(string); ok && strings.HasPrefix(s, prefix) {
+			m[k] = "$run/" + filepath.ToSlash(s[len(prefix):])
+		}
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 // effectiveParams returns the parameters with defaults filled in, as

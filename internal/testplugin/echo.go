@@ -53,6 +53,7 @@ type params struct {
 	AfterBatches int    `json:"after_batches" range:"[1,)" doc:"batches echoed before failing"`
 	Reverse      bool   `json:"reverse" doc:"read the ports in reverse order"`
 	Sink         bool   `json:"sink" doc:"read the inputs, write nothing"`
+	Note         string `json:"note" role:"output" doc:"write the rows echoed to this file (a file output, as a filtered encoder is)"`
 }
 
 // Run implements plugin.Stage.
@@ -81,6 +82,12 @@ func (e Echo) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, ou
 		}
 		r.Release()
 		progress.Report(plugin.Event{Done: int64(batches), Unit: "batches"})
+	}
+	if p.Note != "" {
+		b, _ := json.Marshal(rows)
+		if err := os.WriteFile(p.Note, b, 0o644); err != nil {
+			return nil, err
+		}
 	}
 	return plugin.Metrics{"batches": batches, "rows": rows}, nil
 }
