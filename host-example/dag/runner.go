@@ -353,11 +353,11 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 		if err != nil {
 			return "", err
 		}
-		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), runRelative(params, dir)})
-		// Files named by parameters (an encoder, a model: their role says
-		// so) count by content.
 		var pm map[string]any
 		json.Unmarshal([]byte(params), &pm)
+		enc.Encode([]any{"stage", n.Stage, r.Stages.Fingerprint(n.Stage), runRelative(pm, dir)})
+		// Files named by parameters (an encoder, a model: their role says
+		// so) count by content.
 		for _, ps := range pl.specs[n.ID].Params {
 			name := ps.Name
 			if !ps.Role.IsFile() {
@@ -390,24 +390,22 @@ func (r *Runner) cacheKey(pl *plan, n *Node, inputs map[string]string, upstream 
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// runRelative rewrites the string parameters that name a path inside the
-// run folder dir as "$run/..." (params: canonical JSON of an object).
-func runRelative(params, dir string) string {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return params
+// runRelative returns the parameters pm as canonical JSON, with the
+// strings that name a path inside the run folder dir written as
+// "$run/..."; pm itself is left as it is.
+func runRelative(pm map[string]any, dir string) string {
+	out := make(map[string]any, len(pm))
+	prefix := ""
+	if abs, err := filepath.Abs(dir); err == nil {
+		prefix = abs + string(filepath.Separator)
 	}
-	var m map[string]any
-	if json.Unmarshal([]byte(params), &m) != nil {
-		return params
-	}
-	prefix := abs + string(filepath.Separator)
-	for k, v := range m {
-		if s, ok := v.(string); ok && strings.HasPrefix(s, prefix) {
-			m[k] = "$run/" + filepath.ToSlash(s[len(prefix):])
+	for k, v := range pm {
+		if s, ok := v.(string); ok && prefix != "" && strings.HasPrefix(s, prefix) {
+			v = "$run/" + filepath.ToSlash(s[len(prefix):])
 		}
+		out[k] = v
 	}
-	b, _ := json.Marshal(m)
+	b, _ := json.Marshal(out) // maps marshal with sorted keys
 	return string(b)
 }
 
