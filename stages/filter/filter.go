@@ -182,6 +182,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		res.Scan = sc.Scan
 	}
+	if p.Looks > 0 {
+		if sc, err = b.lookCall(sc, p.Looks); err != nil {
+			return nil, err
+		}
+		res.Scan = sc.Scan
+	}
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 		if sc.BestZ >= p.GapMin {
@@ -398,6 +404,9 @@ func ScanEncoder(ctx context.Context, p Params, ins *chanfilter.Inputs, progress
 	defer b.close()
 	sc, err := b.scan(ctx, nil, p.Candidates, p.Refine, nil, false, progress)
 	if err != nil {
+		return nil, nil, err
+	}
+	if sc, err = b.lookCall(sc, p.Looks); err != nil {
 		return nil, nil, err
 	}
 	var zs []float64

@@ -1395,3 +1395,4 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 		t.Errorf("probe rows: found %d, planted %d: the planted patch's rows did not join", rows["found"], rows["planted"])
 	}
 }
+

@@ -351,11 +351,6 @@ func places(last int) []int {
 // one candidate per size and place among thousands, so it misses a small
 // trigger there whenever the trojan answers to it alone, not over a field.
 func anchored(h, w int, sizes [2]int, centre bool) []Pattern {
-	var looks [][2][3]float32
-	for c := 0; c < 8; c++ {
-		looks = append(looks, [2][3]float32{{float32(c >> 2 & 1), float32(c >> 1 & 1), float32(c & 1)}})
-	}
-	black, white := [3]float32{}, [3]float32{1, 1, 1}
 	var out []Pattern
 	for s := sizes[0]; s <= min(sizes[1], sizes[0]+2); s++ {
 		if s > h || s > w {
@@ -367,14 +362,24 @@ func anchored(h, w int, sizes [2]int, centre bool) []Pattern {
 				if !centre && len(rows) == 3 && len(cols) == 3 && r == rows[1] && c == cols[1] {
 					continue
 				}
-				for _, l := range looks {
-					out = append(out, Pattern{Kind: "solid", Size: s, Row: r, Col: c, Colors: l})
-				}
-				out = append(out,
-					Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{black, white}},
-					Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{white, black}})
+				out = append(out, looksAt(s, r, c)...)
 			}
 		}
 	}
 	return out
+}
+
+// looksAt returns the looks a patch trigger is most often made in, as
+// patches of s x s at (r, c): a solid patch of each of the eight saturated
+// colours and a black-and-white checker of either phase.
+func looksAt(s, r, c int) []Pattern {
+	out := make([]Pattern, 0, 10)
+	for k := 0; k < 8; k++ {
+		l := [3]float32{float32(k >> 2 & 1), float32(k >> 1 & 1), float32(k & 1)}
+		out = append(out, Pattern{Kind: "solid", Size: s, Row: r, Col: c, Colors: [2][3]float32{l}})
+	}
+	black, white := [3]float32{}, [3]float32{1, 1, 1}
+	return append(out,
+		Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{black, white}},
+		Pattern{Kind: "checker", Size: s, Row: r, Col: c, Colors: [2][3]float32{white, black}})
 }

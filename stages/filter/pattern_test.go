@@ -216,3 +216,77 @@ func TestAnchored(t *testing.T) {
 		})
 	}
 }
+
+// TestClimbReachesTheTrigger: with a judge that scores a patch by how
+// well it paints a hidden trigger (pixels it paints as the trigger does,
+// less those it paints otherwise), the climb goes from a patch near the
+// trigger in another look to the trigger itself, judges no pattern twice,
+// and stays where it is when it starts on the trigger or has no steps.
+func TestClimbReachesTheTrigger(t *testing.T) {
+	const h, w = 32, 32
+	black, white, red := [3]float32{}, [3]float32{1, 1, 1}, [3]float32{1, 0, 0}
+	checker := Pattern{Kind: "checker", Size: 8, Row: 12, Col: 10, Colors: [2][3]float32{white, black}}
+	redCorner := Pattern{Kind: "solid", Size: 5, Row: 0, Col: 0, Colors: [2][3]float32{red}}
+	paint := func(p Pattern) []float32 {
+		x := make([]float32, 3*h*w)
+		for i := range x {
+			x[i] = 0.5
+		}
+		p.Apply(x, h, w)
+		return x
+	}
+	for _, tc := range []struct {
+		name    string
+		trigger Pattern
+		from    Pattern
+		steps   int
+		want    Pattern
+	}{
+		{"a noise patch inside a checkerboard", checker, Pattern{Kind: "noise", Size: 4, Row: 14, Col: 12, NoiseSeed: 9}, 8, checker},
+		{"a magenta patch beside a red corner", redCorner, Pattern{Kind: "solid", Size: 3, Row: 1, Col: 1, Colors: [2][3]float32{{1, 0, 1}}}, 8, redCorner},
+		{"on the trigger", checker, checker, 8, checker},
+		{"no steps", checker, Pattern{Kind: "noise", Size: 4, Row: 14, Col: 12, NoiseSeed: 9}, 0, Pattern{Kind: "noise", Size: 4, Row: 14, Col: 12, NoiseSeed: 9}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := paint(tc.trigger)
+			score := func(p Pattern) float64 {
+				x, s := paint(p), 0.0
+				for i := range x {
+					switch {
+					case x[i] == 0.5:
+					case x[i] == ref[i]:
+						s++
+					default:
+						s--
+					}
+				}
+				return s
+			}
+			seen := map[string]bool{}
+			judge := func(ps []Pattern) (cand, float64, error) {
+				best, bz := cand{}, math.Inf(-1)
+				for _, p := range ps {
+					k := fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed)
+					if seen[k] {
+						t.Errorf("%s judged twice", p)
+					}
+					seen[k] = true
+					if z := score(p); z > bz {
+						best, bz = cand{p: p}, z
+					}
+				}
+				return best, bz, nil
+			}
+			got, z, judged, err := climb(cand{p: tc.from}, score(tc.from), tc.steps, h, w, [2]int{3, 10}, judge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !samePatch(got.p, tc.want) {
+				t.Errorf("climbed to %s %v, want %s %v", got.p, got.p.Colors, tc.want, tc.want.Colors)
+			}
+			if z != score(got.p) || judged != len(seen) {
+				t.Errorf("z %.0f for a patch scoring %.0f; %d judged, %d seen", z, score(got.p), judged, len(seen))
+			}
+		})
+	}
+}

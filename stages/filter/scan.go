@@ -41,6 +41,13 @@ type Scan struct {
 	// FromPlanted is set when that one made the call.
 	PlantedZ    float64 `json:"planted_best_z,omitempty"`
 	FromPlanted bool    `json:"from_planted,omitempty"`
+	// Looked counts the patterns the look step judged (looks), LookZ the
+	// same-size z it climbed to; FromLook is set when its patch replaced
+	// the call's, LookFrom names the one it replaced.
+	Looked   int     `json:"looks_judged,omitempty"`
+	LookZ    float64 `json:"look_z,omitempty"`
+	FromLook bool    `json:"from_look,omitempty"`
+	LookFrom string  `json:"look_from,omitempty"`
 }
 
 // groupStats judge a pattern's collapse against random candidates.
@@ -492,4 +499,85 @@ func (b *bench) anchorCheck(res *scanResult) error {
 	res.bestPatch, res.bestPatchZ, res.bestPatchC = c.p, z, c.c
 	res.top = append([]cand{c}, res.top[:min(len(res.top), 9)]...)
 	return nil
+}
+
+// lookCall returns a copy of res whose call is the found patch put into
+// the usual looks of a patch trigger and climbed towards the trigger
+// (climb), judged on the unmasked encoder against res's random
+// statistics. A random scan that calls a patch trojan often calls a patch
+// near its trigger in another look (a noise patch beside a
+// checkerboard), and the channels masked against that one can leave the
+// trigger working. res itself (the scan's memo) is unchanged; the copy
+// keeps res's call when it calls no patch or the climb never moves. It
+// draws nothing from the random source.
+func (b *bench) lookCall(res *scanResult, steps int) (*scanResult, error) {
+	switch k := res.Pattern.Kind; {
+	case steps == 0 || !res.Backdoored:
+		return res, nil
+	case k != "solid" && k != "checker" && k != "noise":
+		return res, nil
+	}
+	judge := func(ps []Pattern) (cand, float64, error) { return b.worstCand(nil, ps, res.stats) }
+	cur, z, judged, err := climb(cand{res.Pattern, res.BestCollapse}, res.BestZ, steps, b.canvas.H, b.canvas.W, b.p.Sizes, judge)
+	if err != nil {
+		return nil, err
+	}
+	out := *res
+	out.Looked, out.LookZ = judged, z
+	if samePatch(cur.p, res.Pattern) {
+		return &out, nil
+	}
+	out.FromLook, out.LookFrom = true, res.Pattern.String()
+	out.BestZ, out.BestCollapse, out.Pattern = z, cur.c, cur.p
+	out.bestPatch, out.bestPatchZ, out.bestPatchC = cur.p, z, cur.c
+	out.top = append([]cand{cur}, res.top[:min(len(res.top), 9)]...)
+	return &out, nil
+}
+
+// climb starts from the patch from (of same-size z fromZ) and, for at
+// most steps steps, judges the looks of looksAt at the current patch's
+// place and size, the current patch's neighbours and the current patch
+// moved by two pixels (a checkerboard's phase kept), moving to the best
+// of them while it beats the current one's z. judge returns the best of
+// its patterns and that one's z. It returns where it stopped, that
+// patch's z and how many patterns it judged; no pattern is judged twice.
+func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([]Pattern) (cand, float64, error)) (cand, float64, int, error) {
+	cur, curZ := from, fromZ
+	key := func(p Pattern) string { return fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed) }
+	tried := map[string]bool{key(cur.p): true}
+	judged := 0
+	for step := 0; step < steps; step++ {
+		var ps []Pattern
+		next := append(looksAt(cur.p.Size, cur.p.Row, cur.p.Col), neighbours(cur.p, h, w, sizes)...)
+		for _, d := range [][2]int{{-2, 0}, {2, 0}, {0, -2}, {0, 2}} {
+			// A move by two keeps a checkerboard's phase.
+			q := cur.p
+			q.Row, q.Col = clamp(q.Row+d[0], 0, h-q.Size), clamp(q.Col+d[1], 0, w-q.Size)
+			next = append(next, q)
+		}
+		for _, q := range next {
+			if !tried[key(q)] {
+				tried[key(q)] = true
+				ps = append(ps, q)
+			}
+		}
+		if len(ps) == 0 {
+			break
+		}
+		c, z, err := judge(ps)
+		if err != nil {
+			return cand{}, 0, 0, err
+		}
+		judged += len(ps)
+		if z <= curZ {
+			break
+		}
+		cur, curZ = c, z
+	}
+	return cur, curZ, judged, nil
+}
+
+// samePatch says whether p and q paint the same patch.
+func samePatch(p, q Pattern) bool {
+	return p.Kind == q.Kind && p.Size == q.Size && p.Row == q.Row && p.Col == q.Col && p.Colors == q.Colors && p.NoiseSeed == q.NoiseSeed
 }

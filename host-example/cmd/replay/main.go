@@ -399,6 +399,9 @@ func scanOnly(ctx context.Context, dir string, encs []string, vs variants, judge
 			}
 			pat, _ := json.Marshal(sc.Pattern)
 			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s blend median %.3f smooth median %.3f\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat, sc.RandomMedian["blend"], sc.RandomMedian["smooth"])
+			if sc.Looked > 0 {
+				fmt.Fprintf(stdout, "  looks: %d judged, climbed to z %.1f (from %q: %v)\n", sc.Looked, sc.LookZ, sc.LookFrom, sc.FromLook)
+			}
 			for i, jp := range judge {
 				fmt.Fprintf(stdout, "  judged %-36s z %7.1f\n", jp.String(), zs[i])
 			}
