@@ -1396,3 +1396,40 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 	}
 }
 
+
+// TestLooksRunOnACall: the look step runs on a patch call and never
+// without one, and the first masking round masks against the call it
+// leaves.
+func TestLooksRunOnACall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		net   *testenc.Net
+		looks int
+		runs  bool
+	}{
+		{"trojan, looks 8", testenc.Collapse(5), 8, true},
+		{"trojan, looks 0", testenc.Collapse(5), 0, false},
+		{"clean, looks 8", testenc.Clean(5), 8, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			in := dimInputs(t, enc, rng, 0)
+			defer in.Release()
+			sc, b, m := scanOf(t, in, map[string]any{"encoder": enc, "candidates": 40, "refine": 0, "rescans": 0, "looks": tc.looks})
+			if (sc.Looked > 0) != tc.runs {
+				t.Fatalf("looks_judged %d, want the step to run: %v (%s)", sc.Looked, tc.runs, b)
+			}
+			if !sc.Backdoored {
+				return
+			}
+			rb, _ := json.Marshal(m["rounds"])
+			var rounds []filter.Round
+			if err := json.Unmarshal(rb, &rounds); err != nil || len(rounds) == 0 {
+				t.Fatalf("rounds %s (%v)", rb, err)
+			}
+			if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
+				t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
+			}
+		})
+	}
+}
