@@ -1396,7 +1396,6 @@ func TestGateProbeTakesThePlantedPatch(t *testing.T) {
 	}
 }
 
-
 // TestLooksRunOnACall: the look step runs on a patch call and never
 // without one, and the first masking round masks against the call it
 // leaves.
