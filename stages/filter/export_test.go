@@ -123,7 +123,11 @@ func PlantedOverPick(ctx context.Context, p Params, ins *chanfilter.Inputs, pick
 		return Scan{}, err
 	}
 	picked := *sc
-	picked.Backdoored, picked.Pattern = true, pick
+	c, z, err := b.worstCand(nil, []Pattern{pick}, sc.stats)
+	if err != nil {
+		return Scan{}, err
+	}
+	picked.Backdoored, picked.Pattern, picked.BestZ, picked.BestCollapse = true, pick, z, c.c
 	_, _, pats, err := b.planted(ctx)
 	if err != nil {
 		return Scan{}, err

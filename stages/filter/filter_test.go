@@ -1186,25 +1186,33 @@ func TestPlantedZ(t *testing.T) {
 	}
 }
 
-// TestPlantedBlend: where the scan's call is a noise blend, the trojan's
-// own trigger pasted into 60 images labelled 0 (T3) takes the call over
-// under planted_blend "patch" (the blur would leave it); never under
-// "off", never on a clean encoder (the patch does not reach gap_min
-// there), and never over a patch call.
-func TestPlantedBlend(t *testing.T) {
+// TestPlantedTakesTheCall: the trojan's own trigger pasted into 60 images
+// labelled 0 (T3) takes a noise blend's call over under planted_blend
+// "patch" (the blur would leave it), and a patch call that pulls the scan
+// images together less (a red patch the white-pixel trojan ignores) under
+// planted_patch "collapse"; never when off, never on a clean encoder (the
+// patch does not reach the bar there), never over a patch call under
+// planted_blend, and never over a call that collapses as much (the
+// trigger itself, painted by the scan).
+func TestPlantedTakesTheCall(t *testing.T) {
 	blend := filter.Pattern{Kind: "blend", Alpha: 0.15, NoiseSeed: 7}
-	solid := filter.Pattern{Kind: "solid", Size: 3, Row: 1, Col: 1, Colors: [2][3]float32{{1, 0, 0}, {1, 0, 0}}}
+	red := filter.Pattern{Kind: "solid", Size: 3, Row: 1, Col: 1, Colors: [2][3]float32{{1, 0, 0}, {1, 0, 0}}}
+	white := filter.Pattern{Kind: "solid", Size: testenc.PatchSize, Row: testenc.PatchAt, Col: testenc.PatchAt, Colors: [2][3]float32{{1, 1, 1}}}
 	for _, tc := range []struct {
-		name  string
-		net   *testenc.Net
-		mode  string
-		pick  filter.Pattern
-		taken bool
+		name   string
+		net    *testenc.Net
+		params map[string]any
+		pick   filter.Pattern
+		taken  bool
 	}{
-		{"trojan, blend call", testenc.Collapse(5), "patch", blend, true},
-		{"trojan, blend call, off", testenc.Collapse(5), "off", blend, false},
-		{"trojan, patch call", testenc.Collapse(5), "patch", solid, false},
-		{"clean, blend call", testenc.Clean(5), "patch", blend, false},
+		{"blend call, planted_blend", testenc.Collapse(5), map[string]any{"planted_blend": "patch"}, blend, true},
+		{"blend call, off", testenc.Collapse(5), map[string]any{"planted_blend": "off"}, blend, false},
+		{"patch call, planted_blend", testenc.Collapse(5), map[string]any{"planted_blend": "patch"}, red, false},
+		{"clean, blend call", testenc.Clean(5), map[string]any{"planted_blend": "patch"}, blend, false},
+		{"patch call, planted_patch", testenc.Collapse(5), map[string]any{"planted_patch": "collapse"}, red, true},
+		{"patch call, planted_patch off", testenc.Collapse(5), map[string]any{"planted_patch": "off"}, red, false},
+		{"the trigger's call, planted_patch", testenc.Collapse(5), map[string]any{"planted_patch": "collapse"}, white, false},
+		{"clean, patch call", testenc.Clean(5), map[string]any{"planted_patch": "collapse"}, red, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, enc, rng := encoderOf(t, tc.net)
@@ -1215,7 +1223,11 @@ func TestPlantedBlend(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ins.Release()
-			p := smoothStepParams(t, enc, map[string]any{"planted_ratio": 10, "planted_blend": tc.mode})
+			extra := map[string]any{"planted_ratio": 10}
+			for k, v := range tc.params {
+				extra[k] = v
+			}
+			p := smoothStepParams(t, enc, extra)
 			sc, err := filter.PlantedOverPick(context.Background(), p, ins, tc.pick)
 			if err != nil {
 				t.Fatal(err)
@@ -1226,13 +1238,13 @@ func TestPlantedBlend(t *testing.T) {
 			if taken := sc.FromPlanted && sc.Pattern.Kind == "pasted"; taken != tc.taken {
 				t.Fatalf("scan %+v (planted z %.1f): the pasted patch took the call %v, want %v", sc, sc.PlantedZ, taken, tc.taken)
 			}
-			if !tc.taken && sc.Pattern.Kind != tc.pick.Kind {
+			if !tc.taken && sc.Pattern.String() != tc.pick.String() {
 				t.Fatalf("scan %+v: the call changed from %s", sc, tc.pick)
 			}
-			if tc.mode == "patch" && tc.pick.Kind == "blend" && sc.PlantedZ == 0 {
+			if judged := tc.params["planted_blend"] == "patch" && tc.pick.Kind == "blend" || tc.params["planted_patch"] == "collapse"; judged && sc.PlantedZ == 0 {
 				t.Errorf("the pasted patch was not judged: %+v", sc)
 			}
-			t.Logf("planted z %.1f", sc.PlantedZ)
+			t.Logf("planted z %.1f, collapse %.2f", sc.PlantedZ, sc.BestCollapse)
 		})
 	}
 }

@@ -71,6 +71,7 @@ type Params struct {
 	PlantedRatio float64 `json:"planted_ratio" range:"[0,)" doc:"look for patches pasted into the training images: a 3x3 content that at least max(10, 0.25% of the rows) images of one label share pixel for pixel at one place (and at least half of the images carrying it there), and that reaches this many times (+1) the most images of that label carrying it anywhere more than 8 pixels away; its carriers are suspects and augment rows carry it on other labels' images (0: off)"`
 	PlantedZ     float64 `json:"planted_z" range:"[0,)" doc:"when the random candidates make no call, judge the patches planted_ratio found pasted into the data on the encoder against the same random statistics, and call the encoder backdoored on the best of them when its same-size z reaches this and collapse_min (0: off)"`
 	PlantedBlend string  `json:"planted_blend" enum:"off|patch" doc:"when the scan's best pattern is a noise blend and planted_ratio found patches pasted into the data: patch judges them on the encoder as planted_z does and, when the best one's same-size z reaches gap_min and its collapse collapse_min, takes the patch path from it (channels masked against it) instead of the blur, which leaves a pasted patch; off: the blend call stands"`
+	PlantedPatch string  `json:"planted_patch" enum:"off|collapse" doc:"when the scan calls a patch and planted_ratio found patches pasted into the data: collapse judges them on the encoder as planted_z does and, when the best one's same-size z reaches anchor_z (a few fixed patches, not a search) and it pulls the scan images together more than the call (a larger collapse), masks against it instead: a trigger pasted pixel for pixel into hundreds of one label's images that the encoder also answers to is the encoder's trigger (T3), and the scan's call can be a part of it (off: the scan's call stands)"`
 	SplitK       float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its cosine with it (in the view that flagged the class) lies this many robust standard deviations above the median of the class's rows that do not"`
 
 	// moved
@@ -96,7 +97,7 @@ var defaults = Params{
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
-	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off",
+	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "off",
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.

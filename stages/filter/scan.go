@@ -439,8 +439,9 @@ func (b *bench) firstScan(ctx context.Context, progress plugin.Progress) (*scanR
 
 // judgePlanted returns the scan result sc as the patches found pasted
 // into the data (ps) leave it: they may make the call where the random
-// candidates made none (planted_z), or replace a noise blend's call
-// (planted_blend). sc itself is unchanged.
+// candidates made none (planted_z), replace a noise blend's call
+// (planted_blend), or replace a patch call when they collapse the scan
+// images more (planted_patch). sc itself is unchanged.
 func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) {
 	switch {
 	case len(ps) == 0:
@@ -448,6 +449,17 @@ func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) 
 		return b.plantedCall(sc, ps, b.p.PlantedZ)
 	case sc.Backdoored && sc.Pattern.Kind == "blend" && b.p.PlantedBlend == "patch":
 		return b.plantedCall(sc, ps, b.p.GapMin)
+	case sc.Backdoored && isPatch(sc.Pattern) && b.p.PlantedPatch == "collapse":
+		// A few fixed patches, not a search: anchor_z is their bar.
+		out, err := b.plantedCall(sc, ps, b.p.anchorZ())
+		if err != nil || !out.FromPlanted || out.BestCollapse > sc.BestCollapse {
+			return out, err
+		}
+		// It stands out, but pulls the images together no more than the
+		// scan's call: the call stands.
+		kept := *sc
+		kept.PlantedZ = out.PlantedZ
+		return &kept, nil
 	}
 	return sc, nil
 }
@@ -511,10 +523,7 @@ func (b *bench) anchorCheck(res *scanResult) error {
 // keeps res's call when it calls no patch or the climb never moves. It
 // draws nothing from the random source.
 func (b *bench) lookCall(res *scanResult, steps int) (*scanResult, error) {
-	switch k := res.Pattern.Kind; {
-	case steps == 0 || !res.Backdoored:
-		return res, nil
-	case k != "solid" && k != "checker" && k != "noise":
+	if steps == 0 || !res.Backdoored || !isPatch(res.Pattern) {
 		return res, nil
 	}
 	judge := func(ps []Pattern) (cand, float64, error) { return b.worstCand(nil, ps, res.stats) }
@@ -580,4 +589,10 @@ func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([
 // samePatch says whether p and q paint the same patch.
 func samePatch(p, q Pattern) bool {
 	return p.Kind == q.Kind && p.Size == q.Size && p.Row == q.Row && p.Col == q.Col && p.Colors == q.Colors && p.NoiseSeed == q.NoiseSeed
+}
+
+// isPatch says whether p is one of the scan's own patches (solid,
+// checker or noise), not a blend or a patch found in the data.
+func isPatch(p Pattern) bool {
+	return p.Kind == "solid" || p.Kind == "checker" || p.Kind == "noise"
 }
