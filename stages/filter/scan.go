@@ -41,6 +41,11 @@ type Scan struct {
 	// FromPlanted is set when that one made the call.
 	PlantedZ    float64 `json:"planted_best_z,omitempty"`
 	FromPlanted bool    `json:"from_planted,omitempty"`
+	// CallCollapse is the scan's own call's collapse when planted_patch
+	// judged a pasted patch against it, PlantedCollapse that patch's
+	// when it did not take the call.
+	CallCollapse    float64 `json:"call_collapse,omitempty"`
+	PlantedCollapse float64 `json:"planted_collapse,omitempty"`
 	// Looked counts the patterns the look step judged (looks), LookZ the
 	// same-size z it climbed to; FromLook is set when its patch replaced
 	// the call's, LookFrom names the one it replaced.
@@ -452,13 +457,19 @@ func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) 
 	case sc.Backdoored && isPatch(sc.Pattern) && b.p.PlantedPatch == "collapse":
 		// A few fixed patches, not a search: anchor_z is their bar.
 		out, err := b.plantedCall(sc, ps, b.p.anchorZ())
-		if err != nil || !out.FromPlanted || out.BestCollapse > sc.BestCollapse {
+		if err != nil || !out.FromPlanted {
 			return out, err
 		}
-		// It stands out, but pulls the images together no more than the
-		// scan's call: the call stands.
+		out.CallCollapse = sc.BestCollapse
+		// It must take at least half of the spread the call leaves away:
+		// a call that is already a part of the trigger (a 3x3 inside its
+		// 5x5) leaves little, and masking against the whole trigger then
+		// spends channels for nothing.
+		if out.BestCollapse-sc.BestCollapse > 0.5*(1-sc.BestCollapse) {
+			return out, nil
+		}
 		kept := *sc
-		kept.PlantedZ = out.PlantedZ
+		kept.PlantedZ, kept.CallCollapse, kept.PlantedCollapse = out.PlantedZ, sc.BestCollapse, out.BestCollapse
 		return &kept, nil
 	}
 	return sc, nil
