@@ -266,7 +266,7 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 			judge := func(ps []Pattern) (cand, float64, error) {
 				best, bz := cand{}, math.Inf(-1)
 				for _, p := range ps {
-					k := fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed)
+					k := patchKey(p)
 					if seen[k] {
 						t.Errorf("%s judged twice", p)
 					}
@@ -281,7 +281,7 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !samePatch(got.p, tc.want) {
+			if patchKey(got.p) != patchKey(tc.want) {
 				t.Errorf("climbed to %s %v, want %s %v", got.p, got.p.Colors, tc.want, tc.want.Colors)
 			}
 			if z != score(got.p) || judged != len(seen) {

@@ -495,9 +495,7 @@ func (b *bench) plantedCall(res *scanResult, ps []Pattern, bar float64) (*scanRe
 		return &out, nil
 	}
 	out.Backdoored, out.FromPlanted = true, true
-	out.BestZ, out.BestCollapse, out.Pattern = z, c.c, c.p
-	out.bestPatch, out.bestPatchZ, out.bestPatchC = c.p, z, c.c
-	out.top = append([]cand{c}, res.top[:min(len(res.top), 9)]...)
+	out.takeCall(c, z)
 	return &out, nil
 }
 
@@ -518,9 +516,7 @@ func (b *bench) anchorCheck(res *scanResult) error {
 		return nil
 	}
 	res.Backdoored, res.FromAnchor = true, true
-	res.BestZ, res.BestCollapse, res.Pattern = z, c.c, c.p
-	res.bestPatch, res.bestPatchZ, res.bestPatchC = c.p, z, c.c
-	res.top = append([]cand{c}, res.top[:min(len(res.top), 9)]...)
+	res.takeCall(c, z)
 	return nil
 }
 
@@ -544,13 +540,11 @@ func (b *bench) lookCall(res *scanResult, steps int) (*scanResult, error) {
 	}
 	out := *res
 	out.Looked, out.LookZ = judged, z
-	if samePatch(cur.p, res.Pattern) {
+	if patchKey(cur.p) == patchKey(res.Pattern) {
 		return &out, nil
 	}
 	out.FromLook, out.LookFrom = true, res.Pattern.String()
-	out.BestZ, out.BestCollapse, out.Pattern = z, cur.c, cur.p
-	out.bestPatch, out.bestPatchZ, out.bestPatchC = cur.p, z, cur.c
-	out.top = append([]cand{cur}, res.top[:min(len(res.top), 9)]...)
+	out.takeCall(cur, z)
 	return &out, nil
 }
 
@@ -563,8 +557,7 @@ func (b *bench) lookCall(res *scanResult, steps int) (*scanResult, error) {
 // patch's z and how many patterns it judged; no pattern is judged twice.
 func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([]Pattern) (cand, float64, error)) (cand, float64, int, error) {
 	cur, curZ := from, fromZ
-	key := func(p Pattern) string { return fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed) }
-	tried := map[string]bool{key(cur.p): true}
+	tried := map[string]bool{patchKey(cur.p): true}
 	judged := 0
 	for step := 0; step < steps; step++ {
 		var ps []Pattern
@@ -576,8 +569,8 @@ func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([
 			next = append(next, q)
 		}
 		for _, q := range next {
-			if !tried[key(q)] {
-				tried[key(q)] = true
+			if k := patchKey(q); !tried[k] {
+				tried[k] = true
 				ps = append(ps, q)
 			}
 		}
@@ -597,9 +590,17 @@ func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([
 	return cur, curZ, judged, nil
 }
 
-// samePatch says whether p and q paint the same patch.
-func samePatch(p, q Pattern) bool {
-	return p.Kind == q.Kind && p.Size == q.Size && p.Row == q.Row && p.Col == q.Col && p.Colors == q.Colors && p.NoiseSeed == q.NoiseSeed
+// patchKey names what a patch paints: two patches with the same key paint
+// the same pixels.
+func patchKey(p Pattern) string { return fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed) }
+
+// takeCall makes c, of same-size z z, r's call: its best pattern, its best
+// patch and the first of the patterns it found (the searches on the masked
+// encoder start from them). The caller sets why (FromPlanted, ...).
+func (r *scanResult) takeCall(c cand, z float64) {
+	r.BestZ, r.BestCollapse, r.Pattern = z, c.c, c.p
+	r.bestPatch, r.bestPatchZ, r.bestPatchC = c.p, z, c.c
+	r.top = append([]cand{c}, r.top[:min(len(r.top), 9)]...)
 }
 
 // isPatch says whether p is one of the scan's own patches (solid,
