@@ -590,8 +590,10 @@ func climb(from cand, fromZ float64, steps, h, w int, sizes [2]int, judge func([
 	return cur, curZ, judged, nil
 }
 
-// patchKey names what a patch paints: two patches with the same key paint
-// the same pixels.
+// patchKey names what one of the scan's own patches (solid, checker,
+// noise: isPatch) paints: two such patches with the same key paint the same
+// pixels. It does not tell pasted patches apart (their pixels are not in
+// it), and the climb and the look step only ever key the scan's own.
 func patchKey(p Pattern) string { return fmt.Sprintf("%s %v %d", p, p.Colors, p.NoiseSeed) }
 
 // takeCall makes c, of same-size z z, r's call: its best pattern, its best
