@@ -72,6 +72,10 @@ bench: build
 		/^BenchmarkTrainingStep\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
 		END { if (ns["one-graph"] > 0) printf "head training step: %.2fx faster as one graph (%.2f ms) than gradients then Adam in Go (%.2f ms)\n", \
 			ns["grads-then-adam-in-go"] / ns["one-graph"], ns["one-graph"] / 1e6, ns["grads-then-adam-in-go"] / 1e6 }'
+	$(GO) test -run '^$$' -bench FitUnevenPair -benchtime 10x ./stages/kit/mlp/ | awk '{ print } \
+		/^BenchmarkFitUnevenPair\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
+		END { if (ns["every-thread-alone"] > 0) printf "an uneven pair of head fits: %.2fx faster when the long one takes every thread once alone (%.0f ms) than on half of them (%.0f ms)\n", \
+			ns["half-threads"] / ns["every-thread-alone"], ns["every-thread-alone"] / 1e6, ns["half-threads"] / 1e6 }'
 	$(GO) test -run '^$$' -bench PaintInput -benchtime 300x ./stages/kit/encoder/ | awk '{ print } \
 		/^BenchmarkPaintInput\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); ns[n[2]] = $$3 } \
 		END { if (ns["stage"] > 0) printf "a 32-px image painted for a 224-px encoder: %.2fx faster (%.0f us) than its per-pixel definition (%.0f us)\n", \

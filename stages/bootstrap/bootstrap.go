@@ -424,15 +424,9 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			}
 		}
 		if relabelled > 0 {
-			rtr := ftr
-			if alongside != nil {
-				// Alone now: the trainer with every thread.
-				if rtr, err = mlp.NewTrainer(sizes, fcfg); err != nil {
-					return nil, err
-				}
-				defer rtr.Close()
-			}
-			if trainLoss, sc, err = finalHead(rtr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
+			// Alone now: a paired trainer's fit takes every thread
+			// (mlp.Config.AloneThreads).
+			if trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
 				return nil, err
 			}
 		}

@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/advancedclimatesystems/gonnx/onnx"
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -141,6 +142,13 @@ type Config struct {
 	MaxSteps int
 	Seed     uint64
 	ORT      ort.Options
+	// AloneThreads, when above ORT.Threads, is the intra-op thread count
+	// of the steps a Fit runs while no other Fit of the same trainer runs
+	// (on the CPU; 0: none). Paired sets it, so that the head of a pair
+	// still training after its partner finished (a confusion head on every
+	// row beside a benign head on the trusted ones) uses every core. A
+	// fit's result does not depend on its thread count.
+	AloneThreads int
 }
 
 // DefaultConfig returns docs/ALGORITHM.md's training defaults.
@@ -161,8 +169,14 @@ type Confusion struct {
 type Trainer struct {
 	sizes []int
 	step  *ortgo.DynamicAdvancedSession // graphStep: a whole training step
-	fwd   *ortgo.DynamicAdvancedSession
-	cfg   Config
+	// alone is graphStep with cfg.AloneThreads intra-op threads, for the
+	// steps of a Fit that runs alone (nil: step serves every Fit).
+	alone *ortgo.DynamicAdvancedSession
+	fits  atomic.Int32 // Fits running now
+	// aloneSteps counts the steps run on alone (for the tests).
+	aloneSteps atomic.Int64
+	fwd        *ortgo.DynamicAdvancedSession
+	cfg        Config
 }
 
 // NewTrainer prepares the training and scoring graphs for heads of sizes.
@@ -203,6 +217,18 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 		t.step.Destroy()
 		return nil, err
 	}
+	threads := cfg.ORT.Threads
+	if threads <= 0 {
+		threads = ort.DefaultThreads()
+	}
+	if kind, _, _ := ort.ParseDevice(cfg.ORT.Device); kind == "cpu" && cfg.AloneThreads > threads {
+		wide := cfg.ORT
+		wide.Threads = cfg.AloneThreads
+		if t.alone, err = ort.NewRawSession(stepModel, ins, outs, wide); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
 	return t, nil
 }
 
@@ -210,6 +236,19 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 func (t *Trainer) Close() {
 	t.step.Destroy()
 	t.fwd.Destroy()
+	if t.alone != nil {
+		t.alone.Destroy()
+	}
+}
+
+// stepSession is the session of a Fit's next step: the wide one while
+// that Fit is the trainer's only one.
+func (t *Trainer) stepSession() *ortgo.DynamicAdvancedSession {
+	if t.alone != nil && t.fits.Load() == 1 {
+		t.aloneSteps.Add(1)
+		return t.alone
+	}
+	return t.step
 }
 
 // The graphs of a head of L layers.
@@ -504,6 +543,8 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 	if len(rows) == 0 {
 		return 0, fmt.Errorf("mlp: no rows to train on")
 	}
+	t.fits.Add(1)
+	defer t.fits.Add(-1)
 	rng := rand.New(rand.NewPCG(t.cfg.Seed, 0x666974))
 	byClass := map[int32][]int{}
 	var classes []int32
@@ -553,7 +594,7 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 			sb.y[i*c+int(lbl)] = weight
 		}
 		in, out := opt.next()
-		if err := t.step.Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
+		if err := t.stepSession().Run(append([]ortgo.Value{sb.xt, sb.yt}, in...), append([]ortgo.Value{sb.lt}, out...)); err != nil {
 			return 0, fmt.Errorf("mlp: training step: %w", err)
 		}
 		opt.done()
@@ -680,8 +721,9 @@ func (t *Trainer) Score(h *Head, x []float32, y []int32) (*Scores, error) {
 // Together runs fns at once, each on its own goroutine, waits for all of
 // them and returns the first error in fns' order. Heads that do not depend
 // on each other (the two halves of a held-out pair, a benign and a
-// confusion head) train side by side: one Fit keeps about one core busy
-// however many intra-op threads its session has, its batches being small.
+// confusion head) train side by side: their batches being small, two fits
+// on one core each finish sooner than one after the other on two cores
+// (BenchmarkFitPair).
 // A Trainer's sessions may be run from several goroutines, and each Fit and
 // Score computes what it would alone.
 func Together(fns ...func() error) error {

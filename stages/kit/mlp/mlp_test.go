@@ -476,6 +476,105 @@ func BenchmarkFitPair(b *testing.B) {
 	}
 }
 
+// unevenPair is a pair of fits as expand runs them: a short one (a benign
+// head on a quarter of the rows) beside a long one (every row).
+func unevenPair(n int) (short, long []int) {
+	long = allRows(n)
+	return long[:n/4], long
+}
+
+// A fit of a pair that goes on after its partner finished switches to the
+// trainer's wide session (Config.AloneThreads) and still ends with the
+// weights it has alone on one thread, bit for bit; so does its partner.
+func TestAFitLeftAloneTakesEveryThread(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 4000, 256, 10
+	x, y := blobs(n, d, c, 6)
+	sizes := []int{d, 512, 256, c}
+	short, long := unevenPair(n)
+	cfg := DefaultConfig(5)
+	cfg.Epochs, cfg.MinSteps = 2, 0
+	alone := func(rows []int) *Head {
+		one := cfg
+		one.ORT.Threads = 1
+		tr, err := NewTrainer(sizes, one)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		h := NewHead(sizes, uint64(len(rows)))
+		if _, err := tr.Fit(h, x, y, rows, nil); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	pair := cfg
+	pair.ORT.Threads, pair.AloneThreads = 1, 2
+	tr, err := NewTrainer(sizes, pair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	hs, hl := NewHead(sizes, uint64(len(short))), NewHead(sizes, uint64(len(long)))
+	fit := func(h *Head, rows []int) func() error {
+		return func() error { _, err := tr.Fit(h, x, y, rows, nil); return err }
+	}
+	if err := Together(fit(hs, short), fit(hl, long)); err != nil {
+		t.Fatal(err)
+	}
+	if tr.aloneSteps.Load() == 0 {
+		t.Fatal("no step of the long fit ran on the wide session after the short one finished")
+	}
+	for _, c := range []struct {
+		name      string
+		got, want *Head
+	}{{"short", hs, alone(short)}, {"long", hl, alone(long)}} {
+		for l := range c.want.W {
+			if !slices.Equal(c.got.W[l], c.want.W[l]) || !slices.Equal(c.got.B[l], c.want.B[l]) {
+				t.Fatalf("%s fit: layer %d differs from the fit alone on one thread", c.name, l)
+			}
+		}
+	}
+}
+
+// BenchmarkFitUnevenPair compares, in one run, an uneven pair of fits
+// (unevenPair) on a paired trainer whose long fit keeps half the threads
+// once alone, and on one whose long fit takes them all back
+// (Config.AloneThreads, as Paired sets it). `make bench` prints the ratio.
+func BenchmarkFitUnevenPair(b *testing.B) {
+	ortlib.Init(b)
+	const n, d, c = 20000, 256, 10
+	x, y := blobs(n, d, c, 1)
+	short, long := unevenPair(n)
+	cfg := DefaultConfig(1)
+	cfg.Epochs, cfg.MinSteps = 1, 0
+	sizes := []int{d, 512, 256, c}
+	for _, mode := range []string{"half-threads", "every-thread-alone"} {
+		b.Run(mode, func(b *testing.B) {
+			pc := cfg.Paired()
+			if mode == "half-threads" {
+				pc.AloneThreads = 0
+			}
+			tr, err := NewTrainer(sizes, pc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Close()
+			fit := func(rows []int) func() error {
+				h := NewHead(sizes, uint64(len(rows)))
+				return func() error { _, err := tr.Fit(h, x, y, rows, nil); return err }
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := Together(fit(short), fit(long)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((len(short)+len(long))*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
 // A fit ends with the same weights, bit for bit, whatever the intra-op
 // thread count of its trainer's sessions (Config.Paired relies on it).
 func TestThreadsDoNotChangeAFit(t *testing.T) {

@@ -38,13 +38,15 @@ func (h HeadParams) Config() Config {
 // Paired returns c for a trainer whose heads train two at a time
 // (Together): its sessions get half the intra-op threads they would
 // otherwise have (at least one), so that the two fits share the CPUs
-// instead of contending for them (BenchmarkFitPair). A fit's result does
-// not depend on its thread count (TestThreadsDoNotChangeAFit).
+// instead of contending for them (BenchmarkFitPair), and a fit left
+// running alone gets them all back (AloneThreads). A fit's result does not
+// depend on its thread count (TestThreadsDoNotChangeAFit).
 func (c Config) Paired() Config {
 	t := c.ORT.Threads
 	if t <= 0 {
 		t = ort.DefaultThreads()
 	}
 	c.ORT.Threads = max(1, t/2)
+	c.AloneThreads = t
 	return c
 }
