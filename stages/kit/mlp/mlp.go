@@ -217,11 +217,7 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 		t.step.Destroy()
 		return nil, err
 	}
-	threads := cfg.ORT.Threads
-	if threads <= 0 {
-		threads = ort.DefaultThreads()
-	}
-	if kind, _, _ := ort.ParseDevice(cfg.ORT.Device); kind == "cpu" && cfg.AloneThreads > threads {
+	if kind, _, _ := ort.ParseDevice(cfg.ORT.Device); kind == "cpu" && cfg.AloneThreads > cfg.ORT.IntraOpThreads() {
 		wide := cfg.ORT
 		wide.Threads = cfg.AloneThreads
 		if t.alone, err = ort.NewRawSession(stepModel, ins, outs, wide); err != nil {

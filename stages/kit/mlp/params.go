@@ -42,10 +42,7 @@ func (h HeadParams) Config() Config {
 // running alone gets them all back (AloneThreads). A fit's result does not
 // depend on its thread count (TestThreadsDoNotChangeAFit).
 func (c Config) Paired() Config {
-	t := c.ORT.Threads
-	if t <= 0 {
-		t = ort.DefaultThreads()
-	}
+	t := c.ORT.IntraOpThreads()
 	c.ORT.Threads = max(1, t/2)
 	c.AloneThreads = t
 	return c

@@ -61,16 +61,21 @@ func ParseDevice(d string) (kind string, id int, err error) {
 	return "", 0, fmt.Errorf("ort: device %q: want cpu, cuda or cuda:N", d)
 }
 
+// IntraOpThreads is the intra-op thread count a session made with o gets:
+// Threads, or DefaultThreads when Threads is not positive.
+func (o Options) IntraOpThreads() int {
+	if o.Threads > 0 {
+		return o.Threads
+	}
+	return DefaultThreads()
+}
+
 func (o Options) sessionOptions() (*onnx.SessionOptions, error) {
 	so, err := onnx.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
-	threads := o.Threads
-	if threads <= 0 {
-		threads = DefaultThreads()
-	}
-	if err := so.SetIntraOpNumThreads(threads); err != nil {
+	if err := so.SetIntraOpNumThreads(o.IntraOpThreads()); err != nil {
 		so.Destroy()
 		return nil, err
 	}
