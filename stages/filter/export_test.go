@@ -138,3 +138,26 @@ func PlantedOverPick(ctx context.Context, p Params, ins *chanfilter.Inputs, pick
 	}
 	return out.Scan, nil
 }
+
+// ForceScanCall makes pick the call of the remembered first scan on ins
+// under p (its z and collapse judged against the scan's random candidates),
+// so that a later Run in this process on the same encoder and images
+// starts from that call.
+func ForceScanCall(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pattern) error {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	sc, err := b.firstScan(ctx, nil)
+	if err != nil {
+		return err
+	}
+	c, z, err := b.worstCand(nil, []Pattern{pick}, sc.stats)
+	if err != nil {
+		return err
+	}
+	// The memo holds sc itself: change it in place.
+	sc.Backdoored, sc.Pattern, sc.BestZ, sc.BestCollapse = true, pick, z, c.c
+	return nil
+}

@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.47.1",
+		Version: "0.48.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -103,6 +103,17 @@ type Result struct {
 	// ScanImages is how many trusted images the scan collapsed.
 	ScanImages int    `json:"scan_images"`
 	Exported   string `json:"exported,omitempty"`
+	// DroppedTakeover is set when planted_patch "gated" dropped a pass in
+	// which a pasted patch took the scan's call over.
+	DroppedTakeover *DroppedTakeover `json:"dropped_takeover,omitempty"`
+}
+
+// DroppedTakeover says which pasted patch's pass planted_patch "gated"
+// dropped, and why.
+type DroppedTakeover struct {
+	Pattern        string `json:"pattern"`
+	ChannelsMasked int    `json:"channels_masked"`
+	Why            string `json:"why"`
 }
 
 // Run implements plugin.Stage: it composes the steps.
@@ -120,18 +131,57 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	defer ins.Release()
-	b, err := newBench(p, ins)
+	res, held, err := s.run(ctx, p, ins, out, progress)
 	if err != nil {
 		return nil, err
+	}
+	if held != nil {
+		if res.Gate != nil && res.Gate.On {
+			if err := held.flush(out); err != nil {
+				return nil, err
+			}
+			return plugin.MetricsOf(res)
+		}
+		held.release()
+		dropped := &DroppedTakeover{Pattern: res.Scan.Pattern.String(), ChannelsMasked: res.ChannelsMasked, Why: "the gate is off"}
+		if res.Gate != nil && res.Gate.Why != "" {
+			dropped.Why += ": " + res.Gate.Why
+		}
+		q := p
+		q.PlantedPatch = "off"
+		if res, _, err = s.run(ctx, q, ins, out, progress); err != nil {
+			return nil, err
+		}
+		res.DroppedTakeover = dropped
+	}
+	return plugin.MetricsOf(res)
+}
+
+// run is one pass of the steps on ins. With planted_patch "gated", a pass
+// in which a pasted patch took the scan's call over writes into held
+// outputs, which it returns: Run flushes them when the pass's gate is on,
+// and otherwise (every input would pay the mask) drops them and runs the
+// steps again with the scan's own call (planted_patch off; the scan is
+// remembered, so that pass is the defaults' run).
+func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out plugin.Outputs, progress plugin.Progress) (res *Result, kept *heldOutputs, err error) {
+	var held *heldOutputs
+	defer func() {
+		if err != nil && held != nil {
+			held.release()
+		}
+	}()
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, nil, err
 	}
 	defer b.close()
 	t := ins.Table
 
 	sc, err := b.firstScan(ctx, progress)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	res := &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale, ScanImages: b.scanImages}
+	res = &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale, ScanImages: b.scanImages}
 	// The steps after the scan take minutes on a backdoored encoder: say
 	// which one runs.
 	phase := func(msg string) {
@@ -155,11 +205,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		phase("looking for a trigger planted in one class's images")
 		rep, carrier, pats, err := b.classSplit(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.ClassSplit, splitPats = rep, pats
 		if err := b.suspectAlso(suspect, carrier); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v.Fill = b.means
 	}
@@ -170,21 +220,26 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		phase("looking for patches pasted into one label's images")
 		rep, carrier, pats, err := b.planted(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.Planted, plantedPats = rep, pats
 		if err := b.suspectAlso(suspect, carrier); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v.Fill = b.means
+		called := sc.Backdoored && isPatch(sc.Pattern)
 		if sc, err = b.judgePlanted(sc, pats); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.Scan = sc.Scan
+		if p.PlantedPatch == "gated" && called && sc.FromPlanted {
+			held = &heldOutputs{}
+			out = held
+		}
 	}
 	if p.Looks > 0 {
 		if sc, err = b.lookCall(sc, p.Looks); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.Scan = sc.Scan
 	}
@@ -199,13 +254,13 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// rows join the class split's carriers as suspects.
 		var near []bool
 		if res.Region, dist, near, err = b.region(sc.Pattern); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, r := range near {
 			suspect[i] = suspect[i] || r
 		}
 		if err := b.distrust(suspect); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// The search is capped only against a noise blend: the caps cut
 		// the outsized responses a blend drives into many channels, and
@@ -217,15 +272,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// (docs/DECISIONS.md).
 		if p.ClampQuantile > 0 && sc.Pattern.Kind == "blend" {
 			if caps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		} else if p.ClampQuantile > 0 && p.ClampPatch == "export" {
 			if exportCaps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if res.Smoothing, capped, err = b.smooth(ctx, sc, caps, phase); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if sm := res.Smoothing; sm != nil && sm.Sigma > 0 {
@@ -244,20 +299,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	} else if sc.Backdoored {
 		if caps != nil {
 			if err := b.setCaps(caps); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			v.Caps = caps
 		}
 		sus, err := b.score(sc)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.UCLCUnavailable = sus.uclcMissing
 		v.Score, v.Signals = sus.z, sus.signal
 		phase("choosing the channels to mask")
 		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil, capped)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v.Keep = sel.keep
 		if exportCaps != nil {
@@ -268,7 +323,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		phase("filling the masked channels")
 		fl, err := b.fillChannels(ctx, sel, sus)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
 		against, family = sel.againstNamed(b.canvas.H, b.canvas.W, p.Sizes)
@@ -283,7 +338,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		if p.ShiftZ > 0 && len(sel.masked) > 0 {
 			phase("judging patterns by the move of the mean on the masked encoder")
 			if res.Shift, err = b.shiftCheck(ctx, sel.keep); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if res.Shift.Added {
 				against = append(against, res.Shift.Pattern)
@@ -293,7 +348,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 				// learnable), as for the scan's pattern.
 				var near []bool
 				if res.Shift.Region, _, near, err = b.region(res.Shift.Pattern); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				for i, r := range near {
 					suspect[i] = suspect[i] || r
@@ -307,7 +362,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		carrier := make([]bool, t.N())
 		pat, rep, err := b.dataTrigger(ctx, sus, carrier)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res.DataTrigger = rep
 		if pat != nil {
@@ -330,7 +385,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	// into its metadata).
 	moved, err := ins.Write(ctx, p.Device, "", v, out, progress)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sc.Backdoored {
 		var far []bool
@@ -344,7 +399,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	phase("augment rows")
 	aug, err := b.augment(ctx, v.Masks(), against, family, out)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res.AugmentRows = aug.rows()
 	switch {
@@ -370,7 +425,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	if p.Export != "" {
 		fm, err := v.Encoder(ins.Model)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := fm.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {
 			if res.Gate != nil && res.Gate.On {
@@ -378,17 +433,17 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			}
 			return nil
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if moved == nil {
 		moved = make([]float32, t.N())
 	}
 	if err := feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "filter.trigger_distance", F: dist}, {Name: "filter.moved", F: moved}, {Name: "filter.suspect", B: suspect}}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res.Exported = p.Export
-	return plugin.MetricsOf(res)
+	return res, held, nil
 }
 
 // ScanEncoder runs only the scan step: whether the encoder looks

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/internal/ortlib"
@@ -1443,4 +1444,120 @@ func TestLooksRunOnACall(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGatedTakeoverStandsOnlyWithAGate: on a T3-like input whose scan
+// calls a red patch the trojan ignores, the pasted trigger takes the call
+// over (planted_patch "collapse"). Under "gated" that pass stands, output
+// for output, when its gate is on; when its gate is off (gate_min 0), the
+// filter drops it, says so, and writes exactly what planted_patch "off"
+// writes.
+func TestGatedTakeoverStandsOnlyWithAGate(t *testing.T) {
+	red := filter.Pattern{Kind: "solid", Size: 3, Row: 1, Col: 1, Colors: [2][3]float32{{1, 0, 0}, {1, 0, 0}}}
+	for _, tc := range []struct {
+		name    string
+		gateMin float64
+		drop    bool
+	}{
+		{"gate on", 0.25, false},
+		{"gate off", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, _ := encoderOf(t, testenc.Collapse(5))
+			inputs := func() *plugin.Tables {
+				in := pastedInputs(t, enc, rand.New(rand.NewPCG(7, 8)), testenc.PatchAt, testenc.PatchSize, false)
+				trustHalfTheCarriers(in)
+				return in
+			}
+			params := map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "gate_min": tc.gateMin}
+			in := inputs()
+			ins, err := chanfilter.Open(in, enc, "expand.trusted")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := filter.ForceScanCall(context.Background(), smoothStepParams(t, enc, params), ins, red); err != nil {
+				t.Fatal(err)
+			}
+			ins.Release()
+			in.Release()
+			runs := map[string]map[string]any{}
+			outs := map[string]*plugin.Tables{}
+			for _, form := range []string{"off", "collapse", "gated"} {
+				in := inputs()
+				defer in.Release()
+				out := plugin.NewTables()
+				defer out.Release()
+				params["planted_patch"] = form
+				raw, _ := json.Marshal(params)
+				m, err := plugin.Local(filter.New()).Run(context.Background(), raw, in, out, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				runs[form], outs[form] = m, out
+			}
+			var sc filter.Scan
+			b, _ := json.Marshal(runs["collapse"]["encoder_scan"])
+			if json.Unmarshal(b, &sc); !sc.FromPlanted || sc.Pattern.Kind != "pasted" {
+				t.Fatalf("collapse: scan %s: want the pasted patch to take the call over", b)
+			}
+			var g filter.GateReport
+			b, _ = json.Marshal(runs["collapse"]["gate"])
+			if json.Unmarshal(b, &g); g.On == tc.drop {
+				t.Fatalf("collapse: gate %s: want it on: %v", b, !tc.drop)
+			}
+			dropped, _ := json.Marshal(runs["gated"]["dropped_takeover"])
+			if got := runs["gated"]["dropped_takeover"] != nil; got != tc.drop {
+				t.Fatalf("gated: dropped_takeover %s, want a dropped pass: %v", dropped, tc.drop)
+			}
+			want := "collapse"
+			if tc.drop {
+				want = "off"
+			}
+			for _, port := range []string{"features", "channels", "augment", "scores"} {
+				if !sameTable(outs["gated"].Get(port), outs[want].Get(port)) {
+					t.Errorf("gated: port %s differs from planted_patch %s's", port, want)
+				}
+			}
+			if a, b := runs["gated"]["channels_masked"], runs[want]["channels_masked"]; a != b {
+				t.Errorf("gated masked %v channels, %s %v", a, want, b)
+			}
+			t.Logf("dropped %s", dropped)
+		})
+	}
+}
+
+// sameTable says whether two output tables hold the same rows (both
+// missing counts as the same).
+func sameTable(a, b *plugin.Table) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if !a.Schema.Equal(b.Schema) {
+		return false
+	}
+	ra, rb := concatRecords(a), concatRecords(b)
+	if ra == nil || rb == nil {
+		return ra == nil && rb == nil
+	}
+	defer ra.Release()
+	defer rb.Release()
+	return array.RecordEqual(ra, rb)
+}
+
+// concatRecords joins a table's records into one (nil when it has none).
+func concatRecords(t *plugin.Table) arrow.Record {
+	if len(t.Records) == 0 {
+		return nil
+	}
+	tab := array.NewTableFromRecords(t.Schema, t.Records)
+	defer tab.Release()
+	r := array.NewTableReader(tab, tab.NumRows())
+	defer r.Release()
+	if !r.Next() {
+		return nil
+	}
+	rec := r.Record()
+	rec.Retain()
+	return rec
 }

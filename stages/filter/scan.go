@@ -454,7 +454,7 @@ func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) 
 		return b.plantedCall(sc, ps, b.p.PlantedZ)
 	case sc.Backdoored && sc.Pattern.Kind == "blend" && b.p.PlantedBlend == "patch":
 		return b.plantedCall(sc, ps, b.p.GapMin)
-	case sc.Backdoored && isPatch(sc.Pattern) && b.p.PlantedPatch == "collapse":
+	case sc.Backdoored && isPatch(sc.Pattern) && (b.p.PlantedPatch == "collapse" || b.p.PlantedPatch == "gated"):
 		// A few fixed patches, not a search: anchor_z is their bar.
 		out, err := b.plantedCall(sc, ps, b.p.anchorZ())
 		if err != nil || !out.FromPlanted {
