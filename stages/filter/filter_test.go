@@ -1191,7 +1191,7 @@ func TestPlantedZ(t *testing.T) {
 // labelled 0 (T3) takes a noise blend's call over under planted_blend
 // "patch" (the blur would leave it), and a patch call that pulls the scan
 // images together less (a red patch the white-pixel trojan ignores) under
-// planted_patch "collapse"; never when off, never on a clean encoder (the
+// planted_patch "collapse" and the default "gated"; never when off, never on a clean encoder (the
 // patch does not reach the bar there), never over a patch call under
 // planted_blend, and never over a call that collapses as much (the
 // trigger itself, painted by the scan).
@@ -1208,7 +1208,8 @@ func TestPlantedTakesTheCall(t *testing.T) {
 	}{
 		{"blend call, planted_blend", testenc.Collapse(5), map[string]any{"planted_blend": "patch"}, blend, true},
 		{"blend call, off", testenc.Collapse(5), map[string]any{"planted_blend": "off"}, blend, false},
-		{"patch call, planted_blend", testenc.Collapse(5), map[string]any{"planted_blend": "patch"}, red, false},
+		{"patch call, planted_blend", testenc.Collapse(5), map[string]any{"planted_blend": "patch", "planted_patch": "off"}, red, false},
+		{"patch call, the default planted_patch", testenc.Collapse(5), map[string]any{}, red, true},
 		{"clean, blend call", testenc.Clean(5), map[string]any{"planted_blend": "patch"}, blend, false},
 		{"patch call, planted_patch", testenc.Collapse(5), map[string]any{"planted_patch": "collapse"}, red, true},
 		{"patch call, planted_patch off", testenc.Collapse(5), map[string]any{"planted_patch": "off"}, red, false},
