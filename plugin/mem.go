@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -85,6 +86,35 @@ func (t *Tables) Open(port string) (array.RecordReader, error) {
 func (t *Tables) Create(port string, schema *arrow.Schema) (RecordWriter, error) {
 	t.Put(port, schema)
 	return &tableWriter{t: t, port: port}, nil
+}
+
+// CopyTo writes every table to out, one port after another in the order of
+// their names (a stage that held its outputs until it knew they stand).
+func (t *Tables) CopyTo(out Outputs) error {
+	t.mu.Lock()
+	ports := make([]string, 0, len(t.m))
+	for k := range t.m {
+		ports = append(ports, k)
+	}
+	t.mu.Unlock()
+	sort.Strings(ports)
+	for _, port := range ports {
+		tb := t.Get(port)
+		w, err := out.Create(port, tb.Schema)
+		if err != nil {
+			return err
+		}
+		for _, r := range tb.Records {
+			if err := w.Write(r); err != nil {
+				w.Close()
+				return err
+			}
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type tableWriter struct {

@@ -136,13 +136,14 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		return nil, err
 	}
 	if held != nil {
+		defer held.Release()
 		if res.Gate != nil && res.Gate.On {
-			if err := held.flush(out); err != nil {
+			if err := held.CopyTo(out); err != nil {
 				return nil, err
 			}
 			return plugin.MetricsOf(res)
 		}
-		held.release()
+		held.Release()
 		dropped := &DroppedTakeover{Pattern: res.Scan.Pattern.String(), ChannelsMasked: res.ChannelsMasked, Why: "the gate is off"}
 		if res.Gate != nil && res.Gate.Why != "" {
 			dropped.Why += ": " + res.Gate.Why
@@ -158,16 +159,16 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 }
 
 // run is one pass of the steps on ins. With planted_patch "gated", a pass
-// in which a pasted patch took the scan's call over writes into held
-// outputs, which it returns: Run flushes them when the pass's gate is on,
+// in which a pasted patch took the scan's call over writes into tables in
+// memory, which it returns: Run flushes them when the pass's gate is on,
 // and otherwise (every input would pay the mask) drops them and runs the
 // steps again with the scan's own call (planted_patch off; the scan is
 // remembered, so that pass is the defaults' run).
-func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out plugin.Outputs, progress plugin.Progress) (res *Result, kept *heldOutputs, err error) {
-	var held *heldOutputs
+func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out plugin.Outputs, progress plugin.Progress) (res *Result, kept *plugin.Tables, err error) {
+	var held *plugin.Tables
 	defer func() {
 		if err != nil && held != nil {
-			held.release()
+			held.Release()
 		}
 	}()
 	b, err := newBench(p, ins)
@@ -233,7 +234,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		}
 		res.Scan = sc.Scan
 		if p.PlantedPatch == "gated" && called && sc.FromPlanted {
-			held = &heldOutputs{}
+			held = plugin.NewTables()
 			out = held
 		}
 	}

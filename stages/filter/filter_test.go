@@ -17,11 +17,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/internal/synth"
+	"github.com/tcore-dev/tcore/internal/tabletest"
 	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/embed"
 	"github.com/tcore-dev/tcore/stages/filter"
@@ -1516,8 +1516,8 @@ func TestGatedTakeoverStandsOnlyWithAGate(t *testing.T) {
 				want = "off"
 			}
 			for _, port := range []string{"features", "channels", "augment", "scores"} {
-				if !sameTable(outs["gated"].Get(port), outs[want].Get(port)) {
-					t.Errorf("gated: port %s differs from planted_patch %s's", port, want)
+				if err := tabletest.Diff(outs[want].Get(port), outs["gated"].Get(port)); err != nil {
+					t.Errorf("gated: port %s differs from planted_patch %s's: %v", port, want, err)
 				}
 			}
 			if a, b := runs["gated"]["channels_masked"], runs[want]["channels_masked"]; a != b {
@@ -1526,39 +1526,4 @@ func TestGatedTakeoverStandsOnlyWithAGate(t *testing.T) {
 			t.Logf("dropped %s", dropped)
 		})
 	}
-}
-
-// sameTable says whether two output tables hold the same rows (both
-// missing counts as the same).
-func sameTable(a, b *plugin.Table) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	if !a.Schema.Equal(b.Schema) {
-		return false
-	}
-	ra, rb := concatRecords(a), concatRecords(b)
-	if ra == nil || rb == nil {
-		return ra == nil && rb == nil
-	}
-	defer ra.Release()
-	defer rb.Release()
-	return array.RecordEqual(ra, rb)
-}
-
-// concatRecords joins a table's records into one (nil when it has none).
-func concatRecords(t *plugin.Table) arrow.Record {
-	if len(t.Records) == 0 {
-		return nil
-	}
-	tab := array.NewTableFromRecords(t.Schema, t.Records)
-	defer tab.Release()
-	r := array.NewTableReader(tab, tab.NumRows())
-	defer r.Release()
-	if !r.Next() {
-		return nil
-	}
-	rec := r.Record()
-	rec.Retain()
-	return rec
 }
