@@ -40,7 +40,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.8",
+		Version: "0.9.9",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -656,9 +656,12 @@ func setUpGate(p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask) 
 
 func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup) (string, error) {
 	m, g, orig := gs.m, gs.gate, gs.orig
-	// ungated writes the filtered encoder and the final head alone.
+	// ungated writes the filtered encoder and the final head alone,
+	// without the gate the filtered encoder may record: the classifier
+	// applies none.
 	ungated := func(why string) (string, error) {
 		return why, m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
+			gm.DeleteMeta(chanfilter.GateMeta)
 			return asClassifier(gm, emb, res.Head, "logits")
 		})
 	}
@@ -688,6 +691,8 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 			why = fmt.Sprintf("; their %d nearest kept rows are mostly of class %d, not the classifier's %d, so every class with %.0f%% of those is in too", p.GateNeighbours, ns[0].Class, shares[0].Class, 100*classMinShare)
 		}
 		switch {
+		case len(g.Classes) == 0 && g.NeedClass:
+			return ungated(fmt.Sprintf("no: the filter's check found the move gate alone does not send the found trigger's inputs through (gate_fallback), and the original classifier gives no class %d of the found trigger's %d rows", minRows, len(g.Probe)))
 		case len(g.Classes) == 0 && g.Both:
 			gated = fmt.Sprintf("yes: inputs the mask moves far go through the filtered encoder (the original classifier gives no class %d of the found trigger's %d rows)", minRows, len(g.Probe))
 		case len(g.Classes) == 0:
@@ -708,6 +713,9 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 			rest := fmt.Sprintf("no other class has %d of them", minRows)
 			if cl.Cut > 0 {
 				rest = fmt.Sprintf("the most of any class; at most %d in the part", p.ClassPartClasses)
+			}
+			if g.NeedClass {
+				why += "; the move part alone failed the filter's check, so the gate stands on this class part (gate_fallback)"
 			}
 			gated = fmt.Sprintf("yes: %sinputs the original classifier labels %s go through the filtered encoder (%.0f%% of the found trigger's rows by that classifier; %s%s)", also, strings.Join(names, ", "), 100*covered, rest, why)
 			switch {

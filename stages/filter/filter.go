@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.49.0",
+		Version: "0.50.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -137,7 +137,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	if held != nil {
 		defer held.Release()
-		if res.Gate != nil && res.Gate.On {
+		if res.Gate != nil && res.Gate.On && !res.Gate.NeedClass {
 			if err := held.CopyTo(out); err != nil {
 				return nil, err
 			}
@@ -145,8 +145,11 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		held.Release()
 		dropped := &DroppedTakeover{Pattern: res.Scan.Pattern.String(), ChannelsMasked: res.ChannelsMasked, Why: "the gate is off"}
-		if res.Gate != nil && res.Gate.Why != "" {
+		switch {
+		case res.Gate != nil && res.Gate.Why != "":
 			dropped.Why += ": " + res.Gate.Why
+		case res.Gate != nil && res.Gate.NeedClass:
+			dropped.Why += " but for its class part: " + res.Gate.Fallback
 		}
 		q := p
 		q.PlantedPatch = "off"
@@ -414,7 +417,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if first := len(against) - len(plantedPats); p.GateClasses == "planted" && len(plantedPats) > 0 {
 			probes = append(probes, func(k int) bool { return k >= first })
 		}
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(moved, b.trusted, p.GateClean), probes, res.Shift.added())
+		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(moved, b.trusted, p.GateClean), probes, res.Shift.added(), p.GateFallback == "class")
 		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
 		if r := res.Region; res.Gate.On && r != nil && r.Why == "" && r.Threshold > 0 {
 			// Where the original encoder sends the found pattern, when

@@ -49,6 +49,12 @@ type GateReport struct {
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
 	Why             string  `json:"why_off,omitempty"`
+	// NeedClass says the gate stands only on its class part
+	// (gate_fallback "class"): no pattern reached gate_min, Fallback says
+	// by how much, and bootstrap drops the gate when the class part
+	// resolves no class (chanfilter.Gate.NeedClass).
+	NeedClass bool   `json:"need_class,omitempty"`
+	Fallback  string `json:"fallback,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
 }
@@ -71,7 +77,19 @@ type GateCheck struct {
 // cleanCeiling). With shifted naming a family (the shift check's
 // pattern), the threshold is lowered until shiftThrough of that family's
 // rows go through.
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through, ceiling float64, probes []func(k int) bool, shifted string) *GateReport {
+//
+// With fallback set and probes, a gate whose check fails still stands on
+// its class part (gate_fallback "class"). Take an input carrying the
+// trigger. If the original classifier labels it the trigger's target and
+// the class part holds that class, the gate sends it through the filtered
+// encoder, as no gate would; if the original classifier labels it anything
+// else, the original path does not give it the target either. So wherever
+// the class part holds the target, the gated classifier's attack success
+// rate is at most the filtered encoder's alone, while the clean inputs it
+// keeps on the original path are spared the mask. No class part leaves the
+// move part alone, which failed the check: bootstrap then drops the gate
+// (chanfilter.Gate.NeedClass).
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through, ceiling float64, probes []func(k int) bool, shifted string, fallback bool) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -129,8 +147,13 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 	}
 	best, bestJ := check()
 	if best < min {
-		rep.Why = fmt.Sprintf("no pattern masked against sends gate_min %.0f%% of its rows through the filtered encoder (best %.1f%%): inputs carrying the trigger might not be either", 100*min, 100*best)
-		return rep
+		short := fmt.Sprintf("no pattern masked against sends gate_min %.0f%% of its rows through the filtered encoder (best %.1f%%)", 100*min, 100*best)
+		if !fallback || len(probes) == 0 {
+			rep.Why = short + ": inputs carrying the trigger might not be either"
+			return rep
+		}
+		g.NeedClass, rep.NeedClass = true, true
+		rep.Fallback = short + ": the gate stands only if its class part resolves a class"
 	}
 	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
 		return rep

@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, nil, "")
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, nil, "", false)
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, nil, "")
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, nil, "", false)
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, nil, "")
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, nil, "", false)
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -139,7 +139,7 @@ func TestGateLowersForTheShiftedPattern(t *testing.T) {
 		{"the second family", fams[1], 0.11, shiftThrough},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, nil, tc.shifted)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, nil, tc.shifted, false)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -204,7 +204,7 @@ func TestMoveGateClassPart(t *testing.T) {
 					aug.orig[2*i+1] = 7
 				}
 			}
-			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, 0, tc.probes, "")
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, 0, tc.probes, "", false)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -262,7 +262,7 @@ func TestGateCleanCeiling(t *testing.T) {
 			if math.Abs(c-tc.ceiling) > 1e-6 {
 				t.Fatalf("cleanCeiling %g, want %g", c, tc.ceiling)
 			}
-			rep := gate(&Moved{Threshold: tc.step}, nil, augmentedRowsBy([]float64{0}, 20, false, 2), []string{"solid 4x4 at (0,0)"}, 0.25, 0, c, nil, "")
+			rep := gate(&Moved{Threshold: tc.step}, nil, augmentedRowsBy([]float64{0}, 20, false, 2), []string{"solid 4x4 at (0,0)"}, 0.25, 0, c, nil, "", false)
 			if tc.through == 0 {
 				if rep.On {
 					t.Fatalf("gate on at %g without a ceiling: %+v", rep.Moved, rep)
@@ -279,5 +279,49 @@ func TestGateCleanCeiling(t *testing.T) {
 	}
 	if c := cleanCeiling(nil, trusted, 0.1); c != 0 {
 		t.Errorf("nothing masked: ceiling %g, want 0", c)
+	}
+}
+
+// gate_fallback "class": a gate whose check fails stands on its class part
+// alone, marked so that bootstrap drops it when the part resolves no
+// class; without a class part, or with the fallback off, the failed check
+// still turns the gate off, and a gate that passes is not marked.
+func TestGateFallback(t *testing.T) {
+	fams := []string{"solid 4x4 at (0,0)"}
+	all := []func(k int) bool{func(int) bool { return true }}
+	for _, tc := range []struct {
+		name      string
+		moved     float64 // the pattern's share of rows the mask moves far
+		probes    []func(k int) bool
+		fallback  bool
+		on, needs bool
+	}{
+		{"check fails, class part: stands on it", 0.15, all, true, true, true},
+		{"check fails, no class part: off", 0.15, nil, true, false, false},
+		{"check fails, fallback off: off", 0.15, all, false, false, false},
+		{"check passes: not marked", 0.5, all, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{tc.moved}, 20, false), fams, 0.25, 0, 0, tc.probes, "", tc.fallback)
+			if rep.On != tc.on || rep.NeedClass != tc.needs || (rep.Fallback != "") != tc.needs {
+				t.Fatalf("gate on %v, need_class %v (%q), want %v, %v; why %q", rep.On, rep.NeedClass, rep.Fallback, tc.on, tc.needs, rep.Why)
+			}
+			if !tc.on {
+				if !strings.Contains(rep.Why, "best 15.0%") {
+					t.Errorf("why %q does not give the best share", rep.Why)
+				}
+				return
+			}
+			g := rep.Gate
+			if g.NeedClass != tc.needs || !g.Both || len(g.Probe) != 20 {
+				t.Fatalf("gate need_class %v, both %v, %d probe rows", g.NeedClass, g.Both, len(g.Probe))
+			}
+			if tc.needs && !strings.Contains(rep.Fallback, "best 15.0%") {
+				t.Errorf("fallback %q does not give the best share", rep.Fallback)
+			}
+			if err := g.Check(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -376,6 +376,101 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	}
 }
 
+// A gate marked as standing only on its class part (gate_fallback "class":
+// the filter's check found the move part alone short) keeps the gated
+// classifier when its class part resolves a class (here the class the
+// original head gives the trojan's collapsed point, which is not the
+// target: the original path then does not send the trigger there either),
+// and the trigger stays stopped; when no class resolves (one probe row cannot
+// give a class two), bootstrap drops the gate and exports the filtered
+// classifier alone. Bootstrap reruns on a T3 run's own node files, with
+// the filtered encoder's gate rewritten.
+func TestGateStandingOnItsClassPart(t *testing.T) {
+	endToEnd(t)
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
+	spec := filepath.Join(dir, "spec.json")
+	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`,
+		testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)), 0o644)
+	run0 := filepath.Join(dir, "a")
+	runPipeline(t, smallTCore(t, dir), enc, train, test, run0)
+	filt, err := onnxgraph.Load(filepath.Join(run0, "filtered_encoder.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g0, err := chanfilter.ReadGate(filt)
+	if err != nil || g0 == nil || !g0.Both || len(g0.Probe) < 2 {
+		t.Fatalf("the run's gate %+v (%v): want a move gate with a class part", g0, err)
+	}
+	node := func(n, f string) string { return filepath.Join(run0, "nodes", n, f) }
+	for _, tc := range []struct {
+		name  string
+		probe int // probe rows kept
+		gated bool
+	}{
+		{"class part resolves: gated", len(g0.Probe), true},
+		{"no class: the filtered classifier alone", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := *g0
+			g.NeedClass, g.Probe, g.ProbeLabels = true, g0.Probe[:tc.probe], g0.ProbeLabels[:min(tc.probe, len(g0.ProbeLabels))]
+			if err := g.WriteTo(filt); err != nil {
+				t.Fatal(err)
+			}
+			sub := t.TempDir()
+			fe, clf := filepath.Join(sub, "filtered.onnx"), filepath.Join(sub, "clean_model.onnx")
+			if err := filt.Save(fe); err != nil {
+				t.Fatal(err)
+			}
+			var so, se bytes.Buffer
+			if code := run([]string{"stage", "bootstrap", "--in-process", "--encoder", enc, "--export", clf,
+				"--in", "features=" + node("filter", "features.arrow"), "--in", "trusted=" + node("expand", "scores.arrow"),
+				"--in", "suspects=" + node("filter", "scores.arrow"), "--in", "augment=" + node("filter", "augment.arrow"),
+				"--in", "original=" + node("embed", "features.arrow"), "--out", "scores=" + filepath.Join(sub, "scores.arrow"),
+				"--param", "encoder=" + fe, "--param", "epochs=5", "--param", "final_epochs=10", "--param", "hidden=[64,32]"}, &so, &se); code != 0 {
+				t.Fatalf("tcore stage bootstrap: exit %d: %s", code, se.String())
+			}
+			var res struct {
+				Metrics map[string]any `json:"metrics"`
+			}
+			if err := json.Unmarshal(so.Bytes(), &res); err != nil {
+				t.Fatalf("%v: %s", err, so.String())
+			}
+			gated, _ := res.Metrics["gated"].(string)
+			if strings.HasPrefix(gated, "yes") != tc.gated || !strings.Contains(gated, "gate_fallback") {
+				t.Fatalf("gated: %q, want gated %v, naming gate_fallback", gated, tc.gated)
+			}
+			m, err := onnxgraph.Load(clf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := chanfilter.ReadGate(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (out != nil) != tc.gated {
+				t.Fatalf("clean_model.onnx gate %+v, want one: %v", out, tc.gated)
+			}
+			if tc.gated && (!out.NeedClass || len(out.Classes) == 0) {
+				t.Fatalf("clean_model.onnx gate: need_class %v, classes %v; want a resolved class part", out.NeedClass, out.Classes)
+			}
+			// Gated or not, the classifier does not follow the trigger.
+			var eo, ee bytes.Buffer
+			if code := run([]string{"eval", "--model", clf, "--data", test, "--eval", spec}, &eo, &ee); code != 0 {
+				t.Fatalf("tcore eval: exit %d: %s", code, ee.String())
+			}
+			var ev map[string]any
+			if err := json.Unmarshal(eo.Bytes(), &ev); err != nil {
+				t.Fatalf("%v: %s", err, eo.String())
+			}
+			if asr, ok := ev["asr"].(float64); !ok || asr >= 0.05 {
+				t.Errorf("eval %s: want an ASR under 5%%", eo.String())
+			}
+		})
+	}
+}
+
 // checkRemoved checks a T3 scenario's two reports: none follows the
 // trigger (ASR >= 50%), tcore does not (< 5%), loses at most 2 points of
 // accuracy and keeps no poisoned row.

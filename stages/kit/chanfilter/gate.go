@@ -58,6 +58,12 @@ type Gate struct {
 	// Centre and Near apply as well as Classes (none resolved: the move
 	// gate alone).
 	Both bool `json:"both,omitempty"`
+	// NeedClass, for a move gate with a class part, says the move part
+	// alone failed the filter's check (no pattern masked against sent
+	// enough of its inputs through): the gate stands only when its class
+	// part resolves a class. Without one, the classifier is the filtered
+	// encoder's alone.
+	NeedClass bool `json:"need_class,omitempty"`
 	// VetoMoved, for a move gate with a class part, holds one move
 	// threshold per class of Classes: an input the mask moved more than
 	// Classes[i]'s threshold (and Moved) that the filtered classifier
@@ -210,6 +216,9 @@ func (g *Gate) Check() error {
 	}
 	if g.Both && len(g.Probe) == 0 {
 		return fmt.Errorf("gate: a move gate with a class part but no probe rows")
+	}
+	if g.NeedClass && !g.Both {
+		return fmt.Errorf("gate: need_class on a gate that is not a move gate with a class part")
 	}
 	if len(g.VetoMoved) > 0 && (!g.Both || len(g.VetoMoved) != len(g.Classes)) {
 		return fmt.Errorf("gate: %d veto thresholds for a gate with class part %v (both %v): want one per class of a move gate's class part", len(g.VetoMoved), g.Classes, g.Both)

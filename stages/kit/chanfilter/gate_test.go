@@ -295,6 +295,8 @@ func TestReadGate(t *testing.T) {
 		{"veto without a class part", `{"moved": 1, "probe": [[0, 1]], "classes": [3], "veto_moved": [1.5]}`, "1 veto thresholds", false},
 		{"region without radius", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "region_centre": [0, 1]}`, "region radius 0", false},
 		{"veto_never without the class part's class", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "veto_never": [4]}`, "leaves out class 3", false},
+		{"need_class on a class part", `{"moved": 1, "both": true, "need_class": true, "probe": [[0, 1]]}`, "", false},
+		{"need_class without a class part", `{"moved": 1, "need_class": true}`, "need_class on a gate", false},
 		{"negative veto threshold", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [-1]}`, "veto threshold -1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -818,6 +819,11 @@ func (m *Model) SetMeta(key, value string) {
 		}
 	}
 	m.P.MetadataProps = append(m.P.MetadataProps, &onnx.StringStringEntryProto{Key: key, Value: value})
+}
+
+// DeleteMeta removes the model's metadata value for key, if any.
+func (m *Model) DeleteMeta(key string) {
+	m.P.MetadataProps = slices.DeleteFunc(m.P.MetadataProps, func(p *onnx.StringStringEntryProto) bool { return p.Key == key })
 }
 
 // InsertInputNorm puts the input normalisation inside the graph: the image
