@@ -312,13 +312,7 @@ func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 // with depth and the gain rule takes a few poisoned rows, docs/DECISIONS.md;
 // the sift tests check seed purity on the synthetic T3 tables.)
 func TestTCoreRemovesTheTrojan(t *testing.T) {
-	endToEnd(t)
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
-	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`,
-		testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)), 0o644)
+	dir, enc, train, test, spec := collapseT3(t)
 	truth := filepath.Join(dir, "truth.csv")
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
 	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
@@ -386,13 +380,7 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 // classifier alone. Bootstrap reruns on a T3 run's own node files, with
 // the filtered encoder's gate rewritten.
 func TestGateStandingOnItsClassPart(t *testing.T) {
-	endToEnd(t)
-	ortlib.Init(t)
-	dir := t.TempDir()
-	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
-	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`,
-		testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)), 0o644)
+	dir, enc, train, test, spec := collapseT3(t)
 	run0 := filepath.Join(dir, "a")
 	runPipeline(t, smallTCore(t, dir), enc, train, test, run0)
 	filt, err := onnxgraph.Load(filepath.Join(run0, "filtered_encoder.onnx"))
@@ -469,6 +457,20 @@ func TestGateStandingOnItsClassPart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// collapseT3 sets up T3 on the Go-built collapse trojan: 66 training rows
+// poisoned with its patch trigger (target 0), and the eval spec for it.
+func collapseT3(t *testing.T) (dir, enc, train, test, spec string) {
+	t.Helper()
+	endToEnd(t)
+	ortlib.Init(t)
+	dir = t.TempDir()
+	enc, train, test, _ = scenario(t, dir, testenc.Collapse(5), 66)
+	spec = filepath.Join(dir, "spec.json")
+	os.WriteFile(spec, []byte(fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`,
+		testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)), 0o644)
+	return dir, enc, train, test, spec
 }
 
 // checkRemoved checks a T3 scenario's two reports: none follows the
