@@ -19,7 +19,7 @@ func TestFilterGateSaysWhatStands(t *testing.T) {
 	}{
 		{"off", filter.GateReport{Why: "no move threshold"}, []string{"not gated", "no move threshold"}, []string{"class part alone"}},
 		{"on", filter.GateReport{On: true, Moved: 1.5, ProbeRows: 32}, []string{"<b>gated</b>", "1.50"}, []string{"class part alone", "not gated"}},
-		{"on its class part alone", filter.GateReport{On: true, Moved: 1.5, ProbeRows: 32, NeedClass: true, Fallback: "best 22.6%"},
+		{"on its class part alone", filter.GateReport{On: true, Moved: 1.5, ProbeRows: 32, Fallback: "best 22.6%"},
 			[]string{"<b>gated</b>", "class part alone", "best 22.6%", "drops the gate"}, []string{"not gated"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

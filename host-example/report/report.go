@@ -535,7 +535,7 @@ func filterGate(w func(string, ...any), g *filter.GateReport) {
 			classes = fmt.Sprintf(", or the original classifier labels it with a class it gives at least 5%% (and two) of %d trusted images carrying the patterns masked against (where the trigger sends inputs; the bootstrap stage's <code>gated</code> metric names the classes)", g.ProbeRows)
 		}
 		w("<p>The classifier is <b>gated</b>: an input goes through the filtered encoder when the mask moves its embedding more than %.2f%s%s%s; every other input goes through the original encoder and a head trained on the same kept rows, without the mask's accuracy cost. It sends %.1f%% of the training rows through the filtered encoder by their moves.</p>\n", g.Moved, lowered, origin, classes, 100*g.TrainingThrough)
-		if g.NeedClass {
+		if g.Fallback != "" {
 			w("<p>The gate stands on its class part alone (<code>gate_fallback</code> \"class\"): %s. An input carrying the trigger that the original classifier labels with the part's class goes through the filtered encoder; one it labels otherwise does not get the target from the original path either. When the original classifier gives no class enough of those images, the bootstrap stage drops the gate and every input goes through the filtered encoder: its <code>gated</code> metric says which.</p>\n", html.EscapeString(g.Fallback))
 		}
 	}

@@ -137,7 +137,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	if held != nil {
 		defer held.Release()
-		if res.Gate != nil && res.Gate.On && !res.Gate.NeedClass {
+		if res.Gate != nil && res.Gate.On && !res.Gate.onClassPart() {
 			if err := held.CopyTo(out); err != nil {
 				return nil, err
 			}
@@ -148,7 +148,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		switch {
 		case res.Gate != nil && res.Gate.Why != "":
 			dropped.Why += ": " + res.Gate.Why
-		case res.Gate != nil && res.Gate.NeedClass:
+		case res.Gate != nil && res.Gate.onClassPart():
 			dropped.Why += " but for its class part: " + res.Gate.Fallback
 		}
 		q := p

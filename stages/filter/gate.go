@@ -49,12 +49,11 @@ type GateReport struct {
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
 	Why             string  `json:"why_off,omitempty"`
-	// NeedClass says the gate stands only on its class part
-	// (gate_fallback "class"): no pattern reached gate_min, Fallback says
-	// by how much, and bootstrap drops the gate when the class part
-	// resolves no class (chanfilter.Gate.NeedClass).
-	NeedClass bool   `json:"need_class,omitempty"`
-	Fallback  string `json:"fallback,omitempty"`
+	// Fallback, set when the gate stands only on its class part
+	// (gate_fallback "class"; chanfilter.Gate.NeedClass), says by how much
+	// no pattern reached gate_min: bootstrap drops the gate when the class
+	// part resolves no class.
+	Fallback string `json:"fallback,omitempty"`
 	// Gate is what goes into the filtered encoder's metadata when On.
 	Gate *chanfilter.Gate `json:"-"`
 }
@@ -152,7 +151,7 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 			rep.Why = short + ": inputs carrying the trigger might not be either"
 			return rep
 		}
-		g.NeedClass, rep.NeedClass = true, true
+		g.NeedClass = true
 		rep.Fallback = short + ": the gate stands only if its class part resolves a class"
 	}
 	if through > 0 && !rep.lower(g, aug, fam, bestJ, through, check) {
@@ -237,6 +236,9 @@ func (rep *GateReport) lower(g *chanfilter.Gate, aug *augmented, fam []int, best
 	}
 	return true
 }
+
+// onClassPart says the gate is on, standing only on its class part.
+func (rep *GateReport) onClassPart() bool { return rep.On && rep.Gate.NeedClass }
 
 // countTraining sets TrainingThrough from the training rows' moves and
 // their original embeddings x (D values each), and turns the gate off when

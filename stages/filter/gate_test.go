@@ -303,8 +303,8 @@ func TestGateFallback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{tc.moved}, 20, false), fams, 0.25, 0, 0, tc.probes, "", tc.fallback)
-			if rep.On != tc.on || rep.NeedClass != tc.needs || (rep.Fallback != "") != tc.needs {
-				t.Fatalf("gate on %v, need_class %v (%q), want %v, %v; why %q", rep.On, rep.NeedClass, rep.Fallback, tc.on, tc.needs, rep.Why)
+			if rep.On != tc.on || (rep.Fallback != "") != tc.needs || (tc.on && rep.onClassPart() != tc.needs) {
+				t.Fatalf("gate on %v, fallback %q, want %v, on its class part %v; why %q", rep.On, rep.Fallback, tc.on, tc.needs, rep.Why)
 			}
 			if !tc.on {
 				if !strings.Contains(rep.Why, "best 15.0%") {
