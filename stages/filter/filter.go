@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.51.0",
+		Version: "0.52.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -241,12 +241,15 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			out = held
 		}
 	}
+	if sc, err = b.placeCall(sc); err != nil {
+		return nil, nil, err
+	}
 	if p.Looks > 0 {
 		if sc, err = b.lookCall(sc, p.Looks); err != nil {
 			return nil, nil, err
 		}
-		res.Scan = sc.Scan
 	}
+	res.Scan = sc.Scan
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
 		if sc.BestZ >= p.GapMin {
@@ -463,6 +466,9 @@ func ScanEncoder(ctx context.Context, p Params, ins *chanfilter.Inputs, progress
 	defer b.close()
 	sc, err := b.scan(ctx, nil, p.Candidates, p.Refine, nil, false, progress)
 	if err != nil {
+		return nil, nil, err
+	}
+	if sc, err = b.placeCall(sc); err != nil {
 		return nil, nil, err
 	}
 	if sc, err = b.lookCall(sc, p.Looks); err != nil {

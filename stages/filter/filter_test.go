@@ -1447,6 +1447,59 @@ func TestLooksRunOnACall(t *testing.T) {
 	}
 }
 
+// TestCallPlaceRunsOnACall: call_place "grid" judges the called patch
+// over the image when the scan calls a trojan's patch, and only then; the
+// call it leaves stands out at least as much as the scan's, and the first
+// round masks against it.
+func TestCallPlaceRunsOnACall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		net   *testenc.Net
+		place string
+		runs  bool
+	}{
+		{"trojan, grid", testenc.Collapse(5), "grid", true},
+		{"trojan, off", testenc.Collapse(5), "off", false},
+		{"clean, grid", testenc.Clean(5), "grid", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, enc, rng := encoderOf(t, tc.net)
+			in := dimInputs(t, enc, rng, 0)
+			defer in.Release()
+			params := map[string]any{"encoder": enc, "candidates": 40, "refine": 0, "rescans": 0, "call_place": tc.place}
+			sc, b, m := scanOf(t, in, params)
+			if (sc.Placed > 0) != tc.runs {
+				t.Fatalf("places_judged %d, want the step to run: %v (%s)", sc.Placed, tc.runs, b)
+			}
+			if !sc.Backdoored {
+				return
+			}
+			if (sc.Placed > 0 && sc.BestZ < sc.PlaceZ-1e-9) || (sc.FromPlace && (sc.PlaceFrom == "" || sc.PlaceZ != sc.BestZ)) {
+				t.Errorf("from_place %v, place_z %.2f, best_z %.2f (%s)", sc.FromPlace, sc.PlaceZ, sc.BestZ, b)
+			}
+			if tc.runs {
+				params["call_place"] = "off"
+				off, _, _ := scanOf(t, in, params)
+				if sc.BestZ < off.BestZ {
+					t.Errorf("the placed call's z %.2f under the scan's own %.2f", sc.BestZ, off.BestZ)
+				}
+				if sc.FromPlace == (sc.Pattern.String() == off.Pattern.String()) {
+					t.Errorf("from_place %v: the call %s, the scan's %s", sc.FromPlace, sc.Pattern, off.Pattern)
+				}
+			}
+			rb, _ := json.Marshal(m["rounds"])
+			var rounds []filter.Round
+			if err := json.Unmarshal(rb, &rounds); err != nil || len(rounds) == 0 {
+				t.Fatalf("rounds %s (%v)", rb, err)
+			}
+			if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
+				t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
+			}
+			t.Logf("%s", b)
+		})
+	}
+}
+
 // TestGatedTakeoverStandsOnlyWithAGate: on a T3-like input whose scan
 // calls a red patch the trojan ignores, the pasted trigger takes the call
 // over (planted_patch "collapse"). Under "gated" that pass stands, output

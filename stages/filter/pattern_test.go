@@ -290,3 +290,97 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 		})
 	}
 }
+
+// TestBestPlace: the called patch, judged over the image's places, lands
+// on the trigger's own place wherever the trigger sits (an odd place off
+// the two-pixel grid, flush with the far edges, a checkerboard's phase
+// kept), judges no place twice and never its own, and finds nothing to
+// judge when the patch fills the image. (Places 28 and 29 are both on
+// the grid of a 3x3 patch in a 32-px image, so a trigger flush with the
+// far corner leaves its grid place no new neighbour; around the call on
+// the trigger, the call's own place is the eighth.)
+func TestBestPlace(t *testing.T) {
+	const h, w = 32, 32
+	black, white := [3]float32{}, [3]float32{1, 1, 1}
+	solid := func(size, row, col int) Pattern {
+		return Pattern{Kind: "solid", Size: size, Row: row, Col: col, Colors: [2][3]float32{white}}
+	}
+	checker := func(row, col int) Pattern {
+		return Pattern{Kind: "checker", Size: 8, Row: row, Col: col, Colors: [2][3]float32{white, black}}
+	}
+	paint := func(p Pattern) []float32 {
+		x := make([]float32, 3*h*w)
+		for i := range x {
+			x[i] = 0.5
+		}
+		p.Apply(x, h, w)
+		return x
+	}
+	for _, tc := range []struct {
+		name          string
+		trigger, call Pattern
+		want          Pattern // zero Kind: no place beats the call
+		judged        int
+	}{
+		{"a white patch off the grid", solid(3, 27, 27), solid(3, 10, 17), solid(3, 27, 27), 16*16 + 8},
+		{"flush with the far corner", solid(3, 29, 29), solid(3, 0, 0), solid(3, 29, 29), 16*16 - 1},
+		{"a checkerboard keeps its phase", checker(12, 10), checker(0, 0), checker(12, 10), 13*13 - 1 + 8},
+		{"the call on the trigger", solid(3, 27, 27), solid(3, 27, 27), Pattern{}, 16*16 + 7},
+		{"a patch that fills the image", solid(32, 0, 0), solid(32, 0, 0), Pattern{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := paint(tc.trigger)
+			score := func(p Pattern) float64 {
+				x, s := paint(p), 0.0
+				for i := range x {
+					switch {
+					case x[i] == 0.5:
+					case x[i] == ref[i]:
+						s++
+					default:
+						s--
+					}
+				}
+				return s
+			}
+			seen := map[[2]int]bool{}
+			judge := func(ps []Pattern) (cand, float64, error) {
+				best, bz := cand{}, math.Inf(-1)
+				for _, p := range ps {
+					k := [2]int{p.Row, p.Col}
+					if seen[k] || (p.Row == tc.call.Row && p.Col == tc.call.Col) {
+						t.Errorf("%s judged twice, or the call's own place", p)
+					}
+					if p.Kind != tc.call.Kind || p.Size != tc.call.Size || p.Colors != tc.call.Colors {
+						t.Errorf("judged %s %v, not the call's look", p, p.Colors)
+					}
+					seen[k] = true
+					if z := score(p); z > bz {
+						best, bz = cand{p: p}, z
+					}
+				}
+				return best, bz, nil
+			}
+			got, z, judged, err := bestPlace(tc.call, h, w, judge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if judged != tc.judged || judged != len(seen) {
+				t.Errorf("%d places judged (%d seen), want %d", judged, len(seen), tc.judged)
+			}
+			if judged > 0 && z != score(got.p) {
+				t.Errorf("z %.0f for a place scoring %.0f", z, score(got.p))
+			}
+			beats := judged > 0 && z > score(tc.call)
+			if tc.want.Kind == "" {
+				if beats {
+					t.Errorf("%s (z %.0f) beats the call on the trigger (%.0f)", got.p, z, score(tc.call))
+				}
+				return
+			}
+			if !beats || got.p.String() != tc.want.String() {
+				t.Errorf("best place %s (z %.0f, beats the call: %v), want %s", got.p, z, beats, tc.want)
+			}
+		})
+	}
+}
