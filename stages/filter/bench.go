@@ -238,6 +238,19 @@ func channelStd(l feat.Matrix) []float64 {
 	return out
 }
 
+// subset returns a bench that measures on every step-th scan image only,
+// through the same session: a cheaper screen of many patterns.
+func (b *bench) subset(step int) *bench {
+	few := *b
+	canon := b.canvas.CanonicalSize()
+	few.x = nil
+	for i := 0; i < b.n; i += step {
+		few.x = append(few.x, b.x[i*canon:(i+1)*canon]...)
+	}
+	few.n = len(few.x) / canon
+	return &few
+}
+
 // pickTrusted returns the row index by sample_id of up to n trusted rows,
 // taken round robin over the classes in row order.
 func (b *bench) pickTrusted(n int) map[uint64]int {

@@ -1447,7 +1447,7 @@ func TestLooksRunOnACall(t *testing.T) {
 	}
 }
 
-// TestCallPlaceRunsOnACall: call_place "grid" judges the called patch
+// TestCallPlaceRunsOnACall: call_place "all" judges the called patch
 // over the image when the scan calls a trojan's patch, and only then; the
 // call it leaves stands out at least as much as the scan's, and the first
 // round masks against it.
@@ -1458,9 +1458,9 @@ func TestCallPlaceRunsOnACall(t *testing.T) {
 		place string
 		runs  bool
 	}{
-		{"trojan, grid", testenc.Collapse(5), "grid", true},
+		{"trojan, all", testenc.Collapse(5), "all", true},
 		{"trojan, off", testenc.Collapse(5), "off", false},
-		{"clean, grid", testenc.Clean(5), "grid", false},
+		{"clean, all", testenc.Clean(5), "all", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, enc, rng := encoderOf(t, tc.net)
@@ -1469,7 +1469,7 @@ func TestCallPlaceRunsOnACall(t *testing.T) {
 			params := map[string]any{"encoder": enc, "candidates": 40, "refine": 0, "rescans": 0, "call_place": tc.place}
 			sc, b, m := scanOf(t, in, params)
 			if (sc.Placed > 0) != tc.runs {
-				t.Fatalf("places_judged %d, want the step to run: %v (%s)", sc.Placed, tc.runs, b)
+				t.Fatalf("places_screened %d, want the step to run: %v (%s)", sc.Placed, tc.runs, b)
 			}
 			if !sc.Backdoored {
 				return

@@ -291,14 +291,13 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 	}
 }
 
-// TestBestPlace: the called patch, judged over the image's places, lands
-// on the trigger's own place wherever the trigger sits (an odd place off
-// the two-pixel grid, flush with the far edges, a checkerboard's phase
-// kept), judges no place twice and never its own, and finds nothing to
-// judge when the patch fills the image. (Places 28 and 29 are both on
-// the grid of a 3x3 patch in a 32-px image, so a trigger flush with the
-// far corner leaves its grid place no new neighbour; around the call on
-// the trigger, the call's own place is the eighth.)
+// TestBestPlace: the called patch, screened over every place of the image
+// and its best places judged, lands on the trigger's own place wherever
+// the trigger sits (an odd place, flush with the far corner, a
+// checkerboard), never screens its own place, judges only its best
+// screened places (a screen that ranks decoys first hides the trigger
+// when fewer are kept than decoys), and finds nothing to screen when the
+// patch fills the image.
 func TestBestPlace(t *testing.T) {
 	const h, w = 32, 32
 	black, white := [3]float32{}, [3]float32{1, 1, 1}
@@ -316,17 +315,21 @@ func TestBestPlace(t *testing.T) {
 		p.Apply(x, h, w)
 		return x
 	}
+	decoys := map[[2]int]bool{{0, 1}: true, {5, 5}: true, {9, 20}: true, {20, 3}: true}
 	for _, tc := range []struct {
 		name          string
 		trigger, call Pattern
+		keep, decoys  int     // places kept after the screen; decoys: the screen ranks four decoys first
 		want          Pattern // zero Kind: no place beats the call
-		judged        int
+		screened      int
 	}{
-		{"a white patch off the grid", solid(3, 27, 27), solid(3, 10, 17), solid(3, 27, 27), 16*16 + 8},
-		{"flush with the far corner", solid(3, 29, 29), solid(3, 0, 0), solid(3, 29, 29), 16*16 - 1},
-		{"a checkerboard keeps its phase", checker(12, 10), checker(0, 0), checker(12, 10), 13*13 - 1 + 8},
-		{"the call on the trigger", solid(3, 27, 27), solid(3, 27, 27), Pattern{}, 16*16 + 7},
-		{"a patch that fills the image", solid(32, 0, 0), solid(32, 0, 0), Pattern{}, 0},
+		{"a white patch at an odd place", solid(3, 27, 27), solid(3, 10, 17), 16, 0, solid(3, 27, 27), 30*30 - 1},
+		{"flush with the far corner", solid(3, 29, 29), solid(3, 0, 0), 16, 0, solid(3, 29, 29), 30*30 - 1},
+		{"a checkerboard", checker(12, 10), checker(0, 0), 16, 0, checker(12, 10), 25*25 - 1},
+		{"decoys ranked first, 16 kept", solid(3, 27, 27), solid(3, 10, 17), 16, 4, solid(3, 27, 27), 30*30 - 1},
+		{"decoys ranked first, 4 kept", solid(3, 27, 27), solid(3, 10, 17), 4, 4, Pattern{}, 30*30 - 1},
+		{"the call on the trigger", solid(3, 27, 27), solid(3, 27, 27), 16, 0, Pattern{}, 30*30 - 1},
+		{"a patch that fills the image", solid(32, 0, 0), solid(32, 0, 0), 16, 0, Pattern{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := paint(tc.trigger)
@@ -344,37 +347,52 @@ func TestBestPlace(t *testing.T) {
 				return s
 			}
 			seen := map[[2]int]bool{}
-			judge := func(ps []Pattern) (cand, float64, error) {
-				best, bz := cand{}, math.Inf(-1)
-				for _, p := range ps {
+			screen := func(ps []Pattern) ([]float64, error) {
+				out := make([]float64, len(ps))
+				for i, p := range ps {
 					k := [2]int{p.Row, p.Col}
 					if seen[k] || (p.Row == tc.call.Row && p.Col == tc.call.Col) {
-						t.Errorf("%s judged twice, or the call's own place", p)
+						t.Errorf("%s screened twice, or the call's own place", p)
 					}
 					if p.Kind != tc.call.Kind || p.Size != tc.call.Size || p.Colors != tc.call.Colors {
-						t.Errorf("judged %s %v, not the call's look", p, p.Colors)
+						t.Errorf("screened %s %v, not the call's look", p, p.Colors)
 					}
 					seen[k] = true
+					out[i] = score(p)
+					if tc.decoys > 0 && decoys[k] {
+						out[i] += 1000
+					}
+				}
+				return out, nil
+			}
+			judged := 0
+			judge := func(ps []Pattern) (cand, float64, error) {
+				judged += len(ps)
+				best, bz := cand{}, math.Inf(-1)
+				for _, p := range ps {
 					if z := score(p); z > bz {
 						best, bz = cand{p: p}, z
 					}
 				}
 				return best, bz, nil
 			}
-			got, z, judged, err := bestPlace(tc.call, h, w, judge)
+			got, z, screened, err := bestPlace(tc.call, h, w, tc.keep, screen, judge)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if judged != tc.judged || judged != len(seen) {
-				t.Errorf("%d places judged (%d seen), want %d", judged, len(seen), tc.judged)
+			if screened != tc.screened || screened != len(seen) {
+				t.Errorf("%d places screened (%d seen), want %d", screened, len(seen), tc.screened)
 			}
-			if judged > 0 && z != score(got.p) {
+			if want := min(tc.keep, screened); judged != want {
+				t.Errorf("%d places judged, want %d", judged, want)
+			}
+			if screened > 0 && z != score(got.p) {
 				t.Errorf("z %.0f for a place scoring %.0f", z, score(got.p))
 			}
-			beats := judged > 0 && z > score(tc.call)
+			beats := screened > 0 && z > score(tc.call)
 			if tc.want.Kind == "" {
 				if beats {
-					t.Errorf("%s (z %.0f) beats the call on the trigger (%.0f)", got.p, z, score(tc.call))
+					t.Errorf("%s (z %.0f) beats the call (%.0f)", got.p, z, score(tc.call))
 				}
 				return
 			}

@@ -53,10 +53,11 @@ type Scan struct {
 	LookZ    float64 `json:"look_z,omitempty"`
 	FromLook bool    `json:"from_look,omitempty"`
 	LookFrom string  `json:"look_from,omitempty"`
-	// Placed counts the places the place step judged the called patch at
-	// (call_place), PlaceZ the best one's same-size z; FromPlace is set
-	// when that place became the call, PlaceFrom names the one it moved.
-	Placed    int     `json:"places_judged,omitempty"`
+	// Placed counts the places the place step screened the called patch
+	// at (call_place), PlaceZ the best judged one's same-size z; FromPlace
+	// is set when that place became the call, PlaceFrom names the one it
+	// moved.
+	Placed    int     `json:"places_screened,omitempty"`
 	PlaceZ    float64 `json:"place_z,omitempty"`
 	FromPlace bool    `json:"from_place,omitempty"`
 	PlaceFrom string  `json:"place_from,omitempty"`

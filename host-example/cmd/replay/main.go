@@ -403,7 +403,7 @@ func scanOnly(ctx context.Context, dir string, encs []string, vs variants, judge
 				fmt.Fprintf(stdout, "  looks: %d judged, climbed to z %.1f (from %q: %v)\n", sc.Looked, sc.LookZ, sc.LookFrom, sc.FromLook)
 			}
 			if sc.Placed > 0 {
-				fmt.Fprintf(stdout, "  place: %d judged, best z %.1f (from %q: %v)\n", sc.Placed, sc.PlaceZ, sc.PlaceFrom, sc.FromPlace)
+				fmt.Fprintf(stdout, "  place: %d screened, best z %.1f (from %q: %v)\n", sc.Placed, sc.PlaceZ, sc.PlaceFrom, sc.FromPlace)
 			}
 			for i, jp := range judge {
 				fmt.Fprintf(stdout, "  judged %-36s z %7.1f\n", jp.String(), zs[i])
