@@ -38,3 +38,35 @@ func TestFilterGateSaysWhatStands(t *testing.T) {
 		})
 	}
 }
+
+// TestScanSaysWhereTheCallMoved: the scan paragraph names the place the
+// call moved from and to, and says nothing of a move that did not happen.
+func TestScanSaysWhereTheCallMoved(t *testing.T) {
+	call := filter.Pattern{Kind: "solid", Size: 3, Row: 27, Col: 27}
+	for _, tc := range []struct {
+		name      string
+		scan      filter.Scan
+		want, not []string
+	}{
+		{"moved", filter.Scan{Backdoored: true, BestZ: 20.8, GapMin: 6, Pattern: call, FromPlace: true, PlaceFrom: "solid 3x3 at (19,25)", Placed: 899},
+			[]string{"looks backdoored", "20.8", "solid 3x3 at (19,25)", "solid 3x3 at (27,27)", "899 places"}, nil},
+		{"not moved", filter.Scan{Backdoored: true, BestZ: 21.9, GapMin: 6, Pattern: call, Placed: 899},
+			[]string{"looks backdoored", "21.9"}, []string{"stands out most"}},
+		{"no call", filter.Scan{BestZ: 3.1, GapMin: 6}, []string{"does not look backdoored"}, []string{"stands out most"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			scanVerdict(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, &tc.scan)
+			for _, w := range tc.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("the report does not say %q:\n%s", w, b.String())
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(b.String(), w) {
+					t.Errorf("the report says %q:\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}

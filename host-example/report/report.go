@@ -343,11 +343,7 @@ func (r *Run) detail(w func(string, ...any)) {
 	}
 	// encoder scan
 	if scan := r.Summary.EncoderScan; scan != nil {
-		verdict := "does not look backdoored: nothing masked"
-		if scan.Backdoored {
-			verdict = "looks backdoored: channels masked"
-		}
-		w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.</p>`, scan.BestZ, scan.GapMin, verdict)
+		scanVerdict(w, scan)
 		var groups []string
 		for k := range scan.RandomMedian {
 			groups = append(groups, k)
@@ -607,3 +603,17 @@ td:first-child,th:first-child{text-align:left}
 </script>
 </body></html>
 `
+
+// scanVerdict writes the encoder scan's call: its z against gap_min, and
+// where the call was moved to the place its patch stands out most.
+func scanVerdict(w func(string, ...any), scan *filter.Scan) {
+	verdict := "does not look backdoored: nothing masked"
+	if scan.Backdoored {
+		verdict = "looks backdoored: channels masked"
+	}
+	w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.`, scan.BestZ, scan.GapMin, verdict)
+	if scan.FromPlace {
+		w(` The random search found %s; the same patch stands out most at %s (%d places screened), which became the call.`, html.EscapeString(scan.PlaceFrom), html.EscapeString(scan.Pattern.String()), scan.Placed)
+	}
+	w("</p>\n")
+}

@@ -29,7 +29,7 @@ type Params struct {
 	Anchors         string  `json:"anchors" enum:"off|fallback" doc:"fallback: when the random candidates make no call, also judge patches at the image's corners, edge midpoints and centre (the scan's three smallest sizes; eight saturated colours and black-and-white checkers) against the same random statistics, and call the encoder backdoored on the best of them when it reaches anchor_z and collapse_min: a random scan lands within a pixel of a small trigger's place, in its look, about once in thousands of draws (off: random candidates only)"`
 	AnchorZ         float64 `json:"anchor_z" range:"[0,)" doc:"the same-size z the best anchored patch must reach for anchors \"fallback\" to call the encoder backdoored (0: gap_min): 270 fixed patches are a far smaller search than the random candidates, so a clean encoder's best of them stands lower"`
 	Looks           int     `json:"looks" range:"[0,)" doc:"when the scan calls a patch, climb from it this many steps at most through the usual looks of a patch trigger (eight saturated colours, black-and-white checkers) at its place and its neighbours (grown, shrunk, moved by a pixel), and take the best patch found as the call when it beats the found one's same-size z: a random scan that calls a patch trojan often calls a patch near its trigger in another look, and masking against that one can leave the trigger working (0: off)"`
-	CallPlace       string  `json:"call_place" enum:"off|all" doc:"all: when the scan calls a patch, screen the same patch at every place of the image on a quarter of the scan images, judge the 16 best places on all of them, and take the best as the call when it beats the found one's same-size z: a patch trojan can answer at its trigger's exact place far more than a pixel beside it, and 2,000 random patterns seldom land there (off: the found place)"`
+	CallPlace       string  `json:"call_place" enum:"off|all" doc:"all: when the scan calls a patch, screen the same patch at every place of the image on a quarter of the scan images, judge the 16 best places on all of them, and take the best as the call when it beats the found one's same-size z: a patch trojan can answer at its trigger's exact place far more than a pixel beside it, and 2,000 random patterns seldom land there (off: the found place; all is the default since filter 0.53.0)"`
 	BlendRatio      float64 `json:"blend_ratio" range:"(1,)" doc:"a noise blend looks like a trigger (z = gap_min) when it collapses the scan images this many times as much as a smooth blend of the same alpha"`
 
 	// score
@@ -94,7 +94,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off", RescanAnchors: "borders", AnchorZ: 4.5, CallPlace: "off",
+	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off", RescanAnchors: "borders", AnchorZ: 4.5, CallPlace: "all",
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3,
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", SmoothMax: 1.2, SmoothRatio: 1.3,
