@@ -25,16 +25,7 @@ func TestFilterGateSaysWhatStands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var b strings.Builder
 			filterGate(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, &tc.g)
-			for _, w := range tc.want {
-				if !strings.Contains(b.String(), w) {
-					t.Errorf("the report does not say %q:\n%s", w, b.String())
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(b.String(), w) {
-					t.Errorf("the report says %q:\n%s", w, b.String())
-				}
-			}
+			says(t, b.String(), tc.want, tc.not)
 		})
 	}
 }
@@ -57,16 +48,23 @@ func TestScanSaysWhereTheCallMoved(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var b strings.Builder
 			scanVerdict(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, &tc.scan)
-			for _, w := range tc.want {
-				if !strings.Contains(b.String(), w) {
-					t.Errorf("the report does not say %q:\n%s", w, b.String())
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(b.String(), w) {
-					t.Errorf("the report says %q:\n%s", w, b.String())
-				}
-			}
+			says(t, b.String(), tc.want, tc.not)
 		})
+	}
+}
+
+// says checks that the report text says every phrase of want and none of
+// not.
+func says(t *testing.T, text string, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("the report does not say %q:\n%s", w, text)
+		}
+	}
+	for _, w := range not {
+		if strings.Contains(text, w) {
+			t.Errorf("the report says %q:\n%s", w, text)
+		}
 	}
 }

@@ -1435,14 +1435,7 @@ func TestLooksRunOnACall(t *testing.T) {
 			if !sc.Backdoored {
 				return
 			}
-			rb, _ := json.Marshal(m["rounds"])
-			var rounds []filter.Round
-			if err := json.Unmarshal(rb, &rounds); err != nil || len(rounds) == 0 {
-				t.Fatalf("rounds %s (%v)", rb, err)
-			}
-			if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
-				t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
-			}
+			firstRoundIsTheCall(t, &sc, m)
 		})
 	}
 }
@@ -1487,14 +1480,7 @@ func TestCallPlaceRunsOnACall(t *testing.T) {
 					t.Errorf("from_place %v: the call %s, the scan's %s", sc.FromPlace, sc.Pattern, off.Pattern)
 				}
 			}
-			rb, _ := json.Marshal(m["rounds"])
-			var rounds []filter.Round
-			if err := json.Unmarshal(rb, &rounds); err != nil || len(rounds) == 0 {
-				t.Fatalf("rounds %s (%v)", rb, err)
-			}
-			if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
-				t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
-			}
+			firstRoundIsTheCall(t, &sc, m)
 			t.Logf("%s", b)
 		})
 	}
@@ -1578,5 +1564,19 @@ func TestGatedTakeoverStandsOnlyWithAGate(t *testing.T) {
 			}
 			t.Logf("dropped %s", dropped)
 		})
+	}
+}
+
+// firstRoundIsTheCall checks that the filter's first masking round (in
+// its metrics m) masked against the scan's call.
+func firstRoundIsTheCall(t *testing.T, sc *filter.Scan, m map[string]any) {
+	t.Helper()
+	rb, _ := json.Marshal(m["rounds"])
+	var rounds []filter.Round
+	if err := json.Unmarshal(rb, &rounds); err != nil || len(rounds) == 0 {
+		t.Fatalf("rounds %s (%v)", rb, err)
+	}
+	if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
+		t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
 	}
 }

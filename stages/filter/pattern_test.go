@@ -227,14 +227,6 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 	black, white, red := [3]float32{}, [3]float32{1, 1, 1}, [3]float32{1, 0, 0}
 	checker := Pattern{Kind: "checker", Size: 8, Row: 12, Col: 10, Colors: [2][3]float32{white, black}}
 	redCorner := Pattern{Kind: "solid", Size: 5, Row: 0, Col: 0, Colors: [2][3]float32{red}}
-	paint := func(p Pattern) []float32 {
-		x := make([]float32, 3*h*w)
-		for i := range x {
-			x[i] = 0.5
-		}
-		p.Apply(x, h, w)
-		return x
-	}
 	for _, tc := range []struct {
 		name    string
 		trigger Pattern
@@ -248,20 +240,7 @@ func TestClimbReachesTheTrigger(t *testing.T) {
 		{"no steps", checker, Pattern{Kind: "noise", Size: 4, Row: 14, Col: 12, NoiseSeed: 9}, 0, Pattern{Kind: "noise", Size: 4, Row: 14, Col: 12, NoiseSeed: 9}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ref := paint(tc.trigger)
-			score := func(p Pattern) float64 {
-				x, s := paint(p), 0.0
-				for i := range x {
-					switch {
-					case x[i] == 0.5:
-					case x[i] == ref[i]:
-						s++
-					default:
-						s--
-					}
-				}
-				return s
-			}
+			score := overlapScore(tc.trigger, h, w)
 			seen := map[string]bool{}
 			judge := func(ps []Pattern) (cand, float64, error) {
 				best, bz := cand{}, math.Inf(-1)
@@ -307,14 +286,6 @@ func TestBestPlace(t *testing.T) {
 	checker := func(row, col int) Pattern {
 		return Pattern{Kind: "checker", Size: 8, Row: row, Col: col, Colors: [2][3]float32{white, black}}
 	}
-	paint := func(p Pattern) []float32 {
-		x := make([]float32, 3*h*w)
-		for i := range x {
-			x[i] = 0.5
-		}
-		p.Apply(x, h, w)
-		return x
-	}
 	decoys := map[[2]int]bool{{0, 1}: true, {5, 5}: true, {9, 20}: true, {20, 3}: true}
 	for _, tc := range []struct {
 		name          string
@@ -332,20 +303,7 @@ func TestBestPlace(t *testing.T) {
 		{"a patch that fills the image", solid(32, 0, 0), solid(32, 0, 0), 16, 0, Pattern{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ref := paint(tc.trigger)
-			score := func(p Pattern) float64 {
-				x, s := paint(p), 0.0
-				for i := range x {
-					switch {
-					case x[i] == 0.5:
-					case x[i] == ref[i]:
-						s++
-					default:
-						s--
-					}
-				}
-				return s
-			}
+			score := overlapScore(tc.trigger, h, w)
 			seen := map[[2]int]bool{}
 			screen := func(ps []Pattern) ([]float64, error) {
 				out := make([]float64, len(ps))
@@ -400,5 +358,33 @@ func TestBestPlace(t *testing.T) {
 				t.Errorf("best place %s (z %.0f, beats the call: %v), want %s", got.p, z, beats, tc.want)
 			}
 		})
+	}
+}
+
+// overlapScore scores a pattern by how it paints a grey h x w image
+// against trigger: each value it paints as trigger does counts one, each
+// other value it paints counts minus one.
+func overlapScore(trigger Pattern, h, w int) func(Pattern) float64 {
+	paint := func(p Pattern) []float32 {
+		x := make([]float32, 3*h*w)
+		for i := range x {
+			x[i] = 0.5
+		}
+		p.Apply(x, h, w)
+		return x
+	}
+	ref := paint(trigger)
+	return func(p Pattern) float64 {
+		x, s := paint(p), 0.0
+		for i := range x {
+			switch {
+			case x[i] == 0.5:
+			case x[i] == ref[i]:
+				s++
+			default:
+				s--
+			}
+		}
+		return s
 	}
 }
