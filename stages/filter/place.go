@@ -34,13 +34,13 @@ func (b *bench) placeCall(res *scanResult) (*scanResult, error) {
 	}
 	screen := func(ps []Pattern) ([]float64, error) { return few.collapse(ps, nil) }
 	judge := func(ps []Pattern) (cand, float64, error) { return b.worstCand(nil, ps, res.stats) }
-	best, z, judged, err := bestPlace(res.Pattern, b.canvas.H, b.canvas.W, placeKeep, screen, judge)
+	best, z, screened, err := bestPlace(res.Pattern, b.canvas.H, b.canvas.W, placeKeep, screen, judge)
 	if err != nil {
 		return nil, err
 	}
 	out := *res
-	out.Placed, out.PlaceZ = judged, z
-	if judged == 0 || z <= res.BestZ {
+	out.Placed, out.PlaceZ = screened, z
+	if screened == 0 || z <= res.BestZ {
 		return &out, nil
 	}
 	out.FromPlace, out.PlaceFrom = true, res.Pattern.String()
