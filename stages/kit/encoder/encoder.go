@@ -8,8 +8,6 @@
 package encoder
 
 import (
-	"sync"
-
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
 	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
@@ -72,14 +70,6 @@ type Config struct {
 	// network in two (a skip connection passes around it) is an error.
 	From string
 	ORT  ort.Options
-	// OneSession runs the variant on one ONNX Runtime session of every
-	// thread. By default, on a CPU with two threads or more (and a model
-	// of any batch size), it runs on two sessions of half the threads
-	// each, which take the two halves of every batch side by side: one
-	// session's threads leave the cores idle between its operators'
-	// parallel sections, and two keep them busier. Each image's outputs
-	// are the same either way, bit for bit (TestTwinSessionsMatchOne).
-	OneSession bool
 }
 
 // Encoder is a session of one variant of a Model (see Model.Session).
@@ -99,29 +89,6 @@ type Encoder struct {
 	// From is the layer the session starts at (Config.From), or zero.
 	From Layer
 	sess *ort.Session
-	// twin, unless Config.OneSession, is sess's twin (see OneSession);
-	// stage then holds the batch's inputs and outputs whole.
-	twin  *ort.Session
-	stage staging
-}
-
-// staging holds a whole batch's inputs and outputs while its halves run
-// on an Encoder's two sessions.
-type staging struct{ in, out [][]float32 }
-
-// sized sizes bufs[i] to rows * per[i] values, reusing their arrays.
-func sized(bufs [][]float32, rows int, per []int) [][]float32 {
-	for len(bufs) < len(per) {
-		bufs = append(bufs, nil)
-	}
-	for i, p := range per {
-		if n := rows * p; cap(bufs[i]) >= n {
-			bufs[i] = bufs[i][:n]
-		} else {
-			bufs[i] = make([]float32, n)
-		}
-	}
-	return bufs
 }
 
 // Open loads the encoder at path and prepares one session of it: a
@@ -172,7 +139,7 @@ func (e *Encoder) inDims() [][]int64 {
 // Batch returns the input buffer of a batch of n images (n*ImageSize
 // values, in the model's layout) to fill before Embed(n).
 func (e *Encoder) Batch(n int) ([]float32, error) {
-	b, err := e.inputs(n)
+	b, err := e.sess.Buffers(int64(n), e.inDims())
 	if err != nil {
 		return nil, err
 	}
@@ -184,101 +151,27 @@ func (e *Encoder) Batch(n int) ([]float32, error) {
 // layer's fill). They are reused between batches of the same n: set every
 // value before each Embed(n).
 func (e *Encoder) Masks(n int) ([][]float32, error) {
-	b, err := e.inputs(n)
+	b, err := e.sess.Buffers(int64(n), e.inDims())
 	if err != nil {
 		return nil, err
 	}
 	return b[1:], nil
 }
 
-// inputs are the input buffers of a batch of n: the session's own, or
-// with a twin the staging ones Embed splits between the two sessions.
-func (e *Encoder) inputs(n int) ([][]float32, error) {
-	dims := e.inDims()
-	if e.twin == nil || n < 2 {
-		return e.sess.Buffers(int64(n), dims)
-	}
-	per := make([]int, len(dims))
-	for i, d := range dims {
-		per[i] = int(prod(d))
-	}
-	e.stage.in = sized(e.stage.in, n, per)
-	return e.stage.in, nil
-}
-
-func prod(d []int64) int64 {
-	p := int64(1)
-	for _, x := range d {
-		p *= x
-	}
-	return p
-}
-
 // Embed runs the batch of n filled through Batch and returns the
 // embeddings ([n*Dim]) and each layer's per-channel means ([n*Channels]),
-// valid until the next Embed.
+// valid until the next Embed of the same n.
 func (e *Encoder) Embed(n int) (emb []float32, layers [][]float32, err error) {
-	var outs [][]float32
-	if e.twin == nil || n < 2 {
-		outs, err = e.sess.Run(int64(n))
-	} else {
-		outs, err = e.embedHalves(n)
-	}
+	outs, err := e.sess.Run(int64(n))
 	if err != nil {
 		return nil, nil, err
 	}
 	return outs[0], outs[1:], nil
 }
 
-// embedHalves runs the staged batch of n as two halves, the first on
-// sess and the rest on twin, side by side, and returns the outputs whole.
-func (e *Encoder) embedHalves(n int) ([][]float32, error) {
-	dims := e.inDims()
-	half := n / 2
-	parts := [2][2]int{{0, half}, {half, n}}
-	var outs [2][][]float32
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, s := range []*ort.Session{e.sess, e.twin} {
-		lo, hi := parts[i][0], parts[i][1]
-		bufs, err := s.Buffers(int64(hi-lo), dims)
-		if err != nil {
-			return nil, err
-		}
-		for j, b := range bufs {
-			per := len(b) / (hi - lo)
-			copy(b, e.stage.in[j][lo*per:hi*per])
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i], errs[i] = s.Run(int64(hi - lo))
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	per := make([]int, len(outs[0]))
-	for j, o := range outs[0] {
-		per[j] = len(o) / half
-	}
-	e.stage.out = sized(e.stage.out, n, per)
-	for j := range per {
-		copy(e.stage.out[j], outs[0][j])
-		copy(e.stage.out[j][half*per[j]:], outs[1][j])
-	}
-	return e.stage.out, nil
-}
-
-// Close releases the session (and its twin).
+// Close releases the session.
 func (e *Encoder) Close() {
 	if e.sess != nil {
 		e.sess.Close()
-	}
-	if e.twin != nil {
-		e.twin.Close()
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -599,74 +598,5 @@ func TestShapeArithmeticIsNotProbed(t *testing.T) {
 	defer e.Close()
 	if e.Dim != 8 {
 		t.Fatalf("dim %d, want 8", e.Dim)
-	}
-}
-
-// An encoder on two sessions of half the threads each, which run the two
-// halves of every batch side by side, gives every image the same outputs,
-// bit for bit, as one session of every thread running the whole batch:
-// with run-time masks and channel means, and with raw feature maps. An
-// odd batch makes halves of different sizes.
-func TestTwinSessionsMatchOne(t *testing.T) {
-	ortlib.Init(t)
-	net := testenc.Clean(3)
-	fill := []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
-	cases := []struct {
-		name string
-		cfg  encoder.Config
-	}{
-		{"masks and channel means", encoder.Config{Layers: []string{"stage1", "stage2"},
-			MaskInputs: []encoder.Mask{{Layer: "stage1", Fill: fill}}}},
-		{"raw feature maps", encoder.Config{Layers: []string{"stage1", "stage2"}, RawLayers: true}},
-	}
-	imgs := images(37, 5)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			run := func(one bool) ([]float32, [][]float32) {
-				cfg := c.cfg
-				cfg.OneSession, cfg.ORT.Threads = one, 2
-				e, err := session(net.Model(), cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer e.Close()
-				if e.Twinned() == one {
-					t.Fatalf("OneSession %v, two sessions %v", one, e.Twinned())
-				}
-				if len(e.Switchable) > 0 {
-					ms, err := e.Masks(len(imgs))
-					if err != nil {
-						t.Fatal(err)
-					}
-					for i := range ms[0] {
-						ms[0][i] = b2f(i%3 != 0) // a different channel set per image
-					}
-				}
-				return embed(t, e, imgs)
-			}
-			twinEmb, twinLayers := run(false)
-			oneEmb, oneLayers := run(true)
-			dim := len(oneEmb) / len(imgs)
-			if dim == 0 || len(twinLayers) != len(oneLayers) {
-				t.Fatalf("%d embedding values and %d layers with the twin, %d and %d alone", len(twinEmb), len(twinLayers), len(oneEmb), len(oneLayers))
-			}
-			same := func(what string, a, b []float32) {
-				if len(a) != len(b) {
-					t.Fatalf("%s: %d values with the twin, %d alone", what, len(a), len(b))
-				}
-				for i := range a {
-					if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-						t.Fatalf("%s value %d: %v with the twin, %v alone", what, i, a[i], b[i])
-					}
-				}
-			}
-			same("embedding", twinEmb, oneEmb)
-			for li := range oneLayers {
-				same("layer "+strconv.Itoa(li), twinLayers[li], oneLayers[li])
-			}
-			if slices.Equal(oneEmb[:dim], oneEmb[len(oneEmb)-dim:]) {
-				t.Fatal("the first and last images embed the same: the comparison tests nothing")
-			}
-		})
 	}
 }

@@ -495,21 +495,7 @@ func (m *Model) Session(cfg Config) (*Encoder, error) {
 	}
 	opt := cfg.ORT
 	opt.Batch = m.Batch
-	threads := opt.IntraOpThreads()
-	kind, _, _ := ort.ParseDevice(opt.Device)
-	if kind != "cpu" || opt.Batch > 0 || threads < 2 || cfg.OneSession {
-		if e.sess, err = ort.NewSession(b, inputs, outs, dims, opt); err != nil {
-			return nil, err
-		}
-		return e, nil
-	}
-	opt.Threads = threads / 2
 	if e.sess, err = ort.NewSession(b, inputs, outs, dims, opt); err != nil {
-		return nil, err
-	}
-	opt.Threads = threads - threads/2
-	if e.twin, err = ort.NewSession(b, inputs, outs, dims, opt); err != nil {
-		e.sess.Close()
 		return nil, err
 	}
 	return e, nil
