@@ -33,13 +33,6 @@ type bench struct {
 	rng     *rand.Rand
 	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
-	// twin, on a CPU with two threads or more, is a second session of the
-	// same encoder and masks: sess and twin take half the threads each
-	// and run the two halves of every batch side by side (run), which
-	// keeps the cores busier than one session's threads do. Each image's
-	// outputs do not depend on the split (TestTwinSessionsMatchOne).
-	twin  *encoder.Encoder
-	stage staging // run's buffers when twin is set
 	// model is the encoder the session runs: the stage's, or a copy that
 	// blurs its input (setSmooth).
 	model *encoder.Model
@@ -141,27 +134,16 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 // as outputs, a run-time mask on every probed layer (fill: the trusted
 // means) and the caps, if any, built in.
 func (b *bench) open() error {
-	cfg := encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: ort.Options{Device: b.p.Device}}
-	threads := cfg.ORT.IntraOpThreads()
-	kind, _, _ := ort.ParseDevice(b.p.Device)
-	twin := kind == "cpu" && threads >= 2
-	if twin {
-		cfg.ORT.Threads = threads / 2
-	}
-	s, err := b.model.Session(cfg)
+	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: ort.Options{Device: b.p.Device}})
 	if err != nil {
 		return err
 	}
-	var t *encoder.Encoder
-	if twin {
-		cfg.ORT.Threads = threads - threads/2
-		if t, err = b.model.Session(cfg); err != nil {
-			s.Close()
-			return err
-		}
+	if b.sess != nil {
+		b.sess.Close()
 	}
-	b.close()
-	b.sess, b.twin = s, t
+	b.sess = s
+	b.tail.close()
+	b.tail = nil
 	return nil
 }
 
@@ -183,13 +165,7 @@ func (b *bench) setCaps(caps map[string][]float32) error {
 }
 
 func (b *bench) close() {
-	if b.sess != nil {
-		b.sess.Close()
-	}
-	if b.twin != nil {
-		b.twin.Close()
-	}
-	b.sess, b.twin = nil, nil
+	b.sess.Close()
 	b.tail.close()
 	b.tail = nil
 }
@@ -485,7 +461,11 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 	for lo := 0; lo < len(views); lo += per {
 		vs := views[lo:min(len(views), lo+per)]
 		rows := n * len(vs)
-		x, ms, err := b.buffers(rows)
+		x, err := b.sess.Batch(rows)
+		if err != nil {
+			return err
+		}
+		ms, err := b.sess.Masks(rows)
 		if err != nil {
 			return err
 		}
@@ -495,7 +475,7 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 				b.setKeep(ms[li][k*n*l.D:(k+1)*n*l.D], li, n, v.keep, v.extra)
 			}
 		}
-		emb, layers, err := b.embedRows(rows)
+		emb, layers, err := b.sess.Embed(rows)
 		if err != nil {
 			return err
 		}
@@ -509,100 +489,6 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 		}
 	}
 	return nil
-}
-
-// staging holds a batch's inputs and outputs while its two halves run on
-// sess and twin.
-type staging struct {
-	x, emb        []float32
-	masks, layers [][]float32
-}
-
-// grow returns buf with length n, reusing its array when large enough.
-func grow(buf []float32, n int) []float32 {
-	if cap(buf) < n {
-		return make([]float32, n)
-	}
-	return buf[:n]
-}
-
-// buffers returns the input and mask buffers of a batch of rows to fill
-// before embedRows(rows): the session's own, or the staging buffers when
-// a twin shares the batch.
-func (b *bench) buffers(rows int) ([]float32, [][]float32, error) {
-	if b.twin == nil || rows < 2 {
-		x, err := b.sess.Batch(rows)
-		if err != nil {
-			return nil, nil, err
-		}
-		ms, err := b.sess.Masks(rows)
-		return x, ms, err
-	}
-	st := &b.stage
-	st.x = grow(st.x, rows*b.sess.ImageSize())
-	for len(st.masks) < len(b.t.Layers) {
-		st.masks = append(st.masks, nil)
-	}
-	for li, l := range b.t.Layers {
-		st.masks[li] = grow(st.masks[li], rows*l.D)
-	}
-	return st.x, st.masks, nil
-}
-
-// embedRows runs the batch of rows filled through buffers and returns
-// its embeddings ([rows*Dim]) and probed layers' channel means
-// ([layer][rows*C]), valid until the next run. With a twin, the first
-// half of the rows runs on sess and the rest on twin, side by side.
-func (b *bench) embedRows(rows int) ([]float32, [][]float32, error) {
-	if b.twin == nil || rows < 2 {
-		return b.sess.Embed(rows)
-	}
-	st, size, half := &b.stage, b.sess.ImageSize(), rows/2
-	type out struct {
-		emb    []float32
-		layers [][]float32
-		err    error
-	}
-	var res [2]out
-	var wg sync.WaitGroup
-	for i, s := range []*encoder.Encoder{b.sess, b.twin} {
-		lo, hi := 0, half
-		if i == 1 {
-			lo, hi = half, rows
-		}
-		x, err := s.Batch(hi - lo)
-		if err != nil {
-			return nil, nil, err
-		}
-		copy(x, st.x[lo*size:hi*size])
-		ms, err := s.Masks(hi - lo)
-		if err != nil {
-			return nil, nil, err
-		}
-		for li, l := range b.t.Layers {
-			copy(ms[li], st.masks[li][lo*l.D:hi*l.D])
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i].emb, res[i].layers, res[i].err = s.Embed(hi - lo)
-		}()
-	}
-	wg.Wait()
-	for _, r := range res {
-		if r.err != nil {
-			return nil, nil, r.err
-		}
-	}
-	st.emb = append(append(st.emb[:0], res[0].emb...), res[1].emb...)
-	for len(st.layers) < len(res[0].layers) {
-		st.layers = append(st.layers, nil)
-	}
-	st.layers = st.layers[:len(res[0].layers)]
-	for li := range st.layers {
-		st.layers[li] = append(append(st.layers[li][:0], res[0].layers[li]...), res[1].layers[li]...)
-	}
-	return st.emb, st.layers, nil
 }
 
 // embed returns each pattern's embeddings of the scan images under keep

@@ -5,8 +5,6 @@ import (
 	"math"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
-	"github.com/tcore-dev/tcore/stages/kit/encoder"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 )
 
 // SmoothPicked runs the scan and then the smooth step as though the scan's
@@ -162,54 +160,4 @@ func ForceScanCall(ctx context.Context, p Params, ins *chanfilter.Inputs, pick P
 	// The memo holds sc itself: change it in place.
 	sc.Backdoored, sc.Pattern, sc.BestZ, sc.BestCollapse = true, pick, z, c.c
 	return nil
-}
-
-// TwinAndOne measures views random patterns, under a mask with each
-// probed layer's first channel switched off and then unmasked in turn,
-// through the bench as it opens (twin sessions of half the threads each,
-// when it has a twin), and then through one session of every thread
-// alone. It returns both runs' outputs, per view its embeddings and then
-// each probed layer's means, and whether the bench had a twin.
-func TwinAndOne(p Params, ins *chanfilter.Inputs, views int) (twin, one [][]float32, hadTwin bool, err error) {
-	b, err := newBench(p, ins)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	defer b.close()
-	keep := b.ones()
-	for _, l := range b.t.Layers {
-		keep[l.Name][0] = false
-	}
-	vs := make([]view, views)
-	for i := range vs {
-		pat := randomPattern(b.rng, b.canvas.H, b.canvas.W, b.p.Sizes)
-		vs[i] = view{pat: &pat}
-		if i%2 == 0 {
-			vs[i].keep = keep
-		}
-	}
-	collect := func() ([][]float32, error) {
-		var out [][]float32
-		err := b.run(vs, func(_ int, emb []float32, layers [][]float32) {
-			out = append(out, append([]float32(nil), emb...))
-			for _, l := range layers {
-				out = append(out, append([]float32(nil), l...))
-			}
-		})
-		return out, err
-	}
-	if twin, err = collect(); err != nil {
-		return nil, nil, false, err
-	}
-	hadTwin = b.twin != nil
-	whole, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: ort.Options{Device: p.Device}})
-	if err != nil {
-		return nil, nil, false, err
-	}
-	defer whole.Close()
-	sess, tw := b.sess, b.twin
-	b.sess, b.twin = whole, nil
-	one, err = collect()
-	b.sess, b.twin = sess, tw
-	return twin, one, hadTwin, err
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
-	"github.com/tcore-dev/tcore/stages/kit/ort"
 	"github.com/tcore-dev/tcore/stages/kit/stat"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
 )
@@ -1579,44 +1578,5 @@ func firstRoundIsTheCall(t *testing.T, sc *filter.Scan, m map[string]any) {
 	}
 	if got := rounds[0].Pattern; got.String() != sc.Pattern.String() || got.Colors != sc.Pattern.Colors {
 		t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
-	}
-}
-
-// The bench's twin sessions (half the threads each, half of every batch
-// each) give every image the same outputs, bit for bit, as one session
-// of every thread running the whole batch: the filter's results do not
-// depend on the split. Three views of 32 images make a batch whose halves
-// split a view.
-func TestTwinSessionsMatchOne(t *testing.T) {
-	ortlib.Init(t)
-	t.Setenv(ort.ThreadsEnvVar, "2")
-	ins, p := scanInputs(t, testenc.Collapse(5), 20)
-	twin, one, hadTwin, err := filter.TwinAndOne(p, ins, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !hadTwin {
-		t.Fatal("the bench opened no twin with two threads: the comparison tests nothing")
-	}
-	if len(twin) != len(one) || len(one) == 0 {
-		t.Fatalf("%d and %d outputs", len(twin), len(one))
-	}
-	differ := false
-	for i := range one {
-		if len(twin[i]) != len(one[i]) {
-			t.Fatalf("output %d: %d values with the twin, %d alone", i, len(twin[i]), len(one[i]))
-		}
-		for j := range one[i] {
-			if math.Float32bits(twin[i][j]) != math.Float32bits(one[i][j]) {
-				t.Fatalf("output %d value %d: %v with the twin, %v alone", i, j, twin[i][j], one[i][j])
-			}
-		}
-	}
-	// Per view: its embeddings, then each probed layer's means.
-	for v, per := 1, len(one)/3; v < 3 && !differ; v++ {
-		differ = !slices.Equal(one[v*per], one[0])
-	}
-	if !differ {
-		t.Fatal("every view gave the same outputs: the comparison tests nothing")
 	}
 }
