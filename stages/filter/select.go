@@ -174,14 +174,19 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 			if err != nil {
 				return nil, err
 			}
-			switch {
-			case next.BestZ >= b.p.rescanGap() && next.BestCollapse >= b.p.RescanCollapseMin:
+			// On a patch call, rescan_first "neighbours" finishes the
+			// trigger's own field before a new find of the masked encoder.
+			neighbourFirst := b.p.RescanFirst == "neighbours" && sc.Pattern.Kind != "blend" && len(s.rounds) > 0
+			searchOK := next.BestZ >= b.p.rescanGap() && next.BestCollapse >= b.p.RescanCollapseMin
+			neighbourOK := b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ
+			switch rescanPick(neighbourFirst, searchOK, neighbourOK) {
+			case "neighbour":
+				pat, from, s.z = nb, "neighbour", nz
+				collapse = 0
+			case "search":
 				pat, from = next.Pattern, ""
 				s.z, s.collapse = next.BestZ, next.BestCollapse
 				collapse = next.BestCollapse
-			case b.p.NeighbourZ > 0 && nz >= b.p.NeighbourZ:
-				pat, from, s.z = nb, "neighbour", nz
-				collapse = 0
 			default:
 				sw, sz, err := sweptZ()
 				if err != nil {
@@ -225,6 +230,21 @@ func (b *bench) selectChannels(ctx context.Context, sc *scanResult, sus *suspici
 		}
 		search = true
 	}
+}
+
+// rescanPick says what a round on the masked encoder masks against, from
+// which bars were reached: "search" (the search's best), "neighbour" (the
+// worst neighbour of a pattern masked against) or "" (neither: the sweep
+// and the anchored patches are tried next). The search comes first unless
+// neighbourFirst (rescan_first "neighbours" on a patch call).
+func rescanPick(neighbourFirst, searchOK, neighbourOK bool) string {
+	switch {
+	case neighbourOK && (neighbourFirst || !searchOK):
+		return "neighbour"
+	case searchOK:
+		return "search"
+	}
+	return ""
 }
 
 // pool returns the channels still kept, most suspicious first (ties: by

@@ -43,3 +43,25 @@ func TestPatchesOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestRescanPick: the search's best comes first unless rescan_first
+// "neighbours" puts a neighbour that reached its bar before it.
+func TestRescanPick(t *testing.T) {
+	for _, tc := range []struct {
+		first, search, neighbour bool
+		want                     string
+	}{
+		{false, true, true, "search"},
+		{false, true, false, "search"},
+		{false, false, true, "neighbour"},
+		{false, false, false, ""},
+		{true, true, true, "neighbour"},
+		{true, true, false, "search"},
+		{true, false, true, "neighbour"},
+		{true, false, false, ""},
+	} {
+		if got := rescanPick(tc.first, tc.search, tc.neighbour); got != tc.want {
+			t.Errorf("rescanPick(first %v, search %v, neighbour %v) = %q, want %q", tc.first, tc.search, tc.neighbour, got, tc.want)
+		}
+	}
+}
