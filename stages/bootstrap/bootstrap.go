@@ -27,7 +27,6 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
-	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the bootstrap stage.
@@ -938,7 +937,7 @@ func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]
 			return nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
 		}
 		c := int(t.Labels[k])
-		moves[c] = append(moves[c], stat.Dist(t.Embedding.X[k*d:(k+1)*d], orig.Embedding.X[i*d:(i+1)*d]))
+		moves[c] = append(moves[c], g.Move(orig.Embedding.X[i*d:(i+1)*d], t.Embedding.X[k*d:(k+1)*d]))
 	}
 	out := make([]float64, len(g.Classes))
 	for j, c := range g.Classes {

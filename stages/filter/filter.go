@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.55.0",
+		Version: "0.56.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -390,10 +390,11 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	}
 	// The filtered encoder is exported once the gate is known (it goes
 	// into its metadata).
-	moved, err := ins.Write(ctx, p.Device, "", v, out, progress)
+	moves, err := ins.Write(ctx, p.Device, "", v, out, progress)
 	if err != nil {
 		return nil, nil, err
 	}
+	moved := moves.Lengths()
 	if sc.Backdoored {
 		var far []bool
 		far, res.Moved = MovedSuspects(moved, b.trusted, p.MovedZ)
@@ -420,8 +421,12 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if first := len(against) - len(plantedPats); p.GateClasses == "planted" && len(plantedPats) > 0 {
 			probes = append(probes, func(k int) bool { return k >= first })
 		}
-		res.Gate = gate(res.Moved, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(moved, b.trusted, p.GateClean), probes, res.Shift.added(), p.GateFallback == "class")
-		res.Gate.countTraining(moved, t.Embedding.X, t.Embedding.D)
+		gm, err := gateMoves(p.GateMove, moves, moved, t.Embedding.X, b.trusted, res.Moved, p.MovedZ)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Gate = gate(gm.step, res.MovedFrom, aug, family, p.GateMin, p.GateThrough, cleanCeiling(gm.moved, gm.trusted, p.GateClean), probes, res.Shift.added(), p.GateFallback == "class", gm.whiten)
+		res.Gate.countTraining(gm.moved, t.Embedding.X, t.Embedding.D)
 		if r := res.Region; res.Gate.On && r != nil && r.Why == "" && r.Threshold > 0 {
 			// Where the original encoder sends the found pattern, when
 			// it is apart from the trusted rows: bootstrap's veto may

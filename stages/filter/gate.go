@@ -6,7 +6,6 @@ import (
 	"sort"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
-	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // GateReport is the gate step's result. The mask costs accuracy on every
@@ -48,6 +47,9 @@ type GateReport struct {
 	// TrainingThrough is the share of the training rows the gate sends
 	// through the filtered encoder (when On).
 	TrainingThrough float64 `json:"training_rows_through,omitempty"`
+	// Move is "whitened" when the gate measures moves whitened
+	// (gate_move), every threshold above in those units.
+	Move string `json:"move,omitempty"`
 	Why             string  `json:"why_off,omitempty"`
 	// Fallback, set when the gate stands only on its class part
 	// (gate_fallback "class"; chanfilter.Gate.NeedClass), says by how much
@@ -88,7 +90,10 @@ type GateCheck struct {
 // keeps on the original path are spared the mask. No class part leaves the
 // move part alone, which failed the check: bootstrap then drops the gate
 // (chanfilter.Gate.NeedClass).
-func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through, ceiling float64, probes []func(k int) bool, shifted string, fallback bool) *GateReport {
+//
+// With wh set the gate measures moves whitened (gate_move "whitened"):
+// moved and ceiling are then whitened lengths too (gateMoves).
+func gate(moved *Moved, from *Region, aug *augmented, family []string, min, through, ceiling float64, probes []func(k int) bool, shifted string, fallback bool, wh *chanfilter.Whiten) *GateReport {
 	rep := &GateReport{}
 	switch {
 	case min == 0:
@@ -104,7 +109,10 @@ func gate(moved *Moved, from *Region, aug *augmented, family []string, min, thro
 		rep.Why = "no augment rows to check the gate on"
 		return rep
 	}
-	g := &chanfilter.Gate{Moved: moved.Threshold}
+	g := &chanfilter.Gate{Moved: moved.Threshold, Whiten: wh}
+	if wh != nil {
+		rep.Move = "whitened"
+	}
 	if from != nil && from.Suspects > 0 {
 		g.Centre, g.Near = from.Centre, from.Threshold
 	}
@@ -217,7 +225,7 @@ func (rep *GateReport) lower(g *chanfilter.Gate, aug *augmented, fam []int, best
 			sent++
 			continue
 		}
-		moves = append(moves, stat.Dist(o, f))
+		moves = append(moves, g.Move(o, f))
 	}
 	sort.Sort(sort.Reverse(sort.Float64Slice(moves)))
 	need := int(math.Ceil(through*float64(rep.Patterns[bestJ].Rows))) - sent
@@ -305,4 +313,54 @@ func classGate(aug *augmented, min float64) *GateReport {
 	}
 	rep.On, rep.Gate, rep.ProbeRows = true, g, len(g.Probe)
 	return rep
+}
+
+// whitenShrink is the share of the mean variance that gate_move
+// "whitened" adds to every direction of the trusted rows' move covariance
+// before inverting it (not tuned: the gate check's through shares moved
+// by under 2 points between 0.03 and 1 on T1-z15; docs/DECISIONS.md).
+const whitenShrink = 0.1
+
+// gateMoved is what the gate measures moves by: one move per training
+// row, the rows whose moves set its thresholds, and the moved step's
+// report in those units.
+type gateMoved struct {
+	moved   []float32
+	trusted []bool
+	step    *Moved
+	whiten  *chanfilter.Whiten
+}
+
+// gateMoves returns the moves the gate is set on. With how "length" they
+// are the moves' lengths, the trusted rows and the moved step's report
+// (step). With "whitened" a Whiten is fitted on every other trusted row's
+// move and the thresholds are read on the other trusted rows (a
+// covariance of D dimensions fitted on a few thousand rows makes those
+// rows' own whitened moves smaller than any other input's); the moved
+// step's threshold is recomputed in whitened units at moved_z.
+func gateMoves(how string, m *chanfilter.Moves, moved []float32, x []float32, trusted []bool, step *Moved, movedZ float64) (*gateMoved, error) {
+	if how != "whitened" || m == nil {
+		return &gateMoved{moved: moved, trusted: trusted, step: step}, nil
+	}
+	var fit []int
+	calib := make([]bool, len(trusted))
+	k := 0
+	for i, ok := range trusted {
+		if !ok {
+			continue
+		}
+		if k%2 == 0 {
+			fit = append(fit, i)
+		} else {
+			calib[i] = true
+		}
+		k++
+	}
+	wh, err := chanfilter.FitWhiten(m, fit, whitenShrink)
+	if err != nil {
+		return nil, err
+	}
+	gm := &gateMoved{moved: wh.Lengths(m, x), trusted: calib, whiten: wh}
+	_, gm.step = MovedSuspects(gm.moved, calib, movedZ)
+	return gm, nil
 }

@@ -66,7 +66,7 @@ func TestGate(t *testing.T) {
 		{"no augment rows", moved, nil, &augmented{}, two, 0.25, false, "no augment rows", nil, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, nil, "", false)
+			rep := gate(tc.moved, tc.from, tc.aug, tc.family, tc.min, 0.95, 0, nil, "", false, nil)
 			if rep.On != tc.on || (rep.Gate != nil) != tc.on || !strings.Contains(rep.Why, tc.why) {
 				t.Fatalf("gate %+v, want on %v, why %q", rep, tc.on, tc.why)
 			}
@@ -102,7 +102,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 		{"all through", []float32{1.5, 2, 3}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, nil, "", false)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{1}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0.95, 0, nil, "", false, nil)
 			if !rep.On {
 				t.Fatalf("gate off before counting: %+v", rep)
 			}
@@ -116,7 +116,7 @@ func TestCountTrainingTurnsAWideGateOff(t *testing.T) {
 
 // With gate_through 0 the gate keeps the moved step's threshold.
 func TestGateThroughZeroKeepsTheThreshold(t *testing.T) {
-	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, nil, "", false)
+	rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.5}, 20, false), []string{"solid 4x4 at (0,0)"}, 0.25, 0, 0, nil, "", false, nil)
 	if !rep.On || rep.Moved != 1 || rep.Patterns[0].Through != 0.5 {
 		t.Errorf("gate %+v, want on at threshold 1 with half the rows through", rep)
 	}
@@ -139,7 +139,7 @@ func TestGateLowersForTheShiftedPattern(t *testing.T) {
 		{"the second family", fams[1], 0.11, shiftThrough},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, nil, tc.shifted, false)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{0.9, 0.5}, 40, false), fams, 0.25, 0, 0, nil, tc.shifted, false, nil)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -204,7 +204,7 @@ func TestMoveGateClassPart(t *testing.T) {
 					aug.orig[2*i+1] = 7
 				}
 			}
-			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, 0, tc.probes, "", false)
+			rep := gate(&Moved{Threshold: 1}, nil, aug, []string{"a", "b", "data", "planted"}, 0.25, 0, 0, tc.probes, "", false, nil)
 			if !rep.On {
 				t.Fatalf("gate off: %s", rep.Why)
 			}
@@ -262,7 +262,7 @@ func TestGateCleanCeiling(t *testing.T) {
 			if math.Abs(c-tc.ceiling) > 1e-6 {
 				t.Fatalf("cleanCeiling %g, want %g", c, tc.ceiling)
 			}
-			rep := gate(&Moved{Threshold: tc.step}, nil, augmentedRowsBy([]float64{0}, 20, false, 2), []string{"solid 4x4 at (0,0)"}, 0.25, 0, c, nil, "", false)
+			rep := gate(&Moved{Threshold: tc.step}, nil, augmentedRowsBy([]float64{0}, 20, false, 2), []string{"solid 4x4 at (0,0)"}, 0.25, 0, c, nil, "", false, nil)
 			if tc.through == 0 {
 				if rep.On {
 					t.Fatalf("gate on at %g without a ceiling: %+v", rep.Moved, rep)
@@ -302,7 +302,7 @@ func TestGateFallback(t *testing.T) {
 		{"check passes: not marked", 0.5, all, true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{tc.moved}, 20, false), fams, 0.25, 0, 0, tc.probes, "", tc.fallback)
+			rep := gate(&Moved{Threshold: 1}, nil, augmentedRows([]float64{tc.moved}, 20, false), fams, 0.25, 0, 0, tc.probes, "", tc.fallback, nil)
 			if rep.On != tc.on || (rep.Fallback != "") != tc.needs || (tc.on && rep.onClassPart() != tc.needs) {
 				t.Fatalf("gate on %v, fallback %q, want %v, on its class part %v; why %q", rep.On, rep.Fallback, tc.on, tc.needs, rep.Why)
 			}

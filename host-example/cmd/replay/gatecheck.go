@@ -83,6 +83,12 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		at = append(at, trustedMoves[int(q*float64(len(trustedMoves)-1))])
 	}
 	fmt.Fprintf(w, "sweep: thresholds at the trusted rows' move quantiles %v: %.3f\n", sweep, at)
+	wh, err := newWhitener(t, f, trusted, whitenShrink)
+	if err != nil {
+		return err
+	}
+	wat := wh.quantiles(sweep)
+	fmt.Fprintf(w, "whitened sweep (shrink %g): thresholds at the same quantiles: %.3f\n", whitenShrink, wat)
 	for _, c := range cases {
 		var tabs [2]*feat.Table
 		for k, m := range []*encoder.Model{orig, filt} {
@@ -93,21 +99,29 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 		o, fl := tabs[0], tabs[1]
 		d := o.Embedding.D
 		// Each image's move once: the gate's count, then the sweep's.
-		through, swept := 0, make([]int, len(at))
+		through, swept, wswept := 0, make([]int, len(at)), make([]int, len(at))
 		for i := 0; i < o.N(); i++ {
 			orig := o.Embedding.X[i*d : (i+1)*d]
 			move := stat.Dist(orig, fl.Embedding.X[i*d:(i+1)*d])
 			if g.Sends(move, orig) {
 				through++
 			}
+			wm := wh.norm(orig, fl.Embedding.X[i*d:(i+1)*d])
 			for k, th := range at {
 				if move > th {
 					swept[k]++
+				}
+				if wm > wat[k] {
+					wswept[k]++
 				}
 			}
 		}
 		fmt.Fprintf(w, "  %-60s %5.1f%% of %d sent through the filter; sweep", c.name, 100*float64(through)/float64(o.N()), o.N())
 		for _, n := range swept {
+			fmt.Fprintf(w, " %5.1f%%", 100*float64(n)/float64(o.N()))
+		}
+		fmt.Fprint(w, "; whitened")
+		for _, n := range wswept {
 			fmt.Fprintf(w, " %5.1f%%", 100*float64(n)/float64(o.N()))
 		}
 		fmt.Fprintln(w)

@@ -90,9 +90,8 @@ func (v *ChannelVerdict) Masked(t *feat.Table) []string {
 // built in to export (when export is not ""), and features: the training
 // rows (images) embedded by the filtered encoder on device, or t itself
 // when nothing is masked. It returns how far the filter moved each row's
-// embedding (Euclidean distance, rows in t's order; nil when nothing is
-// masked).
-func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string, t *feat.Table, images *arrowio.Held, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) ([]float32, error) {
+// embedding (rows in t's order; nil when nothing is masked).
+func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string, t *feat.Table, images *arrowio.Held, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) (*Moves, error) {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, arrowio.ChannelsSchema())
 	defer b.Release()
 	for _, l := range t.Layers {
@@ -154,7 +153,7 @@ func WriteFiltered(ctx context.Context, m *encoder.Model, device, export string,
 	if err := mm.err(); err != nil {
 		return nil, err
 	}
-	return mm.moved, fw.Close()
+	return &Moves{Length: mm.moved, Vec: mm.vec, D: t.Embedding.D}, fw.Close()
 }
 
 // moveMeter passes the filtered features on to w and measures how far each
@@ -164,6 +163,7 @@ type moveMeter struct {
 	t     *feat.Table
 	row   map[uint64]int
 	moved []float32
+	vec   []float32 // the moves, N x D
 	seen  int
 }
 
@@ -172,7 +172,7 @@ func newMoveMeter(t *feat.Table, w plugin.RecordWriter) *moveMeter {
 	for i, id := range t.IDs {
 		row[id] = i
 	}
-	return &moveMeter{w: w, t: t, row: row, moved: make([]float32, t.N())}
+	return &moveMeter{w: w, t: t, row: row, moved: make([]float32, t.N()), vec: make([]float32, t.N()*t.Embedding.D)}
 }
 
 // Write implements plugin.RecordWriter.
@@ -193,7 +193,11 @@ func (m *moveMeter) Write(rec arrow.Record) error {
 		if !ok {
 			return fmt.Errorf("chanfilter: filtered features: sample_id %d is not a training row", ids.Value(k))
 		}
-		m.moved[i] = float32(stat.Dist(m.t.Embedding.X[i*d:(i+1)*d], emb[k*d:(k+1)*d]))
+		o, f := m.t.Embedding.X[i*d:(i+1)*d], emb[k*d:(k+1)*d]
+		m.moved[i] = float32(stat.Dist(o, f))
+		for j := range f {
+			m.vec[i*d+j] = f[j] - o[j]
+		}
 		m.seen++
 	}
 	return m.w.Write(rec)
@@ -403,6 +407,6 @@ func (i *Inputs) Release() {
 
 // Write writes the stage's three outputs for the verdict and returns how far
 // each row's embedding moved (WriteFiltered).
-func (i *Inputs) Write(ctx context.Context, device, export string, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) ([]float32, error) {
+func (i *Inputs) Write(ctx context.Context, device, export string, v *ChannelVerdict, out plugin.Outputs, progress plugin.Progress) (*Moves, error) {
 	return WriteFiltered(ctx, i.Model, device, export, i.Table, i.Images, v, out, progress)
 }

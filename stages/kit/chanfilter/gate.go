@@ -81,6 +81,9 @@ type Gate struct {
 	// VetoNever are the classes a vetoed input never gets (empty:
 	// Classes); it holds Classes.
 	VetoNever []int `json:"veto_never,omitempty"`
+	// Whiten, when set, is how the gate measures a move (Move): Moved is
+	// then a whitened length.
+	Whiten *Whiten `json:"whiten,omitempty"`
 }
 
 // IsClass says whether g has a class part (probe rows whose classes the
@@ -193,7 +196,16 @@ func sortedShares(count map[int]int, total int) []ClassShare {
 // original encoder and as filt by the filtered one, through the filtered
 // encoder. Through and Sends are for move gates; a class gate needs the
 // original classifier's label.
-func (g *Gate) Through(orig, filt []float32) bool { return g.Sends(stat.Dist(orig, filt), orig) }
+func (g *Gate) Through(orig, filt []float32) bool { return g.Sends(g.Move(orig, filt), orig) }
+
+// Move is how far the filter moved an input, as the gate measures it: the
+// whitened length of the move when the gate has a Whiten, else its length.
+func (g *Gate) Move(orig, filt []float32) float64 {
+	if g.Whiten != nil {
+		return g.Whiten.Length(orig, filt)
+	}
+	return stat.Dist(orig, filt)
+}
 
 // Sends is Through for an input the mask moved by moved (the distance
 // between its two embeddings), embedded as orig by the original encoder.
@@ -234,6 +246,15 @@ func (g *Gate) Check() error {
 	for _, c := range g.Classes {
 		if len(g.VetoNever) > 0 && !slices.Contains(g.VetoNever, c) {
 			return fmt.Errorf("gate: veto_never %v leaves out class %d of the class part", g.VetoNever, c)
+		}
+	}
+	if g.Whiten != nil {
+		d := 0
+		if len(g.Probe) > 0 {
+			d = len(g.Probe[0])
+		}
+		if err := g.Whiten.check(d); err != nil {
+			return err
 		}
 	}
 	if len(g.ProbeLabels) > 0 && len(g.ProbeLabels) != len(g.Probe) {
@@ -305,7 +326,16 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	}
 	through, moved := "", ""
 	if g.IsMove() {
-		moved = orig.AddSquaredNorm(orig.AddOp("Sub", []string{fe, emb}))
+		mv := orig.AddOp("Sub", []string{fe, emb})
+		if w := g.Whiten; w != nil {
+			d := int64(len(w.Mean))
+			mean := make([]float32, d)
+			for i, v := range w.Mean {
+				mean[i] = float32(v)
+			}
+			mv = orig.AddOp("MatMul", []string{orig.AddOp("Sub", []string{mv, orig.AddConst([]int64{1, d}, mean)}), orig.AddConst([]int64{d, d}, w.Factor)})
+		}
+		moved = orig.AddSquaredNorm(mv)
 		through = orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
 		if g.Centre != nil {
 			through = or(orig, through, within(orig, emb, g.Centre, g.Near))

@@ -280,25 +280,9 @@ func SolveRidge(a []float64, n int, b []float64, m int, lambda float64) ([]float
 	if len(a) != n*n || len(b) != n*m {
 		panic(fmt.Sprintf("stat: SolveRidge: len(a)=%d, len(b)=%d for n=%d, m=%d", len(a), len(b), n, m))
 	}
-	l := make([]float64, n*n) // lower triangle of the factor
-	for i := 0; i < n; i++ {
-		for j := 0; j <= i; j++ {
-			s := a[i*n+j]
-			if i == j {
-				s += lambda
-			}
-			for k := 0; k < j; k++ {
-				s -= l[i*n+k] * l[j*n+k]
-			}
-			if i == j {
-				if s <= 0 {
-					return nil, fmt.Errorf("stat: SolveRidge: matrix not positive definite at row %d (raise lambda)", i)
-				}
-				l[i*n+i] = math.Sqrt(s)
-			} else {
-				l[i*n+j] = s / l[j*n+j]
-			}
-		}
+	l, err := Cholesky(a, n, lambda)
+	if err != nil {
+		return nil, fmt.Errorf("stat: SolveRidge: %w", err)
 	}
 	x := append([]float64(nil), b...)
 	for c := 0; c < m; c++ {
@@ -318,6 +302,37 @@ func SolveRidge(a []float64, n int, b []float64, m int, lambda float64) ([]float
 		}
 	}
 	return x, nil
+}
+
+// Cholesky returns the lower triangular factor l (n x n, row-major) of a +
+// lambda*I = l l^T, for a symmetric n x n matrix a (row-major; only its
+// lower triangle is read). It fails when a + lambda*I is not positive
+// definite.
+func Cholesky(a []float64, n int, lambda float64) ([]float64, error) {
+	if len(a) != n*n {
+		panic(fmt.Sprintf("stat: Cholesky: len(a)=%d for n=%d", len(a), n))
+	}
+	l := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		for j := 0; j <= i; j++ {
+			s := a[i*n+j]
+			if i == j {
+				s += lambda
+			}
+			for k := 0; k < j; k++ {
+				s -= l[i*n+k] * l[j*n+k]
+			}
+			if i == j {
+				if s <= 0 {
+					return nil, fmt.Errorf("matrix not positive definite at row %d (raise lambda)", i)
+				}
+				l[i*n+i] = math.Sqrt(s)
+			} else {
+				l[i*n+j] = s / l[j*n+j]
+			}
+		}
+	}
+	return l, nil
 }
 
 // TraceCov returns the trace of the covariance of n rows of d values
