@@ -50,7 +50,7 @@ type GateReport struct {
 	// Move is "whitened" when the gate measures moves whitened
 	// (gate_move), every threshold above in those units.
 	Move string `json:"move,omitempty"`
-	Why             string  `json:"why_off,omitempty"`
+	Why  string `json:"why_off,omitempty"`
 	// Fallback, set when the gate stands only on its class part
 	// (gate_fallback "class"; chanfilter.Gate.NeedClass), says by how much
 	// no pattern reached gate_min: bootstrap drops the gate when the class
