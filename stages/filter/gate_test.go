@@ -2,8 +2,11 @@ package filter
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 )
 
 // augmentedRows builds augment rows in 2-d: pattern k's rows, with the
@@ -323,5 +326,79 @@ func TestGateFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// gateMoves keeps the lengths for "length"; for "whitened" it fits on
+// every other trusted row, reads the thresholds on the others, and a row
+// moved across the trusted rows' moves passes the moved step's threshold
+// although its length is under theirs.
+func TestGateMoves(t *testing.T) {
+	const d, n = 8, 201
+	rng := rand.New(rand.NewPCG(3, 9))
+	m := &chanfilter.Moves{Length: make([]float32, n), Vec: make([]float32, n*d), D: d}
+	trusted := make([]bool, n)
+	for i := 0; i < n; i++ {
+		trusted[i] = i < n-1
+		for j := 0; j < d; j++ {
+			sd := 0.02
+			if j == 0 {
+				sd = 1
+			}
+			m.Vec[i*d+j] = float32(rng.NormFloat64() * sd)
+		}
+	}
+	// The last row moves across: short, but off the trusted rows' line.
+	for j := 0; j < d; j++ {
+		m.Vec[(n-1)*d+j] = 0
+	}
+	m.Vec[(n-1)*d+3] = 0.5
+	for i := 0; i < n; i++ {
+		var s float64
+		for _, v := range m.Vec[i*d : (i+1)*d] {
+			s += float64(v) * float64(v)
+		}
+		m.Length[i] = float32(math.Sqrt(s))
+	}
+	x := make([]float32, n*d)
+	_, step := MovedSuspects(m.Length, trusted, 2.5)
+	for _, tc := range []struct {
+		how      string
+		whitened bool
+		passes   bool // the last row passes the moved step's threshold
+	}{
+		{"length", false, false},
+		{"whitened", true, true},
+	} {
+		t.Run(tc.how, func(t *testing.T) {
+			gm, err := gateMoves(tc.how, m, m.Length, x, trusted, step, 2.5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (gm.whiten != nil) != tc.whitened {
+				t.Fatalf("whiten %v, want %v", gm.whiten != nil, tc.whitened)
+			}
+			if got := float64(gm.moved[n-1]) > gm.step.Threshold; got != tc.passes {
+				t.Fatalf("the row moved across: %v against threshold %v: passes %v, want %v", gm.moved[n-1], gm.step.Threshold, got, tc.passes)
+			}
+			if !tc.whitened {
+				return
+			}
+			calib := 0
+			for i, c := range gm.trusted {
+				if c && (!trusted[i] || i%2 == 0) {
+					t.Fatalf("row %d reads the thresholds: it is untrusted or one the whitening was fitted on", i)
+				}
+				if c {
+					calib++
+				}
+			}
+			if calib != (n-1)/2 {
+				t.Fatalf("%d rows read the thresholds, want %d", calib, (n-1)/2)
+			}
+		})
+	}
+	if _, err := gateMoves("whitened", m, m.Length, x, make([]bool, n), step, 2.5); err == nil {
+		t.Fatal("no trusted rows: no error")
 	}
 }

@@ -106,7 +106,7 @@ func gateCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			if g.Sends(move, orig) {
 				through++
 			}
-			wm := wh.norm(orig, fl.Embedding.X[i*d:(i+1)*d])
+			wm := wh.Length(orig, fl.Embedding.X[i*d:(i+1)*d])
 			for k, th := range at {
 				if move > th {
 					swept[k]++

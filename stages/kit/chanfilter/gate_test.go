@@ -168,6 +168,12 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	for i, v := range embO[1] {
 		centre[i] = float64(v)
 	}
+	// A whitened gate: fitted on random moves (more spread along the
+	// first half of the embedding), its threshold between the inputs'
+	// whitened moves, so that the graph must measure the move as Go does
+	// to pick the same paths.
+	embF := run(t, filtered(), imgs)
+	wh, wThrough, wMoved := whitenedCase(t, embO, embF)
 	for _, tc := range []struct {
 		name    string
 		gate    chanfilter.Gate
@@ -175,6 +181,7 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		vetoed  []bool // inputs that must get the filtered logits' best class outside the gate's never set
 	}{
 		{"moved: the triggered inputs", chanfilter.Gate{Moved: 0.5}, []bool{false, false, false, true, true, true}, nil},
+		{"moved, whitened", chanfilter.Gate{Moved: wMoved, Whiten: wh}, wThrough, nil},
 		{"moved or near the origin", chanfilter.Gate{Moved: 0.5, Centre: centre, Near: 1e-3}, []bool{false, true, false, true, true, true}, nil},
 		{"nothing moves this far", chanfilter.Gate{Moved: 1e6}, make([]bool, 6), nil},
 		// A class gate: the inputs the original classifier labels as
@@ -215,6 +222,9 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			if err != nil || back == nil || back.Moved != g.Moved || len(back.Centre) != len(g.Centre) || back.IsClass() != g.IsClass() || back.IsMove() != g.IsMove() {
 				t.Fatalf("gate read back %+v (%v), want %+v", back, err, g)
 			}
+			if (back.Whiten == nil) != (g.Whiten == nil) {
+				t.Fatalf("gate read back with whiten %v, want %v", back.Whiten != nil, g.Whiten != nil)
+			}
 			if fmt.Sprint(back.VetoMoved) != fmt.Sprint(g.VetoMoved) {
 				t.Fatalf("gate read back with veto thresholds %v, want %v", back.VetoMoved, g.VetoMoved)
 			}
@@ -242,6 +252,46 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// whitenedCase fits a Whiten on seeded random moves of the embedding's
+// size and returns it with the inputs' paths (orig, filt: their
+// embeddings) at a threshold between their whitened moves, and that
+// threshold. It fails the test when the threshold would not split them.
+func whitenedCase(t *testing.T, orig, filt [][]float32) (*chanfilter.Whiten, []bool, float64) {
+	t.Helper()
+	d, n := len(orig[0]), 200
+	rng := rand.New(rand.NewPCG(7, 7))
+	m := &chanfilter.Moves{Length: make([]float32, n), Vec: make([]float32, n*d), D: d}
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+		for j := 0; j < d; j++ {
+			sd := 0.05
+			if j < d/2 {
+				sd = 1
+			}
+			m.Vec[i*d+j] = float32(rng.NormFloat64() * sd)
+		}
+	}
+	wh, err := chanfilter.FitWhiten(m, rows, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := make([]float64, len(orig))
+	for i := range orig {
+		ls[i] = wh.Length(orig[i], filt[i])
+	}
+	sorted := slices.Sorted(slices.Values(ls))
+	th := (sorted[len(ls)/2-1] + sorted[len(ls)/2]) / 2
+	through := make([]bool, len(ls))
+	for i, l := range ls {
+		through[i] = l > th
+	}
+	if sorted[len(ls)/2-1] == sorted[len(ls)/2] {
+		t.Fatalf("whitened moves %v: no threshold splits the inputs", ls)
+	}
+	return wh, through, th
 }
 
 // bestOutside is the index of v's largest value whose index is not in
