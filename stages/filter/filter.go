@@ -421,7 +421,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if first := len(against) - len(plantedPats); p.GateClasses == "planted" && len(plantedPats) > 0 {
 			probes = append(probes, func(k int) bool { return k >= first })
 		}
-		gm, err := gateMoves(p.GateMove, moves, moved, t.Embedding.X, b.trusted, res.Moved, p.MovedZ)
+		gm, err := gateMoves(p.GateMove, moves, b.trusted, res.Moved, p.MovedZ)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -333,34 +333,19 @@ type gateMoved struct {
 
 // gateMoves returns the moves the gate is set on. With how "length" they
 // are the moves' lengths, the trusted rows and the moved step's report
-// (step). With "whitened" a Whiten is fitted on every other trusted row's
-// move and the thresholds are read on the other trusted rows (a
-// covariance of D dimensions fitted on a few thousand rows makes those
-// rows' own whitened moves smaller than any other input's); the moved
-// step's threshold is recomputed in whitened units at moved_z.
-func gateMoves(how string, m *chanfilter.Moves, moved []float32, x []float32, trusted []bool, step *Moved, movedZ float64) (*gateMoved, error) {
+// (step). With "whitened" they are whitened lengths
+// (chanfilter.FitWhitenHalves: the thresholds are read on the trusted rows
+// the whitening was not fitted on), and the moved step's threshold is
+// recomputed in those units at moved_z.
+func gateMoves(how string, m *chanfilter.Moves, trusted []bool, step *Moved, movedZ float64) (*gateMoved, error) {
 	if how != "whitened" || m == nil {
-		return &gateMoved{moved: moved, trusted: trusted, step: step}, nil
+		return &gateMoved{moved: m.Lengths(), trusted: trusted, step: step}, nil
 	}
-	var fit []int
-	calib := make([]bool, len(trusted))
-	k := 0
-	for i, ok := range trusted {
-		if !ok {
-			continue
-		}
-		if k%2 == 0 {
-			fit = append(fit, i)
-		} else {
-			calib[i] = true
-		}
-		k++
-	}
-	wh, err := chanfilter.FitWhiten(m, fit, whitenShrink)
+	wh, calib, err := chanfilter.FitWhitenHalves(m, trusted, whitenShrink)
 	if err != nil {
 		return nil, err
 	}
-	gm := &gateMoved{moved: wh.Lengths(m, x), trusted: calib, whiten: wh}
+	gm := &gateMoved{moved: wh.Lengths(m), trusted: calib, whiten: wh}
 	_, gm.step = MovedSuspects(gm.moved, calib, movedZ)
 	return gm, nil
 }

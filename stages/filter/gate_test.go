@@ -360,7 +360,6 @@ func TestGateMoves(t *testing.T) {
 		}
 		m.Length[i] = float32(math.Sqrt(s))
 	}
-	x := make([]float32, n*d)
 	_, step := MovedSuspects(m.Length, trusted, 2.5)
 	for _, tc := range []struct {
 		how      string
@@ -371,7 +370,7 @@ func TestGateMoves(t *testing.T) {
 		{"whitened", true, true},
 	} {
 		t.Run(tc.how, func(t *testing.T) {
-			gm, err := gateMoves(tc.how, m, m.Length, x, trusted, step, 2.5)
+			gm, err := gateMoves(tc.how, m, trusted, step, 2.5)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,7 +397,7 @@ func TestGateMoves(t *testing.T) {
 			}
 		})
 	}
-	if _, err := gateMoves("whitened", m, m.Length, x, make([]bool, n), step, 2.5); err == nil {
+	if _, err := gateMoves("whitened", m, make([]bool, n), step, 2.5); err == nil {
 		t.Fatal("no trusted rows: no error")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"sort"
 
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
@@ -20,38 +19,26 @@ type whitener struct {
 	trusted []float64 // sorted
 }
 
-// newWhitener fits the whitening on every other trusted row's move (orig
-// t, filtered f) and keeps the other trusted rows' whitened moves, as the
-// filter does: a covariance fitted on a few thousand rows makes those
-// rows' own moves look smaller than any other input's.
+// newWhitener fits the whitening as the filter does
+// (chanfilter.FitWhitenHalves) on the trusted rows' moves (orig t,
+// filtered f) and keeps the whitened moves of the trusted rows it was not
+// fitted on.
 func newWhitener(t, f *feat.Table, trusted []bool, shrink float64) (*whitener, error) {
 	d := t.Embedding.D
 	m := &chanfilter.Moves{Length: make([]float32, t.N()), Vec: make([]float32, t.N()*d), D: d}
-	for i := range m.Length {
-		for j := 0; j < d; j++ {
-			m.Vec[i*d+j] = f.Embedding.X[i*d+j] - t.Embedding.X[i*d+j]
-		}
+	for i, o := range t.Embedding.X {
+		m.Vec[i] = f.Embedding.X[i] - o
 	}
-	var fit, calib []int
-	for i, ok := range trusted {
-		if ok {
-			if (len(fit)+len(calib))%2 == 0 {
-				fit = append(fit, i)
-			} else {
-				calib = append(calib, i)
-			}
-		}
-	}
-	if len(calib) == 0 {
-		return nil, fmt.Errorf("whitened move: %d trusted rows, want at least 3", len(fit))
-	}
-	wh, err := chanfilter.FitWhiten(m, fit, shrink)
+	wh, calib, err := chanfilter.FitWhitenHalves(m, trusted, shrink)
 	if err != nil {
 		return nil, err
 	}
 	w := &whitener{Whiten: wh}
-	for _, i := range calib {
-		w.trusted = append(w.trusted, wh.Length(t.Embedding.X[i*d:(i+1)*d], f.Embedding.X[i*d:(i+1)*d]))
+	ls := wh.Lengths(m)
+	for i, c := range calib {
+		if c {
+			w.trusted = append(w.trusted, float64(ls[i]))
+		}
 	}
 	sort.Float64s(w.trusted)
 	return w, nil

@@ -97,35 +97,71 @@ func FitWhiten(m *Moves, rows []int, shrink float64) (*Whiten, error) {
 
 // Length is the whitened length of the move from orig to filt.
 func (w *Whiten) Length(orig, filt []float32) float64 {
-	d := len(w.Mean)
-	x := make([]float64, d)
+	x := make([]float64, len(w.Mean))
 	for j := range x {
-		x[j] = float64(filt[j]-orig[j]) - w.Mean[j]
+		x[j] = float64(filt[j] - orig[j])
+	}
+	return w.length(x, make([]float64, len(x)))
+}
+
+// Lengths is the whitened length of every row's move.
+func (w *Whiten) Lengths(m *Moves) []float32 {
+	d := m.D
+	out := make([]float32, len(m.Length))
+	x, y := make([]float64, d), make([]float64, d)
+	for i := range out {
+		for j, v := range m.Vec[i*d : (i+1)*d] {
+			x[j] = float64(v)
+		}
+		out[i] = float32(w.length(x, y))
+	}
+	return out
+}
+
+// length is the whitened length of the move x, with y as scratch (both D
+// values; x is overwritten): the length of (x - Mean) Factor, the factor
+// read row by row (it is lower triangular).
+func (w *Whiten) length(x, y []float64) float64 {
+	d := len(w.Mean)
+	clear(y)
+	for a := 0; a < d; a++ {
+		xa := x[a] - w.Mean[a]
+		for b, f := range w.Factor[a*d : a*d+a+1] {
+			y[b] += xa * float64(f)
+		}
 	}
 	var q float64
-	for b := 0; b < d; b++ { // (x Factor)_b, Factor lower triangular
-		var s float64
-		for a := b; a < d; a++ {
-			s += x[a] * float64(w.Factor[a*d+b])
-		}
-		q += s * s
+	for _, v := range y {
+		q += v * v
 	}
 	return math.Sqrt(q)
 }
 
-// Lengths is the whitened length of every row's move.
-func (w *Whiten) Lengths(m *Moves, orig []float32) []float32 {
-	d := m.D
-	out := make([]float32, len(m.Length))
-	filt := make([]float32, d)
-	for i := range out {
-		o := orig[i*d : (i+1)*d]
-		for j := range filt {
-			filt[j] = o[j] + m.Vec[i*d+j]
+// FitWhitenHalves fits a Whiten on every other trusted row's move (the
+// first, the third, ...) and returns it with the other trusted rows
+// (calib), on which thresholds are to be read: a covariance of D
+// dimensions fitted on a few thousand rows makes those rows' own whitened
+// moves smaller than any other input's.
+func FitWhitenHalves(m *Moves, trusted []bool, shrink float64) (w *Whiten, calib []bool, err error) {
+	var fit []int
+	calib = make([]bool, len(trusted))
+	k := 0
+	for i, ok := range trusted {
+		if !ok {
+			continue
 		}
-		out[i] = float32(w.Length(o, filt))
+		if k%2 == 0 {
+			fit = append(fit, i)
+		} else {
+			calib[i] = true
+		}
+		k++
 	}
-	return out
+	if k < 3 {
+		return nil, nil, fmt.Errorf("chanfilter: whitened move: %d trusted rows, want at least 3", k)
+	}
+	w, err = FitWhiten(m, fit, shrink)
+	return w, calib, err
 }
 
 // check says what is wrong with w for embeddings of d values.
