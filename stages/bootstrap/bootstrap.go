@@ -39,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.9",
+		Version: "0.9.10",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -153,6 +153,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		}
 		gs.trusted = start
 	}
+	// The filtered head may leave directions of the filtered embedding
+	// out (chanfilter.Project): it trains on, and the classifier feeds
+	// it, the projected embedding; the gate measures the unprojected one.
+	proj, err := readProject(p, gs)
+	if err != nil {
+		return nil, err
+	}
+	tb, augb := t, aug
+	if proj != nil && len(proj.Dirs[0]) != t.Embedding.D {
+		return nil, plugin.PortError("features", plugin.BadInputf("embedding of %d values, the encoder's projection (metadata %s) has %d", t.Embedding.D, chanfilter.ProjectMeta, len(proj.Dirs[0])))
+	}
+	if proj != nil {
+		tb, augb = projected(t, proj), projected(aug, proj)
+	}
 	var alongside func(kept []bool) error
 	if gs != nil && gs.gate != nil {
 		// The gated classifier's second head needs only the kept rows:
@@ -162,12 +176,12 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return err
 		}
 	}
-	res, err := bootstrap(ctx, t, start, exclude, aug, p, progress, alongside)
+	res, err := bootstrap(ctx, tb, start, exclude, augb, p, progress, alongside)
 	if err != nil {
 		return nil, err
 	}
 	if p.Export != "" {
-		gated, err := export(p, t, masks, res, gs)
+		gated, err := export(p, t, masks, res, gs, proj)
 		if err != nil {
 			return nil, err
 		}
@@ -653,15 +667,23 @@ func setUpGate(p Params, in plugin.Inputs, t *feat.Table, masks []encoder.Mask) 
 	return gs, nil
 }
 
-func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup) (string, error) {
+func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gateSetup, proj *chanfilter.Project) (string, error) {
 	m, g, orig := gs.m, gs.gate, gs.orig
+	// headInput is what the final head reads in a graph: the filtered
+	// embedding emb, projected when the filter says so.
+	headInput := func(gm *onnxgraph.Model, emb string) string {
+		if proj == nil {
+			return emb
+		}
+		return proj.Graph(gm, emb)
+	}
 	// ungated writes the filtered encoder and the final head alone,
 	// without the gate the filtered encoder may record: the classifier
 	// applies none.
 	ungated := func(why string) (string, error) {
 		return why, m.Export(masks, p.Export, func(gm *onnxgraph.Model, emb string) error {
 			gm.DeleteMeta(chanfilter.GateMeta)
-			return asClassifier(gm, emb, res.Head, "logits")
+			return asClassifier(gm, headInput(gm, emb), res.Head, "logits")
 		})
 	}
 	if g == nil {
@@ -748,7 +770,7 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 	if err := og.AppendHead(o.Embedding, h.Layers(), "tcore_logits_original"); err != nil {
 		return "", err
 	}
-	if err := fg.AppendHead(m.Embedding, res.Head.Layers(), "tcore_logits_filtered"); err != nil {
+	if err := fg.AppendHead(headInput(fg, m.Embedding), res.Head.Layers(), "tcore_logits_filtered"); err != nil {
 		return "", err
 	}
 	if err := g.Compose(og, o.Embedding, "tcore_logits_original", fg, m.Embedding, "tcore_logits_filtered", "logits"); err != nil {
@@ -860,6 +882,41 @@ func (p Params) ClassRule(g *chanfilter.Gate) ClassRule {
 // default: a class left out takes fewer of the inputs carrying the found
 // trigger than the attack success rate tcore aims to leave (5%).
 const classMinShare = 0.05
+
+// readProject reads the directions the filtered head leaves out from the
+// encoder's metadata (nil: none, or no encoder); gs, when set, holds the
+// encoder already loaded.
+func readProject(p Params, gs *gateSetup) (*chanfilter.Project, error) {
+	var g *onnxgraph.Model
+	switch {
+	case gs != nil:
+		g = gs.m.Graph()
+	case p.Encoder != "":
+		var err error
+		if g, err = onnxgraph.Load(p.Encoder); err != nil {
+			return nil, plugin.BadInput(err)
+		}
+	default:
+		return nil, nil
+	}
+	proj, err := chanfilter.ReadProject(g)
+	if err != nil {
+		return nil, plugin.BadInput(err)
+	}
+	return proj, nil
+}
+
+// projected is a copy of t (nil: nil) whose embedding proj has projected;
+// the rest is shared with t.
+func projected(t *feat.Table, proj *chanfilter.Project) *feat.Table {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	c.Embedding.X = slices.Clone(t.Embedding.X)
+	proj.Apply(c.Embedding.X)
+	return &c
+}
 
 // classifierEncoder loads an encoder to build a classifier on: it takes
 // [0, 1] pixels, the normalisation the features were made with inside it

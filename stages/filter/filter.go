@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.57.0",
+		Version: "0.58.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -74,26 +74,27 @@ func (Stage) Spec() plugin.Spec {
 // Result is what a filter run found and did; its JSON is the stage's
 // metrics.
 type Result struct {
-	Scan            Scan         `json:"encoder_scan"`
-	WhyNoMask       string       `json:"why_no_mask,omitempty"`
-	ChannelsMasked  int          `json:"channels_masked"`
-	Masked          []string     `json:"masked,omitempty"`
-	Rounds          []Round      `json:"rounds,omitempty"`
-	CollapseAfter   *float64     `json:"collapse_after_mask,omitempty"`
-	ZAfter          *float64     `json:"z_after_mask,omitempty"`
-	UCLCUnavailable string       `json:"uclc_unavailable,omitempty"`
-	Clamp           *Clamp       `json:"clamp,omitempty"`
-	Smoothing       *Smoothing   `json:"smoothing,omitempty"`
-	DataTrigger     *DataTrigger `json:"data_trigger,omitempty"`
-	Shift           *Shifted     `json:"shift,omitempty"`
-	ClassSplit      *ClassSplit  `json:"class_split,omitempty"`
-	Planted         *Planted     `json:"planted,omitempty"`
-	Fill            *FillReport  `json:"fill,omitempty"`
-	Region          *Region      `json:"trigger_region,omitempty"`
-	Moved           *Moved       `json:"moved,omitempty"`
-	MovedFrom       *Region      `json:"moved_from,omitempty"`
-	Gate            *GateReport  `json:"gate,omitempty"`
-	AugmentRows     int          `json:"augment_rows"`
+	Scan            Scan           `json:"encoder_scan"`
+	WhyNoMask       string         `json:"why_no_mask,omitempty"`
+	ChannelsMasked  int            `json:"channels_masked"`
+	Masked          []string       `json:"masked,omitempty"`
+	Rounds          []Round        `json:"rounds,omitempty"`
+	CollapseAfter   *float64       `json:"collapse_after_mask,omitempty"`
+	ZAfter          *float64       `json:"z_after_mask,omitempty"`
+	UCLCUnavailable string         `json:"uclc_unavailable,omitempty"`
+	Clamp           *Clamp         `json:"clamp,omitempty"`
+	Smoothing       *Smoothing     `json:"smoothing,omitempty"`
+	DataTrigger     *DataTrigger   `json:"data_trigger,omitempty"`
+	Shift           *Shifted       `json:"shift,omitempty"`
+	ClassSplit      *ClassSplit    `json:"class_split,omitempty"`
+	Planted         *Planted       `json:"planted,omitempty"`
+	Fill            *FillReport    `json:"fill,omitempty"`
+	Region          *Region        `json:"trigger_region,omitempty"`
+	Moved           *Moved         `json:"moved,omitempty"`
+	MovedFrom       *Region        `json:"moved_from,omitempty"`
+	Gate            *GateReport    `json:"gate,omitempty"`
+	Project         *ProjectReport `json:"project,omitempty"`
+	AugmentRows     int            `json:"augment_rows"`
 	// ScanSizes are the patch sizes searched, in the data's pixels.
 	ScanSizes [2]int `json:"scan_sizes"`
 	// SizeScale is the encoder's input size over the data's when it is
@@ -201,6 +202,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	var caps map[string][]float32
 	var exportCaps map[string][]float32 // caps of the filtered encoder alone (clamp_patch export)
 	var capped *scanResult              // the capped encoder's first search, when the smooth step made it
+	var proj *chanfilter.Project        // what the filtered head leaves out (project)
 	// A trigger planted in one class's images: its carriers are suspects
 	// from here on, so that the caps, the fills and the augment images are
 	// taken from trusted rows without them.
@@ -333,6 +335,11 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			return nil, nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
+		if p.Project == "scan" && len(sel.masked) > 0 {
+			if proj, res.Project, err = b.projection(sc.Pattern); err != nil {
+				return nil, nil, err
+			}
+		}
 		against, family = sel.againstNamed(b.canvas.H, b.canvas.W, p.Sizes)
 		if len(against) == 0 && v.Caps != nil {
 			// The caps alone undid the pattern: the head still learns that
@@ -440,6 +447,11 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			return nil, nil, err
 		}
 		if err := fm.Export(v.Masks(), p.Export, func(g *onnxgraph.Model, _ string) error {
+			if proj != nil {
+				if err := proj.WriteTo(g); err != nil {
+					return err
+				}
+			}
 			if res.Gate != nil && res.Gate.On {
 				return res.Gate.Gate.WriteTo(g)
 			}

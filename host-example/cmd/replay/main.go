@@ -80,6 +80,8 @@ func run(args []string, stdout io.Writer) error {
 	probeSeed := fs.Uint64("probe-seed", 1, "with --probe-check: the run's seed (the gate's head is trained with it + 1000)")
 	veto := fs.Bool("veto-check", false, "only print, for a run with a gated classifier, its clean accuracy and attack success on test images with and without a veto: inputs sent through the filtered encoder, moved past a threshold and labelled with a gate class by the filtered head get its best other class")
 	fs.Float64Var(&whitenShrink, "whiten-shrink", whitenShrink, "with --gate-check: the share of the mean variance added to every direction of the trusted rows' move covariance for the whitened sweep")
+	residual := fs.Bool("residual-check", false, "only print, for a run with a gated classifier, its clean accuracy and attack success when the found patterns' mean moves (measured on --train's images) are taken out of the filtered embedding before the filtered head")
+	trainSet := fs.String("train", "", "with --residual-check: the run's training images")
 	check := fs.Bool("gate-check", false, "only print the share of test images (clean, with the real trigger, with each pattern the filter found) the gate (moved_z 2.5 and the far movers' origin) sends through the filtered encoder")
 	movedList := fs.String("moved-z", "", "comma-separated values: with the run's filter outputs, also exclude the rows the filter's mask moved this many robust sds above the trusted rows' median (filter's moved_z), one bootstrap per value (-1: the run's suspects only; a value ending in \"from\" also excludes the rows near where the far-moved rows came from, filter.MovedFrom)")
 	scanList := fs.String("scan", "", "only scan these encoders (comma-separated) with each variant's filter parameters, on the run's trusted rows")
@@ -178,6 +180,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if *probe {
 		return probeCheck(ctx, stdout, *dir, *enc, *test, spec, *probeSeed)
+	}
+	if *residual {
+		return residualCheck(ctx, stdout, *dir, *enc, *test, *trainSet, spec)
 	}
 	if *check {
 		return gateCheck(ctx, stdout, *dir, *enc, *test, spec)

@@ -532,6 +532,44 @@ func maskDims(rank, c int) ([]int64, error) {
 
 type detached struct{ from, to string }
 
+// InsertDirectionCap caps a rank-2 tensor ([N, D]) along directions from
+// above: with u the k orthonormal directions (each D values) and hi their
+// caps, x becomes x - sum_j max(0, x.u_j - hi_j) u_j. Consumers of tensor
+// read the capped tensor. An input whose part along a direction is at or
+// under its cap passes unchanged.
+func (m *Model) InsertDirectionCap(tensor string, u [][]float32, hi []float32) error {
+	if !m.HasTensor(tensor) {
+		return fmt.Errorf("onnxgraph: %s: %w: no tensor %q to cap", m.source, ErrModel, tensor)
+	}
+	k := len(u)
+	if k == 0 || len(hi) != k {
+		panic(fmt.Sprintf("onnxgraph: InsertDirectionCap: %d directions, %d caps", k, len(hi)))
+	}
+	d := len(u[0])
+	ud, ut := make([]float32, d*k), make([]float32, k*d)
+	for j, v := range u {
+		if len(v) != d {
+			panic(fmt.Sprintf("onnxgraph: InsertDirectionCap: direction %d has %d values, want %d", j, len(v), d))
+		}
+		for i, x := range v {
+			ud[i*k+j] = x
+			ut[j*d+i] = x
+		}
+	}
+	uName, tName, hName := m.fresh("capdir"), m.fresh("capdirt"), m.fresh("caphi")
+	m.addInit(uName, []int64{int64(d), int64(k)}, ud)
+	m.addInit(tName, []int64{int64(k), int64(d)}, ut)
+	m.addInit(hName, []int64{int64(k)}, hi)
+	raw := m.detach(tensor)
+	along, over, excess, back := m.fresh("along"), m.fresh("over"), m.fresh("excess"), m.fresh("back")
+	m.addNode("MatMul", []string{raw.from, uName}, []string{along})
+	m.addNode("Sub", []string{along, hName}, []string{over})
+	m.addNode("Relu", []string{over}, []string{excess})
+	m.addNode("MatMul", []string{excess, tName}, []string{back})
+	m.addNode("Sub", []string{raw.from, back}, []string{raw.to})
+	return m.sort()
+}
+
 // detach renames tensor's producer output (or, for a graph input, rewires
 // its consumers) so that a node inserted from .from to .to sits between
 // the producer and every consumer and graph output of tensor.

@@ -1,0 +1,125 @@
+package chanfilter
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+)
+
+// ProjectMeta is the metadata key under which a filtered encoder carries
+// the directions its classifier's head does not read (Project).
+const ProjectMeta = "tcore.project"
+
+// Project takes directions out of the filtered embedding before the head
+// that reads it: the embedding's part along each direction becomes Along
+// (the same for every input). The mask undoes a trigger only in part, and
+// what it leaves still points where the trigger sends inputs: the
+// direction the found pattern moves the original encoder's embedding
+// (docs/DECISIONS.md, "the filtered head does not read the found
+// pattern's direction"). The gate measures moves on the embedding before
+// the projection.
+type Project struct {
+	// Dirs are orthonormal directions of the embedding.
+	Dirs [][]float32 `json:"dirs"`
+	// Along is, for each direction, the part every projected embedding
+	// has along it.
+	Along []float32 `json:"along"`
+}
+
+// Check says what is wrong with p, if anything.
+func (p *Project) Check() error {
+	if len(p.Dirs) == 0 || len(p.Along) != len(p.Dirs) {
+		return fmt.Errorf("chanfilter: projection with %d directions and %d parts", len(p.Dirs), len(p.Along))
+	}
+	d := len(p.Dirs[0])
+	for i, u := range p.Dirs {
+		if len(u) != d {
+			return fmt.Errorf("chanfilter: projection direction %d has %d values, want %d", i, len(u), d)
+		}
+		for j := 0; j <= i; j++ {
+			var dot float64
+			for k, v := range u {
+				dot += float64(v) * float64(p.Dirs[j][k])
+			}
+			want := 0.0
+			if j == i {
+				want = 1
+			}
+			if math.Abs(dot-want) > 1e-3 {
+				return fmt.Errorf("chanfilter: projection directions %d and %d are not orthonormal (dot %.4f)", j, i, dot)
+			}
+		}
+	}
+	return nil
+}
+
+// Apply projects every row of x (rows of len(p.Dirs[0]) values) in place.
+func (p *Project) Apply(x []float32) {
+	d := len(p.Dirs[0])
+	for r := 0; r+d <= len(x); r += d {
+		row := x[r : r+d]
+		for k, u := range p.Dirs {
+			var dot float64
+			for j, v := range row {
+				dot += float64(v) * float64(u[j])
+			}
+			excess := float32(dot) - p.Along[k]
+			for j := range row {
+				row[j] -= excess * u[j]
+			}
+		}
+	}
+}
+
+// Graph appends the projection of tensor x ([N, D]) to m and returns the
+// name of the projected tensor: x (I - U^T U) + Along U, one MatMul and
+// one Add.
+func (p *Project) Graph(m *onnxgraph.Model, x string) string {
+	d := len(p.Dirs[0])
+	w := make([]float32, d*d)
+	b := make([]float32, d)
+	for i := 0; i < d; i++ {
+		w[i*d+i] = 1
+	}
+	for k, u := range p.Dirs {
+		for i := 0; i < d; i++ {
+			for j := 0; j < d; j++ {
+				w[i*d+j] -= u[i] * u[j]
+			}
+			b[i] += p.Along[k] * u[i]
+		}
+	}
+	prod := m.AddOp("MatMul", []string{x, m.AddConst([]int64{int64(d), int64(d)}, w)})
+	return m.AddOp("Add", []string{prod, m.AddConst([]int64{int64(d)}, b)})
+}
+
+// WriteTo records p in m's metadata.
+func (p *Project) WriteTo(m *onnxgraph.Model) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	m.SetMeta(ProjectMeta, string(b))
+	return nil
+}
+
+// ReadProject returns the projection recorded in m's metadata (nil: none).
+func ReadProject(m *onnxgraph.Model) (*Project, error) {
+	s := m.Meta(ProjectMeta)
+	if s == "" {
+		return nil, nil
+	}
+	var p Project
+	if err := json.Unmarshal([]byte(s), &p); err != nil {
+		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), ProjectMeta, err)
+	}
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), ProjectMeta, err)
+	}
+	return &p, nil
+}
