@@ -1580,3 +1580,81 @@ func firstRoundIsTheCall(t *testing.T, sc *filter.Scan, m map[string]any) {
 		t.Errorf("the first round masked against %s, the call is %s", got, sc.Pattern)
 	}
 }
+
+// With project "scan" on the collapse trojan, the filtered encoder records
+// one unit direction for the head to leave out: the way the trigger moves
+// the original encoder's embedding (the triggered rows sit far along it
+// from the clean ones, in the features the filter was given). With "off",
+// or on a clean encoder (no call), there is none.
+func TestProjectRecordsTheCalledDirection(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		net     *testenc.Net
+		project string
+		want    bool
+	}{
+		{"trojan, scan", testenc.Collapse(5), "scan", true},
+		{"trojan, off", testenc.Collapse(5), "off", false},
+		{"clean, scan", testenc.Clean(5), "scan", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, tc.net)
+			in := dimInputs(t, enc, rng, 20)
+			defer in.Release()
+			tab, err := feat.Open(in, "features")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := plugin.NewTables()
+			defer out.Release()
+			export := filepath.Join(dir, "filtered.onnx")
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "project": tc.project})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m["project"])
+			if _, ok := m["project"]; ok != tc.want {
+				t.Fatalf("project in the metrics: %s, want one: %v", b, tc.want)
+			}
+			g, err := onnxgraph.Load(export)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := chanfilter.ReadProject(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (p != nil) != tc.want {
+				t.Fatalf("the exported encoder's projection %+v, want one: %v", p, tc.want)
+			}
+			if p == nil {
+				return
+			}
+			d := tab.Embedding.D
+			if len(p.Dirs) != 1 || len(p.Dirs[0]) != d {
+				t.Fatalf("%d directions of %d values, want 1 of %d", len(p.Dirs), len(p.Dirs[0]), d)
+			}
+			// The 20 triggered rows (ids 200 on) against the 200 clean
+			// ones, along the direction.
+			var trig, clean []float64
+			for i := 0; i < tab.N(); i++ {
+				var along float64
+				for j, v := range tab.Embedding.X[i*d : (i+1)*d] {
+					along += float64(v) * float64(p.Dirs[0][j])
+				}
+				if tab.IDs[i] >= 200 {
+					trig = append(trig, along)
+				} else {
+					clean = append(clean, along)
+				}
+			}
+			slices.Sort(trig)
+			slices.Sort(clean)
+			if lo, hi := trig[len(trig)/10], clean[len(clean)*9/10]; lo <= hi {
+				t.Errorf("along the direction: triggered rows' 10th percentile %.3g, clean rows' 90th %.3g (%s)", lo, hi, b)
+			}
+		})
+	}
+}
