@@ -1,7 +1,6 @@
 package chanfilter
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -271,33 +270,10 @@ func (g *Gate) Check() error {
 }
 
 // WriteTo records g in m's metadata.
-func (g *Gate) WriteTo(m *onnxgraph.Model) error {
-	if err := g.Check(); err != nil {
-		return err
-	}
-	b, err := json.Marshal(g)
-	if err != nil {
-		return err
-	}
-	m.SetMeta(GateMeta, string(b))
-	return nil
-}
+func (g *Gate) WriteTo(m *onnxgraph.Model) error { return writeMeta(m, GateMeta, g) }
 
 // ReadGate returns the gate recorded in m's metadata (nil: none).
-func ReadGate(m *onnxgraph.Model) (*Gate, error) {
-	s := m.Meta(GateMeta)
-	if s == "" {
-		return nil, nil
-	}
-	var g Gate
-	if err := json.Unmarshal([]byte(s), &g); err != nil {
-		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), GateMeta, err)
-	}
-	if err := g.Check(); err != nil {
-		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), GateMeta, err)
-	}
-	return &g, nil
-}
+func ReadGate(m *onnxgraph.Model) (*Gate, error) { return readMeta[Gate](m, GateMeta) }
 
 // Compose builds the gated classifier into orig: orig is the original
 // encoder with a head (its embedding tensor emb, its logits logits), filt

@@ -96,30 +96,44 @@ func (p *Project) Graph(m *onnxgraph.Model, x string) string {
 }
 
 // WriteTo records p in m's metadata.
-func (p *Project) WriteTo(m *onnxgraph.Model) error {
-	if err := p.Check(); err != nil {
+func (p *Project) WriteTo(m *onnxgraph.Model) error { return writeMeta(m, ProjectMeta, p) }
+
+// ReadProject returns the projection recorded in m's metadata (nil: none).
+func ReadProject(m *onnxgraph.Model) (*Project, error) { return readMeta[Project](m, ProjectMeta) }
+
+// checked is what goes into a model's metadata: a value that can say
+// what is wrong with it.
+type checked interface{ Check() error }
+
+// writeMeta records v, checked, as JSON under key in m's metadata.
+func writeMeta(m *onnxgraph.Model, key string, v checked) error {
+	if err := v.Check(); err != nil {
 		return err
 	}
-	b, err := json.Marshal(p)
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	m.SetMeta(ProjectMeta, string(b))
+	m.SetMeta(key, string(b))
 	return nil
 }
 
-// ReadProject returns the projection recorded in m's metadata (nil: none).
-func ReadProject(m *onnxgraph.Model) (*Project, error) {
-	s := m.Meta(ProjectMeta)
+// readMeta returns the value recorded under key in m's metadata, checked
+// (nil: none).
+func readMeta[T any, PT interface {
+	*T
+	checked
+}](m *onnxgraph.Model, key string) (*T, error) {
+	s := m.Meta(key)
 	if s == "" {
 		return nil, nil
 	}
-	var p Project
-	if err := json.Unmarshal([]byte(s), &p); err != nil {
-		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), ProjectMeta, err)
+	v := PT(new(T))
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), key, err)
 	}
-	if err := p.Check(); err != nil {
-		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), ProjectMeta, err)
+	if err := v.Check(); err != nil {
+		return nil, fmt.Errorf("%s: metadata %s: %w", m.Source(), key, err)
 	}
-	return &p, nil
+	return (*T)(v), nil
 }
