@@ -191,7 +191,7 @@ func vetoCheck(ctx context.Context, w io.Writer, dir, enc, test string, spec *at
 			}
 			n++
 			oe := o.Embedding.X[i*d : (i+1)*d]
-			move := stat.Dist(oe, fe.Embedding.X[i*d:(i+1)*d])
+			move := gate.Move(oe, fe.Embedding.X[i*d:(i+1)*d]) // as the gate measures it (whitened under gate_move whitened)
 			lo, lf := ol.Embedding.X[i*k:(i+1)*k], fl.Embedding.X[i*k:(i+1)*k]
 			through := gate.Sends(move, oe) || (gate.Both && slices.Contains(gate.Classes, argmaxNot(lo, nil)))
 			pred := argmaxNot(lo, nil)
