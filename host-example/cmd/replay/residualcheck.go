@@ -9,6 +9,7 @@ import (
 
 	"github.com/tcore-dev/tcore/stages/filter"
 	"github.com/tcore-dev/tcore/stages/kit/attack"
+	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
 	"github.com/tcore-dev/tcore/stages/kit/encoder"
 	"github.com/tcore-dev/tcore/stages/kit/feat"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
@@ -160,7 +161,7 @@ func residualCheck(ctx context.Context, w io.Writer, dir, enc, test, train strin
 						return err
 					}
 				} else {
-					wm, b := projection(u, mu)
+					wm, b := projectionTo(u, mu).Map()
 					if err := gv.InsertChannelMap(filteredEmbedding, 2, wm, b); err != nil {
 						return err
 					}
@@ -209,14 +210,8 @@ func residualCheck(ctx context.Context, w io.Writer, dir, enc, test, train strin
 // directionCaps are the directions u as float32 and, for each, the q
 // quantile of the rows' parts along it.
 func directionCaps(u [][]float64, x []float32, d int, rows []int, q float64) ([][]float32, []float32) {
-	var u32 [][]float32
 	var hi []float32
 	for _, v := range u {
-		v32 := make([]float32, d)
-		for j := range v {
-			v32[j] = float32(v[j])
-		}
-		u32 = append(u32, v32)
 		var along []float64
 		for _, i := range rows {
 			var s float64
@@ -228,7 +223,7 @@ func directionCaps(u [][]float64, x []float32, d int, rows []int, q float64) ([]
 		slices.Sort(along)
 		hi = append(hi, float32(along[int(q*float64(len(along)-1))]))
 	}
-	return u32, hi
+	return projectionTo(u, make([]float64, d)).Dirs, hi
 }
 
 // orthonormal returns an orthonormal basis of the span of vs (Gram-Schmidt;
@@ -255,24 +250,17 @@ func orthonormal(vs [][]float64) [][]float64 {
 	return out
 }
 
-// projection is the channel map that replaces x's part along the
-// orthonormal directions u by mu's: x - U U^T (x - mu), as InsertChannelMap
-// takes it (w row-major, output by input).
-func projection(u [][]float64, mu []float64) (w, b []float32) {
-	d := len(mu)
-	w = make([]float32, d*d)
-	b = make([]float32, d)
-	for o := 0; o < d; o++ {
-		w[o*d+o] = 1
-	}
+// projectionTo is the projection that replaces an embedding's part along
+// the orthonormal directions u by mu's.
+func projectionTo(u [][]float64, mu []float64) *chanfilter.Project {
+	p := &chanfilter.Project{}
 	for _, v := range u {
-		muDot := stat.Dot(v, mu)
-		for o := 0; o < d; o++ {
-			for i := 0; i < d; i++ {
-				w[o*d+i] -= float32(v[o] * v[i])
-			}
-			b[o] += float32(v[o] * muDot)
+		v32 := make([]float32, len(v))
+		for j, x := range v {
+			v32[j] = float32(x)
 		}
+		p.Dirs = append(p.Dirs, v32)
+		p.Along = append(p.Along, float32(stat.Dot(v, mu)))
 	}
-	return w, b
+	return p
 }

@@ -73,13 +73,13 @@ func (p *Project) Apply(x []float32) {
 	}
 }
 
-// Graph appends the projection of tensor x ([N, D]) to m and returns the
-// name of the projected tensor: x (I - U^T U) + Along U, one MatMul and
-// one Add.
-func (p *Project) Graph(m *onnxgraph.Model, x string) string {
+// Map is the projection as a linear map of the embedding's D values, as
+// onnxgraph's InsertChannelMap takes one: output o is sum_i w[o*D+i] x_i +
+// b[o], with w = I - U^T U (symmetric) and b = Along U.
+func (p *Project) Map() (w, b []float32) {
 	d := len(p.Dirs[0])
-	w := make([]float32, d*d)
-	b := make([]float32, d)
+	w = make([]float32, d*d)
+	b = make([]float32, d)
 	for i := 0; i < d; i++ {
 		w[i*d+i] = 1
 	}
@@ -91,8 +91,17 @@ func (p *Project) Graph(m *onnxgraph.Model, x string) string {
 			b[i] += p.Along[k] * u[i]
 		}
 	}
-	prod := m.AddOp("MatMul", []string{x, m.AddConst([]int64{int64(d), int64(d)}, w)})
-	return m.AddOp("Add", []string{prod, m.AddConst([]int64{int64(d)}, b)})
+	return w, b
+}
+
+// Graph appends the projection of tensor x ([N, D]) to m and returns the
+// name of the projected tensor (one MatMul and one Add); x itself is left
+// as it is for its other readers (the gate).
+func (p *Project) Graph(m *onnxgraph.Model, x string) string {
+	d := int64(len(p.Dirs[0]))
+	w, b := p.Map() // symmetric: x w is the map
+	prod := m.AddOp("MatMul", []string{x, m.AddConst([]int64{d, d}, w)})
+	return m.AddOp("Add", []string{prod, m.AddConst([]int64{d}, b)})
 }
 
 // WriteTo records p in m's metadata.
