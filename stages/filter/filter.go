@@ -107,6 +107,8 @@ type Result struct {
 	// DroppedTakeover is set when planted_patch "gated" dropped a pass in
 	// which a pasted patch took the scan's call over.
 	DroppedTakeover *DroppedTakeover `json:"dropped_takeover,omitempty"`
+	// Steps is how long each step took, in the order they ran.
+	Steps []Step `json:"steps,omitempty"`
 }
 
 // DroppedTakeover says which pasted patch's pass planted_patch "gated"
@@ -182,13 +184,18 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	defer b.close()
 	t := ins.Table
 
+	clk := newClock(progress, "scan")
 	sc, err := b.firstScan(ctx, progress)
 	if err != nil {
 		return nil, nil, err
 	}
 	res = &Result{Scan: sc.Scan, ScanSizes: p.Sizes, SizeScale: b.sizeScale, ScanImages: b.scanImages}
-	// The steps after the scan take minutes on a backdoored encoder: say
-	// which one runs.
+	defer func() {
+		if res != nil {
+			res.Steps = clk.done()
+		}
+	}()
+	// Messages inside a step (the smooth step's blurs).
 	phase := func(msg string) {
 		if progress != nil {
 			progress.Report(plugin.Event{Message: msg})
@@ -208,7 +215,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	// taken from trusted rows without them.
 	var splitPats []Pattern
 	if p.SplitZ > 0 || p.SplitGap > 0 {
-		phase("looking for a trigger planted in one class's images")
+		clk.step("class split", "looking for a trigger planted in one class's images")
 		rep, carrier, pats, err := b.classSplit(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -223,7 +230,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	// too, and the patches join the patterns the augment rows carry.
 	var plantedPats []Pattern
 	if p.PlantedRatio > 0 {
-		phase("looking for patches pasted into one label's images")
+		clk.step("planted", "looking for patches pasted into one label's images")
 		rep, carrier, pats, err := b.planted(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -243,6 +250,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			out = held
 		}
 	}
+	clk.step("place", "")
 	if sc, err = b.placeCall(sc); err != nil {
 		return nil, nil, err
 	}
@@ -258,7 +266,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			res.WhyNoMask = fmt.Sprintf("the best pattern (same-size z %.1f) takes %.0f%% of the scan images' spread away, under collapse_min %.0f%%: it stands out among patterns of its size but does not pull images together as a trigger does; the encoder does not look backdoored", sc.BestZ, 100*sc.BestCollapse, 100*p.CollapseMin)
 		}
 	} else {
-		phase("the found trigger's region")
+		clk.step("region", "the found trigger's region")
 		// The region is where the original encoder sends the pattern. Its
 		// rows join the class split's carriers as suspects.
 		var near []bool
@@ -279,6 +287,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		// answers and spend the channels; its caps go into the filtered
 		// encoder alone, after the channels are chosen
 		// (docs/DECISIONS.md).
+		clk.step("clamp and smooth", "")
 		if p.ClampQuantile > 0 && sc.Pattern.Kind == "blend" {
 			if caps, res.Clamp, err = b.channelCaps(ctx, p.ClampQuantile); err != nil {
 				return nil, nil, err
@@ -312,13 +321,14 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			}
 			v.Caps = caps
 		}
+		clk.step("score", "")
 		sus, err := b.score(sc)
 		if err != nil {
 			return nil, nil, err
 		}
 		res.UCLCUnavailable = sus.uclcMissing
 		v.Score, v.Signals = sus.z, sus.signal
-		phase("choosing the channels to mask")
+		clk.step("select", "choosing the channels to mask")
 		sel, err := b.selectChannels(ctx, sc, sus, v.Caps != nil, capped)
 		if err != nil {
 			return nil, nil, err
@@ -329,13 +339,14 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		}
 		res.Masked, res.Rounds, res.ChannelsMasked = sel.masked, sel.rounds, len(sel.masked)
 		res.CollapseAfter, res.ZAfter = &sel.collapse, &sel.z
-		phase("filling the masked channels")
+		clk.step("fill", "filling the masked channels")
 		fl, err := b.fillChannels(ctx, sel, sus)
 		if err != nil {
 			return nil, nil, err
 		}
 		v.Fill, v.Weights, res.Fill = fl.values, fl.weights, fl.Report
 		if p.Project == "scan" && len(sel.masked) > 0 {
+			clk.step("project", "")
 			if proj, res.Project, err = b.projection(sc.Pattern); err != nil {
 				return nil, nil, err
 			}
@@ -350,7 +361,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			}
 		}
 		if p.ShiftZ > 0 && len(sel.masked) > 0 {
-			phase("judging patterns by the move of the mean on the masked encoder")
+			clk.step("shift", "judging patterns by the move of the mean on the masked encoder")
 			if res.Shift, err = b.shiftCheck(ctx, sel.keep); err != nil {
 				return nil, nil, err
 			}
@@ -372,7 +383,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	}
 	masked := len(against) // the patterns masked against, before any data trigger
 	if sus := ins.Flags[p.SuspectColumn]; sus != nil {
-		phase("looking for a trigger in the suspected rows")
+		clk.step("data trigger", "looking for a trigger in the suspected rows")
 		carrier := make([]bool, t.N())
 		pat, rep, err := b.dataTrigger(ctx, sus, carrier)
 		if err != nil {
@@ -397,6 +408,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	}
 	// The filtered encoder is exported once the gate is known (it goes
 	// into its metadata).
+	clk.step("write features", "the filtered encoder's features")
 	moves, err := ins.Write(ctx, p.Device, "", v, out, progress)
 	if err != nil {
 		return nil, nil, err
@@ -411,12 +423,13 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			suspect[i] = suspect[i] || f || from[i]
 		}
 	}
-	phase("augment rows")
+	clk.step("augment", "augment rows")
 	aug, err := b.augment(ctx, v.Masks(), against, family, out)
 	if err != nil {
 		return nil, nil, err
 	}
 	res.AugmentRows = aug.rows()
+	clk.step("gate", "")
 	switch {
 	case v.Smooth > 0:
 		res.Gate = classGate(aug, p.GateMin)
@@ -441,6 +454,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			res.Gate.Gate.RegionCentre, res.Gate.Gate.RegionNear = r.Centre, r.Threshold
 		}
 	}
+	clk.step("export", "")
 	if p.Export != "" {
 		fm, err := v.Encoder(ins.Model)
 		if err != nil {

@@ -113,6 +113,23 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			if _, ok := m["class_split"].(map[string]any); !ok {
 				t.Errorf("no class_split in the metrics: %s", b)
 			}
+			// Every run times its steps, in the order they ran: the scan
+			// first, the filtered features before the augment rows; a
+			// masking run also chose its channels.
+			var names []string
+			steps, _ := m["steps"].([]any)
+			for _, st := range steps {
+				s, _ := st.(map[string]any)
+				if sec, _ := s["seconds"].(float64); sec < 0 {
+					t.Errorf("step %v took %v s", s["step"], sec)
+				}
+				n, _ := s["step"].(string)
+				names = append(names, n)
+			}
+			got := strings.Join(names, ",")
+			if !strings.HasPrefix(got, "scan,") || !strings.Contains(got, "write features,augment,gate") || strings.Contains(got, "select") != tc.backdoor {
+				t.Errorf("steps %q: want the scan first, write features, augment and gate in a row, select only on a trojan", got)
+			}
 			masked := strings.Contains(string(b), `"stage1:0"`) || strings.Contains(string(b), `"stage2:0"`)
 			if masked != tc.backdoor {
 				t.Errorf("trojan channel masked: %v, want %v; metrics %s", masked, tc.backdoor, b)
