@@ -174,6 +174,37 @@ func (s *Summary) NodeIDs() []string {
 	return ids
 }
 
+// Steps returns how long each step of node id took, as the stage timed
+// them in its metrics ("steps": the filter's), in the order they ran;
+// nil when the node reported none. Metrics that came through a plugin
+// hold them as []any, those of a stage in process typed.
+func (s *Summary) Steps(id string) []filter.Step {
+	raw, ok := s.Nodes[id].Metrics["steps"]
+	if !ok {
+		return nil
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil
+	}
+	var st []filter.Step
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return st
+}
+
+// Slowest returns the n longest of steps, longest first (ties in run
+// order).
+func Slowest(steps []filter.Step, n int) []filter.Step {
+	out := append([]filter.Step(nil), steps...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Seconds > out[j].Seconds })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
 // Warning is one warning a stage returned in its metrics ("warnings").
 type Warning struct {
 	Node, Stage, Msg string

@@ -229,6 +229,13 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 				state = "reused"
 			}
 		}
+		if st := report.Slowest(s.Steps(id), 3); state != "reused" && len(st) > 0 {
+			parts := make([]string, len(st))
+			for k, x := range st {
+				parts[k] = fmt.Sprintf("%s %.1fs", x.Step, x.Seconds)
+			}
+			state += " (longest steps: " + strings.Join(parts, ", ") + ")"
+		}
 		fmt.Fprintf(w, "  %-10s %-10s %s\n", id, s.Nodes[id].Stage, state)
 	}
 	fmt.Fprintf(w, "  report: %s\n", filepath.Join(dir, "report.html"))
