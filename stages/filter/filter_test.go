@@ -1164,8 +1164,8 @@ func TestFilterPlantedPatch(t *testing.T) {
 
 // TestPlantedZ: the trojan's own trigger pasted into 60 images labelled 0
 // (T3) makes the call through planted_z when the random scan makes none
-// (its bar out of reach here), and masking follows; off, or on a clean
-// encoder, no call.
+// (its bar out of reach here, the anchored patches off), and masking
+// follows; off, or on a clean encoder, no call.
 func TestPlantedZ(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -1185,7 +1185,7 @@ func TestPlantedZ(t *testing.T) {
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gap_min": 100,
-				"planted_ratio": 10, "planted_z": tc.plantedZ})
+				"planted_ratio": 10, "planted_z": tc.plantedZ, "anchors": "off"}) // the planted path alone: the anchored patches would call first
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)

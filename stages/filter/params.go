@@ -97,7 +97,7 @@ type Params struct {
 // chosen on).
 var defaults = Params{
 	TrustedColumn: "expand.trusted", Seed: 1, Device: "cpu",
-	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "off", RescanAnchors: "borders", AnchorZ: 4.5, CallPlace: "all",
+	ScanImages: 64, ScanImagesLarge: 32, LargeSide: 96, Candidates: 2000, Refine: 200, Sizes: [2]int{3, 10}, GapMin: 6, CollapseMin: 0.25, BlendRatio: 5, Anchors: "fallback", RescanAnchors: "borders", AnchorZ: 4.5, CallPlace: "all",
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
