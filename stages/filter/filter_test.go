@@ -360,6 +360,12 @@ func TestAnchorsFallback(t *testing.T) {
 			if sc.FromAnchor && sc.AnchorZ < bar {
 				t.Errorf("a call from an anchored patch of z %.2f, under anchor_z %g (%s)", sc.AnchorZ, bar, b)
 			}
+			// The best anchored patch's collapse is reported beside its z:
+			// a call from it reached collapse_min, and one that reached
+			// anchor_z without a call fell short of it.
+			if sc.Anchors > 0 && sc.FromAnchor != (sc.AnchorZ >= bar && sc.AnchorCollapse >= tc.collapseMin) {
+				t.Errorf("anchored z %.2f, collapse %.3f against anchor_z %g and collapse_min %g: from_anchor %v (%s)", sc.AnchorZ, sc.AnchorCollapse, bar, tc.collapseMin, sc.FromAnchor, b)
+			}
 			t.Logf("%s", b)
 		})
 	}

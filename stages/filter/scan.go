@@ -29,12 +29,14 @@ type Scan struct {
 	Seconds      float64            `json:"seconds"`
 	// Anchors counts the anchored patches judged because the random
 	// candidates made no call (anchors "fallback"), AnchorZ the best
-	// one's same-size z and AnchorBar the z it had to reach (anchor_z);
+	// one's same-size z, AnchorCollapse its collapse (it must reach
+	// collapse_min too) and AnchorBar the z it had to reach (anchor_z);
 	// FromAnchor is set when that one made the call.
-	Anchors    int     `json:"anchors_judged,omitempty"`
-	AnchorZ    float64 `json:"anchor_best_z,omitempty"`
-	AnchorBar  float64 `json:"anchor_z,omitempty"`
-	FromAnchor bool    `json:"from_anchor,omitempty"`
+	Anchors        int     `json:"anchors_judged,omitempty"`
+	AnchorZ        float64 `json:"anchor_best_z,omitempty"`
+	AnchorCollapse float64 `json:"anchor_collapse,omitempty"`
+	AnchorBar      float64 `json:"anchor_z,omitempty"`
+	FromAnchor     bool    `json:"from_anchor,omitempty"`
 	// PlantedZ is the best same-size z of the patches found pasted into
 	// the data, judged on the encoder when the random candidates made no
 	// call (planted_z) or called a noise blend (planted_blend);
@@ -519,7 +521,7 @@ func (b *bench) anchorCheck(res *scanResult) error {
 	if err != nil || len(ps) == 0 {
 		return err
 	}
-	res.Anchors, res.AnchorZ, res.AnchorBar = len(ps), z, b.p.anchorZ()
+	res.Anchors, res.AnchorZ, res.AnchorCollapse, res.AnchorBar = len(ps), z, c.c, b.p.anchorZ()
 	if z < b.p.anchorZ() || c.c < b.p.CollapseMin {
 		return nil
 	}
