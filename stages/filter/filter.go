@@ -195,12 +195,6 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			res.Steps = clk.done()
 		}
 	}()
-	// Messages inside a step (the smooth step's blurs).
-	phase := func(msg string) {
-		if progress != nil {
-			progress.Report(plugin.Event{Message: msg})
-		}
-	}
 	v := chanfilter.NewChannelVerdict(t, "")
 	v.Fill = b.means
 	dist, suspect := make([]float32, t.N()), make([]bool, t.N())
@@ -297,7 +291,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 				return nil, nil, err
 			}
 		}
-		if res.Smoothing, capped, err = b.smooth(ctx, sc, caps, phase); err != nil {
+		if res.Smoothing, capped, err = b.smooth(ctx, sc, caps, clk.say); err != nil {
 			return nil, nil, err
 		}
 	}

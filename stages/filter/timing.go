@@ -32,8 +32,16 @@ func newClock(progress plugin.Progress, first string) *clock {
 func (c *clock) step(name, say string) {
 	c.end()
 	c.name, c.start = name, time.Now()
-	if say != "" && c.progress != nil {
-		c.progress.Report(plugin.Event{Message: say})
+	if say != "" {
+		c.say(say)
+	}
+}
+
+// say reports msg on the progress stream without starting a step (the
+// smooth step's blurs).
+func (c *clock) say(msg string) {
+	if c.progress != nil {
+		c.progress.Report(plugin.Event{Message: msg})
 	}
 }
 

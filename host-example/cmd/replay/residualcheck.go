@@ -223,7 +223,7 @@ func directionCaps(u [][]float64, x []float32, d int, rows []int, q float64) ([]
 		slices.Sort(along)
 		hi = append(hi, float32(along[int(q*float64(len(along)-1))]))
 	}
-	return projectionTo(u, make([]float64, d)).Dirs, hi
+	return dirs32(u), hi
 }
 
 // orthonormal returns an orthonormal basis of the span of vs (Gram-Schmidt;
@@ -253,14 +253,21 @@ func orthonormal(vs [][]float64) [][]float64 {
 // projectionTo is the projection that replaces an embedding's part along
 // the orthonormal directions u by mu's.
 func projectionTo(u [][]float64, mu []float64) *chanfilter.Project {
-	p := &chanfilter.Project{}
+	p := &chanfilter.Project{Dirs: dirs32(u)}
 	for _, v := range u {
-		v32 := make([]float32, len(v))
-		for j, x := range v {
-			v32[j] = float32(x)
-		}
-		p.Dirs = append(p.Dirs, v32)
 		p.Along = append(p.Along, float32(stat.Dot(v, mu)))
 	}
 	return p
+}
+
+// dirs32 is u in float32, as the graph takes it.
+func dirs32(u [][]float64) [][]float32 {
+	out := make([][]float32, len(u))
+	for k, v := range u {
+		out[k] = make([]float32, len(v))
+		for j, x := range v {
+			out[k][j] = float32(x)
+		}
+	}
+	return out
 }
