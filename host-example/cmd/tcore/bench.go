@@ -95,14 +95,17 @@ type benchRow struct {
 	Reused  bool    `json:"reused"`
 }
 
-func loadBenchConfig(path string) (*benchConfig, error) {
-	return readBenchConfig(path, fileExists)
+func loadBenchConfig(path string, only []string) (*benchConfig, error) {
+	return readBenchConfig(path, fileExists, only)
 }
 
 // readBenchConfig reads and checks a bench config, asking exists whether
 // each file it names is there (a check of the config alone passes one that
-// always says yes).
-func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error) {
+// always says yes). With only (id prefixes, as --only takes them) the
+// files are checked for the scenarios it selects alone, so that a cell
+// runs while encoders of other cells are still to be made; only must
+// select at least one scenario.
+func readBenchConfig(path string, exists func(string) bool, only []string) (*benchConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, usagef("bench: %v", err)
@@ -136,14 +139,13 @@ func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error
 	}
 	for k, v := range c.Encoders {
 		c.Encoders[k] = rel(v)
-		if !exists(c.Encoders[k]) {
-			return nil, bad("encoders."+k, "%s: no such file", c.Encoders[k])
-		}
 	}
 	if len(c.Scenarios) == 0 {
 		return nil, bad("scenarios", "none given")
 	}
 	seen := map[string]bool{}
+	checked := map[string]bool{} // encoders whose file was looked for
+	selected := 0
 	for i := range c.Scenarios {
 		s := &c.Scenarios[i]
 		at := fmt.Sprintf("scenarios[%d]", i)
@@ -154,16 +156,26 @@ func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error
 		if s.Half != "" && s.Half != "tuning" && s.Half != "held-out" {
 			return nil, bad(at+".half", "%q: want tuning, held-out or nothing", s.Half)
 		}
-		if _, ok := c.Encoders[s.Encoder]; !ok {
+		enc, ok := c.Encoders[s.Encoder]
+		if !ok {
 			return nil, bad(at+".encoder", "%q is not one of encoders", s.Encoder)
 		}
 		s.Train, s.Truth, s.Test, s.Triggered = rel(s.Train), rel(s.Truth), rel(s.Test), rel(s.Triggered)
 		if s.Test == "" {
 			s.Test = c.Test
 		}
-		for field, f := range map[string]string{"train": s.Train, "truth": s.Truth, "test": s.Test, "triggered": s.Triggered} {
-			if f != "" && !exists(f) {
-				return nil, bad(at+"."+field, "%s: no such file", f)
+		if len(only) == 0 || hasPrefix(s.ID, only) {
+			selected++
+			if !checked[s.Encoder] {
+				checked[s.Encoder] = true
+				if !exists(enc) {
+					return nil, bad("encoders."+s.Encoder, "%s: no such file", enc)
+				}
+			}
+			for field, f := range map[string]string{"train": s.Train, "truth": s.Truth, "test": s.Test, "triggered": s.Triggered} {
+				if f != "" && !exists(f) {
+					return nil, bad(at+"."+field, "%s: no such file", f)
+				}
 			}
 		}
 		if s.Test == "" {
@@ -204,6 +216,9 @@ func readBenchConfig(path string, exists func(string) bool) (*benchConfig, error
 		if s.Reference != "" && !seen[s.Reference] {
 			return nil, bad(at+".reference", "%q is not a scenario listed before this one", s.Reference)
 		}
+	}
+	if selected == 0 {
+		return nil, usagef("bench: %s: --only %s: no scenario's id starts with it", path, strings.Join(only, ","))
 	}
 	return &c, nil
 }
@@ -274,7 +289,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfgPath == "" {
 		return usagef("bench: --config is required")
 	}
-	cfg, err := loadBenchConfig(cfgPath)
+	var prefixes []string
+	for _, p := range strings.Split(only, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			prefixes = append(prefixes, p)
+		}
+	}
+	cfg, err := loadBenchConfig(cfgPath, prefixes)
 	if err != nil {
 		return err
 	}
@@ -305,7 +326,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(s.Poison) == 0 {
 			refDir[s.ID] = filepath.Join(c.out, s.ID, "none", fmt.Sprintf("seed-%d", s.Seeds[0]))
 		}
-		if only != "" && !hasPrefix(s.ID, strings.Split(only, ",")) {
+		if len(prefixes) > 0 && !hasPrefix(s.ID, prefixes) {
 			continue
 		}
 		rates := []*float64{nil}

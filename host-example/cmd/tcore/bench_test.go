@@ -184,7 +184,7 @@ func TestCommittedBenchConfigsLoad(t *testing.T) {
 	}
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			c, err := readBenchConfig(path, func(string) bool { return true })
+			c, err := readBenchConfig(path, func(string) bool { return true }, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,5 +192,41 @@ func TestCommittedBenchConfigsLoad(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestBenchOnlyChecksTheSelectedCells: with --only, the files of the
+// scenarios left out need not exist yet (a zoo half built), while the
+// selected scenarios' files are still checked and a prefix that selects
+// nothing is an error.
+func TestBenchOnlyChecksTheSelectedCells(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "d.parquet"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, "e.onnx"), []byte("x"), 0o644)
+	path := filepath.Join(dir, "c.json")
+	os.WriteFile(path, []byte(`{"test": "d.parquet", "encoders": {"built": "e.onnx", "later": "later.onnx"},
+		"scenarios": [{"id": "T1-built", "encoder": "built", "train": "d.parquet"},
+		{"id": "T1-later", "encoder": "later", "train": "d.parquet"},
+		{"id": "T2-later", "encoder": "built", "train": "later.parquet"}]}`), 0o644)
+	tests := []struct {
+		only []string
+		want string // "" when the config loads
+	}{
+		{nil, "encoders.later"},
+		{[]string{"T1-b"}, ""},
+		{[]string{"T1-"}, "encoders.later"},
+		{[]string{"T2-"}, "scenarios[2].train"},
+		{[]string{"T3-", "x"}, "--only T3-,x"},
+	}
+	for _, tc := range tests {
+		c, err := loadBenchConfig(path, tc.only)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("only %q: %v; want the config loaded", tc.only, err)
+		case tc.want == "" && len(c.Scenarios) != 3:
+			t.Errorf("only %q: %d scenarios; want all 3 kept (the run skips the others)", tc.only, len(c.Scenarios))
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("only %q: error %v; want one naming %s", tc.only, err, tc.want)
+		}
 	}
 }
