@@ -164,7 +164,7 @@ func readBenchConfig(path string, exists func(string) bool, only []string) (*ben
 		if s.Test == "" {
 			s.Test = c.Test
 		}
-		if len(only) == 0 || hasPrefix(s.ID, only) {
+		if selects(only, s.ID) {
 			selected++
 			if !checked[s.Encoder] {
 				checked[s.Encoder] = true
@@ -326,7 +326,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(s.Poison) == 0 {
 			refDir[s.ID] = filepath.Join(c.out, s.ID, "none", fmt.Sprintf("seed-%d", s.Seeds[0]))
 		}
-		if len(prefixes) > 0 && !hasPrefix(s.ID, prefixes) {
+		if !selects(prefixes, s.ID) {
 			continue
 		}
 		rates := []*float64{nil}
@@ -422,9 +422,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func hasPrefix(s string, prefixes []string) bool {
+// selects says whether --only's prefixes select the scenario id: every
+// id when there are none, else the ids starting with one of them.
+func selects(prefixes []string, id string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
 	for _, p := range prefixes {
-		if p != "" && strings.HasPrefix(s, p) {
+		if p != "" && strings.HasPrefix(id, p) {
 			return true
 		}
 	}
