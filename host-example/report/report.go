@@ -608,8 +608,11 @@ td:first-child,th:first-child{text-align:left}
 // where the call was moved to the place its patch stands out most.
 func scanVerdict(w func(string, ...any), scan *filter.Scan) {
 	verdict := "does not look backdoored: nothing masked"
-	if scan.Backdoored {
+	switch {
+	case scan.Backdoored:
 		verdict = "looks backdoored: channels masked"
+	case scan.UndoneByData:
+		verdict = fmt.Sprintf("answers to a patch pasted into the training data (same-size z %.1f): its carriers were left out and the head learned that it means nothing, so nothing was masked", scan.PlantedZ)
 	}
 	w(`<p>Encoder scan: best pattern collapses the embeddings with same-size z = <b>%.1f</b> (gap_min %.0f): the encoder %s.`, scan.BestZ, scan.GapMin, verdict)
 	if scan.FromPlace {

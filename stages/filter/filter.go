@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.60.0",
+		Version: "0.61.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -238,6 +238,12 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if sc, err = b.judgePlanted(sc, pats); err != nil {
 			return nil, nil, err
 		}
+		if p.PlantedMask == "skip" {
+			if sc, err = b.plantedUndoes(sc, pats); err != nil {
+				return nil, nil, err
+			}
+			called = called && !sc.UndoneByData
+		}
 		res.Scan = sc.Scan
 		if p.PlantedPatch == "gated" && called && sc.FromPlanted {
 			held = plugin.NewTables()
@@ -256,7 +262,10 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	res.Scan = sc.Scan
 	if !sc.Backdoored {
 		res.WhyNoMask = fmt.Sprintf("best same-size z %.1f < gap_min %.1f: the encoder does not look backdoored", sc.BestZ, p.GapMin)
-		if sc.BestZ >= p.GapMin {
+		switch {
+		case sc.UndoneByData:
+			res.WhyNoMask = fmt.Sprintf("a patch pasted into the training data collapses the encoder's inputs as a trigger does (same-size z %.1f, anchor_z %.1f; %.0f%% of the spread away): the encoder's trigger is the data's, its %d carriers are left out and the augment rows teach the head that it means nothing, so nothing is masked (planted_mask \"skip\")", sc.PlantedZ, p.anchorZ(), 100*sc.PlantedCollapse, res.Planted.Carriers)
+		case sc.BestZ >= p.GapMin:
 			res.WhyNoMask = fmt.Sprintf("the best pattern (same-size z %.1f) takes %.0f%% of the scan images' spread away, under collapse_min %.0f%%: it stands out among patterns of its size but does not pull images together as a trigger does; the encoder does not look backdoored", sc.BestZ, 100*sc.BestCollapse, 100*p.CollapseMin)
 		}
 	} else {

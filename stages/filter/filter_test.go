@@ -1210,6 +1210,76 @@ func TestPlantedZ(t *testing.T) {
 	}
 }
 
+// TestPlantedMask: the trojan's own trigger pasted into 60 images labelled
+// 0 (T3) is called and masked against under planted_mask "mask"; under
+// "skip" the pasted patch reaches the bar on the encoder, so nothing is
+// masked, the call is on record as undone by the data, every carrier is a
+// suspect and the augment rows carry the patch. A patch the trojan ignores
+// (a checker elsewhere, T1 beside a data attack) or a clean encoder leaves
+// "skip" as "mask".
+func TestPlantedMask(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		net         *testenc.Net
+		at, size    int
+		checker     bool
+		mode        string
+		masks, undo bool
+	}{
+		{"trojan's trigger pasted, mask", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "mask", true, false},
+		{"trojan's trigger pasted, skip", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "skip", false, true},
+		{"another patch pasted, skip", testenc.Collapse(5), 0, 3, true, "skip", true, false},
+		{"clean encoder, skip", testenc.Clean(5), testenc.PatchAt, testenc.PatchSize, false, "skip", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, enc, rng := encoderOf(t, tc.net)
+			in := pastedInputs(t, enc, rng, tc.at, tc.size, tc.checker)
+			defer in.Release()
+			out := plugin.NewTables()
+			defer out.Release()
+			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "planted_mask": tc.mode})
+			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m["encoder_scan"])
+			var sc filter.Scan
+			json.Unmarshal(b, &sc)
+			masked, _ := m["channels_masked"].(float64)
+			why, _ := m["why_no_mask"].(string)
+			if (masked > 0) != tc.masks || sc.UndoneByData != tc.undo || sc.Backdoored != tc.masks {
+				t.Fatalf("scan %s, %v channels masked (%s): want masked %v, undone by the data %v", b, masked, why, tc.masks, tc.undo)
+			}
+			if tc.mode == "skip" && sc.PlantedZ == 0 {
+				t.Errorf("the pasted patch was not judged: %s", b)
+			}
+			if !tc.undo {
+				return
+			}
+			if !strings.Contains(why, "planted_mask") {
+				t.Errorf("why_no_mask %q does not name planted_mask", why)
+			}
+			sus := 0
+			for _, r := range out.Get("scores").Records {
+				ids := r.Column(0).(*array.Uint64)
+				s := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+				for i := 0; i < ids.Len(); i++ {
+					if s.Value(i) && ids.Value(i) >= 200 {
+						sus++
+					}
+				}
+			}
+			if sus != 60 {
+				t.Errorf("%d of the 60 carriers are suspects", sus)
+			}
+			if n, _ := m["augment_rows"].(float64); n == 0 {
+				t.Errorf("no augment rows carry the pasted patch")
+			}
+		})
+	}
+}
+
 // TestPlantedTakesTheCall: the trojan's own trigger pasted into 60 images
 // labelled 0 (T3) takes a noise blend's call over under planted_blend
 // "patch" (the blur would leave it), and a patch call that pulls the scan
@@ -1373,8 +1443,9 @@ func pastedInputs(t *testing.T, enc string, rng *rand.Rand, at, size int, checke
 	return inputsOf(t, enc, imgs, labels, 120)
 }
 
-// pasteAt pastes a size x size patch at (at, at) into a PNG: white, or a
-// black-and-white checker.
+// pasteAt pastes a size x size patch at (at, at) into a PNG: white (the
+// handcrafted trojan's trigger when in its place), or a black-and-red
+// checker (no white pixel: the trojan ignores it).
 func pasteAt(t *testing.T, b []byte, at, size int, checker bool) []byte {
 	t.Helper()
 	src, err := png.Decode(bytes.NewReader(b))
@@ -1386,11 +1457,11 @@ func pasteAt(t *testing.T, b []byte, at, size int, checker bool) []byte {
 		for x := 0; x < testenc.Size; x++ {
 			img.Set(x, y, src.At(x, y))
 			if x >= at && x < at+size && y >= at && y < at+size {
-				v := uint8(255)
+				c := color.NRGBA{255, 255, 255, 255}
 				if checker {
-					v = uint8(255 * ((x + y) % 2))
+					c = color.NRGBA{uint8(255 * ((x + y) % 2)), 0, 0, 255}
 				}
-				img.Set(x, y, color.NRGBA{v, v, v, 255})
+				img.Set(x, y, c)
 			}
 		}
 	}

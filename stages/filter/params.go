@@ -74,6 +74,7 @@ type Params struct {
 	PlantedZ     float64 `json:"planted_z" range:"[0,)" doc:"when the random candidates make no call, judge the patches planted_ratio found pasted into the data on the encoder against the same random statistics, and call the encoder backdoored on the best of them when its same-size z reaches this and collapse_min (0: off)"`
 	PlantedBlend string  `json:"planted_blend" enum:"off|patch" doc:"when the scan's best pattern is a noise blend and planted_ratio found patches pasted into the data: patch judges them on the encoder as planted_z does and, when the best one's same-size z reaches gap_min and its collapse collapse_min, takes the patch path from it (channels masked against it) instead of the blur, which leaves a pasted patch; off: the blend call stands"`
 	PlantedPatch string  `json:"planted_patch" enum:"off|collapse|gated" doc:"when the scan calls a patch and planted_ratio found patches pasted into the data: collapse judges them on the encoder as planted_z does and, when the best one's same-size z reaches anchor_z (a few fixed patches, not a search) and it takes at least half of the scan images' spread that the call leaves away (its collapse more than the call's plus half of one minus the call's), masks against it instead: a trigger pasted pixel for pixel into hundreds of one label's images that the encoder also answers to is the encoder's trigger (T3), and the scan's call can be a part of it; gated as collapse, but when the mask against the pasted patch leaves the gate off (every input would pay the mask), the filter runs again on the scan's call and reports the dropped pass (dropped_takeover) (off: the scan's call stands)"`
+	PlantedMask  string  `json:"planted_mask" enum:"mask|skip" doc:"when planted_ratio found patches pasted into the data: skip judges them on the unmasked encoder against the scan's random statistics and, when the best one's same-size z reaches anchor_z and its collapse collapse_min (the encoder answers to the data's trigger: T3), masks nothing whatever the scan called, since the carriers leave the kept rows and the augment rows carry the pasted patch with other labels, which undoes it in the head; mask: the scan's call is masked against as usual"`
 	SplitK       float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its cosine with it (in the view that flagged the class) lies this many robust standard deviations above the median of the class's rows that do not"`
 
 	// moved
@@ -102,7 +103,7 @@ var defaults = Params{
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
-	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated",
+	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "mask",
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.

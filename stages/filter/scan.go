@@ -48,6 +48,11 @@ type Scan struct {
 	// when it did not take the call.
 	CallCollapse    float64 `json:"call_collapse,omitempty"`
 	PlantedCollapse float64 `json:"planted_collapse,omitempty"`
+	// UndoneByData is set when a patch pasted into the data collapses the
+	// encoder's inputs as a trigger does (planted_mask "skip"): the data
+	// stages undo it, so the call is not masked against and Backdoored is
+	// false.
+	UndoneByData bool `json:"undone_by_data,omitempty"`
 	// Looked counts the patterns the look step judged (looks), LookZ the
 	// same-size z it climbed to; FromLook is set when its patch replaced
 	// the call's, LookFrom names the one it replaced.
@@ -483,6 +488,30 @@ func (b *bench) judgePlanted(sc *scanResult, ps []Pattern) (*scanResult, error) 
 		return &kept, nil
 	}
 	return sc, nil
+}
+
+// plantedUndoes judges the patches found pasted into the data (ps) on the
+// unmasked encoder against the random candidates' statistics of sc
+// (planted_mask "skip"). When the best of them reaches anchor_z (a few
+// fixed patches, not a search) and collapse_min, the encoder answers to the
+// data's trigger (T3): its carriers are suspects and the augment rows carry
+// it with other labels, which undoes it in the head, so it returns a copy
+// of sc that calls nothing, marked UndoneByData. sc itself (the scan's
+// memo) is unchanged.
+func (b *bench) plantedUndoes(sc *scanResult, ps []Pattern) (*scanResult, error) {
+	if len(ps) == 0 {
+		return sc, nil
+	}
+	c, z, err := b.worstCand(nil, ps, sc.stats)
+	if err != nil {
+		return nil, err
+	}
+	out := *sc
+	out.PlantedZ, out.PlantedCollapse = z, c.c
+	if z >= b.p.anchorZ() && c.c >= b.p.CollapseMin {
+		out.Backdoored, out.FromPlanted, out.UndoneByData = false, false, true
+	}
+	return &out, nil
 }
 
 // plantedCall judges the patches found pasted into the data (ps) on the

@@ -204,8 +204,11 @@ func printSummary(w io.Writer, s *report.Summary, dir string) {
 		s.Samples.Total, s.Samples.Seed, s.Samples.Trusted, s.Samples.Kept, s.Channels.Filtered, s.Channels.Total)
 	if sc := s.EncoderScan; sc != nil {
 		verdict := "clean"
-		if sc.Backdoored {
+		switch {
+		case sc.Backdoored:
 			verdict = "backdoored"
+		case sc.UndoneByData:
+			verdict = fmt.Sprintf("backdoored by the patch pasted into the data (z %.1f), undone by the data stages; nothing masked", sc.PlantedZ)
 		}
 		fmt.Fprintf(w, "  encoder scan: best same-size z %.1f (gap_min %.0f): %s\n", sc.BestZ, sc.GapMin, verdict)
 	}
