@@ -1148,22 +1148,7 @@ func TestFilterPlantedPatch(t *testing.T) {
 			if err := json.Unmarshal(b, &pl); err != nil || len(pl.Found) != 1 || pl.Carriers != 60 || pl.Found[0].Label != 0 || pl.Found[0].Pattern.Row != 0 || pl.Found[0].Pattern.Col != 0 {
 				t.Fatalf("planted %+v: want one patch at (0,0) of label 0 with its 60 carriers", pl)
 			}
-			sus := 0
-			for _, r := range out.Get("scores").Records {
-				ids := r.Column(0).(*array.Uint64)
-				s := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
-				for i := 0; i < ids.Len(); i++ {
-					if s.Value(i) && ids.Value(i) >= 200 {
-						sus++
-					}
-				}
-			}
-			if sus != 60 {
-				t.Errorf("%d of the 60 carriers are suspects", sus)
-			}
-			if n, _ := m["augment_rows"].(float64); n == 0 {
-				t.Errorf("no augment rows carry the found patch")
-			}
+			checkCarriersAndAugment(t, out, m)
 		})
 	}
 }
@@ -1260,22 +1245,7 @@ func TestPlantedMask(t *testing.T) {
 			if !strings.Contains(why, "planted_mask") {
 				t.Errorf("why_no_mask %q does not name planted_mask", why)
 			}
-			sus := 0
-			for _, r := range out.Get("scores").Records {
-				ids := r.Column(0).(*array.Uint64)
-				s := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
-				for i := 0; i < ids.Len(); i++ {
-					if s.Value(i) && ids.Value(i) >= 200 {
-						sus++
-					}
-				}
-			}
-			if sus != 60 {
-				t.Errorf("%d of the 60 carriers are suspects", sus)
-			}
-			if n, _ := m["augment_rows"].(float64); n == 0 {
-				t.Errorf("no augment rows carry the pasted patch")
-			}
+			checkCarriersAndAugment(t, out, m)
 		})
 	}
 }
@@ -1423,6 +1393,28 @@ func trustHalfTheCarriers(in *plugin.Tables) {
 	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
 	in.Put("trusted", sr.Schema(), sr)
 	sr.Release()
+}
+
+// checkCarriersAndAugment checks a filter run on pastedInputs: every one of
+// the 60 carriers (ids 200-259) is a suspect, and augment rows were made.
+func checkCarriersAndAugment(t *testing.T, out *plugin.Tables, m plugin.Metrics) {
+	t.Helper()
+	sus := 0
+	for _, r := range out.Get("scores").Records {
+		ids := r.Column(0).(*array.Uint64)
+		s := r.Column(r.Schema().FieldIndices("filter.suspect")[0]).(*array.Boolean)
+		for i := 0; i < ids.Len(); i++ {
+			if s.Value(i) && ids.Value(i) >= 200 {
+				sus++
+			}
+		}
+	}
+	if sus != 60 {
+		t.Errorf("%d of the 60 carriers are suspects", sus)
+	}
+	if n, _ := m["augment_rows"].(float64); n == 0 {
+		t.Errorf("no augment rows carry the pasted patch")
+	}
 }
 
 // pastedInputs embeds, with enc, 200 smooth images of four classes and 60
