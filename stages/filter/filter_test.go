@@ -1177,14 +1177,7 @@ func TestPlantedZ(t *testing.T) {
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gap_min": 100,
 				"planted_ratio": 10, "planted_z": tc.plantedZ, "anchors": "off"}) // the planted path alone: the anchored patches would call first
-			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := json.Marshal(m["encoder_scan"])
-			var sc filter.Scan
-			json.Unmarshal(b, &sc)
-			masked, _ := m["channels_masked"].(float64)
+			_, sc, b, masked := runScan(t, params, in, out)
 			if sc.Backdoored != tc.call || sc.FromPlanted != tc.call || (masked > 0) != tc.call {
 				t.Fatalf("scan %s, %v channels masked: want a call from the planted patch: %v", b, masked, tc.call)
 			}
@@ -1224,14 +1217,7 @@ func TestPlantedMask(t *testing.T) {
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "planted_mask": tc.mode})
-			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := json.Marshal(m["encoder_scan"])
-			var sc filter.Scan
-			json.Unmarshal(b, &sc)
-			masked, _ := m["channels_masked"].(float64)
+			m, sc, b, masked := runScan(t, params, in, out)
 			why, _ := m["why_no_mask"].(string)
 			if (masked > 0) != tc.masks || sc.UndoneByData != tc.undo || sc.Backdoored != tc.masks {
 				t.Fatalf("scan %s, %v channels masked (%s): want masked %v, undone by the data %v", b, masked, why, tc.masks, tc.undo)
@@ -1393,6 +1379,23 @@ func trustHalfTheCarriers(in *plugin.Tables) {
 	sr, _ := feat.ScoresRecord(tab.IDs, []feat.Column{{Name: "expand.trusted", B: trusted}})
 	in.Put("trusted", sr.Schema(), sr)
 	sr.Release()
+}
+
+// runScan runs the filter stage in process and returns its metrics, its
+// encoder scan (decoded, and as JSON) and how many channels it masked.
+func runScan(t *testing.T, params []byte, in, out *plugin.Tables) (plugin.Metrics, filter.Scan, []byte, float64) {
+	t.Helper()
+	m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m["encoder_scan"])
+	var sc filter.Scan
+	if err := json.Unmarshal(b, &sc); err != nil {
+		t.Fatalf("encoder_scan %s: %v", b, err)
+	}
+	masked, _ := m["channels_masked"].(float64)
+	return m, sc, b, masked
 }
 
 // checkCarriersAndAugment checks a filter run on pastedInputs: every one of
