@@ -450,12 +450,12 @@ func (r *Run) detail(w func(string, ...any)) {
 func (r *Run) filterSuspects(w func(string, ...any)) {
 	for _, id := range r.Summary.NodeIDs() {
 		n := r.Summary.Nodes[id]
-		if n.Stage != "filter" || n.Metrics["moved"] == nil {
+		if n.Stage != "filter" {
 			continue
 		}
 		b, _ := json.Marshal(n.Metrics)
 		var res filter.Result
-		if json.Unmarshal(b, &res) != nil {
+		if json.Unmarshal(b, &res) != nil || res.Region == nil && res.Moved == nil && res.MovedFrom == nil && res.DataTrigger == nil && (res.Planted == nil || res.Planted.Carriers == 0) {
 			continue
 		}
 		line := func(what string, count int, why string) {
@@ -477,6 +477,13 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 		}
 		if d := res.DataTrigger; d != nil {
 			line("carrying the data trigger (of sift's suspects)", d.Carriers, d.Why)
+		}
+		if pl := res.Planted; pl != nil && pl.Carriers > 0 {
+			var found []string
+			for _, f := range pl.Found {
+				found = append(found, html.EscapeString(fmt.Sprintf("%s in %d rows labelled %d", f.Pattern, f.Rows, f.Label)))
+			}
+			line(fmt.Sprintf("carrying a patch pasted pixel for pixel into the data (%s)", strings.Join(found, "; ")), pl.Carriers, "")
 		}
 		w("</ul>\n")
 		filterSmoothing(w, res.Smoothing)

@@ -102,7 +102,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "choice": tc.choice, "fill": tc.fill,
-				"clamp_quantile": 0}) // the masking alone
+				"clamp_quantile": 0, "planted_mask": "mask"}) // the masking alone (the inputs carry the trigger: T3)
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -964,11 +964,13 @@ func TestRescanAnchors(t *testing.T) {
 
 // runSmall runs the filter on in with a small scan (sizes 2-5, 32 scan
 // images, 400 candidates, 200 per rescan, no caps) and params over it,
-// and returns its metrics.
+// and returns its metrics. Its inputs carry the trojan's trigger in rows
+// labelled 0 (T3), so it masks (planted_mask "mask"): the tests that use
+// it are about the masking.
 func runSmall(t *testing.T, in *plugin.Tables, params map[string]any) map[string]any {
 	t.Helper()
 	p := map[string]any{"sizes": []int{2, 5}, "suspect_column": "", "scan_images": 32,
-		"candidates": 400, "refine": 40, "rescan_candidates": 200, "clamp_quantile": 0}
+		"candidates": 400, "refine": 40, "rescan_candidates": 200, "clamp_quantile": 0, "planted_mask": "mask"}
 	for k, v := range params {
 		p[k] = v
 	}
@@ -1176,7 +1178,7 @@ func TestPlantedZ(t *testing.T) {
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
 				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "gap_min": 100,
-				"planted_ratio": 10, "planted_z": tc.plantedZ, "anchors": "off"}) // the planted path alone: the anchored patches would call first
+				"planted_ratio": 10, "planted_z": tc.plantedZ, "anchors": "off", "planted_mask": "mask"}) // the planted path alone: the anchored patches would call first
 			_, sc, b, masked := runScan(t, params, in, out)
 			if sc.Backdoored != tc.call || sc.FromPlanted != tc.call || (masked > 0) != tc.call {
 				t.Fatalf("scan %s, %v channels masked: want a call from the planted patch: %v", b, masked, tc.call)
@@ -1345,7 +1347,9 @@ func TestAugmentTurnsByFamily(t *testing.T) {
 
 // runOnPastedTrigger runs the filter stage, with a small scan and extra
 // over its parameters, on a T3-like input: the trojan's own trigger pasted
-// into 60 images labelled 0, half of them trusted. It returns the metrics.
+// into 60 images labelled 0, half of them trusted. It masks (planted_mask
+// "mask"), since its callers test what the mask and the gate do with the
+// pasted patch. It returns the metrics.
 func runOnPastedTrigger(t *testing.T, extra map[string]any) map[string]any {
 	t.Helper()
 	dir, enc, rng := encoderOf(t, testenc.Collapse(5))
@@ -1355,7 +1359,7 @@ func runOnPastedTrigger(t *testing.T, extra map[string]any) map[string]any {
 	out := plugin.NewTables()
 	defer out.Release()
 	p := map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
-		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0}
+		"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_mask": "mask"}
 	for k, v := range extra {
 		p[k] = v
 	}
@@ -1599,7 +1603,7 @@ func TestGatedTakeoverStandsOnlyWithAGate(t *testing.T) {
 				return in
 			}
 			params := map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "gate_min": tc.gateMin}
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "gate_min": tc.gateMin, "planted_mask": "mask"}
 			in := inputs()
 			ins, err := chanfilter.Open(in, enc, "expand.trusted")
 			if err != nil {
@@ -1698,7 +1702,7 @@ func TestProjectRecordsTheCalledDirection(t *testing.T) {
 			defer out.Release()
 			export := filepath.Join(dir, "filtered.onnx")
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "project": tc.project})
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "project": tc.project, "planted_mask": "mask"})
 			m, err := plugin.Local(filter.New()).Run(context.Background(), params, in, out, nil)
 			if err != nil {
 				t.Fatal(err)

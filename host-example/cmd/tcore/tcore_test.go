@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"image"
 	"image/color"
 	"image/png"
@@ -231,8 +232,10 @@ func scenarioOf(t *testing.T, dir string, net *testenc.Net, poison int, with tri
 	return enc, train, test, trig
 }
 
-// smallTCore is the built-in tcore pipeline with budgets for small data.
-func smallTCore(t *testing.T, dir string) string {
+// smallTCore is the built-in tcore pipeline with budgets for small data,
+// written into dir; filter's entries, if any, set more of the filter's
+// parameters (each set gets its own file).
+func smallTCore(t *testing.T, dir string, filter ...map[string]any) string {
 	b, err := os.ReadFile(filepath.Join("..", "..", "pipelines", "tcore.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +247,17 @@ func smallTCore(t *testing.T, dir string) string {
 		"filter":    {"sizes": []int{2, 5}, "scan_images": 32},
 		"bootstrap": {"epochs": 5, "final_epochs": 10, "hidden": []int{64, 32}},
 		"embed":     {"batch_size": 64},
+	}
+	name := "tcore-small.json"
+	for _, f := range filter {
+		for k, v := range f {
+			small["filter"][k] = v
+		}
+	}
+	if len(filter) > 0 {
+		h := fnv.New32a()
+		fmt.Fprint(h, small["filter"]) // fmt prints a map's keys sorted
+		name = fmt.Sprintf("tcore-small-%08x.json", h.Sum32())
 	}
 	for _, n := range p["nodes"].([]any) {
 		node := n.(map[string]any)
@@ -259,7 +273,7 @@ func smallTCore(t *testing.T, dir string) string {
 		}
 	}
 	out, _ := json.Marshal(p)
-	path := filepath.Join(dir, "tcore-small.json")
+	path := filepath.Join(dir, name)
 	os.WriteFile(path, out, 0o644)
 	return path
 }
@@ -305,20 +319,88 @@ func TestTCoreOnCleanDataCostsNothing(t *testing.T) {
 }
 
 // T3-like: the Go-built collapse trojan and training data poisoned with its
-// trigger. The filter finds the trigger and masks the trojan's channel, no
-// poisoned row is kept, and the exported model no longer follows the
-// trigger (none does), at no cost in accuracy. (The seeds are not clean on
-// these scenes: their palette fixes the class, so clean rows gain nothing
-// with depth and the gain rule takes a few poisoned rows, docs/DECISIONS.md;
-// the sift tests check seed purity on the synthetic T3 tables.)
+// trigger. No poisoned row is kept, and the exported model no longer
+// follows the trigger (none does), at no cost in accuracy. By default
+// (planted_mask "skip") the filter finds the trigger pasted into the data,
+// sees the encoder answer to it, and masks nothing: the carriers are left
+// out and the augment rows undo the trojan in the head. Under "mask" it
+// masks the trojan's channel and gates the classifier. (The seeds are not
+// clean on these scenes: their palette fixes the class, so clean rows gain
+// nothing with depth and the gain rule takes a few poisoned rows,
+// docs/DECISIONS.md; the sift tests check seed purity on the synthetic T3
+// tables.)
 func TestTCoreRemovesTheTrojan(t *testing.T) {
 	dir, enc, train, test, spec := collapseT3(t)
 	truth := filepath.Join(dir, "truth.csv")
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
-	a := runPipeline(t, smallTCore(t, dir), enc, train, test, filepath.Join(dir, "a"), "--eval", spec, "--truth", truth)
-	checkRemoved(t, none, a)
-	// The run's own none reference (one head on every row over its
-	// embedding) is the none pipeline's model: same accuracy, same ASR.
+	for _, tc := range []struct {
+		name   string
+		filter []map[string]any
+		mask   bool
+	}{
+		{"defaults: undone by the data", nil, false},
+		{"planted_mask mask: masked and gated", []map[string]any{{"planted_mask": "mask"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, fmt.Sprintf("mask-%v", tc.mask))
+			a := runPipeline(t, smallTCore(t, dir, tc.filter...), enc, train, test, out, "--eval", spec, "--truth", truth)
+			checkRemoved(t, none, a)
+			checkReference(t, none, a, out)
+			page, _ := os.ReadFile(filepath.Join(out, "report.html"))
+			var rep struct {
+				Nodes map[string]struct {
+					Metrics map[string]any `json:"metrics"`
+				} `json:"nodes"`
+			}
+			b, _ := os.ReadFile(filepath.Join(out, "report.json"))
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatal(err)
+			}
+			filt, boot := rep.Nodes["filter"].Metrics, rep.Nodes["bootstrap"].Metrics
+			if !tc.mask {
+				sc, _ := filt["encoder_scan"].(map[string]any)
+				if n, _ := filt["channels_masked"].(float64); n != 0 || sc["undone_by_data"] != true {
+					t.Errorf("channels masked %v, scan %v: want none masked, undone by the data", filt["channels_masked"], sc)
+				}
+				if g, _ := boot["gated"].(string); strings.HasPrefix(g, "yes") {
+					t.Errorf("bootstrap gated %q with nothing masked", g)
+				}
+				for _, want := range []string{"The filter's suspects", "carrying a patch pasted pixel for pixel into the data", "answers to a patch pasted into the training data"} {
+					if !bytes.Contains(page, []byte(want)) {
+						t.Errorf("report.html does not say %q", want)
+					}
+				}
+				return
+			}
+			for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from", "The classifier is <b>gated</b>"} {
+				if !bytes.Contains(page, []byte(want)) {
+					t.Errorf("report.html does not say %q", want)
+				}
+			}
+			// The trojan's patterns move the inputs that carry them: the filter
+			// sets a gate, and the classifier (with its ASR under 5% above) is
+			// gated: clean inputs go through the original encoder.
+			if g, _ := boot["gated"].(string); !strings.HasPrefix(g, "yes") {
+				t.Errorf("bootstrap gated: %v; filter gate: %v", g, filt["gate"])
+			}
+			if clf, err := onnxgraph.Load(filepath.Join(out, "clean_model.onnx")); err != nil || clf.Meta(chanfilter.GateMeta) == "" {
+				t.Errorf("clean_model.onnx carries no gate (%v)", err)
+			}
+			// The caps (clamp_quantile) may undo the trojan before any masking.
+			masked := fmt.Sprint(filt["masked"])
+			if !strings.Contains(masked, "stage1:0") && !strings.Contains(masked, "stage2:0") && filt["clamp"] == nil {
+				t.Errorf("the trojan's channel is neither masked nor capped: masked %s", masked)
+			}
+		})
+	}
+}
+
+// checkReference: a tcore run's own none reference (one head on every row
+// over its embedding, in run folder out) is the none pipeline's model (same
+// accuracy, same ASR), trained over the run's own features file (linked,
+// never embedded again), and the report shows it.
+func checkReference(t *testing.T, none, a map[string]any, out string) {
+	t.Helper()
 	ref, _ := a["reference"].(map[string]any)
 	if ref == nil {
 		t.Fatal("no none reference in the tcore run's report.json")
@@ -329,44 +411,14 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	if _, ok := none["reference"]; ok {
 		t.Fatal("the none run trained a reference of itself")
 	}
-	// ... over the run's own embedding: the features file is the run's
-	// (linked, never embedded again).
-	f1, err1 := os.Stat(filepath.Join(dir, "a", "nodes", "embed", "features.arrow"))
-	f2, err2 := os.Stat(filepath.Join(dir, "a", "reference", "nodes", "embed", "features.arrow"))
+	f1, err1 := os.Stat(filepath.Join(out, "nodes", "embed", "features.arrow"))
+	f2, err2 := os.Stat(filepath.Join(out, "reference", "nodes", "embed", "features.arrow"))
 	if err1 != nil || err2 != nil || !os.SameFile(f1, f2) {
 		t.Fatalf("the reference embedded the training set again (%v, %v)", err1, err2)
 	}
-	page, _ := os.ReadFile(filepath.Join(dir, "a", "report.html"))
+	page, _ := os.ReadFile(filepath.Join(out, "report.html"))
 	if !bytes.Contains(page, []byte("none (reference")) {
 		t.Fatal("report.html does not show the none reference")
-	}
-	for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from", "The classifier is <b>gated</b>"} {
-		if !bytes.Contains(page, []byte(want)) {
-			t.Errorf("report.html does not say %q", want)
-		}
-	}
-	var rep struct {
-		Nodes map[string]struct {
-			Metrics map[string]any `json:"metrics"`
-		} `json:"nodes"`
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "a", "report.json"))
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
-	// The trojan's patterns move the inputs that carry them: the filter
-	// sets a gate, and the classifier (with its ASR under 5% above) is
-	// gated: clean inputs go through the original encoder.
-	if g, _ := rep.Nodes["bootstrap"].Metrics["gated"].(string); !strings.HasPrefix(g, "yes") {
-		t.Errorf("bootstrap gated: %v; filter gate: %v", g, rep.Nodes["filter"].Metrics["gate"])
-	}
-	if clf, err := onnxgraph.Load(filepath.Join(dir, "a", "clean_model.onnx")); err != nil || clf.Meta(chanfilter.GateMeta) == "" {
-		t.Errorf("clean_model.onnx carries no gate (%v)", err)
-	}
-	// The caps (clamp_quantile) may undo the trojan before any masking.
-	masked := fmt.Sprint(rep.Nodes["filter"].Metrics["masked"])
-	if !strings.Contains(masked, "stage1:0") && !strings.Contains(masked, "stage2:0") && rep.Nodes["filter"].Metrics["clamp"] == nil {
-		t.Errorf("the trojan's channel is neither masked nor capped: masked %s", masked)
 	}
 }
 
@@ -382,7 +434,7 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 func TestGateStandingOnItsClassPart(t *testing.T) {
 	dir, enc, train, test, spec := collapseT3(t)
 	run0 := filepath.Join(dir, "a")
-	runPipeline(t, smallTCore(t, dir), enc, train, test, run0)
+	runPipeline(t, smallTCore(t, dir, map[string]any{"planted_mask": "mask"}), enc, train, test, run0)
 	filt, err := onnxgraph.Load(filepath.Join(run0, "filtered_encoder.onnx"))
 	if err != nil {
 		t.Fatal(err)
