@@ -1,10 +1,12 @@
 package report
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/tcore-dev/tcore/plugin"
 	"github.com/tcore-dev/tcore/stages/filter"
 )
 
@@ -44,6 +46,8 @@ func TestScanSaysWhereTheCallMoved(t *testing.T) {
 		{"not moved", filter.Scan{Backdoored: true, BestZ: 21.9, GapMin: 6, Pattern: call, Placed: 899},
 			[]string{"looks backdoored", "21.9"}, []string{"stands out most"}},
 		{"no call", filter.Scan{BestZ: 3.1, GapMin: 6}, []string{"does not look backdoored"}, []string{"stands out most"}},
+		{"undone by the data", filter.Scan{BestZ: 19.8, GapMin: 6, UndoneByData: true, PlantedZ: 11.8},
+			[]string{"answers to a patch pasted into the training data", "11.8", "nothing was masked"}, []string{"looks backdoored", "does not look backdoored"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b strings.Builder
@@ -66,5 +70,37 @@ func says(t *testing.T, text string, want, not []string) {
 		if strings.Contains(text, w) {
 			t.Errorf("the report says %q:\n%s", w, text)
 		}
+	}
+}
+
+// TestFilterSuspectsListThePastedPatch: the filter's suspects are listed
+// after a mask (the moved rows) and also when nothing was masked but the
+// planted check found a pasted patch (planted_mask "skip"): its carriers
+// are named with the patch and its label; a filter that found neither
+// lists nothing.
+func TestFilterSuspectsListThePastedPatch(t *testing.T) {
+	pasted := &filter.Planted{Carriers: 202, Found: []filter.PlantedPatch{{Pattern: filter.Pattern{Kind: "pasted", Size: 5, Row: 27, Col: 27}, Label: 0, Rows: 202}}}
+	for _, tc := range []struct {
+		name      string
+		res       filter.Result
+		want, not []string
+	}{
+		{"undone by the data", filter.Result{Planted: pasted},
+			[]string{"The filter's suspects", "carrying a patch pasted pixel for pixel", "202 rows labelled 0", "<b>202</b>"}, []string{"moved far"}},
+		{"masked, no pasted patch", filter.Result{Moved: &filter.Moved{Threshold: 1.5, Suspects: 40}},
+			[]string{"The filter's suspects", "moved far by the mask (more than 1.50)", "<b>40</b>"}, []string{"pasted pixel"}},
+		{"neither", filter.Result{Planted: &filter.Planted{Why: "no patch"}}, nil, []string{"The filter's suspects"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := json.Marshal(tc.res)
+			var m plugin.Metrics
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			r := &Run{Summary: &Summary{Nodes: map[string]Node{"filter": {Stage: "filter", Metrics: m}}}}
+			var sb strings.Builder
+			r.filterSuspects(func(f string, a ...any) { fmt.Fprintf(&sb, f, a...) })
+			says(t, sb.String(), tc.want, tc.not)
+		})
 	}
 }
