@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/internal/badinput"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/stages/kit/testenc"
@@ -91,13 +92,10 @@ func TestBenchRunsAndResumes(t *testing.T) {
 	// A scenario's params reach its pipelines' nodes (an identity
 	// normalisation here: the results stay those of the encoder alone).
 	for _, pl := range []string{"none", strings.TrimSuffix(filepath.Base(smallTCore(t, dir)), ".json")} {
-		var rep struct {
-			Nodes map[string]struct {
-				Metrics map[string]any `json:"metrics"`
-			} `json:"nodes"`
+		rep, err := report.ReadSummary(filepath.Join(out, "pre", pl, "seed-1"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		b, _ := os.ReadFile(filepath.Join(out, "pre", pl, "seed-1", "report.json"))
-		json.Unmarshal(b, &rep)
 		if pp, _ := rep.Nodes["embed"].Metrics["preprocess"].(string); !strings.Contains(pp, `"mean":[0,0,0]`) {
 			t.Errorf("pre / %s: embed ran with preprocess %q, not the scenario's params", pl, pp)
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tcore-dev/tcore/arrowio"
 	"github.com/tcore-dev/tcore/host-example/pipelines"
+	"github.com/tcore-dev/tcore/host-example/report"
 	"github.com/tcore-dev/tcore/internal/browser"
 	"github.com/tcore-dev/tcore/internal/ortlib"
 	"github.com/tcore-dev/tcore/stages/kit/chanfilter"
@@ -234,7 +235,8 @@ func scenarioOf(t *testing.T, dir string, net *testenc.Net, poison int, with tri
 
 // smallTCore is the built-in tcore pipeline with budgets for small data,
 // written into dir; filter's entries, if any, set more of the filter's
-// parameters (each set gets its own file).
+// parameters (each set gets its own file; none, or empty ones, the plain
+// tcore-small.json).
 func smallTCore(t *testing.T, dir string, filter ...map[string]any) string {
 	b, err := os.ReadFile(filepath.Join("..", "..", "pipelines", "tcore.json"))
 	if err != nil {
@@ -249,12 +251,14 @@ func smallTCore(t *testing.T, dir string, filter ...map[string]any) string {
 		"embed":     {"batch_size": 64},
 	}
 	name := "tcore-small.json"
+	set := 0
 	for _, f := range filter {
 		for k, v := range f {
 			small["filter"][k] = v
+			set++
 		}
 	}
-	if len(filter) > 0 {
+	if set > 0 {
 		h := fnv.New32a()
 		fmt.Fprint(h, small["filter"]) // fmt prints a map's keys sorted
 		name = fmt.Sprintf("tcore-small-%08x.json", h.Sum32())
@@ -335,53 +339,46 @@ func TestTCoreRemovesTheTrojan(t *testing.T) {
 	none := runPipeline(t, "none", enc, train, test, filepath.Join(dir, "none"), "--eval", spec, "--truth", truth)
 	for _, tc := range []struct {
 		name   string
-		filter []map[string]any
+		filter map[string]any
 		mask   bool
+		says   []string // what report.html says
 	}{
-		{"defaults: undone by the data", nil, false},
-		{"planted_mask mask: masked and gated", []map[string]any{{"planted_mask": "mask"}}, true},
+		{"defaults: undone by the data", nil, false,
+			[]string{"The filter's suspects", "carrying a patch pasted pixel for pixel into the data", "answers to a patch pasted into the training data"}},
+		{"planted_mask mask: masked and gated", map[string]any{"planted_mask": "mask"}, true,
+			[]string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from", "The classifier is <b>gated</b>"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, fmt.Sprintf("mask-%v", tc.mask))
-			a := runPipeline(t, smallTCore(t, dir, tc.filter...), enc, train, test, out, "--eval", spec, "--truth", truth)
+			a := runPipeline(t, smallTCore(t, dir, tc.filter), enc, train, test, out, "--eval", spec, "--truth", truth)
 			checkRemoved(t, none, a)
 			checkReference(t, none, a, out)
 			page, _ := os.ReadFile(filepath.Join(out, "report.html"))
-			var rep struct {
-				Nodes map[string]struct {
-					Metrics map[string]any `json:"metrics"`
-				} `json:"nodes"`
-			}
-			b, _ := os.ReadFile(filepath.Join(out, "report.json"))
-			if err := json.Unmarshal(b, &rep); err != nil {
-				t.Fatal(err)
-			}
-			filt, boot := rep.Nodes["filter"].Metrics, rep.Nodes["bootstrap"].Metrics
-			if !tc.mask {
-				sc, _ := filt["encoder_scan"].(map[string]any)
-				if n, _ := filt["channels_masked"].(float64); n != 0 || sc["undone_by_data"] != true {
-					t.Errorf("channels masked %v, scan %v: want none masked, undone by the data", filt["channels_masked"], sc)
-				}
-				if g, _ := boot["gated"].(string); strings.HasPrefix(g, "yes") {
-					t.Errorf("bootstrap gated %q with nothing masked", g)
-				}
-				for _, want := range []string{"The filter's suspects", "carrying a patch pasted pixel for pixel into the data", "answers to a patch pasted into the training data"} {
-					if !bytes.Contains(page, []byte(want)) {
-						t.Errorf("report.html does not say %q", want)
-					}
-				}
-				return
-			}
-			for _, want := range []string{"The filter's suspects", "moved far by the mask", "started where the far-moved rows came from", "The classifier is <b>gated</b>"} {
+			for _, want := range tc.says {
 				if !bytes.Contains(page, []byte(want)) {
 					t.Errorf("report.html does not say %q", want)
 				}
 			}
+			sum, err := report.ReadSummary(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			filt, boot := sum.Nodes["filter"].Metrics, sum.Nodes["bootstrap"].Metrics
+			gated, _ := boot["gated"].(string)
+			if !tc.mask {
+				if sc := sum.EncoderScan; sum.Channels.Filtered != 0 || sc == nil || !sc.UndoneByData {
+					t.Errorf("channels masked %d, scan %+v: want none masked, undone by the data", sum.Channels.Filtered, sc)
+				}
+				if strings.HasPrefix(gated, "yes") {
+					t.Errorf("bootstrap gated %q with nothing masked", gated)
+				}
+				return
+			}
 			// The trojan's patterns move the inputs that carry them: the filter
 			// sets a gate, and the classifier (with its ASR under 5% above) is
 			// gated: clean inputs go through the original encoder.
-			if g, _ := boot["gated"].(string); !strings.HasPrefix(g, "yes") {
-				t.Errorf("bootstrap gated: %v; filter gate: %v", g, filt["gate"])
+			if !strings.HasPrefix(gated, "yes") {
+				t.Errorf("bootstrap gated: %v; filter gate: %v", gated, filt["gate"])
 			}
 			if clf, err := onnxgraph.Load(filepath.Join(out, "clean_model.onnx")); err != nil || clf.Meta(chanfilter.GateMeta) == "" {
 				t.Errorf("clean_model.onnx carries no gate (%v)", err)
@@ -434,7 +431,7 @@ func checkReference(t *testing.T, none, a map[string]any, out string) {
 func TestGateStandingOnItsClassPart(t *testing.T) {
 	dir, enc, train, test, spec := collapseT3(t)
 	run0 := filepath.Join(dir, "a")
-	runPipeline(t, smallTCore(t, dir, map[string]any{"planted_mask": "mask"}), enc, train, test, run0)
+	runPipeline(t, smallTCore(t, dir, map[string]any{"planted_mask": "mask"}), enc, train, test, run0) // the gate comes with a mask
 	filt, err := onnxgraph.Load(filepath.Join(run0, "filtered_encoder.onnx"))
 	if err != nil {
 		t.Fatal(err)
