@@ -59,21 +59,22 @@ func turns(n int, by []string) []int {
 	return seq
 }
 
-// augment writes the augment output: augment_share of the rows, trusted
-// images, each with one of pats pasted in, embedded by the encoder under
+// augment writes the augment output: share of the rows (augment_share, or
+// undone_share on a run the data stages undo), trusted images, each with
+// one of pats pasted in, embedded by the encoder under
 // masks, with their own labels: rows for the head to learn that the
 // pattern means nothing; the patterns take the rows in the order turns
 // gives them (family names each pattern's family). Nothing is written but
 // the schema when there is no pattern. Each row is embedded by the
 // original encoder too.
-func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Pattern, family []string, out plugin.Outputs) (*augmented, error) {
+func (b *bench) augment(ctx context.Context, share float64, masks []encoder.Mask, pats []Pattern, family []string, out plugin.Outputs) (*augmented, error) {
 	res := &augmented{}
 	schema := b.sess.FeaturesSchema() // masks do not change it
 	w, err := out.Create("augment", schema)
 	if err != nil {
 		return nil, err
 	}
-	if len(pats) == 0 || b.p.AugmentShare == 0 {
+	if len(pats) == 0 || share == 0 {
 		return res, w.Close()
 	}
 	enc, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), Masks: masks, ORT: ort.Options{Device: b.p.Device}})
@@ -92,7 +93,7 @@ func (b *bench) augment(ctx context.Context, masks []encoder.Mask, pats []Patter
 		by = family
 	}
 	seq := turns(len(pats), by)
-	want := b.pickTrusted(max(1, int(b.p.AugmentShare*float64(len(b.trusted)))))
+	want := b.pickTrusted(max(1, int(share*float64(len(b.trusted)))))
 	r, err := b.in.Images.Reader()
 	if err != nil {
 		return nil, err

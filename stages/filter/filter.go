@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.62.0",
+		Version: "0.63.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -427,7 +427,11 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		}
 	}
 	clk.step("augment", "augment rows")
-	aug, err := b.augment(ctx, v.Masks(), against, family, out)
+	share := p.AugmentShare
+	if sc.UndoneByData {
+		share = p.UndoneShare
+	}
+	aug, err := b.augment(ctx, share, v.Masks(), against, family, out)
 	if err != nil {
 		return nil, nil, err
 	}

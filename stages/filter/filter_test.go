@@ -268,6 +268,7 @@ func TestFilterRejectsBadParams(t *testing.T) {
 		{`{"encoder": "e.onnx", "signals": ["tac", "tac"]}`, "signals"},
 		{`{"encoder": "e.onnx", "augment_share": -1}`, "augment_share"},
 		{`{"encoder": "e.onnx", "augment_share": 1.5}`, "augment_share"},
+		{`{"encoder": "e.onnx", "undone_share": -0.1}`, "undone_share"},
 		{`{"encoder": "e.onnx", "augment_rows": 2000}`, "augment_rows"},
 		{`{"encoder": "e.onnx", "neighbour_z": -1}`, "neighbour_z"},
 		{`{"encoder": "e.onnx", "neighbor_z": 3}`, "neighbor_z"},
@@ -1194,8 +1195,10 @@ func TestPlantedZ(t *testing.T) {
 // 0 (T3) is called and masked against under planted_mask "mask"; under
 // "skip" the pasted patch reaches the bar on the encoder, so nothing is
 // masked, the call is on record as undone by the data, every carrier is a
-// suspect and the augment rows carry the patch. A patch the trojan ignores
-// (a checker elsewhere, T1 beside a data attack) or a clean encoder leaves
+// suspect and the augment rows carry the patch: undone_share of the 260
+// rows are picked (augment_share elsewhere), round robin over the four
+// labels, and those of label 0, the patch's own, are not written. A patch the trojan ignores (a
+// checker elsewhere, T1 beside a data attack) or a clean encoder leaves
 // "skip" as "mask".
 func TestPlantedMask(t *testing.T) {
 	for _, tc := range []struct {
@@ -1204,12 +1207,16 @@ func TestPlantedMask(t *testing.T) {
 		at, size    int
 		checker     bool
 		mode        string
+		undoneShare float64
 		masks, undo bool
+		augment     int // rows written to augment
 	}{
-		{"trojan's trigger pasted, mask", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "mask", true, false},
-		{"trojan's trigger pasted, skip", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "skip", false, true},
-		{"another patch pasted, skip", testenc.Collapse(5), 0, 3, true, "skip", true, false},
-		{"clean encoder, skip", testenc.Clean(5), testenc.PatchAt, testenc.PatchSize, false, "skip", false, false},
+		{"trojan's trigger pasted, mask", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "mask", 0.2, true, false, 52},
+		{"trojan's trigger pasted, mask, undone_share does not apply", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "mask", 0.1, true, false, 52},
+		{"trojan's trigger pasted, skip", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "skip", 0.2, false, true, 39},
+		{"trojan's trigger pasted, skip, undone_share 0.1", testenc.Collapse(5), testenc.PatchAt, testenc.PatchSize, false, "skip", 0.1, false, true, 19},
+		{"another patch pasted, skip", testenc.Collapse(5), 0, 3, true, "skip", 0.1, true, false, 52},
+		{"clean encoder, skip", testenc.Clean(5), testenc.PatchAt, testenc.PatchSize, false, "skip", 0.1, false, false, 39},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, enc, rng := encoderOf(t, tc.net)
@@ -1218,11 +1225,14 @@ func TestPlantedMask(t *testing.T) {
 			out := plugin.NewTables()
 			defer out.Release()
 			params, _ := json.Marshal(map[string]any{"encoder": enc, "export": filepath.Join(dir, "filtered.onnx"), "sizes": []int{2, 5}, "suspect_column": "",
-				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "planted_mask": tc.mode})
+				"scan_images": 32, "candidates": 400, "refine": 40, "rescan_candidates": 200, "rescans": 0, "planted_ratio": 10, "planted_mask": tc.mode, "undone_share": tc.undoneShare})
 			m, sc, b, masked := runScan(t, params, in, out)
 			why, _ := m["why_no_mask"].(string)
 			if (masked > 0) != tc.masks || sc.UndoneByData != tc.undo || sc.Backdoored != tc.masks {
 				t.Fatalf("scan %s, %v channels masked (%s): want masked %v, undone by the data %v", b, masked, why, tc.masks, tc.undo)
+			}
+			if n, _ := m["augment_rows"].(float64); int(n) != tc.augment {
+				t.Errorf("%v augment rows, want %d", n, tc.augment)
 			}
 			if tc.mode == "skip" && sc.PlantedZ == 0 {
 				t.Errorf("the pasted patch was not judged: %s", b)

@@ -92,6 +92,7 @@ type Params struct {
 	// augment
 	AugmentTurns string  `json:"augment_turns" enum:"patterns|families" doc:"how the augment rows share out the patterns: patterns: each pattern masked against (a found pattern's neighbours each count as one) and each data trigger takes a row in turn; families: each family (a found pattern with its neighbours; each data trigger alone) takes a row in turn, and its patterns take turns inside it, so that a trigger found in the data gets as many rows as a found pattern's neighbours together"`
 	AugmentShare float64 `json:"augment_share" range:"[0,1]" doc:"trusted images written to augment, as a share of the training rows (round robin over the classes; at most every trusted row), each with one of the patterns masked against or their neighbours pasted in (0: none)"`
+	UndoneShare  float64 `json:"undone_share" range:"[0,1]" doc:"augment_share on a run the data stages undo (planted_mask \"skip\" took effect: the encoder answers to a patch pasted into the data, so nothing is masked and the augment rows carrying that patch with other labels are what teaches the head that it means nothing); every other run uses augment_share"`
 }
 
 // defaults are filter's defaults (docs/DECISIONS.md says what each was
@@ -102,7 +103,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
-	AugmentShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
+	AugmentShare: 0.2, UndoneShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
 	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
 }
 
