@@ -59,10 +59,9 @@ func turns(n int, by []string) []int {
 	return seq
 }
 
-// augment writes the augment output: share of the rows (augment_share, or
-// undone_share on a run the data stages undo), trusted images, each with
-// one of pats pasted in, embedded by the encoder under
-// masks, with their own labels: rows for the head to learn that the
+// augment writes the augment output: share of the rows (Params.augmentShare),
+// trusted images, each with one of pats pasted in, embedded by the encoder
+// under masks, with their own labels: rows for the head to learn that the
 // pattern means nothing; the patterns take the rows in the order turns
 // gives them (family names each pattern's family). Nothing is written but
 // the schema when there is no pattern. Each row is embedded by the

@@ -427,11 +427,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		}
 	}
 	clk.step("augment", "augment rows")
-	share := p.AugmentShare
-	if sc.UndoneByData {
-		share = p.UndoneShare
-	}
-	aug, err := b.augment(ctx, share, v.Masks(), against, family, out)
+	aug, err := b.augment(ctx, p.augmentShare(sc.UndoneByData), v.Masks(), against, family, out)
 	if err != nil {
 		return nil, nil, err
 	}

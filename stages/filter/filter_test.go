@@ -1197,9 +1197,9 @@ func TestPlantedZ(t *testing.T) {
 // masked, the call is on record as undone by the data, every carrier is a
 // suspect and the augment rows carry the patch: undone_share of the 260
 // rows are picked (augment_share elsewhere), round robin over the four
-// labels, and those of label 0, the patch's own, are not written. A patch the trojan ignores (a
-// checker elsewhere, T1 beside a data attack) or a clean encoder leaves
-// "skip" as "mask".
+// labels, and those of label 0, the patch's own, are not written. A patch
+// the trojan ignores (a checker elsewhere, T1 beside a data attack) or a
+// clean encoder leaves "skip" as "mask".
 func TestPlantedMask(t *testing.T) {
 	for _, tc := range []struct {
 		name        string

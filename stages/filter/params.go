@@ -127,6 +127,15 @@ func (p Params) Check() error {
 	return ort.CheckDevice(p.Device)
 }
 
+// augmentShare is the augment rows' share of the rows: undone_share on a
+// run the data stages undo, augment_share on every other.
+func (p Params) augmentShare(undone bool) float64 {
+	if undone {
+		return p.UndoneShare
+	}
+	return p.AugmentShare
+}
+
 func (p Params) uses(signal string) bool {
 	for _, s := range p.Signals {
 		if s == signal {
