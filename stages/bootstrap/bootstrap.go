@@ -39,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.9.10",
+		Version: "0.10.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -49,7 +49,7 @@ func (Stage) Spec() plugin.Spec {
 			{Name: "original", Kind: arrowio.KindFeatures, Optional: true, Doc: "the training rows' embeddings under the original encoder (embed.features): when the encoder carries a gate (filter.gate), a second head is trained on the kept rows' original embeddings and the exported classifier is gated"},
 		},
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
-		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 10, Tau: 0.9,
+		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
 			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
@@ -60,7 +60,7 @@ func (Stage) Spec() plugin.Spec {
 type Params struct {
 	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
 	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the suspects input"`
-	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most"`
+	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most (they stop earlier at the first round that admits nothing)"`
 	Tau           float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
 	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`

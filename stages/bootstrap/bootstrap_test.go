@@ -573,3 +573,46 @@ func TestRegionVeto(t *testing.T) {
 		})
 	}
 }
+
+// rounds is a ceiling: the rounds stop at the first one that admits
+// nothing, so a ceiling past the last round that admitted rows changes
+// neither the kept rows nor the final head, and a lower one stops short.
+func TestRoundsCeiling(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	tab := set.Table
+	start := make([]bool, tab.N())
+	for i := range start {
+		start[i] = i%6 == 0 && !set.IsPoison[i]
+	}
+	run := func(rounds int) *bootstrap.Result {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 3, "final_epochs": 5, "warm_epochs": 2, "rounds": rounds})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	const ceiling = 50
+	dry := run(ceiling)
+	trace := dry.Metrics["admitted_per_round"].([]int)
+	used := len(trace)
+	if used >= ceiling || used < 3 || trace[used-1] != 0 || trace[used-2] == 0 {
+		t.Fatalf("admitted per round %v: want at least two rounds that admit rows, then an empty one that stops them before the ceiling of %d", trace, ceiling)
+	}
+	tests := []struct {
+		rounds int
+		same   bool
+	}{
+		{used - 1, true}, // the empty round admitted nothing
+		{used - 2, false},
+	}
+	for _, tc := range tests {
+		got := run(tc.rounds)
+		same := reflect.DeepEqual(got.Kept, dry.Kept) && reflect.DeepEqual(got.Head, dry.Head)
+		if same != tc.same {
+			t.Errorf("rounds %d against %d (admitted per round %v): same kept rows and head %v, want %v", tc.rounds, ceiling, trace, same, tc.same)
+		}
+	}
+}
