@@ -117,10 +117,7 @@ func TestBootstrapDeterministicAndChecksAugment(t *testing.T) {
 	ortlib.Init(t)
 	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 100, Classes: 4, Poison: 40, Seed: 2})
 	tab := set.Table
-	start := make([]bool, tab.N())
-	for i := range start {
-		start[i] = i%4 == 0 && !set.IsPoison[i]
-	}
+	start := cleanEvery(set, 4)
 	for _, warm := range []int{0, 5} {
 		p := params(t, map[string]any{"epochs": 5, "final_epochs": 10, "warm_epochs": warm, "rounds": 2})
 		a, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
@@ -581,10 +578,7 @@ func TestRoundsCeiling(t *testing.T) {
 	ortlib.Init(t)
 	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
 	tab := set.Table
-	start := make([]bool, tab.N())
-	for i := range start {
-		start[i] = i%6 == 0 && !set.IsPoison[i]
-	}
+	start := cleanEvery(set, 6)
 	run := func(rounds int) *bootstrap.Result {
 		t.Helper()
 		p := params(t, map[string]any{"epochs": 3, "final_epochs": 5, "warm_epochs": 2, "rounds": rounds})
@@ -615,4 +609,14 @@ func TestRoundsCeiling(t *testing.T) {
 			t.Errorf("rounds %d against %d (admitted per round %v): same kept rows and head %v, want %v", tc.rounds, ceiling, trace, same, tc.same)
 		}
 	}
+}
+
+// cleanEvery marks every k-th row of set that is not poisoned: a trusted
+// start with no poison in it.
+func cleanEvery(set *synth.Set, k int) []bool {
+	start := make([]bool, set.Table.N())
+	for i := range start {
+		start[i] = i%k == 0 && !set.IsPoison[i]
+	}
+	return start
 }
