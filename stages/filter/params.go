@@ -66,9 +66,11 @@ type Params struct {
 	CarrierShare  float64 `json:"carrier_share" range:"(0,)" doc:"a row carries the estimated data trigger when its difference from its class's trusted mean projects onto the trigger with at least this share of it"`
 
 	// class split
-	SplitZ     float64 `json:"split_z" range:"[0,)" doc:"look in every class for part of its images sharing a fine-grained pattern the rest lack (a trigger planted in many images of one label): a class whose images split this many robust standard deviations further apart than the classes' median is flagged, and its rows carrying the pattern are suspects (0: off)"`
-	SplitGap   float64 `json:"split_gap" range:"[0,)" doc:"look in every class for part of its images smoothed in the same places (a warp or blend resampling many images of one label): a class whose images' sharpness maps split into groups whose medians lie this many robust standard deviations of the lower group apart is flagged, and its rows carrying the pattern are suspects (0: off)"`
-	SplitSigma float64 `json:"split_sigma" range:"(0,)" doc:"the Gaussian blur (data pixels) an image's fine-grained detail is taken against for split_z"`
+	SplitZ        float64 `json:"split_z" range:"[0,)" doc:"look in every class for part of its images sharing a fine-grained pattern the rest lack (a trigger planted in many images of one label): a class whose images split this many robust standard deviations further apart than the classes' median is flagged, and its rows carrying the pattern are suspects (0: off)"`
+	SplitGap      float64 `json:"split_gap" range:"[0,)" doc:"look in every class for part of its images smoothed in the same places (a warp or blend resampling many images of one label): a class whose images' sharpness maps split into groups whose medians lie this many robust standard deviations of the lower group apart is flagged, and its rows carrying the pattern are suspects (0: off)"`
+	SplitGapRows  int     `json:"split_gap_rows" range:"[0,)" doc:"with split_gap: a class of more rows than this needs a lower gap, since a clean class's gap strays from the classes' median less the more rows it is taken over: the median plus the larger of split_gap_floor and (split_gap less the median) times the square root of split_gap_rows over the class's rows (0: split_gap for every class)"`
+	SplitGapFloor float64 `json:"split_gap_floor" range:"[0,)" doc:"with split_gap_rows: the bar never comes nearer the classes' median gap than this"`
+	SplitSigma    float64 `json:"split_sigma" range:"(0,)" doc:"the Gaussian blur (data pixels) an image's fine-grained detail is taken against for split_z"`
 	// planted
 	PlantedRatio float64 `json:"planted_ratio" range:"[0,)" doc:"look for patches pasted into the training images: a 3x3 content that at least max(10, 0.25% of the rows) images of one label share pixel for pixel at one place (and at least half of the images carrying it there), and that reaches this many times (+1) the most images of that label carrying it anywhere more than 8 pixels away; its carriers are suspects and augment rows carry it on other labels' images (0: off)"`
 	PlantedZ     float64 `json:"planted_z" range:"[0,)" doc:"when the random candidates make no call, judge the patches planted_ratio found pasted into the data on the encoder against the same random statistics, and call the encoder backdoored on the best of them when its same-size z reaches this and collapse_min (0: off)"`
@@ -104,7 +106,7 @@ var defaults = Params{
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, UndoneShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
-	SplitZ: 5, SplitGap: 8, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
+	SplitZ: 5, SplitGap: 8, SplitGapRows: 0, SplitGapFloor: 1, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.
@@ -148,7 +150,7 @@ func (p Params) uses(signal string) bool {
 // Split is the class split's parameters (SplitClasses) as the filter runs
 // it: a class needs twice the rows a mean image is taken over.
 func (p Params) Split() SplitParams {
-	return SplitParams{Z: p.SplitZ, Gap: p.SplitGap, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 2 * minSuspects}
+	return SplitParams{Z: p.SplitZ, Gap: p.SplitGap, GapRows: p.SplitGapRows, GapFloor: p.SplitGapFloor, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 2 * minSuspects}
 }
 
 // rescanGap is the z a search on the masked encoder must reach to mask on.

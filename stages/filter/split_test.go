@@ -236,3 +236,91 @@ func ExampleSplitClasses() {
 	// class 0, sharpness: 90 of its 150 rows carry a pattern
 	// 90 carriers; 1 pattern: delta
 }
+
+// TestSplitGapRows: a weak warp (0.2 px) in 600 images relabelled to one
+// class splits that 660-row class's sharpness by a gap under split_gap's 8,
+// which the bar for large classes (split_gap_rows) reaches, with the warped
+// rows as carriers (all but 1%, and at most 2 of the class's own); the same
+// warp in 120 images (a 180-row class) stays under its higher bar, and
+// clean 600-row classes are not flagged.
+func TestSplitGapRows(t *testing.T) {
+	fixed := filter.SplitParams{Gap: 8, Sigma: 1, K: 5, MinRows: 40}
+	byRows := fixed
+	byRows.GapRows, byRows.GapFloor = 45, 1
+	for _, tc := range []struct {
+		name         string
+		per, planted int
+		plant        func([]float32)
+		p            filter.SplitParams
+		flagged      bool
+	}{
+		{"weak warp in a large class, one bar", 60, 600, warp(0.2), fixed, false},
+		{"weak warp in a large class, bar by rows", 60, 600, warp(0.2), byRows, true},
+		{"weak warp in a small class, bar by rows", 60, 120, warp(0.2), byRows, false},
+		{"clean large classes, bar by rows", 600, 0, nil, byRows, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			im, labels, carries := splitData(8, tc.per, tc.planted, tc.plant)
+			rep, carrier, _, err := filter.SplitClasses(im, labels, tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(rep.Flagged) > 0; got != tc.flagged {
+				t.Fatalf("flagged %+v (nearest unflagged %+v), want flagged %v", rep.Flagged, rep.Nearest, tc.flagged)
+			}
+			if rep.Nearest == nil && len(rep.Flagged) < 8 {
+				t.Fatalf("no nearest unflagged class reported")
+			}
+			if !tc.flagged {
+				if rep.Carriers != 0 {
+					t.Fatalf("%d carriers with nothing flagged", rep.Carriers)
+				}
+				return
+			}
+			if f := rep.Flagged[0]; len(rep.Flagged) != 1 || f.Class != 0 || f.View != "sharpness" || f.Gap >= tc.p.Gap || f.Gap < f.Bar {
+				t.Fatalf("flagged %+v, want class 0 alone, in its sharpness, at a gap between its bar and %v", rep.Flagged, tc.p.Gap)
+			}
+			own, missed := 0, 0
+			for i := range carrier {
+				switch {
+				case carries[i] && !carrier[i]:
+					missed++
+				case carrier[i] && !carries[i] && labels[i] != 0:
+					t.Fatalf("row %d of class %d a carrier", i, labels[i])
+				case carrier[i] && !carries[i]:
+					own++
+				}
+			}
+			if own > 2 || missed > tc.planted/100 {
+				t.Fatalf("%d of class 0's own %d rows are carriers, %d of the %d warped rows are not; want at most 2 and 1%%", own, tc.per, missed, tc.planted)
+			}
+		})
+	}
+}
+
+// TestSplitBar: the sharpness bar is split_gap up to split_gap_rows rows and
+// for every class when that is 0, then falls with the square root of the
+// rows to the classes' median plus split_gap_floor.
+func TestSplitBar(t *testing.T) {
+	p := filter.SplitParams{Gap: 8, GapRows: 45, GapFloor: 1}
+	for _, tc := range []struct {
+		name   string
+		p      filter.SplitParams
+		n      int
+		median float64
+		want   float64
+	}{
+		{"at split_gap_rows", p, 45, 2.5, 8},
+		{"small class", p, 20, 2.5, 8},
+		{"four times the rows: half the way above the median", p, 180, 2.5, 2.5 + 5.5/2},
+		{"many rows: the floor", p, 50000, 2.5, 3.5},
+		{"off", filter.SplitParams{Gap: 8, GapFloor: 1}, 50000, 2.5, 8},
+		{"median at the bar", p, 5000, 9, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.Bar(tc.n, tc.median); math.Abs(got-tc.want) > 1e-9 {
+				t.Fatalf("Bar(%d, %v) = %v, want %v", tc.n, tc.median, got, tc.want)
+			}
+		})
+	}
+}
