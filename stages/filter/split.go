@@ -166,11 +166,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 	if p.Z > 0 {
 		hp := newHighPass(im, p.Sigma)
 		splits := splitEach(hp, classes, byClass)
-		seps := make([]float64, len(splits))
-		for k, s := range splits {
-			seps[k] = s.sep
-		}
-		med, sd := stat.Robust(seps)
+		med, sd := stat.Robust(each(splits, func(s classSplit) float64 { return s.sep }))
 		rep.MedianSeparation, rep.SeparationSD = med, sd
 		for _, s := range splits {
 			z := (s.sep - med) / math.Max(sd, 1e-9)
@@ -195,11 +191,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 	}
 	if sh != nil {
 		splits := splitEach(sh, classes, byClass)
-		gaps := make([]float64, len(splits))
-		for k, s := range splits {
-			gaps[k] = s.gap
-		}
-		rep.MedianGap, _ = stat.Robust(gaps)
+		rep.MedianGap, _ = stat.Robust(each(splits, func(s classSplit) float64 { return s.gap }))
 		for _, s := range splits {
 			bar := p.Bar(len(s.cos), rep.MedianGap)
 			if s.gap < bar {
@@ -240,6 +232,15 @@ type classSplit struct {
 	c             int32
 	cos           []float64
 	sep, cut, gap float64
+}
+
+// each is f of every split, in order.
+func each(splits []classSplit, f func(classSplit) float64) []float64 {
+	out := make([]float64, len(splits))
+	for k, s := range splits {
+		out[k] = f(s)
+	}
+	return out
 }
 
 // splitEach splits every class's rows in view v.
