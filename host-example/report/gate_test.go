@@ -76,8 +76,9 @@ func says(t *testing.T, text string, want, not []string) {
 // TestFilterSuspectsListThePastedPatch: the filter's suspects are listed
 // after a mask (the moved rows) and also when nothing was masked but the
 // planted check found a pasted patch (planted_mask "skip"): its carriers
-// are named with the patch and its label; a filter that found neither
-// lists nothing.
+// are named with the patch and its label; a class split lists its flagged
+// classes and the nearest call it left alone; a filter that found none of
+// these lists nothing.
 func TestFilterSuspectsListThePastedPatch(t *testing.T) {
 	pasted := &filter.Planted{Carriers: 202, Found: []filter.PlantedPatch{{Pattern: filter.Pattern{Kind: "pasted", Size: 5, Row: 27, Col: 27}, Label: 0, Rows: 202}}}
 	for _, tc := range []struct {
@@ -89,7 +90,12 @@ func TestFilterSuspectsListThePastedPatch(t *testing.T) {
 			[]string{"The filter's suspects", "carrying a patch pasted pixel for pixel", "202 rows labelled 0", "<b>202</b>"}, []string{"moved far"}},
 		{"masked, no pasted patch", filter.Result{Moved: &filter.Moved{Threshold: 1.5, Suspects: 40}},
 			[]string{"The filter's suspects", "moved far by the mask (more than 1.50)", "<b>40</b>"}, []string{"pasted pixel"}},
-		{"neither", filter.Result{Planted: &filter.Planted{Why: "no patch"}}, nil, []string{"The filter's suspects"}},
+		{"neither", filter.Result{Planted: &filter.Planted{Why: "no patch"}, ClassSplit: &filter.ClassSplit{Why: "no class's images split apart"}}, nil, []string{"The filter's suspects"}},
+		{"a class split", filter.Result{ClassSplit: &filter.ClassSplit{Carriers: 344, MedianGap: 2.48,
+			Flagged: []filter.SplitClass{{Class: 5, View: "sharpness", Rows: 660, Gap: 4.51, Bar: 3.87, Carriers: 344}},
+			Nearest: &filter.GapClass{Class: 1, Rows: 5000, Gap: 2.8, Bar: 3.48}}},
+			[]string{"The filter's suspects", "split into two groups", "<b>344</b>", "<td>5</td><td>sharpness</td><td>660</td><td>4.51</td><td>3.87</td><td>344</td>",
+				"class 1 (5000 rows) split by a sharpness gap of 2.80 against its bar of 3.48", "median gap is 2.48"}, []string{"pasted pixel", "moved far"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := json.Marshal(tc.res)

@@ -455,7 +455,7 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 		}
 		b, _ := json.Marshal(n.Metrics)
 		var res filter.Result
-		if json.Unmarshal(b, &res) != nil || res.Region == nil && res.Moved == nil && res.MovedFrom == nil && res.DataTrigger == nil && (res.Planted == nil || res.Planted.Carriers == 0) {
+		if json.Unmarshal(b, &res) != nil || res.Region == nil && res.Moved == nil && res.MovedFrom == nil && res.DataTrigger == nil && (res.Planted == nil || res.Planted.Carriers == 0) && (res.ClassSplit == nil || res.ClassSplit.Carriers == 0) {
 			continue
 		}
 		line := func(what string, count int, why string) {
@@ -485,9 +485,37 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 			}
 			line(fmt.Sprintf("carrying a patch pasted pixel for pixel into the data (%s)", strings.Join(found, "; ")), pl.Carriers, "")
 		}
+		if cs := res.ClassSplit; cs != nil {
+			line("in a class whose images split into two groups (a trigger planted in part of one class's rows)", cs.Carriers, cs.Why)
+		}
 		w("</ul>\n")
+		classSplit(w, res.ClassSplit)
 		filterSmoothing(w, res.Smoothing)
 		filterGate(w, res.Gate)
+	}
+}
+
+// classSplit shows the classes whose images split apart, each with the
+// figure that flagged it and the bar it had to reach, and the unflagged
+// class that came nearest its bar: how close the call was.
+func classSplit(w func(string, ...any), cs *filter.ClassSplit) {
+	if cs == nil {
+		return
+	}
+	if len(cs.Flagged) > 0 {
+		w("<table><caption>Classes whose images split in two. The detail view's figure is z: how many robust sds the class's separation lies above the classes' median. The sharpness view's is the gap between its two groups' medians, flagged where it reaches the class's bar.</caption>\n")
+		w("<tr><th>class</th><th>view</th><th>rows</th><th>z or gap</th><th>bar</th><th>carriers</th></tr>\n")
+		for _, f := range cs.Flagged {
+			fig, bar := f.Z, "—"
+			if f.View == "sharpness" {
+				fig, bar = f.Gap, fmt.Sprintf("%.2f", f.Bar)
+			}
+			w("<tr><td>%d</td><td>%s</td><td>%d</td><td>%.2f</td><td>%s</td><td>%d</td></tr>\n", f.Class, html.EscapeString(f.View), f.Rows, fig, bar, f.Carriers)
+		}
+		w("</table>\n")
+	}
+	if n := cs.Nearest; n != nil {
+		w("<p>The class split's nearest call left unflagged: class %d (%d rows) split by a sharpness gap of %.2f against its bar of %.2f (the classes' median gap is %.2f).</p>\n", n.Class, n.Rows, n.Gap, n.Bar, cs.MedianGap)
 	}
 }
 
