@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -17,6 +18,44 @@ import (
 	"github.com/tcore-dev/tcore/arrowio"
 )
 
+// encoderPool lets every PNG share its deflate state: png.Encode makes a
+// new one each call, about 1.2 MB to allocate and zero, which for thousands
+// of tiny test images cost 6.6 GB and, under the race detector, minutes.
+// A plain free list, not a sync.Pool: the race detector drops a share of
+// what a sync.Pool is given.
+type encoderPool struct {
+	mu   sync.Mutex
+	free []*png.EncoderBuffer
+}
+
+func (e *encoderPool) Get() *png.EncoderBuffer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.free) == 0 {
+		return nil
+	}
+	b := e.free[len(e.free)-1]
+	e.free = e.free[:len(e.free)-1]
+	return b
+}
+
+func (e *encoderPool) Put(b *png.EncoderBuffer) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.free = append(e.free, b)
+}
+
+var encoder = png.Encoder{BufferPool: &encoderPool{}}
+
+// encode returns img's PNG bytes.
+func encode(img image.Image) []byte {
+	var b bytes.Buffer
+	if err := encoder.Encode(&b, img); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
 // PNG returns the bytes of a w x h RGB PNG filled with seeded noise.
 func PNG(w, h int, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -24,11 +63,7 @@ func PNG(w, h int, seed uint64) []byte {
 	for i := 0; i < len(img.Pix); i += 4 {
 		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255
 	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		panic(err)
-	}
-	return b.Bytes()
+	return encode(img)
 }
 
 // GrayPNG returns the bytes of a w x h grey PNG.
@@ -38,11 +73,7 @@ func GrayPNG(w, h int, v uint8) []byte {
 		img.Pix[i] = v
 	}
 	img.Set(0, 0, color.Gray{Y: 255 - v})
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		panic(err)
-	}
-	return b.Bytes()
+	return encode(img)
 }
 
 // Schema returns the schema Make uses for kind.
