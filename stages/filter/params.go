@@ -78,6 +78,7 @@ type Params struct {
 	PlantedPatch string  `json:"planted_patch" enum:"off|collapse|gated" doc:"when the scan calls a patch and planted_ratio found patches pasted into the data: collapse judges them on the encoder as planted_z does and, when the best one's same-size z reaches anchor_z (a few fixed patches, not a search) and it takes at least half of the scan images' spread that the call leaves away (its collapse more than the call's plus half of one minus the call's), masks against it instead: a trigger pasted pixel for pixel into hundreds of one label's images that the encoder also answers to is the encoder's trigger (T3), and the scan's call can be a part of it; gated as collapse, but when the mask against the pasted patch leaves the gate off (every input would pay the mask), the filter runs again on the scan's call and reports the dropped pass (dropped_takeover) (off: the scan's call stands)"`
 	PlantedMask  string  `json:"planted_mask" enum:"mask|skip" doc:"when planted_ratio found patches pasted into the data: skip judges them on the unmasked encoder against the scan's random statistics and, when the best one's same-size z reaches anchor_z and its collapse collapse_min (the encoder answers to the data's trigger: T3), masks nothing whatever the scan called, since the carriers leave the kept rows and the augment rows carry the pasted patch with other labels, which undoes it in the head; mask: the scan's call is masked against as usual"`
 	SplitK       float64 `json:"split_k" range:"(0,)" doc:"in a flagged class, a row carries the pattern when its cosine with it (in the view that flagged the class) lies this many robust standard deviations above the median of the class's rows that do not"`
+	SplitGapK    float64 `json:"split_gap_k" range:"[0,)" doc:"split_k for a class the sharpness view (split_gap) flagged: a warp or blend smooths each carrier by its own content, so its carriers' cosines spread further below the pattern than a pasted detail's (0: split_k)"`
 
 	// moved
 	MovedZ float64 `json:"moved_z" range:"[0,)" doc:"after masking, a training row whose embedding the mask moved more than this many robust standard deviations above the trusted rows' median move is a suspect: a row carrying the trigger moves as triggered inputs do (0: off)"`
@@ -150,7 +151,7 @@ func (p Params) uses(signal string) bool {
 // Split is the class split's parameters (SplitClasses) as the filter runs
 // it: a class needs twice the rows a mean image is taken over.
 func (p Params) Split() SplitParams {
-	return SplitParams{Z: p.SplitZ, Gap: p.SplitGap, GapRows: p.SplitGapRows, GapFloor: p.SplitGapFloor, Sigma: p.SplitSigma, K: p.SplitK, MinRows: 2 * minSuspects}
+	return SplitParams{Z: p.SplitZ, Gap: p.SplitGap, GapRows: p.SplitGapRows, GapFloor: p.SplitGapFloor, Sigma: p.SplitSigma, K: p.SplitK, GapK: p.SplitGapK, MinRows: 2 * minSuspects}
 }
 
 // rescanGap is the z a search on the masked encoder must reach to mask on.

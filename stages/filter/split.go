@@ -85,8 +85,9 @@ type SplitParams struct {
 	// detail is taken against.
 	Sigma float64
 	// K puts the cut this many robust standard deviations above the
-	// median cosine of the class's other rows.
-	K float64
+	// median cosine of the class's other rows; GapK, when above 0, does
+	// so instead in a class the sharpness view flagged.
+	K, GapK float64
 	// MinRows is the fewest rows a class needs to be searched.
 	MinRows int
 }
@@ -100,6 +101,14 @@ func (p SplitParams) Bar(n int, median float64) float64 {
 		return p.Gap
 	}
 	return median + math.Max(p.GapFloor, (p.Gap-median)*math.Sqrt(float64(p.GapRows)/float64(n)))
+}
+
+// gapK is the cut's K in a class the sharpness view flagged.
+func (p SplitParams) gapK() float64 {
+	if p.GapK > 0 {
+		return p.GapK
+	}
+	return p.K
 }
 
 // Images are n images of c planes of h x w values (canonical form, RGB
@@ -200,7 +209,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 				}
 				continue
 			}
-			sc, in, _ := s.carriers(sh, byClass[s.c], p.K)
+			sc, in, _ := s.carriers(sh, byClass[s.c], p.gapK())
 			sc.View, sc.Gap, sc.Bar = "sharpness", s.gap, bar
 			rep.Flagged = append(rep.Flagged, sc)
 			mark(carrier, in)

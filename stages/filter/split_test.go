@@ -324,3 +324,59 @@ func TestSplitBar(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitGapK: a warp whose strength varies from image to image (as a
+// real warp's mark varies with what it moves) leaves its weaker carriers'
+// cosines near the class's own rows; split_gap_k puts the sharpness view's
+// cut lower than split_k and takes more of them, and no clean row of
+// another class, while split_gap_k 0 is split_k.
+func TestSplitGapK(t *testing.T) {
+	amp := 0
+	// Seven in ten warped rows at 0.3 pixels, three at 0.1.
+	strength := func(i int) float64 {
+		if i%10 < 7 {
+			return 0.3
+		}
+		return 0.1
+	}
+	varied := func(img []float32) {
+		amp++
+		warp(strength(amp))(img)
+	}
+	im, labels, carries := splitData(8, 60, 600, varied)
+	count := func(p filter.SplitParams) (found, own int) {
+		t.Helper()
+		rep, carrier, _, err := filter.SplitClasses(im, labels, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Flagged) != 1 || rep.Flagged[0].View != "sharpness" || rep.Flagged[0].Class != 0 {
+			t.Fatalf("flagged %+v (nearest %+v), want class 0 alone in its sharpness", rep.Flagged, rep.Nearest)
+		}
+		for i, c := range carrier {
+			switch {
+			case c && carries[i]:
+				found++
+			case c && labels[i] != 0:
+				t.Fatalf("row %d of class %d a carrier", i, labels[i])
+			case c:
+				own++
+			}
+		}
+		return found, own
+	}
+	base := filter.SplitParams{Gap: 8, GapRows: 45, GapFloor: 1, Sigma: 1, K: 5, MinRows: 40}
+	at5, _ := count(base)
+	same := base
+	same.GapK = 5
+	if got, _ := count(same); got != at5 {
+		t.Fatalf("split_gap_k 5 found %d carriers, split_k 5 alone %d", got, at5)
+	}
+	lower := base
+	lower.GapK = 3
+	at3, own := count(lower)
+	t.Logf("warped rows found: %d at split_k 5, %d at split_gap_k 3 (of 600); class 0's own rows taken: %d", at5, at3, own)
+	if at5 > 570 || at3 < at5+30 || own > 2 {
+		t.Fatalf("found %d warped rows at 5 and %d at 3, %d own rows at 3; want fewer than 570 at 5, 30 more at 3 and at most 2 own", at5, at3, own)
+	}
+}
