@@ -86,7 +86,8 @@ type SplitParams struct {
 	Sigma float64
 	// K puts the cut this many robust standard deviations above the
 	// median cosine of the class's other rows; GapK, when above 0, does
-	// so instead in a class the sharpness view flagged.
+	// so instead in a class the sharpness view flagged and the detail
+	// view did not.
 	K, GapK float64
 	// MinRows is the fewest rows a class needs to be searched.
 	MinRows int
@@ -103,9 +104,12 @@ func (p SplitParams) Bar(n int, median float64) float64 {
 	return median + math.Max(p.GapFloor, (p.Gap-median)*math.Sqrt(float64(p.GapRows)/float64(n)))
 }
 
-// gapK is the cut's K in a class the sharpness view flagged.
-func (p SplitParams) gapK() float64 {
-	if p.GapK > 0 {
+// gapK is the cut's K in a class the sharpness view flagged: GapK when it
+// is set and the detail view left the class alone (where it flagged the
+// class too, the trigger is pasted or blended detail whose carriers its
+// cut already took, and a lower cut adds only the class's own rows).
+func (p SplitParams) gapK(detailFlagged bool) float64 {
+	if p.GapK > 0 && !detailFlagged {
 		return p.GapK
 	}
 	return p.K
@@ -172,6 +176,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 		return rep, carrier, nil, nil
 	}
 	var pats []Pattern
+	detail := map[int32]bool{} // classes the detail view flagged
 	if p.Z > 0 {
 		hp := newHighPass(im, p.Sigma)
 		splits := splitEach(hp, classes, byClass)
@@ -184,6 +189,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 			}
 			sc, in, out := s.carriers(hp, byClass[s.c], p.K)
 			sc.View, sc.Z = "detail", z
+			detail[s.c] = true
 			rep.Flagged = append(rep.Flagged, sc)
 			mark(carrier, in)
 			if len(in) > 0 && len(out) > 0 {
@@ -209,7 +215,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 				}
 				continue
 			}
-			sc, in, _ := s.carriers(sh, byClass[s.c], p.gapK())
+			sc, in, _ := s.carriers(sh, byClass[s.c], p.gapK(detail[s.c]))
 			sc.View, sc.Gap, sc.Bar = "sharpness", s.gap, bar
 			rep.Flagged = append(rep.Flagged, sc)
 			mark(carrier, in)

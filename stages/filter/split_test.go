@@ -379,4 +379,39 @@ func TestSplitGapK(t *testing.T) {
 	if at5 > 570 || at3 < at5+30 || own > 2 {
 		t.Fatalf("found %d warped rows at 5 and %d at 3, %d own rows at 3; want fewer than 570 at 5, 30 more at 3 and at most 2 own", at5, at3, own)
 	}
+
+	// A pasted checkerboard: both views flag its class, and the detail
+	// view's cut stands in the sharpness view too, so split_gap_k changes
+	// no carrier.
+	checker := func(img []float32) {
+		for ch := 0; ch < 3; ch++ {
+			for y := 26; y < 30; y++ {
+				for x := 2; x < 6; x++ {
+					img[ch*32*32+y*32+x] = float32((x + y) % 2)
+				}
+			}
+		}
+	}
+	im, labels, _ = splitData(8, 60, 300, checker)
+	both := filter.SplitParams{Z: 5, Gap: 8, GapRows: 45, GapFloor: 1, Sigma: 1, K: 5, MinRows: 40}
+	views := func(p filter.SplitParams) ([]bool, []string) {
+		t.Helper()
+		rep, carrier, _, err := filter.SplitClasses(im, labels, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v []string
+		for _, f := range rep.Flagged {
+			v = append(v, fmt.Sprintf("%d %s", f.Class, f.View))
+		}
+		return carrier, v
+	}
+	before, v := views(both)
+	if !slices.Equal(v, []string{"0 detail", "0 sharpness"}) {
+		t.Fatalf("flagged %v, want class 0 in both views", v)
+	}
+	both.GapK = 1
+	if after, _ := views(both); !slices.Equal(before, after) {
+		t.Fatalf("split_gap_k changed the carriers of a class the detail view flagged")
+	}
 }
