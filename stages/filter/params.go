@@ -107,7 +107,7 @@ var defaults = Params{
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
 	AugmentShare: 0.2, UndoneShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
-	SplitZ: 5, SplitGap: 8, SplitGapRows: 45, SplitGapFloor: 1, SplitSigma: 1, SplitK: 5, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
+	SplitZ: 5, SplitGap: 8, SplitGapRows: 45, SplitGapFloor: 1, SplitSigma: 1, SplitK: 5, SplitGapK: 3, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
 }
 
 // Check implements plugin.Checker: what the declaration cannot say.
