@@ -150,7 +150,8 @@ func (im Images) row(i int) []float32 { return im.X[i*im.size() : (i+1)*im.size(
 // (coherence: a trigger is one pattern in every image carrying it) carries
 // the pattern, which is sharpened to what that group has beyond the other; a
 // row carries it when its cosine with it lies p.K robust standard deviations
-// above the other group's median. It returns the report, which rows carry a
+// above the other group's median (p.GapK, when set, in a class only the
+// sharpness view flagged). It returns the report, which rows carry a
 // pattern, and for each class flagged in its detail the pattern in the pixels
 // (the carriers' mean image minus the class's other rows' mean; a warp has
 // none).
