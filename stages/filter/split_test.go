@@ -55,6 +55,18 @@ func splitDataTextured(classes, per, planted int, plant func(img []float32), tex
 	return im, labels, carries
 }
 
+// pasteChecker pastes a 4x4 black-and-white checkerboard near the bottom
+// left corner of img (3 planes of 32 x 32).
+func pasteChecker(img []float32) {
+	for ch := 0; ch < 3; ch++ {
+		for y := 26; y < 30; y++ {
+			for x := 2; x < 6; x++ {
+				img[ch*32*32+y*32+x] = float32((x + y) % 2)
+			}
+		}
+	}
+}
+
 // warp resamples img (3 planes of 32 x 32) bilinearly along a fixed smooth
 // field of sub-pixel shifts (up to amp pixels), as WaNet does: no pattern is
 // added, the same places of every warped image are smoothed.
@@ -95,15 +107,6 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 			img[j] = 0.85*img[j] + 0.15*noise[j]
 		}
 	}
-	checker := func(img []float32) {
-		for ch := 0; ch < 3; ch++ {
-			for y := 26; y < 30; y++ {
-				for x := 2; x < 6; x++ {
-					img[ch*32*32+y*32+x] = float32((x + y) % 2)
-				}
-			}
-		}
-	}
 	p := filter.SplitParams{Z: 5, Gap: 8, Sigma: 1, K: 6, MinRows: 40}
 	detailOnly, sharpOnly := p, p
 	detailOnly.Gap, sharpOnly.Z = 0, 0
@@ -119,12 +122,12 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 	}{
 		{"blend 0.15", 120, blend, false, p, []string{"detail", "sharpness"}},
 		{"blend 0.15, detail only", 120, blend, false, detailOnly, []string{"detail"}},
-		{"checkerboard 4x4", 120, checker, false, p, []string{"detail", "sharpness"}},
+		{"checkerboard 4x4", 120, pasteChecker, false, p, []string{"detail", "sharpness"}},
 		{"a few blended", 30, blend, false, p, []string{"detail", "sharpness"}},
 		// The planted rows are a third of the class, whose own rows share
 		// a texture: the class's mean detail is theirs, and the carriers
 		// are still the planted rows, not the class's own.
-		{"checkerboard among textured classes", 30, checker, true, p, []string{"detail", "sharpness"}},
+		{"checkerboard among textured classes", 30, pasteChecker, true, p, []string{"detail", "sharpness"}},
 		{"warp 0.5 px", 120, warp(0.5), false, p, []string{"sharpness"}},
 		{"warp 0.5 px, sharpness only", 120, warp(0.5), false, sharpOnly, []string{"sharpness"}},
 		{"warp 0.5 px, detail only", 120, warp(0.5), false, detailOnly, nil},
@@ -383,16 +386,7 @@ func TestSplitGapK(t *testing.T) {
 	// A pasted checkerboard: both views flag its class, and the detail
 	// view's cut stands in the sharpness view too, so split_gap_k changes
 	// no carrier.
-	checker := func(img []float32) {
-		for ch := 0; ch < 3; ch++ {
-			for y := 26; y < 30; y++ {
-				for x := 2; x < 6; x++ {
-					img[ch*32*32+y*32+x] = float32((x + y) % 2)
-				}
-			}
-		}
-	}
-	im, labels, _ = splitData(8, 60, 300, checker)
+	im, labels, _ = splitData(8, 60, 300, pasteChecker)
 	both := filter.SplitParams{Z: 5, Gap: 8, GapRows: 45, GapFloor: 1, Sigma: 1, K: 5, MinRows: 40}
 	views := func(p filter.SplitParams) ([]bool, []string) {
 		t.Helper()
