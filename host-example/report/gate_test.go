@@ -92,9 +92,10 @@ func TestFilterSuspectsListThePastedPatch(t *testing.T) {
 			[]string{"The filter's suspects", "moved far by the mask (more than 1.50)", "<b>40</b>"}, []string{"pasted pixel"}},
 		{"neither", filter.Result{Planted: &filter.Planted{Why: "no patch"}, ClassSplit: &filter.ClassSplit{Why: "no class's images split apart"}}, nil, []string{"The filter's suspects"}},
 		{"a class split", filter.Result{ClassSplit: &filter.ClassSplit{Carriers: 344, MedianGap: 2.48,
-			Flagged: []filter.SplitClass{{Class: 5, View: "sharpness", Rows: 660, Gap: 4.51, Bar: 3.87, Carriers: 344}},
+			Flagged: []filter.SplitClass{{Class: 5, View: "sharpness", Rows: 660, Gap: 4.51, Bar: 3.87, Carriers: 344}, {Class: 7, View: "detail", Rows: 640, Z: 9.12, Bar: 6, Carriers: 201}},
 			Nearest: &filter.GapClass{Class: 1, Rows: 5000, Gap: 2.8, Bar: 3.48}}},
 			[]string{"The filter's suspects", "split into two groups", "<b>344</b>", "<td>5</td><td>sharpness</td><td>660</td><td>4.51</td><td>3.87</td><td>344</td>",
+				"<td>7</td><td>detail</td><td>640</td><td>9.12</td><td>6.00</td><td>201</td>",
 				"class 1 (5000 rows) split by a sharpness gap of 2.80 against its bar of 3.48", "median gap is 2.48"}, []string{"pasted pixel", "moved far"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,7 +54,9 @@ type SplitClass struct {
 	// deviations of the lower group.
 	Z   float64 `json:"z,omitempty"`
 	Gap float64 `json:"gap,omitempty"`
-	// Bar is the gap this class needed (SplitParams.Bar).
+	// Bar is the figure this class had to reach: in the detail view the z
+	// bar (SplitParams.Z), in the sharpness view its gap bar
+	// (SplitParams.Bar).
 	Bar float64 `json:"bar,omitempty"`
 	// Cut is the cosine with the class's pattern above which a row
 	// carries it; Carriers how many of the class's rows do.
@@ -189,7 +191,7 @@ func SplitClasses(im Images, labels []int32, p SplitParams) (*ClassSplit, []bool
 				continue
 			}
 			sc, in, out := s.carriers(hp, byClass[s.c], p.K)
-			sc.View, sc.Z = "detail", z
+			sc.View, sc.Z, sc.Bar = "detail", z, p.Z
 			detail[s.c] = true
 			rep.Flagged = append(rep.Flagged, sc)
 			mark(carrier, in)

@@ -161,6 +161,14 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 				if f.Class == 0 {
 					views = append(views, f.View)
 				}
+				// Every flagged class names the bar it reached.
+				fig, bar := f.Z, tc.p.Z
+				if f.View == "sharpness" {
+					fig, bar = f.Gap, tc.p.Bar(f.Rows, rep.MedianGap)
+				}
+				if f.Bar != bar || fig < f.Bar {
+					t.Fatalf("class %d flagged in its %s at %.2f against bar %.2f, want bar %.2f", f.Class, f.View, fig, f.Bar, bar)
+				}
 			}
 			if !slices.Equal(views, tc.views) {
 				t.Fatalf("class 0 flagged in %v, want %v (%+v)", views, tc.views, rep.Flagged)
