@@ -405,6 +405,7 @@ func scanOnly(ctx context.Context, dir string, encs []string, vs variants, judge
 			}
 			pat, _ := json.Marshal(sc.Pattern)
 			fmt.Fprintf(stdout, "%-40s %-22s %7.1f %8.3f %8.1f  %s blend median %.3f smooth median %.3f\n", filepath.Base(enc), name, sc.BestZ, sc.BestCollapse, sc.Seconds, pat, sc.RandomMedian["blend"], sc.RandomMedian["smooth"])
+			fmt.Fprintf(stdout, "  called %v, z %.9g, collapse %.9g, call collapse %.9g, planted z %.9g\n", sc.Backdoored, sc.BestZ, sc.BestCollapse, sc.CallCollapse, sc.PlantedZ)
 			if sc.Looked > 0 {
 				fmt.Fprintf(stdout, "  looks: %d judged, climbed to z %.1f (from %q: %v)\n", sc.Looked, sc.LookZ, sc.LookFrom, sc.FromLook)
 			}
