@@ -503,14 +503,10 @@ func classSplit(w func(string, ...any), cs *filter.ClassSplit) {
 		return
 	}
 	if len(cs.Flagged) > 0 {
-		w("<table><caption>Classes whose images split in two. The detail view's figure is z: how many robust sds the class's separation lies above the classes' median. The sharpness view's is the gap between its two groups' medians, flagged where it reaches the class's bar.</caption>\n")
+		w("<table><caption>Classes whose images split in two. The detail view's figure is z: how many robust sds the class's separation lies above the classes' median. The sharpness view's is the gap between its two groups' medians. A class is flagged where its figure reaches the bar.</caption>\n")
 		w("<tr><th>class</th><th>view</th><th>rows</th><th>z or gap</th><th>bar</th><th>carriers</th></tr>\n")
 		for _, f := range cs.Flagged {
-			fig := f.Z
-			if f.View == "sharpness" {
-				fig = f.Gap
-			}
-			w("<tr><td>%d</td><td>%s</td><td>%d</td><td>%.2f</td><td>%.2f</td><td>%d</td></tr>\n", f.Class, html.EscapeString(f.View), f.Rows, fig, f.Bar, f.Carriers)
+			w("<tr><td>%d</td><td>%s</td><td>%d</td><td>%.2f</td><td>%.2f</td><td>%d</td></tr>\n", f.Class, html.EscapeString(f.View), f.Rows, f.Figure(), f.Bar, f.Carriers)
 		}
 		w("</table>\n")
 	}

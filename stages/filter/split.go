@@ -64,6 +64,15 @@ type SplitClass struct {
 	Carriers int     `json:"carriers"`
 }
 
+// Figure is what flagged the class against its Bar: Gap in the sharpness
+// view, Z in the detail view.
+func (s SplitClass) Figure() float64 {
+	if s.View == "sharpness" {
+		return s.Gap
+	}
+	return s.Z
+}
+
 // SplitParams are SplitClasses' parameters (the filter's split_*).
 //
 // The sharpness gap of a clean class is the chance split of a unimodal

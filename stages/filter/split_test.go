@@ -166,8 +166,8 @@ func TestSplitClassesFindsAPlantedTrigger(t *testing.T) {
 				if f.View == "sharpness" {
 					fig, bar = f.Gap, tc.p.Bar(f.Rows, rep.MedianGap)
 				}
-				if f.Bar != bar || fig < f.Bar {
-					t.Fatalf("class %d flagged in its %s at %.2f against bar %.2f, want bar %.2f", f.Class, f.View, fig, f.Bar, bar)
+				if f.Bar != bar || f.Figure() != fig || fig < f.Bar {
+					t.Fatalf("class %d flagged in its %s at %.2f (Figure %.2f) against bar %.2f, want bar %.2f", f.Class, f.View, fig, f.Figure(), f.Bar, bar)
 				}
 			}
 			if !slices.Equal(views, tc.views) {
@@ -222,7 +222,8 @@ func TestSplitClassesRejectsBadShapes(t *testing.T) {
 }
 
 // SplitClasses on 8 classes of 60 images, 90 more of which carry a 4x4
-// checkerboard and the label 0: both views find the same carriers.
+// checkerboard and the label 0: both views find the same carriers, each
+// class's figure (SplitClass.Figure) over its bar.
 func ExampleSplitClasses() {
 	im, labels, _ := splitData(8, 60, 90, func(img []float32) {
 		for ch := 0; ch < 3; ch++ {
@@ -239,12 +240,12 @@ func ExampleSplitClasses() {
 		return
 	}
 	for _, f := range rep.Flagged {
-		fmt.Printf("class %d, %s: %d of its %d rows carry a pattern\n", f.Class, f.View, f.Carriers, f.Rows)
+		fmt.Printf("class %d, %s: %d of its %d rows carry a pattern (reached its bar: %v)\n", f.Class, f.View, f.Carriers, f.Rows, f.Figure() >= f.Bar)
 	}
 	fmt.Println(rep.Carriers, "carriers;", len(pats), "pattern:", pats[0].Kind)
 	// Output:
-	// class 0, detail: 90 of its 150 rows carry a pattern
-	// class 0, sharpness: 90 of its 150 rows carry a pattern
+	// class 0, detail: 90 of its 150 rows carry a pattern (reached its bar: true)
+	// class 0, sharpness: 90 of its 150 rows carry a pattern (reached its bar: true)
 	// 90 carriers; 1 pattern: delta
 }
 
