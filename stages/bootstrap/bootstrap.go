@@ -61,6 +61,7 @@ type Params struct {
 	TrustedColumn string  `json:"trusted_column" doc:"boolean column of the trusted input"`
 	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the suspects input"`
 	Rounds        int     `json:"rounds" range:"[0,)" doc:"bootstrapping rounds at most (they stop earlier at the first round that admits nothing)"`
+	StopShare     float64 `json:"stop_share" range:"[0,1)" doc:"the rounds also stop after the first round that admits fewer than this share of the rows (0: only a round that admits nothing stops them)"`
 	Tau           float32 `json:"tau" range:"(0,1]" doc:"admit when the head predicts the label with at least this probability"`
 	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
@@ -383,7 +384,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		if progress != nil {
 			progress.Report(plugin.Event{Done: int64(r), Total: int64(p.Rounds), Unit: "rounds"})
 		}
-		if len(cands) == 0 {
+		if len(cands) == 0 || float64(len(cands)) < p.StopShare*float64(n) {
 			break
 		}
 	}

@@ -30,8 +30,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
 
@@ -90,6 +92,7 @@ func run(args []string, stdout io.Writer) error {
 	rawX := fs.String("raw", "", "only write the run's embeddings to this file: float32 little-endian, n rows of d, after an int32 header n, d")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole command to this file")
 	splitOnly := fs.Bool("split", false, "only run the filter's class split (split_z) on the run's training images with each variant's filter parameters, and count the carriers it finds among poisoned and clean rows (with --truth)")
+	carriersFirst := fs.Bool("carriers-first", false, "treat the run's filter suspects (the class split's carriers on a clean encoder) as sift's suspects: never seeds, never trusted")
 	noAug := fs.Bool("no-augment", false, "leave out the filter's augment rows from the final head")
 	oracle := fs.Bool("oracle", false, "with --truth: also train the final head (bootstrap's epochs, steps and seed) on every row, on every clean row, and on the kept rows alone, and count the clean rows left out per class; then, with three head seeds each, heads on the kept rows and the left-out rows each rule lets join (relabel rules, agreeing non-suspects), scored by each variant's own final head: give a variant {\"bootstrap\":{\"relabel\":0}} to judge the rules from the head before any relabelling")
 	var vs variants
@@ -230,6 +233,7 @@ func run(args []string, stdout io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "%-24s %7s %7s %14s %14s %14s %6s %6s\n", "variant", "ACC", "ASR", "seeds", "trusted", "kept", "scan z", "masked")
+	siftMemo, expandMemo := map[string]*sift.Result{}, map[string]*expand.Result{}
 	for _, v := range vs {
 		name, raw, ok := strings.Cut(v, "=")
 		if !ok {
@@ -251,17 +255,30 @@ func run(args []string, stdout io.Writer) error {
 		if err := plugin.DecodeParams(bootstrap.New().Spec(), over["bootstrap"], &bp); err != nil {
 			return err
 		}
-		sr, err := sift.Sift(ctx, t, sp, nil)
-		if err != nil {
-			return err
+		// Variants that share sift's and expand's parameters share
+		// their results: both are deterministic in them.
+		sk, _ := json.Marshal(sp)
+		ek, _ := json.Marshal(ep)
+		sr := siftMemo[string(sk)]
+		if sr == nil {
+			if sr, err = sift.Sift(ctx, t, sp, nil); err != nil {
+				return err
+			}
+			siftMemo[string(sk)] = sr
 		}
 		var suspect []bool
 		if ep.SuspectColumn != "" {
 			suspect = sr.Suspect
 		}
-		er, err := expand.Expand(ctx, t, sr.Seed, suspect, ep, nil)
-		if err != nil {
-			return err
+		if *carriersFirst && exclude != nil {
+			suspect = carriersFirstSeeds(t, sr, exclude)
+		}
+		er := expandMemo[string(sk)+string(ek)]
+		if er == nil {
+			if er, err = expand.Expand(ctx, t, sr.Seed, suspect, ep, nil); err != nil {
+				return err
+			}
+			expandMemo[string(sk)+string(ek)] = er
 		}
 		vbt, vexclude, vaug, vclean, vtrig := bt, exclude, aug, clean, trig
 		scanZ, masked := "—", "—"
@@ -299,10 +316,12 @@ func run(args []string, stdout io.Writer) error {
 			if bp.ExcludeColumn != "" {
 				never = er.Suspect
 			}
+			bstart := time.Now()
 			br, err := bootstrap.Bootstrap(ctx, vbt, er.Trusted, bootstrap.Excluded(vexclude, never), vaug, bp, nil)
 			if err != nil {
 				return err
 			}
+			fmt.Fprintf(os.Stderr, "%s: bootstrap %.1f s, admitted per round %v, relabelled %v\n", name, time.Since(bstart).Seconds(), br.Metrics["admitted_per_round"], br.Metrics["relabelled"])
 			if *dump != "" {
 				if err := dumpRows(*dump, t, sr, er, br, poison, bp, er.Trusted); err != nil {
 					return err
@@ -1257,4 +1276,41 @@ func mean64(v []float64) float64 {
 		s += x
 	}
 	return s / float64(max(1, len(v)))
+}
+
+// carriersFirstSeeds redraws sr's seeds as sift would with the rows of
+// also among its suspects (suspects last in each class's order, the same
+// seed count per class), and returns sift's suspects joined with also.
+func carriersFirstSeeds(t *feat.Table, sr *sift.Result, also []bool) []bool {
+	sus := make([]bool, t.N())
+	for i := range sus {
+		sus[i] = sr.Suspect[i] || also[i]
+	}
+	L := len(sr.Agree) - 1
+	deep := sr.Agree[L]
+	byClass := map[int32][]int{}
+	count := map[int32]int{}
+	for i, l := range t.Labels {
+		byClass[l] = append(byClass[l], i)
+		if sr.Seed[i] {
+			count[l]++
+		}
+	}
+	for c, rows := range byClass {
+		sort.Slice(rows, func(a, b int) bool {
+			ra, rb := rows[a], rows[b]
+			if sr.Gain[ra] != sr.Gain[rb] {
+				return sr.Gain[ra] > sr.Gain[rb]
+			}
+			if deep[ra] != deep[rb] {
+				return deep[ra] > deep[rb]
+			}
+			return t.IDs[ra] < t.IDs[rb]
+		})
+		sort.SliceStable(rows, func(a, b int) bool { return !sus[rows[a]] && sus[rows[b]] })
+		for j, r := range rows {
+			sr.Seed[r] = j < count[c]
+		}
+	}
+	return sus
 }
