@@ -571,46 +571,6 @@ func TestRegionVeto(t *testing.T) {
 	}
 }
 
-// rounds is a ceiling: the rounds stop at the first one that admits
-// nothing, so a ceiling past the last round that admitted rows changes
-// neither the kept rows nor the final head, and a lower one stops short.
-func TestRoundsCeiling(t *testing.T) {
-	ortlib.Init(t)
-	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
-	tab := set.Table
-	start := cleanEvery(set, 6)
-	run := func(rounds int) *bootstrap.Result {
-		t.Helper()
-		p := params(t, map[string]any{"epochs": 3, "final_epochs": 5, "warm_epochs": 2, "rounds": rounds})
-		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	const ceiling = 50
-	dry := run(ceiling)
-	trace := dry.Metrics["admitted_per_round"].([]int)
-	used := len(trace)
-	if used >= ceiling || used < 3 || trace[used-1] != 0 || trace[used-2] == 0 {
-		t.Fatalf("admitted per round %v: want at least two rounds that admit rows, then an empty one that stops them before the ceiling of %d", trace, ceiling)
-	}
-	tests := []struct {
-		rounds int
-		same   bool
-	}{
-		{used - 1, true}, // the empty round admitted nothing
-		{used - 2, false},
-	}
-	for _, tc := range tests {
-		got := run(tc.rounds)
-		same := reflect.DeepEqual(got.Kept, dry.Kept) && reflect.DeepEqual(got.Head, dry.Head)
-		if same != tc.same {
-			t.Errorf("rounds %d against %d (admitted per round %v): same kept rows and head %v, want %v", tc.rounds, ceiling, trace, same, tc.same)
-		}
-	}
-}
-
 // cleanEvery marks every k-th row of set that is not poisoned: a trusted
 // start with no poison in it.
 func cleanEvery(set *synth.Set, k int) []bool {
@@ -619,4 +579,73 @@ func cleanEvery(set *synth.Set, k int) []bool {
 		start[i] = i%k == 0 && !set.IsPoison[i]
 	}
 	return start
+}
+
+// The rounds stop at the first round that admits nothing, at the rounds
+// ceiling, or after the first round that admits fewer than stop_share of
+// the rows: each way, the kept rows and head are those of the rounds run.
+func TestRoundsStop(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	tab := set.Table
+	start := cleanEvery(set, 6)
+	run := func(rounds int, share float64) *bootstrap.Result {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 3, "final_epochs": 5, "warm_epochs": 2, "rounds": rounds, "stop_share": share})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	const ceiling = 50
+	dry := run(ceiling, 0)
+	trace := dry.Metrics["admitted_per_round"].([]int)
+	used := len(trace)
+	if used >= ceiling || used < 4 || trace[used-1] != 0 || trace[used-2] == 0 {
+		t.Fatalf("admitted per round %v: want at least three rounds that admit rows, then an empty one that stops them before the ceiling of %d", trace, ceiling)
+	}
+	// k is the first round after the first (0-based) that admits rows,
+	// fewer than every round before it, and is not the last to admit: a
+	// share just above its admissions stops the rounds there.
+	k := -1
+	for i := 1; i+2 < used && k < 0; i++ {
+		if trace[i] > 0 && slices.Min(trace[:i]) > trace[i] {
+			k = i
+		}
+	}
+	if k < 0 {
+		t.Fatalf("admitted per round %v: no round admits fewer rows than every round before it and leaves a round that admits after it", trace)
+	}
+	ceil := run(k+1, 0)
+	n := float64(tab.N())
+	tests := []struct {
+		name   string
+		rounds int
+		share  float64
+		want   *bootstrap.Result
+		trace  []int
+	}{
+		{"ceiling at the empty round", used - 1, 0, dry, trace[:used-1]},
+		{"ceiling at round k", k + 1, 0, ceil, trace[:k+1]},
+		{"share under one row", ceiling, 0.5 / n, dry, trace},
+		{"share above round k's admissions", ceiling, (float64(trace[k]) + 0.5) / n, ceil, trace[:k+1]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ceil
+			if tc.rounds != k+1 || tc.share != 0 {
+				got = run(tc.rounds, tc.share)
+			}
+			if gt := got.Metrics["admitted_per_round"].([]int); !slices.Equal(gt, tc.trace) {
+				t.Fatalf("rounds %d, stop_share %.4f: admitted per round %v, want %v", tc.rounds, tc.share, gt, tc.trace)
+			}
+			if !reflect.DeepEqual(got.Kept, tc.want.Kept) || !reflect.DeepEqual(got.Head, tc.want.Head) {
+				t.Fatalf("rounds %d, stop_share %.4f: kept rows or head differ from the %d rounds run", tc.rounds, tc.share, len(tc.trace))
+			}
+		})
+	}
+	if reflect.DeepEqual(ceil.Kept, dry.Kept) {
+		t.Fatalf("a ceiling of %d rounds keeps the same rows as %d (admitted per round %v): the test cannot tell them apart", k+1, used, trace)
+	}
 }
