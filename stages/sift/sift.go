@@ -151,11 +151,35 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 		res.Min[i] = mn
 	}
 	suspectClasses := shallowClusters(res, t.Labels, nc, L, p)
+	seedsPer, meanDeep, warnings := DrawSeeds(t, res, res.Suspect, p)
+	res.Metrics = plugin.Metrics{
+		"rows": n, "classes": nc, "k": p.K, "rule": p.Rule, "layers": res.Layers,
+		"embedding_as_layer": withEmb, "seeds_per_class": seedsPer, "seed_mean_deep_agreement": meanDeep,
+		"warnings": warnings, "knn_seconds": knnSecs, "engine": p.Engine,
+		"shallow_suspect_classes": suspectClasses, "shallow_suspects": stat.Count(res.Suspect),
+	}
+	return res, nil
+}
+
+// DrawSeeds sets res.Seed from res's scores (the depth gain, or the
+// least agreement with rule min): in each class the rows that score
+// highest, max(seed_min, seed_fraction of the class) and at most half of
+// it, the rows marked in suspect last (never seeds while other rows are
+// left). It returns the seeds per class, their mean deepest-layer
+// agreement, and warnings for classes too small for their quota or whose
+// seeds agree with their label under half the time at the deepest layer.
+// Sift calls it with its own suspects; a caller that knows more suspects
+// (the filter's class split, in replay) can draw again.
+func DrawSeeds(t *feat.Table, res *Result, suspect []bool, p Params) (map[string]int, map[string]float64, []string) {
 	score := res.Gain
 	if p.Rule == "min" {
 		score = res.Min
 	}
-	deep := res.Agree[L]
+	deep := res.Agree[len(res.Agree)-1]
+	nc := 0
+	for _, l := range t.Labels {
+		nc = max(nc, int(l)+1)
+	}
 	byClass := make([][]int, nc)
 	for i, l := range t.Labels {
 		byClass[l] = append(byClass[l], i)
@@ -163,6 +187,9 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 	seedsPer := map[string]int{}
 	meanDeep := map[string]float64{}
 	var warnings []string
+	for i := range res.Seed {
+		res.Seed[i] = false
+	}
 	for c, rows := range byClass {
 		if len(rows) == 0 {
 			continue
@@ -183,8 +210,7 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 			return t.IDs[ra] < t.IDs[rb]
 		})
 		var sum float64
-		// Suspects go last: never seeds while other rows are left.
-		sort.SliceStable(rows, func(a, b int) bool { return !res.Suspect[rows[a]] && res.Suspect[rows[b]] })
+		sort.SliceStable(rows, func(a, b int) bool { return !suspect[rows[a]] && suspect[rows[b]] })
 		for _, r := range rows[:m] {
 			res.Seed[r] = true
 			sum += float64(deep[r])
@@ -198,13 +224,7 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 			}
 		}
 	}
-	res.Metrics = plugin.Metrics{
-		"rows": n, "classes": nc, "k": p.K, "rule": p.Rule, "layers": res.Layers,
-		"embedding_as_layer": withEmb, "seeds_per_class": seedsPer, "seed_mean_deep_agreement": meanDeep,
-		"warnings": warnings, "knn_seconds": knnSecs, "engine": p.Engine,
-		"shallow_suspect_classes": suspectClasses, "shallow_suspects": stat.Count(res.Suspect),
-	}
-	return res, nil
+	return seedsPer, meanDeep, warnings
 }
 
 // ShallowClass is a class whose rows sit in shallow clusters far more often

@@ -245,3 +245,61 @@ func TestShallowClusterSuspects(t *testing.T) {
 		})
 	}
 }
+
+// DrawSeeds with more suspects draws the same number of seeds per class
+// and none among them while other rows are left; with sift's own
+// suspects it draws the seeds Sift drew.
+func TestDrawSeeds(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 100, Classes: 4, Poison: 40, Seed: 9})
+	var p sift.Params
+	if err := plugin.DecodeParams(sift.New().Spec(), nil, &p); err != nil {
+		t.Fatal(err)
+	}
+	res, err := sift.Sift(context.Background(), set.Table, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := append([]bool(nil), res.Seed...)
+	perClass := func(seed []bool) map[int32]int {
+		m := map[int32]int{}
+		for i, s := range seed {
+			if s {
+				m[set.Table.Labels[i]]++
+			}
+		}
+		return m
+	}
+	cases := []struct {
+		name    string
+		suspect func() []bool
+		same    bool
+	}{
+		{"sift's own suspects", func() []bool { return res.Suspect }, true},
+		{"every first seed a suspect", func() []bool {
+			s := append([]bool(nil), res.Suspect...)
+			for i, f := range first {
+				s[i] = s[i] || f
+			}
+			return s
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sus := tc.suspect()
+			sift.DrawSeeds(set.Table, res, sus, p)
+			if fmt.Sprint(perClass(res.Seed)) != fmt.Sprint(perClass(first)) {
+				t.Fatalf("seeds per class %v, want %v", perClass(res.Seed), perClass(first))
+			}
+			same := fmt.Sprint(res.Seed) == fmt.Sprint(first)
+			if same != tc.same {
+				t.Fatalf("same seeds as Sift: %v, want %v", same, tc.same)
+			}
+			for i, s := range res.Seed {
+				if s && sus[i] {
+					t.Fatalf("row %d is a suspect and a seed, with %d rows per class to draw from", i, 100)
+				}
+			}
+		})
+	}
+}

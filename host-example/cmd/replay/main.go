@@ -30,7 +30,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -271,7 +270,7 @@ func run(args []string, stdout io.Writer) error {
 			suspect = sr.Suspect
 		}
 		if *carriersFirst && exclude != nil {
-			suspect = carriersFirstSeeds(t, sr, exclude)
+			suspect = carriersFirstSeeds(t, sr, exclude, sp)
 		}
 		er := expandMemo[string(sk)+string(ek)]
 		if er == nil {
@@ -1278,39 +1277,14 @@ func mean64(v []float64) float64 {
 	return s / float64(max(1, len(v)))
 }
 
-// carriersFirstSeeds redraws sr's seeds as sift would with the rows of
-// also among its suspects (suspects last in each class's order, the same
-// seed count per class), and returns sift's suspects joined with also.
-func carriersFirstSeeds(t *feat.Table, sr *sift.Result, also []bool) []bool {
+// carriersFirstSeeds redraws sr's seeds as sift draws them with the rows
+// of also among its suspects, and returns sift's suspects joined with
+// also.
+func carriersFirstSeeds(t *feat.Table, sr *sift.Result, also []bool, p sift.Params) []bool {
 	sus := make([]bool, t.N())
 	for i := range sus {
 		sus[i] = sr.Suspect[i] || also[i]
 	}
-	L := len(sr.Agree) - 1
-	deep := sr.Agree[L]
-	byClass := map[int32][]int{}
-	count := map[int32]int{}
-	for i, l := range t.Labels {
-		byClass[l] = append(byClass[l], i)
-		if sr.Seed[i] {
-			count[l]++
-		}
-	}
-	for c, rows := range byClass {
-		sort.Slice(rows, func(a, b int) bool {
-			ra, rb := rows[a], rows[b]
-			if sr.Gain[ra] != sr.Gain[rb] {
-				return sr.Gain[ra] > sr.Gain[rb]
-			}
-			if deep[ra] != deep[rb] {
-				return deep[ra] > deep[rb]
-			}
-			return t.IDs[ra] < t.IDs[rb]
-		})
-		sort.SliceStable(rows, func(a, b int) bool { return !sus[rows[a]] && sus[rows[b]] })
-		for j, r := range rows {
-			sr.Seed[r] = j < count[c]
-		}
-	}
+	sift.DrawSeeds(t, sr, sus, p)
 	return sus
 }
