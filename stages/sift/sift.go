@@ -164,8 +164,8 @@ func Sift(ctx context.Context, t *feat.Table, p Params, progress plugin.Progress
 // DrawSeeds sets res.Seed from res's scores (the depth gain, or the
 // least agreement with rule min): in each class the rows that score
 // highest, max(seed_min, seed_fraction of the class) and at most half of
-// it, the rows marked in suspect last (never seeds while other rows are
-// left). It returns the seeds per class, their mean deepest-layer
+// it, the rows marked in suspect (nil: none) last, never seeds while
+// other rows are left. It returns the seeds per class, their mean deepest-layer
 // agreement, and warnings for classes too small for their quota or whose
 // seeds agree with their label under half the time at the deepest layer.
 // Sift calls it with its own suspects; a caller that knows more suspects
@@ -174,6 +174,9 @@ func DrawSeeds(t *feat.Table, res *Result, suspect []bool, p Params) (map[string
 	score := res.Gain
 	if p.Rule == "min" {
 		score = res.Min
+	}
+	if suspect == nil {
+		suspect = make([]bool, len(res.Seed))
 	}
 	deep := res.Agree[len(res.Agree)-1]
 	nc := 0

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -248,7 +249,7 @@ func TestShallowClusterSuspects(t *testing.T) {
 
 // DrawSeeds with more suspects draws the same number of seeds per class
 // and none among them while other rows are left; with sift's own
-// suspects it draws the seeds Sift drew.
+// suspects it draws the seeds Sift drew, and nil suspects are none.
 func TestDrawSeeds(t *testing.T) {
 	ortlib.Init(t)
 	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 100, Classes: 4, Poison: 40, Seed: 9})
@@ -261,6 +262,8 @@ func TestDrawSeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := append([]bool(nil), res.Seed...)
+	sift.DrawSeeds(set.Table, res, make([]bool, set.Table.N()), p)
+	noSuspects := append([]bool(nil), res.Seed...)
 	perClass := func(seed []bool) map[int32]int {
 		m := map[int32]int{}
 		for i, s := range seed {
@@ -270,34 +273,31 @@ func TestDrawSeeds(t *testing.T) {
 		}
 		return m
 	}
+	firstAll := append([]bool(nil), res.Suspect...)
+	for i, f := range first {
+		firstAll[i] = firstAll[i] || f
+	}
 	cases := []struct {
 		name    string
-		suspect func() []bool
-		same    bool
+		suspect []bool
+		want    []bool // the seeds; nil: any that avoid every suspect
 	}{
-		{"sift's own suspects", func() []bool { return res.Suspect }, true},
-		{"every first seed a suspect", func() []bool {
-			s := append([]bool(nil), res.Suspect...)
-			for i, f := range first {
-				s[i] = s[i] || f
-			}
-			return s
-		}, false},
+		{"sift's own suspects", res.Suspect, first},
+		{"no suspects (nil)", nil, noSuspects},
+		{"every first seed a suspect", firstAll, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			sus := tc.suspect()
-			sift.DrawSeeds(set.Table, res, sus, p)
+			sift.DrawSeeds(set.Table, res, tc.suspect, p)
 			if fmt.Sprint(perClass(res.Seed)) != fmt.Sprint(perClass(first)) {
 				t.Fatalf("seeds per class %v, want %v", perClass(res.Seed), perClass(first))
 			}
-			same := fmt.Sprint(res.Seed) == fmt.Sprint(first)
-			if same != tc.same {
-				t.Fatalf("same seeds as Sift: %v, want %v", same, tc.same)
+			if tc.want != nil && !slices.Equal(res.Seed, tc.want) {
+				t.Fatalf("seeds differ from the ones drawn with the same suspects before")
 			}
 			for i, s := range res.Seed {
-				if s && sus[i] {
-					t.Fatalf("row %d is a suspect and a seed, with %d rows per class to draw from", i, 100)
+				if s && tc.suspect != nil && tc.suspect[i] {
+					t.Fatalf("row %d is a suspect and a seed, with 100 rows per class to draw from", i)
 				}
 			}
 		})
