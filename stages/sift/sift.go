@@ -179,10 +179,7 @@ func DrawSeeds(t *feat.Table, res *Result, suspect []bool, p Params) (map[string
 		suspect = make([]bool, len(res.Seed))
 	}
 	deep := res.Agree[len(res.Agree)-1]
-	nc := 0
-	for _, l := range t.Labels {
-		nc = max(nc, int(l)+1)
-	}
+	nc, _ := t.Classes()
 	byClass := make([][]int, nc)
 	for i, l := range t.Labels {
 		byClass[l] = append(byClass[l], i)

@@ -270,7 +270,10 @@ func run(args []string, stdout io.Writer) error {
 			suspect = sr.Suspect
 		}
 		if *carriersFirst && exclude != nil {
-			suspect = carriersFirstSeeds(t, sr, exclude, sp)
+			// The run's filter suspects join sift's: the seeds are
+			// drawn again without them, and expand never trusts them.
+			suspect = bootstrap.Excluded(sr.Suspect, exclude)
+			sift.DrawSeeds(t, sr, suspect, sp)
 		}
 		er := expandMemo[string(sk)+string(ek)]
 		if er == nil {
@@ -1275,16 +1278,4 @@ func mean64(v []float64) float64 {
 		s += x
 	}
 	return s / float64(max(1, len(v)))
-}
-
-// carriersFirstSeeds redraws sr's seeds as sift draws them with the rows
-// of also among its suspects, and returns sift's suspects joined with
-// also.
-func carriersFirstSeeds(t *feat.Table, sr *sift.Result, also []bool, p sift.Params) []bool {
-	sus := make([]bool, t.N())
-	for i := range sus {
-		sus[i] = sr.Suspect[i] || also[i]
-	}
-	sift.DrawSeeds(t, sr, sus, p)
-	return sus
 }
