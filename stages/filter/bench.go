@@ -33,6 +33,11 @@ type bench struct {
 	rng     *rand.Rand
 	src     *rand.PCG // rng's source, whose state the scan memo restores
 	sess    *encoder.Encoder
+	// plain is the same encoder without run-time masks, for the views
+	// that switch no channel off (nil while caps are set, which only
+	// sess carries): every mask input costs two passes over its layer's
+	// feature map.
+	plain *encoder.Encoder
 	// model is the encoder the session runs: the stage's, or a copy that
 	// blurs its input (setSmooth).
 	model *encoder.Model
@@ -134,14 +139,20 @@ func newBench(p Params, in *chanfilter.Inputs) (*bench, error) {
 // as outputs, a run-time mask on every probed layer (fill: the trusted
 // means) and the caps, if any, built in.
 func (b *bench) open() error {
-	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: ort.Options{Device: b.p.Device}})
+	opt := ort.Options{Device: b.p.Device}
+	s, err := b.model.Session(encoder.Config{Layers: b.in.LayerNames(), MaskInputs: b.maskInputs(), ORT: opt})
 	if err != nil {
 		return err
 	}
-	if b.sess != nil {
-		b.sess.Close()
+	var plain *encoder.Encoder
+	if b.caps == nil {
+		if plain, err = b.model.Session(encoder.Config{Layers: b.in.LayerNames(), ORT: opt}); err != nil {
+			s.Close()
+			return err
+		}
 	}
-	b.sess = s
+	b.closeSessions()
+	b.sess, b.plain = s, plain
 	b.tail.close()
 	b.tail = nil
 	return nil
@@ -165,9 +176,20 @@ func (b *bench) setCaps(caps map[string][]float32) error {
 }
 
 func (b *bench) close() {
-	b.sess.Close()
+	b.closeSessions()
 	b.tail.close()
 	b.tail = nil
+}
+
+// closeSessions closes the bench's sessions (the masked and the plain).
+func (b *bench) closeSessions() {
+	if b.sess != nil {
+		b.sess.Close()
+	}
+	if b.plain != nil {
+		b.plain.Close()
+	}
+	b.sess, b.plain = nil, nil
 }
 
 // setSmooth makes the bench measure the encoder with its input blurred by
@@ -461,25 +483,30 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 	for lo := 0; lo < len(views); lo += per {
 		vs := views[lo:min(len(views), lo+per)]
 		rows := n * len(vs)
-		x, err := b.sess.Batch(rows)
+		s := b.sessionFor(vs)
+		x, err := s.Batch(rows)
 		if err != nil {
 			return err
 		}
-		ms, err := b.sess.Masks(rows)
-		if err != nil {
-			return err
+		var ms [][]float32
+		if s == b.sess {
+			if ms, err = s.Masks(rows); err != nil {
+				return err
+			}
 		}
 		for k, v := range vs {
 			b.inputs(x[k*n*size:(k+1)*n*size], v.pat)
 			for li, l := range b.t.Layers {
-				b.setKeep(ms[li][k*n*l.D:(k+1)*n*l.D], li, n, v.keep, v.extra)
+				if ms != nil {
+					b.setKeep(ms[li][k*n*l.D:(k+1)*n*l.D], li, n, v.keep, v.extra)
+				}
 			}
 		}
-		emb, layers, err := b.sess.Embed(rows)
+		emb, layers, err := s.Embed(rows)
 		if err != nil {
 			return err
 		}
-		d := b.sess.Dim
+		d := s.Dim
 		for k := range vs {
 			ls := make([][]float32, len(layers))
 			for li, l := range b.t.Layers {
@@ -489,6 +516,27 @@ func (b *bench) run(views []view, use func(k int, emb []float32, layers [][]floa
 		}
 	}
 	return nil
+}
+
+// sessionFor is the session for one batch of views: the plain one when
+// it is open and no view switches a channel off, else the masked one.
+func (b *bench) sessionFor(vs []view) *encoder.Encoder {
+	if b.plain == nil {
+		return b.sess
+	}
+	for _, v := range vs {
+		if v.extra != nil {
+			return b.sess
+		}
+		for _, kp := range v.keep {
+			for _, on := range kp {
+				if !on {
+					return b.sess
+				}
+			}
+		}
+	}
+	return b.plain
 }
 
 // embed returns each pattern's embeddings of the scan images under keep

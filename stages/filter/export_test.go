@@ -161,3 +161,26 @@ func ForceScanCall(ctx context.Context, p Params, ins *chanfilter.Inputs, pick P
 	sc.Backdoored, sc.Pattern, sc.BestZ, sc.BestCollapse = true, pick, z, c.c
 	return nil
 }
+
+// EmbedBothSessions embeds the scan images, clean and with pat, through the
+// bench's plain session (no run-time masks) and through its masked session
+// with every channel on. It says whether the bench picks the plain one for
+// views that switch nothing off, and the masked one once a channel is off.
+func EmbedBothSessions(p Params, ins *chanfilter.Inputs, pat Pattern) (plain, masked [][]float32, picks bool, err error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	defer b.close()
+	keep := b.ones()
+	on := []view{{pat: &pat, keep: keep}, {}}
+	off := []view{{pat: &pat, extra: &channel{b.t.Layers[0].Name, 0}}}
+	picks = b.plain != nil && b.sessionFor(on) == b.plain && b.sessionFor(off) == b.sess
+	if plain, err = b.embed(keep, nil, &pat); err != nil {
+		return nil, nil, false, err
+	}
+	b.plain.Close()
+	b.plain = nil
+	masked, err = b.embed(keep, nil, &pat)
+	return plain, masked, picks, err
+}

@@ -891,6 +891,43 @@ func TestTailScoresEqualWholeScores(t *testing.T) {
 	}
 }
 
+// Views that switch no channel off run through the session without
+// run-time masks, and embed what the masked session embeds with every
+// channel on, to float rounding (ONNX Runtime fuses the two graphs
+// differently); a view with a channel off runs through the masked one.
+func TestPlainSessionEqualsMaskedWithEveryChannelOn(t *testing.T) {
+	ortlib.Init(t)
+	for _, tc := range []struct {
+		name string
+		net  *testenc.Net
+		pat  filter.Pattern
+	}{
+		{"collapse trojan, its patch", testenc.Collapse(5), filter.Pattern{Kind: "solid", Size: 4, Row: 2, Col: 2, Colors: [2][3]float32{{1, 1, 1}}}},
+		{"clean, a noise blend", testenc.Clean(3), filter.Pattern{Kind: "blend", Alpha: 0.25, NoiseSeed: 42}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ins, p := scanInputs(t, tc.net, 100)
+			plain, masked, picks, err := filter.EmbedBothSessions(p, ins, tc.pat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !picks {
+				t.Error("the bench does not pick the plain session for views with every channel on, or picks it for a view with a channel off")
+			}
+			for k := range plain {
+				if len(plain[k]) != len(masked[k]) || len(plain[k]) == 0 {
+					t.Fatalf("view %d: %d and %d values", k, len(plain[k]), len(masked[k]))
+				}
+				for i := range plain[k] {
+					if d := math.Abs(float64(plain[k][i] - masked[k][i])); d > 1e-5*(1+math.Abs(float64(masked[k][i]))) {
+						t.Fatalf("view %d value %d: plain %g, masked %g", k, i, plain[k][i], masked[k][i])
+					}
+				}
+			}
+		})
+	}
+}
+
 // A search on the masked encoder calls on z alone unless
 // rescan_collapse_min asks its pattern to pull the images together too.
 // With a rescan_gap this low, the masked collapse trojan's side answers

@@ -621,11 +621,14 @@ func (m *Model) InsertMaskInput(tensor string, rank int, fill []float32, input s
 	fName := m.fresh("fill")
 	m.addInit(fName, dims, fill)
 	raw := m.detach(tensor)
-	diff, prod := m.fresh("centred"), m.fresh("prod")
-	// m*(x - fill) + fill = x*m + (1-m)*fill.
-	m.addNode("Sub", []string{raw.from, fName}, []string{diff})
-	m.addNode("Mul", []string{diff, input}, []string{prod})
-	m.addNode("Add", []string{prod, fName}, []string{raw.to})
+	one, off, rest, prod := m.fresh("one"), m.fresh("off"), m.fresh("rest"), m.fresh("prod")
+	m.addInit(one, []int64{1}, []float32{1})
+	// x*k + (1-k)*fill: two passes over the feature map (Mul, Add), the
+	// second term one value per sample and channel.
+	m.addNode("Sub", []string{one, input}, []string{off})
+	m.addNode("Mul", []string{off, fName}, []string{rest})
+	m.addNode("Mul", []string{raw.from, input}, []string{prod})
+	m.addNode("Add", []string{prod, rest}, []string{raw.to})
 	return raw.from, m.sort()
 }
 
