@@ -299,7 +299,10 @@ func run(args []string, stdout io.Writer) error {
 					return err
 				}
 			} else {
-				vbt, vaug = t, nil
+				// Nothing masked: the filter passes the features on
+				// unchanged, and its augment rows still go to bootstrap
+				// (planted_mask "skip" undoes a planted trojan with them).
+				vbt = t
 			}
 		}
 		for _, mz := range movedZs {
