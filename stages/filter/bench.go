@@ -41,6 +41,9 @@ type bench struct {
 	// sess carries): every mask input costs two passes over its layer's
 	// feature map.
 	plain *encoder.Encoder
+	// plainOf is the model plain runs: it outlives a change of the
+	// trusted means (distrust), which only the masked session holds.
+	plainOf *encoder.Model
 	// model is the encoder the session runs: the stage's, or a copy that
 	// blurs its input (setSmooth).
 	model *encoder.Model
@@ -147,15 +150,21 @@ func (b *bench) open() error {
 	if err != nil {
 		return err
 	}
-	var plain *encoder.Encoder
-	if b.caps == nil {
-		if plain, err = b.model.Session(encoder.Config{Layers: b.in.LayerNames(), ORT: opt}); err != nil {
-			s.Close()
+	if b.sess != nil {
+		b.sess.Close()
+	}
+	b.sess = s
+	if b.plain != nil && (b.caps != nil || b.plainOf != b.model) {
+		b.plain.Close()
+		b.plain, b.plainOf = nil, nil
+	}
+	if b.plain == nil && b.caps == nil {
+		if b.plain, err = b.model.Session(encoder.Config{Layers: b.in.LayerNames(), ORT: opt}); err != nil {
+			b.closeSessions()
 			return err
 		}
+		b.plainOf = b.model
 	}
-	b.closeSessions()
-	b.sess, b.plain = s, plain
 	b.tail.close()
 	b.tail = nil
 	return nil
@@ -192,7 +201,7 @@ func (b *bench) closeSessions() {
 	if b.plain != nil {
 		b.plain.Close()
 	}
-	b.sess, b.plain = nil, nil
+	b.sess, b.plain, b.plainOf = nil, nil, nil
 }
 
 // setSmooth makes the bench measure the encoder with its input blurred by
