@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -66,6 +66,7 @@ type Params struct {
 	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
+	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
 	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
 	Classes       int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
@@ -87,6 +88,14 @@ type Params struct {
 	Relabel  float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
 	Export   string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
+}
+
+// finalConfig is the training configuration of the final heads: the
+// final head, its relabelled refit and a gated classifier's second head.
+func (p Params) finalConfig() mlp.Config {
+	cfg := p.Config()
+	cfg.Epochs, cfg.MaxSteps, cfg.Schedule = p.FinalEpochs, p.MaxSteps, p.FinalSchedule
+	return cfg
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -389,8 +398,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		}
 	}
 	final := rows()
-	fcfg := cfg
-	fcfg.Epochs = p.FinalEpochs
+	fcfg := p.finalConfig()
 	firstCfg := fcfg
 	if alongside != nil {
 		firstCfg = fcfg.Paired()
@@ -1043,9 +1051,7 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows [
 		return nil, nil, err
 	}
 	sizes := p.Sizes(orig.Embedding.D, nc)
-	cfg := p.Config()
-	cfg.Epochs, cfg.MaxSteps = p.FinalEpochs, p.MaxSteps
-	tr, err := mlp.NewTrainer(sizes, cfg.Paired())
+	tr, err := mlp.NewTrainer(sizes, p.finalConfig().Paired())
 	if err != nil {
 		return nil, nil, err
 	}

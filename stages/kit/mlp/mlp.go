@@ -149,6 +149,23 @@ type Config struct {
 	// row beside a benign head on the trusted ones) uses every core. A
 	// fit's result does not depend on its thread count.
 	AloneThreads int
+	// Schedule is how the learning rate moves over a Fit's ordinary
+	// batches: "" or "constant" keeps LR; "cosine" anneals it from LR to
+	// 0 along half a cosine, LR·(1+cos(π·k/K))/2 at batch k of K (a
+	// confusion batch takes the rate of the batch before it).
+	Schedule string
+}
+
+// Schedules are the values Config.Schedule takes.
+var Schedules = []string{"constant", "cosine"}
+
+// rate returns the learning rate of ordinary batch k of total under
+// cfg.Schedule.
+func (c Config) rate(k, total int) float32 {
+	if c.Schedule != "cosine" || total <= 0 {
+		return c.LR
+	}
+	return float32(float64(c.LR) * 0.5 * (1 + math.Cos(math.Pi*float64(k)/float64(total))))
 }
 
 // DefaultConfig returns docs/ALGORITHM.md's training defaults.
@@ -189,6 +206,9 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 	}
 	if cfg.LR == 0 {
 		cfg.LR = 1e-3
+	}
+	if cfg.Schedule != "" && !slices.Contains(Schedules, cfg.Schedule) {
+		return nil, fmt.Errorf("mlp: schedule %q is not one of %v", cfg.Schedule, Schedules)
 	}
 	t := &Trainer{sizes: sizes, cfg: cfg}
 	L := len(sizes) - 1
@@ -614,6 +634,7 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 	for ep := 0; ep < epochs; ep++ {
 		var sum float64
 		for s := 0; s < steps; s++ {
+			opt.sc[2] = t.cfg.rate(ep*steps+s, epochs*steps)
 			k := bs
 			if s*bs < len(rows) {
 				k = min(bs, len(rows)-s*bs)

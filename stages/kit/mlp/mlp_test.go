@@ -669,3 +669,73 @@ func BenchmarkTrainingStep(b *testing.B) {
 		}
 	})
 }
+
+// The learning rate of each schedule at the start, the middle and the end
+// of a fit's batches.
+func TestScheduleRates(t *testing.T) {
+	const lr, total = 1e-3, 1000
+	for _, tc := range []struct {
+		schedule string
+		k        int
+		want     float64
+	}{
+		{"", 0, lr}, {"", 500, lr}, {"", 999, lr},
+		{"constant", 0, lr}, {"constant", 999, lr},
+		{"cosine", 0, lr},
+		{"cosine", 250, lr * (1 + math.Sqrt2/2) / 2},
+		{"cosine", 500, lr / 2},
+		{"cosine", 999, lr * (1 + math.Cos(math.Pi*999/1000)) / 2},
+	} {
+		c := Config{LR: lr, Schedule: tc.schedule}
+		if got := float64(c.rate(tc.k, total)); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("%q at batch %d of %d: rate %g, want %g", tc.schedule, tc.k, total, got, tc.want)
+		}
+	}
+}
+
+// "constant" is the schedule a Config without one gets, bit for bit; a
+// cosine fit is deterministic and lands elsewhere (the rate moves); an
+// unknown schedule is refused when the trainer is made.
+func TestSchedules(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 600, 16, 4
+	x, y := blobs(n, d, c, 2)
+	fit := func(schedule string) *Head {
+		cfg := DefaultConfig(3)
+		cfg.Epochs, cfg.Schedule = 4, schedule
+		tr, err := NewTrainer([]int{d, 32, c}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		h := NewHead([]int{d, 32, c}, 3)
+		if _, err := tr.Fit(h, x, y, allRows(n), nil); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	same := func(a, b *Head) bool {
+		for l := range a.W {
+			if !slices.Equal(a.W[l], b.W[l]) || !slices.Equal(a.B[l], b.B[l]) {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(fit(""), fit("constant")) {
+		t.Error(`schedule "constant" changes the fit of a Config without a schedule`)
+	}
+	cos := fit("cosine")
+	if !same(cos, fit("cosine")) {
+		t.Error("two cosine fits with the same seed differ")
+	}
+	if same(cos, fit("constant")) {
+		t.Error("the cosine fit equals the constant one: the schedule is not applied")
+	}
+	cfg := DefaultConfig(1)
+	cfg.Schedule = "step"
+	if tr, err := NewTrainer([]int{d, c}, cfg); err == nil {
+		tr.Close()
+		t.Error(`schedule "step" accepted`)
+	}
+}
