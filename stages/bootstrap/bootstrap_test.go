@@ -649,3 +649,17 @@ func TestRoundsStop(t *testing.T) {
 		t.Fatalf("a ceiling of %d rounds keeps the same rows as %d (admitted per round %v): the test cannot tell them apart", k+1, used, trace)
 	}
 }
+
+// final_schedule declares the schedules mlp trains with, no more and no
+// fewer: its enum is a struct tag and cannot name mlp.Schedules itself.
+func TestFinalScheduleEnumIsMLPs(t *testing.T) {
+	for _, p := range bootstrap.New().Spec().Params {
+		if p.Name == "final_schedule" {
+			if !slices.Equal(p.Enum, mlp.Schedules) {
+				t.Fatalf("final_schedule enum %v, mlp.Schedules %v", p.Enum, mlp.Schedules)
+			}
+			return
+		}
+	}
+	t.Fatal("bootstrap declares no final_schedule")
+}

@@ -260,12 +260,8 @@ func TestFitLearnsAndIsDeterministic(t *testing.T) {
 		return h
 	}
 	h1, h2 := fit(), fit()
-	for l := range h1.W {
-		for j := range h1.W[l] {
-			if h1.W[l][j] != h2.W[l][j] {
-				t.Fatalf("same seed, different weights at layer %d", l)
-			}
-		}
+	if l := firstDiff(h1, h2); l >= 0 {
+		t.Fatalf("same seed, different weights at layer %d", l)
 	}
 	s, err := tr.Score(h1, x[1000*d:], y[1000:])
 	if err != nil {
@@ -413,10 +409,8 @@ func TestTogetherMatchesOneAfterTheOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	for f := range alone {
-		for l := range alone[f].W {
-			if !slices.Equal(alone[f].W[l], together[f].W[l]) || !slices.Equal(alone[f].B[l], together[f].B[l]) {
-				t.Fatalf("head %d layer %d differs trained side by side", f, l)
-			}
+		if l := firstDiff(alone[f], together[f]); l >= 0 {
+			t.Fatalf("head %d layer %d differs trained side by side", f, l)
 		}
 	}
 	if err := Together(fit(NewHead(sizes, 1), halves[0]), fit(NewHead(sizes, 2), nil)); err == nil {
@@ -529,10 +523,8 @@ func TestAFitLeftAloneTakesEveryThread(t *testing.T) {
 		name      string
 		got, want *Head
 	}{{"short", hs, alone(short)}, {"long", hl, alone(long)}} {
-		for l := range c.want.W {
-			if !slices.Equal(c.got.W[l], c.want.W[l]) || !slices.Equal(c.got.B[l], c.want.B[l]) {
-				t.Fatalf("%s fit: layer %d differs from the fit alone on one thread", c.name, l)
-			}
+		if l := firstDiff(c.got, c.want); l >= 0 {
+			t.Fatalf("%s fit: layer %d differs from the fit alone on one thread", c.name, l)
 		}
 	}
 }
@@ -598,10 +590,8 @@ func TestThreadsDoNotChangeAFit(t *testing.T) {
 		heads = append(heads, h)
 	}
 	for k := 1; k < len(heads); k++ {
-		for l := range heads[0].W {
-			if !slices.Equal(heads[0].W[l], heads[k].W[l]) || !slices.Equal(heads[0].B[l], heads[k].B[l]) {
-				t.Fatalf("layer %d differs at %d threads from 1 thread", l, k+1)
-			}
+		if l := firstDiff(heads[0], heads[k]); l >= 0 {
+			t.Fatalf("layer %d differs at %d threads from 1 thread", l, k+1)
 		}
 	}
 }
@@ -714,14 +704,7 @@ func TestSchedules(t *testing.T) {
 		}
 		return h
 	}
-	same := func(a, b *Head) bool {
-		for l := range a.W {
-			if !slices.Equal(a.W[l], b.W[l]) || !slices.Equal(a.B[l], b.B[l]) {
-				return false
-			}
-		}
-		return true
-	}
+	same := func(a, b *Head) bool { return firstDiff(a, b) < 0 }
 	if !same(fit(""), fit("constant")) {
 		t.Error(`schedule "constant" changes the fit of a Config without a schedule`)
 	}
@@ -738,4 +721,15 @@ func TestSchedules(t *testing.T) {
 		tr.Close()
 		t.Error(`schedule "step" accepted`)
 	}
+}
+
+// firstDiff returns the first layer whose weights or biases differ, bit for
+// bit, between two heads of the same sizes (-1: none).
+func firstDiff(a, b *Head) int {
+	for l := range a.W {
+		if !slices.Equal(a.W[l], b.W[l]) || !slices.Equal(a.B[l], b.B[l]) {
+			return l
+		}
+	}
+	return -1
 }
