@@ -221,15 +221,8 @@ func NewTrainer(sizes []int, cfg Config) (*Trainer, error) {
 		return nil, err
 	}
 	names := paramNames(L)
-	prefixed := func(prefix string) []string {
-		out := make([]string, len(names))
-		for i, n := range names {
-			out[i] = prefix + n
-		}
-		return out
-	}
-	ins := slices.Concat([]string{"x", "y"}, names, prefixed("m_"), prefixed("v_"), []string{"c1", "c2", "lr"})
-	outs := slices.Concat([]string{"loss"}, prefixed("next_"), prefixed("next_m_"), prefixed("next_v_"))
+	ins := slices.Concat([]string{"x", "y"}, names, []string{"c1", "c2", "lr", "w", "m", "v"})
+	outs := []string{"loss", "next_w", "next_m", "next_v"}
 	if t.step, err = ort.NewRawSession(stepModel, ins, outs, cfg.ORT); err != nil {
 		return nil, err
 	}
@@ -271,7 +264,7 @@ func (t *Trainer) stepSession() *ortgo.DynamicAdvancedSession {
 const (
 	graphForward = iota // x, weights -> logits
 	graphGrads          // x, y, weights -> loss per row, gradients
-	graphStep           // x, y, weights, Adam's moments, c1, c2, lr -> loss per row, the next weights and moments
+	graphStep           // x, y, weights, c1, c2, lr, flat weights and moments -> loss per row, the next flat weights and moments
 )
 
 // graph builds one of the graphs of an MLP of L layers.
@@ -281,9 +274,12 @@ const (
 // two agree bit for bit: TestStepGraphEqualsAdamInGo). The inputs of the
 // forward and backward passes are declared as they always were (every
 // dimension symbolic), because ONNX Runtime picks its kernels by the
-// declared shapes and so the trained heads stay what they were; Adam's
-// moments are declared without a shape, as ONNX Runtime would otherwise
-// plan their buffers by the symbolic names and take a bias for a batch.
+// declared shapes and so the trained heads stay what they were. Adam runs
+// once over the whole head: its inputs w, m and v are the parameters and
+// moments laid end to end (the forward pass reads w through the per-layer
+// inputs, views of the same buffer), declared without a shape, as ONNX
+// Runtime would otherwise plan their buffers by the symbolic names and
+// take a bias for a batch.
 func graph(L, kind int) ([]byte, error) {
 	build := func(train bool) ([]byte, error) {
 		b := onnxgraph.NewBuilder("x", []int64{-1, -1}, 13)
@@ -328,6 +324,7 @@ func graph(L, kind int) ([]byte, error) {
 		bdim := b.Op("Gather", "", []string{shape, b.Int64Const(0)}, onnxgraph.IntAttr("axis", 0))
 		bf := b.Op("Cast", "", []string{bdim}, onnxgraph.IntAttr("to", int64(onnx.TensorProto_FLOAT)))
 		g := b.Op("Div", "", []string{diff, bf})
+		zero := b.Const([]int64{1}, []float32{0})
 		for l := L - 1; l >= 0; l-- {
 			at := b.Op("Transpose", "", []string{acts[l]})
 			b.Op("MatMul", fmt.Sprintf("dw%d", l), []string{at, g})
@@ -335,7 +332,7 @@ func graph(L, kind int) ([]byte, error) {
 			if l > 0 {
 				wt := b.Op("Transpose", "", []string{fmt.Sprintf("w%d", l)})
 				ga := b.Op("MatMul", "", []string{g, wt})
-				mask := b.Op("Sign", "", []string{acts[l]})
+				mask := b.Op("Cast", "", []string{b.Op("Greater", "", []string{acts[l], zero})}, onnxgraph.IntAttr("to", int64(onnx.TensorProto_FLOAT)))
 				g = b.Op("Mul", "", []string{ga, mask})
 			}
 		}
@@ -347,27 +344,32 @@ func graph(L, kind int) ([]byte, error) {
 			}
 			return b.Model().Bytes()
 		}
+		// Adam over every parameter at once: the gradients laid end to
+		// end in paramNames' order (as the flat buffers w, m and v hold
+		// the parameters and moments), so that each operation is one node
+		// over the whole head instead of one per weight and bias. Each
+		// element goes through the same float32 operations as before.
+		flat := b.Int64Const(-1)
+		var gs []string
+		for _, name := range paramNames(L) {
+			gs = append(gs, b.Op("Reshape", "", []string{"d" + name, flat}))
+		}
+		g = b.Op("Concat", "", gs, onnxgraph.IntAttr("axis", 0))
 		for _, n := range []string{"c1", "c2", "lr"} {
 			b.AddInput(n, []int64{1})
 		}
+		for _, n := range []string{"w", "m", "v"} {
+			b.AddInput(n, nil)
+		}
 		scalar := func(v float32) string { return b.Const([]int64{1}, []float32{v}) }
 		b1, omb1, b2, omb2, eps := scalar(adamB1), scalar(1-adamB1), scalar(adamB2), scalar(1-adamB2), scalar(adamEps)
-		for _, name := range paramNames(L) {
-			rank := 2
-			if name[0] == 'b' {
-				rank = 1
-			}
-			b.AddInput("m_"+name, nil)
-			b.AddInput("v_"+name, nil)
-			g := "d" + name
-			m := b.Op("Add", "next_m_"+name, []string{b.Op("Mul", "", []string{b1, "m_" + name}), b.Op("Mul", "", []string{omb1, g})})
-			v := b.Op("Add", "next_v_"+name, []string{b.Op("Mul", "", []string{b2, "v_" + name}), b.Op("Mul", "", []string{b.Op("Mul", "", []string{omb2, g}), g})})
-			num := b.Op("Mul", "", []string{"lr", b.Op("Div", "", []string{m, "c1"})})
-			den := b.Op("Add", "", []string{b.Op("Sqrt", "", []string{b.Op("Div", "", []string{v, "c2"})}), eps})
-			b.Op("Sub", "next_"+name, []string{name, b.Op("Div", "", []string{num, den})})
-			b.Output("next_"+name, rank)
-			b.Output("next_m_"+name, rank)
-			b.Output("next_v_"+name, rank)
+		m := b.Op("Add", "next_m", []string{b.Op("Mul", "", []string{b1, "m"}), b.Op("Mul", "", []string{omb1, g})})
+		v := b.Op("Add", "next_v", []string{b.Op("Mul", "", []string{b2, "v"}), b.Op("Mul", "", []string{b.Op("Mul", "", []string{omb2, g}), g})})
+		num := b.Op("Mul", "", []string{"lr", b.Op("Div", "", []string{m, "c1"})})
+		den := b.Op("Add", "", []string{b.Op("Sqrt", "", []string{b.Op("Div", "", []string{v, "c2"})}), eps})
+		b.Op("Sub", "next_w", []string{"w", b.Op("Div", "", []string{num, den})})
+		for _, n := range []string{"next_w", "next_m", "next_v"} {
+			b.Output(n, 1)
 		}
 		return b.Model().Bytes()
 	}
@@ -412,11 +414,14 @@ func (t *Trainer) weightTensors(h *Head) ([]ortgo.Value, func(), error) {
 // Adam's constants (the package doc's formula).
 const adamB1, adamB2, adamEps = 0.9, 0.999, 1e-8
 
-// adam is the optimiser state of one Fit: two sets of tensors for the
-// weights and their moments, one that a step reads and one it writes,
-// swapped after each step. Set 0's weights are the head's own slices.
+// adam is the optimiser state of one Fit: two sets of flat buffers for the
+// parameters (paramNames' order, end to end) and their moments, one that a
+// step reads and one it writes, swapped after each step. Each set's
+// weights are also wrapped layer by layer (views of its flat buffer) for
+// the forward and backward passes.
 type adam struct {
-	w, m, v    [2][]*ortgo.Tensor[float32]
+	w, m, v    [2]*ortgo.Tensor[float32] // flat
+	views      [2][]*ortgo.Tensor[float32]
 	sc         []float32 // c1, c2, lr: the step's bias corrections and learning rate
 	c1, c2, lr *ortgo.Tensor[float32]
 	cur        int // the set the next step reads
@@ -432,28 +437,40 @@ func newAdam(h *Head, lr float32) (*adam, error) {
 		}
 		return ortgo.NewTensor(ortgo.NewShape(shape...), data)
 	}
+	n := 0
+	for l := range h.W {
+		n += len(h.W[l]) + len(h.B[l])
+	}
 	for set := 0; set < 2; set++ {
+		w := make([]float32, n)
+		var err error
+		for _, add := range []struct {
+			to   **ortgo.Tensor[float32]
+			data []float32
+		}{{&a.w[set], w}, {&a.m[set], make([]float32, n)}, {&a.v[set], make([]float32, n)}} {
+			if *add.to, err = wrap(add.data, n); err != nil {
+				a.destroy()
+				return nil, err
+			}
+		}
+		off := 0
 		for l := range h.W {
 			in, out := h.Sizes[l], h.Sizes[l+1]
 			for _, p := range []struct {
 				data []float32
 				dims []int
 			}{{h.W[l], []int{in, out}}, {h.B[l], []int{out}}} {
-				w := p.data
-				if set == 1 {
-					w = make([]float32, len(p.data))
+				view := w[off : off+len(p.data) : off+len(p.data)]
+				if set == 0 {
+					copy(view, p.data)
 				}
-				for _, add := range []struct {
-					to   *[]*ortgo.Tensor[float32]
-					data []float32
-				}{{&a.w[set], w}, {&a.m[set], make([]float32, len(w))}, {&a.v[set], make([]float32, len(w))}} {
-					t, err := wrap(add.data, p.dims...)
-					if err != nil {
-						a.destroy()
-						return nil, err
-					}
-					*add.to = append(*add.to, t)
+				off += len(p.data)
+				t, err := wrap(view, p.dims...)
+				if err != nil {
+					a.destroy()
+					return nil, err
 				}
+				a.views[set] = append(a.views[set], t)
 			}
 		}
 	}
@@ -474,38 +491,39 @@ func (a *adam) next() (in, out []ortgo.Value) {
 	a.sc[0] = float32(1 - math.Pow(adamB1, float64(a.t)))
 	a.sc[1] = float32(1 - math.Pow(adamB2, float64(a.t)))
 	r, w := a.cur, 1-a.cur
-	for _, set := range [][]*ortgo.Tensor[float32]{a.w[r], a.m[r], a.v[r]} {
-		for _, t := range set {
-			in = append(in, t)
-		}
+	for _, t := range a.views[r] {
+		in = append(in, t)
 	}
-	in = append(in, a.c1, a.c2, a.lr)
-	for _, set := range [][]*ortgo.Tensor[float32]{a.w[w], a.m[w], a.v[w]} {
-		for _, t := range set {
-			out = append(out, t)
-		}
-	}
-	return in, out
+	in = append(in, a.c1, a.c2, a.lr, a.w[r], a.m[r], a.v[r])
+	return in, []ortgo.Value{a.w[w], a.m[w], a.v[w]}
 }
 
 // done swaps the sets after a step ran.
 func (a *adam) done() { a.cur = 1 - a.cur }
 
+// params returns the parameters the next step reads, one slice per
+// weight and bias in paramNames' order (views of the flat buffer).
+func (a *adam) params() [][]float32 {
+	out := make([][]float32, len(a.views[a.cur]))
+	for i, t := range a.views[a.cur] {
+		out[i] = t.GetData()
+	}
+	return out
+}
+
 // finish leaves the last step's weights in h.
 func (a *adam) finish(h *Head) {
-	if a.cur == 0 {
-		return
-	}
+	ps := a.params()
 	for l := range h.W {
-		copy(h.W[l], a.w[1][2*l].GetData())
-		copy(h.B[l], a.w[1][2*l+1].GetData())
+		copy(h.W[l], ps[2*l])
+		copy(h.B[l], ps[2*l+1])
 	}
 }
 
 func (a *adam) destroy() {
 	for set := 0; set < 2; set++ {
-		for _, ts := range [][]*ortgo.Tensor[float32]{a.w[set], a.m[set], a.v[set]} {
-			for _, t := range ts {
+		for _, t := range append([]*ortgo.Tensor[float32]{a.w[set], a.m[set], a.v[set]}, a.views[set]...) {
+			if t != nil {
 				t.Destroy()
 			}
 		}

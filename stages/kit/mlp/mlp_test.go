@@ -205,8 +205,8 @@ func TestStepGraphEqualsAdamInGo(t *testing.T) {
 			o.Destroy()
 		}
 		free()
-		for i, tt := range opt.w[opt.cur] {
-			for j, v := range tt.GetData() {
+		for i, got := range opt.params() {
+			for j, v := range got {
 				if math.Float32bits(v) != math.Float32bits(params[i][j]) {
 					t.Fatalf("step %d, param %d[%d]: graph %v, Adam in Go %v", step, i, j, v, params[i][j])
 				}
