@@ -67,6 +67,7 @@ type Params struct {
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
+	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
 	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
 	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
 	Classes       int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
@@ -94,7 +95,7 @@ type Params struct {
 // final head, its relabelled refit and a gated classifier's second head.
 func (p Params) finalConfig() mlp.Config {
 	cfg := p.Config()
-	cfg.Epochs, cfg.MaxSteps, cfg.Schedule = p.FinalEpochs, p.MaxSteps, p.FinalSchedule
+	cfg.Epochs, cfg.MaxSteps, cfg.Schedule, cfg.Average = p.FinalEpochs, p.MaxSteps, p.FinalSchedule, p.FinalAverage
 	return cfg
 }
 

@@ -154,6 +154,12 @@ type Config struct {
 	// 0 along half a cosine, LR·(1+cos(π·k/K))/2 at batch k of K (a
 	// confusion batch takes the rate of the batch before it).
 	Schedule string
+	// Average, above 1, makes a Fit end with the mean of the head's
+	// weights at the end of each of its last Average epochs (all of them
+	// when it has fewer), taken in float64: stochastic weight averaging,
+	// which smooths out the last batches' noise. 0 or 1: the last step's
+	// weights.
+	Average int
 }
 
 // Schedules are the values Config.Schedule takes.
@@ -649,6 +655,7 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		// Many rows: a head on embeddings needs no more batches.
 		steps = max(1, t.cfg.MaxSteps/epochs)
 	}
+	var avg [][]float64 // the weights summed over the averaged epochs
 	for ep := 0; ep < epochs; ep++ {
 		var sum float64
 		for s := 0; s < steps; s++ {
@@ -671,9 +678,42 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 			}
 		}
 		last = sum / float64(steps)
+		if t.cfg.Average > 1 && ep >= epochs-t.cfg.Average {
+			avg = addWeights(avg, opt.params())
+		}
 	}
 	opt.finish(h)
+	if avg != nil {
+		n := float64(min(t.cfg.Average, epochs))
+		for l := range h.W {
+			meanInto(h.W[l], avg[2*l], n)
+			meanInto(h.B[l], avg[2*l+1], n)
+		}
+	}
 	return last, nil
+}
+
+// addWeights adds ps to sum (made on first use) and returns it.
+func addWeights(sum [][]float64, ps [][]float32) [][]float64 {
+	if sum == nil {
+		sum = make([][]float64, len(ps))
+		for i, p := range ps {
+			sum[i] = make([]float64, len(p))
+		}
+	}
+	for i, p := range ps {
+		for j, v := range p {
+			sum[i][j] += float64(v)
+		}
+	}
+	return sum
+}
+
+// meanInto writes sum / n into dst.
+func meanInto(dst []float32, sum []float64, n float64) {
+	for j, v := range sum {
+		dst[j] = float32(v / n)
+	}
 }
 
 // Logits returns the head's logits for the n rows of x ([n*C]).

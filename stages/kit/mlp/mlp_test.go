@@ -733,3 +733,68 @@ func firstDiff(a, b *Head) int {
 	}
 	return -1
 }
+
+// Config.Average ends a fit with the mean of its last epochs' weights: with
+// a constant rate and no step floor, a fit of E epochs follows the first E
+// epochs of a longer one, so the averaged head is the float64 mean of the
+// heads of shorter fits, bit for bit; 0 and 1 leave the last step's
+// weights, and more epochs than the fit has average them all.
+func TestAverage(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 600, 16, 4
+	x, y := blobs(n, d, c, 2)
+	sizes := []int{d, 32, c}
+	fit := func(epochs, average int) *Head {
+		cfg := DefaultConfig(3)
+		cfg.Epochs, cfg.MinSteps, cfg.Average = epochs, 0, average
+		tr, err := NewTrainer(sizes, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		h := NewHead(sizes, 3)
+		if _, err := tr.Fit(h, x, y, allRows(n), nil); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	mean := func(hs ...*Head) *Head {
+		out := hs[0].Clone()
+		for l := range out.W {
+			for _, dst := range []struct {
+				to []float32
+				of func(*Head) []float32
+			}{
+				{out.W[l], func(h *Head) []float32 { return h.W[l] }},
+				{out.B[l], func(h *Head) []float32 { return h.B[l] }},
+			} {
+				for j := range dst.to {
+					var s float64
+					for _, h := range hs {
+						s += float64(dst.of(h)[j])
+					}
+					dst.to[j] = float32(s / float64(len(hs)))
+				}
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name            string
+		epochs, average int
+		want            *Head
+	}{
+		{"average 0", 5, 0, fit(5, 0)},
+		{"average 1", 5, 1, fit(5, 0)},
+		{"average 3", 5, 3, mean(fit(3, 0), fit(4, 0), fit(5, 0))},
+		{"average 9 of 2 epochs", 2, 9, mean(fit(1, 0), fit(2, 0))},
+	} {
+		got := fit(tc.epochs, tc.average)
+		if l := firstDiff(got, tc.want); l >= 0 {
+			t.Errorf("%s: layer %d is not the expected head", tc.name, l)
+		}
+		if tc.average > 1 && firstDiff(got, fit(tc.epochs, 0)) < 0 {
+			t.Errorf("%s: the averaged head equals the last step's", tc.name)
+		}
+	}
+}
