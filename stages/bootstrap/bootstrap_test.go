@@ -663,3 +663,35 @@ func TestFinalScheduleEnumIsMLPs(t *testing.T) {
 	}
 	t.Fatal("bootstrap declares no final_schedule")
 }
+
+// final_average reaches the final head and nothing else: the rounds keep
+// the same rows, the head changes only when more than one epoch is
+// averaged.
+func TestFinalAverage(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	tab := set.Table
+	start := cleanEvery(set, 6)
+	run := func(average int) *bootstrap.Result {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 2, "final_epochs": 4, "warm_epochs": 1, "rounds": 1, "final_average": average})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	off := run(0)
+	for _, tc := range []struct {
+		average  int
+		sameHead bool
+	}{{1, true}, {3, false}} {
+		got := run(tc.average)
+		if !reflect.DeepEqual(got.Kept, off.Kept) {
+			t.Errorf("final_average %d: the kept rows changed", tc.average)
+		}
+		if same := reflect.DeepEqual(got.Head, off.Head); same != tc.sameHead {
+			t.Errorf("final_average %d: head equal to final_average 0's: %v, want %v", tc.average, same, tc.sameHead)
+		}
+	}
+}
