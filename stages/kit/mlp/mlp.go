@@ -198,6 +198,9 @@ type Trainer struct {
 	fits  atomic.Int32 // Fits running now
 	// aloneSteps counts the steps run on alone (for the tests).
 	aloneSteps atomic.Int64
+	// beforeStep, when set (by the tests), runs as each step picks its
+	// session.
+	beforeStep func()
 	fwd        *ortgo.DynamicAdvancedSession
 	cfg        Config
 }
@@ -259,6 +262,9 @@ func (t *Trainer) Close() {
 // stepSession is the session of a Fit's next step: the wide one while
 // that Fit is the trainer's only one.
 func (t *Trainer) stepSession() *ortgo.DynamicAdvancedSession {
+	if t.beforeStep != nil {
+		t.beforeStep()
+	}
 	if t.alone != nil && t.fits.Load() == 1 {
 		t.aloneSteps.Add(1)
 		return t.alone

@@ -480,6 +480,11 @@ func unevenPair(n int) (short, long []int) {
 // A fit of a pair that goes on after its partner finished switches to the
 // trainer's wide session (Config.AloneThreads) and still ends with the
 // weights it has alone on one thread, bit for bit; so does its partner.
+// The switch is checked on a partner that leaves at a set step (when two
+// fits really run together, which one finishes first and when is up to
+// the scheduler: on a loaded machine the short one can still be in its
+// last step when the long one ends); the real pair is checked for its
+// weights.
 func TestAFitLeftAloneTakesEveryThread(t *testing.T) {
 	ortlib.Init(t)
 	const n, d, c = 4000, 256, 10
@@ -516,13 +521,29 @@ func TestAFitLeftAloneTakesEveryThread(t *testing.T) {
 	if err := Together(fit(hs, short), fit(hl, long)); err != nil {
 		t.Fatal(err)
 	}
-	if tr.aloneSteps.Load() == 0 {
-		t.Fatal("no step of the long fit ran on the wide session after the short one finished")
+	// A partner that leaves as the long fit's sixth step starts.
+	const leaves = 6
+	tr.fits.Add(1)
+	step := 0
+	tr.beforeStep = func() {
+		if step++; step == leaves {
+			tr.fits.Add(-1)
+		}
 	}
+	hw := NewHead(sizes, uint64(len(long)))
+	before := tr.aloneSteps.Load()
+	if err := fit(hw, long)(); err != nil {
+		t.Fatal(err)
+	}
+	tr.beforeStep = nil
+	if got, want := tr.aloneSteps.Load()-before, int64(step-leaves+1); got != want {
+		t.Fatalf("%d of the long fit's %d steps ran on the wide session, want the %d after its partner left", got, step, want)
+	}
+	want := alone(long)
 	for _, c := range []struct {
 		name      string
 		got, want *Head
-	}{{"short", hs, alone(short)}, {"long", hl, alone(long)}} {
+	}{{"short", hs, alone(short)}, {"long", hl, want}, {"long, partner leaving at a set step", hw, want}} {
 		if l := firstDiff(c.got, c.want); l >= 0 {
 			t.Fatalf("%s fit: layer %d differs from the fit alone on one thread", c.name, l)
 		}
