@@ -661,7 +661,7 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		// Many rows: a head on embeddings needs no more batches.
 		steps = max(1, t.cfg.MaxSteps/epochs)
 	}
-	var avg [][]float64 // the weights summed over the averaged epochs
+	var avg []float64 // the flat weights summed over the averaged epochs
 	for ep := 0; ep < epochs; ep++ {
 		var sum float64
 		for s := 0; s < steps; s++ {
@@ -685,41 +685,24 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 		}
 		last = sum / float64(steps)
 		if t.cfg.Average > 1 && ep >= epochs-t.cfg.Average {
-			avg = addWeights(avg, opt.params())
+			w := opt.w[opt.cur].GetData()
+			if avg == nil {
+				avg = make([]float64, len(w))
+			}
+			for j, v := range w {
+				avg[j] += float64(v)
+			}
+		}
+	}
+	if avg != nil {
+		n := float64(min(t.cfg.Average, epochs))
+		w := opt.w[opt.cur].GetData()
+		for j, v := range avg {
+			w[j] = float32(v / n)
 		}
 	}
 	opt.finish(h)
-	if avg != nil {
-		n := float64(min(t.cfg.Average, epochs))
-		for l := range h.W {
-			meanInto(h.W[l], avg[2*l], n)
-			meanInto(h.B[l], avg[2*l+1], n)
-		}
-	}
 	return last, nil
-}
-
-// addWeights adds ps to sum (made on first use) and returns it.
-func addWeights(sum [][]float64, ps [][]float32) [][]float64 {
-	if sum == nil {
-		sum = make([][]float64, len(ps))
-		for i, p := range ps {
-			sum[i] = make([]float64, len(p))
-		}
-	}
-	for i, p := range ps {
-		for j, v := range p {
-			sum[i][j] += float64(v)
-		}
-	}
-	return sum
-}
-
-// meanInto writes sum / n into dst.
-func meanInto(dst []float32, sum []float64, n float64) {
-	for j, v := range sum {
-		dst[j] = float32(v / n)
-	}
 }
 
 // Logits returns the head's logits for the n rows of x ([n*C]).

@@ -779,23 +779,25 @@ func TestAverage(t *testing.T) {
 		}
 		return h
 	}
+	params := func(h *Head) (out [][]float32) {
+		for l := range h.W {
+			out = append(out, h.W[l], h.B[l])
+		}
+		return out
+	}
 	mean := func(hs ...*Head) *Head {
 		out := hs[0].Clone()
-		for l := range out.W {
-			for _, dst := range []struct {
-				to []float32
-				of func(*Head) []float32
-			}{
-				{out.W[l], func(h *Head) []float32 { return h.W[l] }},
-				{out.B[l], func(h *Head) []float32 { return h.B[l] }},
-			} {
-				for j := range dst.to {
-					var s float64
-					for _, h := range hs {
-						s += float64(dst.of(h)[j])
-					}
-					dst.to[j] = float32(s / float64(len(hs)))
+		var of [][][]float32
+		for _, h := range hs {
+			of = append(of, params(h))
+		}
+		for i, dst := range params(out) {
+			for j := range dst {
+				var s float64
+				for _, p := range of {
+					s += float64(p[i][j])
 				}
+				dst[j] = float32(s / float64(len(hs)))
 			}
 		}
 		return out
