@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -68,6 +68,7 @@ type Params struct {
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
+	FinalHeads    int     `json:"final_heads" range:"[1,)" doc:"each final head (as final_schedule) is the mean of this many heads' logits, trained side by side from their own seeds and batch draws (one head: the seeds of today's single head), exported as one wider head (mlp.Mean)"`
 	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
 	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
 	Classes       int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
@@ -401,7 +402,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	final := rows()
 	fcfg := p.finalConfig()
 	firstCfg := fcfg
-	if alongside != nil {
+	if alongside != nil || p.FinalHeads > 1 {
 		firstCfg = fcfg.Paired()
 	}
 	ftr, err := mlp.NewTrainer(sizes, firstCfg)
@@ -426,7 +427,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	var trainLoss float64
 	var sc *mlp.Scores
 	first := func() (err error) {
-		trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000)
+		trainLoss, sc, err = finalHead(ftr, res, x, y, aug, p.FinalHeads, p.Seed+1000)
 		return err
 	}
 	if alongside == nil {
@@ -449,7 +450,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		if relabelled > 0 {
 			// Alone now: a paired trainer's fit takes every thread
 			// (mlp.Config.AloneThreads).
-			if trainLoss, sc, err = finalHead(ftr, res, sizes, x, y, aug, p.Seed+1000); err != nil {
+			if trainLoss, sc, err = finalHead(ftr, res, x, y, aug, p.FinalHeads, p.Seed+1000); err != nil {
 				return nil, err
 			}
 		}
@@ -516,7 +517,7 @@ func Crowded(suspect []bool, labels []int32, nc int) []bool {
 // finalHead trains res.Head afresh (seed) on the rows res labels (Label
 // not -1, with that label) and aug's rows, and scores every row under its
 // given label y.
-func finalHead(tr *mlp.Trainer, res *Result, sizes []int, x []float32, y []int32, aug *feat.Table, seed uint64) (float64, *mlp.Scores, error) {
+func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.Table, heads int, seed uint64) (float64, *mlp.Scores, error) {
 	n := len(res.Label)
 	fx, fy := x, res.Label
 	var frows []int
@@ -532,9 +533,9 @@ func finalHead(tr *mlp.Trainer, res *Result, sizes []int, x []float32, y []int32
 			frows = append(frows, n+i)
 		}
 	}
-	res.Head = mlp.NewHead(sizes, seed)
-	loss, err := tr.Fit(res.Head, fx, fy, frows, nil)
-	if err != nil {
+	var loss float64
+	var err error
+	if res.Head, loss, err = tr.FitMean(heads, seed, fx, fy, frows); err != nil {
 		return 0, nil, err
 	}
 	sc, err := tr.Score(res.Head, x, y)
@@ -1057,8 +1058,8 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows [
 		return nil, nil, err
 	}
 	defer tr.Close()
-	h := mlp.NewHead(sizes, p.Seed+1000)
-	if _, err := tr.Fit(h, orig.Embedding.X, orig.Labels, rows, nil); err != nil {
+	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, rows)
+	if err != nil {
 		return nil, nil, err
 	}
 	return h, rows, nil

@@ -585,13 +585,18 @@ func (sb *stepBufs) destroy() {
 // with confusion batches. It returns the mean loss of the last epoch's
 // ordinary batches.
 func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
+	return t.fit(h, t.cfg.Seed, x, y, rows, conf)
+}
+
+// fit is Fit with its batches drawn from seed.
+func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
 	d, c := h.Sizes[0], h.Sizes[len(h.Sizes)-1]
 	if len(rows) == 0 {
 		return 0, fmt.Errorf("mlp: no rows to train on")
 	}
 	t.fits.Add(1)
 	defer t.fits.Add(-1)
-	rng := rand.New(rand.NewPCG(t.cfg.Seed, 0x666974))
+	rng := rand.New(rand.NewPCG(seed, 0x666974))
 	byClass := map[int32][]int{}
 	var classes []int32
 	for _, r := range rows {
@@ -703,6 +708,105 @@ func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusi
 	}
 	opt.finish(h)
 	return last, nil
+}
+
+// FitMean trains k heads of t's sizes afresh on rows, side by side
+// (Together), and returns their Mean and the mean of their last epochs'
+// losses. Head j starts from NewHead(sizes, seed+j) and draws its batches
+// from the trainer's seed plus j, so the first head is exactly Fit's on
+// NewHead(sizes, seed), and k = 1 is that head itself. A trainer made
+// with Config.Paired runs two of them at a time on half the threads each.
+func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, rows []int) (*Head, float64, error) {
+	if k < 1 {
+		return nil, 0, fmt.Errorf("mlp: a mean of %d heads", k)
+	}
+	heads := make([]*Head, k)
+	losses := make([]float64, k)
+	fns := make([]func() error, k)
+	for j := range fns {
+		heads[j] = NewHead(t.sizes, seed+uint64(j))
+		fns[j] = func() (err error) {
+			losses[j], err = t.fit(heads[j], t.cfg.Seed+uint64(j), x, y, rows, nil)
+			return err
+		}
+	}
+	var err error
+	if k == 1 {
+		err = fns[0]()
+	} else {
+		err = Together(fns...)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var loss float64
+	for _, l := range losses {
+		loss += l
+	}
+	return Mean(heads...), loss / float64(k), nil
+}
+
+// Mean returns one head whose logits are the mean of the given heads'
+// logits (an ensemble as a single MLP): the heads side by side, their
+// first layers' outputs joined, their hidden layers block-diagonal, and
+// the last layer summing their outputs scaled by 1/len(heads). The heads
+// must have the same sizes; one head is returned as it is.
+func Mean(heads ...*Head) *Head {
+	if len(heads) == 1 {
+		return heads[0]
+	}
+	k := len(heads)
+	sz := heads[0].Sizes
+	for _, h := range heads[1:] {
+		if !slices.Equal(h.Sizes, sz) {
+			panic(fmt.Sprintf("mlp: Mean of heads of sizes %v and %v", sz, h.Sizes))
+		}
+	}
+	L := len(sz) - 1
+	m := &Head{Sizes: append([]int(nil), sz...)}
+	for l := 1; l < L; l++ {
+		m.Sizes[l] = k * sz[l]
+	}
+	scale := 1 / float32(k)
+	for l := 0; l < L; l++ {
+		in, out := sz[l], sz[l+1]
+		mIn, mout := m.Sizes[l], m.Sizes[l+1]
+		w := make([]float32, mIn*mout)
+		b := make([]float32, mout)
+		for j, h := range heads {
+			// Head j reads its block of the inputs (all of them in the
+			// first layer) and writes its block of the outputs (all of
+			// them, summed, in the last).
+			r0, c0 := j*in, j*out
+			if l == 0 {
+				r0 = 0
+			}
+			if l == L-1 {
+				c0 = 0
+			}
+			for i := 0; i < in; i++ {
+				row := w[(r0+i)*mout+c0 : (r0+i)*mout+c0+out]
+				src := h.W[l][i*out : (i+1)*out]
+				if l == L-1 {
+					for o, v := range src {
+						row[o] += v * scale
+					}
+				} else {
+					copy(row, src)
+				}
+			}
+			if l == L-1 {
+				for o, v := range h.B[l] {
+					b[o] += v * scale
+				}
+			} else {
+				copy(b[c0:c0+out], h.B[l])
+			}
+		}
+		m.W = append(m.W, w)
+		m.B = append(m.B, b)
+	}
+	return m
 }
 
 // Logits returns the head's logits for the n rows of x ([n*C]).

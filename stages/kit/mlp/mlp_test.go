@@ -821,3 +821,92 @@ func TestAverage(t *testing.T) {
 		}
 	}
 }
+
+// Mean's single head gives the mean of its heads' logits, on heads of
+// every depth; FitMean's heads are Fit's with the seeds it documents, so
+// one head is Fit's head bit for bit and two are the mean of two Fits.
+func TestMean(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 300, 8, 3
+	x, y := blobs(n, d, c, 4)
+	for _, sizes := range [][]int{{d, c}, {d, 16, c}, {d, 16, 12, c}} {
+		tr, err := NewTrainer(sizes, DefaultConfig(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads := []*Head{NewHead(sizes, 1), NewHead(sizes, 2), NewHead(sizes, 3)}
+		for _, h := range heads {
+			for l := range h.B {
+				for j := range h.B[l] {
+					h.B[l][j] = float32(j%5) * 0.1 // biases too must be carried
+				}
+			}
+		}
+		m := Mean(heads...)
+		got, err := tr.Logits(m, x, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float64, n*c)
+		for _, h := range heads {
+			lg, err := tr.Logits(h, x, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range lg {
+				want[i] += float64(v) / float64(len(heads))
+			}
+		}
+		for i := range got {
+			if math.Abs(float64(got[i])-want[i]) > 1e-4*(1+math.Abs(want[i])) {
+				t.Fatalf("sizes %v: logit %d of the mean head is %v, the mean of the heads' %v", sizes, i, got[i], want[i])
+			}
+		}
+		if Mean(heads[0]) != heads[0] {
+			t.Errorf("sizes %v: the mean of one head is not that head", sizes)
+		}
+		tr.Close()
+	}
+
+	sizes := []int{d, 16, c}
+	cfg := DefaultConfig(9)
+	cfg.Epochs = 3
+	fit := func(headSeed, batchSeed uint64) *Head {
+		cfg := cfg
+		cfg.Seed = batchSeed
+		tr, err := NewTrainer(sizes, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		h := NewHead(sizes, headSeed)
+		if _, err := tr.Fit(h, x, y, allRows(n), nil); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	tr, err := NewTrainer(sizes, cfg.Paired())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for _, tc := range []struct {
+		name string
+		k    int
+		want *Head
+	}{
+		{"one head", 1, fit(40, 9)},
+		{"two heads", 2, Mean(fit(40, 9), fit(41, 10))},
+	} {
+		got, _, err := tr.FitMean(tc.k, 40, x, y, allRows(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := firstDiff(got, tc.want); l >= 0 {
+			t.Errorf("%s: layer %d differs from the Fits' mean", tc.name, l)
+		}
+	}
+	if _, _, err := tr.FitMean(0, 40, x, y, allRows(n)); err == nil {
+		t.Error("a mean of 0 heads was accepted")
+	}
+}
