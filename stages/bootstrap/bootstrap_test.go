@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -687,5 +688,42 @@ func TestFinalAverage(t *testing.T) {
 	}
 	if reflect.DeepEqual(avg.Head, off.Head) {
 		t.Error("final_average 3: the head is final_average 0's")
+	}
+}
+
+// final_heads changes only the final head: the kept rows stay, and the
+// head of two is twice as wide, its first member today's head (the first
+// layer's first block of outputs is final_heads 1's first layer).
+func TestFinalHeads(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	tab := set.Table
+	start := cleanEvery(set, 6)
+	run := func(heads int) *bootstrap.Result {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 2, "final_epochs": 4, "warm_epochs": 1, "rounds": 1, "final_heads": heads})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	one, two := run(1), run(2)
+	if !reflect.DeepEqual(two.Kept, one.Kept) {
+		t.Error("final_heads 2: the kept rows changed")
+	}
+	s1, s2 := one.Head.Sizes, two.Head.Sizes
+	if len(s2) != len(s1) || s2[1] != 2*s1[1] || s2[len(s2)-1] != s1[len(s1)-1] {
+		t.Fatalf("final_heads 2: head sizes %v, final_heads 1 %v", s2, s1)
+	}
+	in, out := s1[0], s1[1]
+	for i := 0; i < in; i++ {
+		if !reflect.DeepEqual(two.Head.W[0][i*2*out:i*2*out+out], one.Head.W[0][i*out:(i+1)*out]) {
+			t.Fatalf("final_heads 2: the first member's first layer (input %d) is not final_heads 1's", i)
+		}
+	}
+	var p bootstrap.Params
+	if err := plugin.DecodeParams(bootstrap.New().Spec(), []byte(`{"final_heads": 0}`), &p); err == nil || !strings.Contains(err.Error(), "final_heads") {
+		t.Errorf("final_heads 0: error %v, want one naming final_heads", err)
 	}
 }
