@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -125,62 +126,65 @@ func TestProjectionReachesTheClassifier(t *testing.T) {
 		}
 		return path
 	}
-	run := func(enc, export string) (*plugin.Tables, error) {
+	run := func(enc, export string, heads int) (*plugin.Tables, error) {
 		out := plugin.NewTables()
-		params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "epochs": 5, "final_epochs": 20, "hidden": []int{32}})
+		params, _ := json.Marshal(map[string]any{"encoder": enc, "export": export, "epochs": 5, "final_epochs": 20, "hidden": []int{32}, "final_heads": heads})
 		_, err := plugin.Local(bootstrap.New()).Run(context.Background(), params, in, out, nil)
 		return out, err
 	}
-	export := filepath.Join(dir, "clean_model.onnx")
-	out, err := run(withProject("projected.onnx", d), export)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Release()
-	sc, err := feat.OpenScores(out, "scores", tab, "bootstrap.pred")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pred := sc["bootstrap.pred"].I
-	e, err := encoder.Open(export, encoder.Config{Layers: []string{}, Embedding: "logits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	x, err := e.Batch(len(pixels))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, px := range pixels {
-		copy(x[i*len(px):], px)
-	}
-	logits, _, err := e.Embed(len(pixels))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agree, right := 0, 0
-	for i := range pixels {
-		row := logits[i*e.Dim : (i+1)*e.Dim]
-		best := 0
-		for k, v := range row {
-			if v > row[best] {
-				best = k
+	// One final head, and the mean of two exported as one wider head.
+	for _, heads := range []int{1, 2} {
+		export := filepath.Join(dir, fmt.Sprintf("clean_model_%d.onnx", heads))
+		out, err := run(withProject("projected.onnx", d), export, heads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := feat.OpenScores(out, "scores", tab, "bootstrap.pred")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pred := sc["bootstrap.pred"].I
+		out.Release()
+		e, err := encoder.Open(export, encoder.Config{Layers: []string{}, Embedding: "logits"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := e.Batch(len(pixels))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, px := range pixels {
+			copy(x[i*len(px):], px)
+		}
+		logits, _, err := e.Embed(len(pixels))
+		if err != nil {
+			t.Fatal(err)
+		}
+		agree, right := 0, 0
+		for i := range pixels {
+			row := logits[i*e.Dim : (i+1)*e.Dim]
+			best := 0
+			for k, v := range row {
+				if v > row[best] {
+					best = k
+				}
+			}
+			if int32(best) == pred[i] {
+				agree++
+			}
+			if int32(best) == labels[i] {
+				right++
 			}
 		}
-		if int32(best) == pred[i] {
-			agree++
+		e.Close()
+		if agree < len(pixels)-1 {
+			t.Errorf("final_heads %d: the exported classifier agrees with the final head on %d of %d training images", heads, agree, len(pixels))
 		}
-		if int32(best) == labels[i] {
-			right++
+		if right < len(pixels)*2/3 {
+			t.Errorf("final_heads %d: the exported classifier labels %d of %d training images right, want at least two thirds", heads, right, len(pixels))
 		}
 	}
-	if agree < len(pixels)-1 {
-		t.Errorf("the exported classifier agrees with the final head on %d of %d training images", agree, len(pixels))
-	}
-	if right < len(pixels)*2/3 {
-		t.Errorf("the exported classifier labels %d of %d training images right, want at least two thirds", right, len(pixels))
-	}
-	_, err = run(withProject("other.onnx", d+1), filepath.Join(dir, "other_model.onnx"))
+	_, err = run(withProject("other.onnx", d+1), filepath.Join(dir, "other_model.onnx"), 1)
 	var pe *plugin.Error
 	if !errors.As(err, &pe) || pe.Port != "features" || pe.Code != plugin.CodeBadInput {
 		t.Fatalf("a projection of %d values on features of %d: got %v, want a bad input on port features", d+1, d, err)
