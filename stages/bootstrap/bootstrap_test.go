@@ -665,24 +665,25 @@ func TestFinalScheduleEnumIsMLPs(t *testing.T) {
 	t.Fatal("bootstrap declares no final_schedule")
 }
 
+// finalRun bootstraps a small planted set (a short round and final
+// head) with one final-head parameter set to v.
+func finalRun(t *testing.T, param string, v int) *bootstrap.Result {
+	t.Helper()
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	p := params(t, map[string]any{"epochs": 2, "final_epochs": 4, "warm_epochs": 1, "rounds": 1, param: v})
+	res, err := bootstrap.Bootstrap(context.Background(), set.Table, cleanEvery(set, 6), nil, nil, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // final_average reaches the final head and nothing else: the rounds keep
 // the same rows and the head changes (mlp's TestAverage checks the
 // average itself, and that 0 and 1 leave the last step's weights).
 func TestFinalAverage(t *testing.T) {
 	ortlib.Init(t)
-	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
-	tab := set.Table
-	start := cleanEvery(set, 6)
-	run := func(average int) *bootstrap.Result {
-		t.Helper()
-		p := params(t, map[string]any{"epochs": 2, "final_epochs": 4, "warm_epochs": 1, "rounds": 1, "final_average": average})
-		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	off, avg := run(0), run(3)
+	off, avg := finalRun(t, "final_average", 0), finalRun(t, "final_average", 3)
 	if !reflect.DeepEqual(avg.Kept, off.Kept) {
 		t.Error("final_average 3: the kept rows changed")
 	}
@@ -696,19 +697,7 @@ func TestFinalAverage(t *testing.T) {
 // layer's first block of outputs is final_heads 1's first layer).
 func TestFinalHeads(t *testing.T) {
 	ortlib.Init(t)
-	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
-	tab := set.Table
-	start := cleanEvery(set, 6)
-	run := func(heads int) *bootstrap.Result {
-		t.Helper()
-		p := params(t, map[string]any{"epochs": 2, "final_epochs": 4, "warm_epochs": 1, "rounds": 1, "final_heads": heads})
-		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	one, two := run(1), run(2)
+	one, two := finalRun(t, "final_heads", 1), finalRun(t, "final_heads", 2)
 	if !reflect.DeepEqual(two.Kept, one.Kept) {
 		t.Error("final_heads 2: the kept rows changed")
 	}
