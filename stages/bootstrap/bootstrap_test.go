@@ -716,3 +716,51 @@ func TestFinalHeads(t *testing.T) {
 		t.Errorf("final_heads 0: error %v, want one naming final_heads", err)
 	}
 }
+
+// class_growth caps what a class admits in a round at g times its kept
+// rows (at least one): the target class, started from two trusted rows,
+// grows by steps, while without the cap its first round takes many more.
+func TestClassGrowth(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 60, Classes: 3, Poison: 12, Seed: 7})
+	tab := set.Table
+	start := cleanEvery(set, 3)
+	target, seen := set.Table.Labels, 0
+	for i := range start {
+		if target[i] == 0 && start[i] {
+			if seen >= 2 {
+				start[i] = false
+			}
+			seen++
+		}
+	}
+	firstRound := func(g float64) (admitted0, kept0 int) {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 3, "final_epochs": 2, "warm_epochs": 1, "rounds": 3, "class_growth": g})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byRound := map[int32]int{}
+		for i, r := range res.Round {
+			if target[i] == 0 && res.Kept[i] {
+				byRound[r]++
+			}
+		}
+		// Each round admits at most g times what the class kept before it.
+		have := byRound[0]
+		for r := int32(1); r <= 3; r++ {
+			if g > 0 && float64(byRound[r]) > max(1, g*float64(have)) {
+				t.Errorf("class_growth %v: round %d admitted %d rows of class 0, which kept %d", g, r, byRound[r], have)
+			}
+			have += byRound[r]
+		}
+		return byRound[1], byRound[0]
+	}
+	if a, k := firstRound(1); k != 2 || a > 2 {
+		t.Errorf("class_growth 1: class 0 started from %d rows and admitted %d in round 1, want 2 and at most 2", k, a)
+	}
+	if a, _ := firstRound(0); a <= 2 {
+		t.Errorf("without class_growth, class 0 admitted %d rows in round 1: the test's set does not exercise the cap", a)
+	}
+}
