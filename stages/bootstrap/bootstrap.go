@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 0, FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 0, GrowthClasses: "all", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -66,6 +66,7 @@ type Params struct {
 	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
 	ClassGrowth   float64 `json:"class_growth" range:"[0,)" doc:"a class admits at most this many times its kept rows in a round (at least one row), lowest losses first, so a class that starts from few trusted rows grows by steps (0: no per-class cap)"`
+	GrowthClasses string  `json:"growth_classes" enum:"all|crowded" doc:"the classes class_growth caps: all, or crowded (those holding at least twice their share of the suspects, the classes a poisoning attack's labels point to: Crowded)"`
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
@@ -330,6 +331,13 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		}
 		defer warm.Close()
 	}
+	capped := make([]bool, nc) // the classes class_growth caps
+	for c := range capped {
+		capped[c] = p.GrowthClasses != "crowded"
+	}
+	if p.GrowthClasses == "crowded" {
+		capped = Crowded(exclude, y, nc)
+	}
 	var admitted []int
 	var prev *mlp.Head    // the last round's head
 	var pair [2]*mlp.Head // or heads, with the admission rule heldout
@@ -389,7 +397,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		})
 		cands = cands[:min(len(cands), int(p.GrowthCap*float64(n)))]
 		if p.ClassGrowth > 0 {
-			cands = capPerClass(cands, res.Kept, y, nc, p.ClassGrowth)
+			cands = capPerClass(cands, res.Kept, y, capped, p.ClassGrowth)
 		}
 		for _, i := range cands {
 			res.Kept[i] = true
@@ -546,10 +554,11 @@ func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.T
 	return loss, sc, err
 }
 
-// capPerClass keeps, in order, the candidates of each class up to growth
-// times the class's kept rows (at least one).
-func capPerClass(cands []int, kept []bool, y []int32, nc int, growth float64) []int {
-	room := make([]int, nc)
+// capPerClass keeps, in order, the candidates of each capped class up to
+// growth times the class's kept rows (at least one), and every candidate
+// of the other classes.
+func capPerClass(cands []int, kept []bool, y []int32, capped []bool, growth float64) []int {
+	room := make([]int, len(capped))
 	for i, k := range kept {
 		if k {
 			room[y[i]]++
@@ -560,7 +569,9 @@ func capPerClass(cands []int, kept []bool, y []int32, nc int, growth float64) []
 	}
 	out := cands[:0:0]
 	for _, i := range cands {
-		if room[y[i]] > 0 {
+		if !capped[y[i]] {
+			out = append(out, i)
+		} else if room[y[i]] > 0 {
 			room[y[i]]--
 			out = append(out, i)
 		}
