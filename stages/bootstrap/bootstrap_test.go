@@ -718,49 +718,60 @@ func TestFinalHeads(t *testing.T) {
 }
 
 // class_growth caps what a class admits in a round at g times its kept
-// rows (at least one): the target class, started from two trusted rows,
-// grows by steps, while without the cap its first round takes many more.
+// rows (at least one): classes 0 (the target) and 1, started from two
+// trusted rows each, grow by steps, while without the cap their first
+// round takes many more; growth_classes "crowded" caps only the class the
+// suspects crowd (the target).
 func TestClassGrowth(t *testing.T) {
 	ortlib.Init(t)
 	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 60, Classes: 3, Poison: 12, Seed: 7})
 	tab := set.Table
+	labels := tab.Labels
 	start := cleanEvery(set, 3)
-	target, seen := set.Table.Labels, 0
+	seen := map[int32]int{}
 	for i := range start {
-		if target[i] == 0 && start[i] {
-			if seen >= 2 {
+		if labels[i] <= 1 && start[i] {
+			if seen[labels[i]] >= 2 {
 				start[i] = false
 			}
-			seen++
+			seen[labels[i]]++
 		}
 	}
-	firstRound := func(g float64) (admitted0, kept0 int) {
+	// growth returns, for classes 0 and 1, the rows admitted in each of
+	// the three rounds, and checks the cap round by round.
+	growth := func(g float64, classes string) [2][4]int {
 		t.Helper()
-		p := params(t, map[string]any{"epochs": 3, "final_epochs": 2, "warm_epochs": 1, "rounds": 3, "class_growth": g})
-		res, err := bootstrap.Bootstrap(context.Background(), tab, start, nil, nil, p, nil)
+		p := params(t, map[string]any{"epochs": 2, "final_epochs": 1, "warm_epochs": 1, "rounds": 3, "class_growth": g, "growth_classes": classes})
+		res, err := bootstrap.Bootstrap(context.Background(), tab, start, set.IsPoison, nil, p, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		byRound := map[int32]int{}
+		var by [2][4]int
 		for i, r := range res.Round {
-			if target[i] == 0 && res.Kept[i] {
-				byRound[r]++
+			if labels[i] <= 1 && res.Kept[i] {
+				by[labels[i]][r]++
 			}
 		}
-		// Each round admits at most g times what the class kept before it.
-		have := byRound[0]
-		for r := int32(1); r <= 3; r++ {
-			if g > 0 && float64(byRound[r]) > max(1, g*float64(have)) {
-				t.Errorf("class_growth %v: round %d admitted %d rows of class 0, which kept %d", g, r, byRound[r], have)
+		for c := 0; c < 2; c++ {
+			capped := g > 0 && (classes == "all" || c == int(set.Table.Labels[slices.Index(set.IsPoison, true)]))
+			have := by[c][0]
+			for r := 1; r <= 3; r++ {
+				if capped && float64(by[c][r]) > max(1, g*float64(have)) {
+					t.Errorf("class_growth %v (%s): round %d admitted %d rows of class %d, which kept %d", g, classes, r, by[c][r], c, have)
+				}
+				have += by[c][r]
 			}
-			have += byRound[r]
 		}
-		return byRound[1], byRound[0]
+		return by
 	}
-	if a, k := firstRound(1); k != 2 || a > 2 {
-		t.Errorf("class_growth 1: class 0 started from %d rows and admitted %d in round 1, want 2 and at most 2", k, a)
+	free := growth(0, "all")
+	if free[0][1] <= 2 || free[1][1] <= 2 {
+		t.Fatalf("without class_growth, classes 0 and 1 admitted %d and %d rows in round 1: the test's set does not exercise the cap", free[0][1], free[1][1])
 	}
-	if a, _ := firstRound(0); a <= 2 {
-		t.Errorf("without class_growth, class 0 admitted %d rows in round 1: the test's set does not exercise the cap", a)
+	if all := growth(1, "all"); all[0][0] != 2 || all[1][0] != 2 || all[0][1] > 2 || all[1][1] > 2 {
+		t.Errorf("class_growth 1 (all): classes 0 and 1 started from %d and %d rows and admitted %d and %d in round 1, want 2, 2 and at most 2 each", all[0][0], all[1][0], all[0][1], all[1][1])
+	}
+	if crowded := growth(1, "crowded"); crowded[0][1] > 2 || crowded[1][1] != free[1][1] {
+		t.Errorf("class_growth 1 (crowded): round 1 admitted %d rows of the target (at most 2) and %d of class 1 (uncapped: %d)", crowded[0][1], crowded[1][1], free[1][1])
 	}
 }
