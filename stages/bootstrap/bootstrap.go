@@ -66,7 +66,7 @@ type Params struct {
 	LossQuantile  float64 `json:"loss_quantile" range:"(0,1]" doc:"and the loss is below this quantile of the class's kept losses"`
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
 	ClassGrowth   float64 `json:"class_growth" range:"[0,)" doc:"a class admits at most this many times its kept rows in a round (at least one row), lowest losses first, so a class that starts from few trusted rows grows by steps (0: no per-class cap)"`
-	GrowthClasses string  `json:"growth_classes" enum:"all|crowded" doc:"the classes class_growth caps: all, or crowded (those holding at least twice their share of the suspects, the classes a poisoning attack's labels point to: Crowded)"`
+	GrowthClasses string  `json:"growth_classes" enum:"all|crowded|starved" doc:"the classes class_growth caps: all; crowded (those holding at least twice their share of the suspects, the classes a poisoning attack's labels point to: Crowded); or starved (the crowded classes that start the rounds with at most a tenth of their trusted rows, the suspects having taken the rest)"`
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
@@ -335,8 +335,28 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	for c := range capped {
 		capped[c] = p.GrowthClasses != "crowded"
 	}
-	if p.GrowthClasses == "crowded" {
+	if p.GrowthClasses != "all" {
 		capped = Crowded(exclude, y, nc)
+	}
+	if p.GrowthClasses == "starved" {
+		trusted, left := make([]int, nc), make([]int, nc)
+		for i := range start {
+			if start[i] {
+				trusted[y[i]]++
+			}
+			if res.Kept[i] {
+				left[y[i]]++
+			}
+		}
+		for c := range capped {
+			capped[c] = capped[c] && left[c]*10 <= trusted[c]
+		}
+	}
+	var cappedClasses []int
+	for c, k := range capped {
+		if k && p.ClassGrowth > 0 {
+			cappedClasses = append(cappedClasses, c)
+		}
 	}
 	var admitted []int
 	var prev *mlp.Head    // the last round's head
@@ -475,6 +495,9 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	res.Metrics = plugin.Metrics{"rows": n, "classes": nc, "start": len(final) - sum(admitted), "restarted": len(restarted), "kept": len(final),
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": augRows(aug), "relabelled": relabelled}
+	if p.ClassGrowth > 0 {
+		res.Metrics["growth_capped_classes"] = cappedClasses
+	}
 	return res, nil
 }
 
