@@ -775,3 +775,53 @@ func TestClassGrowth(t *testing.T) {
 		t.Errorf("class_growth 1 (crowded): round 1 admitted %d rows of the target (at most 2) and %d of class 1 (uncapped: %d)", crowded[0][1], crowded[1][1], free[1][1])
 	}
 }
+
+// growth_classes "starved" caps a crowded class only when the suspects
+// took at least nine in ten of its trusted rows: with the target's
+// trusted rows mostly poison (suspected), it grows by steps; with its
+// trusted rows clean, it admits what it does uncapped.
+func TestGrowthStarved(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 60, Classes: 3, Poison: 24, Seed: 7})
+	labels := set.Table.Labels
+	target := labels[slices.Index(set.IsPoison, true)]
+	roundOne := func(start []bool, classes string) (first, kept int) {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 2, "final_epochs": 1, "warm_epochs": 1, "rounds": 1, "class_growth": 1, "growth_classes": classes})
+		res, err := bootstrap.Bootstrap(context.Background(), set.Table, start, set.IsPoison, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res.Round {
+			if labels[i] == target && res.Kept[i] {
+				if r == 0 {
+					kept++
+				} else {
+					first++
+				}
+			}
+		}
+		return first, kept
+	}
+	clean := cleanEvery(set, 3)
+	starved := append([]bool(nil), clean...)
+	seen := 0
+	for i := range starved {
+		if labels[i] == target && !set.IsPoison[i] && starved[i] {
+			starved[i] = seen < 2
+			seen++
+		}
+		if set.IsPoison[i] {
+			starved[i] = true // trusted, then taken by the suspects
+		}
+	}
+	if a, k := roundOne(starved, "starved"); k != 2 || a > 2 {
+		t.Errorf("starved target (2 of 26 trusted rows left): started from %d rows and admitted %d, want 2 and at most 2", k, a)
+	}
+	// With its trusted rows clean, the target is crowded but not starved:
+	// crowded caps it, starved must not.
+	capped, _ := roundOne(clean, "crowded")
+	if a, _ := roundOne(clean, "starved"); a <= capped {
+		t.Errorf("target with clean trusted rows: starved admitted %d, crowded %d: starved capped a class the suspects did not starve (or the set does not exercise the cap)", a, capped)
+	}
+}
