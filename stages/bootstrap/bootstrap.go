@@ -331,33 +331,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		}
 		defer warm.Close()
 	}
-	capped := make([]bool, nc) // the classes class_growth caps
-	for c := range capped {
-		capped[c] = p.GrowthClasses != "crowded"
-	}
-	if p.GrowthClasses != "all" {
-		capped = Crowded(exclude, y, nc)
-	}
-	if p.GrowthClasses == "starved" {
-		trusted, left := make([]int, nc), make([]int, nc)
-		for i := range start {
-			if start[i] {
-				trusted[y[i]]++
-			}
-			if res.Kept[i] {
-				left[y[i]]++
-			}
-		}
-		for c := range capped {
-			capped[c] = capped[c] && left[c]*10 <= trusted[c]
-		}
-	}
-	var cappedClasses []int
-	for c, k := range capped {
-		if k && p.ClassGrowth > 0 {
-			cappedClasses = append(cappedClasses, c)
-		}
-	}
+	capped := growthCapped(p.GrowthClasses, start, res.Kept, exclude, y, nc)
 	var admitted []int
 	var prev *mlp.Head    // the last round's head
 	var pair [2]*mlp.Head // or heads, with the admission rule heldout
@@ -496,7 +470,13 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 		"not_kept": n - len(final), "excluded_suspects": excluded, "kept_per_class": perClass, "admitted_per_round": admitted,
 		"final_train_loss": trainLoss, "tau": p.Tau, "augment_rows": augRows(aug), "relabelled": relabelled}
 	if p.ClassGrowth > 0 {
-		res.Metrics["growth_capped_classes"] = cappedClasses
+		var classes []int
+		for c, k := range capped {
+			if k {
+				classes = append(classes, c)
+			}
+		}
+		res.Metrics["growth_capped_classes"] = classes
 	}
 	return res, nil
 }
@@ -575,6 +555,36 @@ func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.T
 	}
 	sc, err := tr.Score(res.Head, x, y)
 	return loss, sc, err
+}
+
+// growthCapped marks the classes class_growth caps under growth_classes
+// scope: every class; the classes the suspects (exclude) crowd; or those of
+// them that start the rounds (kept) with at most a tenth of their trusted
+// rows (start).
+func growthCapped(scope string, start, kept, exclude []bool, y []int32, nc int) []bool {
+	if scope == "all" {
+		capped := make([]bool, nc)
+		for c := range capped {
+			capped[c] = true
+		}
+		return capped
+	}
+	capped := Crowded(exclude, y, nc)
+	if scope == "starved" {
+		trusted, left := make([]int, nc), make([]int, nc)
+		for i := range start {
+			if start[i] {
+				trusted[y[i]]++
+			}
+			if kept[i] {
+				left[y[i]]++
+			}
+		}
+		for c := range capped {
+			capped[c] = capped[c] && left[c]*10 <= trusted[c]
+		}
+	}
+	return capped
 }
 
 // capPerClass keeps, in order, the candidates of each capped class up to

@@ -730,13 +730,7 @@ func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, rows []int
 			return err
 		}
 	}
-	var err error
-	if k == 1 {
-		err = fns[0]()
-	} else {
-		err = Together(fns...)
-	}
-	if err != nil {
+	if err := Together(fns...); err != nil {
 		return nil, 0, err
 	}
 	var loss float64
