@@ -513,16 +513,8 @@ func Crowded(suspect []bool, labels []int32, nc int) []bool {
 	if suspect == nil {
 		return out
 	}
-	all, sus := make([]int, nc), make([]int, nc)
-	ns := 0
-	for i, l := range labels {
-		all[l]++
-		if suspect[i] {
-			sus[l]++
-			ns++
-		}
-	}
-	n := len(labels)
+	all, sus := feat.CountPer(nil, labels, nc), feat.CountPer(suspect, labels, nc)
+	ns, n := sum(sus), len(labels)
 	for c := range out {
 		out[c] = ns > 0 && sus[c]*n >= 2*all[c]*ns && sus[c]*100 >= n
 	}
@@ -571,15 +563,7 @@ func growthCapped(scope string, start, kept, exclude []bool, y []int32, nc int) 
 	}
 	capped := Crowded(exclude, y, nc)
 	if scope == "starved" {
-		trusted, left := make([]int, nc), make([]int, nc)
-		for i := range start {
-			if start[i] {
-				trusted[y[i]]++
-			}
-			if kept[i] {
-				left[y[i]]++
-			}
-		}
+		trusted, left := feat.CountPer(start, y, nc), feat.CountPer(kept, y, nc)
 		for c := range capped {
 			capped[c] = capped[c] && left[c]*10 <= trusted[c]
 		}
@@ -591,12 +575,7 @@ func growthCapped(scope string, start, kept, exclude []bool, y []int32, nc int) 
 // growth times the class's kept rows (at least one), and every candidate
 // of the other classes.
 func capPerClass(cands []int, kept []bool, y []int32, capped []bool, growth float64) []int {
-	room := make([]int, len(capped))
-	for i, k := range kept {
-		if k {
-			room[y[i]]++
-		}
-	}
+	room := feat.CountPer(kept, y, len(capped))
 	for c := range room {
 		room[c] = max(1, int(growth*float64(room[c])))
 	}

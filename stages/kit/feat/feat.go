@@ -84,6 +84,18 @@ func (t *Table) Classes() (int, []int) {
 	return c, counts
 }
 
+// CountPer returns, for each of nc classes, how many rows of that label
+// mask marks (nil mask: every row).
+func CountPer(mask []bool, labels []int32, nc int) []int {
+	counts := make([]int, nc)
+	for i, l := range labels {
+		if mask == nil || mask[i] {
+			counts[l]++
+		}
+	}
+	return counts
+}
+
 // CheckClasses validates labels against a declared class count (0: take
 // max label + 1) and requires at least two populated classes. It returns
 // the class count.
