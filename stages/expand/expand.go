@@ -117,17 +117,14 @@ func Expand(ctx context.Context, t *feat.Table, seeds, suspect []bool, p Params,
 	if suspect != nil {
 		copy(res.Suspect, suspect)
 	}
-	size := make([]int, nc)
-	start := make([]int, nc)
 	for i := range res.Round {
 		res.Round[i] = -1
-		size[y[i]]++
 		if seeds[i] && !res.Suspect[i] {
 			res.Trusted[i] = true
 			res.Round[i] = 0
-			start[y[i]]++
 		}
 	}
+	size, start := feat.CountPer(nil, y, nc), feat.CountPer(res.Trusted, y, nc)
 	var warnings []string
 	for c := 0; c < nc; c++ {
 		if size[c] > 0 && start[c] == 0 {

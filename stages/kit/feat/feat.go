@@ -77,11 +77,7 @@ func (t *Table) Classes() (int, []int) {
 	for _, l := range t.Labels {
 		c = max(c, int(l)+1)
 	}
-	counts := make([]int, c)
-	for _, l := range t.Labels {
-		counts[l]++
-	}
-	return c, counts
+	return c, CountPer(nil, t.Labels, c)
 }
 
 // CountPer returns, for each of nc classes, how many rows of that label
