@@ -39,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.11.0",
+		Version: "0.11.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -78,6 +78,9 @@ type Params struct {
 	ExcludeColumn string  `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
 	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
 	Original      string  `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
+	// OriginalRows says what a gated classifier's original head trains
+	// on (docs/DECISIONS.md).
+	OriginalRows string `json:"original_rows" enum:"kept|spread" doc:"the rows a gated classifier's original head trains on: kept (the kept rows) or spread (the kept rows and the suspects of every class the suspects do not crowd, Crowded, under their own labels: the rows a mask moves in clean data spread over the classes, poison crowds its target's)"`
 	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
 	// GateNeighbours widens a class gate by the found trigger's
 	// neighbourhood (docs/DECISIONS.md).
@@ -186,7 +189,15 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// The gated classifier's second head needs only the kept rows:
 		// it trains beside the final head.
 		alongside = func(kept []bool) (err error) {
-			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept)
+			train := kept
+			if p.OriginalRows == "spread" {
+				var added int
+				if train, added, err = Spread(kept, exclude, t.Labels, p.Classes); err != nil {
+					return err
+				}
+				gs.spread = added
+			}
+			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept, train)
 			return err
 		}
 	}
@@ -200,6 +211,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		res.Metrics["exported"], res.Metrics["gated"] = p.Export, gated
+		if gs.gate != nil && p.OriginalRows == "spread" {
+			res.Metrics["original_spread_rows"] = gs.spread
+			nc, err := t.CheckClasses(p.Classes)
+			if err != nil {
+				return nil, err
+			}
+			var crowded []int
+			for c, on := range Crowded(exclude, t.Labels, nc) {
+				if on {
+					crowded = append(crowded, c)
+				}
+			}
+			res.Metrics["original_spread_crowded"] = crowded
+		}
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
 		{Name: "bootstrap.round", I: res.Round}, {Name: "bootstrap.loss", F: res.Loss}, {Name: "bootstrap.pred", I: res.Pred},
@@ -693,6 +718,9 @@ type gateSetup struct {
 	orig *feat.Table
 	head *mlp.Head
 	rows []int
+	// spread is how many suspects the original head trained on beside
+	// the kept rows (original_rows "spread").
+	spread int
 	// trusted marks the trusted rows of the features (the veto's
 	// per-class moves).
 	trusted []bool
@@ -1078,11 +1106,13 @@ func rowOf(t *feat.Table) map[uint64]int {
 
 // originalHead trains the gated classifier's second head: the final head's
 // settings on a paired trainer (it trains beside the final head), on the
-// original embeddings (orig, matched to t by sample id) of the kept rows.
-func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows []bool) (*mlp.Head, []int, error) {
+// original embeddings (orig, matched to t by sample id) of the rows marked
+// in train. It returns the head and orig's rows of the kept rows (the
+// class gate's neighbours).
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, train []bool) (*mlp.Head, []int, error) {
 	row := rowOf(orig)
-	var rows []int
-	for k, kept := range keptRows {
+	var rows, fit []int
+	for k := range keptRows {
 		i, ok := row[t.IDs[k]]
 		if !ok {
 			return nil, nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
@@ -1090,8 +1120,11 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows [
 		if orig.Labels[i] != t.Labels[k] {
 			return nil, nil, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
 		}
-		if kept {
+		if keptRows[k] {
 			rows = append(rows, i)
+		}
+		if train[k] {
+			fit = append(fit, i)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -1107,9 +1140,38 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows [
 		return nil, nil, err
 	}
 	defer tr.Close()
-	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, rows)
+	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, fit)
 	if err != nil {
 		return nil, nil, err
 	}
 	return h, rows, nil
+}
+
+// Spread returns the kept rows together with the suspects of every class
+// that the suspects do not crowd (Crowded), and how many suspects it
+// added: the rows a mask moves in clean data spread over the classes and
+// carry their own labels, while poison carries its target's label and
+// crowds that class. declared is the declared number of classes (0: the
+// largest label + 1). kept is not changed.
+func Spread(kept, suspect []bool, labels []int32, declared int) ([]bool, int, error) {
+	out := append([]bool(nil), kept...)
+	if suspect == nil {
+		return out, 0, nil
+	}
+	nc := declared
+	for _, l := range labels {
+		if l < 0 {
+			return nil, 0, fmt.Errorf("label %d under 0", l)
+		}
+		nc = max(nc, int(l)+1)
+	}
+	crowded := Crowded(suspect, labels, nc)
+	added := 0
+	for i, s := range suspect {
+		if s && !out[i] && !crowded[labels[i]] {
+			out[i] = true
+			added++
+		}
+	}
+	return out, added, nil
 }

@@ -364,6 +364,68 @@ func TestCrowded(t *testing.T) {
 	}
 }
 
+// TestSpread checks what a gated classifier's original head trains on
+// under original_rows "spread": the kept rows, and the suspects of the
+// classes the suspects do not crowd; a poisoning attack's suspects (its
+// target crowded) stay out, as do rows that are neither kept nor
+// suspects.
+func TestSpread(t *testing.T) {
+	// 1,000 rows, 100 per class; the first 600 are kept.
+	labels := make([]int32, 1000)
+	kept := make([]bool, len(labels))
+	for i := range labels {
+		labels[i] = int32(i % 10)
+		kept[i] = i < 600
+	}
+	mark := func(f func(i int) bool) []bool {
+		s := make([]bool, len(labels))
+		for i := range s {
+			s[i] = f(i)
+		}
+		return s
+	}
+	poison := func(i int) bool { return labels[i] == 3 && i >= 600 }
+	moved := func(i int) bool { return i >= 600 && i%7 == 0 }
+	cases := []struct {
+		name    string
+		suspect []bool
+		// join says which rows past the kept ones join.
+		join func(i int) bool
+	}{
+		{"no suspects", nil, func(int) bool { return false }},
+		{"moved rows spread over the classes", mark(moved), moved},
+		{"poison crowding its target", mark(poison), func(int) bool { return false }},
+		{"poison and moved rows", mark(func(i int) bool { return poison(i) || moved(i) }), func(i int) bool { return moved(i) && labels[i] != 3 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, added, err := bootstrap.Spread(kept, tc.suspect, labels, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			for i := range got {
+				w := kept[i] || tc.join(i)
+				if got[i] != w {
+					t.Fatalf("row %d (label %d, kept %v): in the original head's rows %v, want %v", i, labels[i], kept[i], got[i], w)
+				}
+				if w && !kept[i] {
+					want++
+				}
+			}
+			if added != want {
+				t.Fatalf("added %d suspects, want %d", added, want)
+			}
+			if !kept[0] || kept[999] {
+				t.Fatal("Spread changed the kept rows")
+			}
+		})
+	}
+	if _, _, err := bootstrap.Spread(kept, mark(moved), append([]int32{-1}, labels[1:]...), 10); err == nil {
+		t.Fatal("a negative label: no error")
+	}
+}
+
 // TestRelabels checks which suspects the relabel rule moves: only
 // suspects of a crowded class, only to a class that is not crowded, only
 // at the head's probability q or more, never rows that are not suspects.
