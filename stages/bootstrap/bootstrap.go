@@ -81,7 +81,7 @@ type Params struct {
 	// OriginalRows says what a gated classifier's original head trains
 	// on (docs/DECISIONS.md).
 	OriginalRows string `json:"original_rows" enum:"kept|spread" doc:"the rows a gated classifier's original head trains on: kept (the kept rows) or spread (the kept rows and the suspects of every class the suspects do not crowd, Crowded, under their own labels: the rows a mask moves in clean data spread over the classes, poison crowds its target's)"`
-	Embedding     string  `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
+	Embedding    string `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
 	// GateNeighbours widens a class gate by the found trigger's
 	// neighbourhood (docs/DECISIONS.md).
 	GateNeighbours int `json:"gate_neighbours" range:"[0,)" doc:"when a class gate's probe rows' nearest kept rows (original embeddings, cosine; this many per row) are mostly of another class than the original classifier gives them most, the gate also takes every class holding 5% of those rows' labels (0: the classifier's labels alone)"`
