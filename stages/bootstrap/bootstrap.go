@@ -80,7 +80,7 @@ type Params struct {
 	Original      string  `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
 	// OriginalRows says what a gated classifier's original head trains
 	// on (docs/DECISIONS.md).
-	OriginalRows string `json:"original_rows" enum:"kept|spread" doc:"the rows a gated classifier's original head trains on: kept (the kept rows) or spread (the kept rows and the suspects of every class the suspects do not crowd, Crowded, under their own labels: the rows a mask moves in clean data spread over the classes, poison crowds its target's)"`
+	OriginalRows string `json:"original_rows" enum:"kept|spread|nonsuspect" doc:"the rows a gated classifier's original head trains on: kept (the kept rows); spread (the kept rows and the suspects of every class the suspects do not crowd, Crowded, under their own labels: the rows a mask moves in clean data spread over the classes, poison crowds its target's); or nonsuspect (every row that is not a suspect, admitted by the rounds or not, under its own label)"`
 	Embedding    string `json:"embedding" doc:"the encoder's embedding output (default: detected)"`
 	// GateNeighbours widens a class gate by the found trigger's
 	// neighbourhood (docs/DECISIONS.md).
@@ -190,12 +190,20 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		// it trains beside the final head.
 		alongside = func(kept []bool) (err error) {
 			train := kept
-			if p.OriginalRows == "spread" {
+			switch p.OriginalRows {
+			case "nonsuspect":
+				train = NonSuspect(exclude, len(kept))
+			case "spread":
 				var added int
 				if train, added, err = Spread(kept, exclude, t.Labels, p.Classes); err != nil {
 					return err
 				}
 				gs.spread = added
+			}
+			for _, on := range train {
+				if on {
+					gs.fit++
+				}
 			}
 			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept, train)
 			return err
@@ -211,6 +219,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 			return nil, err
 		}
 		res.Metrics["exported"], res.Metrics["gated"] = p.Export, gated
+		if gs.gate != nil {
+			res.Metrics["original_head_rows"] = gs.fit
+		}
 		if gs.gate != nil && p.OriginalRows == "spread" {
 			res.Metrics["original_spread_rows"] = gs.spread
 			nc, err := t.CheckClasses(p.Classes)
@@ -721,6 +732,8 @@ type gateSetup struct {
 	// spread is how many suspects the original head trained on beside
 	// the kept rows (original_rows "spread").
 	spread int
+	// fit is how many rows the original head trained on.
+	fit int
 	// trusted marks the trusted rows of the features (the veto's
 	// per-class moves).
 	trusted []bool
@@ -1145,6 +1158,16 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, 
 		return nil, nil, err
 	}
 	return h, rows, nil
+}
+
+// NonSuspect marks every one of n rows that suspect (nil: none) does not
+// mark.
+func NonSuspect(suspect []bool, n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = suspect == nil || !suspect[i]
+	}
+	return out
 }
 
 // Spread returns the kept rows together with the suspects of every class

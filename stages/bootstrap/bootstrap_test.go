@@ -426,6 +426,26 @@ func TestSpread(t *testing.T) {
 	}
 }
 
+// TestNonSuspect: original_rows "nonsuspect" trains the original head on
+// every row no suspect column marks, kept or not.
+func TestNonSuspect(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		suspect []bool
+		want    []bool
+	}{
+		{"no suspects", nil, []bool{true, true, true, true}},
+		{"two suspects", []bool{false, true, false, true}, []bool{true, false, true, false}},
+		{"every row a suspect", []bool{true, true, true, true}, []bool{false, false, false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := bootstrap.NonSuspect(tc.suspect, 4); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("NonSuspect = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestRelabels checks which suspects the relabel rule moves: only
 // suspects of a crowded class, only to a class that is not crowded, only
 // at the head's probability q or more, never rows that are not suspects.
