@@ -186,26 +186,27 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 	}
 	var alongside func(kept []bool) error
 	if gs != nil && gs.gate != nil {
-		// The gated classifier's second head needs only the kept rows:
-		// it trains beside the final head.
+		// The gated classifier's second head needs the kept rows (and,
+		// by original_rows, more): it trains beside the final head.
 		alongside = func(kept []bool) (err error) {
 			train := kept
 			switch p.OriginalRows {
 			case "nonsuspect":
 				train = NonSuspect(exclude, len(kept))
 			case "spread":
-				var added int
-				if train, added, err = Spread(kept, exclude, t.Labels, p.Classes); err != nil {
+				nc, err := t.CheckClasses(p.Classes)
+				if err != nil {
 					return err
 				}
-				gs.spread = added
-			}
-			for _, on := range train {
-				if on {
-					gs.fit++
+				crowded := Crowded(exclude, t.Labels, nc)
+				for c, on := range crowded {
+					if on {
+						gs.crowded = append(gs.crowded, c)
+					}
 				}
+				train = Spread(kept, exclude, t.Labels, crowded)
 			}
-			gs.head, gs.rows, err = originalHead(ctx, p, t, gs.orig, kept, train)
+			gs.head, gs.rows, gs.fit, err = originalHead(ctx, p, t, gs.orig, kept, train)
 			return err
 		}
 	}
@@ -221,20 +222,9 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 		res.Metrics["exported"], res.Metrics["gated"] = p.Export, gated
 		if gs.gate != nil {
 			res.Metrics["original_head_rows"] = gs.fit
-		}
-		if gs.gate != nil && p.OriginalRows == "spread" {
-			res.Metrics["original_spread_rows"] = gs.spread
-			nc, err := t.CheckClasses(p.Classes)
-			if err != nil {
-				return nil, err
+			if p.OriginalRows == "spread" {
+				res.Metrics["original_spread_crowded"] = gs.crowded
 			}
-			var crowded []int
-			for c, on := range Crowded(exclude, t.Labels, nc) {
-				if on {
-					crowded = append(crowded, c)
-				}
-			}
-			res.Metrics["original_spread_crowded"] = crowded
 		}
 	}
 	return res.Metrics, feat.WriteScores(out, "scores", t.IDs, []feat.Column{{Name: "bootstrap.kept", B: res.Kept},
@@ -729,11 +719,10 @@ type gateSetup struct {
 	orig *feat.Table
 	head *mlp.Head
 	rows []int
-	// spread is how many suspects the original head trained on beside
-	// the kept rows (original_rows "spread").
-	spread int
-	// fit is how many rows the original head trained on.
-	fit int
+	// fit is how many rows the original head trained on; crowded the
+	// classes original_rows "spread" left out.
+	fit     int
+	crowded []int
 	// trusted marks the trusted rows of the features (the veto's
 	// per-class moves).
 	trusted []bool
@@ -1120,18 +1109,18 @@ func rowOf(t *feat.Table) map[uint64]int {
 // originalHead trains the gated classifier's second head: the final head's
 // settings on a paired trainer (it trains beside the final head), on the
 // original embeddings (orig, matched to t by sample id) of the rows marked
-// in train. It returns the head and orig's rows of the kept rows (the
-// class gate's neighbours).
-func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, train []bool) (*mlp.Head, []int, error) {
+// in train. It returns the head, orig's rows of the kept rows (the class
+// gate's neighbours) and how many rows it trained on.
+func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, train []bool) (*mlp.Head, []int, int, error) {
 	row := rowOf(orig)
 	var rows, fit []int
 	for k := range keptRows {
 		i, ok := row[t.IDs[k]]
 		if !ok {
-			return nil, nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
+			return nil, nil, 0, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
 		}
 		if orig.Labels[i] != t.Labels[k] {
-			return nil, nil, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
+			return nil, nil, 0, plugin.PortError("original", plugin.BadInputf("sample_id %d has label %d, the features say %d", t.IDs[k], orig.Labels[i], t.Labels[k]))
 		}
 		if keptRows[k] {
 			rows = append(rows, i)
@@ -1141,23 +1130,23 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, 
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	nc, err := t.CheckClasses(p.Classes)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	sizes := p.Sizes(orig.Embedding.D, nc)
 	tr, err := mlp.NewTrainer(sizes, p.finalConfig().Paired())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer tr.Close()
 	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, fit)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	return h, rows, nil
+	return h, rows, len(fit), nil
 }
 
 // NonSuspect marks every one of n rows that suspect (nil: none) does not
@@ -1171,30 +1160,15 @@ func NonSuspect(suspect []bool, n int) []bool {
 }
 
 // Spread returns the kept rows together with the suspects of every class
-// that the suspects do not crowd (Crowded), and how many suspects it
-// added: the rows a mask moves in clean data spread over the classes and
-// carry their own labels, while poison carries its target's label and
-// crowds that class. declared is the declared number of classes (0: the
-// largest label + 1). kept is not changed.
-func Spread(kept, suspect []bool, labels []int32, declared int) ([]bool, int, error) {
+// that crowded (Crowded) does not mark: the rows a mask moves in clean
+// data spread over the classes and carry their own labels, while poison
+// carries its target's label and crowds that class. kept is not changed.
+func Spread(kept, suspect []bool, labels []int32, crowded []bool) []bool {
 	out := append([]bool(nil), kept...)
-	if suspect == nil {
-		return out, 0, nil
-	}
-	nc := declared
-	for _, l := range labels {
-		if l < 0 {
-			return nil, 0, fmt.Errorf("label %d under 0", l)
-		}
-		nc = max(nc, int(l)+1)
-	}
-	crowded := Crowded(suspect, labels, nc)
-	added := 0
 	for i, s := range suspect {
-		if s && !out[i] && !crowded[labels[i]] {
+		if s && !crowded[labels[i]] {
 			out[i] = true
-			added++
 		}
 	}
-	return out, added, nil
+	return out
 }
