@@ -27,7 +27,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:         "abl",
-		Version:      "0.1.0",
+		Version:      "0.2.0",
 		Inputs:       []plugin.PortSpec{{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"}},
 		Outputs:      []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "abl.score (minus the early loss), abl.trusted"}},
 		Params:       plugin.ParamsOf(Params{Isolate: 0.1, HeadParams: mlp.DefaultHeadParams(5)}),

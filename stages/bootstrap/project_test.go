@@ -180,8 +180,12 @@ func TestProjectionReachesTheClassifier(t *testing.T) {
 		if agree < len(pixels)-1 {
 			t.Errorf("final_heads %d: the exported classifier agrees with the final head on %d of %d training images", heads, agree, len(pixels))
 		}
-		if right < len(pixels)*2/3 {
-			t.Errorf("final_heads %d: the exported classifier labels %d of %d training images right, want at least two thirds", heads, right, len(pixels))
+		// The projection takes out the direction that parts classes 0
+		// and 1, so those two are close to a coin toss by design; a head
+		// that still knows class 2 and something of the others labels
+		// more than half right, a collapsed one (all one class) a third.
+		if right <= len(pixels)/2 {
+			t.Errorf("final_heads %d: the exported classifier labels %d of %d training images right, want more than half", heads, right, len(pixels))
 		}
 	}
 	_, err = run(withProject("other.onnx", d+1), filepath.Join(dir, "other_model.onnx"), 1)

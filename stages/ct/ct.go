@@ -26,7 +26,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "ct",
-		Version: "0.1.0",
+		Version: "0.2.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training rows"},
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the rows whose confusion batches carry random labels (sift.seed)"},

@@ -30,7 +30,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "expand",
-		Version: "0.1.0",
+		Version: "0.2.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings of the training set"},
 			{Name: "seeds", Kind: arrowio.KindScores, Doc: "the seed column (sift.seed)"},

@@ -547,8 +547,8 @@ func (a *adam) destroy() {
 	}
 }
 
-// stepBufs are one batch size's tensors for training steps, made once per
-// Fit: the batch's inputs, its labels and the loss per row, which ONNX
+// stepBufs are the tensors of a Fit's training steps, made once per Fit
+// for its batch size: the batch's inputs, its labels and the loss per row, which ONNX
 // Runtime writes in place (outputs it allocated itself would cost a copy
 // into Go memory at every step).
 type stepBufs struct {
@@ -581,7 +581,8 @@ func (sb *stepBufs) destroy() {
 }
 
 // Fit trains h on the rows rows of x (n rows of D values) with labels y,
-// for the configured epochs (one epoch draws len(rows) samples), optionally
+// for the configured epochs (one epoch is ⌈len(rows)/Batch⌉ full batches
+// of rows drawn with replacement, or MinSteps and MaxSteps' share), optionally
 // with confusion batches. It returns the mean loss of the last epoch's
 // ordinary batches.
 func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
@@ -616,12 +617,11 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 		return 0, err
 	}
 	defer opt.destroy()
-	bufs := map[int]*stepBufs{} // by batch size: a full batch and, once an epoch, a short one
-	defer func() {
-		for _, sb := range bufs {
-			sb.destroy()
-		}
-	}()
+	sb, err := newStepBufs(h, bs) // every batch, ordinary or confusion, is a full one
+	if err != nil {
+		return 0, err
+	}
+	defer sb.destroy()
 	draw := func() int {
 		if t.cfg.Balanced {
 			cl := classes[rng.IntN(len(classes))]
@@ -630,16 +630,9 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 		}
 		return rows[rng.IntN(len(rows))]
 	}
-	run := func(k int, weight float32, pick func() (int, int32)) (float64, error) {
-		sb := bufs[k]
-		if sb == nil {
-			if sb, err = newStepBufs(h, k); err != nil {
-				return 0, err
-			}
-			bufs[k] = sb
-		}
+	run := func(weight float32, pick func() (int, int32)) (float64, error) {
 		clear(sb.y)
-		for i := 0; i < k; i++ {
+		for i := 0; i < bs; i++ {
 			r, lbl := pick()
 			copy(sb.x[i*d:(i+1)*d], x[r*d:(r+1)*d])
 			sb.y[i*c+int(lbl)] = weight
@@ -653,7 +646,7 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 		for _, l := range sb.loss {
 			loss += float64(l)
 		}
-		return loss / float64(k), nil
+		return loss / float64(bs), nil
 	}
 	var last float64
 	steps := (len(rows) + bs - 1) / bs
@@ -671,17 +664,19 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 		var sum float64
 		for s := 0; s < steps; s++ {
 			opt.sc[2] = t.cfg.rate(ep*steps+s, epochs*steps)
-			k := bs
-			if s*bs < len(rows) {
-				k = min(bs, len(rows)-s*bs)
-			}
-			l, err := run(k, 1, func() (int, int32) { r := draw(); return r, y[r] })
+			// Every batch is a full one: the draws are with replacement,
+			// so an epoch's last batch has no rows of its own to finish.
+			// A short one (a lone row when len(rows) is one past a
+			// multiple of the batch) swells Adam's second moment with one
+			// row's gradient and slows every later step
+			// (TestOddRowDoesNotSlowTheFit).
+			l, err := run(1, func() (int, int32) { r := draw(); return r, y[r] })
 			if err != nil {
 				return 0, err
 			}
 			sum += l
 			if conf != nil && len(conf.Rows) > 0 && (s+1)%max(conf.Every, 1) == 0 {
-				if _, err := run(bs, conf.Weight, func() (int, int32) {
+				if _, err := run(conf.Weight, func() (int, int32) {
 					return conf.Rows[rng.IntN(len(conf.Rows))], int32(rng.IntN(c))
 				}); err != nil {
 					return 0, err
