@@ -548,9 +548,9 @@ func (a *adam) destroy() {
 }
 
 // stepBufs are the tensors of a Fit's training steps, made once per Fit
-// for its batch size: the batch's inputs, its labels and the loss per row, which ONNX
-// Runtime writes in place (outputs it allocated itself would cost a copy
-// into Go memory at every step).
+// for its batch size: the batch's inputs, its labels and the loss per
+// row, which ONNX Runtime writes in place (outputs it allocated itself
+// would cost a copy into Go memory at every step).
 type stepBufs struct {
 	x, y, loss []float32
 	xt, yt, lt *ortgo.Tensor[float32]
@@ -581,9 +581,10 @@ func (sb *stepBufs) destroy() {
 }
 
 // Fit trains h on the rows rows of x (n rows of D values) with labels y,
-// for the configured epochs (one epoch is ⌈len(rows)/Batch⌉ full batches
-// of rows drawn with replacement, or MinSteps and MaxSteps' share), optionally
-// with confusion batches. It returns the mean loss of the last epoch's
+// for the configured epochs, optionally with confusion batches. Every
+// batch holds Batch rows drawn with replacement; an epoch is
+// ⌈len(rows)/Batch⌉ of them, raised to MinSteps or capped at MaxSteps
+// over all epochs. It returns the mean loss of the last epoch's
 // ordinary batches.
 func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
 	return t.fit(h, t.cfg.Seed, x, y, rows, conf)
