@@ -39,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.12.0",
+		Version: "0.12.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -70,6 +70,7 @@ type Params struct {
 	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
+	FinalDraws    string  `json:"final_draws" enum:"classes|rows" doc:"how the final heads (as final_schedule) draw a batch's rows: classes (a class uniformly, then one of its rows: every class weighs the same, so a 40-row class's rows are drawn about 15 times as often as a 600-row class's) or rows (uniformly over the rows the head trains on: classes weigh what they hold, as the data's own class prior); the rounds' heads always draw by classes"`
 	FinalHeads    int     `json:"final_heads" range:"[1,)" doc:"each final head (as final_schedule) is the mean of this many heads' logits, trained side by side from their own seeds and batch draws (one head: the seeds of today's single head), exported as one wider head (mlp.Mean)"`
 	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
 	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
@@ -102,6 +103,7 @@ type Params struct {
 func (p Params) finalConfig() mlp.Config {
 	cfg := p.Config()
 	cfg.Epochs, cfg.MaxSteps, cfg.Schedule, cfg.Average = p.FinalEpochs, p.MaxSteps, p.FinalSchedule, p.FinalAverage
+	cfg.Balanced = p.FinalDraws != "rows"
 	return cfg
 }
 

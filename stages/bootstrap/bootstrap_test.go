@@ -893,3 +893,59 @@ func TestGrowthStarved(t *testing.T) {
 		t.Errorf("target with clean trusted rows: starved admitted %d, crowded %d: starved capped a class the suspects did not starve (or the set does not exercise the cap)", a, capped)
 	}
 }
+
+// final_draws "rows" lets the final head learn the classes' prior: on two
+// overlapping classes of 900 and 100 rows (2 dimensions), a head whose batches draw rows
+// (not classes) reads a fresh sample of the same mix far better, since
+// it no longer weighs the small class as much as the large one; the kept
+// rows do not change.
+func TestFinalDraws(t *testing.T) {
+	ortlib.Init(t)
+	const d = 2
+	sample := func(seed uint64, n0, n1 int) *feat.Table {
+		rng := rand.New(rand.NewPCG(seed, 3))
+		tb := &feat.Table{Embedding: feat.Matrix{Name: "emb", D: d}}
+		for i := 0; i < n0+n1; i++ {
+			c, m := int32(0), float32(0.4)
+			if i >= n0 {
+				c, m = 1, -0.4
+			}
+			tb.IDs = append(tb.IDs, uint64(i))
+			tb.Labels = append(tb.Labels, c)
+			for j := 0; j < d; j++ {
+				v := float32(rng.NormFloat64())
+				if j == 0 {
+					v += m
+				}
+				tb.Embedding.X = append(tb.Embedding.X, v)
+			}
+		}
+		return tb
+	}
+	train, test := sample(1, 900, 100), sample(2, 1800, 200)
+	all := make([]bool, train.N())
+	for i := range all {
+		all[i] = true
+	}
+	acc := map[string]float64{}
+	var kept [][]bool
+	for _, draws := range []string{"classes", "rows"} {
+		p := params(t, map[string]any{"rounds": 0, "final_epochs": 10, "final_draws": draws})
+		res, err := bootstrap.Bootstrap(context.Background(), train, all, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc[draws] = accuracy(t, res.Head, test)
+		kept = append(kept, res.Kept)
+	}
+	if !reflect.DeepEqual(kept[0], kept[1]) {
+		t.Error("final_draws changed the kept rows")
+	}
+	if acc["rows"] < acc["classes"]+0.1 {
+		t.Errorf("accuracy on a 9:1 mix: rows %.3f, classes %.3f; want rows ahead by 0.1 at least", acc["rows"], acc["classes"])
+	}
+	var p bootstrap.Params
+	if err := plugin.DecodeParams(bootstrap.New().Spec(), []byte(`{"final_draws": "labels"}`), &p); err == nil || !strings.Contains(err.Error(), "final_draws") {
+		t.Errorf("final_draws labels: error %v, want one naming final_draws", err)
+	}
+}
