@@ -895,16 +895,15 @@ func TestGrowthStarved(t *testing.T) {
 }
 
 // final_draws "rows" lets the final head learn the classes' prior: on two
-// overlapping classes of 900 and 100 rows (2 dimensions), a head whose batches draw rows
-// (not classes) reads a fresh sample of the same mix far better, since
-// it no longer weighs the small class as much as the large one; the kept
-// rows do not change.
+// overlapping classes of 900 and 100 rows (2 dimensions, means 0.8
+// apart), a head whose batches draw rows (not classes) reads a fresh
+// sample of the same mix far better, since it no longer weighs the small
+// class as much as the large one; the kept rows do not change.
 func TestFinalDraws(t *testing.T) {
 	ortlib.Init(t)
-	const d = 2
 	sample := func(seed uint64, n0, n1 int) *feat.Table {
 		rng := rand.New(rand.NewPCG(seed, 3))
-		tb := &feat.Table{Embedding: feat.Matrix{Name: "emb", D: d}}
+		tb := &feat.Table{Embedding: feat.Matrix{Name: "emb", D: 2}}
 		for i := 0; i < n0+n1; i++ {
 			c, m := int32(0), float32(0.4)
 			if i >= n0 {
@@ -912,13 +911,7 @@ func TestFinalDraws(t *testing.T) {
 			}
 			tb.IDs = append(tb.IDs, uint64(i))
 			tb.Labels = append(tb.Labels, c)
-			for j := 0; j < d; j++ {
-				v := float32(rng.NormFloat64())
-				if j == 0 {
-					v += m
-				}
-				tb.Embedding.X = append(tb.Embedding.X, v)
-			}
+			tb.Embedding.X = append(tb.Embedding.X, float32(rng.NormFloat64())+m, float32(rng.NormFloat64()))
 		}
 		return tb
 	}
