@@ -247,9 +247,7 @@ func (b *bench) distrust(rows []bool) error {
 // suspectAlso marks rows as suspects too (in suspect) and distrusts every
 // suspect from then on.
 func (b *bench) suspectAlso(suspect, rows []bool) error {
-	for i, r := range rows {
-		suspect[i] = suspect[i] || r
-	}
+	orInto(suspect, rows)
 	return b.distrust(suspect)
 }
 

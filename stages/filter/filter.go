@@ -54,7 +54,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "filter",
-		Version: "0.69.0",
+		Version: "0.69.1",
 		Inputs: []plugin.PortSpec{
 			{Name: "images", Kind: arrowio.KindImages, Doc: "the training images"},
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "their features (probed layers) under the encoder"},
@@ -208,6 +208,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 	// from here on, so that the caps, the fills and the augment images are
 	// taken from trusted rows without them.
 	var splitPats []Pattern
+	found := make([]bool, t.N()) // the class split's and the planted check's carriers
 	if p.SplitZ > 0 || p.SplitGap > 0 {
 		clk.step("class split", "looking for a trigger planted in one class's images")
 		rep, carrier, pats, err := b.classSplit(ctx)
@@ -215,6 +216,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			return nil, nil, err
 		}
 		res.ClassSplit, splitPats = rep, pats
+		orInto(found, carrier)
 		if err := b.suspectAlso(suspect, carrier); err != nil {
 			return nil, nil, err
 		}
@@ -230,6 +232,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			return nil, nil, err
 		}
 		res.Planted, plantedPats = rep, pats
+		orInto(found, carrier)
 		if err := b.suspectAlso(suspect, carrier); err != nil {
 			return nil, nil, err
 		}
@@ -276,9 +279,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if res.Region, dist, near, err = b.region(sc.Pattern); err != nil {
 			return nil, nil, err
 		}
-		for i, r := range near {
-			suspect[i] = suspect[i] || r
-		}
+		orInto(suspect, near)
 		if err := b.distrust(suspect); err != nil {
 			return nil, nil, err
 		}
@@ -378,9 +379,7 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 				if res.Shift.Region, _, near, err = b.region(res.Shift.Pattern); err != nil {
 					return nil, nil, err
 				}
-				for i, r := range near {
-					suspect[i] = suspect[i] || r
-				}
+				orInto(suspect, near)
 			}
 		}
 	}
@@ -396,8 +395,14 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 		if pat != nil {
 			against = append(against, *pat)
 			family = append(family, "sift's suspects' trigger (delta)")
+		}
+		keep := sus
+		if p.SiftSuspects == "carriers" {
+			keep, rep.Released = CarryingSuspects(sus, found, carrier, t.Labels)
+		}
+		if pat != nil || p.SiftSuspects == "carriers" {
 			for i, c := range carrier {
-				suspect[i] = suspect[i] || c || sus[i]
+				suspect[i] = suspect[i] || c || keep[i]
 			}
 		}
 	}

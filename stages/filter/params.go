@@ -64,6 +64,9 @@ type Params struct {
 	// data trigger
 	SuspectColumn string  `json:"suspect_column" doc:"boolean column of the trusted input marking the rows sift found in shallow clusters (expand.suspect); from them the filter estimates a trigger planted in the data (empty: none)"`
 	CarrierShare  float64 `json:"carrier_share" range:"(0,)" doc:"a row carries the estimated data trigger when its difference from its class's trusted mean projects onto the trigger with at least this share of it"`
+	// SiftSuspects says which of sift's suspects are suspects
+	// (docs/DECISIONS.md).
+	SiftSuspects string `json:"sift_suspects" enum:"all|carriers" doc:"which of sift's suspects (suspect_column) are suspects, never kept: all; or carriers (in a class where the class split or the planted check found carriers, only the sift suspects among those carriers or carrying the data trigger estimated from sift's suspects: the rest are released to bootstrap's rounds, since a clean target class agrees with its label at shallow layers too; in other classes all; the remaining ones go into filter.suspect whether or not the data trigger's estimate succeeds, so bootstrap needs no exclude_column)"`
 
 	// class split
 	SplitZ        float64 `json:"split_z" range:"[0,)" doc:"look in every class for part of its images sharing a fine-grained pattern the rest lack (a trigger planted in many images of one label): a class whose images split this many robust standard deviations further apart than the classes' median is flagged, and its rows carrying the pattern are suspects (0: off)"`
@@ -106,7 +109,7 @@ var defaults = Params{
 	Signals:   []string{"tac", "uclc", "probe"},
 	MaxMasked: 0.1, Choice: "collapse_per_change", Rescans: 3, RescanCands: 500, NeighbourZ: 3, RescanFirst: "neighbours",
 	Fill: "regression", FillSlack: 1, MovedZ: 2.5, GateMin: 0.25, GateClean: 0.1, GateClasses: "planted", GateFallback: "class", GateMove: "whitened", Project: "scan", SmoothMax: 1.2, SmoothRatio: 1.3,
-	AugmentShare: 0.2, UndoneShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, ClampQuantile: 0.99, ClampPatch: "export",
+	AugmentShare: 0.2, UndoneShare: 0.2, AugmentTurns: "patterns", SuspectColumn: "expand.suspect", CarrierShare: 0.5, SiftSuspects: "all", ClampQuantile: 0.99, ClampPatch: "export",
 	SplitZ: 5, SplitGap: 8, SplitGapRows: 45, SplitGapFloor: 1, SplitSigma: 1, SplitK: 5, SplitGapK: 3, PlantedRatio: 10, PlantedBlend: "off", PlantedPatch: "gated", PlantedMask: "skip",
 }
 

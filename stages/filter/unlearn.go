@@ -22,7 +22,46 @@ type DataTrigger struct {
 	// mean projects onto the pattern with at least carrier_share of it.
 	Carriers  int     `json:"carriers"`
 	Threshold float64 `json:"carrier_threshold"`
-	Why       string  `json:"why_none,omitempty"`
+	// Released are the sift suspects sift_suspects "carriers" released.
+	Released int    `json:"released,omitempty"`
+	Why      string `json:"why_none,omitempty"`
+}
+
+// CarryingSuspects returns which of sift's suspects (sus) stay suspects
+// under sift_suspects "carriers", and how many it released: in a class
+// (labels) where found (the class split's and the planted check's
+// carriers) marks a row, a suspect stays only when found or carrier (the
+// data trigger's carriers) marks it too; in every other class each
+// suspect stays. sift's mark takes a clean target class's own rows with
+// the poison (they agree with their label at shallow layers too), while
+// the carriers the filter found are the poisoned rows themselves
+// (docs/DECISIONS.md).
+func CarryingSuspects(sus, found, carrier []bool, labels []int32) ([]bool, int) {
+	hasFound := map[int32]bool{}
+	for i, f := range found {
+		if f {
+			hasFound[labels[i]] = true
+		}
+	}
+	keep := make([]bool, len(sus))
+	released := 0
+	for i, s := range sus {
+		switch {
+		case !s:
+		case !hasFound[labels[i]] || found[i] || carrier[i]:
+			keep[i] = true
+		default:
+			released++
+		}
+	}
+	return keep, released
+}
+
+// orInto marks in dst every row src marks.
+func orInto(dst, src []bool) {
+	for i, r := range src {
+		dst[i] = dst[i] || r
+	}
 }
 
 // dataTrigger estimates a data trigger when sift marked suspects (rows
