@@ -401,9 +401,8 @@ func (s Stage) run(ctx context.Context, p Params, ins *chanfilter.Inputs, out pl
 			keep, rep.Released = CarryingSuspects(sus, found, carrier, t.Labels)
 		}
 		if pat != nil || p.SiftSuspects == "carriers" {
-			for i, c := range carrier {
-				suspect[i] = suspect[i] || c || keep[i]
-			}
+			orInto(suspect, carrier)
+			orInto(suspect, keep)
 		}
 	}
 	for _, pat := range splitPats {
