@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/tcore-dev/tcore/internal/ortlib"
@@ -59,5 +60,35 @@ func TestAlongsideChangesNothing(t *testing.T) {
 		if _, err := bootstrap(ctx, tab, start, set.IsPoison, nil, short, nil, func([]bool) error { return boom }); !errors.Is(err, boom) {
 			t.Fatalf("relabel %v: the fit beside failed, bootstrap returned %v", relabel, err)
 		}
+	}
+}
+
+// starved_bar "pooled" lifts only the bars of the capped classes that have
+// kept rows, and only up to the pooled quantile: a class whose own bar is
+// higher keeps it, and a class with no kept row still admits nothing.
+func TestRaisePooled(t *testing.T) {
+	losses := [][]float32{
+		{0.001, 0.002},          // capped, near-identical rows: raised
+		{0.5, 1, 2, 3, 4, 5, 6}, // not capped: unchanged
+		{},                      // capped, nothing kept: stays -1
+		{8, 9},                  // capped, own bar above the pooled one
+	}
+	for _, tc := range []struct {
+		name   string
+		capped []bool
+		q      float64
+		want   []float32
+	}{
+		{"median", []bool{true, false, true, true}, 0.5, []float32{3, 6, -1, 9}},
+		{"top", []bool{true, false, true, true}, 0.99, []float32{9, 6, -1, 9}},
+		{"nothing capped", []bool{false, false, false, false}, 0.5, []float32{0.002, 6, -1, 9}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			thr := []float32{0.002, 6, -1, 9}
+			raisePooled(thr, losses, tc.capped, tc.q)
+			if !slices.Equal(thr, tc.want) {
+				t.Errorf("bars %v, want %v", thr, tc.want)
+			}
+		})
 	}
 }

@@ -39,7 +39,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.12.1",
+		Version: "0.12.2",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -51,7 +51,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", StarvedBar: "own", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -67,18 +67,22 @@ type Params struct {
 	GrowthCap     float64 `json:"growth_cap" range:"(0,1]" doc:"at most this fraction of all rows admitted per round"`
 	ClassGrowth   float64 `json:"class_growth" range:"[0,)" doc:"a class admits at most this many times its kept rows in a round (at least one row), lowest losses first, so a class that starts from few trusted rows grows by steps (0: no per-class cap)"`
 	GrowthClasses string  `json:"growth_classes" enum:"all|crowded|starved" doc:"the classes class_growth caps: all; crowded (those holding at least twice their share of the suspects, the classes a poisoning attack's labels point to: Crowded); or starved (the crowded classes that start the rounds with at most a tenth of their trusted rows, the suspects having taken the rest)"`
-	FinalEpochs   int     `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
-	FinalSchedule string  `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
-	FinalAverage  int     `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
-	FinalDraws    string  `json:"final_draws" enum:"classes|rows" doc:"how the final heads (as final_schedule) draw a batch's rows: classes (a class uniformly, then one of its rows: every class weighs the same, so a 40-row class's rows are drawn about 15 times as often as a 600-row class's) or rows (uniformly over the rows the head trains on: classes weigh what they hold, as the data's own class prior); the rounds' heads always draw by classes"`
-	FinalHeads    int     `json:"final_heads" range:"[1,)" doc:"each final head (as final_schedule) is the mean of this many heads' logits, trained side by side from their own seeds and batch draws (one head: the seeds of today's single head), exported as one wider head (mlp.Mean)"`
-	WarmEpochs    int     `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
-	MaxSteps      int     `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
-	Classes       int     `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
-	Admit         string  `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
-	ExcludeColumn string  `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
-	Encoder       string  `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
-	Original      string  `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
+	// StarvedBar says which loss bar a capped class's candidates must
+	// pass (docs/DECISIONS.md, "a starved class takes the bar of all kept
+	// rows").
+	StarvedBar    string `json:"starved_bar" enum:"own|pooled" doc:"the loss bar of a class that class_growth caps: own (the loss_quantile of its own kept rows' losses, as every class) or pooled (the larger of that and the loss_quantile of every kept row's loss in the round: a class that starts from a few near-identical rows sets itself a bar none of its other rows reach)"`
+	FinalEpochs   int    `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
+	FinalSchedule string `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
+	FinalAverage  int    `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
+	FinalDraws    string `json:"final_draws" enum:"classes|rows" doc:"how the final heads (as final_schedule) draw a batch's rows: classes (a class uniformly, then one of its rows: every class weighs the same, so a 40-row class's rows are drawn about 15 times as often as a 600-row class's) or rows (uniformly over the rows the head trains on: classes weigh what they hold, as the data's own class prior); the rounds' heads always draw by classes"`
+	FinalHeads    int    `json:"final_heads" range:"[1,)" doc:"each final head (as final_schedule) is the mean of this many heads' logits, trained side by side from their own seeds and batch draws (one head: the seeds of today's single head), exported as one wider head (mlp.Mean)"`
+	WarmEpochs    int    `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
+	MaxSteps      int    `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
+	Classes       int    `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
+	Admit         string `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
+	ExcludeColumn string `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
+	Encoder       string `json:"encoder" role:"encoder" doc:"encoder (ONNX) to compose with the head; tcore run sets it"`
+	Original      string `json:"original_encoder" role:"encoder" doc:"the original encoder (ONNX), for a gated classifier when the encoder carries a gate; tcore run sets it"`
 	// OriginalRows says what a gated classifier's original head trains
 	// on (docs/DECISIONS.md).
 	OriginalRows string `json:"original_rows" enum:"kept|spread|nonsuspect" doc:"the rows a gated classifier's original head trains on: kept (the kept rows); spread (the kept rows and the suspects of every class the suspects do not crowd, Crowded, under their own labels: the rows a mask moves in clean data spread over the classes, poison crowds its target's); or nonsuspect (every row that is not a suspect, admitted by the rounds or not, under its own label)"`
@@ -402,7 +406,10 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 				continue
 			}
 			sort.Slice(losses[c], func(a, b int) bool { return losses[c][a] < losses[c][b] })
-			thr[c] = losses[c][min(len(losses[c])-1, int(p.LossQuantile*float64(len(losses[c]))))]
+			thr[c] = quantileSorted(losses[c], p.LossQuantile)
+		}
+		if p.StarvedBar == "pooled" {
+			raisePooled(thr, losses, capped, p.LossQuantile)
 		}
 		var cands []int
 		for i := 0; i < n; i++ {
@@ -597,6 +604,32 @@ func growthCapped(scope string, start, kept, exclude []bool, y []int32, nc int) 
 		}
 	}
 	return capped
+}
+
+// quantileSorted is the q quantile of ascending v (v not empty), as the
+// rounds' bars take it.
+func quantileSorted(v []float32, q float64) float32 {
+	return v[min(len(v)-1, int(q*float64(len(v))))]
+}
+
+// raisePooled lifts the bar of each capped class that has kept rows to at
+// least the q quantile of every class's kept losses (each class's losses
+// sorted ascending).
+func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64) {
+	var all []float32
+	for _, l := range losses {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return
+	}
+	slices.Sort(all)
+	pooled := quantileSorted(all, q)
+	for c := range thr {
+		if capped[c] && thr[c] >= 0 {
+			thr[c] = max(thr[c], pooled)
+		}
+	}
 }
 
 // capPerClass keeps, in order, the candidates of each capped class up to
