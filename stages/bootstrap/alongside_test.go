@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"slices"
 	"testing"
@@ -65,7 +66,8 @@ func TestAlongsideChangesNothing(t *testing.T) {
 
 // starved_bar "pooled" lifts only the bars of the capped classes that have
 // kept rows, and only up to the pooled quantile: a class whose own bar is
-// higher keeps it, and a class with no kept row still admits nothing.
+// higher keeps it, and a class with no kept row still admits nothing;
+// "few" lifts them only while the class keeps fewer than fewRows rows.
 func TestRaisePooled(t *testing.T) {
 	losses := [][]float32{
 		{0.001, 0.002},          // capped, near-identical rows: raised
@@ -77,18 +79,35 @@ func TestRaisePooled(t *testing.T) {
 		name   string
 		capped []bool
 		q      float64
+		below  int
 		want   []float32
 	}{
-		{"median", []bool{true, false, true, true}, 0.5, []float32{3, 6, -1, 9}},
-		{"top", []bool{true, false, true, true}, 0.99, []float32{9, 6, -1, 9}},
-		{"nothing capped", []bool{false, false, false, false}, 0.5, []float32{0.002, 6, -1, 9}},
+		{"median", []bool{true, false, true, true}, 0.5, 0, []float32{3, 6, -1, 9}},
+		{"top", []bool{true, false, true, true}, 0.99, 0, []float32{9, 6, -1, 9}},
+		{"nothing capped", []bool{false, false, false, false}, 0.5, 0, []float32{0.002, 6, -1, 9}},
+		{"few: two rows are not fewer than two", []bool{true, false, true, true}, 0.5, 2, []float32{0.002, 6, -1, 9}},
+		{"few: two rows are fewer than three", []bool{true, false, true, true}, 0.5, 3, []float32{3, 6, -1, 9}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			thr := []float32{0.002, 6, -1, 9}
-			raisePooled(thr, losses, tc.capped, tc.q)
+			raisePooled(thr, losses, tc.capped, tc.q, tc.below)
 			if !slices.Equal(thr, tc.want) {
 				t.Errorf("bars %v, want %v", thr, tc.want)
 			}
 		})
+	}
+}
+
+func TestFewRows(t *testing.T) {
+	for _, tc := range []struct {
+		q    float64
+		want int
+	}{{0.99, 100}, {0.9, 10}, {0.5, 2}, {0.995, 200}} {
+		if got := fewRows(tc.q); got != tc.want {
+			t.Errorf("fewRows(%v) = %d, want %d", tc.q, got, tc.want)
+		}
+	}
+	if fewRows(1) != math.MaxInt {
+		t.Errorf("fewRows(1) = %d, want no count to be enough", fewRows(1))
 	}
 }

@@ -70,7 +70,7 @@ type Params struct {
 	// StarvedBar says which loss bar a capped class's candidates must
 	// pass (docs/DECISIONS.md, "a starved class takes the bar of all kept
 	// rows").
-	StarvedBar    string `json:"starved_bar" enum:"own|pooled" doc:"the loss bar of a class that class_growth caps: own (the loss_quantile of its own kept rows' losses, as every class) or pooled (the larger of that and the loss_quantile of every kept row's loss in the round: a class that starts from a few near-identical rows sets itself a bar none of its other rows reach)"`
+	StarvedBar    string `json:"starved_bar" enum:"own|pooled|few" doc:"the loss bar of a class that class_growth caps: own (the loss_quantile of its own kept rows' losses, as every class); pooled (the larger of that and the loss_quantile of every kept row's loss in the round: a class that starts from a few near-identical rows sets itself a bar none of its other rows reach); or few (pooled while the class keeps fewer than 1/(1-loss_quantile) rows, too few for its quantile to be more than its largest loss, and own from there)"`
 	FinalEpochs   int    `json:"final_epochs" range:"[1,)" doc:"epochs of the final head (it always starts afresh)"`
 	FinalSchedule string `json:"final_schedule" enum:"constant|cosine" doc:"the learning rate of the final heads (the final head, its relabelled refit and a gated classifier's second head) over their batches: constant, or cosine (annealed from the rounds' rate to 0 along half a cosine); the rounds' heads keep a constant rate"`
 	FinalAverage  int    `json:"final_average" range:"[0,)" doc:"the final heads (as final_schedule) end as the mean of their weights at the end of each of their last this many epochs (stochastic weight averaging; 0 or 1: the last batch's weights)"`
@@ -408,8 +408,11 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			sort.Slice(losses[c], func(a, b int) bool { return losses[c][a] < losses[c][b] })
 			thr[c] = quantileSorted(losses[c], p.LossQuantile)
 		}
-		if p.StarvedBar == "pooled" {
-			raisePooled(thr, losses, capped, p.LossQuantile)
+		switch p.StarvedBar {
+		case "pooled":
+			raisePooled(thr, losses, capped, p.LossQuantile, 0)
+		case "few":
+			raisePooled(thr, losses, capped, p.LossQuantile, fewRows(p.LossQuantile))
 		}
 		var cands []int
 		for i := 0; i < n; i++ {
@@ -612,10 +615,21 @@ func quantileSorted(v []float32, q float64) float32 {
 	return v[min(len(v)-1, int(q*float64(len(v))))]
 }
 
-// raisePooled lifts the bar of each capped class that has kept rows to at
-// least the q quantile of every class's kept losses (each class's losses
-// sorted ascending).
-func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64) {
+// fewRows is the fewest kept rows whose q quantile (as the rounds take it)
+// lies under their largest loss: 1/(1-q), rounded up (100 for 0.99); with
+// q 1 no count is enough.
+func fewRows(q float64) int {
+	if q >= 1 {
+		return math.MaxInt
+	}
+	return int(math.Ceil(1/(1-q) - 1e-9))
+}
+
+// raisePooled lifts the bar of each capped class that has kept rows (and,
+// when below is positive, fewer than below of them) to at least the q
+// quantile of every class's kept losses (each class's losses sorted
+// ascending).
+func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64, below int) {
 	var all []float32
 	for _, l := range losses {
 		all = append(all, l...)
@@ -626,7 +640,7 @@ func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64) {
 	slices.Sort(all)
 	pooled := quantileSorted(all, q)
 	for c := range thr {
-		if capped[c] && thr[c] >= 0 {
+		if capped[c] && thr[c] >= 0 && (below <= 0 || len(losses[c]) < below) {
 			thr[c] = max(thr[c], pooled)
 		}
 	}
