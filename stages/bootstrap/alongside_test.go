@@ -82,9 +82,9 @@ func TestRaisePooled(t *testing.T) {
 		below  int
 		want   []float32
 	}{
-		{"median", []bool{true, false, true, true}, 0.5, 0, []float32{3, 6, -1, 9}},
-		{"top", []bool{true, false, true, true}, 0.99, 0, []float32{9, 6, -1, 9}},
-		{"nothing capped", []bool{false, false, false, false}, 0.5, 0, []float32{0.002, 6, -1, 9}},
+		{"median", []bool{true, false, true, true}, 0.5, math.MaxInt, []float32{3, 6, -1, 9}},
+		{"top", []bool{true, false, true, true}, 0.99, math.MaxInt, []float32{9, 6, -1, 9}},
+		{"nothing capped", []bool{false, false, false, false}, 0.5, math.MaxInt, []float32{0.002, 6, -1, 9}},
 		{"few: two rows are not fewer than two", []bool{true, false, true, true}, 0.5, 2, []float32{0.002, 6, -1, 9}},
 		{"few: two rows are fewer than three", []bool{true, false, true, true}, 0.5, 3, []float32{3, 6, -1, 9}},
 	} {

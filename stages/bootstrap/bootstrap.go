@@ -27,6 +27,7 @@ import (
 	"github.com/tcore-dev/tcore/stages/kit/knn"
 	"github.com/tcore-dev/tcore/stages/kit/mlp"
 	"github.com/tcore-dev/tcore/stages/kit/onnxgraph"
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Stage is the bootstrap stage.
@@ -406,11 +407,11 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 				continue
 			}
 			sort.Slice(losses[c], func(a, b int) bool { return losses[c][a] < losses[c][b] })
-			thr[c] = quantileSorted(losses[c], p.LossQuantile)
+			thr[c] = stat.QuantileSorted(losses[c], p.LossQuantile)
 		}
 		switch p.StarvedBar {
 		case "pooled":
-			raisePooled(thr, losses, capped, p.LossQuantile, 0)
+			raisePooled(thr, losses, capped, p.LossQuantile, math.MaxInt)
 		case "few":
 			raisePooled(thr, losses, capped, p.LossQuantile, fewRows(p.LossQuantile))
 		}
@@ -609,12 +610,6 @@ func growthCapped(scope string, start, kept, exclude []bool, y []int32, nc int) 
 	return capped
 }
 
-// quantileSorted is the q quantile of ascending v (v not empty), as the
-// rounds' bars take it.
-func quantileSorted(v []float32, q float64) float32 {
-	return v[min(len(v)-1, int(q*float64(len(v))))]
-}
-
 // fewRows is the fewest kept rows whose q quantile (as the rounds take it)
 // lies under their largest loss: 1/(1-q), rounded up (100 for 0.99); with
 // q 1 no count is enough.
@@ -625,10 +620,9 @@ func fewRows(q float64) int {
 	return int(math.Ceil(1/(1-q) - 1e-9))
 }
 
-// raisePooled lifts the bar of each capped class that has kept rows (and,
-// when below is positive, fewer than below of them) to at least the q
-// quantile of every class's kept losses (each class's losses sorted
-// ascending).
+// raisePooled lifts the bar of each capped class that keeps at least one
+// and fewer than below rows to at least the q quantile of every class's
+// kept losses (each class's losses sorted ascending).
 func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64, below int) {
 	var all []float32
 	for _, l := range losses {
@@ -638,9 +632,9 @@ func raisePooled(thr []float32, losses [][]float32, capped []bool, q float64, be
 		return
 	}
 	slices.Sort(all)
-	pooled := quantileSorted(all, q)
+	pooled := stat.QuantileSorted(all, q)
 	for c := range thr {
-		if capped[c] && thr[c] >= 0 && (below <= 0 || len(losses[c]) < below) {
+		if capped[c] && len(losses[c]) > 0 && len(losses[c]) < below {
 			thr[c] = max(thr[c], pooled)
 		}
 	}

@@ -3,6 +3,8 @@ package filter
 import (
 	"context"
 	"sort"
+
+	"github.com/tcore-dev/tcore/stages/kit/stat"
 )
 
 // Clamp says how the probed channels were capped.
@@ -44,7 +46,7 @@ func (b *bench) channelCaps(ctx context.Context, q float64) (map[string][]float3
 		var over, all int
 		for ch, v := range vals[li] {
 			sort.Slice(v, func(a, b int) bool { return v[a] < v[b] })
-			c[ch] = v[min(len(v)-1, int(q*float64(len(v))))]
+			c[ch] = stat.QuantileSorted(v, q)
 			for _, x := range v {
 				if x > c[ch] {
 					over++

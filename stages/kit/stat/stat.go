@@ -363,3 +363,10 @@ func Count(b []bool) int {
 	}
 	return n
 }
+
+// QuantileSorted returns the q quantile of v, sorted ascending and not
+// empty, as the stages take it: the value at index ⌊q·len(v)⌋, the
+// largest for q 1 (so under 1/(1-q) values it is always the largest).
+func QuantileSorted(v []float32, q float64) float32 {
+	return v[min(len(v)-1, int(q*float64(len(v))))]
+}

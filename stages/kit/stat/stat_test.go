@@ -119,3 +119,23 @@ func TestDistances(t *testing.T) {
 		}
 	}
 }
+
+func TestQuantileSorted(t *testing.T) {
+	ten := []float32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	for _, tc := range []struct {
+		v    []float32
+		q    float64
+		want float32
+	}{
+		{ten, 0, 0},
+		{ten, 0.5, 5},
+		{ten, 0.95, 9},
+		{ten, 0.99, 9}, // under 100 values the 0.99 quantile is the largest
+		{ten, 1, 9},
+		{[]float32{3}, 0.5, 3},
+	} {
+		if got := stat.QuantileSorted(tc.v, tc.q); got != tc.want {
+			t.Errorf("QuantileSorted(%v, %v) = %v, want %v", tc.v, tc.q, got, tc.want)
+		}
+	}
+}
