@@ -40,6 +40,7 @@ type benchConfig struct {
 	Pipelines []string          `json:"pipelines"` // built-in names or files; none first is best
 	Rates     []float64         `json:"rates"`     // poison rates of scenarios with a recipe
 	Seeds     []int64           `json:"seeds"`     // the defence's seeds: each cell runs once per seed (default [1])
+	Ledger    string            `json:"ledger"`    // a ledger of finished runs (JSON Lines) that the bench reads and adds to (ledger.go)
 	Scenarios []benchScenario   `json:"scenarios"`
 }
 
@@ -91,8 +92,10 @@ type benchRow struct {
 	// images), or the scenario's triggered test set.
 	ASRFrom string  `json:"asr_from,omitempty"`
 	Seconds float64 `json:"seconds"`
-	Dir     string  `json:"dir"`
-	Reused  bool    `json:"reused"`
+	Dir     string  `json:"dir,omitempty"`
+	// Reused says the run was not run again: its folder held it
+	// finished, or a ledger did.
+	Reused bool `json:"reused,omitempty"`
 }
 
 func loadBenchConfig(path string, only []string) (*benchConfig, error) {
@@ -128,6 +131,7 @@ func readBenchConfig(path string, exists func(string) bool, only []string) (*ben
 	}
 	c.Out = rel(c.Out)
 	c.Test = rel(c.Test)
+	c.Ledger = rel(c.Ledger)
 	if len(c.Pipelines) == 0 {
 		c.Pipelines = []string{"none", "tcore"}
 	}
@@ -276,13 +280,16 @@ func checkPoison(raw json.RawMessage) error {
 // cmdBench runs the benchmark matrix and writes results.md, .csv, .json.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c runConfig
-	var cfgPath, only string
+	var cfgPath, only, ledgerPath string
+	var ledgerOnly bool
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c.common.register(fs)
 	fs.StringVar(&cfgPath, "config", "", "benchmark config (JSON; required)")
 	fs.StringVar(&c.out, "out", "", "results folder (default: the config's out, then runs/bench); finished cells in it are reused")
 	fs.StringVar(&only, "only", "", "run only the scenarios whose id starts with one of these (comma-separated)")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
+	fs.StringVar(&ledgerPath, "ledger", "", "ledger of finished runs (JSON Lines; default: the config's ledger): a run it holds under the same run key and stage versions is read from it, not run, and every finished run is added to it; a finished cell in the results folder counts by its stages' versions then, not by their builds")
+	fs.BoolVar(&ledgerOnly, "ledger-only", false, "run no pipeline: the table of the runs the ledger and the results folder hold, and a list of those they lack")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -319,6 +326,19 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkBenchParams(cfgPath, cfg, stages); err != nil {
 		return err
 	}
+	if ledgerPath == "" {
+		ledgerPath = cfg.Ledger
+	}
+	var led *ledger
+	if ledgerPath != "" {
+		if led, err = openLedger(ledgerPath); err != nil {
+			return err
+		}
+	} else if ledgerOnly {
+		return usagef("bench: --ledger-only needs a ledger (--ledger, or the config's ledger)")
+	}
+	var fromLedger, recorded int
+	var missing []string
 	var rows []benchRow
 	start := time.Now()
 	refDir := map[string]string{} // scenario -> its none run (seed of the first run)
@@ -334,6 +354,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			rates = nil
 			for _, r := range s.Rates {
 				rates = append(rates, &r)
+			}
+		}
+		encSum := ""
+		if led != nil {
+			if encSum, err = dag.HashPath(cfg.Encoders[s.Encoder]); err != nil {
+				return fmt.Errorf("bench: %s: %w", s.ID, err)
 			}
 		}
 		if s.PerClass > 0 {
@@ -380,9 +406,33 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					rc := c
 					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
 					rc.params = s.Params
-					sum, reused, err := rc.benchCell(ctx, stages, stderr)
+					at := fmt.Sprintf("%s / %s / seed %d", cell, name, seed)
+					bp, err := rc.planCell(stages)
 					if err != nil {
-						return fmt.Errorf("bench: %s / %s / seed %d: %w", cell, name, seed, err)
+						return fmt.Errorf("bench: %s: %w", at, err)
+					}
+					id := runID{Scenario: s.ID, Rate: rate, Pipeline: name, Seed: seed, Run: bp.key, Versions: bp.versions, Encoder: encSum}
+					if led != nil {
+						if lr, ok := led.find(id); ok {
+							lr.Dir, lr.Reused, lr.Half = dir, true, s.Half
+							if lr.CleanASR == nil {
+								lr.CleanASR = cleanASR
+							}
+							fromLedger++
+							fmt.Fprintf(stdout, "%-22s %-10s seed %d  ACC %s ASR %s  masked %d  ledger\n", cell, name, seed, pct(lr.ACC), pct(lr.ASR), lr.Masked)
+							cellRows = append(cellRows, lr)
+							continue
+						}
+					}
+					sum, reused := rc.finishedCell(bp, led != nil)
+					if !reused {
+						if ledgerOnly {
+							missing = append(missing, at)
+							continue
+						}
+						if sum, err = rc.benchCell(ctx, bp, stages, stderr); err != nil {
+							return fmt.Errorf("bench: %s: %w", at, err)
+						}
 					}
 					row.fill(sum)
 					if row.ASR != nil {
@@ -402,6 +452,15 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 						}
 						row.ASR, row.ASRFrom = &ev.ACC, s.Triggered
 					}
+					if led != nil {
+						added, err := led.record(id, row)
+						if err != nil {
+							return err
+						}
+						if added {
+							recorded++
+						}
+					}
 					state := fmt.Sprintf("%.0fs", row.Seconds)
 					if reused {
 						state = "reused"
@@ -419,6 +478,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%s\nresults: %s (.csv, .json); %.0f s\n", benchMarkdown(rows), filepath.Join(c.out, "results.md"), time.Since(start).Seconds())
+	if led != nil {
+		fmt.Fprintf(stdout, "ledger %s: %d runs read from it, %d added to it", ledgerPath, fromLedger, recorded)
+		if ledgerOnly {
+			fmt.Fprintf(stdout, ", %d not run yet", len(missing))
+		}
+		fmt.Fprintln(stdout)
+		for _, m := range missing {
+			fmt.Fprintf(stdout, "  not run: %s\n", m)
+		}
+	}
 	return nil
 }
 
@@ -443,6 +512,9 @@ type cellDone struct {
 	// sha256, an in-process stage's version): a finished cell is reused
 	// only while they stay the same.
 	Stages map[string]string `json:"stages"`
+	// Versions are the stages' versions (what a ledger compares;
+	// markerVersions reads them from Stages in older markers).
+	Versions map[string]string `json:"versions,omitempty"`
 	// Run identifies what the cell ran (runKey): the pipeline with the
 	// scenario's params, the seed, the eval spec and the files by content.
 	// A cell is reused only while it stays the same too.
@@ -483,39 +555,67 @@ func fingerprints(p *dag.Pipeline, stages dag.Provider) map[string]string {
 	return out
 }
 
-// benchCell runs one pipeline with one seed on one scenario, or reuses the
-// finished run.
-func (c *runConfig) benchCell(ctx context.Context, stages dag.Provider, stderr io.Writer) (*report.Summary, bool, error) {
+// cellPlan is what a bench cell is to run: the pipeline, and what
+// identifies the run (the stages' fingerprints and versions, runKey).
+type cellPlan struct {
+	p            *dag.Pipeline
+	fp, versions map[string]string
+	key          string
+}
+
+// planCell resolves the cell's pipeline and identifies its run.
+func (c *runConfig) planCell(stages dag.Provider) (*cellPlan, error) {
 	p, err := c.resolvePipeline()
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	fp := fingerprints(p, stages)
 	key, err := c.runKey(p)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	marker := filepath.Join(c.out, "cell.json")
-	if b, err := os.ReadFile(marker); err == nil {
-		var done cellDone
-		if json.Unmarshal(b, &done) == nil && maps.Equal(done.Stages, fp) && done.Run == key {
-			if s, err := report.ReadSummary(c.out); err == nil {
-				s.Seconds = done.Seconds
-				return s, true, nil
-			}
-		}
+	return &cellPlan{p: p, fp: fingerprints(p, stages), versions: versions(p, stages), key: key}, nil
+}
+
+// finishedCell returns the summary of the cell's finished run in its
+// folder, if the folder holds the run planned: the same run key, and the
+// same stage fingerprints (byVersion: the same stage versions).
+func (c *runConfig) finishedCell(bp *cellPlan, byVersion bool) (*report.Summary, bool) {
+	b, err := os.ReadFile(filepath.Join(c.out, "cell.json"))
+	if err != nil {
+		return nil, false
 	}
+	var done cellDone
+	if json.Unmarshal(b, &done) != nil || done.Run != bp.key {
+		return nil, false
+	}
+	same := maps.Equal(done.Stages, bp.fp)
+	if byVersion {
+		same = maps.Equal(markerVersions(done), bp.versions)
+	}
+	if !same {
+		return nil, false
+	}
+	s, err := report.ReadSummary(c.out)
+	if err != nil {
+		return nil, false
+	}
+	s.Seconds = done.Seconds
+	return s, true
+}
+
+// benchCell runs the planned cell and marks it finished.
+func (c *runConfig) benchCell(ctx context.Context, bp *cellPlan, stages dag.Provider, stderr io.Writer) (*report.Summary, error) {
 	board := progress.New(stderr)
 	defer board.Close()
 	seed := c.seed
-	r := &runner.Run{Pipeline: p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
+	r := &runner.Run{Pipeline: bp.p, Stages: stages, Observer: board, Train: c.train, Test: c.test,
 		Bindings: dag.Bindings{Encoder: c.encoder, Device: c.device, Seed: &seed}, Out: c.out, Spec: c.spec, Truth: c.truth, StageTimeout: c.timeout}
 	s, err := r.Execute(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	b, _ := json.Marshal(cellDone{Seconds: s.Seconds, Stages: fp, Run: key})
-	return s, false, arrowio.WriteFileAtomic(marker, b)
+	b, _ := json.Marshal(cellDone{Seconds: s.Seconds, Stages: bp.fp, Versions: bp.versions, Run: bp.key})
+	return s, arrowio.WriteFileAtomic(filepath.Join(c.out, "cell.json"), b)
 }
 
 func (r *benchRow) fill(s *report.Summary) {

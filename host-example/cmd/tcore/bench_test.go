@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,6 +226,139 @@ func TestBenchOnlyChecksTheSelectedCells(t *testing.T) {
 			t.Errorf("only %q: %d scenarios; want all 3 kept (the run skips the others)", tc.only, len(c.Scenarios))
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("only %q: error %v; want one naming %s", tc.only, err, tc.want)
+		}
+	}
+}
+
+// TestBenchLedger: a bench with a ledger records each finished run; a
+// second bench into an empty results folder reads them from it and runs
+// nothing; a row whose stage versions differ stands for nothing (that run
+// runs again); a finished cell of another build of the same versions is
+// recorded from its folder; --ledger-only runs nothing and lists what the
+// ledger lacks; a malformed ledger line is an error naming file and line.
+func TestBenchLedger(t *testing.T) {
+	endToEnd(t)
+	ortlib.Init(t)
+	dir := t.TempDir()
+	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
+	spec := fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`, testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)
+	writeCfg := func(seeds string) string {
+		path := filepath.Join(dir, "bench.json")
+		os.WriteFile(path, []byte(fmt.Sprintf(`{"test": %q, "encoders": {"trojan": %q}, "pipelines": ["none"], "seeds": %s, "ledger": "ledger.jsonl",
+  "scenarios": [{"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s}]}`,
+			test, enc, seeds, train, filepath.Join(dir, "truth.csv"), spec)), 0o644)
+		return path
+	}
+	cfg := writeCfg("[1, 2]")
+	led := filepath.Join(dir, "ledger.jsonl")
+	bench := func(out string, extra ...string) string {
+		t.Helper()
+		var so, se bytes.Buffer
+		if code := run(append([]string{"bench", "--in-process", "--config", cfg, "--out", out}, extra...), &so, &se); code != 0 {
+			t.Fatalf("bench: exit %d: %s", code, se.String())
+		}
+		return so.String()
+	}
+	results := func(out string) []benchRow {
+		t.Helper()
+		var rows []benchRow
+		b, _ := os.ReadFile(filepath.Join(out, "results.json"))
+		if err := json.Unmarshal(b, &rows); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	lines := func() []string {
+		b, _ := os.ReadFile(led)
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+
+	bench(filepath.Join(dir, "a"))
+	first := results(filepath.Join(dir, "a"))
+	if l := lines(); len(l) != 2 || strings.Contains(l[0], `"dir"`) || !strings.Contains(l[0], `"bootstrap":"`) || !strings.Contains(l[0], `"encoder_sha256":"`) {
+		t.Fatalf("ledger after the first bench: want 2 rows with stage versions and no folder:\n%s", strings.Join(l, "\n"))
+	}
+
+	// An empty results folder: both runs come from the ledger.
+	out := bench(filepath.Join(dir, "b"))
+	if n := strings.Count(out, "ledger\n"); n != 2 {
+		t.Errorf("second bench read %d runs from the ledger, want 2:\n%s", n, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b", "pre", "none", "seed-1")); err == nil {
+		t.Error("a run read from the ledger left a run folder: it ran")
+	}
+	for i, r := range results(filepath.Join(dir, "b")) {
+		if *r.ACC != *first[i].ACC || *r.ASR != *first[i].ASR || r.Kept != first[i].Kept || !r.Reused {
+			t.Errorf("row %d from the ledger: %+v, want the first run's %+v, reused", i, r, first[i])
+		}
+	}
+
+	// A row under another version of a stage stands for nothing.
+	l := lines()
+	l[1] = strings.Replace(l[1], `"bootstrap":"`, `"bootstrap":"0.0.0-old+`, 1)
+	os.WriteFile(led, []byte(strings.Join(l, "\n")+"\n"), 0o644)
+	out = bench(filepath.Join(dir, "c"))
+	if strings.Count(out, "ledger\n") != 1 {
+		t.Errorf("a row of another bootstrap version: want seed 1 from the ledger and seed 2 run:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c", "pre", "none", "seed-2", "cell.json")); err != nil {
+		t.Errorf("seed 2 did not run again: %v", err)
+	}
+	if n := len(lines()); n != 3 {
+		t.Errorf("ledger has %d rows, want 3 (the stale row stays, the new run is added)", n)
+	}
+
+	// A finished cell of another build with the same versions is read
+	// from its folder and recorded in a new ledger.
+	marker := filepath.Join(dir, "a", "pre", "none", "seed-1", "cell.json")
+	var done cellDone
+	if b, err := os.ReadFile(marker); err != nil || json.Unmarshal(b, &done) != nil || len(done.Versions) == 0 {
+		t.Fatalf("%s: %v: no stage versions in the marker", marker, err)
+	}
+	for k := range done.Stages {
+		done.Stages[k] += "-otherbuild"
+	}
+	done.Versions = nil // an older marker: the versions are read from the fingerprints
+	b, _ := json.Marshal(done)
+	os.WriteFile(marker, b, 0o644)
+	other := filepath.Join(dir, "other.jsonl")
+	out = bench(filepath.Join(dir, "a"), "--ledger", other)
+	if strings.Count(out, "reused") != 2 || !strings.Contains(out, "2 added to it") {
+		t.Errorf("finished cells of another build, same versions: want both reused and recorded:\n%s", out)
+	}
+
+	// --ledger-only runs nothing and lists the runs the ledger lacks.
+	cfg = writeCfg("[1, 3]")
+	out = bench(filepath.Join(dir, "d"), "--ledger-only")
+	if !strings.Contains(out, "not run: pre / none / seed 3") || !strings.Contains(out, "1 not run yet") {
+		t.Errorf("--ledger-only: want seed 3 listed as not run:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d", "pre", "none", "seed-3")); err == nil {
+		t.Error("--ledger-only ran seed 3")
+	}
+
+	// A malformed ledger line names the file and the line.
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(l[0]+"\n{\"scenario\": \n"), 0o644)
+	var so, se bytes.Buffer
+	if code := run([]string{"bench", "--in-process", "--config", cfg, "--out", filepath.Join(dir, "e"), "--ledger", bad}, &so, &se); code != 2 || !strings.Contains(se.String(), "bad.jsonl: line 2") {
+		t.Errorf("malformed ledger: exit %d, %q; want 2 and the file and line", code, se.String())
+	}
+}
+
+func TestMarkerVersions(t *testing.T) {
+	tests := []struct {
+		name string
+		done cellDone
+		want map[string]string
+	}{
+		{"versions given", cellDone{Stages: map[string]string{"embed": "local+0.3.0+abc"}, Versions: map[string]string{"embed": "0.3.0"}}, map[string]string{"embed": "0.3.0"}},
+		{"in-process fingerprint", cellDone{Stages: map[string]string{"filter": "local+0.69.1+0aa4ec"}}, map[string]string{"filter": "0.69.1"}},
+		{"plugin fingerprint", cellDone{Stages: map[string]string{"sift": "0.2.0+5f3e"}}, map[string]string{"sift": "0.2.0"}},
+	}
+	for _, tc := range tests {
+		if got := markerVersions(tc.done); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
