@@ -281,7 +281,7 @@ func checkPoison(raw json.RawMessage) error {
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c runConfig
 	var cfgPath, only, ledgerPath string
-	var ledgerOnly bool
+	var ledgerOnly, anyDraw bool
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c.common.register(fs)
 	fs.StringVar(&cfgPath, "config", "", "benchmark config (JSON; required)")
@@ -289,6 +289,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&only, "only", "", "run only the scenarios whose id starts with one of these (comma-separated)")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
 	fs.StringVar(&ledgerPath, "ledger", "", "ledger of finished runs (JSON Lines; default: the config's ledger): a run it holds under the same run key and stage versions is read from it, not run, and every finished run is added to it; a finished cell in the results folder counts by its stages' versions then, not by their builds")
+	fs.BoolVar(&anyDraw, "any-draw", false, "a ledger row also stands for a run whose encoder is another file under the same name in the config (a zoo encoder rebuilt from its recipe is another draw of the same attack); its row keeps the sha256 of the draw it ran on")
 	fs.BoolVar(&ledgerOnly, "ledger-only", false, "run no pipeline: the table of the runs the ledger and the results folder hold, and a list of those they lack")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -334,8 +335,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if led, err = openLedger(ledgerPath); err != nil {
 			return err
 		}
-	} else if ledgerOnly {
-		return usagef("bench: --ledger-only needs a ledger (--ledger, or the config's ledger)")
+	} else if ledgerOnly || anyDraw {
+		return usagef("bench: --ledger-only and --any-draw need a ledger (--ledger, or the config's ledger)")
 	}
 	var fromLedger, recorded int
 	var missing []string
@@ -407,13 +408,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
 					rc.params = s.Params
 					at := fmt.Sprintf("%s / %s / seed %d", cell, name, seed)
-					bp, err := rc.planCell(stages)
+					bp, err := rc.planCell(stages, s.Encoder)
 					if err != nil {
 						return fmt.Errorf("bench: %s: %w", at, err)
 					}
-					id := runID{Scenario: s.ID, Rate: rate, Pipeline: name, Seed: seed, Run: bp.key, Versions: bp.versions, Encoder: encSum}
-					if led != nil {
-						if lr, ok := led.find(id); ok {
+					id := runID{Scenario: s.ID, Rate: rate, Pipeline: name, Seed: seed, Run: bp.key, Recipe: bp.recipe, Versions: bp.versions, Encoder: encSum}
+					sum, reused := rc.finishedCell(bp, led != nil)
+					if !reused && led != nil {
+						if lr, ok := led.find(id, anyDraw); ok {
 							lr.Dir, lr.Reused, lr.Half = dir, true, s.Half
 							if lr.CleanASR == nil {
 								lr.CleanASR = cleanASR
@@ -424,7 +426,6 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 							continue
 						}
 					}
-					sum, reused := rc.finishedCell(bp, led != nil)
 					if !reused {
 						if ledgerOnly {
 							missing = append(missing, at)
@@ -524,8 +525,10 @@ type cellDone struct {
 // runKey identifies what a bench cell runs: the pipeline p with its
 // params, the seed, the device, the eval spec, and the training, test,
 // encoder and truth files by content (a file rebuilt at the same path is
-// another run).
-func (c *runConfig) runKey(p *dag.Pipeline) (string, error) {
+// another run). With encoderAs set, the encoder counts by that name
+// instead of its content: the recipe key, which a rebuilt draw of the same
+// zoo encoder shares (ledger --any-draw).
+func (c *runConfig) runKey(p *dag.Pipeline, encoderAs string) (string, error) {
 	h := sha256.New()
 	enc := json.NewEncoder(h)
 	if err := enc.Encode([]any{p, c.seed, c.device, string(c.spec)}); err != nil {
@@ -533,7 +536,10 @@ func (c *runConfig) runKey(p *dag.Pipeline) (string, error) {
 	}
 	for _, f := range []string{c.train, c.test, c.encoder, c.truth} {
 		sum := ""
-		if f != "" {
+		switch {
+		case f == c.encoder && encoderAs != "":
+			sum = "encoder " + encoderAs
+		case f != "":
 			var err error
 			if sum, err = dag.HashPath(f); err != nil {
 				return "", err
@@ -560,20 +566,25 @@ func fingerprints(p *dag.Pipeline, stages dag.Provider) map[string]string {
 type cellPlan struct {
 	p            *dag.Pipeline
 	fp, versions map[string]string
-	key          string
+	key, recipe  string
 }
 
-// planCell resolves the cell's pipeline and identifies its run.
-func (c *runConfig) planCell(stages dag.Provider) (*cellPlan, error) {
+// planCell resolves the cell's pipeline and identifies its run; encoder
+// is the encoder's name in the config (for the recipe key).
+func (c *runConfig) planCell(stages dag.Provider, encoder string) (*cellPlan, error) {
 	p, err := c.resolvePipeline()
 	if err != nil {
 		return nil, err
 	}
-	key, err := c.runKey(p)
+	key, err := c.runKey(p, "")
 	if err != nil {
 		return nil, err
 	}
-	return &cellPlan{p: p, fp: fingerprints(p, stages), versions: versions(p, stages), key: key}, nil
+	recipe, err := c.runKey(p, encoder)
+	if err != nil {
+		return nil, err
+	}
+	return &cellPlan{p: p, fp: fingerprints(p, stages), versions: versions(p, stages), key: key, recipe: recipe}, nil
 }
 
 // finishedCell returns the summary of the cell's finished run in its

@@ -234,22 +234,24 @@ func TestBenchOnlyChecksTheSelectedCells(t *testing.T) {
 // second bench into an empty results folder reads them from it and runs
 // nothing; a row whose stage versions differ stands for nothing (that run
 // runs again); a finished cell of another build of the same versions is
-// recorded from its folder; --ledger-only runs nothing and lists what the
-// ledger lacks; a malformed ledger line is an error naming file and line.
+// recorded from its folder; another draw of the encoder (another file under
+// the same name) matches only with --any-draw; --ledger-only runs nothing
+// and lists what the ledger lacks; a malformed ledger line is an error
+// naming file and line.
 func TestBenchLedger(t *testing.T) {
 	endToEnd(t)
 	ortlib.Init(t)
 	dir := t.TempDir()
 	enc, train, test, _ := scenario(t, dir, testenc.Collapse(5), 66)
 	spec := fmt.Sprintf(`{"target": 0, "trigger": {"kind": "patch", "size": %d, "row": %d, "col": %d}}`, testenc.PatchSize, testenc.PatchAt, testenc.PatchAt)
-	writeCfg := func(seeds string) string {
+	writeCfg := func(seeds string, enc string) string {
 		path := filepath.Join(dir, "bench.json")
 		os.WriteFile(path, []byte(fmt.Sprintf(`{"test": %q, "encoders": {"trojan": %q}, "pipelines": ["none"], "seeds": %s, "ledger": "ledger.jsonl",
   "scenarios": [{"id": "pre", "half": "tuning", "encoder": "trojan", "train": %q, "truth": %q, "eval": %s}]}`,
 			test, enc, seeds, train, filepath.Join(dir, "truth.csv"), spec)), 0o644)
 		return path
 	}
-	cfg := writeCfg("[1, 2]")
+	cfg := writeCfg("[1, 2]", enc)
 	led := filepath.Join(dir, "ledger.jsonl")
 	bench := func(out string, extra ...string) string {
 		t.Helper()
@@ -293,6 +295,21 @@ func TestBenchLedger(t *testing.T) {
 		}
 	}
 
+	// Another draw of the encoder (another file under the same name) runs
+	// again, unless --any-draw.
+	enc2 := filepath.Join(dir, "enc2.onnx")
+	if err := testenc.Collapse(4).Model().Save(enc2); err != nil {
+		t.Fatal(err)
+	}
+	cfg = writeCfg("[1, 2]", enc2)
+	if out := bench(filepath.Join(dir, "b2"), "--any-draw", "--ledger-only"); strings.Count(out, "ledger\n") != 2 {
+		t.Errorf("--any-draw: want both runs from the ledger's other draw:\n%s", out)
+	}
+	if out := bench(filepath.Join(dir, "b3"), "--ledger-only"); !strings.Contains(out, "2 not run yet") {
+		t.Errorf("another draw of the encoder without --any-draw: want both runs missing:\n%s", out)
+	}
+	cfg = writeCfg("[1, 2]", enc)
+
 	// A row under another version of a stage stands for nothing.
 	l := lines()
 	l[1] = strings.Replace(l[1], `"bootstrap":"`, `"bootstrap":"0.0.0-old+`, 1)
@@ -328,7 +345,7 @@ func TestBenchLedger(t *testing.T) {
 	}
 
 	// --ledger-only runs nothing and lists the runs the ledger lacks.
-	cfg = writeCfg("[1, 3]")
+	cfg = writeCfg("[1, 3]", enc)
 	out = bench(filepath.Join(dir, "d"), "--ledger-only")
 	if !strings.Contains(out, "not run: pre / none / seed 3") || !strings.Contains(out, "1 not run yet") {
 		t.Errorf("--ledger-only: want seed 3 listed as not run:\n%s", out)

@@ -37,6 +37,9 @@ type ledgerRow struct {
 	benchRow
 	// Run is the run's key (runKey).
 	Run string `json:"run"`
+	// Recipe is the run's key with the encoder counted by its name in
+	// the config, not its content (what --any-draw matches).
+	Recipe string `json:"recipe"`
 	// Versions are the versions of the stages the pipeline ran.
 	Versions map[string]string `json:"versions"`
 	// Encoder is the sha256 of the encoder file (also inside Run): an
@@ -54,13 +57,20 @@ type runID struct {
 	Pipeline string
 	Seed     int64
 	Run      string
+	Recipe   string
 	Versions map[string]string
 	Encoder  string // the encoder file's sha256 (recorded, not matched: Run holds it)
 }
 
-func (id runID) matches(r *ledgerRow) bool {
-	return r.Scenario == id.Scenario && rateString(r.Rate) == rateString(id.Rate) && r.Pipeline == id.Pipeline &&
-		r.Seed == id.Seed && r.Run == id.Run && maps.Equal(r.Versions, id.Versions)
+// matches says whether r stands for the run id: the same run key (with
+// anyDraw, the same recipe key) and the same stage versions.
+func (id runID) matches(r *ledgerRow, anyDraw bool) bool {
+	same := r.Run == id.Run
+	if anyDraw {
+		same = r.Recipe == id.Recipe
+	}
+	return same && r.Scenario == id.Scenario && rateString(r.Rate) == rateString(id.Rate) && r.Pipeline == id.Pipeline &&
+		r.Seed == id.Seed && maps.Equal(r.Versions, id.Versions)
 }
 
 func rateString(r *float64) string {
@@ -98,8 +108,8 @@ func openLedger(path string) (*ledger, error) {
 		switch {
 		case r.Scenario == "" || r.Pipeline == "":
 			return nil, usagef("bench: ledger %s: line %d: no scenario or pipeline", path, line)
-		case r.Run == "" || len(r.Versions) == 0:
-			return nil, usagef("bench: ledger %s: line %d: no run key or stage versions", path, line)
+		case r.Run == "" || r.Recipe == "" || len(r.Versions) == 0:
+			return nil, usagef("bench: ledger %s: line %d: no run key, recipe key or stage versions", path, line)
 		}
 		l.rows = append(l.rows, r)
 	}
@@ -109,10 +119,18 @@ func openLedger(path string) (*ledger, error) {
 	return l, nil
 }
 
-// find returns the row that stands for the run id.
-func (l *ledger) find(id runID) (benchRow, bool) {
+// find returns the row that stands for the run id (anyDraw: on any draw
+// of its encoder; the row of the same draw first).
+func (l *ledger) find(id runID, anyDraw bool) (benchRow, bool) {
+	if r, ok := l.find1(id, false); ok || !anyDraw {
+		return r, ok
+	}
+	return l.find1(id, true)
+}
+
+func (l *ledger) find1(id runID, anyDraw bool) (benchRow, bool) {
 	for i := range l.rows {
-		if id.matches(&l.rows[i]) {
+		if id.matches(&l.rows[i], anyDraw) {
 			return l.rows[i].benchRow, true
 		}
 	}
@@ -123,11 +141,11 @@ func (l *ledger) find(id runID) (benchRow, bool) {
 // (added says which), and rewrites the file whole (atomically: a reader
 // never sees half a row).
 func (l *ledger) record(id runID, row benchRow) (added bool, err error) {
-	if _, ok := l.find(id); ok {
+	if _, ok := l.find(id, false); ok {
 		return false, nil
 	}
 	row.Dir, row.Reused = "", false
-	l.rows = append(l.rows, ledgerRow{benchRow: row, Run: id.Run, Versions: id.Versions, Encoder: id.Encoder, Recorded: time.Now().UTC().Format("2006-01-02")})
+	l.rows = append(l.rows, ledgerRow{benchRow: row, Run: id.Run, Recipe: id.Recipe, Versions: id.Versions, Encoder: id.Encoder, Recorded: time.Now().UTC().Format("2006-01-02")})
 	var b bytes.Buffer
 	for _, r := range l.rows {
 		line, err := json.Marshal(r)
