@@ -87,6 +87,10 @@ type benchRow struct {
 	Masked    int      `json:"channels_masked"`
 	ScanZ     *float64 `json:"scan_z"`
 	CleanASR  *float64 `json:"clean_asr"` // the reference's clean model on this trigger
+	// Twin is the scenario on clean data with the same encoder and
+	// training set (cleanTwins): its none run is the accuracy a defence
+	// is held to (the issue's bar), shown beside each cell's mean.
+	Twin string `json:"clean_twin,omitempty"`
 	// ASRFrom says what ASR was measured on: "eval" (tcore painted the
 	// trigger of the scenario's eval spec onto the test set's non-target
 	// images), or the scenario's triggered test set.
@@ -338,6 +342,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else if ledgerOnly || anyDraw {
 		return usagef("bench: --ledger-only and --any-draw need a ledger (--ledger, or the config's ledger)")
 	}
+	twins := cleanTwins(cfg.Scenarios)
 	var fromLedger, recorded int
 	var missing []string
 	var rows []benchRow
@@ -402,7 +407,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				name := pipelineDir(pl)
 				for _, seed := range s.Seeds {
 					dir := filepath.Join(c.out, cell, name, fmt.Sprintf("seed-%d", seed))
-					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir, CleanASR: cleanASR}
+					row := benchRow{Scenario: s.ID, Half: s.Half, Rate: rate, Pipeline: name, Seed: seed, Dir: dir, CleanASR: cleanASR, Twin: twins[s.ID]}
 
 					rc := c
 					rc.out, rc.pipeline, rc.encoder, rc.train, rc.test, rc.truth, rc.seed, rc.spec = dir, pl, cfg.Encoders[s.Encoder], train, s.Test, truth, seed, s.Eval
@@ -416,7 +421,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					sum, reused := rc.finishedCell(bp, led != nil)
 					if !reused && led != nil {
 						if lr, ok := led.find(id, anyDraw); ok {
-							lr.Dir, lr.Reused, lr.Half = dir, true, s.Half
+							lr.Dir, lr.Reused, lr.Half, lr.Twin = dir, true, s.Half, twins[s.ID]
 							if lr.CleanASR == nil {
 								lr.CleanASR = cleanASR
 							}
@@ -490,6 +495,25 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return nil
+}
+
+// cleanTwins maps each scenario to its clean twin: the first scenario
+// of the config on clean data (no poison, no truth) with the same encoder,
+// training and test sets and per-class cut (a T1 cell is its own twin, a
+// T3 cell's is the T1 cell of its encoder, a T2 cell's the T0 cell of its
+// dataset). A scenario without one is left out.
+func cleanTwins(scs []benchScenario) map[string]string {
+	out := map[string]string{}
+	for _, s := range scs {
+		for _, t := range scs {
+			if len(t.Poison) == 0 && t.Truth == "" && t.Encoder == s.Encoder && t.Train == s.Train &&
+				t.Test == s.Test && t.PerClass == s.PerClass && t.TestPer == s.TestPer {
+				out[s.ID] = t.ID
+				break
+			}
+		}
+	}
+	return out
 }
 
 // selects says whether --only's prefixes select the scenario id: every
@@ -687,11 +711,11 @@ func (r benchRow) cells() []string {
 
 // aggregate is one cell and pipeline over its seeds.
 type aggregate struct {
-	Scenario, Half, Pipeline string
-	Rate                     *float64
-	Seeds                    int
-	ACC, ASR, Masked         []float64
-	CleanASR                 *float64
+	Scenario, Half, Pipeline, Twin string
+	Rate                           *float64
+	Seeds                          int
+	ACC, ASR, Masked               []float64
+	CleanASR                       *float64
 }
 
 // meanSD formats values (fractions, shown as %) as mean ± sd.
@@ -713,6 +737,14 @@ func meanSD(v []float64, scale float64, digits int) string {
 	return fmt.Sprintf("%.*f ± %.*f", digits, m, digits, math.Sqrt(sq/float64(len(v)-1)))
 }
 
+func mean(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
 // aggregates groups rows by cell and pipeline, in row order.
 func aggregates(rows []benchRow) []*aggregate {
 	var out []*aggregate
@@ -725,7 +757,7 @@ func aggregates(rows []benchRow) []*aggregate {
 		key := r.Scenario + "\x00" + rate + "\x00" + r.Pipeline
 		a, ok := idx[key]
 		if !ok {
-			a = &aggregate{Scenario: r.Scenario, Half: r.Half, Pipeline: r.Pipeline, Rate: r.Rate}
+			a = &aggregate{Scenario: r.Scenario, Half: r.Half, Pipeline: r.Pipeline, Rate: r.Rate, Twin: r.Twin}
 			idx[key] = a
 			out = append(out, a)
 		}
@@ -745,11 +777,19 @@ func aggregates(rows []benchRow) []*aggregate {
 }
 
 // benchMarkdown is the results table, mean ± sd over seeds per cell and
-// pipeline, then every run.
+// pipeline (with the change of the mean ACC against the clean twin's
+// none, in points), then every run.
 func benchMarkdown(rows []benchRow) string {
 	var b strings.Builder
-	b.WriteString("| scenario | half | rate | pipeline | seeds | ACC % | ASR % | clean-model ASR % | channels masked |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, a := range aggregates(rows) {
+	b.WriteString("| scenario | half | rate | pipeline | seeds | ACC % | ACC vs clean `none` | ASR % | clean-model ASR % | channels masked |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	aggs := aggregates(rows)
+	cleanNone := map[string][]float64{} // clean twin -> its none runs' ACC
+	for _, a := range aggs {
+		if a.Pipeline == "none" && a.Rate == nil && a.Twin == a.Scenario {
+			cleanNone[a.Scenario] = a.ACC
+		}
+	}
+	for _, a := range aggs {
 		rate, half := "—", a.Half
 		if a.Rate != nil {
 			rate = strconv.FormatFloat(*a.Rate, 'g', -1, 64)
@@ -757,8 +797,12 @@ func benchMarkdown(rows []benchRow) string {
 		if half == "" {
 			half = "—"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
-			meanSD(a.ACC, 100, 1), meanSD(a.ASR, 100, 1), pct(a.CleanASR), meanSD(a.Masked, 1, 0))
+		change := "—"
+		if ref := cleanNone[a.Twin]; len(ref) > 0 && len(a.ACC) > 0 && !(a.Pipeline == "none" && a.Twin == a.Scenario && a.Rate == nil) {
+			change = fmt.Sprintf("%+.2f", 100*(mean(a.ACC)-mean(ref)))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n", a.Scenario, half, rate, a.Pipeline, a.Seeds,
+			meanSD(a.ACC, 100, 1), change, meanSD(a.ASR, 100, 1), pct(a.CleanASR), meanSD(a.Masked, 1, 0))
 	}
 	b.WriteString(asrNote(rows))
 	b.WriteString("\nEvery run:\n\n| " + strings.Join(benchHeader, " | ") + " |\n|")

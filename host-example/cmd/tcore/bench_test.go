@@ -379,3 +379,45 @@ func TestMarkerVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanTwins: each cell's accuracy is read against the none runs of
+// its clean twin (same encoder and data, no poison): T2 against T0, T3
+// against T1, T1 against itself; a cell without a twin shows no change.
+func TestCleanTwins(t *testing.T) {
+	poison := json.RawMessage(`{"trigger": {"kind": "patch", "size": 3, "row": 0, "col": 0}, "target": 0}`)
+	scs := []benchScenario{
+		{ID: "T0", Encoder: "clean", Train: "c10", Test: "t"},
+		{ID: "T2", Encoder: "clean", Train: "c10", Test: "t", Poison: poison},
+		{ID: "T1", Encoder: "z", Train: "c10", Test: "t"},
+		{ID: "T3", Encoder: "z", Train: "c10", Test: "t", Poison: poison},
+		{ID: "T3-sub", Encoder: "z", Train: "c10", Test: "t", PerClass: 100, Poison: poison},
+		{ID: "pre", Encoder: "clean", Train: "c10", Test: "t", Truth: "truth.csv"},
+	}
+	twins := cleanTwins(scs)
+	want := map[string]string{"T0": "T0", "T2": "T0", "T1": "T1", "T3": "T1", "pre": "T0"}
+	if !maps.Equal(twins, want) {
+		t.Fatalf("twins %v, want %v", twins, want)
+	}
+	acc := func(v float64) *float64 { return &v }
+	r := 0.1
+	rows := []benchRow{
+		{Scenario: "T0", Pipeline: "none", Seed: 1, ACC: acc(0.80), Twin: "T0"},
+		{Scenario: "T0", Pipeline: "none", Seed: 2, ACC: acc(0.82), Twin: "T0"},
+		{Scenario: "T2", Rate: &r, Pipeline: "tcore", Seed: 1, ACC: acc(0.80), Twin: "T0"},
+		{Scenario: "T1", Pipeline: "none", Seed: 1, ACC: acc(0.70), Twin: "T1"},
+		{Scenario: "T1", Pipeline: "tcore", Seed: 1, ACC: acc(0.725), Twin: "T1"},
+		{Scenario: "T3-sub", Rate: &r, Pipeline: "tcore", Seed: 1, ACC: acc(0.6)},
+	}
+	md := benchMarkdown(rows)
+	for _, line := range []string{
+		"| T0 | — | — | none | 2 | 81.0 ± 1.4 | — |",
+		"| T2 | — | 0.1 | tcore | 1 | 80.0 | -1.00 |",
+		"| T1 | — | — | none | 1 | 70.0 | — |",
+		"| T1 | — | — | tcore | 1 | 72.5 | +2.50 |",
+		"| T3-sub | — | 0.1 | tcore | 1 | 60.0 | — |",
+	} {
+		if !strings.Contains(md, line) {
+			t.Errorf("results.md lacks %q:\n%s", line, md)
+		}
+	}
+}
