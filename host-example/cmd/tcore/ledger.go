@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -145,6 +146,9 @@ func (l *ledger) record(id runID, row benchRow) (added bool, err error) {
 		return false, nil
 	}
 	row.Dir, row.Reused = "", false
+	if row.ASRFrom != "" && row.ASRFrom != asrFromEval {
+		row.ASRFrom = filepath.Base(row.ASRFrom) // a triggered test set: its name, no path of this machine
+	}
 	l.rows = append(l.rows, ledgerRow{benchRow: row, Run: id.Run, Recipe: id.Recipe, Versions: id.Versions, Encoder: id.Encoder, Recorded: time.Now().UTC().Format("2006-01-02")})
 	var b bytes.Buffer
 	for _, r := range l.rows {
