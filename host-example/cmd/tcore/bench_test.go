@@ -421,3 +421,41 @@ func TestCleanTwins(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerKeepsEveryWritersRows: two benches that opened the same
+// ledger each add a run; the file ends with both (neither rewrites the
+// other's row away), and a run already there is not added twice.
+func TestLedgerKeepsEveryWritersRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.jsonl")
+	a, err := openLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := openLedger(path)
+	v := map[string]string{"embed": "0.3.0"}
+	id := func(seed int64) runID {
+		return runID{Scenario: "s", Pipeline: "none", Seed: seed, Run: fmt.Sprint("run", seed), Recipe: "r", Versions: v}
+	}
+	for _, w := range []struct {
+		l     *ledger
+		seed  int64
+		added bool
+	}{{a, 1, true}, {b, 2, true}, {a, 2, false}, {b, 1, false}} {
+		added, err := w.l.record(id(w.seed), benchRow{Scenario: "s", Pipeline: "none", Seed: w.seed, Dir: "/x/y"})
+		if err != nil || added != w.added {
+			t.Fatalf("seed %d: added %v (%v), want %v", w.seed, added, err, w.added)
+		}
+	}
+	l, err := openLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.rows) != 2 {
+		t.Fatalf("%d rows, want 2", len(l.rows))
+	}
+	for _, seed := range []int64{1, 2} {
+		if r, ok := l.find(id(seed), false); !ok || r.Dir != "" {
+			t.Errorf("seed %d: found %v, dir %q: want the row, without its folder", seed, ok, r.Dir)
+		}
+	}
+}

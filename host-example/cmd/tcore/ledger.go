@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tcore-dev/tcore/arrowio"
@@ -139,9 +140,22 @@ func (l *ledger) find1(id runID, anyDraw bool) (benchRow, bool) {
 }
 
 // record adds the finished run row under id, unless the ledger has it
-// (added says which), and rewrites the file whole (atomically: a reader
-// never sees half a row).
+// (added says which). Benches may share a ledger (--only runs side by
+// side): under an exclusive lock on PATH.lock it reads the file again,
+// adds the row to what is there, and rewrites the file whole and
+// atomically, so no bench drops another's rows and no reader sees half a
+// row.
 func (l *ledger) record(id runID, row benchRow) (added bool, err error) {
+	unlock, err := lockFile(l.path + ".lock")
+	if err != nil {
+		return false, fmt.Errorf("bench: ledger: %w", err)
+	}
+	defer unlock()
+	now, err := openLedger(l.path)
+	if err != nil {
+		return false, err
+	}
+	l.rows = now.rows
 	if _, ok := l.find(id, false); ok {
 		return false, nil
 	}
@@ -163,6 +177,23 @@ func (l *ledger) record(id runID, row benchRow) (added bool, err error) {
 		return false, fmt.Errorf("bench: ledger: %w", err)
 	}
 	return true, nil
+}
+
+// lockFile takes an exclusive flock on path (made if missing), waiting
+// for another holder; the lock goes with the process, however it ends.
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
 
 // versions returns the versions of the stages p's nodes run.
