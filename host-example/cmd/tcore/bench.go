@@ -102,8 +102,8 @@ type benchRow struct {
 	Reused bool `json:"reused,omitempty"`
 }
 
-func loadBenchConfig(path string, only []string) (*benchConfig, error) {
-	return readBenchConfig(path, fileExists, only)
+func loadBenchConfig(path string, only []string, encodersOptional bool) (*benchConfig, error) {
+	return readBenchConfig(path, fileExists, only, encodersOptional)
 }
 
 // readBenchConfig reads and checks a bench config, asking exists whether
@@ -111,8 +111,9 @@ func loadBenchConfig(path string, only []string) (*benchConfig, error) {
 // always says yes). With only (id prefixes, as --only takes them) the
 // files are checked for the scenarios it selects alone, so that a cell
 // runs while encoders of other cells are still to be made; only must
-// select at least one scenario.
-func readBenchConfig(path string, exists func(string) bool, only []string) (*benchConfig, error) {
+// select at least one scenario. With encodersOptional the encoder files
+// need not exist (a ledger's table on any draw names them only).
+func readBenchConfig(path string, exists func(string) bool, only []string, encodersOptional bool) (*benchConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, usagef("bench: %v", err)
@@ -176,7 +177,7 @@ func readBenchConfig(path string, exists func(string) bool, only []string) (*ben
 			selected++
 			if !checked[s.Encoder] {
 				checked[s.Encoder] = true
-				if !exists(enc) {
+				if !exists(enc) && !encodersOptional {
 					return nil, bad("encoders."+s.Encoder, "%s: no such file", enc)
 				}
 			}
@@ -307,7 +308,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			prefixes = append(prefixes, p)
 		}
 	}
-	cfg, err := loadBenchConfig(cfgPath, prefixes)
+	cfg, err := loadBenchConfig(cfgPath, prefixes, ledgerOnly && anyDraw)
 	if err != nil {
 		return err
 	}
@@ -363,7 +364,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		encSum := ""
-		if led != nil {
+		if led != nil && fileExists(cfg.Encoders[s.Encoder]) {
 			if encSum, err = dag.HashPath(cfg.Encoders[s.Encoder]); err != nil {
 				return fmt.Errorf("bench: %s: %w", s.ID, err)
 			}
@@ -563,6 +564,8 @@ func (c *runConfig) runKey(p *dag.Pipeline, encoderAs string) (string, error) {
 		switch {
 		case f == c.encoder && encoderAs != "":
 			sum = "encoder " + encoderAs
+		case f == c.encoder && !fileExists(f):
+			sum = "no encoder file" // a ledger's table on any draw (--ledger-only --any-draw)
 		case f != "":
 			var err error
 			if sum, err = dag.HashPath(f); err != nil {

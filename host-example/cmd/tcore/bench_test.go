@@ -183,7 +183,7 @@ func TestCommittedBenchConfigsLoad(t *testing.T) {
 	}
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			c, err := readBenchConfig(path, func(string) bool { return true }, nil)
+			c, err := readBenchConfig(path, func(string) bool { return true }, nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +218,7 @@ func TestBenchOnlyChecksTheSelectedCells(t *testing.T) {
 		{[]string{"T3-", "x"}, "--only T3-,x"},
 	}
 	for _, tc := range tests {
-		c, err := loadBenchConfig(path, tc.only)
+		c, err := loadBenchConfig(path, tc.only, false)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("only %q: %v; want the config loaded", tc.only, err)
@@ -308,6 +308,15 @@ func TestBenchLedger(t *testing.T) {
 	if out := bench(filepath.Join(dir, "b3"), "--ledger-only"); !strings.Contains(out, "2 not run yet") {
 		t.Errorf("another draw of the encoder without --any-draw: want both runs missing:\n%s", out)
 	}
+	// The ledger's table on any draw needs no encoder file.
+	cfg = writeCfg("[1, 2]", filepath.Join(dir, "not-built.onnx"))
+	if out := bench(filepath.Join(dir, "b4"), "--any-draw", "--ledger-only"); strings.Count(out, "ledger\n") != 2 {
+		t.Errorf("--any-draw --ledger-only without the encoder file: want both runs from the ledger:\n%s", out)
+	}
+	var so, se bytes.Buffer
+	if code := run([]string{"bench", "--in-process", "--config", cfg, "--out", filepath.Join(dir, "b5"), "--ledger-only"}, &so, &se); code != 2 || !strings.Contains(se.String(), "encoders.trojan") {
+		t.Errorf("--ledger-only on the exact draw without the encoder file: exit %d, %q; want 2 naming encoders.trojan", code, se.String())
+	}
 	cfg = writeCfg("[1, 2]", enc)
 
 	// A row under another version of a stage stands for nothing.
@@ -357,7 +366,8 @@ func TestBenchLedger(t *testing.T) {
 	// A malformed ledger line names the file and the line.
 	bad := filepath.Join(dir, "bad.jsonl")
 	os.WriteFile(bad, []byte(l[0]+"\n{\"scenario\": \n"), 0o644)
-	var so, se bytes.Buffer
+	so.Reset()
+	se.Reset()
 	if code := run([]string{"bench", "--in-process", "--config", cfg, "--out", filepath.Join(dir, "e"), "--ledger", bad}, &so, &se); code != 2 || !strings.Contains(se.String(), "bad.jsonl: line 2") {
 		t.Errorf("malformed ledger: exit %d, %q; want 2 and the file and line", code, se.String())
 	}

@@ -22,6 +22,6 @@ func FuzzBenchConfig(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = loadBenchConfig(path, nil)
+		_, _ = loadBenchConfig(path, nil, false)
 	})
 }
