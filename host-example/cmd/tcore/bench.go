@@ -363,12 +363,6 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				rates = append(rates, &r)
 			}
 		}
-		encSum := ""
-		if led != nil && fileExists(cfg.Encoders[s.Encoder]) {
-			if encSum, err = dag.HashPath(cfg.Encoders[s.Encoder]); err != nil {
-				return fmt.Errorf("bench: %s: %w", s.ID, err)
-			}
-		}
 		if s.PerClass > 0 {
 			sub := filepath.Join(c.out, s.ID+"-subset.arrow")
 			if err := subset(ctx, s.Train, s.PerClass, sub); err != nil {
@@ -418,7 +412,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					if err != nil {
 						return fmt.Errorf("bench: %s: %w", at, err)
 					}
-					id := runID{Scenario: s.ID, Rate: rate, Pipeline: name, Seed: seed, Run: bp.key, Recipe: bp.recipe, Versions: bp.versions, Encoder: encSum}
+					id := runID{Scenario: s.ID, Rate: rate, Pipeline: name, Seed: seed, Run: bp.key, Recipe: bp.recipe, Versions: bp.versions, Encoder: bp.encSum}
 					sum, reused := rc.finishedCell(bp, led != nil)
 					if !reused && led != nil {
 						if lr, ok := led.find(id, anyDraw); ok {
@@ -541,40 +535,49 @@ type cellDone struct {
 	// Versions are the stages' versions (what a ledger compares;
 	// markerVersions reads them from Stages in older markers).
 	Versions map[string]string `json:"versions,omitempty"`
-	// Run identifies what the cell ran (runKey): the pipeline with the
+	// Run identifies what the cell ran (runKeys): the pipeline with the
 	// scenario's params, the seed, the eval spec and the files by content.
 	// A cell is reused only while it stays the same too.
 	Run string `json:"run"`
 }
 
-// runKey identifies what a bench cell runs: the pipeline p with its
+// runKeys identifies what a bench cell runs: the pipeline p with its
 // params, the seed, the device, the eval spec, and the training, test,
-// encoder and truth files by content (a file rebuilt at the same path is
-// another run). With encoderAs set, the encoder counts by that name
-// instead of its content: the recipe key, which a rebuilt draw of the same
-// zoo encoder shares (ledger --any-draw).
-func (c *runConfig) runKey(p *dag.Pipeline, encoderAs string) (string, error) {
-	h := sha256.New()
-	enc := json.NewEncoder(h)
-	if err := enc.Encode([]any{p, c.seed, c.device, string(c.spec)}); err != nil {
-		return "", err
+// encoder and truth files by content (key: a file rebuilt at the same
+// path is another run). recipe is the same with the encoder counted by its
+// name in the config (encoderAs) instead of its content, which a rebuilt
+// draw of the same zoo encoder shares (ledger --any-draw); encSum is the
+// encoder's sha256 ("" when the file is not there, which only a ledger's
+// table on any draw allows). Each file is read once.
+func (c *runConfig) runKeys(p *dag.Pipeline, encoderAs string) (key, recipe, encSum string, err error) {
+	hk, hr := sha256.New(), sha256.New()
+	ek, er := json.NewEncoder(hk), json.NewEncoder(hr)
+	head := []any{p, c.seed, c.device, string(c.spec)}
+	if err := ek.Encode(head); err != nil {
+		return "", "", "", err
 	}
+	er.Encode(head)
 	for _, f := range []string{c.train, c.test, c.encoder, c.truth} {
 		sum := ""
 		switch {
-		case f == c.encoder && encoderAs != "":
-			sum = "encoder " + encoderAs
 		case f == c.encoder && !fileExists(f):
-			sum = "no encoder file" // a ledger's table on any draw (--ledger-only --any-draw)
+			sum = "no encoder file"
 		case f != "":
-			var err error
 			if sum, err = dag.HashPath(f); err != nil {
-				return "", err
+				return "", "", "", err
 			}
 		}
-		enc.Encode(sum)
+		ek.Encode(sum)
+		if f == c.encoder {
+			encSum = sum
+			sum = "encoder " + encoderAs
+		}
+		er.Encode(sum)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if encSum == "no encoder file" {
+		encSum = ""
+	}
+	return hex.EncodeToString(hk.Sum(nil)), hex.EncodeToString(hr.Sum(nil)), encSum, nil
 }
 
 // fingerprints returns the fingerprints of the stages p's nodes run.
@@ -589,11 +592,11 @@ func fingerprints(p *dag.Pipeline, stages dag.Provider) map[string]string {
 }
 
 // cellPlan is what a bench cell is to run: the pipeline, and what
-// identifies the run (the stages' fingerprints and versions, runKey).
+// identifies the run (the stages' fingerprints and versions, runKeys).
 type cellPlan struct {
-	p            *dag.Pipeline
-	fp, versions map[string]string
-	key, recipe  string
+	p                   *dag.Pipeline
+	fp, versions        map[string]string
+	key, recipe, encSum string
 }
 
 // planCell resolves the cell's pipeline and identifies its run; encoder
@@ -603,15 +606,11 @@ func (c *runConfig) planCell(stages dag.Provider, encoder string) (*cellPlan, er
 	if err != nil {
 		return nil, err
 	}
-	key, err := c.runKey(p, "")
+	key, recipe, encSum, err := c.runKeys(p, encoder)
 	if err != nil {
 		return nil, err
 	}
-	recipe, err := c.runKey(p, encoder)
-	if err != nil {
-		return nil, err
-	}
-	return &cellPlan{p: p, fp: fingerprints(p, stages), versions: versions(p, stages), key: key, recipe: recipe}, nil
+	return &cellPlan{p: p, fp: fingerprints(p, stages), versions: versions(p, stages), key: key, recipe: recipe, encSum: encSum}, nil
 }
 
 // finishedCell returns the summary of the cell's finished run in its
@@ -677,6 +676,14 @@ func (r *benchRow) fill(s *report.Summary) {
 	}
 }
 
+// dash is s, or "—" for an empty table cell.
+func dash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
 func pct(v *float64) string {
 	if v == nil {
 		return "—"
@@ -694,16 +701,7 @@ func ratio(v *float64) string {
 var benchHeader = []string{"scenario", "half", "rate", "pipeline", "seed", "ACC %", "ASR %", "seed poisoned/n", "trusted poisoned/n", "kept poisoned/n", "not-kept precision", "not-kept recall", "channels masked", "scan z", "seconds"}
 
 func (r benchRow) cells() []string {
-	rate := "—"
-	if r.Rate != nil {
-		rate = strconv.FormatFloat(*r.Rate, 'g', -1, 64)
-	}
-	dash := func(s string) string {
-		if s == "" {
-			return "—"
-		}
-		return s
-	}
+	rate := dash(rateString(r.Rate))
 	z := "—"
 	if r.ScanZ != nil {
 		z = fmt.Sprintf("%.1f", *r.ScanZ)
@@ -726,11 +724,8 @@ func meanSD(v []float64, scale float64, digits int) string {
 	if len(v) == 0 {
 		return "—"
 	}
-	var s, sq float64
-	for _, x := range v {
-		s += x * scale
-	}
-	m := s / float64(len(v))
+	var sq float64
+	m := mean(v) * scale
 	for _, x := range v {
 		sq += (x*scale - m) * (x*scale - m)
 	}
@@ -740,6 +735,7 @@ func meanSD(v []float64, scale float64, digits int) string {
 	return fmt.Sprintf("%.*f ± %.*f", digits, m, digits, math.Sqrt(sq/float64(len(v)-1)))
 }
 
+// mean is the mean of v (not empty).
 func mean(v []float64) float64 {
 	var s float64
 	for _, x := range v {
@@ -753,11 +749,7 @@ func aggregates(rows []benchRow) []*aggregate {
 	var out []*aggregate
 	idx := map[string]*aggregate{}
 	for _, r := range rows {
-		rate := ""
-		if r.Rate != nil {
-			rate = strconv.FormatFloat(*r.Rate, 'g', -1, 64)
-		}
-		key := r.Scenario + "\x00" + rate + "\x00" + r.Pipeline
+		key := r.Scenario + "\x00" + rateString(r.Rate) + "\x00" + r.Pipeline
 		a, ok := idx[key]
 		if !ok {
 			a = &aggregate{Scenario: r.Scenario, Half: r.Half, Pipeline: r.Pipeline, Rate: r.Rate, Twin: r.Twin}
@@ -793,13 +785,7 @@ func benchMarkdown(rows []benchRow) string {
 		}
 	}
 	for _, a := range aggs {
-		rate, half := "—", a.Half
-		if a.Rate != nil {
-			rate = strconv.FormatFloat(*a.Rate, 'g', -1, 64)
-		}
-		if half == "" {
-			half = "—"
-		}
+		rate, half := dash(rateString(a.Rate)), dash(a.Half)
 		change := "—"
 		if ref := cleanNone[a.Twin]; len(ref) > 0 && len(a.ACC) > 0 && !(a.Pipeline == "none" && a.Twin == a.Scenario && a.Rate == nil) {
 			change = fmt.Sprintf("%+.2f", 100*(mean(a.ACC)-mean(ref)))

@@ -21,7 +21,7 @@ import (
 // cell, pipeline and seed, that outlives the results folder: a later bench
 // (on another machine, or after the folder is gone) reads a run from it
 // instead of running it again, as long as the run is the same one. A run
-// is the same when its run key (runKey: the pipeline with its params, the
+// is the same when its run key (runKeys: the pipeline with its params, the
 // seed, the device, the eval spec and the files by content) and its
 // stages' versions are. Versions, not the binaries' hashes: a stage's
 // version changes whenever its outputs do (docs/DECISIONS.md), and a
@@ -37,7 +37,7 @@ type ledger struct {
 // ran in) and what identifies it.
 type ledgerRow struct {
 	benchRow
-	// Run is the run's key (runKey).
+	// Run is the run's key (runKeys).
 	Run string `json:"run"`
 	// Recipe is the run's key with the encoder counted by its name in
 	// the config, not its content (what --any-draw matches).
@@ -75,6 +75,7 @@ func (id runID) matches(r *ledgerRow, anyDraw bool) bool {
 		r.Seed == id.Seed && maps.Equal(r.Versions, id.Versions)
 }
 
+// rateString is a poison rate as the bench writes it ("" for none).
 func rateString(r *float64) string {
 	if r == nil {
 		return ""
