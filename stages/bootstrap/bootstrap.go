@@ -52,7 +52,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", StarvedBar: "few", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", StarvedBar: "few", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, RelabelForm: "hard", FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -99,7 +99,11 @@ type Params struct {
 	// (docs/DECISIONS.md, bootstrap 0.9.7).
 	GateVeto string  `json:"gate_veto" enum:"off|moved|region" doc:"with moved, the gated classifier gives an input that the mask moves farther than 99% of its class's trusted rows (and past the gate's threshold) and that the filtered head still puts in one of the gate's class part's classes the filtered head's best other class: its trigger was undone only in part; with region, an input the mask moves past the gate's threshold, that the filtered head puts in such a class and whose original embedding lies in the found pattern's region (when the filter found it apart from the trusted rows) gets the filtered head's best class among those holding under 5% of the gate's probe rows (off: the filtered head's class)"`
 	Relabel  float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
-	Export   string  `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
+	// RelabelForm says what a relabelled suspect trains towards
+	// (docs/DECISIONS.md, "relabelled suspects train towards the final
+	// head's probabilities").
+	RelabelForm string `json:"relabel_form" enum:"hard|soft" doc:"what a suspect relabel picks trains towards: hard (the one-hot of the final head's top class) or soft (the final head's probabilities over the classes the suspects do not crowd, renormalised: its given label and the crowded classes get 0; where the top class is not its source, the row still teaches that the trigger is not the target without a wrong class of its own)"`
+	Export      string `json:"export" role:"export" doc:"where to write the classifier (encoder + head) as ONNX; tcore run sets it to clean_model.onnx of the run"`
 	mlp.HeadParams
 }
 
@@ -472,7 +476,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	var trainLoss float64
 	var sc *mlp.Scores
 	first := func() (err error) {
-		trainLoss, sc, err = finalHead(ftr, res, x, y, aug, p.FinalHeads, p.Seed+1000)
+		trainLoss, sc, err = finalHead(ftr, res, x, y, aug, nil, p.FinalHeads, p.Seed+1000)
 		return err
 	}
 	if alongside == nil {
@@ -486,16 +490,24 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	}
 	relabelled := 0
 	if p.Relabel > 0 {
+		var soft mlp.Targets
+		if p.RelabelForm == "soft" {
+			soft = mlp.Targets{}
+		}
+		crowded := Crowded(exclude, y, nc)
 		for i, l := range Relabels(sc, exclude, y, nc, p.Relabel) {
 			if l >= 0 {
 				res.Label[i] = l
 				relabelled++
+				if soft != nil {
+					soft[i] = SoftTarget(sc.Prob[i*nc:(i+1)*nc], crowded)
+				}
 			}
 		}
 		if relabelled > 0 {
 			// Alone now: a paired trainer's fit takes every thread
 			// (mlp.Config.AloneThreads).
-			if trainLoss, sc, err = finalHead(ftr, res, x, y, aug, p.FinalHeads, p.Seed+1000); err != nil {
+			if trainLoss, sc, err = finalHead(ftr, res, x, y, aug, soft, p.FinalHeads, p.Seed+1000); err != nil {
 				return nil, err
 			}
 		}
@@ -544,6 +556,26 @@ func Relabels(sc *mlp.Scores, suspect []bool, y []int32, nc int, q float32) []in
 	return out
 }
 
+// SoftTarget is a relabelled suspect's target under relabel_form "soft":
+// the final head's probabilities prob over the classes, those of the
+// crowded classes set to 0 and the rest renormalised to sum to 1. Relabels
+// only picks rows whose top class is not crowded, so the rest holds at
+// least that class's probability.
+func SoftTarget(prob []float32, crowded []bool) []float32 {
+	out := make([]float32, len(prob))
+	var s float64
+	for c, v := range prob {
+		if !crowded[c] {
+			out[c] = v
+			s += float64(v)
+		}
+	}
+	for c := range out {
+		out[c] = float32(float64(out[c]) / s)
+	}
+	return out
+}
+
 // Crowded marks the classes that hold at least twice their share of all
 // rows among the suspects (and 1% of the rows): the classes a poisoning
 // attack's labels point to. nil suspects: none.
@@ -561,9 +593,9 @@ func Crowded(suspect []bool, labels []int32, nc int) []bool {
 }
 
 // finalHead trains res.Head afresh (seed) on the rows res labels (Label
-// not -1, with that label) and aug's rows, and scores every row under its
-// given label y.
-func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.Table, heads int, seed uint64) (float64, *mlp.Scores, error) {
+// not -1, with that label, or towards their target in soft) and aug's
+// rows, and scores every row under its given label y.
+func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.Table, soft mlp.Targets, heads int, seed uint64) (float64, *mlp.Scores, error) {
 	n := len(res.Label)
 	fx, fy := x, res.Label
 	var frows []int
@@ -581,7 +613,7 @@ func finalHead(tr *mlp.Trainer, res *Result, x []float32, y []int32, aug *feat.T
 	}
 	var loss float64
 	var err error
-	if res.Head, loss, err = tr.FitMean(heads, seed, fx, fy, frows); err != nil {
+	if res.Head, loss, err = tr.FitMean(heads, seed, fx, fy, soft, frows); err != nil {
 		return 0, nil, err
 	}
 	sc, err := tr.Score(res.Head, x, y)
@@ -1185,7 +1217,7 @@ func originalHead(ctx context.Context, p Params, t, orig *feat.Table, keptRows, 
 		return nil, nil, 0, err
 	}
 	defer tr.Close()
-	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, fit)
+	h, _, err := tr.FitMean(p.FinalHeads, p.Seed+1000, orig.Embedding.X, orig.Labels, nil, fit)
 	if err != nil {
 		return nil, nil, 0, err
 	}

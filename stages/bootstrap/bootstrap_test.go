@@ -278,10 +278,11 @@ func TestRelabelGivesLeftOutPoisonItsSource(t *testing.T) {
 	cases := []struct {
 		name    string
 		relabel float32
-	}{{"off", 0}, {"on", 0.9}}
+		form    string
+	}{{"off", 0, "hard"}, {"on", 0.9, "hard"}, {"soft", 0.9, "soft"}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := params(t, map[string]any{"epochs": 10, "final_epochs": 20, "rounds": 3, "relabel": tc.relabel})
+			p := params(t, map[string]any{"epochs": 10, "final_epochs": 20, "rounds": 3, "relabel": tc.relabel, "relabel_form": tc.form})
 			res, err := bootstrap.Bootstrap(context.Background(), tab, start, set.IsPoison, nil, p, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -319,6 +320,29 @@ func TestRelabelGivesLeftOutPoisonItsSource(t *testing.T) {
 				t.Fatalf("%d of 60 poisoned rows relabelled, %d to their source class; want >= 30, 90%% to the source", poisonMoved, toSource)
 			}
 		})
+	}
+}
+
+// SoftTarget keeps the head's probabilities of the classes the suspects
+// do not crowd, renormalised, and gives the crowded ones nothing.
+func TestSoftTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		prob    []float32
+		crowded []bool
+		want    []float32
+	}{
+		{"one crowded class", []float32{0.6, 0.2, 0.2}, []bool{false, true, false}, []float32{0.75, 0, 0.25}},
+		{"none crowded", []float32{0.5, 0.3, 0.2}, []bool{false, false, false}, []float32{0.5, 0.3, 0.2}},
+		{"two crowded", []float32{0.1, 0.4, 0.4, 0.1}, []bool{true, false, false, true}, []float32{0, 0.5, 0.5, 0}},
+	} {
+		got := bootstrap.SoftTarget(tc.prob, tc.crowded)
+		for c := range got {
+			if math.Abs(float64(got[c]-tc.want[c])) > 1e-6 {
+				t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+				break
+			}
+		}
 	}
 }
 

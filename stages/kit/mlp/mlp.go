@@ -587,14 +587,45 @@ func (sb *stepBufs) destroy() {
 // over all epochs. It returns the mean loss of the last epoch's
 // ordinary batches.
 func (t *Trainer) Fit(h *Head, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
-	return t.fit(h, t.cfg.Seed, x, y, rows, conf)
+	return t.fit(h, t.cfg.Seed, x, y, nil, rows, conf)
 }
 
-// fit is Fit with its batches drawn from seed.
-func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, conf *Confusion) (float64, error) {
+// Targets gives some rows (by index) a distribution over the classes to
+// train towards instead of the one-hot of their label: soft labels. A
+// row's label still decides the class its batch draws count it under.
+// Each distribution has one value per class and sums to 1.
+type Targets map[int][]float32
+
+// check reports the first row whose target is not a distribution over c
+// classes.
+func (tg Targets) check(c int) error {
+	for r, p := range tg {
+		if len(p) != c {
+			return fmt.Errorf("mlp: row %d's target has %d values for %d classes", r, len(p), c)
+		}
+		var s float64
+		for _, v := range p {
+			if v < 0 || math.IsNaN(float64(v)) {
+				return fmt.Errorf("mlp: row %d's target holds %v", r, v)
+			}
+			s += float64(v)
+		}
+		if math.Abs(s-1) > 1e-3 {
+			return fmt.Errorf("mlp: row %d's target sums to %v, not 1", r, s)
+		}
+	}
+	return nil
+}
+
+// fit is Fit with its batches drawn from seed; rows with a target in
+// soft train towards it.
+func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, soft Targets, rows []int, conf *Confusion) (float64, error) {
 	d, c := h.Sizes[0], h.Sizes[len(h.Sizes)-1]
 	if len(rows) == 0 {
 		return 0, fmt.Errorf("mlp: no rows to train on")
+	}
+	if err := soft.check(c); err != nil {
+		return 0, err
 	}
 	t.fits.Add(1)
 	defer t.fits.Add(-1)
@@ -631,11 +662,17 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 		}
 		return rows[rng.IntN(len(rows))]
 	}
-	run := func(weight float32, pick func() (int, int32)) (float64, error) {
+	// run trains one batch of the rows pick draws, each towards its
+	// label's one-hot times weight, or its target in tg.
+	run := func(weight float32, tg Targets, pick func() (int, int32)) (float64, error) {
 		clear(sb.y)
 		for i := 0; i < bs; i++ {
 			r, lbl := pick()
 			copy(sb.x[i*d:(i+1)*d], x[r*d:(r+1)*d])
+			if p, ok := tg[r]; ok {
+				copy(sb.y[i*c:(i+1)*c], p)
+				continue
+			}
 			sb.y[i*c+int(lbl)] = weight
 		}
 		in, out := opt.next()
@@ -671,13 +708,13 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 			// multiple of the batch) swells Adam's second moment with one
 			// row's gradient and slows every later step
 			// (TestOddRowDoesNotSlowTheFit).
-			l, err := run(1, func() (int, int32) { r := draw(); return r, y[r] })
+			l, err := run(1, soft, func() (int, int32) { r := draw(); return r, y[r] })
 			if err != nil {
 				return 0, err
 			}
 			sum += l
 			if conf != nil && len(conf.Rows) > 0 && (s+1)%max(conf.Every, 1) == 0 {
-				if _, err := run(conf.Weight, func() (int, int32) {
+				if _, err := run(conf.Weight, nil, func() (int, int32) {
 					return conf.Rows[rng.IntN(len(conf.Rows))], int32(rng.IntN(c))
 				}); err != nil {
 					return 0, err
@@ -712,7 +749,9 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, rows []int, 
 // from the trainer's seed plus j, so the first head is exactly Fit's on
 // NewHead(sizes, seed), and k = 1 is that head itself. A trainer made
 // with Config.Paired runs two of them at a time on half the threads each.
-func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, rows []int) (*Head, float64, error) {
+// Rows with a target in soft train towards it (nil: every row towards its
+// label).
+func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, soft Targets, rows []int) (*Head, float64, error) {
 	if k < 1 {
 		return nil, 0, fmt.Errorf("mlp: a mean of %d heads", k)
 	}
@@ -722,7 +761,7 @@ func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, rows []int
 	for j := range fns {
 		heads[j] = NewHead(t.sizes, seed+uint64(j))
 		fns[j] = func() (err error) {
-			losses[j], err = t.fit(heads[j], t.cfg.Seed+uint64(j), x, y, rows, nil)
+			losses[j], err = t.fit(heads[j], t.cfg.Seed+uint64(j), x, y, soft, rows, nil)
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	ortgo "github.com/yalue/onnxruntime_go"
@@ -898,7 +899,7 @@ func TestMean(t *testing.T) {
 		{"one head", 1, fit(40, 9)},
 		{"two heads", 2, Mean(fit(40, 9), fit(41, 10))},
 	} {
-		got, _, err := tr.FitMean(tc.k, 40, x, y, allRows(n))
+		got, _, err := tr.FitMean(tc.k, 40, x, y, nil, allRows(n))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -906,7 +907,7 @@ func TestMean(t *testing.T) {
 			t.Errorf("%s: layer %d differs from the Fits' mean", tc.name, l)
 		}
 	}
-	if _, _, err := tr.FitMean(0, 40, x, y, allRows(n)); err == nil {
+	if _, _, err := tr.FitMean(0, 40, x, y, nil, allRows(n)); err == nil {
 		t.Error("a mean of 0 heads was accepted")
 	}
 }
@@ -955,4 +956,102 @@ func TestOddRowDoesNotSlowTheFit(t *testing.T) {
 		}
 	}
 	t.Logf("mean losses %.4f", loss)
+}
+
+// Rows with a soft target train towards it: when every row of class 0
+// trains towards half class 1 and half class 2, the head splits unseen
+// class-0 rows between those two and gives class 0 itself next to nothing,
+// while the other classes keep their labels.
+func TestSoftTargets(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 1200, 16, 4
+	x, y := blobs(n, d, c, 11)
+	rows := allRows(1000)
+	soft := Targets{}
+	for _, r := range rows {
+		if y[r] == 0 {
+			soft[r] = []float32{0, 0.5, 0.5, 0}
+		}
+	}
+	cfg := DefaultConfig(5)
+	cfg.Epochs = 10
+	sizes := []int{d, 64, 32, c}
+	tr, err := NewTrainer(sizes, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	h, _, err := tr.FitMean(1, 5, x, y, soft, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tr.Score(h, x[1000*d:], y[1000:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mean [c]float64
+	zeros, right, others := 0, 0, 0
+	for i := range s.Pred {
+		p := s.Prob[i*c : (i+1)*c]
+		if y[1000+i] != 0 {
+			others++
+			if s.Pred[i] == y[1000+i] {
+				right++
+			}
+			continue
+		}
+		zeros++
+		for k := range mean {
+			mean[k] += float64(p[k])
+		}
+	}
+	for k := range mean {
+		mean[k] /= float64(zeros)
+	}
+	if mean[0] > 0.1 || mean[3] > 0.1 || mean[1] < 0.3 || mean[1] > 0.7 || mean[2] < 0.3 || mean[2] > 0.7 {
+		t.Errorf("unseen class-0 rows: mean probabilities %.3f, want about 0, 0.5, 0.5, 0", mean)
+	}
+	if acc := float64(right) / float64(others); acc < 0.95 {
+		t.Errorf("the other classes' accuracy %.3f, want >= 0.95", acc)
+	}
+	// Without the targets the same fit learns class 0 as labelled.
+	h, _, err = tr.FitMean(1, 5, x, y, nil, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = tr.Score(h, x[1000*d:], y[1000:]); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range s.Pred {
+		if y[1000+i] == 0 && p != 0 {
+			t.Fatalf("without targets, class-0 row %d predicted %d", 1000+i, p)
+		}
+	}
+}
+
+// A target that is not a distribution over the head's classes is refused,
+// naming the row.
+func TestSoftTargetsChecked(t *testing.T) {
+	ortlib.Init(t)
+	const n, d, c = 300, 8, 3
+	x, y := blobs(n, d, c, 2)
+	tr, err := NewTrainer([]int{d, 16, c}, DefaultConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for _, tc := range []struct {
+		name   string
+		target []float32
+	}{
+		{"too few classes", []float32{0.5, 0.5}},
+		{"does not sum to 1", []float32{0.5, 0.2, 0.2}},
+		{"negative", []float32{1.5, -0.5, 0}},
+		{"NaN", []float32{float32(math.NaN()), 0.5, 0.5}},
+	} {
+		_, _, err := tr.FitMean(1, 1, x, y, Targets{7: tc.target}, allRows(n))
+		if err == nil || !strings.Contains(err.Error(), "row 7") {
+			t.Errorf("%s: err %v, want one naming row 7", tc.name, err)
+		}
+	}
 }
