@@ -495,7 +495,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 			soft = mlp.Targets{}
 		}
 		crowded := Crowded(exclude, y, nc)
-		for i, l := range Relabels(sc, exclude, y, nc, p.Relabel) {
+		for i, l := range Relabels(sc, exclude, crowded, y, nc, p.Relabel) {
 			if l >= 0 {
 				res.Label[i] = l
 				relabelled++
@@ -540,13 +540,13 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 // target (docs/ALGORITHM.md, stage 4). Rows never admitted but not
 // suspected stay out: they are the hard rows of clean data, and
 // relabelled they cost accuracy. Only suspects of a class the suspects
-// crowd (Crowded) move, and never into such a class: poison carries its
-// target's label, while the suspects of clean data (rows a mask moved)
-// spread over the classes, and the filtered head may still send some of
-// them to a trojan's target, which relabelled would teach it.
-func Relabels(sc *mlp.Scores, suspect []bool, y []int32, nc int, q float32) []int32 {
+// crowd (crowded: Crowded of the suspects) move, and never into such a
+// class: poison carries its target's label, while the suspects of clean
+// data (rows a mask moved) spread over the classes, and the filtered head
+// may still send some of them to a trojan's target, which relabelled
+// would teach it.
+func Relabels(sc *mlp.Scores, suspect, crowded []bool, y []int32, nc int, q float32) []int32 {
 	out := make([]int32, len(y))
-	crowded := Crowded(suspect, y, nc)
 	for i := range out {
 		out[i] = -1
 		if pr := sc.Pred[i]; suspect != nil && suspect[i] && crowded[y[i]] && !crowded[pr] && pr != y[i] && sc.Prob[i*nc+int(pr)] >= q {

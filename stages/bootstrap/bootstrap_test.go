@@ -501,7 +501,7 @@ func TestRelabels(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := map[int]int32{}
-			for i, l := range bootstrap.Relabels(score(tc.pred, tc.prob), suspect, labels, nc, 0.5) {
+			for i, l := range bootstrap.Relabels(score(tc.pred, tc.prob), suspect, bootstrap.Crowded(suspect, labels, nc), labels, nc, 0.5) {
 				if l >= 0 {
 					got[i] = l
 				}

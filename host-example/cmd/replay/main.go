@@ -1175,8 +1175,9 @@ func oracleHeads(w io.Writer, t *feat.Table, aug *feat.Table, br *bootstrap.Resu
 	}
 	variants := []variant{{"off", func(int) int32 { return -1 }}, {"every row left out, 0.5", other(0.5, nil)}, {"every row left out, 0.9", other(0.9, nil)},
 		{"suspects, 0.5", other(0.5, sus)}, {"suspects, 0.9", other(0.9, sus)}}
+	crowded := bootstrap.Crowded(suspect, t.Labels, nc)
 	for _, q := range []float32{0.5, 0.9} {
-		rl := bootstrap.Relabels(sc, suspect, t.Labels, nc, q)
+		rl := bootstrap.Relabels(sc, suspect, crowded, t.Labels, nc, q)
 		variants = append(variants, variant{fmt.Sprintf("bootstrap's rule (crowded classes), %.1f", q), func(i int) int32 { return rl[i] }})
 	}
 	for _, q := range []float32{0.5, 0.7, 0.9} {

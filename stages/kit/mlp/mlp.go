@@ -618,14 +618,11 @@ func (tg Targets) check(c int) error {
 }
 
 // fit is Fit with its batches drawn from seed; rows with a target in
-// soft train towards it.
+// soft train towards it (the caller checks soft).
 func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, soft Targets, rows []int, conf *Confusion) (float64, error) {
 	d, c := h.Sizes[0], h.Sizes[len(h.Sizes)-1]
 	if len(rows) == 0 {
 		return 0, fmt.Errorf("mlp: no rows to train on")
-	}
-	if err := soft.check(c); err != nil {
-		return 0, err
 	}
 	t.fits.Add(1)
 	defer t.fits.Add(-1)
@@ -754,6 +751,9 @@ func (t *Trainer) fit(h *Head, seed uint64, x []float32, y []int32, soft Targets
 func (t *Trainer) FitMean(k int, seed uint64, x []float32, y []int32, soft Targets, rows []int) (*Head, float64, error) {
 	if k < 1 {
 		return nil, 0, fmt.Errorf("mlp: a mean of %d heads", k)
+	}
+	if err := soft.check(t.sizes[len(t.sizes)-1]); err != nil {
+		return nil, 0, err
 	}
 	heads := make([]*Head, k)
 	losses := make([]float64, k)
