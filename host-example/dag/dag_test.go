@@ -507,3 +507,60 @@ func TestCopiedRunFolderIsReused(t *testing.T) {
 		}
 	}
 }
+
+// versioned is a stage under another version.
+type versioned struct {
+	plugin.Stage
+	version string
+}
+
+func (v versioned) Spec() plugin.Spec {
+	s := v.Stage.Spec()
+	s.Version = v.version
+	return s
+}
+
+// TestInProcessAsReusesAnotherBuildsNodes: a run folder made by an
+// in-process run serves InProcessAs naming that run's executable, for
+// every stage whose version is unchanged; a new version, or another
+// executable, runs the node again.
+func TestInProcessAsReusesAnotherBuildsNodes(t *testing.T) {
+	data := writeDataset(t, 30, -1)
+	first := filepath.Join(t.TempDir(), "first")
+	if _, err := (&dag.Runner{Stages: dag.InProcess{"stats": stats.New()}}).Run(context.Background(), pipeline(t, statsPipeline), map[string]string{"train": data}, first); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := plugin.FileSHA256(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		stage  plugin.Stage
+		sha    string
+		reused bool
+	}{
+		{"the build that made the folder", stats.New(), self, true},
+		{"a new version of the stage", versioned{stats.New(), "99.0.0"}, self, false},
+		{"another build", stats.New(), strings.Repeat("0", 64), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "copy")
+			if err := os.CopyFS(dir, os.DirFS(first)); err != nil {
+				t.Fatal(err)
+			}
+			r := &dag.Runner{Stages: dag.InProcessAs{InProcess: dag.InProcess{"stats": tc.stage}, SHA256: tc.sha}}
+			res, err := r.Run(context.Background(), pipeline(t, statsPipeline), map[string]string{"train": data}, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Nodes["stats"].Cached; got != tc.reused {
+				t.Errorf("stats reused = %v, want %v", got, tc.reused)
+			}
+		})
+	}
+}

@@ -98,7 +98,34 @@ func (m InProcess) Spec(name string) (plugin.Spec, bool) {
 // the running executable, so that rebuilt code is not served from the
 // cache.
 func (m InProcess) Fingerprint(name string) string {
-	return "local+" + m[name].Spec().Version + "+" + selfHash()
+	return localFingerprint(m[name].Spec().Version, selfHash())
+}
+
+// localFingerprint is an in-process stage's fingerprint: its version and
+// the sha256 of the executable it is built into.
+func localFingerprint(version, exe string) string { return "local+" + version + "+" + exe }
+
+// InProcessAs is InProcess whose stages take the fingerprints they had in
+// another build of the same program: the executable whose sha256 is
+// SHA256. A run folder made by that build then serves its nodes to this
+// one wherever a stage's version is the same in both, and runs again
+// every node of a stage whose version changed (and those after it).
+// Stages bump their version whenever their outputs change, so this is how
+// a stage's new version is measured on the nodes an earlier build made
+// before it, without running the unchanged stages again. A stage whose
+// code changed its outputs without a new version would be served stale:
+// use it only between builds that keep that rule.
+type InProcessAs struct {
+	InProcess
+	SHA256 string
+}
+
+var _ Provider = InProcessAs{}
+
+// Fingerprint implements Provider: the stage's version here and the other
+// build's sha256.
+func (m InProcessAs) Fingerprint(name string) string {
+	return localFingerprint(m.InProcess[name].Spec().Version, m.SHA256)
 }
 
 var selfHash = sync.OnceValue(func() string {

@@ -293,6 +293,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&c.out, "out", "", "results folder (default: the config's out, then runs/bench); finished cells in it are reused")
 	fs.StringVar(&only, "only", "", "run only the scenarios whose id starts with one of these (comma-separated)")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
+	fs.StringVar(&c.reuseFrom, "reuse-from", "", reuseFromDoc)
 	fs.StringVar(&ledgerPath, "ledger", "", "ledger of finished runs (JSON Lines; default: the config's ledger): a run it holds under the same run key and stage versions is read from it, not run, and every finished run is added to it; a finished cell in the results folder counts by its stages' versions then, not by their builds")
 	fs.BoolVar(&anyDraw, "any-draw", false, "a ledger row also stands for a run whose encoder is another file under the same name in the config (a zoo encoder rebuilt from its recipe is another draw of the same attack); its row keeps the sha256 of the draw it ran on")
 	fs.BoolVar(&ledgerOnly, "ledger-only", false, "run no pipeline: the table of the runs the ledger and the results folder hold, and a list of those they lack")

@@ -130,6 +130,8 @@ func TestExitStatus(t *testing.T) {
 		{"--param on a node the pipeline lacks", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "embed.mean=[0.5,0.5,0.5]", "--manifest", manifest}, 2, `parameter "embed.mean": pipeline "stats" has no stage node "embed" (its stage nodes: stats)`},
 		{"--param the stage does not have", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "stats.colour=red", "--manifest", manifest}, 2, `unknown parameter "colour"`},
 		{"--param without a node", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--param", "colour=red", "--manifest", manifest}, 2, `parameter "colour": want NODE.PARAM`},
+		{"--reuse-from without --in-process", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--reuse-from", manifest, "--manifest", manifest}, 2, "--reuse-from needs --in-process"},
+		{"--reuse-from a file that is not there", []string{"run", "--pipeline", "stats", "--train", good, "--out", "OUT", "--in-process", "--reuse-from", "/nonexistent/tcore"}, 2, "--reuse-from: open /nonexistent/tcore"},
 		{"unknown log level", []string{"run", "--train", good, "--out", "OUT", "--pipeline", "stats", "--log-level", "loud", "--manifest", manifest}, 2, `--log-level "loud": want debug, info, warn or error`},
 	}
 	table := badinput.New("Bad command lines and inputs of `tcore run`",

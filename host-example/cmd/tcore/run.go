@@ -30,6 +30,9 @@ import (
 // (--in-process), for debugging without plugin binaries.
 func inProcess() dag.InProcess { return dag.InProcess(builtin.Stages()) }
 
+// reuseFromDoc is the help of --reuse-from (run and bench).
+const reuseFromDoc = "with --in-process: key the node cache as the tcore executable at this path did (an earlier build), so its run folders serve this build every node whose stage has the same version in both; a stage with a new version, and every node after it, runs again (stages bump their version whenever their outputs change)"
+
 // runConfig is one `tcore run`.
 type runConfig struct {
 	common
@@ -38,6 +41,7 @@ type runConfig struct {
 	spec                      json.RawMessage
 	seed                      int64
 	inProcess                 bool
+	reuseFrom                 string // --reuse-from: another build's executable
 	imageCol, labelCol        string
 	classes                   int
 	params                    paramFlag // NODE.PARAM -> JSON value
@@ -57,6 +61,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&c.truth, "truth", "", "ground truth of --train (truth.csv or a truth/v1 file): purity of the seed, trusted and kept sets")
 	fs.Int64Var(&c.seed, "seed", 1, "random seed")
 	fs.BoolVar(&c.inProcess, "in-process", false, "run the stages inside this process instead of as plugins")
+	fs.StringVar(&c.reuseFrom, "reuse-from", "", reuseFromDoc)
 	fs.StringVar(&c.imageCol, "image-col", "", "image column of the datasets (default: detected)")
 	fs.StringVar(&c.labelCol, "label-col", "", "label column of the datasets (default: label or labels)")
 	fs.IntVar(&c.classes, "classes", 0, "number of classes the classifier has (default: the largest training label + 1, which then needs rows of every class below it)")
@@ -158,9 +163,19 @@ func (l *lockedBuffer) Bytes() []byte {
 // (else TCORE_ORT_LIB, else the fetched copy): initialised here for stages
 // in this process, handed to plugin processes in their environment.
 func (c *runConfig) provider(log zerolog.Logger) (dag.Provider, error) {
+	if c.reuseFrom != "" && !c.inProcess {
+		return nil, usagef("--reuse-from needs --in-process (a plugin's nodes are keyed by its own binary)")
+	}
 	if c.inProcess {
 		if err := ort.Init(c.ortLib); err != nil && c.ortLib != "" {
 			return nil, usagef("--ort-lib: %v", err)
+		}
+		if c.reuseFrom != "" {
+			sum, err := plugin.FileSHA256(c.reuseFrom)
+			if err != nil {
+				return nil, usagef("--reuse-from: %v", err)
+			}
+			return dag.InProcessAs{InProcess: inProcess(), SHA256: sum}, nil
 		}
 		return inProcess(), nil
 	}
