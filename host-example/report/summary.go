@@ -100,6 +100,17 @@ func (s *Summary) Set(name string) (evaluate.Set, bool) {
 	return v, ok
 }
 
+// UncachedSeconds is the run's wall time with each reused node's own
+// recorded time added: about what the run takes without the node cache,
+// the time a benchmark reports for it.
+func (s *Summary) UncachedSeconds() float64 {
+	t := s.Seconds
+	for _, id := range s.Reused {
+		t += s.TimingsS[id]
+	}
+	return t
+}
+
 // NewSummary fills a summary from a finished DAG run: timings, reused
 // nodes, node metrics and outputs, and the encoder scan.
 func NewSummary(pipeline string, res *dag.Result) *Summary {

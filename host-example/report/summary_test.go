@@ -41,3 +41,23 @@ func ExampleSlowest() {
 	// scan 73s
 	// select 53s
 }
+
+// TestUncachedSeconds: a run that reused nodes reports their recorded
+// times on top of its own wall time; one that reused nothing, its wall time.
+func TestUncachedSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		reused []string
+		want   float64
+	}{
+		{"nothing reused", nil, 30},
+		{"embed and filter reused", []string{"embed", "filter"}, 30 + 8 + 150},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &report.Summary{Seconds: 30, Reused: tc.reused, TimingsS: map[string]float64{"embed": 8, "filter": 150, "bootstrap": 20}}
+			if got := s.UncachedSeconds(); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -440,7 +440,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					if row.ASR != nil {
 						row.ASRFrom = asrFromEval
 					}
-					row.Seconds, row.Reused = sum.Seconds, reused
+					row.Seconds, row.Reused = sum.UncachedSeconds(), reused
 					if s.Triggered != "" {
 						// The triggered set holds the target's label alone: the
 						// classifier's width is the run's class count.
