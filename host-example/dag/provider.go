@@ -98,12 +98,8 @@ func (m InProcess) Spec(name string) (plugin.Spec, bool) {
 // the running executable, so that rebuilt code is not served from the
 // cache.
 func (m InProcess) Fingerprint(name string) string {
-	return localFingerprint(m[name].Spec().Version, selfHash())
+	return InProcessAs{InProcess: m, SHA256: selfHash()}.Fingerprint(name)
 }
-
-// localFingerprint is an in-process stage's fingerprint: its version and
-// the sha256 of the executable it is built into.
-func localFingerprint(version, exe string) string { return "local+" + version + "+" + exe }
 
 // InProcessAs is InProcess whose stages take the fingerprints they had in
 // another build of the same program: the executable whose sha256 is
@@ -125,7 +121,7 @@ var _ Provider = InProcessAs{}
 // Fingerprint implements Provider: the stage's version here and the other
 // build's sha256.
 func (m InProcessAs) Fingerprint(name string) string {
-	return localFingerprint(m.InProcess[name].Spec().Version, m.SHA256)
+	return "local+" + m.InProcess[name].Spec().Version + "+" + m.SHA256
 }
 
 var selfHash = sync.OnceValue(func() string {
