@@ -79,6 +79,9 @@ type Params struct {
 	FinalHeads    int    `json:"final_heads" range:"[1,)" doc:"each final head (as final_schedule) is the mean of this many heads' logits, trained side by side from their own seeds and batch draws (one head: the seeds of today's single head), exported as one wider head (mlp.Mean)"`
 	WarmEpochs    int    `json:"warm_epochs" range:"[0,)" doc:"rounds after the first start from the previous round's head and train this many epochs (0: every round's head starts afresh)"`
 	MaxSteps      int    `json:"max_steps" range:"[0,)" doc:"at most this many ordinary batches per head, rounds and final alike (0: epochs alone decide); 40 final epochs reach it past about 25,000 rows"`
+	// WarmMaxSteps caps the warm rounds' fits, so that their cost stops
+	// growing with the rows (docs/DECISIONS.md, "warm rounds capped").
+	WarmMaxSteps  int    `json:"warm_max_steps" range:"[0,)" doc:"at most this many ordinary batches per head in a warm round (a round after the first, with warm_epochs), where under max_steps (0: max_steps alone); at 300, the floor of every fit (mlp.Config.MinSteps), a warm round trains no longer on many rows than on few, and under held-out admission nothing changes below about 15,000 kept rows (halves of 7,680 rows, 30 batches, 10 epochs)"`
 	Classes       int    `json:"classes" role:"classes" range:"[0,)" doc:"declared number of classes (0: max label + 1)"`
 	Admit         string `json:"admit" enum:"confident|heldout" doc:"which rows a round admits: confident (the head predicts the label with at least tau and the loss is under loss_quantile of the class's kept rows) or heldout (two heads, each on half the kept rows: the loss is under loss_quantile of the class's kept rows scored by the head that did not see them)"`
 	ExcludeColumn string `json:"exclude_column" doc:"boolean column of the trusted input marking rows never to keep (expand.suspect: sift's shallow-cluster suspects); empty: none"`
@@ -114,6 +117,18 @@ func (p Params) finalConfig() mlp.Config {
 	cfg.Epochs, cfg.MaxSteps, cfg.Schedule, cfg.Average = p.FinalEpochs, p.MaxSteps, p.FinalSchedule, p.FinalAverage
 	cfg.Balanced = p.FinalDraws != "rows"
 	return cfg
+}
+
+// warmConfig is the training configuration of the warm rounds' heads,
+// from the rounds' own: warm_epochs epochs, and at most warm_max_steps
+// batches where that is under the rounds' cap.
+func (p Params) warmConfig(rounds mlp.Config) mlp.Config {
+	w := rounds
+	w.Epochs = p.WarmEpochs
+	if p.WarmMaxSteps > 0 && (w.MaxSteps == 0 || p.WarmMaxSteps < w.MaxSteps) {
+		w.MaxSteps = p.WarmMaxSteps
+	}
+	return w
 }
 
 // Check implements plugin.Checker: it validates the parameters.
@@ -361,9 +376,7 @@ func bootstrap(ctx context.Context, t *feat.Table, start, exclude []bool, aug *f
 	}
 	var warm *mlp.Trainer
 	if p.WarmEpochs > 0 {
-		wcfg := rcfg
-		wcfg.Epochs = p.WarmEpochs
-		if warm, err = mlp.NewTrainer(sizes, wcfg); err != nil {
+		if warm, err = mlp.NewTrainer(sizes, p.warmConfig(rcfg)); err != nil {
 			return nil, err
 		}
 		defer warm.Close()

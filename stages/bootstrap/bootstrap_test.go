@@ -743,6 +743,48 @@ func TestRoundsStop(t *testing.T) {
 	}
 }
 
+// warm_max_steps caps the warm rounds' heads alone: at the floor every
+// fit trains (300 batches) it changes nothing on a table this small, and
+// with a single round there is no warm round to cap; under the floor it
+// shortens the warm rounds, and the rows' rounds change.
+func TestWarmMaxSteps(t *testing.T) {
+	ortlib.Init(t)
+	set := synth.Make(synth.Spec{Kind: synth.T2, PerClass: 40, Classes: 3, Poison: 12, Seed: 5})
+	start := cleanEvery(set, 6)
+	run := func(rounds, warmMax int) *bootstrap.Result {
+		t.Helper()
+		p := params(t, map[string]any{"epochs": 3, "final_epochs": 5, "warm_epochs": 2, "rounds": rounds, "warm_max_steps": warmMax})
+		res, err := bootstrap.Bootstrap(context.Background(), set.Table, start, nil, nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	tests := []struct {
+		name           string
+		rounds, capped int
+		same           bool
+	}{
+		{"the floor changes nothing on few rows", 8, 300, true},
+		{"one round has no warm round", 1, 20, true},
+		{"under the floor the warm rounds shorten", 8, 20, false},
+	}
+	bases := map[int]*bootstrap.Result{}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if bases[tc.rounds] == nil {
+				bases[tc.rounds] = run(tc.rounds, 0)
+			}
+			base, got := bases[tc.rounds], run(tc.rounds, tc.capped)
+			same := reflect.DeepEqual(got.Round, base.Round) && reflect.DeepEqual(got.Kept, base.Kept) && reflect.DeepEqual(got.Head, base.Head)
+			if same != tc.same {
+				t.Fatalf("rounds %d, warm_max_steps %d: same rounds, kept rows and head as without a cap %v, want %v (admitted per round %v against %v)",
+					tc.rounds, tc.capped, same, tc.same, got.Metrics["admitted_per_round"], base.Metrics["admitted_per_round"])
+			}
+		})
+	}
+}
+
 // final_schedule declares the schedules mlp trains with, no more and no
 // fewer: its enum is a struct tag and cannot name mlp.Schedules itself.
 func TestFinalScheduleEnumIsMLPs(t *testing.T) {
