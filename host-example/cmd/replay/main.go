@@ -338,14 +338,15 @@ func run(args []string, stdout io.Writer) error {
 			if err != nil {
 				return err
 			}
-			asr := "—"
+			asr, asr2 := "—", "—"
 			if trig != nil {
 				a, err := accuracy(br.Head, trig, int32(spec.Target))
 				if err != nil {
 					return err
 				}
-				asr = fmt.Sprintf("%.1f%%", 100*a)
+				asr, asr2 = fmt.Sprintf("%.1f%%", 100*a), fmt.Sprintf("%.2f%%", 100*a)
 			}
+			fmt.Fprintf(os.Stderr, "%s: ACC %.2f%%, ASR %s (two decimals: a test set of 10,000 images resolves 0.01)\n", name, 100*acc, asr2)
 			fmt.Fprintf(stdout, "%-24s %6.1f%% %7s %14s %14s %14s %6s %6s\n", vname, 100*acc, asr,
 				purity(t.IDs, sr.Seed, poison), purity(t.IDs, er.Trusted, poison), purity(vbt.IDs, br.Kept, poison), scanZ, masked)
 			if *oracle {
