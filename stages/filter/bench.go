@@ -330,44 +330,59 @@ func (b *bench) rawTrusted(layers []string) (*encoder.Encoder, []float32, int, e
 	return enc, x, n, nil
 }
 
-// positions runs the n preprocessed images x through enc (a RawLayers
-// session) in batches and calls fn for every position of every probed
-// layer's feature maps with that position's channel values (v is reused
-// between calls).
-func positions(ctx context.Context, enc *encoder.Encoder, x []float32, n int, fn func(layer int, v []float32)) error {
+// positions runs the n preprocessed images of each of xs through enc (a
+// RawLayers session) in batches and calls fn for every position of every
+// probed layer's feature maps with that position's channel values, one
+// vector per image set (vs[k] from xs[k], the same image and position;
+// reused between calls).
+func positions(ctx context.Context, enc *encoder.Encoder, xs [][]float32, n int, fn func(layer int, vs [][]float32)) error {
 	size := enc.ImageSize()
 	const bs = 32
-	var v []float32
+	vs := make([][]float32, len(xs))
+	outs := make([][][]float32, len(xs)) // set, layer, values
 	for lo := 0; lo < n; lo += bs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		m := min(bs, n-lo)
-		buf, err := enc.Batch(m)
-		if err != nil {
-			return err
-		}
-		copy(buf, x[lo*size:(lo+m)*size])
-		_, layers, err := enc.Embed(m)
-		if err != nil {
-			return err
+		for k, x := range xs {
+			buf, err := enc.Batch(m)
+			if err != nil {
+				return err
+			}
+			copy(buf, x[lo*size:(lo+m)*size])
+			_, layers, err := enc.Embed(m)
+			if err != nil {
+				return err
+			}
+			if len(xs) == 1 {
+				outs[k] = layers
+				continue
+			}
+			outs[k] = outs[k][:0]
+			for _, l := range layers { // the session reuses its outputs
+				outs[k] = append(outs[k], append([]float32(nil), l...))
+			}
 		}
 		for li, l := range enc.Layers {
-			raw, c := layers[li], l.Channels
-			per := len(raw) / m // values per sample
+			c := l.Channels
+			per := len(outs[0][li]) / m // values per sample
 			pos := per / c
 			for s := 0; s < m; s++ {
-				sample := raw[s*per : (s+1)*per]
 				for p := 0; p < pos; p++ {
-					v = v[:0]
-					for j := 0; j < c; j++ {
-						if l.Rank == 4 { // [C, H, W]
-							v = append(v, sample[j*pos+p])
-						} else { // [T, C]
-							v = append(v, sample[p*c+j])
+					for k := range xs {
+						sample := outs[k][li][s*per : (s+1)*per]
+						v := vs[k][:0]
+						for j := 0; j < c; j++ {
+							if l.Rank == 4 { // [C, H, W]
+								v = append(v, sample[j*pos+p])
+							} else { // [T, C]
+								v = append(v, sample[p*c+j])
+							}
 						}
+						vs[k] = v
 					}
-					fn(li, v)
+					fn(li, vs)
 				}
 			}
 		}

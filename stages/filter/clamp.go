@@ -31,8 +31,8 @@ func (b *bench) channelCaps(ctx context.Context, q float64) (map[string][]float3
 	for li, l := range enc.Layers {
 		vals[li] = make([][]float32, l.Channels)
 	}
-	err = positions(ctx, enc, x, n, func(li int, v []float32) {
-		for ch, a := range v {
+	err = positions(ctx, enc, [][]float32{x}, n, func(li int, vs [][]float32) {
+		for ch, a := range vs[0] {
 			vals[li][ch] = append(vals[li][ch], a)
 		}
 	})

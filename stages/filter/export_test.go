@@ -184,3 +184,75 @@ func EmbedBothSessions(p Params, ins *chanfilter.Inputs, pat Pattern) (plain, ma
 	masked, err = b.embed(keep, nil, &pat)
 	return plain, masked, picks, err
 }
+
+// FillErrors switches off channels 0 and 1 of every probed layer, fits the
+// regression fill plainly and paired with the scan's best pattern, and
+// returns each fit's mean squared error against the clean image's
+// switched-off channels: on the fit images clean ([0]) and carrying the
+// pattern ([1]).
+func FillErrors(ctx context.Context, p Params, ins *chanfilter.Inputs) (plain, paired [2]float64, err error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return plain, paired, err
+	}
+	defer b.close()
+	sc, err := b.firstScan(ctx, nil)
+	if err != nil {
+		return plain, paired, err
+	}
+	keep, score := b.ones(), map[string][]float32{}
+	for _, l := range b.t.Layers {
+		keep[l.Name][0], keep[l.Name][1] = false, false
+		score[l.Name] = make([]float32, l.D)
+	}
+	pats := []Pattern{sc.Pattern}
+	errs := func(w, icpt map[string][]float32) ([2]float64, error) {
+		var out [2]float64
+		var rows [2]float64
+		var names []string
+		for name := range w {
+			names = append(names, name)
+		}
+		enc, _, n, err := b.rawTrusted(names)
+		if err != nil {
+			return out, err
+		}
+		defer enc.Close()
+		xs, err := b.pairedInputs(enc, pats)
+		if err != nil {
+			return out, err
+		}
+		err = positions(ctx, enc, xs, n, func(li int, vs [][]float32) {
+			l := enc.Layers[li]
+			c, wl, bl := l.Channels, w[l.Name], icpt[l.Name]
+			for k, u := range vs {
+				for _, j := range []int{0, 1} {
+					pred := float64(bl[j])
+					for i, ui := range u {
+						pred += float64(wl[j*c+i]) * float64(ui)
+					}
+					d := pred - float64(vs[0][j])
+					out[k] += d * d
+					rows[k]++
+				}
+			}
+		})
+		for k := range out {
+			out[k] /= max(rows[k], 1)
+		}
+		return out, err
+	}
+	w, icpt, err := b.regressionFill(ctx, keep, score, nil)
+	if err != nil {
+		return plain, paired, err
+	}
+	if plain, err = errs(w, icpt); err != nil {
+		return plain, paired, err
+	}
+	w, icpt, err = b.regressionFill(ctx, keep, score, pats)
+	if err != nil {
+		return plain, paired, err
+	}
+	paired, err = errs(w, icpt)
+	return plain, paired, err
+}

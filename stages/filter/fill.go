@@ -37,12 +37,21 @@ const fitImages = 256
 // regressionFill fits, for each probed layer with channels switched off,
 // every switched-off channel as a ridge regression on the layer's kept
 // channels that no signal finds suspicious (score <= 0: a channel the
-// found pattern moves would carry the trigger into the fill), over all positions of the layer's feature maps on fitImages
-// trusted images under the unmasked encoder. A switched-off channel then
-// carries what the kept channels say of it on clean data instead of a
-// constant. It returns per layer the weights (channels x channels, rows
-// of the switched-off channels) and the intercepts.
-func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, score map[string][]float32) (map[string][]float32, map[string][]float32, error) {
+// found pattern moves would carry the trigger into the fill), over all
+// positions of the layer's feature maps on fitImages trusted images under
+// the unmasked encoder. A switched-off channel then carries what the kept
+// channels say of it on clean data instead of a constant.
+//
+// With pats (fill "paired") the fit also takes the same images carrying
+// each pattern: the kept channels under the pattern are the inputs and the
+// clean image's switched-off channels at the same position the targets,
+// weighted so that the patterned rows together weigh as much as the clean
+// ones. A fill fitted so pays for reading a pattern masked against back
+// out of the kept channels.
+//
+// It returns per layer the weights (channels x channels, rows of the
+// switched-off channels) and the intercepts.
+func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, score map[string][]float32, pats []Pattern) (map[string][]float32, map[string][]float32, error) {
 	var names []string
 	for _, l := range b.t.Layers {
 		for _, k := range keep[l.Name] {
@@ -60,42 +69,34 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 		return nil, nil, err
 	}
 	defer enc.Close()
-	type acc struct {
-		c, rows int
-		sum     []float64
-		cross   []float64 // lower triangle used
-	}
-	accs := make([]*acc, len(enc.Layers))
-	for i, l := range enc.Layers {
-		accs[i] = &acc{c: l.Channels, sum: make([]float64, l.Channels), cross: make([]float64, l.Channels*l.Channels)}
-	}
-	err = positions(ctx, enc, x, n, func(li int, v []float32) {
-		a, c := accs[li], accs[li].c
-		for i, vi := range v {
-			a.sum[i] += float64(vi)
-			row := a.cross[i*c : i*c+i+1]
-			for j := range row {
-				row[j] += float64(vi) * float64(v[j])
-			}
+	xs := [][]float32{x}
+	if len(pats) > 0 {
+		if xs, err = b.pairedInputs(enc, pats); err != nil {
+			return nil, nil, err
 		}
-		a.rows++
+	}
+	accs := make([]*fitMoments, len(enc.Layers))
+	for i, l := range enc.Layers {
+		accs[i] = newFitMoments(l.Channels, len(pats) > 0)
+	}
+	err = positions(ctx, enc, xs, n, func(li int, vs [][]float32) {
+		a := accs[li]
+		a.addClean(vs[0])
+		for _, u := range vs[1:] {
+			a.addPaired(u, vs[0])
+		}
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	wp := 0.0
+	if len(pats) > 0 {
+		wp = 1 / float64(len(pats))
+	}
 	weights, icpt := map[string][]float32{}, map[string][]float32{}
 	for li, l := range enc.Layers {
 		a, c := accs[li], l.Channels
-		mean := make([]float64, c)
-		for i := range mean {
-			mean[i] = a.sum[i] / float64(a.rows)
-		}
-		cov := func(i, j int) float64 {
-			if j > i {
-				i, j = j, i
-			}
-			return a.cross[i*c+j]/float64(a.rows) - mean[i]*mean[j]
-		}
+		mx, my, cxx, cxy := a.stats(wp)
 		var kept, off []int
 		for ch, k := range keep[l.Name] {
 			switch {
@@ -113,14 +114,14 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 			var tr float64
 			for i, ci := range kept {
 				for j, cj := range kept {
-					A[i*nk+j] = cov(ci, cj)
+					A[i*nk+j] = cxx(ci, cj)
 				}
 				tr += A[i*nk+i]
 			}
 			B := make([]float64, nk*no)
 			for i, ci := range kept {
 				for j, cj := range off {
-					B[i*no+j] = cov(ci, cj)
+					B[i*no+j] = cxy(ci, cj)
 				}
 			}
 			sol, err := stat.SolveRidge(A, nk, B, no, 1e-3*tr/float64(nk)+1e-12)
@@ -128,17 +129,17 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 				return nil, nil, err
 			}
 			for j, cj := range off {
-				inter := mean[cj]
+				inter := my[cj]
 				for i, ci := range kept {
 					wt := sol[i*no+j]
 					w[cj*c+ci] = float32(wt)
-					inter -= wt * mean[ci]
+					inter -= wt * mx[ci]
 				}
 				b[cj] = float32(inter)
 			}
 		} else {
 			for _, cj := range off {
-				b[cj] = float32(mean[cj])
+				b[cj] = float32(my[cj])
 			}
 		}
 		weights[l.Name], icpt[l.Name] = w, b
@@ -146,17 +147,137 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 	return weights, icpt, nil
 }
 
+// pairedInputs returns, for enc, the fit images painted clean (first) and
+// then carrying each of pats, as the encoder's input.
+func (b *bench) pairedInputs(enc *encoder.Encoder, pats []Pattern) ([][]float32, error) {
+	canon, _, _, _, err := decode(b.in, b.canvas, b.pickTrusted(fitImages), true)
+	if err != nil {
+		return nil, err
+	}
+	cs, size := b.canvas.CanonicalSize(), enc.ImageSize()
+	n := len(canon) / cs
+	tmp := make([]float32, cs)
+	var scratch []float32
+	xs := make([][]float32, 1+len(pats))
+	for k := range xs {
+		xs[k] = make([]float32, n*size)
+		var pat *Pattern
+		if k > 0 {
+			pat = &pats[k-1]
+		}
+		for i := 0; i < n; i++ {
+			copy(tmp, canon[i*cs:(i+1)*cs])
+			b.paint(xs[k][i*size:(i+1)*size], tmp, pat, &scratch)
+		}
+	}
+	return xs, nil
+}
+
+// fitMoments are the raw moments of one layer's fit rows: clean rows,
+// whose inputs and targets are the same channel vector, and (paired)
+// patterned rows, whose inputs u are the channels under a pattern and
+// whose targets v are the clean image's at the same position.
+type fitMoments struct {
+	c          int
+	n, np      float64
+	sum, cross []float64 // clean: sums, products (lower triangle)
+	su, sv     []float64 // patterned: sums of u and of v
+	uu, uv     []float64 // patterned: u u' (lower triangle), u v' (whole)
+}
+
+func newFitMoments(c int, paired bool) *fitMoments {
+	m := &fitMoments{c: c, sum: make([]float64, c), cross: make([]float64, c*c)}
+	if paired {
+		m.su, m.sv = make([]float64, c), make([]float64, c)
+		m.uu, m.uv = make([]float64, c*c), make([]float64, c*c)
+	}
+	return m
+}
+
+func (m *fitMoments) addClean(v []float32) {
+	c := m.c
+	for i, vi := range v {
+		m.sum[i] += float64(vi)
+		row := m.cross[i*c : i*c+i+1]
+		for j := range row {
+			row[j] += float64(vi) * float64(v[j])
+		}
+	}
+	m.n++
+}
+
+func (m *fitMoments) addPaired(u, v []float32) {
+	c := m.c
+	for i, ui := range u {
+		m.su[i] += float64(ui)
+		m.sv[i] += float64(v[i])
+		row := m.uu[i*c : i*c+i+1]
+		for j := range row {
+			row[j] += float64(ui) * float64(u[j])
+		}
+		row = m.uv[i*c : (i+1)*c]
+		for j := range row {
+			row[j] += float64(ui) * float64(v[j])
+		}
+	}
+	m.np++
+}
+
+// stats returns the inputs' and the targets' means and their covariances
+// (inputs with inputs, inputs with targets) over the fit rows, each
+// patterned row weighing wp against a clean row's 1.
+func (m *fitMoments) stats(wp float64) (mx, my []float64, cxx, cxy func(i, j int) float64) {
+	c := m.c
+	w := m.n + wp*m.np
+	mx, my = make([]float64, c), make([]float64, c)
+	for i := range mx {
+		mx[i], my[i] = m.sum[i], m.sum[i]
+		if m.np > 0 {
+			mx[i] += wp * m.su[i]
+			my[i] += wp * m.sv[i]
+		}
+		mx[i] /= w
+		my[i] /= w
+	}
+	lower := func(t []float64, i, j int) float64 {
+		if j > i {
+			i, j = j, i
+		}
+		return t[i*c+j]
+	}
+	cxx = func(i, j int) float64 {
+		s := lower(m.cross, i, j)
+		if m.np > 0 {
+			s += wp * lower(m.uu, i, j)
+		}
+		return s/w - mx[i]*mx[j]
+	}
+	cxy = func(i, j int) float64 {
+		s := lower(m.cross, i, j)
+		if m.np > 0 {
+			s += wp * m.uv[i*c+j]
+		}
+		return s/w - mx[i]*my[j]
+	}
+	return mx, my, cxx, cxy
+}
+
 // fillChannels decides what the switched-off channels of sel become: the
 // mean fill (each channel's mean on trusted rows), or with fill regression
-// a ridge regression on the layer's unsuspicious kept channels, kept only
-// when no pattern masked against (or a neighbour) collapses more than
-// fill_slack same-size z above where the mean fill left it.
+// (or paired: fitted also on the patterns masked against) a ridge
+// regression on the layer's unsuspicious kept channels, kept only when no
+// pattern masked against (or a neighbour) collapses more than fill_slack
+// same-size z above where the mean fill left it.
 func (b *bench) fillChannels(ctx context.Context, sel *selection, sus *suspicion) (*fill, error) {
 	mean := &fill{values: b.means}
-	if b.p.Fill != "regression" || len(sel.masked) == 0 {
+	if b.p.Fill == "mean" || len(sel.masked) == 0 {
 		return mean, nil
 	}
-	w, icpt, err := b.regressionFill(ctx, sel.keep, sus.z)
+	var paired []Pattern
+	if b.p.Fill == "paired" {
+		paired = sel.maskedAgainst()
+	}
+	w, icpt, err := b.regressionFill(ctx, sel.keep, sus.z, paired)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +300,7 @@ func (b *bench) fillChannels(ctx context.Context, sel *selection, sus *suspicion
 	rep := &FillReport{WorstZMean: meanZ, WorstZRegress: regZ}
 	bar := math.Max(meanZ, b.p.StopZ) + b.p.FillSlack
 	if regZ <= bar {
-		rep.Fill, reg.Report = "regression", rep
+		rep.Fill, reg.Report = b.p.Fill, rep
 		return reg, nil
 	}
 	rep.Fill = "mean"

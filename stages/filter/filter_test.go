@@ -72,6 +72,7 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 		{"collapse trojan, greedy collapse choice", testenc.Collapse(5), true, "collapse", "mean", false},
 		{"collapse trojan, collapse per change", testenc.Collapse(5), true, "collapse_per_change", "mean", false},
 		{"collapse trojan, regression fill", testenc.Collapse(5), true, "collapse_per_change", "regression", false},
+		{"collapse trojan, paired fill", testenc.Collapse(5), true, "collapse_per_change", "paired", false},
 		// The same weights behind a channels-last input: the scan paints
 		// its patterns on the image, not on the input buffer's layout.
 		{"collapse trojan, NHWC input", testenc.Collapse(5), true, "collapse_per_change", "regression", true},
@@ -147,12 +148,12 @@ func TestFilterFindsAndMasksTheTrojan(t *testing.T) {
 			}
 			// The regression fill reports its guard: whichever fill it
 			// kept, the trojan's pattern must not collapse again.
-			if fill, ok := m["fill"].(map[string]any); tc.fill == "regression" && tc.backdoor {
+			if fill, ok := m["fill"].(map[string]any); tc.fill != "mean" && tc.backdoor {
 				kept, _ := fill["fill"].(string)
-				if !ok || (kept != "regression" && kept != "mean") {
+				if !ok || (kept != tc.fill && kept != "mean") {
 					t.Errorf("no fill decision in the metrics: %s", b)
 				}
-				if z, _ := fill["worst_z_regression_fill"].(float64); kept == "regression" && z > 3 {
+				if z, _ := fill["worst_z_regression_fill"].(float64); kept == tc.fill && z > 3 {
 					t.Errorf("regression fill kept with the trojan's pattern at z %.1f", z)
 				}
 			} else if ok && tc.fill == "mean" {
@@ -888,6 +889,29 @@ func TestTailScoresEqualWholeScores(t *testing.T) {
 	}
 	if !moved {
 		t.Fatal("no channel changes the collapse: the comparison tests nothing")
+	}
+}
+
+// The paired fill is fitted to give the clean image's channels back from
+// an image carrying the pattern: on the collapse trojan's pattern it reads
+// the pattern back less than the plain regression does, and still fits
+// the clean images about as well.
+func TestPairedFillReadsThePatternBackLess(t *testing.T) {
+	ortlib.Init(t)
+	ins, p := scanInputs(t, testenc.Collapse(5), 100)
+	plain, paired, err := filter.FillErrors(context.Background(), p, ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("mean squared error, clean / patterned: plain %.4g / %.4g, paired %.4g / %.4g", plain[0], plain[1], paired[0], paired[1])
+	if plain[1] <= 1.5*plain[0] {
+		t.Fatalf("the pattern moves the fit's inputs too little to test anything (plain fill %.4g clean, %.4g patterned)", plain[0], plain[1])
+	}
+	if paired[1] >= plain[1] {
+		t.Errorf("paired fill's error on patterned images %.4g, want under the plain fill's %.4g", paired[1], plain[1])
+	}
+	if paired[0] > 2*plain[0]+1e-6 {
+		t.Errorf("paired fill's error on clean images %.4g, want at most twice the plain fill's %.4g", paired[0], plain[0])
 	}
 }
 

@@ -58,7 +58,7 @@ type Params struct {
 	SmoothRatio float64 `json:"smooth_ratio" range:"(0,)" doc:"a blur undoes the found noise blend when, under it, the blend collapses the scan images at most this many times as much as a smooth blend of the same alpha (blend_ratio is where the scan calls a blend a trigger)"`
 
 	// fill
-	Fill      string  `json:"fill" enum:"mean|regression" doc:"what a masked channel becomes: mean (its mean on trusted images) or regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill)"`
+	Fill      string  `json:"fill" enum:"mean|regression|paired" doc:"what a masked channel becomes: mean (its mean on trusted images), regression (a ridge regression on its layer's kept channels that no signal finds suspicious, fitted on trusted images; kept only when the patterns masked against stay within fill_slack same-size z of the mean fill), or paired (that regression fitted also on the trusted images carrying each pattern masked against, towards the clean image's channels; the same guard)"`
 	FillSlack float64 `json:"fill_slack" range:"[0,)" doc:"how much higher (same-size z) the regression fill may leave the worst pattern masked against than the mean fill"`
 
 	// data trigger
