@@ -314,11 +314,16 @@ func (b *bench) pickTrusted(n int) map[uint64]int {
 	return want
 }
 
-// rawTrusted opens a session of the unmasked encoder that returns the
-// feature maps of layers whole, and decodes fitImages trusted images for
-// it (x: n preprocessed images). The caller closes the session.
+// rawSession opens a session of the unmasked encoder that returns the
+// feature maps of layers whole. The caller closes it.
+func (b *bench) rawSession(layers []string) (*encoder.Encoder, error) {
+	return b.in.Model.Session(encoder.Config{Layers: layers, RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
+}
+
+// rawTrusted is rawSession with fitImages trusted images decoded for it
+// (x: n preprocessed images). The caller closes the session.
 func (b *bench) rawTrusted(layers []string) (*encoder.Encoder, []float32, int, error) {
-	enc, err := b.in.Model.Session(encoder.Config{Layers: layers, RawLayers: true, ORT: ort.Options{Device: b.p.Device}})
+	enc, err := b.rawSession(layers)
 	if err != nil {
 		return nil, nil, 0, err
 	}

@@ -213,12 +213,12 @@ func FillErrors(ctx context.Context, p Params, ins *chanfilter.Inputs) (plain, p
 		for name := range w {
 			names = append(names, name)
 		}
-		enc, _, n, err := b.rawTrusted(names)
+		enc, err := b.rawSession(names)
 		if err != nil {
 			return out, err
 		}
 		defer enc.Close()
-		xs, err := b.pairedInputs(enc, pats)
+		xs, n, err := b.pairedInputs(enc, pats)
 		if err != nil {
 			return out, err
 		}

@@ -64,17 +64,24 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 	if len(names) == 0 {
 		return nil, nil, nil
 	}
-	enc, x, n, err := b.rawTrusted(names)
+	var enc *encoder.Encoder
+	var xs [][]float32
+	var n int
+	var err error
+	if len(pats) == 0 {
+		var x []float32
+		enc, x, n, err = b.rawTrusted(names)
+		xs = [][]float32{x}
+	} else if enc, err = b.rawSession(names); err == nil {
+		xs, n, err = b.pairedInputs(enc, pats)
+		if err != nil {
+			enc.Close()
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	defer enc.Close()
-	xs := [][]float32{x}
-	if len(pats) > 0 {
-		if xs, err = b.pairedInputs(enc, pats); err != nil {
-			return nil, nil, err
-		}
-	}
 	accs := make([]*fitMoments, len(enc.Layers))
 	for i, l := range enc.Layers {
 		accs[i] = newFitMoments(l.Channels, len(pats) > 0)
@@ -147,12 +154,13 @@ func (b *bench) regressionFill(ctx context.Context, keep map[string][]bool, scor
 	return weights, icpt, nil
 }
 
-// pairedInputs returns, for enc, the fit images painted clean (first) and
-// then carrying each of pats, as the encoder's input.
-func (b *bench) pairedInputs(enc *encoder.Encoder, pats []Pattern) ([][]float32, error) {
+// pairedInputs decodes the fitImages trusted images once and returns them
+// as enc's input, painted clean (first) and then carrying each of pats,
+// and how many images each set holds.
+func (b *bench) pairedInputs(enc *encoder.Encoder, pats []Pattern) ([][]float32, int, error) {
 	canon, _, _, _, err := decode(b.in, b.canvas, b.pickTrusted(fitImages), true)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cs, size := b.canvas.CanonicalSize(), enc.ImageSize()
 	n := len(canon) / cs
@@ -170,7 +178,7 @@ func (b *bench) pairedInputs(enc *encoder.Encoder, pats []Pattern) ([][]float32,
 			b.paint(xs[k][i*size:(i+1)*size], tmp, pat, &scratch)
 		}
 	}
-	return xs, nil
+	return xs, n, nil
 }
 
 // fitMoments are the raw moments of one layer's fit rows: clean rows,
