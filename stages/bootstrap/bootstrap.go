@@ -40,7 +40,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.14.0",
+		Version: "0.15.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -52,7 +52,7 @@ func (Stage) Spec() plugin.Spec {
 		Outputs: []plugin.PortSpec{{Name: "scores", Kind: arrowio.KindScores, Doc: "bootstrap.kept, bootstrap.round, bootstrap.loss, bootstrap.pred, bootstrap.label (the label the final head trained the row with; -1: left out)"}},
 		Params: plugin.ParamsOf(Params{TrustedColumn: "expand.trusted", SuspectColumn: "filter.suspect", Rounds: 20, Tau: 0.9,
 			Admit: "heldout", ExcludeColumn: "expand.suspect",
-			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", StarvedBar: "few", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", Relabel: 0.5, RelabelForm: "soft", FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
+			LossQuantile: 0.99, GrowthCap: 0.5, ClassGrowth: 1, GrowthClasses: "starved", StarvedBar: "few", FinalEpochs: 40, GateNeighbours: 10, ClassPartShare: 0.15, ClassPartClasses: 1, GateVeto: "off", VetoBelow: 0.9, Relabel: 0.5, RelabelForm: "soft", FinalSchedule: "constant", FinalDraws: "classes", FinalHeads: 1, OriginalRows: "kept", WarmEpochs: 10, MaxSteps: 4000, HeadParams: mlp.DefaultHeadParams(20)}),
 		NeedsAllRows: true,
 	}
 }
@@ -100,8 +100,11 @@ type Params struct {
 	ClassPartShare   float64 `json:"class_part_share" range:"(0,1]" doc:"a class joins a move gate's class part (filter gate_classes found) when the original classifier gives it at least this share of the gate's probe rows (trusted images carrying the patterns masked against, and the patches filter's planted check found), and at least two rows; the neighbourhood never widens a class part (a class gate takes 5% and gate_neighbours)"`
 	// GateVeto vetoes a move gate's classes on inputs the mask moved
 	// (docs/DECISIONS.md, bootstrap 0.9.7).
-	GateVeto string  `json:"gate_veto" enum:"off|moved|region" doc:"with moved, the gated classifier gives an input that the mask moves farther than 99% of its class's trusted rows (and past the gate's threshold) and that the filtered head still puts in one of the gate's class part's classes the filtered head's best other class: its trigger was undone only in part; with region, an input the mask moves past the gate's threshold, that the filtered head puts in such a class and whose original embedding lies in the found pattern's region (when the filter found it apart from the trusted rows) gets the filtered head's best class among those holding under 5% of the gate's probe rows (off: the filtered head's class)"`
-	Relabel  float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
+	GateVeto string `json:"gate_veto" enum:"off|moved|region|unsure" doc:"with unsure, the gated classifier gives an input that the mask moves past the gate's threshold and that the filtered head puts in one of the gate's class part's classes with a probability under veto_below the filtered head's best class outside the class part: a trigger the mask undid in part leaves the filtered head torn between the image's class and the trigger's, where a clean image of that class moved as far is given it with near certainty; with moved, the gated classifier gives an input that the mask moves farther than 99% of its class's trusted rows (and past the gate's threshold) and that the filtered head still puts in one of the gate's class part's classes the filtered head's best other class: its trigger was undone only in part; with region, an input the mask moves past the gate's threshold, that the filtered head puts in such a class and whose original embedding lies in the found pattern's region (when the filter found it apart from the trusted rows) gets the filtered head's best class among those holding under 5% of the gate's probe rows (off: the filtered head's class)"`
+	// VetoBelow is how unsure the filtered head must be for gate_veto
+	// unsure to veto its class.
+	VetoBelow float64 `json:"veto_below" range:"(0,1]" doc:"with gate_veto unsure, an input is vetoed only when the filtered head's probability of the class part's class it gives is under this"`
+	Relabel   float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
 	// RelabelForm says what a relabelled suspect trains towards
 	// (docs/DECISIONS.md, "relabelled suspects train towards the final
 	// head's probabilities").
@@ -924,6 +927,13 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				}
 				res.Metrics["gate_veto_moved"] = g.VetoMoved
 				gated += fmt.Sprintf("; an input the filtered head still labels %s gets its best other class when the mask moved it farther than %.0f%% of that class's trusted rows", strings.Join(names, " or "), 100*vetoQuantile)
+			case g.Both && p.GateVeto == "unsure":
+				g.VetoMoved = make([]float64, len(g.Classes))
+				for i := range g.VetoMoved {
+					g.VetoMoved[i] = g.Moved
+				}
+				g.VetoBelow = p.VetoBelow
+				gated += fmt.Sprintf("; an input the mask moves past the gate's threshold that the filtered head labels %s with a probability under %g gets the filtered head's best class outside the class part", strings.Join(names, " or "), p.VetoBelow)
 			case g.Both && p.GateVeto == "region" && g.RegionCentre != nil:
 				RegionVeto(g, shares)
 				res.Metrics["gate_veto_never"] = g.VetoNever

@@ -80,6 +80,13 @@ type Gate struct {
 	// VetoNever are the classes a vetoed input never gets (empty:
 	// Classes); it holds Classes.
 	VetoNever []int `json:"veto_never,omitempty"`
+	// VetoBelow, when above 0, also needs a vetoed input's filtered
+	// classifier to be unsure: its probability (softmax) of the class it
+	// gives under VetoBelow. A trigger the mask undid in part leaves the
+	// filtered classifier torn between the image's class and the
+	// trigger's; a clean image of that class, moved as far, is given it
+	// with near certainty.
+	VetoBelow float64 `json:"veto_below,omitempty"`
 	// Whiten, when set, is how the gate measures a move (Move): Moved is
 	// then a whitened length.
 	Whiten *Whiten `json:"whiten,omitempty"`
@@ -234,6 +241,9 @@ func (g *Gate) Check() error {
 	if len(g.VetoMoved) > 0 && (!g.Both || len(g.VetoMoved) != len(g.Classes)) {
 		return fmt.Errorf("gate: %d veto thresholds for a gate with class part %v (both %v): want one per class of a move gate's class part", len(g.VetoMoved), g.Classes, g.Both)
 	}
+	if !(g.VetoBelow >= 0 && g.VetoBelow <= 1) || (g.VetoBelow > 0 && len(g.VetoMoved) == 0) {
+		return fmt.Errorf("gate: veto_below %v, want a probability in [0, 1], and 0 without veto thresholds", g.VetoBelow)
+	}
 	for _, v := range g.VetoMoved {
 		if !(v >= 0) || math.IsInf(v, 0) {
 			return fmt.Errorf("gate: veto threshold %v, want a number >= 0", v)
@@ -362,7 +372,8 @@ const vetoPenalty = 1e9
 // veto appends to m the filtered logits fl with VetoNever's (or Classes')
 // logits lowered by vetoPenalty on the inputs that fl gives Classes[i],
 // that moved (the squared move, [N, 1]) puts past VetoMoved[i] and Moved,
-// and, with a region, whose original embedding emb lies inside it; and
+// with a region, whose original embedding emb lies inside it, and with
+// VetoBelow, whose softmax of fl gives that class under VetoBelow; and
 // returns their name.
 func (g *Gate) veto(m *onnxgraph.Model, emb, fl, moved string) string {
 	depth := m.AddOp("Gather", []string{m.AddOp("Shape", []string{fl}), m.AddInt64Const(1)}, onnxgraph.IntAttr("axis", 0))
@@ -376,6 +387,13 @@ func (g *Gate) veto(m *onnxgraph.Model, emb, fl, moved string) string {
 	}
 	if g.RegionCentre != nil {
 		vetoed = m.AddOp("And", []string{vetoed, within(m, emb, g.RegionCentre, g.RegionNear)})
+	}
+	if g.VetoBelow > 0 {
+		// The class fl gives is its largest logit, so its probability
+		// is the row's largest softmax value.
+		sure := m.AddRowMax(m.AddOp("Softmax", []string{fl}, onnxgraph.IntAttr("axis", 1)))
+		unsure := m.AddOp("Less", []string{sure, m.AddConst([]int64{1}, []float32{float32(g.VetoBelow)})})
+		vetoed = m.AddOp("And", []string{vetoed, unsure})
 	}
 	never := g.VetoNever
 	if len(never) == 0 {

@@ -151,6 +151,25 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	if n := strings.Count(fmt.Sprint(vetoed), "true"); n == 0 {
 		t.Fatalf("no moved input is given class %d by the filtered classifier: the veto's case vetoes nothing", vc)
 	}
+	// With veto_below, only a vetoed input the filtered classifier is
+	// unsure of: a bar between the least sure vetoed input's probability
+	// of its class and the next one's, so that some vetoed inputs keep
+	// their class.
+	var sure []float64
+	for i, v := range vetoed {
+		if v {
+			sure = append(sure, softmaxMax(plainF[i]))
+		}
+	}
+	slices.Sort(sure)
+	if len(sure) < 2 || sure[1]-sure[0] < 1e-3 {
+		t.Fatalf("the vetoed inputs' filtered probabilities %v: the veto_below case would not tell them apart", sure)
+	}
+	below := (sure[0] + sure[1]) / 2
+	unsure := make([]bool, len(vetoed))
+	for i, v := range vetoed {
+		unsure[i] = v && softmaxMax(plainF[i]) < below
+	}
 	// With a region, only a vetoed input whose original embedding lies in
 	// it: a region around the first vetoed input's.
 	first := strings.Index(strings.ReplaceAll(strings.Trim(fmt.Sprint(vetoed), "[]"), "false", "f"), "true")
@@ -196,6 +215,8 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		{"veto: the gate's threshold when the class's is below it", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0}}, or(byClassVC, moved), vetoed},
 		{"veto: inside the region only", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, RegionCentre: region, RegionNear: 1e-3}, or(byClassVC, moved), inRegion},
 		{"veto: never the class's neighbour either", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, VetoNever: never}, or(byClassVC, moved), vetoed},
+		{"veto: only where the filtered classifier is unsure", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, VetoBelow: below}, or(byClassVC, moved), unsure},
+		{"veto: every vetoed input is surer than veto_below", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}, VetoBelow: sure[0] / 2}, or(byClassVC, moved), nil},
 		{"veto: no input moves past the class's threshold", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{1e6}}, or(byClassVC, moved), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -225,8 +246,8 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			if (back.Whiten == nil) != (g.Whiten == nil) {
 				t.Fatalf("gate read back with whiten %v, want %v", back.Whiten != nil, g.Whiten != nil)
 			}
-			if fmt.Sprint(back.VetoMoved) != fmt.Sprint(g.VetoMoved) {
-				t.Fatalf("gate read back with veto thresholds %v, want %v", back.VetoMoved, g.VetoMoved)
+			if fmt.Sprint(back.VetoMoved) != fmt.Sprint(g.VetoMoved) || back.VetoBelow != g.VetoBelow {
+				t.Fatalf("gate read back with veto thresholds %v below %v, want %v below %v", back.VetoMoved, back.VetoBelow, g.VetoMoved, g.VetoBelow)
 			}
 			got := run(t, og, imgs)
 			for i := range imgs {
@@ -307,6 +328,16 @@ func bestOutside(v []float32, skip []int) int {
 }
 
 // secondBest is the index of v's largest value other than skip.
+// softmaxMax is the largest softmax probability of the logits v.
+func softmaxMax(v []float32) float64 {
+	m := float64(slices.Max(v))
+	sum := 0.0
+	for _, x := range v {
+		sum += math.Exp(float64(x) - m)
+	}
+	return 1 / sum
+}
+
 func secondBest(v []float32, skip int) int {
 	b := -1
 	for i := range v {
@@ -347,6 +378,8 @@ func TestReadGate(t *testing.T) {
 		{"veto_never without the class part's class", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "veto_never": [4]}`, "leaves out class 3", false},
 		{"need_class on a class part", `{"moved": 1, "both": true, "need_class": true, "probe": [[0, 1]]}`, "", false},
 		{"need_class without a class part", `{"moved": 1, "need_class": true}`, "need_class on a gate", false},
+		{"veto_below over 1", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "veto_below": 1.5}`, "veto_below 1.5", false},
+		{"veto_below without a veto", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_below": 0.9}`, "veto_below 0.9", false},
 		{"negative veto threshold", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [-1]}`, "veto threshold -1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -155,6 +155,17 @@ func (m *Model) AddSquaredNorm(x string) string {
 	return m.AddOp("ReduceSumSquare", []string{x}, intsAttr("axes", 1), intAttr("keepdims", 1))
 }
 
+// AddRowMax appends the largest value of each row of x ([N, D]) and
+// returns the name of the new [N, 1] tensor.
+func (m *Model) AddRowMax(x string) string {
+	if m.Opset() >= 18 {
+		axes := m.fresh("axes")
+		m.addInt64Init(axes, []int64{1})
+		return m.AddOp("ReduceMax", []string{x, axes}, intAttr("keepdims", 1))
+	}
+	return m.AddOp("ReduceMax", []string{x}, intsAttr("axes", 1), intAttr("keepdims", 1))
+}
+
 // Select appends out = a where cond (a bool tensor, broadcast), b elsewhere,
 // and makes out the graph's only output, declared as b is when b is an
 // output. It is an error when out already names a tensor.
