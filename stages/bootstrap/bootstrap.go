@@ -928,11 +928,7 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				res.Metrics["gate_veto_moved"] = g.VetoMoved
 				gated += fmt.Sprintf("; an input the filtered head still labels %s gets its best other class when the mask moved it farther than %.0f%% of that class's trusted rows", strings.Join(names, " or "), 100*vetoQuantile)
 			case g.Both && p.GateVeto == "unsure":
-				g.VetoMoved = make([]float64, len(g.Classes))
-				for i := range g.VetoMoved {
-					g.VetoMoved[i] = g.Moved
-				}
-				g.VetoBelow = p.VetoBelow
+				UnsureVeto(g, p.VetoBelow)
 				gated += fmt.Sprintf("; an input the mask moves past the gate's threshold that the filtered head labels %s with a probability under %g gets the filtered head's best class outside the class part", strings.Join(names, " or "), p.VetoBelow)
 			case g.Both && p.GateVeto == "region" && g.RegionCentre != nil:
 				RegionVeto(g, shares)
@@ -1160,6 +1156,19 @@ func RegionVeto(g *chanfilter.Gate, shares []chanfilter.ClassShare) {
 			g.VetoNever = append(g.VetoNever, sh.Class)
 		}
 	}
+}
+
+// UnsureVeto sets g's veto for gate_veto "unsure": every class of g's
+// class part vetoed at g's own move threshold, where the filtered head
+// gives it a probability under below; a vetoed input gets the filtered
+// head's best class outside the class part.
+func UnsureVeto(g *chanfilter.Gate, below float64) {
+	g.VetoMoved = make([]float64, len(g.Classes))
+	for i := range g.VetoMoved {
+		g.VetoMoved[i] = g.Moved
+	}
+	g.VetoNever = nil
+	g.VetoBelow = below
 }
 
 // VetoThresholds returns, for each class of g's class part, the vetoQuantile

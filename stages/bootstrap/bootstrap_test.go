@@ -664,6 +664,36 @@ func TestRegionVeto(t *testing.T) {
 	}
 }
 
+func TestUnsureVeto(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		classes []int
+		below   float64
+	}{
+		{"one class", []int{3}, 0.9},
+		{"two classes, every class at the gate's threshold", []int{3, 5}, 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &chanfilter.Gate{Moved: 1.25, Both: true, Probe: [][]float32{{0, 0}}, Classes: tc.classes, VetoNever: []int{9}}
+			bootstrap.UnsureVeto(g, tc.below)
+			if len(g.VetoMoved) != len(tc.classes) {
+				t.Fatalf("VetoMoved %v for classes %v", g.VetoMoved, tc.classes)
+			}
+			for i, m := range g.VetoMoved {
+				if m != g.Moved {
+					t.Errorf("VetoMoved[%d] = %v, want the gate's threshold %v", i, m, g.Moved)
+				}
+			}
+			if g.VetoBelow != tc.below || g.VetoNever != nil {
+				t.Errorf("VetoBelow %v, VetoNever %v: want %v and the class part alone (nil)", g.VetoBelow, g.VetoNever, tc.below)
+			}
+			if err := g.Check(); err != nil {
+				t.Errorf("the vetoing gate does not check: %v", err)
+			}
+		})
+	}
+}
+
 // cleanEvery marks every k-th row of set that is not poisoned: a trusted
 // start with no poison in it.
 func cleanEvery(set *synth.Set, k int) []bool {
