@@ -146,24 +146,22 @@ func (m *Model) AddInt64Const(data ...int64) string {
 
 // AddSquaredNorm appends the squared Euclidean norm of each row of x
 // ([N, D]) and returns the name of the new [N, 1] tensor.
-func (m *Model) AddSquaredNorm(x string) string {
-	if m.Opset() >= 18 {
-		axes := m.fresh("axes")
-		m.addInt64Init(axes, []int64{1})
-		return m.AddOp("ReduceSumSquare", []string{x, axes}, intAttr("keepdims", 1))
-	}
-	return m.AddOp("ReduceSumSquare", []string{x}, intsAttr("axes", 1), intAttr("keepdims", 1))
-}
+func (m *Model) AddSquaredNorm(x string) string { return m.reduceRows("ReduceSumSquare", x) }
 
 // AddRowMax appends the largest value of each row of x ([N, D]) and
 // returns the name of the new [N, 1] tensor.
-func (m *Model) AddRowMax(x string) string {
+func (m *Model) AddRowMax(x string) string { return m.reduceRows("ReduceMax", x) }
+
+// reduceRows appends the reduce op over axis 1 of x ([N, D]), keeping the
+// axis, and returns the name of the new [N, 1] tensor: opset 18 takes the
+// axes as an input, earlier opsets as an attribute.
+func (m *Model) reduceRows(op, x string) string {
 	if m.Opset() >= 18 {
 		axes := m.fresh("axes")
 		m.addInt64Init(axes, []int64{1})
-		return m.AddOp("ReduceMax", []string{x, axes}, intAttr("keepdims", 1))
+		return m.AddOp(op, []string{x, axes}, intAttr("keepdims", 1))
 	}
-	return m.AddOp("ReduceMax", []string{x}, intsAttr("axes", 1), intAttr("keepdims", 1))
+	return m.AddOp(op, []string{x}, intsAttr("axes", 1), intAttr("keepdims", 1))
 }
 
 // Select appends out = a where cond (a bool tensor, broadcast), b elsewhere,
