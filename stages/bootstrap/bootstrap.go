@@ -1146,10 +1146,7 @@ const vetoQuantile = 0.99
 // classMinShare of the probe rows the original classifier moved out of
 // their own class (shares, as ClassGate's Head).
 func RegionVeto(g *chanfilter.Gate, shares []chanfilter.ClassShare) {
-	g.VetoMoved = make([]float64, len(g.Classes))
-	for i := range g.VetoMoved {
-		g.VetoMoved[i] = g.Moved
-	}
+	vetoAtGate(g)
 	g.VetoNever = append([]int(nil), g.Classes...)
 	for _, sh := range shares {
 		if sh.Share >= classMinShare && !slices.Contains(g.VetoNever, sh.Class) {
@@ -1158,15 +1155,21 @@ func RegionVeto(g *chanfilter.Gate, shares []chanfilter.ClassShare) {
 	}
 }
 
+// vetoAtGate vetoes every class of g's class part at g's own move
+// threshold.
+func vetoAtGate(g *chanfilter.Gate) {
+	g.VetoMoved = make([]float64, len(g.Classes))
+	for i := range g.VetoMoved {
+		g.VetoMoved[i] = g.Moved
+	}
+}
+
 // UnsureVeto sets g's veto for gate_veto "unsure": every class of g's
 // class part vetoed at g's own move threshold, where the filtered head
 // gives it a probability under below; a vetoed input gets the filtered
 // head's best class outside the class part.
 func UnsureVeto(g *chanfilter.Gate, below float64) {
-	g.VetoMoved = make([]float64, len(g.Classes))
-	for i := range g.VetoMoved {
-		g.VetoMoved[i] = g.Moved
-	}
+	vetoAtGate(g)
 	g.VetoNever = nil
 	g.VetoBelow = below
 }

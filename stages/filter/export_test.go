@@ -16,15 +16,11 @@ import (
 // cap undoes them). It returns the capped search's best pattern when the
 // step handed that search to the mask.
 func SmoothPicked(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pattern, loose bool) (*Smoothing, *Pattern, error) {
-	b, err := newBench(p, ins)
+	b, sc, err := scanned(ctx, p, ins)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer b.close()
-	sc, err := b.firstScan(ctx, nil)
-	if err != nil {
-		return nil, nil, err
-	}
 	picked := *sc
 	if pick.Kind != "" {
 		picked.Pattern = pick
@@ -53,15 +49,11 @@ func SmoothPicked(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pa
 // returns both, as (collapse, change) pairs, and how many probed layers
 // had a tail.
 func ScoresBothWays(ctx context.Context, p Params, ins *chanfilter.Inputs) (tail, whole [][2]float64, tails int, err error) {
-	b, err := newBench(p, ins)
+	b, sc, err := scanned(ctx, p, ins)
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	defer b.close()
-	sc, err := b.firstScan(ctx, nil)
-	if err != nil {
-		return nil, nil, 0, err
-	}
 	keep := b.ones()
 	var extra []*channel
 	for _, l := range b.t.Layers {
@@ -113,15 +105,11 @@ func ShiftOn(ctx context.Context, p Params, ins *chanfilter.Inputs) (*Shifted, e
 // scan's call had been pick (a backdoored call on it): what planted_z and
 // planted_blend make of the call on a real encoder.
 func PlantedOverPick(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pattern) (Scan, error) {
-	b, err := newBench(p, ins)
+	b, sc, err := scanned(ctx, p, ins)
 	if err != nil {
 		return Scan{}, err
 	}
 	defer b.close()
-	sc, err := b.firstScan(ctx, nil)
-	if err != nil {
-		return Scan{}, err
-	}
 	picked := *sc
 	c, z, err := b.worstCand(nil, []Pattern{pick}, sc.stats)
 	if err != nil {
@@ -144,15 +132,11 @@ func PlantedOverPick(ctx context.Context, p Params, ins *chanfilter.Inputs, pick
 // so that a later Run in this process on the same encoder and images
 // starts from that call.
 func ForceScanCall(ctx context.Context, p Params, ins *chanfilter.Inputs, pick Pattern) error {
-	b, err := newBench(p, ins)
+	b, sc, err := scanned(ctx, p, ins)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	sc, err := b.firstScan(ctx, nil)
-	if err != nil {
-		return err
-	}
 	c, z, err := b.worstCand(nil, []Pattern{pick}, sc.stats)
 	if err != nil {
 		return err
@@ -191,15 +175,11 @@ func EmbedBothSessions(p Params, ins *chanfilter.Inputs, pat Pattern) (plain, ma
 // switched-off channels: on the fit images clean ([0]) and carrying the
 // pattern ([1]).
 func FillErrors(ctx context.Context, p Params, ins *chanfilter.Inputs) (plain, paired [2]float64, err error) {
-	b, err := newBench(p, ins)
+	b, sc, err := scanned(ctx, p, ins)
 	if err != nil {
 		return plain, paired, err
 	}
 	defer b.close()
-	sc, err := b.firstScan(ctx, nil)
-	if err != nil {
-		return plain, paired, err
-	}
 	keep, score := b.ones(), map[string][]float32{}
 	for _, l := range b.t.Layers {
 		keep[l.Name][0], keep[l.Name][1] = false, false
@@ -255,4 +235,19 @@ func FillErrors(ctx context.Context, p Params, ins *chanfilter.Inputs) (plain, p
 	}
 	paired, err = errs(w, icpt)
 	return plain, paired, err
+}
+
+// scanned opens a bench on ins under p and runs its first scan; the
+// caller closes the bench (it is closed already when err is set).
+func scanned(ctx context.Context, p Params, ins *chanfilter.Inputs) (*bench, *scanResult, error) {
+	b, err := newBench(p, ins)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := b.firstScan(ctx, nil)
+	if err != nil {
+		b.close()
+		return nil, nil, err
+	}
+	return b, sc, nil
 }
