@@ -40,7 +40,7 @@ func New() plugin.Stage { return Stage{} }
 func (Stage) Spec() plugin.Spec {
 	return plugin.Spec{
 		Name:    "bootstrap",
-		Version: "0.16.0",
+		Version: "0.17.0",
 		Inputs: []plugin.PortSpec{
 			{Name: "features", Kind: arrowio.KindFeatures, Doc: "embeddings under the (filtered) encoder"},
 			{Name: "trusted", Kind: arrowio.KindScores, Optional: true, Doc: "the trusted core (expand.trusted); without it every row is kept (the none baseline)"},
@@ -104,7 +104,10 @@ type Params struct {
 	// VetoBelow is how unsure the filtered head must be for gate_veto
 	// unsure to veto its class.
 	VetoBelow float64 `json:"veto_below" range:"(0,1]" doc:"with gate_veto unsure, an input is vetoed only when the filtered head's probability of the class part's class it gives is under this"`
-	Relabel   float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
+	// GateClassQuantile gives each class of the original head its own
+	// move threshold (docs/DECISIONS.md, "a move threshold per class").
+	GateClassQuantile float64 `json:"gate_class_quantile" range:"[0,1)" doc:"with a gate that has a move part, each class of the original head gets its own move threshold: this quantile of the moves of the kept rows the original head gives that class, never below the gate's threshold (a class with fewer than 20 such rows keeps the gate's); an input then goes through the filtered encoder when the mask moves it past the threshold of the class the original head gives it, so that the clean inputs of classes the mask moves far stay on the original path (0: the gate's threshold for every class)"`
+	Relabel           float32 `json:"relabel" range:"[0,1]" doc:"suspects (rows never to keep) that the final head gives another class than their label with at least this probability join it under that class, and the final head trains again (0: off)"`
 	// RelabelForm says what a relabelled suspect trains towards
 	// (docs/DECISIONS.md, "relabelled suspects train towards the final
 	// head's probabilities").
@@ -235,6 +238,7 @@ func (s Stage) Run(ctx context.Context, raw json.RawMessage, in plugin.Inputs, o
 				}
 				train = Spread(kept, exclude, t.Labels, crowded)
 			}
+			gs.kept = kept
 			gs.head, gs.rows, gs.fit, err = originalHead(ctx, p, t, gs.orig, kept, train)
 			return err
 		}
@@ -815,8 +819,8 @@ type gateSetup struct {
 	fit     int
 	crowded []int
 	// trusted marks the trusted rows of the features (the veto's
-	// per-class moves).
-	trusted []bool
+	// per-class moves); kept the kept rows (gate_class_quantile's).
+	trusted, kept []bool
 }
 
 // setUpGate reads the filtered encoder and decides whether the exported
@@ -938,6 +942,17 @@ func export(p Params, t *feat.Table, masks []encoder.Mask, res *Result, gs *gate
 				gated += "; no veto: the filter found the found pattern's region not apart from the trusted rows"
 			}
 		}
+	}
+	if g.IsMove() && p.GateClassQuantile > 0 {
+		nc, err := t.CheckClasses(p.Classes)
+		if err != nil {
+			return "", err
+		}
+		if g.ClassMoved, err = ClassMoveThresholds(t, orig, gs.kept, g, h.Predict, nc, p.GateClassQuantile); err != nil {
+			return "", err
+		}
+		res.Metrics["gate_class_moved"] = g.ClassMoved
+		gated += fmt.Sprintf("; the move part holds an input to the threshold of the class the original head gives it: the %.0f%% quantile of the moves of the kept rows it gives that class, at least %.3g", 100*p.GateClassQuantile, g.Moved)
 	}
 	o, err := classifierEncoder(p.Original, p.Embedding, t.Preprocess)
 	if err != nil {
@@ -1179,13 +1194,50 @@ func UnsureVeto(g *chanfilter.Gate, below float64) {
 // sample id) of the trusted rows of that class, and at least g's move
 // threshold. A class without trusted rows gets g's threshold.
 func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]float64, error) {
+	moves, err := movesByClass(t, orig, trusted, g, func(k int, _ []float32) int { return int(t.Labels[k]) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(g.Classes))
+	for j, c := range g.Classes {
+		out[j] = quantileAtLeast(moves[c], vetoQuantile, g.Moved, 1)
+	}
+	return out, nil
+}
+
+// classMoveMinRows is how many kept rows a class needs for a move
+// threshold of its own (gate_class_quantile).
+const classMoveMinRows = 20
+
+// ClassMoveThresholds returns a move threshold for each of nc classes
+// (gate_class_quantile): the q quantile of the moves of the kept rows
+// (features t, marked in kept; original embeddings orig, matched by
+// sample id) that predict, the original head, gives the class, and at
+// least g's move threshold. A class given to fewer than classMoveMinRows
+// kept rows gets g's threshold.
+func ClassMoveThresholds(t, orig *feat.Table, kept []bool, g *chanfilter.Gate, predict func([]float32) int, nc int, q float64) ([]float64, error) {
+	moves, err := movesByClass(t, orig, kept, g, func(_ int, oe []float32) int { return predict(oe) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, nc)
+	for c := range out {
+		out[c] = quantileAtLeast(moves[c], q, g.Moved, classMoveMinRows)
+	}
+	return out, nil
+}
+
+// movesByClass returns the moves (g.Move: original against filtered
+// embedding, matched by sample id) of the rows of t marked in on, by the
+// class that class gives each (k: the row of t; its original embedding).
+func movesByClass(t, orig *feat.Table, on []bool, g *chanfilter.Gate, class func(k int, origEmb []float32) int) (map[int][]float64, error) {
 	row := rowOf(orig)
 	d := t.Embedding.D
 	if orig.Embedding.D != d {
 		return nil, plugin.PortError("original", plugin.BadInputf("embedding of %d values, the features have %d", orig.Embedding.D, d))
 	}
 	moves := map[int][]float64{}
-	for k, ok := range trusted {
+	for k, ok := range on {
 		if !ok {
 			continue
 		}
@@ -1193,18 +1245,22 @@ func VetoThresholds(t, orig *feat.Table, trusted []bool, g *chanfilter.Gate) ([]
 		if !found {
 			return nil, plugin.PortError("original", plugin.BadInputf("no row for sample_id %d of the features", t.IDs[k]))
 		}
-		c := int(t.Labels[k])
-		moves[c] = append(moves[c], g.Move(orig.Embedding.X[i*d:(i+1)*d], t.Embedding.X[k*d:(k+1)*d]))
+		oe := orig.Embedding.X[i*d : (i+1)*d]
+		c := class(k, oe)
+		moves[c] = append(moves[c], g.Move(oe, t.Embedding.X[k*d:(k+1)*d]))
 	}
-	out := make([]float64, len(g.Classes))
-	for j, c := range g.Classes {
-		out[j] = g.Moved
-		if ms := moves[c]; len(ms) > 0 {
-			sort.Float64s(ms)
-			out[j] = max(g.Moved, ms[int(vetoQuantile*float64(len(ms)-1))])
-		}
+	return moves, nil
+}
+
+// quantileAtLeast returns the q quantile of ms (sorted in place; the
+// lower of the two nearest ranks), and at least floor; floor when ms has
+// fewer than minRows values.
+func quantileAtLeast(ms []float64, q, floor float64, minRows int) float64 {
+	if len(ms) < max(1, minRows) {
+		return floor
 	}
-	return out, nil
+	sort.Float64s(ms)
+	return max(floor, ms[int(q*float64(len(ms)-1))])
 }
 
 // rowOf maps each sample id of t to its row.

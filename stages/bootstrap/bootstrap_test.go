@@ -634,6 +634,82 @@ func TestVetoThresholds(t *testing.T) {
 	}
 }
 
+// gate_class_quantile: a class's move threshold is the quantile of the
+// moves of the kept rows the original head gives it (not their labels),
+// never below the gate's; a class given to fewer than 20 kept rows, or
+// to none, keeps the gate's; rows that are not kept do not count.
+func TestClassMoveThresholds(t *testing.T) {
+	const n = 100
+	// Row i's original-head class and move: rows 0-59 class 0, moved
+	// i/10 (0 .. 5.9); rows 60-74 class 1 (15 rows); rows 75-94 class 2,
+	// moved 10 + (i-75)/10 (10 .. 11.9); rows 95-99 class 2, not kept,
+	// moved 1000. The labels follow none of that.
+	layout := func(i int) (class int, move float32) {
+		switch {
+		case i >= 95:
+			return 2, 1000
+		case i >= 75:
+			return 2, 10 + float32(i-75)/10
+		case i >= 60:
+			return 1, 0
+		}
+		return 0, float32(i) / 10
+	}
+	filt := &feat.Table{Embedding: feat.Matrix{Name: "embedding", D: 2}}
+	orig := &feat.Table{Embedding: feat.Matrix{Name: "embedding", D: 2}}
+	kept := make([]bool, n)
+	for i := 0; i < n; i++ {
+		c, _ := layout(i)
+		kept[i] = i < 95
+		filt.IDs, filt.Labels = append(filt.IDs, uint64(i)), append(filt.Labels, int32((i+1)%4))
+		filt.Embedding.X = append(filt.Embedding.X, 1, float32(c))
+		// The original table holds the rows in reverse order, its
+		// embedding's second value the original head's class.
+		j := n - 1 - i
+		cj, mj := layout(j)
+		orig.IDs, orig.Labels = append(orig.IDs, uint64(j)), append(orig.Labels, int32((j+1)%4))
+		orig.Embedding.X = append(orig.Embedding.X, 1+mj, float32(cj))
+	}
+	predict := func(e []float32) int { return int(e[1]) }
+	for _, tc := range []struct {
+		name  string
+		moved float64
+		q     float64
+		want  []float64 // classes 0-3
+	}{
+		// Class 0: 60 moves 0 .. 5.9, the 0.9 quantile is rank 53's 5.3;
+		// class 2: 20 kept moves 10 .. 11.9, rank 17's 11.7.
+		{"each class its own", 0.5, 0.9, []float64{5.3, 0.5, 11.7, 0.5}},
+		{"the median", 0.5, 0.5, []float64{2.9, 0.5, 10.9, 0.5}},
+		{"never below the gate", 6, 0.9, []float64{6, 6, 11.7, 6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &chanfilter.Gate{Moved: tc.moved}
+			got, err := bootstrap.ClassMoveThresholds(filt, orig, kept, g, predict, 4, tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("thresholds %v, want %v", got, tc.want)
+			}
+			for c := range tc.want {
+				if math.Abs(got[c]-tc.want[c]) > 1e-4 {
+					t.Fatalf("thresholds %v, want %v", got, tc.want)
+				}
+			}
+			g.ClassMoved = got
+			if err := g.Check(); err != nil {
+				t.Errorf("the gate with these thresholds does not check: %v", err)
+			}
+		})
+	}
+	// The last original row is row 0's, which is kept.
+	short := &feat.Table{IDs: orig.IDs[:n-1], Labels: orig.Labels[:n-1], Embedding: feat.Matrix{D: 2, X: orig.Embedding.X[:2*(n-1)]}}
+	if _, err := bootstrap.ClassMoveThresholds(filt, short, kept, &chanfilter.Gate{Moved: 1}, predict, 4, 0.9); err == nil || !strings.Contains(err.Error(), "sample_id") {
+		t.Fatalf("an original table without a kept row's sample id: error %v", err)
+	}
+}
+
 func TestRegionVeto(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

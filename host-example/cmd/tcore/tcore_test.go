@@ -426,8 +426,10 @@ func checkReference(t *testing.T, none, a map[string]any, out string) {
 // target: the original path then does not send the trigger there either),
 // and the trigger stays stopped; when no class resolves (one probe row cannot
 // give a class two), bootstrap drops the gate and exports the filtered
-// classifier alone. Bootstrap reruns on a T3 run's own node files, with
-// the filtered encoder's gate rewritten.
+// classifier alone. With gate_class_quantile the gated classifier holds
+// each input to its class's own move threshold, and the trigger stays
+// stopped. Bootstrap reruns on a T3 run's own node files, with the
+// filtered encoder's gate rewritten.
 func TestGateStandingOnItsClassPart(t *testing.T) {
 	dir, enc, train, test, spec := collapseT3(t)
 	run0 := filepath.Join(dir, "a")
@@ -442,12 +444,14 @@ func TestGateStandingOnItsClassPart(t *testing.T) {
 	}
 	node := func(n, f string) string { return filepath.Join(run0, "nodes", n, f) }
 	for _, tc := range []struct {
-		name  string
-		probe int // probe rows kept
-		gated bool
+		name     string
+		probe    int // probe rows kept
+		gated    bool
+		quantile float64 // gate_class_quantile
 	}{
-		{"class part resolves: gated", len(g0.Probe), true},
-		{"no class: the filtered classifier alone", 1, false},
+		{"class part resolves: gated", len(g0.Probe), true, 0},
+		{"no class: the filtered classifier alone", 1, false, 0},
+		{"a move threshold per class", len(g0.Probe), true, 0.9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := *g0
@@ -465,7 +469,8 @@ func TestGateStandingOnItsClassPart(t *testing.T) {
 				"--in", "features=" + node("filter", "features.arrow"), "--in", "trusted=" + node("expand", "scores.arrow"),
 				"--in", "suspects=" + node("filter", "scores.arrow"), "--in", "augment=" + node("filter", "augment.arrow"),
 				"--in", "original=" + node("embed", "features.arrow"), "--out", "scores=" + filepath.Join(sub, "scores.arrow"),
-				"--param", "encoder=" + fe, "--param", "epochs=5", "--param", "final_epochs=10", "--param", "hidden=[64,32]"}, &so, &se); code != 0 {
+				"--param", "encoder=" + fe, "--param", "epochs=5", "--param", "final_epochs=10", "--param", "hidden=[64,32]",
+				"--param", fmt.Sprintf("gate_class_quantile=%g", tc.quantile)}, &so, &se); code != 0 {
 				t.Fatalf("tcore stage bootstrap: exit %d: %s", code, se.String())
 			}
 			var res struct {
@@ -491,6 +496,12 @@ func TestGateStandingOnItsClassPart(t *testing.T) {
 			}
 			if tc.gated && (!out.NeedClass || len(out.Classes) == 0) {
 				t.Fatalf("clean_model.onnx gate: need_class %v, classes %v; want a resolved class part", out.NeedClass, out.Classes)
+			}
+			if tc.gated && (len(out.ClassMoved) > 0) != (tc.quantile > 0) {
+				t.Fatalf("clean_model.onnx gate: class thresholds %v under gate_class_quantile %g", out.ClassMoved, tc.quantile)
+			}
+			if tc.quantile > 0 && !strings.Contains(gated, "threshold of the class the original head gives it") {
+				t.Fatalf("gated: %q, want the per-class thresholds named", gated)
 			}
 			// Gated or not, the classifier does not follow the trigger.
 			var eo, ee bytes.Buffer

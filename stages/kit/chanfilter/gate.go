@@ -87,6 +87,16 @@ type Gate struct {
 	// trigger's; a clean image of that class, moved as far, is given it
 	// with near certainty.
 	VetoBelow float64 `json:"veto_below,omitempty"`
+	// ClassMoved, when set, holds a move threshold per class of the
+	// original classifier (index: class), each at least Moved: the move
+	// part sends an input through when the mask moves it more than the
+	// threshold of the class the original classifier gives it. Clean
+	// inputs of some classes move farther than others'; one threshold for
+	// all sends many of those through the filtered encoder, where they pay
+	// the mask's cost. Whoever trains the original classifier sets it
+	// (bootstrap's gate_class_quantile). Sends and Through, which know no
+	// class, use Moved.
+	ClassMoved []float64 `json:"class_moved,omitempty"`
 	// Whiten, when set, is how the gate measures a move (Move): Moved is
 	// then a whitened length.
 	Whiten *Whiten `json:"whiten,omitempty"`
@@ -249,6 +259,14 @@ func (g *Gate) Check() error {
 			return fmt.Errorf("gate: veto threshold %v, want a number >= 0", v)
 		}
 	}
+	if len(g.ClassMoved) > 0 && !g.IsMove() {
+		return fmt.Errorf("gate: %d class move thresholds on a gate without a move part", len(g.ClassMoved))
+	}
+	for c, v := range g.ClassMoved {
+		if !(v >= g.Moved) || math.IsInf(v, 0) {
+			return fmt.Errorf("gate: class %d's move threshold %v, want a number >= the gate's %v", c, v, g.Moved)
+		}
+	}
 	if g.RegionCentre != nil && !(g.RegionNear > 0) {
 		return fmt.Errorf("gate: region radius %v, want > 0", g.RegionNear)
 	}
@@ -322,7 +340,7 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 			mv = orig.AddOp("MatMul", []string{orig.AddOp("Sub", []string{mv, orig.AddConst([]int64{1, d}, mean)}), orig.AddConst([]int64{d, d}, w.Factor)})
 		}
 		moved = orig.AddSquaredNorm(mv)
-		through = orig.AddOp("Greater", []string{moved, orig.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})})
+		through = orig.AddOp("Greater", []string{moved, g.moveBar(orig, logits)})
 		if g.Centre != nil {
 			through = or(orig, through, within(orig, emb, g.Centre, g.Near))
 		}
@@ -340,6 +358,21 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 		return err
 	}
 	return g.WriteTo(orig)
+}
+
+// moveBar appends to m the squared move threshold the move part holds an
+// input to, and returns its name: Moved's ([1]), or with ClassMoved the
+// threshold of the class the original logits give each input ([N, 1]).
+func (g *Gate) moveBar(m *onnxgraph.Model, logits string) string {
+	if len(g.ClassMoved) == 0 {
+		return m.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})
+	}
+	sq := make([]float32, len(g.ClassMoved))
+	for c, v := range g.ClassMoved {
+		sq[c] = float32(v * v)
+	}
+	label := m.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
+	return m.AddOp("Gather", []string{m.AddConst([]int64{int64(len(sq))}, sq), label}, onnxgraph.IntAttr("axis", 0))
 }
 
 // within appends to m whether emb (the original embedding, [N, D]) lies

@@ -139,6 +139,19 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 	if both := fmt.Sprint(or(byClass2, moved)); both == fmt.Sprint(moved) || both == fmt.Sprint(byClass2) {
 		t.Fatalf("the class gate takes %v, the move gate %v: a gate of both would not tell them apart", byClass2, moved)
 	}
+	// A threshold per class: the class the original classifier gives the
+	// first triggered input holds its inputs to a move none reaches, every
+	// other class to the gate's own, so that the moved inputs of that
+	// class stay on the original path.
+	classMoved := make([]float64, len(plainO[0]))
+	for c := range classMoved {
+		classMoved[c] = 0.5
+	}
+	classMoved[cls] = 1e6
+	var byOwnBar []bool
+	for i, l := range plainO {
+		byOwnBar = append(byOwnBar, moved[i] && argmax(l) != cls)
+	}
 	// A veto on the class the filtered classifier gives a triggered
 	// input: moved inputs it still gives that class get their best other
 	// class; inputs the class part alone sends through keep it.
@@ -210,6 +223,8 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 		// Both: moved far, or labelled with a gated class.
 		{"moved or the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, or(byClass2, moved), nil},
 		{"both, nothing moves, the class", chanfilter.Gate{Moved: 1e6, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}}, byClass2, nil},
+		{"moved past its class's own threshold", chanfilter.Gate{Moved: 0.5, ClassMoved: classMoved}, byOwnBar, nil},
+		{"per-class thresholds and a class part", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{cls2}, ClassMoved: classMoved}, or(byClass2, byOwnBar), nil},
 		{"both, no class resolved: the move gate", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}}, moved, nil},
 		{"veto: moved and still the class", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0.5}}, or(byClassVC, moved), vetoed},
 		{"veto: the gate's threshold when the class's is below it", chanfilter.Gate{Moved: 0.5, Both: true, Probe: [][]float32{embO[3]}, Classes: []int{vc}, VetoMoved: []float64{0}}, or(byClassVC, moved), vetoed},
@@ -245,6 +260,9 @@ func TestGatedClassifierPicksAPathPerInput(t *testing.T) {
 			}
 			if (back.Whiten == nil) != (g.Whiten == nil) {
 				t.Fatalf("gate read back with whiten %v, want %v", back.Whiten != nil, g.Whiten != nil)
+			}
+			if fmt.Sprint(back.ClassMoved) != fmt.Sprint(g.ClassMoved) {
+				t.Fatalf("gate read back with class thresholds %v, want %v", back.ClassMoved, g.ClassMoved)
 			}
 			if fmt.Sprint(back.VetoMoved) != fmt.Sprint(g.VetoMoved) || back.VetoBelow != g.VetoBelow {
 				t.Fatalf("gate read back with veto thresholds %v below %v, want %v below %v", back.VetoMoved, back.VetoBelow, g.VetoMoved, g.VetoBelow)
@@ -380,6 +398,9 @@ func TestReadGate(t *testing.T) {
 		{"need_class without a class part", `{"moved": 1, "need_class": true}`, "need_class on a gate", false},
 		{"veto_below over 1", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [1], "veto_below": 1.5}`, "veto_below 1.5", false},
 		{"veto_below without a veto", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_below": 0.9}`, "veto_below 0.9", false},
+		{"class thresholds", `{"moved": 1, "class_moved": [1, 2.5, 1]}`, "", false},
+		{"a class threshold under the gate's", `{"moved": 1, "class_moved": [1, 0.5]}`, "class 1's move threshold 0.5", false},
+		{"class thresholds on a class gate", `{"moved": 1, "probe": [[0, 1]], "classes": [3], "class_moved": [1, 1]}`, "without a move part", false},
 		{"negative veto threshold", `{"moved": 1, "both": true, "probe": [[0, 1]], "classes": [3], "veto_moved": [-1]}`, "veto threshold -1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
