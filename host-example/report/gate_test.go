@@ -111,3 +111,36 @@ func TestFilterSuspectsListThePastedPatch(t *testing.T) {
 		})
 	}
 }
+
+// The exported classifier's gate as bootstrap decided it: its gated
+// metric, and with per-class move thresholds a table of them; nothing for
+// a run without a bootstrap node.
+func TestExportedGateSaysWhatBootstrapDecided(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		metrics   string // the bootstrap node's metrics (JSON); "" for no node
+		want, not []string
+	}{
+		{"gated, one threshold", `{"gated": "yes: inputs the mask moves far go through"}`,
+			[]string{"The exported classifier (bootstrap): gated yes: inputs the mask moves far go through."}, []string{"gate_class_quantile"}},
+		{"per-class thresholds", `{"gated": "yes: inputs the mask moves far", "gate_class_moved": [16.6, 25.71, 18]}`,
+			[]string{"gated yes", "gate_class_quantile", "<th>0</th><th>1</th><th>2</th>", "<td>16.60</td><td>25.71</td><td>18.00</td>"}, nil},
+		{"not gated", `{"gated": "no: the encoder carries no gate"}`, []string{"gated no: the encoder carries no gate"}, []string{"<table>"}},
+		{"no bootstrap", "", nil, []string{"exported classifier"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := map[string]Node{"filter": {Stage: "filter", Metrics: plugin.Metrics{"gated": "a filter metric of that name does not count"}}}
+			if tc.metrics != "" {
+				var m plugin.Metrics
+				if err := json.Unmarshal([]byte(tc.metrics), &m); err != nil {
+					t.Fatal(err)
+				}
+				nodes["bootstrap"] = Node{Stage: "bootstrap", Metrics: m}
+			}
+			r := &Run{Summary: &Summary{Nodes: nodes}}
+			var sb strings.Builder
+			r.exportedGate(func(f string, a ...any) { fmt.Fprintf(&sb, f, a...) })
+			says(t, sb.String(), tc.want, tc.not)
+		})
+	}
+}

@@ -358,6 +358,7 @@ func (r *Run) detail(w func(string, ...any)) {
 		w(`<div class="fig">%s</div>`, Bars(id+"-scan", "Encoder scan: median collapse of random patterns per size, and the found pattern", "collapse", groups, []string{"collapse"}, [][]float64{vals}, 0))
 	}
 	r.filterSuspects(w)
+	r.exportedGate(w)
 	// per-class counts
 	if len(r.labels) > 0 {
 		sets := []string{}
@@ -492,6 +493,35 @@ func (r *Run) filterSuspects(w func(string, ...any)) {
 		classSplit(w, res.ClassSplit)
 		filterSmoothing(w, res.Smoothing)
 		filterGate(w, res.Gate)
+	}
+}
+
+// exportedGate says what the exported classifier does, as the bootstrap
+// stage decided it (its gated metric): the filter proposes a gate, and
+// bootstrap resolves its class part, its veto and its per-class move
+// thresholds, or drops it. With per-class thresholds it lists them.
+func (r *Run) exportedGate(w func(string, ...any)) {
+	for _, id := range r.Summary.NodeIDs() {
+		n := r.Summary.Nodes[id]
+		gated, _ := n.Metrics["gated"].(string)
+		if n.Stage != "bootstrap" || gated == "" {
+			continue
+		}
+		w("<p>The exported classifier (%s): gated %s.</p>\n", html.EscapeString(id), html.EscapeString(gated))
+		ths, _ := n.Metrics["gate_class_moved"].([]any)
+		if len(ths) == 0 {
+			continue
+		}
+		w("<table><caption>The move each class of the original head needs to go through the filtered encoder (gate_class_quantile)</caption><tr><th>class</th>")
+		for c := range ths {
+			w("<th>%s</th>", strconv.Itoa(c))
+		}
+		w("</tr><tr><td>move threshold</td>")
+		for _, v := range ths {
+			f, _ := v.(float64)
+			w("<td>%.2f</td>", f)
+		}
+		w("</tr></table>\n")
 	}
 }
 
