@@ -328,7 +328,14 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 	if g.IsClass() && !g.Both && len(g.Classes) == 0 {
 		return fmt.Errorf("gate: a class gate whose classes are not resolved")
 	}
-	through, moved := "", ""
+	through, moved, label := "", "", ""
+	// origLabel is the original logits' class ([N, 1] int64), made once.
+	origLabel := func() string {
+		if label == "" {
+			label = orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
+		}
+		return label
+	}
 	if g.IsMove() {
 		mv := orig.AddOp("Sub", []string{fe, emb})
 		if w := g.Whiten; w != nil {
@@ -340,15 +347,14 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 			mv = orig.AddOp("MatMul", []string{orig.AddOp("Sub", []string{mv, orig.AddConst([]int64{1, d}, mean)}), orig.AddConst([]int64{d, d}, w.Factor)})
 		}
 		moved = orig.AddSquaredNorm(mv)
-		through = orig.AddOp("Greater", []string{moved, g.moveBar(orig, logits)})
+		through = orig.AddOp("Greater", []string{moved, g.moveBar(orig, origLabel)})
 		if g.Centre != nil {
 			through = or(orig, through, within(orig, emb, g.Centre, g.Near))
 		}
 	}
 	if g.IsClass() && len(g.Classes) > 0 {
-		label := orig.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
 		for _, c := range g.Classes {
-			through = or(orig, through, orig.AddOp("Equal", []string{label, orig.AddInt64Const(int64(c))}))
+			through = or(orig, through, orig.AddOp("Equal", []string{origLabel(), orig.AddInt64Const(int64(c))}))
 		}
 	}
 	if len(g.VetoMoved) > 0 && moved != "" {
@@ -362,8 +368,9 @@ func (g *Gate) Compose(orig *onnxgraph.Model, emb, logits string, filt *onnxgrap
 
 // moveBar appends to m the squared move threshold the move part holds an
 // input to, and returns its name: Moved's ([1]), or with ClassMoved the
-// threshold of the class the original logits give each input ([N, 1]).
-func (g *Gate) moveBar(m *onnxgraph.Model, logits string) string {
+// threshold of the class the original logits give each input ([N, 1];
+// label makes that class's tensor).
+func (g *Gate) moveBar(m *onnxgraph.Model, label func() string) string {
 	if len(g.ClassMoved) == 0 {
 		return m.AddConst([]int64{1}, []float32{float32(g.Moved * g.Moved)})
 	}
@@ -371,8 +378,7 @@ func (g *Gate) moveBar(m *onnxgraph.Model, logits string) string {
 	for c, v := range g.ClassMoved {
 		sq[c] = float32(v * v)
 	}
-	label := m.AddOp("ArgMax", []string{logits}, onnxgraph.IntAttr("axis", 1), onnxgraph.IntAttr("keepdims", 1))
-	return m.AddOp("Gather", []string{m.AddConst([]int64{int64(len(sq))}, sq), label}, onnxgraph.IntAttr("axis", 0))
+	return m.AddOp("Gather", []string{m.AddConst([]int64{int64(len(sq))}, sq), label()}, onnxgraph.IntAttr("axis", 0))
 }
 
 // within appends to m whether emb (the original embedding, [N, D]) lies
